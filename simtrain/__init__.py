@@ -1,0 +1,25 @@
+"""simtrain: a discrete-event simulator of distributed LLM training steps.
+
+Data flows one way:
+scenario file -> Scenario -> Plan -> simpy engine over the networkx topology
+-> flat timeline records -> metrics, report, plots, traces.
+"""
+
+from simtrain.errors import SimtrainError
+
+__all__ = ["SimtrainError", "simulate", "load_scenario"]
+__version__ = "0.1.0"
+
+
+def load_scenario(source, overrides=()):
+    """Load a scenario from a TOML path or catalog name, applying `section.key=value` overrides."""
+    from simtrain.config import load_scenario as _load
+
+    return _load(source, overrides)
+
+
+def simulate(scenario):
+    """Simulate one training step of `scenario`; returns a `simtrain.metrics.Result`."""
+    from simtrain.run import simulate as _simulate
+
+    return _simulate(scenario)
