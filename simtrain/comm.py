@@ -1,0 +1,88 @@
+"""Collectives and point-to-point transfers as bundles on the flow network.
+
+`Comm.collective(...)` turns (op, group, size) into network phases (simtrain.collectives),
+registers each phase's link load with the flow network (with the identical copies that
+other groups run at the same moment, in symmetric mode) and returns the phases to run.
+The choice of algorithm for `auto` follows NCCL's documented approach: predict each
+algorithm's time from a latency + bandwidth model of the actual links (here: the exact
+idle-network time of each algorithm's phases) and take the fastest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Hashable, Sequence
+
+from simtrain import collectives as coll
+from simtrain.network import FlowNetwork
+from simtrain.topology import Topology
+
+
+@dataclass(frozen=True)
+class NetPhase:
+    key: Hashable  # registered bundle type
+    nbytes: float  # bytes per flow
+    latency: float  # alpha steps, seconds
+
+
+class Comm:
+    def __init__(self, net: FlowNetwork, topo: Topology, algo: str = "auto"):
+        self.net, self.topo, self.algo = net, topo, algo
+        self._cache: dict[Hashable, tuple[str, list[NetPhase]]] = {}
+        self._shapes: dict[Hashable, list[tuple[Hashable, float, float]]] = {}
+
+    def _shape(self, op: str, algo: str, group: tuple[int, ...], copies: tuple[int, ...]) -> list[tuple[Hashable, float, float]]:
+        """Phases for unit size: (bundle key, bytes per flow per byte of S, latency)."""
+        skey = (op, algo, group, copies)
+        if skey not in self._shapes:
+            out = []
+            for i, ph in enumerate(coll.phases(op, algo, group, 1.0, self.topo)):
+                key = (skey, i)
+                self.net.register(key, coll.phase_load(ph, self.topo, copies))
+                out.append((key, ph.nbytes, coll.phase_latency(ph, self.topo)))
+            self._shapes[skey] = out
+        return self._shapes[skey]
+
+    def candidates(self, op: str, group: tuple[int, ...]) -> list[str]:
+        if op not in ("all-reduce", "reduce-scatter", "all-gather"):
+            return ["ring"]
+        algos = ["ring"]
+        if op == "all-reduce" and len(group) > 2:
+            algos.append("tree")
+        nodes = {self.topo.node_of(r) for r in group}
+        if 1 < len(nodes) < len(group):
+            algos.append("hierarchical")
+        extra = getattr(self.topo, "collective_algos", None)
+        if extra:
+            algos += [a for a in extra(group) if a not in algos]
+        return algos
+
+    def prepare(self, op: str, group: Sequence[int], copies: Sequence[int] = (0,)) -> None:
+        """Register every candidate algorithm's phases ahead of the run (one compile)."""
+        group, copies = tuple(group), tuple(copies)
+        if len(group) < 2:
+            return
+        algos = self.candidates(op, group) if self.algo == "auto" else [self.algo]
+        for a in algos:
+            self._shape(op, a, group, copies)
+
+    def collective(self, op: str, group: Sequence[int], size: float, copies: Sequence[int] = (0,), algo: str | None = None) -> tuple[str, list[NetPhase]]:
+        group, copies = tuple(group), tuple(copies)
+        algo = algo or self.algo
+        ckey = (op, group, copies, size, algo)
+        hit = self._cache.get(ckey)
+        if hit:
+            return hit
+        if algo == "auto":
+            best = None
+            for a in self.candidates(op, group):
+                t = sum(self.net.uncontended_time(k, f * size, lat) for k, f, lat in self._shape(op, a, group, copies))
+                if best is None or t < best[0]:
+                    best = (t, a)
+            algo = best[1] if best else "ring"
+        phases = [NetPhase(k, f * size, lat) for k, f, lat in self._shape(op, algo, group, copies)]
+        self._cache[ckey] = (algo, phases)
+        return algo, phases
+
+    def p2p(self, src: int, dst: int, size: float, copies: Sequence[int] = (0,)) -> list[NetPhase]:
+        return self.collective("send-recv", (src, dst), size, copies, algo="ring")[1]

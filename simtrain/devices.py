@@ -1,0 +1,79 @@
+"""Accelerator catalog: peak dense BF16 FLOP/s, HBM bandwidth and capacity, and the
+kernel-efficiency constants of the compute model (simtrain.compute). All physical
+quantities; each carries its source.
+
+GEMM efficiency: the best large bf16 GEMM reaches `gemm_max_efficiency` of peak before
+tile-quantization and pipeline-depth losses (simtrain.compute). It is set so that the
+model reproduces the maximum achievable matmul FLOP/s measured for 8192^3 bf16:
+- H100 SXM: 798 TFLOP/s measured on this project's lent H100 (8192x8192x8192 bf16,
+  device tool notes, 2026-11-13); Bekman's ml-engineering MAMF table gives 792 (80.1%).
+- A100 SXM: 267.9 TFLOP/s (85.9% of 312), ml-engineering "Maximum Achievable Matmul
+  FLOPS" table (Bekman, github.com/stas00/ml-engineering, compute/accelerator).
+- H200: 788 TFLOP/s measured on this project's lent H200 (device tool notes, 2026-10-28).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from simtrain.errors import SimtrainError
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    peak_flops: float  # dense BF16 FLOP/s
+    hbm_bytes_per_s: float
+    memory_bytes: float
+    sms: int  # streaming multiprocessors (or matrix units) that GEMM tiles are spread over
+    gemm_tiles: tuple[tuple[int, int, float], ...]  # (tile_m, tile_n, relative efficiency)
+    gemm_max_efficiency: float  # fraction of peak of a large GEMM with full waves
+    gemm_k_half: int  # K at which pipeline prologue/epilogue halve efficiency (see compute)
+    attention_fwd_efficiency: float  # FlashAttention forward, fraction of peak
+    attention_bwd_efficiency: float  # FlashAttention backward, fraction of peak
+    memory_efficiency: float  # achievable fraction of HBM bandwidth for streaming kernels
+    kernel_overhead_s: float  # fixed cost per kernel (launch + tail), seconds
+
+
+# Tile menus: CUTLASS/cuBLAS Hopper kernels use 128x256 and 256x128 warp-specialized tiles,
+# smaller tiles lose operand reuse (relative efficiencies are estimates from CUTLASS
+# profiler sweeps; they only matter when they win on wave quantization).
+_HOPPER_TILES = ((128, 256, 1.0), (256, 128, 1.0), (128, 128, 0.93), (64, 128, 0.80))
+_AMPERE_TILES = ((128, 256, 1.0), (256, 128, 1.0), (128, 128, 0.95), (64, 128, 0.82))
+_TPU_TILES = ((128, 128, 1.0),)  # 128x128 MXU
+
+CATALOG: dict[str, Device] = {
+    # NVIDIA A100 Tensor Core GPU datasheet: 312 TFLOP/s dense BF16; 40GB HBM2 1,555 GB/s;
+    # 80GB HBM2e 2,039 GB/s; 108 SMs (A100 whitepaper).
+    "A100-40GB": Device("A100-40GB", 312e12, 1555e9, 40e9, 108, _AMPERE_TILES, 0.8747, 128, 0.70, 0.55, 0.85, 4e-6),
+    "A100-80GB": Device("A100-80GB", 312e12, 2039e9, 80e9, 108, _AMPERE_TILES, 0.8747, 128, 0.70, 0.55, 0.85, 4e-6),
+    # NVIDIA H100 datasheet (SXM5): 989 TFLOP/s dense BF16 (1,979 with sparsity), HBM3
+    # 3.35 TB/s, 80 GB; 132 SMs. A device-to-device copy reached ~3.0 TB/s here (0.9).
+    "H100-SXM": Device("H100-SXM", 989e12, 3.35e12, 80e9, 132, _HOPPER_TILES, 0.8475, 128, 0.60, 0.45, 0.85, 4e-6),
+    # NVIDIA H200 datasheet: same compute as H100 SXM, HBM3e 4.8 TB/s, 141 GB.
+    "H200": Device("H200", 989e12, 4.8e12, 141e9, 132, _HOPPER_TILES, 0.8369, 128, 0.60, 0.45, 0.85, 4e-6),
+    # NVIDIA DGX/HGX B200 datasheet: 2.25 PFLOP/s dense BF16 per GPU, HBM3e 8 TB/s, 180 GB;
+    # 148 SMs. GEMM efficiency assumed as for Hopper (no measurement available here).
+    "B200": Device("B200", 2.25e15, 8e12, 180e9, 148, _HOPPER_TILES, 0.80, 128, 0.60, 0.45, 0.85, 4e-6),
+    # Google Cloud TPU v4 docs: 275 TFLOP/s BF16, 32 GiB HBM2 at 1,200 GB/s; 2 TensorCores x
+    # 4 MXUs of 128x128. Efficiencies assumed (no public MAMF measurement).
+    "TPU-v4": Device("TPU-v4", 275e12, 1.2e12, 32 * 2**30, 8, _TPU_TILES, 0.85, 256, 0.55, 0.45, 0.85, 2e-6),
+    # Google Cloud TPU v5p docs: 459 TFLOP/s BF16, 95 GiB HBM2e at 2,765 GB/s; 4 MXUs per
+    # TensorCore, 2 TensorCores.
+    "TPU-v5p": Device("TPU-v5p", 459e12, 2.765e12, 95 * 2**30, 8, _TPU_TILES, 0.85, 256, 0.55, 0.45, 0.85, 2e-6),
+}
+
+ALIASES = {"H100": "H100-SXM", "A100": "A100-80GB", "TPUv4": "TPU-v4", "TPUv5p": "TPU-v5p", "v5p": "TPU-v5p", "v4": "TPU-v4"}
+
+
+def get_device(name: str, field: str = "cluster.device") -> Device:
+    key = ALIASES.get(name, name)
+    if key not in CATALOG:
+        raise SimtrainError(f"{field} = {name!r}: unknown device; use one of {', '.join(CATALOG)}")
+    return CATALOG[key]
+
+
+def scaled(dev: Device, **changes: float) -> Device:
+    """A what-if copy of a device (e.g. a slower straggler)."""
+    return dataclasses.replace(dev, **changes)

@@ -1,0 +1,363 @@
+"""The simpy engine: runs the plan's per-rank action lists over the flow network.
+
+One simpy process per simulated device walks its pipeline rank's action list in order:
+- F: wait for the activation from the previous virtual stage (point-to-point transfer
+  along the topology), run the stage's layers (compute segments separated by TP
+  collectives), send the activation on.
+- B: wait for the gradient from the next virtual stage, recompute if configured, run the
+  layers backwards; Megatron overlaps each TP all-reduce of input gradients with the
+  weight-gradient GEMMs, so only the excess is exposed. Send the gradient back. During a
+  stage's last backward its gradients are reduced over the DP group in buckets on a
+  separate stream, overlapped with the remaining backward work.
+- W (zero-bubble schedules): the weight-gradient GEMMs alone.
+Then wait for the DP reductions, run the optimizer. With a distributed optimizer the
+updated parameters are all-gathered on the DP stream at the start of the (next) step,
+overlapped with the forward pass until a chunk's first forward needs them.
+
+Every interval of a device's main stream is recorded as compute (F, B, W, R, opt) or as a
+wait (tp, pp, dp, bubble): a wait for a pipeline neighbour counts as `pp` while the
+neighbour's transfer is in flight and as `bubble` before it has started.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Generator, Hashable
+
+import simpy
+
+from simtrain.comm import Comm
+from simtrain.layout import Coord
+from simtrain.network import FlowNetwork
+from simtrain.plan import Plan, StageWork
+from simtrain.schedule import Action
+from simtrain.timeline import Record
+
+Proc = Generator[simpy.Event, object, None]
+
+
+class Engine:
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.env = simpy.Environment()
+        eng = plan.scenario.engine
+        self.net = FlowNetwork(self.env, plan.topology, free=eng.comm == "free")
+        self.comm = Comm(self.net, plan.topology, eng.collective_algo)
+        self.records: list[Record] = []
+        self.arrivals: dict[Hashable, simpy.Event] = {}
+        self.send_start: dict[Hashable, float] = {}
+        self.dp_tail: dict[int, simpy.Event] = {}
+        self.dp_pending: dict[int, list[simpy.Event]] = defaultdict(list)
+        self.param_ready: dict[tuple[int, int], simpy.Event] = {}
+        self.rdv: dict[Hashable, list] = {}
+        self.seq: dict[Hashable, int] = defaultdict(int)
+        self.simset = set(plan.simulated)
+        self.done_at: dict[int, float] = {}
+        L = plan.layout
+        self.S = L.pp * L.vp
+        self.m = L.microbatches
+        par = plan.scenario.parallel
+        self.zero = par.zero
+        self.bucket_bytes = max(40e6, 1e6 * L.dp) * plan.grad_bytes  # Megatron DDP default bucket
+        self.overlap_grad = par.overlap_grad_reduce
+        self.overlap_tp = plan.scenario.engine.overlap_tp_comm
+        self.free = self.net.free
+        self._groups: dict[tuple[str, int], tuple[int, ...]] = {}
+
+    # ---- helpers ------------------------------------------------------------------------
+    def _rec(self, dev: int, kind: str, label: str, start: float, stage: int = -1, mb: int = -1, stream: str = "main") -> None:
+        end = self.env.now
+        if end > start:
+            self.records.append(Record(dev, stream, kind, label, start, end, stage, mb))
+
+    def _compute(self, dev: int, seconds: float, kind: str, label: str, stage: int, mb: int) -> Proc:
+        if seconds > 0:
+            t0 = self.env.now
+            yield self.env.timeout(seconds)
+            self._rec(dev, kind, label, t0, stage, mb)
+
+    def _event(self, key: Hashable) -> simpy.Event:
+        ev = self.arrivals.get(key)
+        if ev is None:
+            ev = self.arrivals[key] = self.env.event()
+        return ev
+
+    def _coord(self, dev: int) -> Coord:
+        return self.plan.layout.coord(dev)
+
+    def _group(self, dim: str, dev: int) -> tuple[int, ...]:
+        key = (dim, dev)
+        g = self._groups.get(key)
+        if g is None:
+            g = self._groups[key] = self.plan.layout.group(dim, dev)
+        return g
+
+    def prepare(self) -> None:
+        """Register every transfer the plan will make, so link classes compile once."""
+        if self.free:
+            return
+        plan = self.plan
+        dp_ops = ("all-reduce",) if self.zero == 0 else ("reduce-scatter", "all-gather")
+        for dev in plan.simulated:
+            pp = self._coord(dev).pp
+            if plan.stages[0].layer.tp_bytes > 0:
+                self.comm.prepare("all-reduce", self._group("tp", dev), plan.copies("tp", pp))
+            for op in dp_ops:
+                self.comm.prepare(op, self._group("dp", dev), plan.copies("dp", pp))
+            for st in plan.stages:
+                if plan.schedule.placement[st.index] != pp:
+                    continue
+                for nb in (st.index - 1, st.index + 1):
+                    if 0 <= nb < self.S:
+                        peer = self._peer(dev, nb)
+                        if peer != dev:
+                            self.comm.prepare("send-recv", (dev, peer), plan.copies("pp", pp))
+
+    def collective(self, dev: int, dim: str, op: str, size: float) -> Proc:
+        """Run a collective of `dev`'s `dim` group; in per-rank mode members rendezvous."""
+        group = self._group(dim, dev)
+        if len(group) == 1 or size <= 0:
+            return
+        _, phases = self.comm.collective(op, group, size, self.plan.copies(dim, self._coord(dev).pp))
+        if all(g in self.simset for g in group):
+            k = (dim, group, self.seq[(dev, group)])
+            self.seq[(dev, group)] += 1
+            entry = self.rdv.get(k)
+            if entry is None:
+                entry = self.rdv[k] = [0, self.env.event()]
+            entry[0] += 1
+            if entry[0] == len(group):
+                del self.rdv[k]
+                self.env.process(self._run_phases(phases, entry[1]))
+            yield entry[1]
+        else:
+            for ph in phases:
+                yield self.net.transfer(ph.key, ph.nbytes, ph.latency)
+
+    def _run_phases(self, phases, done: simpy.Event) -> Proc:
+        for ph in phases:
+            yield self.net.transfer(ph.key, ph.nbytes, ph.latency)
+        done.succeed()
+
+    def _tp(self, dev: int, seconds_hidden: float, label: str, stage: int, mb: int, op: str = "all-reduce") -> Proc:
+        """A TP collective on the main stream; `seconds_hidden` of compute runs alongside."""
+        size = self.plan.stages[stage].layer.tp_bytes
+        if size <= 0 or self.free or self.overlap_tp:
+            yield from self._compute(dev, seconds_hidden, "B", label, stage, mb)
+            return
+        t0 = self.env.now
+        coll = self.env.process(self.collective(dev, "tp", op, size))
+        if seconds_hidden > 0:
+            yield self.env.timeout(seconds_hidden)
+            self._rec(dev, "B", label, t0, stage, mb)
+        t1 = self.env.now
+        yield coll
+        self._rec(dev, "tp", f"{op}(tp)", t1, stage, mb)
+
+    def _send(self, dev: int, dst: int, key: Hashable, stage: int, mb: int, kind: str) -> None:
+        self.send_start[key] = self.env.now
+        ev = self._event(key)
+        if self.free:
+            ev.succeed()
+            return
+        copies = self.plan.copies("pp", self._coord(dev).pp)
+        phases = self.comm.p2p(dev, dst, self.plan.p2p_bytes, copies)
+
+        def proc() -> Proc:
+            t0 = self.env.now
+            for ph in phases:
+                yield self.net.transfer(ph.key, ph.nbytes, ph.latency)
+            self._rec(dev, "pp", f"send {kind}{mb}", t0, stage, mb, stream="comm")
+            ev.succeed()
+
+        self.env.process(proc())
+
+    def _wait(self, dev: int, key: Hashable, stage: int, mb: int, what: str) -> Proc:
+        ev = self._event(key)
+        if ev.processed:
+            return
+        t0 = self.env.now
+        yield ev
+        t1 = self.env.now
+        ss = self.send_start.get(key, t1)
+        split = min(max(ss, t0), t1)
+        if split > t0:
+            self.records.append(Record(dev, "main", "bubble", f"wait {what}", t0, split, stage, mb))
+        if t1 > split:
+            self.records.append(Record(dev, "main", "pp", f"recv {what}", split, t1, stage, mb))
+
+    def _peer(self, dev: int, stage: int) -> int:
+        c = self._coord(dev)
+        rank = self.plan.schedule.placement[stage]
+        L = self.plan.layout
+        if self.plan.symmetric:
+            return L.rank(Coord(0, rank, 0, 0))
+        return L.rank(Coord(c.dp, rank, c.cp, c.tp))
+
+    # ---- data-parallel stream -----------------------------------------------------------
+    def _dp_launch(self, dev: int, op: str, size: float, label: str, on_done: simpy.Event | None = None) -> simpy.Event:
+        prev = self.dp_tail.get(dev)
+        done = on_done or self.env.event()
+
+        def proc() -> Proc:
+            if prev is not None and not prev.processed:
+                yield prev
+            t0 = self.env.now
+            yield from self.collective(dev, "dp", op, size)
+            self._rec(dev, "dp", label, t0, stream="comm")
+            done.succeed()
+
+        self.env.process(proc())
+        self.dp_tail[dev] = done
+        self.dp_pending[dev].append(done)
+        return done
+
+    # ---- actions ------------------------------------------------------------------------
+    def _label(self, a: Action) -> str:
+        return repr(a) if self.plan.layout.vp > 1 else f"{a.kind}{a.microbatch}"
+
+    def forward(self, dev: int, st: StageWork, a: Action, kind: str = "F") -> Proc:
+        lab = self._label(a) if kind == "F" else f"R{a.microbatch}"
+        lc = st.layer
+        pre = st.embed.fwd if (st.embed and kind == "F") else 0.0
+        if lc.tp_bytes <= 0 or self.free or self.overlap_tp:
+            total = pre + st.layers * (lc.fwd[0] + lc.fwd[1]) + (st.head.fwd if st.head and kind == "F" else 0.0)
+            yield from self._compute(dev, total, kind, lab, st.index, a.microbatch)
+            return
+        yield from self._compute(dev, pre, kind, lab, st.index, a.microbatch)
+        for _ in range(st.layers):
+            for seg in lc.fwd:
+                yield from self._compute(dev, seg, kind, lab, st.index, a.microbatch)
+                yield from self._tp(dev, 0.0, lab, st.index, a.microbatch)
+        if st.head and kind == "F":
+            yield from self._compute(dev, st.head.fwd, kind, lab, st.index, a.microbatch)
+
+    def backward(self, dev: int, st: StageWork, a: Action, with_weight: bool, last: bool) -> Proc:
+        """Input-gradient (and weight-gradient unless split) backward of one micro-batch.
+        `last`: the stage's final backward, during which its gradients become ready."""
+        lab = self._label(a)
+        lc, mb = st.layer, a.microbatch
+        if st.head:
+            yield from self._compute(dev, st.head.bwd_input + (st.head.bwd_weight if with_weight else 0.0), "B", lab, st.index, mb)
+        wg = lc.bwd_weight / 2 if with_weight else 0.0
+        fast = lc.tp_bytes <= 0 or self.free or self.overlap_tp
+        pending = 0.0
+        if fast and not (last and self.overlap_grad):
+            yield from self._compute(dev, st.layers * (sum(lc.bwd_input) + 2 * wg), "B", lab, st.index, mb)
+            pending = st.layers * st.grad_bytes_per_layer if last else 0.0
+        else:
+            for _ in range(st.layers):
+                for seg in reversed(lc.bwd_input):
+                    yield from self._compute(dev, seg, "B", lab, st.index, mb)
+                    yield from self._tp(dev, wg, lab, st.index, mb)
+                if last:
+                    pending = self._grad_ready(dev, pending + st.grad_bytes_per_layer)
+        if st.embed:
+            yield from self._compute(dev, st.embed.bwd_weight if with_weight else 0.0, "B", lab, st.index, mb)
+        if last:
+            self._grad_ready(dev, pending + st.end_grad_bytes, flush=True)
+
+    def weight(self, dev: int, st: StageWork, a: Action, last: bool) -> Proc:
+        lab = self._label(a)
+        lc = st.layer
+        extra = (st.head.bwd_weight if st.head else 0.0) + (st.embed.bwd_weight if st.embed else 0.0)
+        if not (last and self.overlap_grad):
+            yield from self._compute(dev, st.layers * lc.bwd_weight + extra, "W", lab, st.index, a.microbatch)
+            if last:
+                self._grad_ready(dev, st.layers * st.grad_bytes_per_layer + st.end_grad_bytes, flush=True)
+            return
+        pending = 0.0
+        for _ in range(st.layers):
+            yield from self._compute(dev, lc.bwd_weight, "W", lab, st.index, a.microbatch)
+            pending = self._grad_ready(dev, pending + st.grad_bytes_per_layer)
+        yield from self._compute(dev, extra, "W", lab, st.index, a.microbatch)
+        self._grad_ready(dev, pending + st.end_grad_bytes, flush=True)
+
+    def _grad_ready(self, dev: int, pending: float, flush: bool = False) -> float:
+        """Launch a DP bucket once `pending` gradient bytes fill one (or at the end).
+        Without overlap every gradient waits for the end of the backward pass."""
+        if not self.overlap_grad:
+            if flush:
+                self._deferred[dev] += pending
+                return 0.0
+            return pending
+        if pending >= self.bucket_bytes or (flush and pending > 0):
+            op = "all-reduce" if self.zero == 0 else "reduce-scatter"
+            self._dp_launch(dev, op, pending, f"{op}(dp)")
+            return 0.0
+        return pending
+
+    # ---- device process -----------------------------------------------------------------
+    def device(self, dev: int) -> Proc:
+        plan = self.plan
+        c = self._coord(dev)
+        acts = plan.schedule.actions[c.pp]
+        split = plan.schedule.split_backward
+        S, m = self.S, self.m
+        # distributed optimizer: parameters all-gathered per chunk, overlapped with forward
+        if self.zero >= 1 and plan.layout.dp > 1 and not self.free:
+            for st in plan.stages:
+                if plan.schedule.placement[st.index] == c.pp:
+                    self.param_ready[(dev, st.index)] = self._dp_launch(dev, "all-gather", st.params * 2, "all-gather(dp)")
+        last_b = {s: 0 for s in range(S)}
+        for a in acts:
+            st = plan.stages[a.stage]
+            mb = a.microbatch
+            if a.kind == "F":
+                if a.stage > 0:
+                    yield from self._wait(dev, ("F", dev, a.stage, mb), a.stage, mb, f"F{mb}")
+                ready = self.param_ready.pop((dev, a.stage), None)
+                if ready is not None and not ready.processed:
+                    t0 = self.env.now
+                    yield ready
+                    self._rec(dev, "dp", "wait params", t0, a.stage, mb)
+                yield from self.forward(dev, st, a)
+                if a.stage < S - 1:
+                    peer = self._peer(dev, a.stage + 1)
+                    if peer == dev:
+                        self._send_local(("F", peer, a.stage + 1, mb))
+                    else:
+                        self._send(dev, peer, ("F", peer, a.stage + 1, mb), a.stage, mb, "F")
+            elif a.kind == "B":
+                if a.stage < S - 1:
+                    yield from self._wait(dev, ("B", dev, a.stage, mb), a.stage, mb, f"B{mb}")
+                if st.layer.recompute > 0:
+                    yield from self.forward(dev, st, a, kind="R")
+                last_b[a.stage] += 1
+                last = last_b[a.stage] == m
+                yield from self.backward(dev, st, a, with_weight=not split, last=last and not split)
+                if a.stage > 0:
+                    peer = self._peer(dev, a.stage - 1)
+                    if peer == dev:
+                        self._send_local(("B", peer, a.stage - 1, mb))
+                    else:
+                        self._send(dev, peer, ("B", peer, a.stage - 1, mb), a.stage, mb, "B")
+            else:  # W
+                self._w_count[(dev, a.stage)] += 1
+                yield from self.weight(dev, st, a, last=self._w_count[(dev, a.stage)] == m)
+        if not self.overlap_grad and self._deferred[dev] > 0:
+            op = "all-reduce" if self.zero == 0 else "reduce-scatter"
+            self._dp_launch(dev, op, self._deferred[dev], f"{op}(dp)")
+        pending = [e for e in self.dp_pending[dev] if not e.processed]
+        if pending:
+            t0 = self.env.now
+            yield simpy.AllOf(self.env, pending)
+            self._rec(dev, "dp", "wait dp", t0)
+        yield from self._compute(dev, plan.optimizer_s[c.pp], "opt", "optimizer", -1, -1)
+        self.done_at[dev] = self.env.now
+
+    def _send_local(self, key: Hashable) -> None:
+        self.send_start[key] = self.env.now
+        self._event(key).succeed()
+
+    def run(self) -> list[Record]:
+        self._deferred: dict[int, float] = defaultdict(float)
+        self._w_count: dict[tuple[int, int], int] = defaultdict(int)
+        self.prepare()
+        for dev in self.plan.simulated:
+            self.env.process(self.device(dev))
+        self.env.run()
+        missing = [d for d in self.plan.simulated if d not in self.done_at]
+        if missing:
+            raise RuntimeError(f"simulation stalled: devices {missing[:8]} never finished (schedule deadlock?)")
+        return self.records

@@ -1,0 +1,158 @@
+"""Parallel layout: TP x CP x PP x DP mapped onto global ranks (= device ids).
+
+Order, innermost first: TP, CP, PP, DP (as Llama 3's Figure 5: TP stays inside an
+NVSwitch node, DP is outermost):
+    rank = tp + TP * (cp + CP * (pp + PP * dp))
+A process group of one dimension is the set of ranks that differ only in that coordinate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+from simtrain.config import Scenario
+from simtrain.errors import SimtrainError, bad
+
+DIMS = ("tp", "cp", "pp", "dp")
+
+
+@dataclass(frozen=True)
+class Coord:
+    dp: int
+    pp: int
+    cp: int
+    tp: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    tp: int
+    cp: int
+    pp: int
+    dp: int
+    vp: int
+    micro_batch: int
+    global_batch: int
+
+    @property
+    def world(self) -> int:
+        return self.tp * self.cp * self.pp * self.dp
+
+    @property
+    def microbatches(self) -> int:
+        """Micro-batches per data-parallel replica per step."""
+        return self.global_batch // (self.dp * self.micro_batch)
+
+    def size(self, dim: str) -> int:
+        return getattr(self, dim)
+
+    def rank(self, c: Coord) -> int:
+        return c.tp + self.tp * (c.cp + self.cp * (c.pp + self.pp * c.dp))
+
+    def coord(self, rank: int) -> Coord:
+        tp, r = rank % self.tp, rank // self.tp
+        cp, r = r % self.cp, r // self.cp
+        pp, dp = r % self.pp, r // self.pp
+        return Coord(dp, pp, cp, tp)
+
+    def group(self, dim: str, rank: int) -> tuple[int, ...]:
+        """Ranks of the `dim` process group that contains `rank`, in coordinate order."""
+        c = self.coord(rank)
+        out = []
+        for i in range(self.size(dim)):
+            out.append(self.rank(Coord(**{**c.__dict__, dim: i})))
+        return tuple(out)
+
+    def groups(self, dim: str) -> Iterator[tuple[int, ...]]:
+        """Every process group of dimension `dim` once."""
+        seen: set[int] = set()
+        for r in range(self.world):
+            if r not in seen:
+                g = self.group(dim, r)
+                seen.update(g)
+                yield g
+
+
+def make_layout(s: Scenario) -> Layout:
+    p, t = s.parallel, s.training
+    for dim in ("tp", "pp", "cp", "vp", "micro_batch"):
+        v = getattr(p, dim)
+        if v < 1:
+            raise bad(f"parallel.{dim}", v, "must be at least 1", f"set parallel.{dim} to a positive whole number")
+    inner = p.tp * p.cp * p.pp
+    gpus = s.cluster.gpus
+    dp = p.dp
+    if dp < 0:
+        raise bad("parallel.dp", dp, "must be positive", "set parallel.dp, or omit it to derive it from cluster.gpus")
+    if dp == 0:
+        if gpus <= 0:
+            dp = 1
+        elif gpus % inner:
+            raise bad("cluster.gpus", gpus, f"not divisible by tp*cp*pp = {inner}",
+                      f"use a multiple of {inner} GPUs or change tp, cp, pp")
+        else:
+            dp = gpus // inner
+    world = inner * dp
+    if gpus and gpus != world:
+        raise bad("cluster.gpus", gpus,
+                  f"does not match tp*cp*pp*dp = {p.tp}*{p.cp}*{p.pp}*{dp} = {world}",
+                  f"set cluster.gpus = {world}, or parallel.dp = {gpus // inner if gpus % inner == 0 else '?'}, or omit one of them")
+    m = s.model
+    if m.num_attention_heads % p.tp:
+        raise bad("parallel.tp", p.tp, f"does not divide the {m.num_attention_heads} attention heads",
+                  f"use a tp that divides {m.num_attention_heads}, e.g. {_divisor_hint(m.num_attention_heads, p.tp)}")
+    if m.num_key_value_heads % p.tp and p.tp % m.num_key_value_heads:
+        raise bad("parallel.tp", p.tp, f"neither divides nor is a multiple of the {m.num_key_value_heads} key/value heads",
+                  f"use a tp that divides {m.num_key_value_heads}")
+    gb = t.global_batch or dp * p.micro_batch
+    if t.global_batch < 0 or gb % (dp * p.micro_batch):
+        mult = dp * p.micro_batch
+        lo = max(mult, gb // mult * mult)
+        raise bad("training.global_batch", t.global_batch,
+                  f"not divisible by dp*micro_batch = {dp}*{p.micro_batch} = {mult}",
+                  f"use {lo} or {lo + mult}")
+    if t.seq_len < 1:
+        raise bad("training.seq_len", t.seq_len, "must be positive", "set the sequence length in tokens, e.g. 8192")
+    if p.cp > 1 and t.seq_len % (2 * p.cp):
+        raise bad("parallel.cp", p.cp, f"sequence length {t.seq_len} is not divisible by 2*cp (two chunks per CP rank)",
+                  "use a cp that divides seq_len/2")
+    return Layout(p.tp, p.cp, p.pp, dp, p.vp, p.micro_batch, gb)
+
+
+def _divisor_hint(n: int, near: int) -> int:
+    divs = [d for d in range(1, n + 1) if n % d == 0]
+    return min(divs, key=lambda d: (abs(d - near), d))
+
+
+def split_layers(num_layers: int, stages: int, first: int = -1, last: int = -1) -> list[int]:
+    """Layers per virtual stage along the model. `first`/`last` pin the end stages
+    (Llama 3 put one layer fewer on the first and last stage: 126 = 16*8 - 2)."""
+    if stages == 1:
+        return [num_layers]
+    fixed = [x for x in (first, last) if x >= 0]
+    rest_layers = num_layers - sum(fixed)
+    rest_stages = stages - len(fixed)
+    if rest_stages == 0:
+        if rest_layers != 0:
+            raise SimtrainError(
+                f"parallel.first_stage_layers/last_stage_layers = {first}/{last}: they must add up to the {num_layers} layers when there are only 2 stages; fix one of them"
+            )
+        return [first, last]
+    if rest_layers < 0 or rest_layers % rest_stages:
+        per = num_layers / stages
+        hint = (
+            "set parallel.first_stage_layers and parallel.last_stage_layers so the rest divides evenly"
+            if not fixed else "change first_stage_layers/last_stage_layers"
+        )
+        raise bad("model.num_hidden_layers", num_layers,
+                  f"cannot split evenly over pp*vp = {stages} virtual stages ({per:.2f} each)"
+                  + ("" if not fixed else f" with {first}/{last} on the first/last stage"),
+                  hint)
+    each = rest_layers // rest_stages
+    out = [each] * stages
+    if first >= 0:
+        out[0] = first
+    if last >= 0:
+        out[-1] = last
+    return out

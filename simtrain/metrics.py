@@ -1,0 +1,113 @@
+"""Metrics from flat timeline records: step time, bubble, MFU/HFU, the step's breakdown.
+
+MFU = model FLOPs per step / (step time x GPUs x peak FLOP/s)   (PaLM, Chowdhery et al. 2022)
+HFU = (model FLOPs + recomputation FLOPs) / (step time x GPUs x peak)
+Breakdown: each simulated device's step is partitioned into compute (F, B, W, recompute,
+optimizer), exposed TP, CP, PP and DP communication, and bubble (waiting for a pipeline
+neighbour that has not sent yet, plus idling at the end of the step while others finish).
+The step-level breakdown averages the devices; its parts add up to the step time.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from simtrain.plan import Plan
+from simtrain.timeline import Record
+
+PARTS = ("compute", "recompute", "optimizer", "tp", "cp", "pp", "dp", "bubble")
+
+
+@dataclass
+class Result:
+    scenario: str
+    step_time_s: float
+    mfu: float
+    hfu: float
+    tflops_per_gpu: float
+    tokens_per_s: float
+    bubble_fraction: float
+    model_flops_per_token: float
+    flops_formula: str
+    num_gpus: int
+    breakdown: dict[str, float]  # seconds, averaged over simulated devices
+    per_stage: list[dict[str, float]]  # per pipeline rank: seconds by part
+    layout: dict[str, Any]
+    schedule: str
+    device: str
+    params: float
+    events: int = 0
+    wall_time_s: float = 0.0
+    records: list[Record] = field(default_factory=list, repr=False)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k not in ("records",)}
+        return out
+
+
+def _part(r: Record) -> str | None:
+    if r.stream != "main":
+        return None
+    if r.kind in ("F", "B", "W"):
+        return "compute"
+    if r.kind == "R":
+        return "recompute"
+    if r.kind == "opt":
+        return "optimizer"
+    return r.kind
+
+
+def summarize(plan: Plan, records: list[Record]) -> Result:
+    devices = plan.simulated
+    end = max((r.end for r in records), default=0.0)
+    step = end
+    per_dev: dict[int, dict[str, float]] = {d: defaultdict(float) for d in devices}
+    last_end: dict[int, float] = defaultdict(float)
+    for r in records:
+        part = _part(r)
+        if part is None:
+            continue
+        per_dev[r.device][part] += r.duration
+        last_end[r.device] = max(last_end[r.device], r.end)
+    for d in devices:
+        per_dev[d]["bubble"] += max(0.0, step - last_end[d])  # idle while other stages finish
+    n = len(devices)
+    breakdown = {p: sum(per_dev[d][p] for d in devices) / n for p in PARTS}
+    L = plan.layout
+    per_stage = []
+    for pr in range(L.pp):
+        devs = [d for d in devices if L.coord(d).pp == pr]
+        per_stage.append({p: sum(per_dev[d][p] for d in devs) / max(len(devs), 1) for p in PARTS})
+    tokens = plan.tokens_per_step
+    peak = plan.device.peak_flops
+    model_flops = plan.model.model_flops_per_token * tokens
+    # recomputation FLOPs per step: every replica recomputes every layer of every micro-batch
+    recompute_flops = sum(st.recompute_flops for st in plan.stages) * L.microbatches * L.dp * L.tp * L.cp
+    mfu = model_flops / (step * plan.num_gpus * peak) if step > 0 else 0.0
+    hfu = (model_flops + recompute_flops) / (step * plan.num_gpus * peak) if step > 0 else 0.0
+    bubble = breakdown["bubble"] / step if step > 0 else 0.0
+    s = plan.scenario
+    return Result(
+        scenario=s.name,
+        step_time_s=step,
+        mfu=mfu,
+        hfu=hfu,
+        tflops_per_gpu=model_flops / step / plan.num_gpus / 1e12 if step > 0 else 0.0,
+        tokens_per_s=tokens / step if step > 0 else 0.0,
+        bubble_fraction=bubble,
+        model_flops_per_token=plan.model.model_flops_per_token,
+        flops_formula=plan.model.formula,
+        num_gpus=plan.num_gpus,
+        breakdown=breakdown,
+        per_stage=per_stage,
+        layout=dict(tp=L.tp, cp=L.cp, pp=L.pp, dp=L.dp, vp=L.vp, micro_batch=L.micro_batch,
+                    global_batch=L.global_batch, microbatches_per_replica=L.microbatches,
+                    seq_len=s.training.seq_len, mode=s.engine.mode),
+        schedule=plan.schedule.name,
+        device=plan.device.name,
+        params=plan.model.params,
+        records=records,
+    )

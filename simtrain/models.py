@@ -1,0 +1,151 @@
+"""Model catalog, parameter counts and model FLOPs per token.
+
+Shapes use Hugging Face config.json key names. Sources: Llama 3 (Grattafiori et al. 2024,
+Table 3, and the released configs), Llama 2 (Touvron et al. 2023), LLaMA (Touvron et al.
+2023a; the shapes the Aleph Alpha layout study trained), GPT-3 (Brown et al. 2020,
+Table 2.1), the Megatron-LM SC21 GPT family (Narayanan et al. 2021, Table 1; vocab 51,200).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from simtrain.config import ModelConfig, build_section
+from simtrain.errors import SimtrainError, bad
+
+_LLAMA = dict(mlp="gated", bias=False, position_embedding="rope", norm="rmsnorm")
+_GPT = dict(mlp="plain", bias=True, position_embedding="learned", norm="layernorm", tie_word_embeddings=True)
+
+
+def _gpt_sc21(layers: int, hidden: int, heads: int) -> dict[str, Any]:
+    return dict(num_hidden_layers=layers, hidden_size=hidden, intermediate_size=4 * hidden,
+                num_attention_heads=heads, num_key_value_heads=heads, vocab_size=51200,
+                max_position_embeddings=2048, **_GPT)
+
+
+CATALOG: dict[str, dict[str, Any]] = {
+    "llama3-8b": dict(num_hidden_layers=32, hidden_size=4096, intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8, vocab_size=128256, **_LLAMA),
+    "llama3-70b": dict(num_hidden_layers=80, hidden_size=8192, intermediate_size=28672, num_attention_heads=64, num_key_value_heads=8, vocab_size=128256, **_LLAMA),
+    # Table 3 of the Llama 3 paper prints vocab 128,000; the released config uses 128,256.
+    "llama3-405b": dict(num_hidden_layers=126, hidden_size=16384, intermediate_size=53248, num_attention_heads=128, num_key_value_heads=8, vocab_size=128256, **_LLAMA),
+    "llama2-7b": dict(num_hidden_layers=32, hidden_size=4096, intermediate_size=11008, num_attention_heads=32, num_key_value_heads=32, vocab_size=32000, **_LLAMA),
+    "llama2-13b": dict(num_hidden_layers=40, hidden_size=5120, intermediate_size=13824, num_attention_heads=40, num_key_value_heads=40, vocab_size=32000, **_LLAMA),
+    "llama2-70b": dict(num_hidden_layers=80, hidden_size=8192, intermediate_size=28672, num_attention_heads=64, num_key_value_heads=8, vocab_size=32000, **_LLAMA),
+    "llama-13b": dict(num_hidden_layers=40, hidden_size=5120, intermediate_size=13824, num_attention_heads=40, num_key_value_heads=40, vocab_size=32000, **_LLAMA),
+    "llama-30b": dict(num_hidden_layers=60, hidden_size=6656, intermediate_size=17920, num_attention_heads=52, num_key_value_heads=52, vocab_size=32000, **_LLAMA),
+    "llama-65b": dict(num_hidden_layers=80, hidden_size=8192, intermediate_size=22016, num_attention_heads=64, num_key_value_heads=64, vocab_size=32000, **_LLAMA),
+    "gpt3-175b": dict(num_hidden_layers=96, hidden_size=12288, intermediate_size=49152, num_attention_heads=96, num_key_value_heads=96, vocab_size=50257, max_position_embeddings=2048, **_GPT),
+    "gpt-1.7b": _gpt_sc21(24, 2304, 24),
+    "gpt-3.6b": _gpt_sc21(30, 3072, 32),
+    "gpt-7.5b": _gpt_sc21(36, 4096, 32),
+    "gpt-18b": _gpt_sc21(40, 6144, 48),
+    "gpt-39b": _gpt_sc21(48, 8192, 64),
+    "gpt-76b": _gpt_sc21(60, 10240, 80),
+    "gpt-145b": _gpt_sc21(80, 12288, 96),
+    "gpt-310b": _gpt_sc21(96, 16384, 128),
+    "gpt-530b": _gpt_sc21(105, 20480, 128),
+    "gpt-1t": _gpt_sc21(128, 25600, 160),
+}
+
+_REQUIRED = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "vocab_size")
+
+
+def model_config(raw: dict[str, Any]) -> ModelConfig:
+    """Build the [model] section: a catalog `name`, inline HF keys, or a name plus overrides."""
+    name = raw.get("name", "")
+    base: dict[str, Any] = {}
+    if name:
+        if not isinstance(name, str) or name not in CATALOG:
+            raise bad("model.name", name, "not in the model catalog",
+                      f"use one of {', '.join(CATALOG)} or give the shape inline (num_hidden_layers, hidden_size, ...)")
+        base = dict(CATALOG[name], name=name)
+    cfg = build_section("model", {**base, **raw})
+    for key in _REQUIRED:
+        if getattr(cfg, key) <= 0:
+            raise bad(f"model.{key}", getattr(cfg, key), "missing or not positive",
+                      "set it in [model] (Hugging Face config.json name) or pick a catalog model with model.name")
+    if not cfg.num_key_value_heads:
+        cfg = dataclasses.replace(cfg, num_key_value_heads=cfg.num_attention_heads)
+    if not cfg.head_dim:
+        if cfg.hidden_size % cfg.num_attention_heads:
+            raise bad("model.num_attention_heads", cfg.num_attention_heads,
+                      f"does not divide hidden_size {cfg.hidden_size}", "set model.head_dim explicitly")
+        cfg = dataclasses.replace(cfg, head_dim=cfg.hidden_size // cfg.num_attention_heads)
+    if cfg.num_attention_heads % cfg.num_key_value_heads:
+        raise bad("model.num_key_value_heads", cfg.num_key_value_heads,
+                  f"must divide num_attention_heads ({cfg.num_attention_heads})", "use a divisor such as 8")
+    if not cfg.name:
+        cfg = dataclasses.replace(cfg, name="custom")
+    return cfg
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    """Counts derived from a ModelConfig. All per token unless said otherwise."""
+
+    params: float  # total parameters
+    params_per_layer: float
+    embedding_params: float  # input embedding (+ learned positions)
+    head_params: float  # output projection (0 if tied: shares the embedding)
+    matmul_params_per_layer: float  # weights used in matmuls per layer
+    model_flops_per_token: float  # training FLOPs per token, PaLM convention (no recomputation)
+    formula: str
+
+
+def _layer_matmul_params(m: ModelConfig) -> tuple[float, float]:
+    """(attention, mlp) weight-matrix parameters of one layer."""
+    q = m.num_attention_heads * m.head_dim
+    kv = m.num_key_value_heads * m.head_dim
+    attn = m.hidden_size * q + 2 * m.hidden_size * kv + q * m.hidden_size  # Wq, Wk, Wv, Wo
+    mlp = (3 if m.mlp == "gated" else 2) * m.hidden_size * m.intermediate_size
+    return float(attn), float(mlp)
+
+
+def stats(m: ModelConfig, seq_len: int) -> ModelStats:
+    h = m.hidden_size
+    attn, mlp = _layer_matmul_params(m)
+    q = m.num_attention_heads * m.head_dim
+    kv = m.num_key_value_heads * m.head_dim
+    bias = (q + 2 * kv + h + (2 if m.mlp == "gated" else 1) * m.intermediate_size + h) if m.bias else 0
+    norms = (2 if m.norm == "layernorm" else 1) * 2 * h
+    per_layer = attn + mlp + bias + norms
+    embed = m.vocab_size * h + (m.max_position_embeddings * h if m.position_embedding == "learned" else 0)
+    head = 0 if m.tie_word_embeddings else m.vocab_size * h
+    final_norm = (2 if m.norm == "layernorm" else 1) * h
+    total = m.num_hidden_layers * per_layer + embed + head + final_norm
+    # Model FLOPs per token, PaLM (Chowdhery et al. 2022, Appendix B): 6N + 12*L*H*Q*T,
+    # N = parameters in matmuls (every layer's weights plus the output projection, which runs
+    # even when tied to the embedding; the embedding lookup is no matmul), H*Q = query width,
+    # T = sequence length. 6 = 2 (multiply-add) x 3 (forward, input-grad, weight-grad).
+    # The attention term counts the full T x T score matrix, as PaLM and Megatron do,
+    # although a causal kernel skips about half of it.
+    n_mm = m.num_hidden_layers * (attn + mlp) + m.vocab_size * h
+    flops = 6 * n_mm + 12 * m.num_hidden_layers * q * seq_len
+    return ModelStats(
+        params=float(total),
+        params_per_layer=float(per_layer),
+        embedding_params=float(embed),
+        head_params=float(head),
+        matmul_params_per_layer=attn + mlp,
+        model_flops_per_token=float(flops),
+        formula="6*N_matmul + 12*L*H*Q*T per token (PaLM, Chowdhery et al. 2022, App. B)",
+    )
+
+
+def megatron_flops_per_token(m: ModelConfig, seq_len: int) -> float:
+    """Narayanan et al. 2021 (SC21) eq. 3 per token: 96*L*h^2*(1 + s/6h + V/16Lh) / ... .
+
+    The paper's F = 96*B*s*l*h^2*(1 + s/(6h) + V/(16*l*h)) counts full activation
+    recomputation (4 passes of 24*h^2 per layer per token), so it is a hardware-FLOPs basis.
+    Per token: 96*l*h^2 + 16*l*h*s + 6*h*V.
+    """
+    L, h, V = m.num_hidden_layers, m.hidden_size, m.vocab_size
+    return 96 * L * h * h * (1 + seq_len / (6 * h) + V / (16 * L * h))
+
+
+def require_model(name: str) -> ModelConfig:
+    if name not in CATALOG:
+        raise SimtrainError(f"model.name = {name!r}: not in the catalog; use one of {', '.join(CATALOG)}")
+    return model_config({"name": name})

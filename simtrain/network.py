@@ -1,0 +1,253 @@
+"""Flow-level network model over the topology: max-min fair sharing of directed links.
+
+A *bundle* is a set of flows that start together, each carrying the same number of bytes
+and advancing at the same rate: the flows of one collective phase (a ring step pattern
+is paced by its slowest flow), or one point-to-point transfer, together with the
+identical copies that other process groups run at the same time (symmetric mode). A
+bundle type is registered once with its *load*: link -> number of its flows on that link.
+At run time the bundle's rate r (bytes/s per flow) is set by max-min fairness
+(progressive filling, Bertsekas & Gallager, Data Networks §6.5.2) over all active bundles:
+on every link the flows' demand sum(load * r) stays within capacity, and no flow can go
+faster without slowing one that is no faster. Rates are recomputed when a bundle starts
+or ends, only for the bundles that share links with it, directly or through others.
+
+Speed: links on which every bundle type has the same multiplicity (its "signature") are
+interchangeable for the fair-share computation, so they are merged into one link class.
+With identical data-parallel replicas this folds thousands of links into a handful.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Callable, Hashable, Iterable
+
+import simpy
+
+from simtrain.topology import Link, Topology
+
+EPS = 1e-12
+
+
+class _Bundle:
+    __slots__ = ("key", "remaining", "rate", "updated", "event", "version", "classes")
+
+    def __init__(self, key: Hashable, nbytes: float, event: simpy.Event, now: float, classes):
+        self.key = key
+        self.remaining = nbytes
+        self.rate = 0.0
+        self.updated = now
+        self.event = event
+        self.version = 0
+        self.classes = classes  # list of (class id, multiplicity)
+
+
+class FlowNetwork:
+    def __init__(self, env: simpy.Environment, topology: Topology | None, free: bool = False):
+        self.env = env
+        self.topo = topology
+        self.free = free
+        self._loads: dict[Hashable, dict[Link, float]] = {}
+        self._key_id: dict[Hashable, int] = {}
+        self._solo_rate: dict[Hashable, float] = {}  # per-flow rate alone on an idle network
+        self._dirty = False
+        self._classes: dict[Hashable, list[tuple[int, float]]] = {}
+        self._class_capacity: list[float] = []
+        self._class_links: list[list[Link]] = []
+        self._users: dict[int, set[_Bundle]] = defaultdict(set)
+        self.active: set[_Bundle] = set()
+        self.bytes_moved = 0.0
+        self.transfers = 0
+        self.link_busy: dict[int, float] = defaultdict(float)  # class id -> byte-seconds carried
+
+    # ---- registration ---------------------------------------------------------------
+    def register(self, key: Hashable, load: dict[Link, float]) -> None:
+        """Declare a bundle type: `load[link]` = how many of its flows cross `link`."""
+        if key in self._loads and self._loads[key] == load:
+            return
+        self._loads[key] = load
+        self._key_id.setdefault(key, len(self._key_id))
+        self._solo_rate[key] = min((self.topo.link(l).capacity / m for l, m in load.items()), default=float("inf"))
+        self._dirty = True
+
+    def is_registered(self, key: Hashable) -> bool:
+        return key in self._loads
+
+    def _compile(self) -> None:
+        signature: dict[Link, list[tuple[int, float]]] = defaultdict(list)
+        ids = self._key_id
+        for key, load in self._loads.items():
+            kid = ids[key]
+            for link, mult in load.items():
+                signature[link].append((kid, mult))
+        by_id = {v: k for k, v in ids.items()}
+        cls_of_sig: dict[Any, int] = {}
+        caps: list[float] = []
+        links: list[list[Link]] = []
+        classes: dict[Hashable, dict[int, float]] = defaultdict(dict)
+        for link, users in signature.items():
+            cap = self.topo.link(link).capacity
+            sig = (cap, tuple(users))  # users are appended in key order: already canonical
+            cid = cls_of_sig.get(sig)
+            if cid is None:
+                cid = cls_of_sig[sig] = len(caps)
+                caps.append(cap)
+                links.append([])
+                for kid, mult in users:
+                    classes[by_id[kid]][cid] = mult
+            links[cid].append(link)
+        self._classes = {k: list(v.items()) for k, v in classes.items()}
+        for k in self._loads:
+            self._classes.setdefault(k, [])
+        self._class_capacity = caps
+        self._class_links = links
+        self._users = defaultdict(set)
+        for b in self.active:
+            b.classes = self._classes[b.key]
+            for cid, _ in b.classes:
+                self._users[cid].add(b)
+        self._dirty = False
+
+    # ---- transfers --------------------------------------------------------------------
+    def transfer(self, key: Hashable, nbytes: float, latency: float = 0.0) -> simpy.Event:
+        """An event that fires when a bundle of type `key` has moved `nbytes` per flow,
+        after `latency` seconds of start-up (the alpha term)."""
+        done = self.env.event()
+        self.transfers += 1
+        if self.free:
+            done.succeed()
+            return done
+        if nbytes <= 0:
+            if latency > 0:
+                self.env.timeout(latency).callbacks.append(lambda _e: done.succeed())
+            else:
+                done.succeed()
+            return done
+        if latency > 0:
+            self.env.timeout(latency).callbacks.append(lambda _e: self._start(key, nbytes, done))
+        else:
+            self._start(key, nbytes, done)
+        return done
+
+    def _start(self, key: Hashable, nbytes: float, done: simpy.Event) -> None:
+        if self._dirty:
+            self._advance(self.active)
+            self._compile()
+        if key not in self._classes:
+            raise KeyError(f"bundle type {key!r} was never registered")
+        b = _Bundle(key, nbytes, done, self.env.now, self._classes[key])
+        self.bytes_moved += nbytes
+        if not b.classes:  # no links at all (same device): instant
+            done.succeed()
+            return
+        self.active.add(b)
+        for cid, _ in b.classes:
+            self._users[cid].add(b)
+        self._reschedule(self._component([b]))
+
+    def _component(self, seeds: Iterable[_Bundle]) -> set[_Bundle]:
+        comp: set[_Bundle] = set()
+        stack = list(seeds)
+        seen_cls: set[int] = set()
+        while stack:
+            b = stack.pop()
+            if b in comp:
+                continue
+            comp.add(b)
+            for cid, _ in b.classes:
+                if cid not in seen_cls:
+                    seen_cls.add(cid)
+                    stack.extend(self._users[cid] - comp)
+        return comp
+
+    def _advance(self, bundles: Iterable[_Bundle]) -> None:
+        now = self.env.now
+        for b in bundles:
+            dt = now - b.updated
+            if dt > 0 and b.rate > 0:
+                moved = b.rate * dt
+                b.remaining -= moved
+                for cid, mult in b.classes:
+                    self.link_busy[cid] += moved * mult
+            b.updated = now
+
+    def _reschedule(self, comp: set[_Bundle]) -> None:
+        self._advance(comp)
+        rates = max_min_rates(
+            {b: b.classes for b in comp}, self._class_capacity
+        )
+        now = self.env.now
+        for b in comp:
+            r = rates[b]
+            if r == b.rate and b.version:
+                continue
+            b.rate = r
+            b.version += 1
+            v = b.version
+            dt = max(b.remaining, 0.0) / r if r > 0 else float("inf")
+            if dt == float("inf"):
+                continue
+            self.env.timeout(dt).callbacks.append(self._finisher(b, v))
+
+    def _finisher(self, b: _Bundle, version: int) -> Callable[[Any], None]:
+        def finish(_e: Any) -> None:
+            if b.version != version or b not in self.active:
+                return
+            self._advance([b])
+            self.active.discard(b)
+            neighbours: set[_Bundle] = set()
+            for cid, _ in b.classes:
+                users = self._users[cid]
+                users.discard(b)
+                neighbours |= users
+            b.event.succeed()
+            if neighbours:
+                self._reschedule(self._component(neighbours))
+
+        return finish
+
+    # ---- introspection ----------------------------------------------------------------
+    def uncontended_time(self, key: Hashable, nbytes: float, latency: float = 0.0) -> float:
+        """Time a bundle would take alone on an idle network (for algorithm choice)."""
+        if self.free:
+            return 0.0
+        if nbytes <= 0 or not self._loads[key]:
+            return latency
+        return latency + nbytes / self._solo_rate[key]
+
+
+def max_min_rates(bundles: dict[Any, list[tuple[int, float]]], capacity: list[float]) -> dict[Any, float]:
+    """Weighted max-min fair rates by progressive filling.
+
+    `bundles[b]` lists (link class, multiplicity m); a bundle at rate r puts m*r on that
+    class. All unfrozen bundles rise together; when a class saturates, the bundles on it
+    freeze at the current level.
+    """
+    rates: dict[Any, float] = {}
+    unfrozen = set(bundles)
+    used: dict[int, float] = defaultdict(float)
+    weight: dict[int, float] = defaultdict(float)
+    members: dict[int, list[Any]] = defaultdict(list)
+    for b, cls in bundles.items():
+        for cid, m in cls:
+            weight[cid] += m
+            members[cid].append(b)
+    while unfrozen:
+        best, level = -1, float("inf")
+        for cid, w in weight.items():
+            if w > EPS:
+                lv = (capacity[cid] - used[cid]) / w
+                if lv < level:
+                    best, level = cid, lv
+        if best < 0:
+            for b in unfrozen:
+                rates[b] = float("inf")
+            break
+        level = max(level, 0.0)
+        for b in members[best]:
+            if b in unfrozen:
+                unfrozen.discard(b)
+                rates[b] = level
+                for cid, m in bundles[b]:
+                    weight[cid] -= m
+                    used[cid] += m * level
+    return rates

@@ -1,0 +1,147 @@
+"""Scenario -> Plan: everything the engine needs, computed once, as plain data.
+
+The plan holds the layout, the topology, the schedule (per-rank action lists), the work
+of every virtual stage (layers, per-layer costs, embedding/output layer), the bytes of
+every transfer, and which devices the engine simulates: in symmetric mode one
+representative per pipeline rank (data-parallel replica 0, CP rank 0, TP rank 0) whose
+collectives carry the traffic of every identical group; in per-rank mode every device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from simtrain import schedule as sched
+from simtrain.config import Scenario, catalog_dir
+from simtrain.costs import EndCost, LayerCost, embedding_cost, head_cost, layer_cost, optimizer_time
+from simtrain.devices import Device
+from simtrain.errors import SimtrainError, bad
+from simtrain.layout import Coord, Layout, make_layout, split_layers
+from simtrain.models import ModelStats, stats
+from simtrain.topology import Topology, load_topology
+
+
+@dataclass(frozen=True)
+class StageWork:
+    """Work of one virtual stage for one micro-batch on one TP rank."""
+
+    index: int
+    layers: int
+    layer: LayerCost
+    embed: EndCost | None
+    head: EndCost | None
+    params: float  # parameters this virtual stage holds on one TP rank
+    grad_bytes_per_layer: float  # gradient bytes one TP rank reduces per layer
+    end_grad_bytes: float  # gradient bytes of the embedding / output layer on this rank
+
+    @property
+    def model_flops(self) -> float:
+        f = self.layers * self.layer.model_flops
+        for e in (self.embed, self.head):
+            if e:
+                f += e.model_flops
+        return f
+
+    @property
+    def recompute_flops(self) -> float:
+        return self.layers * self.layer.recompute_flops
+
+
+@dataclass(frozen=True)
+class Plan:
+    scenario: Scenario
+    layout: Layout
+    topology: Topology
+    device: Device
+    model: ModelStats
+    schedule: sched.Schedule
+    stages: tuple[StageWork, ...]
+    simulated: tuple[int, ...]  # global ranks the engine runs as processes
+    symmetric: bool
+    p2p_bytes: float  # activation (or gradient) bytes per micro-batch per TP rank
+    grad_bytes: int  # bytes per gradient element in the DP reduction
+    optimizer_s: dict[int, float]  # optimizer step time per pipeline rank
+
+    @property
+    def num_gpus(self) -> int:
+        return self.layout.world
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.layout.global_batch * self.scenario.training.seq_len
+
+    def copies(self, kind: str, pp: int) -> tuple[int, ...]:
+        """Rank offsets of the groups that mirror the representative's `kind` group."""
+        L = self.layout
+        if not self.symmetric:
+            return (0,)
+        base = L.rank(Coord(0, pp, 0, 0))
+        if kind == "tp":
+            return tuple(L.rank(Coord(d, pp, c, 0)) - base for d in range(L.dp) for c in range(L.cp))
+        if kind == "dp":
+            return tuple(L.rank(Coord(0, pp, c, t)) - base for c in range(L.cp) for t in range(L.tp))
+        if kind == "cp":
+            return tuple(L.rank(Coord(d, pp, 0, t)) - base for d in range(L.dp) for t in range(L.tp))
+        if kind == "pp":
+            return tuple(L.rank(Coord(d, pp, c, t)) - base for d in range(L.dp) for c in range(L.cp) for t in range(L.tp))
+        raise ValueError(kind)
+
+
+def _schedule(s: Scenario, L: Layout) -> sched.Schedule:
+    if s.schedule.file:
+        p = Path(s.schedule.file)
+        if not p.is_file():
+            p = catalog_dir("schedules") / s.schedule.file
+            if not p.suffix:
+                p = p.with_suffix(".txt")
+        if not p.is_file():
+            raise bad("schedule.file", s.schedule.file, "no such schedule file", "give a path or a file name in schedules/")
+        return sched.from_text(p.read_text(), L.pp, L.vp, L.microbatches, name=p.name)
+    params = {"n": s.schedule.n} if s.schedule.n else {}
+    return sched.build(s.schedule.name, L.pp, L.vp, L.microbatches, **params)
+
+
+def make_plan(s: Scenario) -> Plan:
+    L = make_layout(s)
+    topo = load_topology(s.cluster.topology, L.world, s.cluster.device)
+    if topo.num_gpus < L.world:
+        raise bad("cluster.gpus", L.world, f"topology {topo.name!r} has only {topo.num_gpus} devices", "use fewer GPUs or a larger topology")
+    dev = topo.device
+    m = s.model
+    ms = stats(m, s.training.seq_len)
+    S = L.pp * L.vp
+    layers = split_layers(m.num_hidden_layers, S, s.parallel.first_stage_layers, s.parallel.last_stage_layers)
+    schedule = _schedule(s, L)
+    lc = layer_cost(m, s.parallel, dev, s.training.seq_len)
+    grad_bytes = 4  # fp32 main gradients, Megatron's default for bf16/fp16 mixed precision
+    per_layer_params = ms.params_per_layer / L.tp
+    stages = []
+    for i, n in enumerate(layers):
+        first, last = i == 0, i == S - 1
+        emb = embedding_cost(m, s.parallel, dev, s.training.seq_len) if first else None
+        head = head_cost(m, s.parallel, dev, s.training.seq_len) if last else None
+        end_params = (ms.embedding_params / L.tp if first else 0.0) + (
+            (ms.head_params or ms.embedding_params) / L.tp if last and (ms.head_params or S > 1) else 0.0
+        )
+        stages.append(StageWork(i, n, lc, emb, head, n * per_layer_params + end_params,
+                                per_layer_params * grad_bytes, end_params * grad_bytes))
+    opt: dict[int, float] = {}
+    shard = L.dp if s.parallel.zero >= 1 else 1
+    for r in range(L.pp):
+        params = sum(st.params for st in stages if schedule.placement[st.index] == r)
+        opt[r] = optimizer_time(dev, params / shard)
+    symmetric = s.engine.mode == "symmetric"
+    if symmetric:
+        simulated = tuple(L.rank(Coord(0, r, 0, 0)) for r in range(L.pp))
+    else:
+        simulated = tuple(range(L.world))
+    p2p = s.parallel.micro_batch * (s.training.seq_len // L.cp) * m.hidden_size * 2 / L.tp
+    return Plan(s, L, topo, dev, ms, schedule, tuple(stages), simulated, symmetric, float(p2p), grad_bytes, opt)
+
+
+def check_supported(s: Scenario) -> None:
+    if s.parallel.zero not in (0, 1, 2, 3):
+        raise bad("parallel.zero", s.parallel.zero, "not a ZeRO stage", "use 0, 1, 2 or 3")
+    if s.parallel.cp > 1:
+        raise SimtrainError("parallel.cp > 1: context parallelism is not simulated yet; set parallel.cp = 1")

@@ -1,0 +1,23 @@
+"""Scenario -> Result: the whole pipeline in one call."""
+
+from __future__ import annotations
+
+import time
+
+from simtrain.config import Scenario
+from simtrain.engine import Engine
+from simtrain.metrics import Result, summarize
+from simtrain.plan import check_supported, make_plan
+
+
+def simulate(scenario: Scenario) -> Result:
+    t0 = time.perf_counter()
+    check_supported(scenario)
+    plan = make_plan(scenario)
+    engine = Engine(plan)
+    records = engine.run()
+    result = summarize(plan, records)
+    result.events = engine.env._eid if hasattr(engine.env, "_eid") else 0
+    result.wall_time_s = time.perf_counter() - t0
+    result.extra["plan"] = plan
+    return result

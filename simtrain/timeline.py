@@ -1,0 +1,24 @@
+"""Flat timeline records: the only thing the engine hands to metrics, plots and traces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+COMPUTE_KINDS = ("F", "B", "W", "R", "opt")  # forward, backward, weight-grad, recompute, optimizer
+WAIT_KINDS = ("tp", "cp", "pp", "dp", "bubble")  # time the main stream is blocked
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    device: int  # global rank of the simulated device
+    stream: str  # "main" (what the device's compute stream is doing) or "comm" (background transfers)
+    kind: str  # main: F, B, W, R, opt, tp, cp, pp, dp, bubble; comm: dp, pp
+    label: str  # e.g. "F3", "2B0", "all-reduce(tp)", "reduce-scatter(dp)"
+    start: float  # seconds since the step began
+    end: float
+    stage: int = -1  # virtual stage, where one applies
+    microbatch: int = -1
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
