@@ -75,7 +75,11 @@ def names() -> list[str]:
 
 
 def check(name: str, pp: int, vp: int, microbatches: int, **params: object) -> str | None:
-    """One-line reason why `name` cannot run (pp, vp, microbatches), or None."""
+    """One-line reason why `name` cannot run (pp, vp, microbatches), or None.
+
+    Parameters whose value is None are ignored (None means "the default").
+    """
+    params = {k: v for k, v in params.items() if v is not None}
     kind = _kind(name)
     if pp < 1:
         return f"parallel.pp = {pp}: pipeline stages must be at least 1; use 1 for no pipelining"

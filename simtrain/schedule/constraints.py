@@ -71,8 +71,9 @@ def llama3_n_ok(pp: int, m: int, n: int) -> bool:
     return n >= pp and (last == 0 or last >= pp)
 
 
-def llama3_valid_ns(pp: int, m: int) -> list[int]:
-    return [n for n in range(1, m + 1) if llama3_n_ok(pp, m, n)]
+def llama3_valid_ns(pp: int, m: int, vp: int = 2) -> list[int]:
+    """Every N the schedule accepts (vp = 1: any 1..M, N is unused)."""
+    return [n for n in range(1, m + 1) if vp == 1 or llama3_n_ok(pp, m, n)]
 
 
 def llama3_default_n(pp: int, m: int) -> int:
@@ -93,7 +94,7 @@ def llama3(pp: int, vp: int, m: int, n: int | None = None, **_: object) -> str |
         return None  # nothing to interleave: the schedule is 1F1B and N is unused
     if llama3_n_ok(pp, m, n):
         return None
-    fix = f"use schedule.n = {_either(nearest(llama3_valid_ns(pp, m), n))}"
+    fix = f"use schedule.n = {_either(nearest(llama3_valid_ns(pp, m, vp), n))}"
     if not 1 <= n <= m:
         return f"llama3 needs schedule.n ({n}) between 1 and micro-batches per replica ({m}): {fix}"
     if n < pp:
