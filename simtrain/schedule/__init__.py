@@ -1,14 +1,29 @@
-"""Pipeline schedules: pure data, never simpy. `build(name, pp, vp, microbatches)` -> Schedule."""
+"""Pipeline schedules: pure data, never simpy. `build(name, pp, vp, microbatches)` -> Schedule.
+
+Registered schedules and what they support (M = micro-batches per data-parallel replica):
+
+    gpipe        vp = 1; any M
+    1f1b         vp = 1; any M
+    zb-h1        vp = 1; any M (splits the backward into B and W)
+    interleaved  vp >= 1; M a multiple of pp when vp > 1 (vp = 1 is 1f1b)
+    bfs          vp >= 1; any M (vp = 1 is gpipe)
+    llama3       vp >= 1; any M; schedule.n = N in [pp, M] with M % N = 0 or >= pp, or N = M
+                 (default N = pp when pp divides M; vp = 1 is 1f1b)
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from simtrain.errors import SimtrainError
+from simtrain.schedule import constraints
 from simtrain.schedule.action import Action, Schedule, parse_schedule_text
 from simtrain.schedule.basic import gpipe, one_f_one_b
+from simtrain.schedule.interleaved import interleaved, llama3, looped_bfs
 from simtrain.schedule.validate import ScheduleError, evaluate, peak_in_flight, validate
+from simtrain.schedule.zero_bubble import zb_h1
 
 Generator = Callable[..., dict[int, list[Action]]]
 
@@ -21,28 +36,38 @@ class ScheduleKind:
     description: str
     # returns an error message (one line) if (pp, vp, m, params) is not supported, else None
     constraint: Callable[..., str | None] = lambda pp, vp, m, **kw: None
+    params: tuple[str, ...] = ()  # extra keyword parameters, scenario keys `schedule.<param>`
 
 
-def _single_chunk(name: str) -> Callable[..., str | None]:
-    def check(pp: int, vp: int, m: int, **_: object) -> str | None:
-        if vp != 1:
-            return (
-                f"schedule {name!r} runs one model chunk per pipeline rank, but parallel.vp = {vp}: "
-                f"set parallel.vp = 1 or use schedule \"interleaved\""
-            )
-        return None
+_single_chunk = constraints.single_chunk  # kept for callers of the old private helper
 
-    return check
-
-
-REGISTRY: dict[str, ScheduleKind] = {
-    "gpipe": ScheduleKind("gpipe", gpipe, False, "all forwards, then all backwards (Huang et al. 2019)", _single_chunk("gpipe")),
-    "1f1b": ScheduleKind("1f1b", one_f_one_b, False, "one-forward-one-backward, PipeDream-Flush (Narayanan et al. 2021)", _single_chunk("1f1b")),
-}
+REGISTRY: dict[str, ScheduleKind] = {}
 
 
 def register(kind: ScheduleKind) -> None:
     REGISTRY[kind.name] = kind
+
+
+for _kind_ in (
+    ScheduleKind("gpipe", gpipe, False, "all forwards, then all backwards (Huang et al. 2019)",
+                 constraints.single_chunk("gpipe")),
+    ScheduleKind("1f1b", one_f_one_b, False,
+                 "one-forward-one-backward, PipeDream-Flush (Narayanan et al. 2021)",
+                 constraints.single_chunk("1f1b")),
+    ScheduleKind("interleaved", interleaved, True,
+                 "interleaved 1F1B, depth-first over vp chunks (Narayanan et al. 2021; Megatron-LM)",
+                 constraints.interleaved),
+    ScheduleKind("bfs", looped_bfs, True,
+                 "looped breadth-first: all micro-batches through a chunk before the next "
+                 "(Lamy-Poirier 2023)", constraints.any_m),
+    ScheduleKind("llama3", llama3, True,
+                 "interleaved 1F1B with N contiguous micro-batches per chunk, any M "
+                 "(Llama 3 paper §3.3.2)", constraints.llama3, ("n",)),
+    ScheduleKind("zb-h1", zb_h1, False,
+                 "zero-bubble ZB-H1: backward split into B and W, 1F1B's peak memory "
+                 "(Qi et al. 2023)", constraints.single_chunk("zb-h1")),
+):
+    register(_kind_)
 
 
 def names() -> list[str]:
@@ -50,15 +75,33 @@ def names() -> list[str]:
 
 
 def check(name: str, pp: int, vp: int, microbatches: int, **params: object) -> str | None:
-    """One-line reason why `name` cannot run (pp, vp, microbatches), or None."""
+    """One-line reason why `name` cannot run (pp, vp, microbatches), or None.
+
+    Parameters whose value is None are ignored (None means "the default").
+    """
+    params = {k: v for k, v in params.items() if v is not None}
     kind = _kind(name)
+    if pp < 1:
+        return f"parallel.pp = {pp}: pipeline stages must be at least 1; use 1 for no pipelining"
+    if vp < 1:
+        return f"parallel.vp = {vp}: model chunks per pipeline rank must be at least 1; use 1 for no interleaving"
     if microbatches < 1:
         return f"micro-batches per replica ({microbatches}) must be at least 1"
+    unknown = sorted(set(params) - set(kind.params))
+    if unknown:
+        return (
+            f"schedule.{unknown[0]}: schedule {name!r} takes no such parameter; "
+            + (f"it takes {', '.join('schedule.' + p for p in kind.params)}" if kind.params else "remove it")
+        )
     return kind.constraint(pp, vp, microbatches, **params)
 
 
 def build(name: str, pp: int, vp: int, microbatches: int, **params: object) -> Schedule:
-    """Generate and validate schedule `name`; a violated constraint raises one clear line."""
+    """Generate and validate schedule `name`; a violated constraint raises one clear line.
+
+    Parameters whose value is None are dropped (so `n=None` means "the default").
+    """
+    params = {k: v for k, v in params.items() if v is not None}
     kind = _kind(name)
     why = check(name, pp, vp, microbatches, **params)
     if why:
@@ -70,13 +113,30 @@ def build(name: str, pp: int, vp: int, microbatches: int, **params: object) -> S
 
 
 def from_text(text: str, pp: int, vp: int, microbatches: int, name: str = "file") -> Schedule:
+    """Parse and validate a schedule written in `Schedule.to_text()` form."""
     try:
         actions = parse_schedule_text(text, name)
     except ValueError as e:
         raise SimtrainError(f"schedule.file: {e}; fix the line or regenerate it with `simtrain schedules`") from None
+    extra = sorted(r for r in actions if r >= pp)
+    if extra:
+        raise SimtrainError(
+            f"schedule.file: {name} has actions for rank {extra[0]} but parallel.pp = {pp}; "
+            f"set parallel.pp = {max(actions) + 1} or drop those lines"
+        )
     sched = Schedule(name, pp, vp, microbatches, {r: tuple(actions.get(r, ())) for r in range(pp)})
     validate(sched)
     return sched
+
+
+def load_schedule_file(path: str | Path, pp: int, vp: int, microbatches: int) -> Schedule:
+    """Read `schedule.file` (text form, `# comments` allowed) and validate it."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise SimtrainError(f"schedule.file = {str(p)!r}: cannot read it ({e.strerror}); check the path") from None
+    return from_text(text, pp, vp, microbatches, name=p.name)
 
 
 def _kind(name: str) -> ScheduleKind:
@@ -90,5 +150,6 @@ def _kind(name: str) -> ScheduleKind:
 
 __all__ = [
     "Action", "Schedule", "ScheduleError", "ScheduleKind", "REGISTRY", "build", "check",
-    "evaluate", "from_text", "names", "peak_in_flight", "register", "validate",
+    "evaluate", "from_text", "load_schedule_file", "names", "peak_in_flight", "register",
+    "validate",
 ]

@@ -35,15 +35,26 @@ def dependencies(a: Action, num_stages: int) -> tuple[Action, ...]:
     return (Action(a.stage, "B", a.microbatch),)
 
 
-def format_grid(schedule: Schedule, mark: tuple[int, int] | None = None) -> str:
-    """Step x rank grid; `mark=(rank, index)` brackets one action as >>2F0<<."""
+def format_grid(
+    schedule: Schedule, mark: tuple[int, int] | None = None, context: int | None = None
+) -> str:
+    """Step x rank grid; `mark=(rank, index)` brackets one action as >>2F0<<.
+
+    With `context`, only the steps within `context` of the marked step are shown (the rest
+    are elided with "..."), so errors in long schedules stay readable.
+    """
     width = max(len(repr(a)) for acts in schedule.actions.values() for a in acts) if any(
         schedule.actions.values()
     ) else 3
     width += 4
     steps = max((len(v) for v in schedule.actions.values()), default=0)
+    lo, hi = 0, steps
+    if context is not None and mark is not None:
+        lo, hi = max(0, mark[1] - context), min(steps, mark[1] + context + 1)
     lines = ["step  " + "".join(f"rank {r}".ljust(width) for r in range(schedule.pp))]
-    for i in range(steps):
+    if lo > 0:
+        lines.append(f"... ({lo} earlier steps)")
+    for i in range(lo, hi):
         cells = []
         for r in range(schedule.pp):
             acts = schedule.actions.get(r, ())
@@ -51,18 +62,29 @@ def format_grid(schedule: Schedule, mark: tuple[int, int] | None = None) -> str:
             if mark == (r, i):
                 text = f">>{text}<<"
             cells.append(text.ljust(width))
-        lines.append(f"{i:<6}" + "".join(cells))
+        lines.append((f"{i:<6}" + "".join(cells)).rstrip())
+    if hi < steps:
+        lines.append(f"... ({steps - hi} later steps)")
     return "\n".join(lines)
 
 
+GRID_CONTEXT = 12  # steps shown either side of the marked action in error messages
+
+
 def _fail(schedule: Schedule, msg: str, mark: tuple[int, int] | None) -> ScheduleError:
-    return ScheduleError(f"schedule {schedule.name!r}: {msg}\n{format_grid(schedule, mark)}")
+    grid = format_grid(schedule, mark, GRID_CONTEXT if mark is not None else None)
+    return ScheduleError(f"schedule {schedule.name!r}: {msg}\n{grid}")
 
 
 def check_structure(schedule: Schedule) -> None:
     S, m = schedule.num_stages, schedule.microbatches
     split = schedule.split_backward
     seen: dict[Action, tuple[int, int]] = {}
+    stray = sorted(r for r in schedule.actions if not 0 <= r < schedule.pp)
+    if stray:
+        raise _fail(schedule, f"actions for rank {stray[0]}, but there are only {schedule.pp} ranks", None)
+    if len(schedule.placement) != S or any(not 0 <= r < schedule.pp for r in schedule.placement):
+        raise _fail(schedule, f"placement {schedule.placement} does not map {S} stages onto {schedule.pp} ranks", None)
     for r in range(schedule.pp):
         for i, a in enumerate(schedule.actions.get(r, ())):
             if not (0 <= a.stage < S) or not (0 <= a.microbatch < m):
@@ -146,12 +168,16 @@ def evaluate(
                 done += 1
                 progressed = True
         if not progressed:
-            stuck = next(r for r in range(schedule.pp) if ptr[r] < len(schedule.actions.get(r, ())))
+            blocked = [r for r in range(schedule.pp) if ptr[r] < len(schedule.actions.get(r, ()))]
+            # mark the blocked action at the earliest step: usually the misplaced one
+            stuck = min(blocked, key=lambda r: (ptr[r], r))
             a = schedule.actions[stuck][ptr[stuck]]
             missing = [d for d in dependencies(a, S) if d not in end]
+            heads = ", ".join(f"rank {r} at {schedule.actions[r][ptr[r]]!r}" for r in blocked)
             raise _fail(
                 schedule,
-                f"deadlock: {a!r} on rank {stuck} waits for {', '.join(map(repr, missing))}, which can never run first",
+                f"deadlock: {a!r} on rank {stuck} waits for {', '.join(map(repr, missing))}, "
+                f"which can never run first (blocked: {heads})",
                 (stuck, ptr[stuck]),
             )
     return Evaluation(start, end, max(end.values(), default=0.0), busy)
@@ -163,8 +189,16 @@ def validate(schedule: Schedule) -> None:
     evaluate(schedule)
 
 
-def peak_in_flight(schedule: Schedule) -> dict[int, int]:
-    """Most micro-batch activations held at once per rank (F done, its B not yet done)."""
+def peak_in_flight(schedule: Schedule, release: str | None = None) -> dict[int, int]:
+    """Most (stage, micro-batch) activations held at once per rank.
+
+    An activation lives from its F until its `release` action: "B" for schedules without
+    W, "W" for split-backward schedules (the weight gradient needs the stage's saved
+    inputs, so most of the activation memory outlives B; counting F..W is what makes
+    ZB-H1's peak equal 1F1B's, Qi et al. 2023 §3.1). Each count is one micro-batch
+    through ONE chunk; divide by vp for whole-rank micro-batch equivalents.
+    """
+    release = release or ("W" if schedule.split_backward else "B")
     out = {}
     for r in range(schedule.pp):
         live = peak = 0
@@ -172,7 +206,7 @@ def peak_in_flight(schedule: Schedule) -> dict[int, int]:
             if a.kind == "F":
                 live += 1
                 peak = max(peak, live)
-            elif a.kind == "B":
+            elif a.kind == release:
                 live -= 1
         out[r] = peak
     return out

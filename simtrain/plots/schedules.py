@@ -1,0 +1,39 @@
+"""Schedule plots. matplotlib is imported only under simtrain/plots/, with the Agg backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from simtrain.schedule.explore import BubbleCurves  # noqa: E402
+
+
+def plot_bubble_vs_microbatches(data: BubbleCurves, path: str | Path) -> Path:
+    """Draw bubble fraction vs micro-batches per DP replica; the suffix picks PNG or SVG."""
+    path = Path(path)
+    if path.suffix.lower() not in (".png", ".svg"):
+        from simtrain.errors import SimtrainError
+
+        raise SimtrainError(f"plot path {str(path)!r}: unsupported format; end it with .png or .svg")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    try:
+        for label, points in data.series.items():
+            if points:
+                xs, ys = zip(*sorted(points))
+                ax.plot(xs, [100 * y for y in ys], marker="o", markersize=3, label=label)
+        ax.set_xlabel("micro-batches per data-parallel replica (M)")
+        ax.set_ylabel("pipeline bubble (% of step)")
+        ax.set_title(f"Bubble with uniform costs, free comm (pp={data.pp}, vp={data.vp})")
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return path
