@@ -1,0 +1,78 @@
+"""`simtrain run`: simulate one training step and report it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from simtrain.commands import add_scenario_args
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "run", help="simulate one training step of a scenario",
+        description="Simulate one training step and print step time, MFU, HFU, throughput, bubble "
+        "and where the time goes. Without a scenario, runs the default (Llama 3 405B on 8,192 H100s).",
+    )
+    add_scenario_args(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--timeline", metavar="FILE", help="draw the per-device Gantt chart (.png or .svg)")
+    p.add_argument("--trace", metavar="FILE", help="write a Chrome/Perfetto trace (.json)")
+    return p
+
+
+def device_names(plan) -> dict[int, str]:
+    L = plan.layout
+    out = {}
+    for d in plan.simulated:
+        c = L.coord(d)
+        name = f"stage {c.pp}"
+        if not plan.symmetric:
+            name = f"rank {d} (pp{c.pp} dp{c.dp} tp{c.tp}" + (f" cp{c.cp}" if L.cp > 1 else "") + ")"
+        out[d] = name
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from simtrain.config import load_scenario
+    from simtrain.errors import SimtrainError
+    from simtrain.report import dumps, json_report, text_report
+    from simtrain.run import simulate
+
+    for opt, exts in (("timeline", (".png", ".svg")), ("trace", (".json",))):
+        path = getattr(args, opt)
+        if path and not path.lower().endswith(exts):
+            raise SimtrainError(f"--{opt} {path!r}: unsupported file type; use a name ending in {' or '.join(exts)}")
+    scenario = load_scenario(args.scenario, args.overrides)
+    result = simulate(scenario)
+    plan = result.extra["plan"]
+    names = device_names(plan)
+    if args.timeline:
+        from simtrain.plots.timeline import plot_timeline, timeline_rows
+
+        L = result.layout
+        title = (f"{result.scenario}: {result.schedule}, TP{L['tp']} PP{L['pp']} DP{L['dp']} VP{L['vp']}, "
+                 f"{L['microbatches_per_replica']} micro-batches/replica — step {result.step_time_s:.2f} s, "
+                 f"bubble {100 * result.bubble_fraction:.1f}%, MFU {100 * result.mfu:.1f}%")
+        _write(lambda: plot_timeline(timeline_rows(result.records, list(plan.simulated)), args.timeline, title, names), "--timeline", args.timeline)
+    if args.trace:
+        from simtrain.trace import write_trace
+
+        _write(lambda: write_trace(args.trace, result.records, names, {"scenario": result.scenario}), "--trace", args.trace)
+    if args.json:
+        print(dumps(json_report(result)))
+    else:
+        print(text_report(result))
+        for opt in ("timeline", "trace"):
+            if getattr(args, opt):
+                print(f"  wrote {getattr(args, opt)}")
+    return 0
+
+
+def _write(fn, opt: str, path: str) -> None:
+    from simtrain.errors import SimtrainError
+
+    try:
+        fn()
+    except OSError as e:
+        raise SimtrainError(f"{opt} {path!r}: cannot write it ({e.strerror}); check the folder exists and is writable") from None

@@ -1,0 +1,75 @@
+"""Human-readable report and JSON for one simulated step."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from simtrain.metrics import PARTS, Result
+
+PART_NAMES = {
+    "compute": "compute (F/B/W)",
+    "recompute": "recomputation",
+    "optimizer": "optimizer step",
+    "tp": "exposed TP comm",
+    "cp": "exposed CP comm",
+    "pp": "exposed PP comm",
+    "dp": "exposed DP comm",
+    "bubble": "pipeline bubble",
+}
+
+
+def text_report(r: Result) -> str:
+    plan = r.extra.get("plan")
+    L = r.layout
+    lines = []
+    title = f"simtrain: {r.scenario}"
+    if plan and plan.scenario.description:
+        title += f" — {plan.scenario.description}"
+    lines.append(title)
+    if plan:
+        m = plan.scenario.model
+        lines.append(f"  model     {m.name}: {r.params / 1e9:.1f}B parameters, {r.model_flops_per_token / 1e9:,.0f} GFLOP per token")
+        lines.append(f"            ({r.flops_formula})")
+        lines.append(f"  cluster   {r.num_gpus:,} x {r.device} on {plan.topology.name}")
+    lines.append(
+        f"  layout    TP{L['tp']} CP{L['cp']} PP{L['pp']} DP{L['dp']} VP{L['vp']}, micro-batch {L['micro_batch']}, "
+        f"{L['microbatches_per_replica']} micro-batches per replica, {L['global_batch']:,} x {L['seq_len']:,} tokens per step"
+    )
+    lines.append(f"  schedule  {r.schedule} ({L['mode']} engine)")
+    lines.append("")
+    rows = [
+        ("step time", f"{r.step_time_s:.3f} s"),
+        ("MFU", f"{100 * r.mfu:.1f} %"),
+        ("HFU", f"{100 * r.hfu:.1f} %"),
+        ("TFLOP/s per GPU", f"{r.tflops_per_gpu:.0f} (model FLOPs)"),
+        ("tokens/s", f"{r.tokens_per_s:,.0f}"),
+        ("bubble fraction", f"{100 * r.bubble_fraction:.1f} %"),
+    ]
+    mem = r.extra.get("memory")
+    if mem:
+        rows.append(("peak memory", f"{mem['peak_memory_gib']:.1f} GiB of {mem['capacity_gib']:.0f} GiB"
+                     + ("" if mem["fits_in_memory"] else "  DOES NOT FIT")))
+    w = max(len(k) for k, _ in rows)
+    lines += [f"  {k.ljust(w)}  {v}" for k, v in rows]
+    lines.append("")
+    lines.append("  step breakdown (mean over GPUs)   seconds   share")
+    for p in PARTS:
+        v = r.breakdown.get(p, 0.0)
+        if v <= 0 and p in ("recompute", "cp"):
+            continue
+        share = v / r.step_time_s if r.step_time_s else 0.0
+        lines.append(f"    {PART_NAMES[p]:<30} {v:8.3f}  {100 * share:5.1f}%")
+    lines.append(f"  simulated in {r.wall_time_s:.2f} s wall time")
+    return "\n".join(lines)
+
+
+def json_report(r: Result) -> dict[str, Any]:
+    out = r.to_json()
+    extra = {k: v for k, v in out.pop("extra", {}).items() if k != "plan"}
+    out.update(extra)
+    return out
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=False, default=float)
