@@ -73,8 +73,8 @@ class ParallelConfig:
     zero: int = 1  # 0: plain DP all-reduce; 1/2: distributed optimizer (reduce-scatter + all-gather); 3: FSDP
     first_stage_layers: int = -1  # -1: even split; else layers on the first virtual stage
     last_stage_layers: int = -1  # -1: even split; else layers on the last virtual stage
+    flash_attention: bool = True  # FlashAttention kernels (False: unfused QK^T, softmax, AV as in Megatron 2021)
     overlap_grad_reduce: bool = True  # bucketed DP reduction overlapped with the backward pass
-    dp_bucket_mb: float = 40.0  # Megatron's default gradient bucket (40M elements is the DDP default; here MiB of bf16)
 
 
 @dataclass(frozen=True)

@@ -295,10 +295,16 @@ class Engine:
         split = plan.schedule.split_backward
         S, m = self.S, self.m
         # distributed optimizer: parameters all-gathered per chunk, overlapped with forward
+        # (Megatron's overlap_param_gather): each chunk's first bucket must arrive before its
+        # first forward; the rest streams in behind it while the forward runs.
         if self.zero >= 1 and plan.layout.dp > 1 and not self.free:
+            bucket = self.bucket_bytes / plan.grad_bytes  # parameters per bucket
             for st in plan.stages:
                 if plan.schedule.placement[st.index] == c.pp:
-                    self.param_ready[(dev, st.index)] = self._dp_launch(dev, "all-gather", st.params * 2, "all-gather(dp)")
+                    first = min(bucket, st.params)
+                    self.param_ready[(dev, st.index)] = self._dp_launch(dev, "all-gather", first * 2, "all-gather(dp)")
+                    if st.params > first:
+                        self._dp_launch(dev, "all-gather", (st.params - first) * 2, "all-gather(dp)")
         last_b = {s: 0 for s in range(S)}
         for a in acts:
             st = plan.stages[a.stage]

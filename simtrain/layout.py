@@ -80,6 +80,13 @@ def make_layout(s: Scenario) -> Layout:
         v = getattr(p, dim)
         if v < 1:
             raise bad(f"parallel.{dim}", v, "must be at least 1", f"set parallel.{dim} to a positive whole number")
+    m = s.model
+    if m.num_attention_heads % p.tp:
+        raise bad("parallel.tp", p.tp, f"does not divide the {m.num_attention_heads} attention heads",
+                  f"use a tp that divides {m.num_attention_heads}, e.g. {_divisor_hint(m.num_attention_heads, p.tp)}")
+    if m.num_key_value_heads % p.tp and p.tp % m.num_key_value_heads:
+        raise bad("parallel.tp", p.tp, f"neither divides nor is a multiple of the {m.num_key_value_heads} key/value heads",
+                  f"use a tp that divides {m.num_key_value_heads}")
     inner = p.tp * p.cp * p.pp
     gpus = s.cluster.gpus
     dp = p.dp
@@ -97,14 +104,8 @@ def make_layout(s: Scenario) -> Layout:
     if gpus and gpus != world:
         raise bad("cluster.gpus", gpus,
                   f"does not match tp*cp*pp*dp = {p.tp}*{p.cp}*{p.pp}*{dp} = {world}",
-                  f"set cluster.gpus = {world}, or parallel.dp = {gpus // inner if gpus % inner == 0 else '?'}, or omit one of them")
-    m = s.model
-    if m.num_attention_heads % p.tp:
-        raise bad("parallel.tp", p.tp, f"does not divide the {m.num_attention_heads} attention heads",
-                  f"use a tp that divides {m.num_attention_heads}, e.g. {_divisor_hint(m.num_attention_heads, p.tp)}")
-    if m.num_key_value_heads % p.tp and p.tp % m.num_key_value_heads:
-        raise bad("parallel.tp", p.tp, f"neither divides nor is a multiple of the {m.num_key_value_heads} key/value heads",
-                  f"use a tp that divides {m.num_key_value_heads}")
+                  (f"set cluster.gpus = {world}, or parallel.dp = {gpus // inner}, or omit one of them" if gpus % inner == 0
+                   else f"set cluster.gpus = {world}, or choose tp*cp*pp dividing {gpus}"))
     gb = t.global_batch or dp * p.micro_batch
     if t.global_batch < 0 or gb % (dp * p.micro_batch):
         mult = dp * p.micro_batch

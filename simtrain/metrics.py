@@ -48,6 +48,14 @@ class Result:
         return out
 
 
+def utilization(flops_per_token: float, tokens: float, step_time_s: float, gpus: int, peak_flops: float) -> float:
+    """Achieved FLOP/s over the cluster's peak: flops_per_token * tokens / step / (gpus * peak).
+
+    With flops_per_token = 6N this is seed 002's MFU: 6*7e9 * 2048*4096/12.7 / (256*312e12) = 35%.
+    """
+    return flops_per_token * tokens / step_time_s / (gpus * peak_flops)
+
+
 def _part(r: Record) -> str | None:
     if r.stream != "main":
         return None
@@ -86,8 +94,8 @@ def summarize(plan: Plan, records: list[Record]) -> Result:
     model_flops = plan.model.model_flops_per_token * tokens
     # recomputation FLOPs per step: every replica recomputes every layer of every micro-batch
     recompute_flops = sum(st.recompute_flops for st in plan.stages) * L.microbatches * L.dp * L.tp * L.cp
-    mfu = model_flops / (step * plan.num_gpus * peak) if step > 0 else 0.0
-    hfu = (model_flops + recompute_flops) / (step * plan.num_gpus * peak) if step > 0 else 0.0
+    mfu = utilization(plan.model.model_flops_per_token, tokens, step, plan.num_gpus, peak) if step > 0 else 0.0
+    hfu = mfu + (recompute_flops / (step * plan.num_gpus * peak) if step > 0 else 0.0)
     bubble = breakdown["bubble"] / step if step > 0 else 0.0
     s = plan.scenario
     return Result(

@@ -113,7 +113,7 @@ def make_plan(s: Scenario) -> Plan:
     S = L.pp * L.vp
     layers = split_layers(m.num_hidden_layers, S, s.parallel.first_stage_layers, s.parallel.last_stage_layers)
     schedule = _schedule(s, L)
-    lc = layer_cost(m, s.parallel, dev, s.training.seq_len)
+    lc = layer_cost(m, s.parallel, dev, s.training.seq_len, s.parallel.flash_attention)
     grad_bytes = 4  # fp32 main gradients, Megatron's default for bf16/fp16 mixed precision
     per_layer_params = ms.params_per_layer / L.tp
     stages = []

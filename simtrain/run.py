@@ -17,7 +17,7 @@ def simulate(scenario: Scenario) -> Result:
     engine = Engine(plan)
     records = engine.run()
     result = summarize(plan, records)
-    result.events = engine.env._eid if hasattr(engine.env, "_eid") else 0
+    result.events = next(engine.env._eid)  # simpy numbers every scheduled event
     result.wall_time_s = time.perf_counter() - t0
     result.extra["plan"] = plan
     return result

@@ -1,0 +1,113 @@
+"""`simtrain schedules`: compare pipeline schedules across micro-batch counts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from simtrain.errors import SimtrainError
+
+
+def _int_list(text: str) -> list[int]:
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if ":" in part:
+            lo, _, hi = part.partition(":")
+            if not (lo.isdigit() and hi.isdigit()) or int(lo) > int(hi):
+                raise argparse.ArgumentTypeError(f"{part!r}: expected a range like 8:64")
+            out += list(range(int(lo), int(hi) + 1))
+        elif part.isdigit() and int(part) > 0:
+            out.append(int(part))
+        else:
+            raise argparse.ArgumentTypeError(f"{part!r}: expected positive whole numbers like 8,16,32 or a range 8:64")
+    return out
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "schedules", help="compare pipeline schedules: bubble, in-flight micro-batches, constraints",
+        description="For each schedule and micro-batch count M per DP replica: valid or why not, bubble fraction with "
+        "uniform costs (F=1, B=2) and free communication, peak in-flight micro-batches per rank (the activation-memory "
+        "driver) and point-to-point transfers per step. With --scenario, also the bubble the engine simulates with "
+        "that scenario's real costs.",
+    )
+    p.add_argument("--pp", type=int, default=4, help="pipeline stages (default 4)")
+    p.add_argument("--vp", type=int, default=2, help="virtual stages per rank for interleaved schedules (default 2)")
+    p.add_argument("--microbatches", "-m", type=_int_list, default=[4, 8, 12, 16], metavar="M[,M...]",
+                   help="micro-batches per DP replica, e.g. 8,16,30,32 or 4:32 (default 4,8,12,16)")
+    p.add_argument("--schedule", action="append", dest="names", metavar="NAME",
+                   help="only these schedules (repeatable; default all)")
+    p.add_argument("--n", type=int, default=None, help="llama3 schedule: contiguous micro-batches per stage")
+    p.add_argument("--scenario", help="also simulate each valid row with this scenario's real costs")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a field of --scenario (repeatable)")
+    p.add_argument("--plot", metavar="FILE", help="draw bubble fraction against micro-batches per replica (.png/.svg)")
+    p.add_argument("--json", action="store_true", help="print rows as JSON")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from simtrain import schedule as sched
+    from simtrain.schedule.explore import bubble_curves, explore, format_table
+
+    if args.pp < 1 or args.vp < 1:
+        raise SimtrainError(f"--pp {args.pp} / --vp {args.vp}: must be at least 1; pass positive whole numbers")
+    names = args.names or sched.names()
+    for n in names:
+        if n not in sched.REGISTRY:
+            raise SimtrainError(f"--schedule {n!r}: unknown schedule; use one of {', '.join(sched.names())}")
+    params = {"n": args.n} if args.n else {}
+    rows = explore(args.pp, args.vp, args.microbatches, names, params)
+    real: dict[tuple[str, int], dict] = {}
+    if args.scenario:
+        real = _simulate_rows(args, rows)
+    if args.json:
+        out = []
+        for r in rows:
+            d = {"schedule": r.schedule, "pp": r.pp, "vp": r.vp, "microbatches": r.microbatches, "params": dict(r.params),
+                 "valid": r.valid, "reason": r.reason, "bubble_fraction": r.bubble,
+                 "peak_in_flight_per_rank": list(r.peak_in_flight), "peak_in_flight_microbatches": r.peak_microbatches,
+                 "p2p_transfers_per_step": r.p2p_sends}
+            d.update(real.get((r.schedule, r.microbatches), {}))
+            out.append(d)
+        print(json.dumps(out, indent=2))
+    else:
+        print(format_table(rows), end="")
+        if real:
+            print("\nwith the scenario's real costs (simulated):")
+            for (name, m), d in real.items():
+                print(f"  {name:<12} M={m:<4} bubble {100 * d['simulated_bubble_fraction']:5.1f}%  "
+                      f"step {d['simulated_step_time_s']:.3f} s  MFU {100 * d['simulated_mfu']:.1f}%")
+    if args.plot:
+        from simtrain.plots.schedules import plot_bubble_vs_microbatches
+
+        if not args.plot.lower().endswith((".png", ".svg")):
+            raise SimtrainError(f"--plot {args.plot!r}: unsupported file type; use a name ending in .png or .svg")
+        plot_bubble_vs_microbatches(bubble_curves(args.pp, args.vp, args.microbatches, names, params), args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _simulate_rows(args: argparse.Namespace, rows) -> dict:
+    from simtrain.config import load_scenario
+    from simtrain.run import simulate
+
+    base = load_scenario(args.scenario, args.overrides)
+    out = {}
+    valid = [r for r in rows if r.valid]
+    for i, r in enumerate(valid, 1):
+        print(f"\rsimulating {i}/{len(valid)}: {r.schedule} M={r.microbatches} ...", end="", file=sys.stderr, flush=True)
+        dp = base.parallel.dp or 1
+        gb = r.microbatches * dp * base.parallel.micro_batch
+        ov = list(args.overrides) + [f"parallel.pp={r.pp}", f"parallel.vp={r.vp}", f'schedule.name="{r.schedule}"',
+                                     f"training.global_batch={gb}"]
+        if "n" in r.params:
+            ov.append(f"schedule.n={r.params['n']}")
+        res = simulate(load_scenario(args.scenario, ov))
+        out[(r.schedule, r.microbatches)] = {"simulated_bubble_fraction": res.bubble_fraction,
+                                             "simulated_step_time_s": res.step_time_s, "simulated_mfu": res.mfu}
+    if valid:
+        print(file=sys.stderr)
+    return out

@@ -1,0 +1,40 @@
+"""The compute model against measurements and physical bounds."""
+
+import pytest
+
+from simtrain.compute import gemm_efficiency, gemm_time, memory_time
+from simtrain.devices import CATALOG
+
+
+def test_large_square_gemm_on_h100_reaches_measured_798_tflops():
+    dev = CATALOG["H100-SXM"]
+    n = 8192
+    tflops = 2 * n**3 / gemm_time(dev, n, n, n) / 1e12
+    assert tflops == pytest.approx(798, rel=0.01)  # measured on an H100 SXM (devices.py)
+
+
+def test_a100_large_gemm_matches_mamf_table():
+    dev = CATALOG["A100-80GB"]
+    n = 8192
+    assert 2 * n**3 / gemm_time(dev, n, n, n) / 1e12 == pytest.approx(267.9, rel=0.01)
+
+
+@pytest.mark.parametrize("shape", [(1024, 1024, 1024), (8192, 128, 8192), (64, 8192, 8192), (8192, 8192, 64)])
+def test_small_or_skinny_gemms_are_less_efficient(shape):
+    dev = CATALOG["H100-SXM"]
+    big = gemm_efficiency(dev, 8192, 8192, 8192)
+    assert gemm_efficiency(dev, *shape) < big
+
+
+def test_no_gemm_beats_peak_or_the_memory_roofline():
+    dev = CATALOG["H100-SXM"]
+    for m, n, k in [(1, 1, 1), (16, 16384, 16384), (8192, 8192, 8192), (333, 777, 4095)]:
+        t = gemm_time(dev, m, n, k)
+        assert 2 * m * n * k / t <= dev.peak_flops
+        assert t >= 2 * (m * k + k * n + m * n) / dev.hbm_bytes_per_s
+
+
+def test_memory_bound_ops_follow_bandwidth():
+    dev = CATALOG["H100-SXM"]
+    gb = 1e9
+    assert memory_time(dev, 2 * gb, kernels=0) == pytest.approx(2 * memory_time(dev, gb, kernels=0))

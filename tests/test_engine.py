@@ -1,0 +1,108 @@
+"""The engine against closed forms, exact event logs and invariants."""
+
+import dataclasses
+import itertools
+
+import pytest
+
+from simtrain.config import load_scenario
+from simtrain.costs import LayerCost
+from simtrain.engine import Engine
+from simtrain.metrics import summarize
+from simtrain.plan import make_plan
+
+
+def uniform_plan(pp: int, m: int, schedule: str, f: float = 1.0, b: float = 2.0, vp: int = 1):
+    """A plan whose every stage costs f forward and b backward, with free communication."""
+    s = load_scenario("llama3-405b-8k", [
+        "cluster.gpus=0", f"parallel.pp={pp}", "parallel.dp=1", "parallel.tp=1", f"parallel.vp={vp}",
+        'model.name="llama3-8b"', f"model.num_hidden_layers={pp * vp}",
+        "parallel.first_stage_layers=-1", "parallel.last_stage_layers=-1",
+        f"training.global_batch={m}", "parallel.zero=0", 'engine.comm="free"', f'schedule.name="{schedule}"',
+    ])
+    plan = make_plan(s)
+    lc = LayerCost((f / vp, 0.0), (b / vp, 0.0), 0.0, 0.0, 0.0, 1.0, 0.0)
+    stages = tuple(dataclasses.replace(st, layer=lc, embed=None, head=None) for st in plan.stages)
+    return dataclasses.replace(plan, stages=stages, optimizer_s={r: 0.0 for r in range(pp)})
+
+
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+@pytest.mark.parametrize("p,m", list(itertools.product([1, 2, 3, 4, 8], [1, 2, 3, 5, 8, 16])))
+def test_bubble_closed_form_gpipe_1f1b(schedule, p, m):
+    plan = uniform_plan(p, m, schedule)
+    res = summarize(plan, Engine(plan).run())
+    assert res.bubble_fraction == pytest.approx((p - 1) / (m + p - 1), rel=1e-9, abs=1e-12)
+    assert res.step_time_s == pytest.approx((m + p - 1) * 3.0, rel=1e-9)
+
+
+def test_exact_event_log_two_stages_two_microbatches():
+    # 1F1B, p=2, m=2, F=1, B=2, free comm. Worked by hand:
+    # stage0 (1 warm-up forward): F0[0,1] F1[1,2] wait B0[2,4] B0[4,6] wait B1[6,7] B1[7,9]
+    # stage1: wait F0[0,1] F0[1,2] B0[2,4] F1[4,5] B1[5,7]; step = (m+p-1)(F+B) = 9
+    plan = uniform_plan(2, 2, "1f1b")
+    recs = Engine(plan).run()
+    log = sorted((plan.layout.coord(r.device).pp, r.kind, r.label, r.start, r.end) for r in recs)
+    assert log == [
+        (0, "B", "B0", 4.0, 6.0), (0, "B", "B1", 7.0, 9.0), (0, "F", "F0", 0.0, 1.0), (0, "F", "F1", 1.0, 2.0),
+        (0, "bubble", "wait B0", 2.0, 4.0), (0, "bubble", "wait B1", 6.0, 7.0),
+        (1, "B", "B0", 2.0, 4.0), (1, "B", "B1", 5.0, 7.0), (1, "F", "F0", 1.0, 2.0), (1, "F", "F1", 4.0, 5.0),
+        (1, "bubble", "wait F0", 0.0, 1.0),
+    ]
+
+
+def test_interleaved_closed_form_runs_through_the_engine():
+    p, v, m = 4, 2, 8
+    plan = uniform_plan(p, m, "interleaved", vp=v)
+    res = summarize(plan, Engine(plan).run())
+    assert res.bubble_fraction == pytest.approx((p - 1) / (v * m + p - 1), rel=1e-9)
+
+
+def test_invariants_on_a_real_scenario(small_overrides):
+    from simtrain.run import simulate
+
+    s = load_scenario("llama3-405b-8k", small_overrides)
+    res = simulate(s)
+    plan = res.extra["plan"]
+    # every (stage, microbatch) runs F before B, exactly once (per simulated device)
+    firsts: dict = {}
+    for r in sorted(res.records, key=lambda r: r.start):
+        if r.stream == "main" and r.kind in ("F", "B"):
+            firsts.setdefault((r.device, r.stage, r.microbatch, r.kind), r.start)
+    for dev in plan.simulated:
+        pp = plan.layout.coord(dev).pp
+        for st in range(plan.layout.pp * plan.layout.vp):
+            if plan.schedule.placement[st] != pp:
+                continue
+            for mb in range(plan.layout.microbatches):
+                assert firsts[(dev, st, mb, "F")] < firsts[(dev, st, mb, "B")]
+    # time never runs backwards, main-stream intervals never overlap on one device
+    for dev in plan.simulated:
+        main = sorted((r for r in res.records if r.device == dev and r.stream == "main"), key=lambda r: r.start)
+        for a, b in zip(main, main[1:]):
+            assert a.end >= a.start
+            assert b.start >= a.end - 1e-12
+    assert 0 < res.mfu <= res.hfu <= 1
+    # the breakdown partitions the step
+    assert sum(res.breakdown.values()) == pytest.approx(res.step_time_s, rel=1e-9)
+
+
+def test_recompute_raises_hfu_not_mfu(small_overrides):
+    from simtrain.run import simulate
+
+    base = simulate(load_scenario("llama3-405b-8k", small_overrides))
+    full = simulate(load_scenario("llama3-405b-8k", small_overrides + ['parallel.recompute="full"']))
+    assert full.step_time_s > base.step_time_s
+    assert full.hfu > full.mfu
+    assert base.hfu == pytest.approx(base.mfu)
+    # MFU falls by the step-time ratio: the model FLOPs are the same
+    assert full.mfu == pytest.approx(base.mfu * base.step_time_s / full.step_time_s, rel=1e-9)
+
+
+def test_symmetric_and_per_rank_modes_agree(small_overrides):
+    from simtrain.run import simulate
+
+    a = simulate(load_scenario("llama3-405b-8k", small_overrides))
+    b = simulate(load_scenario("llama3-405b-8k", small_overrides + ['engine.mode="per-rank"']))
+    assert b.step_time_s == pytest.approx(a.step_time_s, rel=1e-9)
+    assert b.mfu == pytest.approx(a.mfu, rel=1e-9)
+    assert b.bubble_fraction == pytest.approx(a.bubble_fraction, rel=1e-9)
