@@ -66,6 +66,7 @@ class ParallelConfig:
     pp: int = 1
     dp: int = 0  # 0: gpus / (tp * cp * pp)
     cp: int = 1
+    cp_algo: str = "allgather"  # "allgather" (Llama 3: K/V all-gather, exposed) or "ring" (overlapped with attention)
     vp: int = 1  # virtual stages (model chunks) per pipeline rank
     micro_batch: int = 1  # sequences per micro-batch
     sequence_parallel: bool = False  # Korthikanti et al. 2022: TP all-reduce -> reduce-scatter + all-gather
@@ -127,6 +128,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.position_embedding": ("rope", "learned"),
     "model.norm": ("rmsnorm", "layernorm"),
     "parallel.recompute": ("none", "selective", "full"),
+    "parallel.cp_algo": ("allgather", "ring"),
     "engine.mode": ("symmetric", "per-rank"),
     "engine.comm": ("network", "free"),
     "engine.collective_algo": ("auto", "ring", "tree", "hierarchical"),

@@ -32,6 +32,9 @@ class LayerCost:
     tp_bytes: float  # buffer of each TP collective (0 when tp == 1)
     model_flops: float  # fwd+bwd model FLOPs of this layer for this micro-batch on this rank
     recompute_flops: float  # extra FLOPs executed because of recomputation
+    cp_bytes: float = 0.0  # K/V buffer all-gathered over the CP group per layer (full sequence)
+    attn_fwd: float = 0.0  # attention-core compute inside fwd[0] (what ring CP can hide behind)
+    attn_bwd: float = 0.0  # attention-core compute inside bwd_input[0]
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,13 @@ def layer_cost(model: ModelConfig, par: ParallelConfig, dev: Device, seq_len: in
     else:
         recompute, recompute_flops = 0.0, 0.0
     tp_bytes = float(t * h * E) if tp > 1 else 0.0
-    return LayerCost((fwd1, fwd2), (bin1, bin2), bw, recompute, tp_bytes, model_flops, recompute_flops)
+    # Context parallelism as Llama 3 did it (§3.3.2): each CP rank holds 2 chunks of s/(2cp)
+    # tokens (causal load balance) and all-gathers K and V of the whole sequence before
+    # attention: 2 (K, V) * b * s * kv_heads_local * head_dim * 2 bytes; the backward
+    # reduce-scatters dK, dV of the same size. GQA keeps this small (8 KV heads of 128).
+    cp_bytes = float(2 * b * seq_len * kv_heads * hd * E) if cp > 1 else 0.0
+    return LayerCost((fwd1, fwd2), (bin1, bin2), bw, recompute, tp_bytes, model_flops, recompute_flops,
+                     cp_bytes, att_fwd, att_bwd)
 
 
 def embedding_cost(model: ModelConfig, par: ParallelConfig, dev: Device, seq_len: int) -> EndCost:

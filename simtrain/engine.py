@@ -63,6 +63,8 @@ class Engine:
         self.overlap_tp = plan.scenario.engine.overlap_tp_comm
         self.free = self.net.free
         self._groups: dict[tuple[str, int], tuple[int, ...]] = {}
+        self.dp_dim = "dpcp" if L.cp > 1 else "dp"
+        self.cp_ring = par.cp_algo == "ring"
 
     # ---- helpers ------------------------------------------------------------------------
     def _rec(self, dev: int, kind: str, label: str, start: float, stage: int = -1, mb: int = -1, stream: str = "main") -> None:
@@ -103,7 +105,10 @@ class Engine:
             if plan.stages[0].layer.tp_bytes > 0:
                 self.comm.prepare("all-reduce", self._group("tp", dev), plan.copies("tp", pp))
             for op in dp_ops:
-                self.comm.prepare(op, self._group("dp", dev), plan.copies("dp", pp))
+                self.comm.prepare(op, self._group(self.dp_dim, dev), plan.copies(self.dp_dim, pp))
+            if plan.stages[0].layer.cp_bytes > 0:
+                for op in ("all-gather", "reduce-scatter"):
+                    self.comm.prepare(op, self._group("cp", dev), plan.copies("cp", pp))
             for st in plan.stages:
                 if plan.schedule.placement[st.index] != pp:
                     continue
@@ -139,20 +144,41 @@ class Engine:
             yield self.net.transfer(ph.key, ph.nbytes, ph.latency)
         done.succeed()
 
-    def _tp(self, dev: int, seconds_hidden: float, label: str, stage: int, mb: int, op: str = "all-reduce") -> Proc:
-        """A TP collective on the main stream; `seconds_hidden` of compute runs alongside."""
-        size = self.plan.stages[stage].layer.tp_bytes
-        if size <= 0 or self.free or self.overlap_tp:
-            yield from self._compute(dev, seconds_hidden, "B", label, stage, mb)
+    def _overlapped(self, dev: int, dim: str, op: str, size: float, hidden: float, label: str, stage: int, mb: int, kind: str = "B") -> Proc:
+        """A blocking collective of `dev`'s `dim` group with `hidden` seconds of compute
+        running alongside it; only the excess of the collective is recorded as a wait."""
+        if size <= 0 or self.free:
+            yield from self._compute(dev, hidden, kind, label, stage, mb)
             return
         t0 = self.env.now
-        coll = self.env.process(self.collective(dev, "tp", op, size))
-        if seconds_hidden > 0:
-            yield self.env.timeout(seconds_hidden)
-            self._rec(dev, "B", label, t0, stage, mb)
+        coll = self.env.process(self.collective(dev, dim, op, size))
+        if hidden > 0:
+            yield self.env.timeout(hidden)
+            self._rec(dev, kind, label, t0, stage, mb)
         t1 = self.env.now
         yield coll
-        self._rec(dev, "tp", f"{op}(tp)", t1, stage, mb)
+        self._rec(dev, "cp" if dim == "cp" else "tp", f"{op}({dim})", t1, stage, mb)
+
+    def _tp(self, dev: int, seconds_hidden: float, label: str, stage: int, mb: int, op: str = "all-reduce") -> Proc:
+        """A TP collective on the main stream (with sequence parallelism the reduce-scatter +
+        all-gather pair moves exactly the ring all-reduce's bytes, so one all-reduce stands
+        for it); `seconds_hidden` of weight-gradient compute runs alongside."""
+        size = 0.0 if self.overlap_tp else self.plan.stages[stage].layer.tp_bytes
+        yield from self._overlapped(dev, "tp", op, size, seconds_hidden, label, stage, mb)
+
+    def _cp(self, dev: int, seg: float, attn: float, op: str, kind: str, label: str, stage: int, mb: int) -> Proc:
+        """Compute segment `seg` containing `attn` seconds of attention, with the CP K/V
+        exchange: exposed before it (all-gather form) or hidden behind attention (ring)."""
+        size = self.plan.stages[stage].layer.cp_bytes
+        if self.cp_ring:
+            yield from self._compute(dev, seg - attn, kind, label, stage, mb)
+            yield from self._overlapped(dev, "cp", op, size, attn, label, stage, mb, kind)
+        elif op == "all-gather":
+            yield from self._overlapped(dev, "cp", op, size, 0.0, label, stage, mb, kind)
+            yield from self._compute(dev, seg, kind, label, stage, mb)
+        else:
+            yield from self._compute(dev, seg, kind, label, stage, mb)
+            yield from self._overlapped(dev, "cp", op, size, 0.0, label, stage, mb, kind)
 
     def _send(self, dev: int, dst: int, key: Hashable, stage: int, mb: int, kind: str) -> None:
         self.send_start[key] = self.env.now
@@ -203,7 +229,7 @@ class Engine:
             if prev is not None and not prev.processed:
                 yield prev
             t0 = self.env.now
-            yield from self.collective(dev, "dp", op, size)
+            yield from self.collective(dev, self.dp_dim, op, size)
             self._rec(dev, "dp", label, t0, stream="comm")
             done.succeed()
 
@@ -218,19 +244,27 @@ class Engine:
 
     def forward(self, dev: int, st: StageWork, a: Action, kind: str = "F") -> Proc:
         lab = self._label(a) if kind == "F" else f"R{a.microbatch}"
-        lc = st.layer
+        lc, mb = st.layer, a.microbatch
         pre = st.embed.fwd if (st.embed and kind == "F") else 0.0
-        if lc.tp_bytes <= 0 or self.free or self.overlap_tp:
-            total = pre + st.layers * (lc.fwd[0] + lc.fwd[1]) + (st.head.fwd if st.head and kind == "F" else 0.0)
-            yield from self._compute(dev, total, kind, lab, st.index, a.microbatch)
+        post = st.head.fwd if (st.head and kind == "F") else 0.0
+        if self._fast(lc):
+            total = pre + st.layers * (lc.fwd[0] + lc.fwd[1]) + post
+            yield from self._compute(dev, total, kind, lab, st.index, mb)
             return
-        yield from self._compute(dev, pre, kind, lab, st.index, a.microbatch)
+        yield from self._compute(dev, pre, kind, lab, st.index, mb)
         for _ in range(st.layers):
-            for seg in lc.fwd:
-                yield from self._compute(dev, seg, kind, lab, st.index, a.microbatch)
-                yield from self._tp(dev, 0.0, lab, st.index, a.microbatch)
-        if st.head and kind == "F":
-            yield from self._compute(dev, st.head.fwd, kind, lab, st.index, a.microbatch)
+            if lc.cp_bytes > 0:
+                yield from self._cp(dev, lc.fwd[0], lc.attn_fwd, "all-gather", kind, lab, st.index, mb)
+            else:
+                yield from self._compute(dev, lc.fwd[0], kind, lab, st.index, mb)
+            yield from self._tp(dev, 0.0, lab, st.index, mb)
+            yield from self._compute(dev, lc.fwd[1], kind, lab, st.index, mb)
+            yield from self._tp(dev, 0.0, lab, st.index, mb)
+        yield from self._compute(dev, post, kind, lab, st.index, mb)
+
+    def _fast(self, lc) -> bool:
+        """No collective inside the layers: run a whole action as one compute span."""
+        return self.free or ((lc.tp_bytes <= 0 or self.overlap_tp) and lc.cp_bytes <= 0)
 
     def backward(self, dev: int, st: StageWork, a: Action, with_weight: bool, last: bool) -> Proc:
         """Input-gradient (and weight-gradient unless split) backward of one micro-batch.
@@ -240,16 +274,19 @@ class Engine:
         if st.head:
             yield from self._compute(dev, st.head.bwd_input + (st.head.bwd_weight if with_weight else 0.0), "B", lab, st.index, mb)
         wg = lc.bwd_weight / 2 if with_weight else 0.0
-        fast = lc.tp_bytes <= 0 or self.free or self.overlap_tp
         pending = 0.0
-        if fast and not (last and self.overlap_grad):
+        if self._fast(lc) and not (last and self.overlap_grad):
             yield from self._compute(dev, st.layers * (sum(lc.bwd_input) + 2 * wg), "B", lab, st.index, mb)
             pending = st.layers * st.grad_bytes_per_layer if last else 0.0
         else:
             for _ in range(st.layers):
-                for seg in reversed(lc.bwd_input):
-                    yield from self._compute(dev, seg, "B", lab, st.index, mb)
-                    yield from self._tp(dev, wg, lab, st.index, mb)
+                yield from self._compute(dev, lc.bwd_input[1], "B", lab, st.index, mb)
+                yield from self._tp(dev, wg, lab, st.index, mb)
+                if lc.cp_bytes > 0:
+                    yield from self._cp(dev, lc.bwd_input[0], lc.attn_bwd, "reduce-scatter", "B", lab, st.index, mb)
+                else:
+                    yield from self._compute(dev, lc.bwd_input[0], "B", lab, st.index, mb)
+                yield from self._tp(dev, wg, lab, st.index, mb)
                 if last:
                     pending = self._grad_ready(dev, pending + st.grad_bytes_per_layer)
         if st.embed:
@@ -297,7 +334,7 @@ class Engine:
         # distributed optimizer: parameters all-gathered per chunk, overlapped with forward
         # (Megatron's overlap_param_gather): each chunk's first bucket must arrive before its
         # first forward; the rest streams in behind it while the forward runs.
-        if self.zero >= 1 and plan.layout.dp > 1 and not self.free:
+        if self.zero >= 1 and plan.layout.dp * plan.layout.cp > 1 and not self.free:
             bucket = self.bucket_bytes / plan.grad_bytes  # parameters per bucket
             for st in plan.stages:
                 if plan.schedule.placement[st.index] == c.pp:

@@ -57,8 +57,14 @@ class Layout:
         return Coord(dp, pp, cp, tp)
 
     def group(self, dim: str, rank: int) -> tuple[int, ...]:
-        """Ranks of the `dim` process group that contains `rank`, in coordinate order."""
+        """Ranks of the `dim` process group that contains `rank`, in coordinate order.
+
+        `dim` = "dpcp" is the gradient-reduction group: CP ranks hold the same parameters as
+        their DP peers, so gradients are reduced (and optimizer state sharded) over DP x CP.
+        """
         c = self.coord(rank)
+        if dim == "dpcp":
+            return tuple(self.rank(Coord(d, c.pp, k, c.tp)) for d in range(self.dp) for k in range(self.cp))
         out = []
         for i in range(self.size(dim)):
             out.append(self.rank(Coord(**{**c.__dict__, dim: i})))

@@ -81,6 +81,8 @@ class Plan:
             return tuple(L.rank(Coord(d, pp, c, 0)) - base for d in range(L.dp) for c in range(L.cp))
         if kind == "dp":
             return tuple(L.rank(Coord(0, pp, c, t)) - base for c in range(L.cp) for t in range(L.tp))
+        if kind == "dpcp":
+            return tuple(L.rank(Coord(0, pp, 0, t)) - base for t in range(L.tp))
         if kind == "cp":
             return tuple(L.rank(Coord(d, pp, 0, t)) - base for d in range(L.dp) for t in range(L.tp))
         if kind == "pp":
@@ -127,7 +129,7 @@ def make_plan(s: Scenario) -> Plan:
         stages.append(StageWork(i, n, lc, emb, head, n * per_layer_params + end_params,
                                 per_layer_params * grad_bytes, end_params * grad_bytes))
     opt: dict[int, float] = {}
-    shard = L.dp if s.parallel.zero >= 1 else 1
+    shard = L.dp * L.cp if s.parallel.zero >= 1 else 1
     for r in range(L.pp):
         params = sum(st.params for st in stages if schedule.placement[st.index] == r)
         opt[r] = optimizer_time(dev, params / shard)
@@ -143,5 +145,3 @@ def make_plan(s: Scenario) -> Plan:
 def check_supported(s: Scenario) -> None:
     if s.parallel.zero not in (0, 1, 2, 3):
         raise bad("parallel.zero", s.parallel.zero, "not a ZeRO stage", "use 0, 1, 2 or 3")
-    if s.parallel.cp > 1:
-        raise SimtrainError("parallel.cp > 1: context parallelism is not simulated yet; set parallel.cp = 1")

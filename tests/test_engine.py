@@ -106,3 +106,26 @@ def test_symmetric_and_per_rank_modes_agree(small_overrides):
     assert b.step_time_s == pytest.approx(a.step_time_s, rel=1e-9)
     assert b.mfu == pytest.approx(a.mfu, rel=1e-9)
     assert b.bubble_fraction == pytest.approx(a.bubble_fraction, rel=1e-9)
+
+
+def test_context_parallel_kv_allgather_bytes_and_ring_overlap(small_overrides):
+    from simtrain.run import simulate
+
+    ov = [o for o in small_overrides if not o.startswith(("cluster.gpus", "parallel.dp"))]
+    ov += ["cluster.gpus=32", "parallel.dp=2", "parallel.cp=2", "training.seq_len=16384"]
+    ag = simulate(load_scenario("llama3-405b-8k", ov))
+    ring = simulate(load_scenario("llama3-405b-8k", ov + ['parallel.cp_algo="ring"']))
+    lc = ag.extra["plan"].stages[0].layer
+    # K and V of the whole sequence: 2 * b * s * (kv_heads / tp) * head_dim * 2 bytes
+    assert lc.cp_bytes == 2 * 1 * 16384 * (8 // 2) * 128 * 2
+    assert ag.breakdown["cp"] > 0
+    assert ring.breakdown["cp"] < ag.breakdown["cp"]  # the ring hides K/V exchange behind attention
+    assert ring.step_time_s < ag.step_time_s
+
+
+def test_scenario_can_run_an_explicit_schedule_file(small_overrides):
+    from simtrain.run import simulate
+
+    gen = simulate(load_scenario("llama3-405b-8k", small_overrides))
+    from_file = simulate(load_scenario("llama3-405b-8k", small_overrides + ['schedule.file="1f1b_pp4_m8.txt"']))
+    assert from_file.step_time_s == pytest.approx(gen.step_time_s, rel=1e-12)
