@@ -72,6 +72,8 @@ class ParallelConfig:
     sequence_parallel: bool = False  # Korthikanti et al. 2022: TP all-reduce -> reduce-scatter + all-gather
     recompute: str = "none"  # "none", "selective" or "full" activation recomputation
     zero: int = 1  # 0: plain DP all-reduce; 1/2: distributed optimizer (reduce-scatter + all-gather); 3: FSDP
+    reshard_after_forward: bool = True  # zero = 3: torch FSDP frees gathered parameters after each layer's use
+    # (all-gather again in backward, every micro-batch); false = Llama 3's FSDP: gathered once per step
     first_stage_layers: int = -1  # -1: even split; else layers on the first virtual stage
     last_stage_layers: int = -1  # -1: even split; else layers on the last virtual stage
     flash_attention: bool = True  # FlashAttention kernels (False: unfused QK^T, softmax, AV as in Megatron 2021)

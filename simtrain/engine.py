@@ -65,6 +65,10 @@ class Engine:
         self._groups: dict[tuple[str, int], tuple[int, ...]] = {}
         self.dp_dim = "dpcp" if L.cp > 1 else "dp"
         self.cp_ring = par.cp_algo == "ring"
+        # torch-style FSDP: per-layer parameter all-gather in forward and backward and a
+        # per-micro-batch gradient reduce-scatter; Llama 3's variant (parameters kept after the
+        # forward) communicates like the distributed optimizer (zero = 1).
+        self.fsdp = par.zero == 3 and par.reshard_after_forward and L.dp * L.cp > 1
 
     # ---- helpers ------------------------------------------------------------------------
     def _rec(self, dev: int, kind: str, label: str, start: float, stage: int = -1, mb: int = -1, stream: str = "main") -> None:
@@ -247,12 +251,15 @@ class Engine:
         lc, mb = st.layer, a.microbatch
         pre = st.embed.fwd if (st.embed and kind == "F") else 0.0
         post = st.head.fwd if (st.head and kind == "F") else 0.0
-        if self._fast(lc):
+        if self._fast(lc) and not self.fsdp:
             total = pre + st.layers * (lc.fwd[0] + lc.fwd[1]) + post
             yield from self._compute(dev, total, kind, lab, st.index, mb)
             return
         yield from self._compute(dev, pre, kind, lab, st.index, mb)
+        gather = self._fsdp_gathers(dev, st) if self.fsdp else None
         for _ in range(st.layers):
+            if gather is not None:
+                yield from self._wait_gather(dev, next(gather), st.index, mb)
             if lc.cp_bytes > 0:
                 yield from self._cp(dev, lc.fwd[0], lc.attn_fwd, "all-gather", kind, lab, st.index, mb)
             else:
@@ -261,6 +268,23 @@ class Engine:
             yield from self._compute(dev, lc.fwd[1], kind, lab, st.index, mb)
             yield from self._tp(dev, 0.0, lab, st.index, mb)
         yield from self._compute(dev, post, kind, lab, st.index, mb)
+
+    def _fsdp_gathers(self, dev: int, st: StageWork):
+        """torch FSDP: all-gather each layer's parameters (bf16) just ahead of its use,
+        prefetching one layer ahead on the DP stream (FSDP's forward/backward prefetch)."""
+        size = st.grad_bytes_per_layer / self.plan.grad_bytes * 2
+        nxt = self._dp_launch(dev, "all-gather", size, "all-gather(fsdp)")
+        for i in range(st.layers):
+            cur = nxt
+            if i + 1 < st.layers:
+                nxt = self._dp_launch(dev, "all-gather", size, "all-gather(fsdp)")
+            yield cur
+
+    def _wait_gather(self, dev: int, ev: simpy.Event, stage: int, mb: int) -> Proc:
+        if not ev.processed:
+            t0 = self.env.now
+            yield ev
+            self._rec(dev, "dp", "wait params", t0, stage, mb)
 
     def _fast(self, lc) -> bool:
         """No collective inside the layers: run a whole action as one compute span."""
@@ -275,11 +299,14 @@ class Engine:
             yield from self._compute(dev, st.head.bwd_input + (st.head.bwd_weight if with_weight else 0.0), "B", lab, st.index, mb)
         wg = lc.bwd_weight / 2 if with_weight else 0.0
         pending = 0.0
-        if self._fast(lc) and not (last and self.overlap_grad):
+        if self._fast(lc) and not (last and self.overlap_grad) and not self.fsdp:
             yield from self._compute(dev, st.layers * (sum(lc.bwd_input) + 2 * wg), "B", lab, st.index, mb)
             pending = st.layers * st.grad_bytes_per_layer if last else 0.0
         else:
+            gather = self._fsdp_gathers(dev, st) if self.fsdp else None
             for _ in range(st.layers):
+                if gather is not None:
+                    yield from self._wait_gather(dev, next(gather), st.index, mb)
                 yield from self._compute(dev, lc.bwd_input[1], "B", lab, st.index, mb)
                 yield from self._tp(dev, wg, lab, st.index, mb)
                 if lc.cp_bytes > 0:
@@ -287,7 +314,10 @@ class Engine:
                 else:
                     yield from self._compute(dev, lc.bwd_input[0], "B", lab, st.index, mb)
                 yield from self._tp(dev, wg, lab, st.index, mb)
-                if last:
+                if self.fsdp and with_weight:
+                    # torch FSDP reduce-scatters every layer's gradients after every micro-batch
+                    self._dp_launch(dev, "reduce-scatter", st.grad_bytes_per_layer, "reduce-scatter(fsdp)")
+                elif last:
                     pending = self._grad_ready(dev, pending + st.grad_bytes_per_layer)
         if st.embed:
             yield from self._compute(dev, st.embed.bwd_weight if with_weight else 0.0, "B", lab, st.index, mb)
@@ -334,7 +364,7 @@ class Engine:
         # distributed optimizer: parameters all-gathered per chunk, overlapped with forward
         # (Megatron's overlap_param_gather): each chunk's first bucket must arrive before its
         # first forward; the rest streams in behind it while the forward runs.
-        if self.zero >= 1 and plan.layout.dp * plan.layout.cp > 1 and not self.free:
+        if self.zero >= 1 and plan.layout.dp * plan.layout.cp > 1 and not self.free and not self.fsdp:
             bucket = self.bucket_bytes / plan.grad_bytes  # parameters per bucket
             for st in plan.stages:
                 if plan.schedule.placement[st.index] == c.pp:

@@ -129,3 +129,20 @@ def test_scenario_can_run_an_explicit_schedule_file(small_overrides):
     gen = simulate(load_scenario("llama3-405b-8k", small_overrides))
     from_file = simulate(load_scenario("llama3-405b-8k", small_overrides + ['schedule.file="1f1b_pp4_m8.txt"']))
     assert from_file.step_time_s == pytest.approx(gen.step_time_s, rel=1e-12)
+
+
+def test_fsdp_variants(small_overrides):
+    from simtrain.run import simulate
+
+    ov = [o for o in small_overrides if not o.startswith(("cluster.gpus", "parallel.dp", "parallel.pp", "parallel.tp"))]
+    ov += ["cluster.gpus=32", "parallel.dp=32", "parallel.pp=1", "parallel.tp=1", "training.global_batch=64"]
+    zero1 = simulate(load_scenario("llama3-405b-8k", ov + ["parallel.zero=1"]))
+    llama3 = simulate(load_scenario("llama3-405b-8k", ov + ["parallel.zero=3", "parallel.reshard_after_forward=false"]))
+    torch = simulate(load_scenario("llama3-405b-8k", ov + ["parallel.zero=3"]))
+    # Llama 3's FSDP keeps gathered parameters for the whole step: same traffic as ZeRO-1
+    assert llama3.step_time_s == pytest.approx(zero1.step_time_s, rel=1e-12)
+    # torch FSDP gathers every layer twice per micro-batch and reduce-scatters per micro-batch
+    labels = {r.label for r in torch.records}
+    assert {"all-gather(fsdp)", "reduce-scatter(fsdp)"} <= labels
+    dp_bytes = sum(r.duration for r in torch.records if r.stream == "comm" and "fsdp" in r.label)
+    assert dp_bytes > 0 and torch.step_time_s >= zero1.step_time_s
