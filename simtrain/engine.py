@@ -63,6 +63,10 @@ class Engine:
         self.overlap_tp = plan.scenario.engine.overlap_tp_comm
         self.free = self.net.free
         self._groups: dict[tuple[str, int], tuple[int, ...]] = {}
+        self._phases: dict[Hashable, list] = {}
+        self._coords: dict[int, Coord] = {}
+        self._simulated_group: dict[tuple[int, ...], bool] = {}
+        self.tp_time: dict[int, float] = {}  # exact TP all-reduce time where coalescing applies
         self.dp_dim = "dpcp" if L.cp > 1 else "dp"
         self.cp_ring = par.cp_algo == "ring"
         # torch-style FSDP: per-layer parameter all-gather in forward and backward and a
@@ -89,7 +93,10 @@ class Engine:
         return ev
 
     def _coord(self, dev: int) -> Coord:
-        return self.plan.layout.coord(dev)
+        c = self._coords.get(dev)
+        if c is None:
+            c = self._coords[dev] = self.plan.layout.coord(dev)
+        return c
 
     def _group(self, dim: str, dev: int) -> tuple[int, ...]:
         key = (dim, dev)
@@ -121,14 +128,37 @@ class Engine:
                         peer = self._peer(dev, nb)
                         if peer != dev:
                             self.comm.prepare("send-recv", (dev, peer), plan.copies("pp", pp))
+        self._plan_coalescing()
+
+    def _plan_coalescing(self) -> None:
+        """Where a device's TP collectives run on links nothing else uses, each takes its
+        idle-network time exactly, so a whole action can run as one timeout with its
+        per-layer records laid out arithmetically (far fewer events, same timeline)."""
+        lc = self.plan.stages[0].layer
+        if self.free or self.fsdp or lc.cp_bytes > 0:
+            return
+        size = 0.0 if self.overlap_tp else lc.tp_bytes
+        for dev in self.plan.simulated:
+            group = self._group("tp", dev)
+            if size <= 0 or len(group) == 1:
+                self.tp_time[dev] = 0.0
+                continue
+            _, phases = self.comm.collective("all-reduce", group, size, self.plan.copies("tp", self._coord(dev).pp))
+            # keys are ((op, algo, group, copies), phase): the group's other algorithms don't count
+            if self.net.exclusive([ph.key for ph in phases], ignore=lambda k, g=group: k[0][2] == g):
+                self.tp_time[dev] = sum(self.net.uncontended_time(ph.key, ph.nbytes, ph.latency) for ph in phases)
 
     def collective(self, dev: int, dim: str, op: str, size: float) -> Proc:
         """Run a collective of `dev`'s `dim` group; in per-rank mode members rendezvous."""
         group = self._group(dim, dev)
         if len(group) == 1 or size <= 0:
             return
-        _, phases = self.comm.collective(op, group, size, self.plan.copies(dim, self._coord(dev).pp))
-        if all(g in self.simset for g in group):
+        ckey = (dim, dev, op, size)
+        phases = self._phases.get(ckey)
+        if phases is None:
+            _, phases = self.comm.collective(op, group, size, self.plan.copies(dim, self._coord(dev).pp))
+            self._phases[ckey] = phases
+        if self._all_simulated(group):
             k = (dim, group, self.seq[(dev, group)])
             self.seq[(dev, group)] += 1
             entry = self.rdv.get(k)
@@ -190,8 +220,11 @@ class Engine:
         if self.free:
             ev.succeed()
             return
-        copies = self.plan.copies("pp", self._coord(dev).pp)
-        phases = self.comm.p2p(dev, dst, self.plan.p2p_bytes, copies)
+        pkey = ("p2p", dev, dst)
+        phases = self._phases.get(pkey)
+        if phases is None:
+            copies = self.plan.copies("pp", self._coord(dev).pp)
+            phases = self._phases[pkey] = self.comm.p2p(dev, dst, self.plan.p2p_bytes, copies)
 
         def proc() -> Proc:
             t0 = self.env.now
@@ -255,6 +288,13 @@ class Engine:
             total = pre + st.layers * (lc.fwd[0] + lc.fwd[1]) + post
             yield from self._compute(dev, total, kind, lab, st.index, mb)
             return
+        tpt = self.tp_time.get(dev)
+        if tpt is not None:
+            yield from self._tp_sync(dev, (kind, a))
+            segs = [(kind, pre)] + [(k, d) for _ in range(st.layers) for k, d in ((kind, lc.fwd[0]), ("tp", tpt), (kind, lc.fwd[1]), ("tp", tpt))]
+            segs.append((kind, post))
+            yield from self._segments(dev, segs, lab, st.index, mb)
+            return
         yield from self._compute(dev, pre, kind, lab, st.index, mb)
         gather = self._fsdp_gathers(dev, st) if self.fsdp else None
         for _ in range(st.layers):
@@ -268,6 +308,43 @@ class Engine:
             yield from self._compute(dev, lc.fwd[1], kind, lab, st.index, mb)
             yield from self._tp(dev, 0.0, lab, st.index, mb)
         yield from self._compute(dev, post, kind, lab, st.index, mb)
+
+    def _segments(self, dev: int, segs: list[tuple[str, float]], label: str, stage: int, mb: int) -> Proc:
+        """Run consecutive main-stream segments as one timeout; record each segment."""
+        total = sum(d for _, d in segs)
+        if total <= 0:
+            return
+        t = self.env.now
+        yield self.env.timeout(total)
+        recs = self.records
+        for kind, d in segs:
+            if d > 0:
+                recs.append(Record(dev, "main", kind, f"all-reduce(tp)" if kind == "tp" else label, t, t + d, stage, mb))
+                t += d
+
+    def _tp_sync(self, dev: int, what: Hashable) -> Proc:
+        """Per-rank mode: the members of a TP group start a coalesced action together."""
+        group = self._group("tp", dev)
+        if len(group) == 1 or not self._all_simulated(group):
+            return
+        k = ("sync", group, what)
+        entry = self.rdv.get(k)
+        if entry is None:
+            entry = self.rdv[k] = [0, self.env.event()]
+        entry[0] += 1
+        if entry[0] == len(group):
+            del self.rdv[k]
+            entry[1].succeed()
+        if not entry[1].processed:
+            t0 = self.env.now
+            yield entry[1]
+            self._rec(dev, "tp", "wait tp peers", t0)
+
+    def _all_simulated(self, group: tuple[int, ...]) -> bool:
+        v = self._simulated_group.get(group)
+        if v is None:
+            v = self._simulated_group[group] = all(g in self.simset for g in group)
+        return v
 
     def _fsdp_gathers(self, dev: int, st: StageWork):
         """torch FSDP: all-gather each layer's parameters (bf16) just ahead of its use,
@@ -299,8 +376,16 @@ class Engine:
             yield from self._compute(dev, st.head.bwd_input + (st.head.bwd_weight if with_weight else 0.0), "B", lab, st.index, mb)
         wg = lc.bwd_weight / 2 if with_weight else 0.0
         pending = 0.0
+        tpt = self.tp_time.get(dev)
         if self._fast(lc) and not (last and self.overlap_grad) and not self.fsdp:
             yield from self._compute(dev, st.layers * (sum(lc.bwd_input) + 2 * wg), "B", lab, st.index, mb)
+            pending = st.layers * st.grad_bytes_per_layer if last else 0.0
+        elif tpt is not None and not (last and self.overlap_grad):
+            yield from self._tp_sync(dev, ("B", a))
+            # each TP all-reduce of input gradients runs alongside half the weight-gradient GEMMs
+            hidden = [("B", wg), ("tp", max(0.0, tpt - wg))]
+            one = [("B", lc.bwd_input[1])] + hidden + [("B", lc.bwd_input[0])] + hidden
+            yield from self._segments(dev, one * st.layers, lab, st.index, mb)
             pending = st.layers * st.grad_bytes_per_layer if last else 0.0
         else:
             gather = self._fsdp_gathers(dev, st) if self.fsdp else None

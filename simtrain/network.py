@@ -206,6 +206,19 @@ class FlowNetwork:
         return finish
 
     # ---- introspection ----------------------------------------------------------------
+    def exclusive(self, keys: Iterable[Hashable], ignore: Callable[[Hashable], bool] = lambda k: False) -> bool:
+        """True when no bundle type outside `keys` (and not `ignore`d: e.g. the same group's
+        alternative algorithms, which never run at the same time) uses any link that `keys`
+        use: their transfers then always run at their idle-network speed, exactly."""
+        keys = set(keys)
+        links = set()
+        for k in keys:
+            links.update(self._loads[k])
+        for k, load in self._loads.items():
+            if k not in keys and not ignore(k) and not links.isdisjoint(load):
+                return False
+        return True
+
     def uncontended_time(self, key: Hashable, nbytes: float, latency: float = 0.0) -> float:
         """Time a bundle would take alone on an idle network (for algorithm choice)."""
         if self.free:

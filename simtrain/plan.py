@@ -9,7 +9,7 @@ collectives carry the traffic of every identical group; in per-rank mode every d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from simtrain import schedule as sched
@@ -62,6 +62,7 @@ class Plan:
     p2p_bytes: float  # activation (or gradient) bytes per micro-batch per TP rank
     grad_bytes: int  # bytes per gradient element in the DP reduction
     optimizer_s: dict[int, float]  # optimizer step time per pipeline rank
+    _copies: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def num_gpus(self) -> int:
@@ -73,6 +74,13 @@ class Plan:
 
     def copies(self, kind: str, pp: int) -> tuple[int, ...]:
         """Rank offsets of the groups that mirror the representative's `kind` group."""
+        key = (kind, pp)
+        hit = self._copies.get(key)
+        if hit is None:
+            hit = self._copies[key] = self._make_copies(kind, pp)
+        return hit
+
+    def _make_copies(self, kind: str, pp: int) -> tuple[int, ...]:
         L = self.layout
         if not self.symmetric:
             return (0,)
