@@ -100,6 +100,7 @@ class EngineConfig:
     comm: str = "network"  # "network" or "free" (zero-cost communication, for what-ifs and closed forms)
     collective_algo: str = "auto"  # "auto", "ring", "tree", "hierarchical"
     overlap_tp_comm: bool = False  # tensor-parallel collectives hidden behind compute
+    detail: str = "auto"  # timeline records per "layer" segment, per "action", or "auto" (action above 512 devices)
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "parallel.recompute": ("none", "selective", "full"),
     "parallel.cp_algo": ("allgather", "ring"),
     "engine.mode": ("symmetric", "per-rank"),
+    "engine.detail": ("auto", "layer", "action"),
     "engine.comm": ("network", "free"),
     "engine.collective_algo": ("auto", "ring", "tree", "hierarchical"),
     "training.precision": ("bf16", "fp16"),

@@ -67,6 +67,9 @@ class Engine:
         self._coords: dict[int, Coord] = {}
         self._simulated_group: dict[tuple[int, ...], bool] = {}
         self.tp_time: dict[int, float] = {}  # exact TP all-reduce time where coalescing applies
+        detail = plan.scenario.engine.detail
+        self.coarse = detail == "action" or (detail == "auto" and len(plan.simulated) > 512)
+        self._labels: dict[Action, str] = {}
         self.dp_dim = "dpcp" if L.cp > 1 else "dp"
         self.cp_ring = par.cp_algo == "ring"
         # torch-style FSDP: per-layer parameter all-gather in forward and backward and a
@@ -277,7 +280,10 @@ class Engine:
 
     # ---- actions ------------------------------------------------------------------------
     def _label(self, a: Action) -> str:
-        return repr(a) if self.plan.layout.vp > 1 else f"{a.kind}{a.microbatch}"
+        lab = self._labels.get(a)
+        if lab is None:  # one string object per action, shared by all its records
+            lab = self._labels[a] = repr(a) if self.plan.layout.vp > 1 else f"{a.kind}{a.microbatch}"
+        return lab
 
     def forward(self, dev: int, st: StageWork, a: Action, kind: str = "F") -> Proc:
         lab = self._label(a) if kind == "F" else f"R{a.microbatch}"
@@ -317,9 +323,14 @@ class Engine:
         t = self.env.now
         yield self.env.timeout(total)
         recs = self.records
+        if self.coarse:  # one record per kind: totals exact, per-layer order dropped
+            sums: dict[str, float] = {}
+            for kind, d in segs:
+                sums[kind] = sums.get(kind, 0.0) + d
+            segs = list(sums.items())
         for kind, d in segs:
             if d > 0:
-                recs.append(Record(dev, "main", kind, f"all-reduce(tp)" if kind == "tp" else label, t, t + d, stage, mb))
+                recs.append(Record(dev, "main", kind, "all-reduce(tp)" if kind == "tp" else label, t, t + d, stage, mb))
                 t += d
 
     def _tp_sync(self, dev: int, what: Hashable) -> Proc:

@@ -1,0 +1,107 @@
+"""Engine speed and memory, as ratios to a raw-simpy baseline measured in the same run.
+
+    python benchmarks/bench.py            # full table (several minutes: includes 16,384 GPUs per-rank)
+    python benchmarks/bench.py --quick    # small sizes only (CI runs this so it cannot rot)
+
+Baseline: 1,000 simpy processes x 1,000 `env.timeout(1)` (1,000,000 bare events).
+Each case runs in its own process so peak RSS is its own. Columns: scenario, GPUs, mode,
+simulated step time, wall time, ratio to baseline, simpy events, events/s, peak RSS.
+Targets (issue 6): 405B on 16,384 GPUs symmetric <= 1.0x baseline; 70B on 1,024 GPUs
+per-rank <= 20x; 16,384 GPUs per-rank completes within 4 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+ROW1 = []
+ROW2 = ["cluster.gpus=16384", "parallel.dp=128"]
+L70 = ['model.name="llama3-70b"', "cluster.gpus=1024", "parallel.tp=8", "parallel.pp=8", "parallel.dp=16",
+       "parallel.first_stage_layers=-1", "parallel.last_stage_layers=-1", "training.global_batch=512"]
+SMALL = ['model.name="llama3-8b"', "cluster.gpus=64", "parallel.tp=2", "parallel.pp=4", "parallel.dp=8",
+         "parallel.first_stage_layers=-1", "parallel.last_stage_layers=-1", "training.global_batch=64", "training.seq_len=2048"]
+PER_RANK = ['engine.mode="per-rank"']
+
+FULL = [
+    ("405B Table 4 row 1", ROW1),
+    ("405B Table 4 row 2", ROW2),
+    ("405B row 2, llama3 sched", ROW2 + ['schedule.name="llama3"', "parallel.vp=8", "parallel.first_stage_layers=0", "parallel.last_stage_layers=0"]),
+    ("70B TP8 PP8 DP16", L70),
+    ("70B TP8 PP8 DP16", L70 + PER_RANK),
+    ("405B Table 4 row 2", ROW2 + PER_RANK),
+]
+QUICK = [
+    ("8B TP2 PP4 DP8", SMALL),
+    ("8B TP2 PP4 DP8", SMALL + PER_RANK),
+    ("405B Table 4 row 1", ROW1),
+]
+
+CHILD = r"""
+import json, resource, sys, time
+from simtrain import load_scenario, simulate
+t0 = time.perf_counter()
+r = simulate(load_scenario(None, json.loads(sys.argv[1])))
+wall = time.perf_counter() - t0
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps(dict(gpus=r.num_gpus, mode=r.layout["mode"], step=r.step_time_s, wall=wall, events=r.events, rss=rss, mfu=r.mfu)))
+"""
+
+
+def baseline() -> float:
+    import simpy
+
+    env = simpy.Environment()
+
+    def proc():
+        for _ in range(1000):
+            yield env.timeout(1)
+
+    t0 = time.perf_counter()
+    for _ in range(1000):
+        env.process(proc())
+    env.run()
+    return time.perf_counter() - t0
+
+
+def run_case(overrides: list[str]) -> dict:
+    p = subprocess.run([sys.executable, "-c", CHILD, json.dumps(overrides)], capture_output=True, text=True, cwd=ROOT)
+    if p.returncode:
+        raise SystemExit(f"case failed: {overrides}\n{p.stderr}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small cases only (for CI)")
+    ap.add_argument("--json", action="store_true", help="print rows as JSON")
+    args = ap.parse_args(argv)
+    base = baseline()
+    rows = []
+    cases = QUICK if args.quick else FULL
+    for i, (name, ov) in enumerate(cases, 1):
+        print(f"[{i}/{len(cases)}] {name} ...", file=sys.stderr, flush=True)
+        r = run_case(ov)
+        r.update(name=name, ratio=r["wall"] / base, events_per_s=r["events"] / r["wall"])
+        rows.append(r)
+    if args.json:
+        print(json.dumps({"baseline_s": base, "baseline_events_per_s": 1e6 / base, "rows": rows}, indent=2))
+        return 0
+    print(f"baseline: 1,000,000 raw simpy timeouts in {base:.2f} s ({1e6 / base:,.0f} events/s)")
+    hdr = f"{'scenario':<26} {'GPUs':>6} {'mode':<9} {'step s':>8} {'wall s':>8} {'x base':>7} {'events':>9} {'events/s':>10} {'peak RSS':>9} {'MFU':>6}"
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        print(f"{r['name']:<26} {r['gpus']:>6} {r['mode']:<9} {r['step']:>8.3f} {r['wall']:>8.2f} {r['ratio']:>7.2f} "
+              f"{r['events']:>9,} {r['events_per_s']:>10,.0f} {r['rss'] / 2**30:>8.2f}G {100 * r['mfu']:>5.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
