@@ -35,7 +35,12 @@ def run(args: argparse.Namespace) -> int:
     cases = select(load_reference(args.reference), args.only)
     if args.list:
         for c in cases:
-            pub = f"{c.tflops_per_gpu:g} TFLOP/s ({c.basis})" if c.tflops_per_gpu else (c.expect or c.expect_error and "must be refused")
+            if c.expect_error:
+                pub = "must be refused (inconsistent as printed)"
+            elif c.tflops_per_gpu:
+                pub = f"{c.tflops_per_gpu:g} TFLOP/s ({c.basis})"
+            else:
+                pub = f"claim: {c.expect}"
             print(f"{c.name:<32} {c.group:<28} {pub}")
         return 0
 
