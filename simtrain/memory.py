@@ -1,0 +1,298 @@
+"""Device memory of one training step: model states, activations and allowances.
+
+Per pipeline rank (all TP, CP and DP ranks of a pipeline rank hold the same amount), the
+peak of
+    parameters + gradients + optimizer state            (model states, static)
+  + live activations at the schedule's worst moment    (per layer x in-flight micro-batches)
+  + transient buffers (one layer re-materialized under full recomputation, ZeRO-3's
+    gathered layer, bf16 logits, pipeline send/receive buffers)
+  + a fixed allowance (CUDA context, NCCL and cuBLAS workspaces)
+  + an allocator-fragmentation allowance (a share of everything allocated above).
+
+Model states, mixed-precision Adam as Megatron-LM runs it (Narayanan et al. 2021;
+Megatron-Core distributed-optimizer docs): bf16/fp16 parameters 2 B, fp32 main gradients
+4 B, fp32 master weights + Adam m + v 12 B = 18 B per parameter. ZeRO (Rajbhandari et al.
+2020) shards over the N = DP x CP ranks that hold replicas of the same parameters:
+    zero 0: 2 + 4 + 12           zero 1 (distributed optimizer): 2 + 4 + 12/N
+    zero 2: 2 + (4 + 12)/N       zero 3 (FSDP): (2 + 4 + 12)/N
+(Megatron-Core shards its distributed optimizer over the data-parallel group *with*
+context parallelism, since CP ranks hold identical weights.)
+
+Activations per transformer layer and micro-batch follow Korthikanti et al. 2022,
+"Reducing Activation Recomputation in Large Transformer Models" (arXiv:2205.05198), §4:
+with s = sequence, b = micro-batch, h = hidden, a = heads, t = TP size, 2-byte activations
+and 1-byte dropout masks, a GPT layer stores
+    s*b*h*(34 + 5*a*s/h) bytes                     no TP, no recomputation
+    s*b*h*(10 + 24/t + 5*a*s/(h*t))                 TP without sequence parallelism
+    s*b*h/t*(34 + 5*a*s/h)                          TP + sequence parallelism
+    s*b*h/t*34                                      + selective recomputation
+    2*s*b*h (/t with sequence parallelism)          full recomputation (layer input only)
+`layer_activation_bytes` derives the 34 term by term so that it adapts to SwiGLU, GQA,
+models without dropout, FlashAttention and context parallelism (see its comments).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from simtrain.config import ModelConfig
+from simtrain.errors import SimtrainError
+from simtrain.schedule import peak_in_flight
+from simtrain.units import GIB
+
+PARAM_BYTES = 2.0  # bf16/fp16 weights
+GRAD_BYTES = 4.0  # fp32 main gradients (Megatron accumulates into fp32 main_grad buffers)
+OPTIMIZER_BYTES = 12.0  # fp32 master weights (4) + Adam first (4) and second (4) moments
+
+# Fixed allowance per device for memory the training framework does not allocate itself:
+# the CUDA context with its module images (~0.5 GiB on Hopper), cuBLAS/cuBLASLt workspaces
+# (32 MiB per handle and stream on Hopper, CUBLAS_WORKSPACE_CONFIG), and NCCL's per-
+# communicator buffers (NCCL_BUFFSIZE = 4 MiB per channel per peer, NCCL docs, times the
+# channels of every TP, CP, PP and DP communicator: of the order of 1 GiB). Assumed 2 GiB.
+WORKSPACE_BYTES = 2.0 * GIB
+
+# PyTorch's caching allocator cannot compact, so reserved memory exceeds allocated memory.
+# Reported gaps range from a few percent to "up to 43%" with virtual pipelines and
+# recomputation (STWeaver, arXiv:2507.16274). We add 5% of the allocated bytes: a typical
+# steady-state gap with expandable segments, not the worst case.
+FRAGMENTATION = 0.05
+
+
+def layer_activation_bytes(
+    model: ModelConfig,
+    seq_len: int,
+    micro_batch: int,
+    tp: int = 1,
+    sequence_parallel: bool = False,
+    recompute: str = "none",
+    flash_attention: bool = True,
+    cp: int = 1,
+) -> float:
+    """Bytes one transformer layer keeps for the backward pass, per micro-batch, on one rank.
+
+    Korthikanti et al. 2022 §4.1 term by term (s*b tokens, 2-byte values, 1-byte masks);
+    each line is "per token" and is multiplied by the rank's tokens b*s/cp at the end.
+    For a GPT layer (MLP 4h, heads = key/value heads, dropout) the sum is 34*h + 5*a*s.
+    """
+    if recompute not in ("none", "selective", "full"):
+        raise SimtrainError(f"parallel.recompute = {recompute!r}: not a recomputation mode; use none, selective or full")
+    h = model.hidden_size
+    hd = model.head_dim or h // model.num_attention_heads
+    a = model.num_attention_heads
+    kv_heads = model.num_key_value_heads or a
+    q = a * hd  # query width (= h for every catalog model)
+    kv = kv_heads * hd  # key (and value) width: h / (a / kv_heads) with GQA
+    f = model.intermediate_size
+    dropout = model.bias  # GPT-style models train with dropout; Llama-style models do not
+    t = max(1, tp)
+    sp = sequence_parallel and t > 1
+    tokens = micro_batch * seq_len / cp  # tokens of this CP rank
+    s_kv = seq_len  # keys each query attends to (K/V all-gathered over CP)
+
+    if recompute == "full":
+        # Only the layer input is checkpointed: 2*s*b*h bytes (Korthikanti Table 2),
+        # kept sequence-parallel-sharded (/t) when SP is on.
+        return tokens * 2 * h / (t if sp else 1)
+
+    # Tensors of width h that every TP rank holds in full unless SP shards them (/t):
+    #   norm 1 input 2h + QKV GEMM input (norm 1 output) 2h + norm 2 input 2h
+    #   + MLP up GEMM input (norm 2 output) 2h                                  = 8h
+    #   + dropout masks after attention and after the MLP, 1 byte each          = 2h (GPT)
+    # GPT: 10h, Korthikanti's "10" (4 for the two LayerNorms + 2 + 2 + 1 + 1).
+    replicated = 8 * h + (2 * h if dropout else 0)
+    # Tensors split over TP heads / MLP columns (always /t):
+    #   Q 2q and K 2*kv saved for QK^T, V 2*kv saved for scores x V,
+    #   O-projection input (attention context) 2q                  MHA: 8h; GQA: 4q + 4kv
+    #   MLP: plain GELU saves its input 2f and the down-projection input 2f = 4f (= 16h);
+    #        SwiGLU saves gate and up outputs 2f + 2f and the down input 2f = 6f
+    # GPT: 8h + 16h = 24h, Korthikanti's "24/t". Llama 3 405B (q = h, kv = h/16,
+    # f = 3.25h): 4h + 0.25h + 19.5h = 23.75h.
+    # With GQA and tp > key/value heads, each rank holds one replicated K/V head.
+    kv_local = hd if kv_heads < t else kv / t
+    split = (4 * q) / t + 4 * kv_local + (4 * f if model.mlp == "plain" else 6 * f) / t
+    # Attention scores, per query token and head (/t: heads are split over TP):
+    #   softmax output 2*s_kv + dropout mask s_kv + dropout output 2*s_kv = 5*s_kv (GPT);
+    #   without dropout only the softmax output, 2*s_kv.
+    # Selective recomputation drops the term (the core attention is recomputed);
+    # FlashAttention never materializes it and saves only the fp32 log-sum-exp per row
+    # (4 bytes per head) next to Q, K, V and the output already counted above.
+    if flash_attention:
+        scores = 4.0 * a / t
+    elif recompute == "selective":
+        scores = 0.0
+    else:
+        scores = (5 if dropout else 2) * a * s_kv / t
+    return tokens * (replicated / (t if sp else 1) + split + scores)
+
+
+def embedding_activation_bytes(model: ModelConfig, seq_len: int, micro_batch: int, tp: int,
+                               sequence_parallel: bool, cp: int = 1) -> float:
+    """First stage: the embedding dropout mask, 1 byte x h per token (Korthikanti §4.3),
+    /t with SP. The embedding output itself is the first layer's input, counted there."""
+    t = max(1, tp)
+    tokens = micro_batch * seq_len / cp
+    return tokens * (model.hidden_size if model.bias else 0) / (t if sequence_parallel and t > 1 else 1)
+
+
+def head_activation_bytes(model: ModelConfig, seq_len: int, micro_batch: int, tp: int,
+                          sequence_parallel: bool, cp: int = 1) -> float:
+    """Last stage (Korthikanti §4.3): final-norm input 2h and output-projection input 2h
+    (/t with SP), and the cross-entropy's fp32 logits over the vocabulary shard, 4*V/t."""
+    t = max(1, tp)
+    tokens = micro_batch * seq_len / cp
+    sp = sequence_parallel and t > 1
+    return tokens * (4 * model.hidden_size / (t if sp else 1) + 4 * model.vocab_size / t)
+
+
+def model_state_bytes(params: float, zero: int, shards: int) -> tuple[float, float, float]:
+    """(parameter, gradient, optimizer-state) bytes of `params` parameters on one rank
+    under ZeRO stage `zero`, sharded over `shards` data-parallel (x CP) ranks."""
+    if zero not in (0, 1, 2, 3):
+        raise SimtrainError(f"parallel.zero = {zero!r}: not a ZeRO stage; use 0, 1, 2 or 3")
+    n = max(1, shards)
+    p = params * PARAM_BYTES / (n if zero >= 3 else 1)
+    g = params * GRAD_BYTES / (n if zero >= 2 else 1)
+    o = params * OPTIMIZER_BYTES / (n if zero >= 1 else 1)
+    return p, g, o
+
+
+@dataclass(frozen=True)
+class StageMemory:
+    """Peak memory of one device of pipeline rank `rank`, bytes by part."""
+
+    rank: int
+    layers: int  # transformer layers held (all chunks)
+    params: float  # parameters held (this TP rank, unsharded count)
+    peak_in_flight: int  # most (chunk, micro-batch) activations live at once
+    parameters: float
+    gradients: float
+    optimizer: float
+    activations: float  # transformer layers' saved activations at the peak
+    end_activations: float  # embedding / output layer / fp32 logits at the peak
+    transient: float  # re-materialized layer, gathered ZeRO-3 layer, bf16 logits, P2P buffers
+    workspace: float  # CUDA context, NCCL, cuBLAS (fixed allowance)
+    fragmentation: float  # allocator allowance
+
+    @property
+    def total(self) -> float:
+        return (self.parameters + self.gradients + self.optimizer + self.activations
+                + self.end_activations + self.transient + self.workspace + self.fragmentation)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["total"] = self.total
+        out["total_gib"] = self.total / GIB
+        return out
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    per_stage: tuple[StageMemory, ...]
+    capacity_bytes: float
+    device: str
+    assumptions: str
+
+    @property
+    def peak_bytes(self) -> float:
+        return max(s.total for s in self.per_stage)
+
+    @property
+    def peak_memory_gib(self) -> float:
+        return self.peak_bytes / GIB
+
+    @property
+    def capacity_gib(self) -> float:
+        return self.capacity_bytes / GIB
+
+    @property
+    def fits_in_memory(self) -> bool:
+        return self.peak_bytes <= self.capacity_bytes
+
+    @property
+    def peak_stage(self) -> int:
+        return max(self.per_stage, key=lambda s: s.total).rank
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fits_in_memory": self.fits_in_memory,
+            "peak_memory_gib": self.peak_memory_gib,
+            "capacity_gib": self.capacity_gib,
+            "peak_stage": self.peak_stage,
+            "device": self.device,
+            "assumptions": self.assumptions,
+            "per_stage": [s.to_json() for s in self.per_stage],
+        }
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2)
+
+
+def _live_peak(actions: tuple, release: str, size: dict[int, float]) -> float:
+    """Largest sum of `size[stage]` over activations alive at once on one rank: an
+    activation is born at its F and freed at its `release` action."""
+    live = peak = 0.0
+    for a in actions:
+        if a.kind == "F":
+            live += size[a.stage]
+            peak = max(peak, live)
+        elif a.kind == release:
+            live -= size[a.stage]
+    return peak
+
+
+def estimate(plan: Any) -> MemoryReport:
+    """Per-pipeline-rank peak memory of `plan` (a simtrain.plan.Plan) against its device."""
+    s = plan.scenario
+    par, m = s.parallel, s.model
+    L = plan.layout
+    sched = plan.schedule
+    seq = s.training.seq_len
+    flash = bool(getattr(par, "flash_attention", True))
+    sp = par.sequence_parallel and L.tp > 1
+    release = "W" if sched.split_backward else "B"
+    per_layer = layer_activation_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, par.recompute, flash, L.cp)
+    full_layer = layer_activation_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, "none", flash, L.cp)
+    emb = embedding_activation_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, L.cp)
+    head = head_activation_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, L.cp)
+    S = len(plan.stages)
+    layer_size = {st.index: st.layers * per_layer for st in plan.stages}
+    end_size = {st.index: (emb if st.index == 0 else 0.0) + (head if st.index == S - 1 else 0.0) for st in plan.stages}
+    counts = peak_in_flight(sched, release)
+    shards = L.dp * L.cp
+    params_per_layer = plan.model.params_per_layer / L.tp
+    tokens = L.micro_batch * seq / L.cp
+    out = []
+    for r in range(L.pp):
+        mine = [st for st in plan.stages if sched.placement[st.index] == r]
+        params = sum(st.params for st in mine)
+        p, g, o = model_state_bytes(params, par.zero, shards)
+        acts = sched.actions.get(r, ())
+        # Peak of the summed live bytes (layers + ends together: they are born and freed
+        # with the same actions), then split in proportion for the report.
+        both = _live_peak(acts, release, {k: layer_size[k] + end_size[k] for k in layer_size})
+        layer_peak = _live_peak(acts, release, layer_size)
+        act, ends = (layer_peak, both - layer_peak)
+        transient = 2 * plan.p2p_bytes  # one activation and one gradient receive buffer
+        if par.recompute == "full":
+            transient += full_layer  # the layer being re-materialized for its backward
+        if par.zero >= 3:
+            # FSDP all-gathers a layer's bf16 weights (current + prefetched next) and holds
+            # its unsharded fp32 gradient until the reduce-scatter.
+            transient += params_per_layer * (2 * PARAM_BYTES + GRAD_BYTES)
+        if any(st.index == S - 1 for st in mine):
+            transient += tokens * 2 * m.vocab_size / L.tp  # bf16 logits before the fp32 cast
+        allocated = p + g + o + act + ends + transient
+        out.append(StageMemory(
+            rank=r, layers=sum(st.layers for st in mine), params=params, peak_in_flight=counts.get(r, 0),
+            parameters=p, gradients=g, optimizer=o, activations=act, end_activations=ends,
+            transient=transient, workspace=WORKSPACE_BYTES, fragmentation=FRAGMENTATION * allocated,
+        ))
+    assumptions = (
+        f"mixed-precision Adam 2+4+12 B/param, ZeRO-{par.zero} over DP*CP = {shards}; activations per "
+        f"Korthikanti et al. 2022 ({'FlashAttention' if flash else 'materialized scores'}, recompute "
+        f"{par.recompute}, SP {'on' if sp else 'off'}); {WORKSPACE_BYTES / GIB:.0f} GiB workspace + "
+        f"{100 * FRAGMENTATION:.0f}% fragmentation"
+    )
+    return MemoryReport(tuple(out), float(plan.device.memory_bytes), plan.device.name, assumptions)

@@ -1,0 +1,147 @@
+"""Memory model against hand arithmetic: Korthikanti et al. 2022 (arXiv:2205.05198) §4
+per-layer activations, ZeRO sharding (Rajbhandari et al. 2020), and two Llama 3 405B
+layouts whose fit is known (Llama 3 paper §3.3.2: TP8 PP16 at 8K without recomputation
+ran on 80 GB H100s; 405B parameters' 18 B/param cannot fit on one GPU)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from simtrain.config import load_scenario, scenario_from_dict
+from simtrain.memory import (
+    GRAD_BYTES, OPTIMIZER_BYTES, PARAM_BYTES, estimate, layer_activation_bytes, model_state_bytes,
+)
+from simtrain.models import require_model
+from simtrain.plan import make_plan
+from simtrain.units import GIB
+
+# GPT 18B of Megatron SC21 Table 1: plain GELU MLP (4h), 48 heads = 48 key/value heads,
+# dropout (biases): exactly the layer Korthikanti's 34 and 5as/h describe.
+GPT = require_model("gpt-18b")
+S, B, H, A = 2048, 2, 6144, 48
+
+
+def test_catalog_gpt_is_the_korthikanti_layer() -> None:
+    assert (GPT.hidden_size, GPT.num_attention_heads, GPT.intermediate_size) == (H, A, 4 * H)
+    assert GPT.num_key_value_heads == A and GPT.mlp == "plain" and GPT.bias
+
+
+def test_layer_without_recompute_or_sp_is_34sbh_plus_5as2b() -> None:
+    # 34*2048*2*6144 + 5*48*2048^2*2 = 855,638,016 + 2,013,265,920 bytes
+    by_hand = 34 * S * B * H + 5 * A * S * S * B
+    assert by_hand == 2_868_903_936
+    got = layer_activation_bytes(GPT, S, B, tp=1, sequence_parallel=False, recompute="none", flash_attention=False)
+    assert got == pytest.approx(by_hand, rel=1e-12)
+
+
+def test_layer_tensor_parallel_without_sp() -> None:
+    # Korthikanti eq. (2): s*b*h*(10 + 24/t + 5*a*s/(h*t))
+    t = 8
+    by_hand = S * B * H * (10 + 24 / t + 5 * A * S / (H * t))
+    got = layer_activation_bytes(GPT, S, B, tp=t, sequence_parallel=False, flash_attention=False)
+    assert got == pytest.approx(by_hand, rel=1e-12)
+
+
+def test_layer_sequence_parallel_and_selective() -> None:
+    t = 8
+    sp = layer_activation_bytes(GPT, S, B, tp=t, sequence_parallel=True, recompute="none", flash_attention=False)
+    assert sp == pytest.approx(S * B * H / t * (34 + 5 * A * S / H), rel=1e-12)  # eq. (4)
+    sel = layer_activation_bytes(GPT, S, B, tp=t, sequence_parallel=True, recompute="selective", flash_attention=False)
+    assert sel == pytest.approx(34 * S * B * H / t, rel=1e-12)  # eq. (5)
+    full = layer_activation_bytes(GPT, S, B, tp=t, sequence_parallel=True, recompute="full", flash_attention=False)
+    assert full == pytest.approx(2 * S * B * H / t, rel=1e-12)
+    assert layer_activation_bytes(GPT, S, B, tp=t, recompute="full") == pytest.approx(2 * S * B * H)
+
+
+def test_flash_attention_behaves_like_selective_plus_lse() -> None:
+    t = 8
+    fa = layer_activation_bytes(GPT, S, B, tp=t, sequence_parallel=True, flash_attention=True)
+    # selective + fp32 log-sum-exp per query row and head: 4 bytes * a/t per token
+    assert fa == pytest.approx(34 * S * B * H / t + S * B * 4 * A / t, rel=1e-12)
+
+
+def test_swiglu_gqa_layer() -> None:
+    m = require_model("llama3-405b")  # q = h, kv = h/16, f = 53248, no dropout
+    h, f, kv = m.hidden_size, m.intermediate_size, m.num_key_value_heads * m.head_dim
+    per_token = 8 * h + 4 * h + 4 * kv + 6 * f + 4 * m.num_attention_heads  # no SP, t = 1
+    assert layer_activation_bytes(m, 8192, 1) == pytest.approx(8192 * per_token, rel=1e-12)
+
+
+def test_zero_stages_divide_exactly_what_they_should() -> None:
+    P, N = 1e9, 64
+    assert model_state_bytes(P, 0, N) == (2 * P, 4 * P, 12 * P)
+    assert model_state_bytes(P, 1, N) == (2 * P, 4 * P, 12 * P / N)
+    assert model_state_bytes(P, 2, N) == (2 * P, 4 * P / N, 12 * P / N)
+    assert model_state_bytes(P, 3, N) == (2 * P / N, 4 * P / N, 12 * P / N)
+    assert (PARAM_BYTES, GRAD_BYTES, OPTIMIZER_BYTES) == (2, 4, 12)
+
+
+def _small(zero: int, dp: int = 4):
+    return scenario_from_dict({
+        "model": {"name": "gpt-1.7b"},
+        "cluster": {"topology": "dgx-a100"},
+        "parallel": {"tp": 2, "pp": 2, "dp": dp, "zero": zero},
+        "training": {"seq_len": 2048, "global_batch": 4 * dp},
+    })
+
+
+def test_zero_stages_in_a_plan() -> None:
+    reports = {z: estimate(make_plan(_small(z))) for z in range(4)}
+    for r in range(2):
+        st = [reports[z].per_stage[r] for z in range(4)]
+        P = st[0].params
+        assert st[0].parameters == 2 * P and st[0].gradients == 4 * P and st[0].optimizer == 12 * P
+        assert st[1].optimizer == 12 * P / 4 and st[1].gradients == 4 * P
+        assert st[2].gradients == 4 * P / 4 and st[2].parameters == 2 * P
+        assert st[3].parameters == 2 * P / 4
+        assert all(s.activations == st[0].activations for s in st)  # ZeRO leaves activations alone
+
+
+def test_activation_peak_follows_the_schedule() -> None:
+    plan = make_plan(_small(1))
+    rep = estimate(plan)
+    per_layer = layer_activation_bytes(plan.scenario.model, 2048, 1, 2, False, "none", True)
+    # 1F1B with pp=2 and 4 micro-batches: rank 0 holds 2 in flight, rank 1 one
+    assert [s.peak_in_flight for s in rep.per_stage] == [2, 1]
+    assert rep.per_stage[0].activations == pytest.approx(2 * 12 * per_layer)
+    assert rep.per_stage[1].activations == pytest.approx(1 * 12 * per_layer)
+
+
+def test_interleaved_peak_counts_chunk_sizes() -> None:
+    s = _small(1)
+    s = dataclasses.replace(s, parallel=dataclasses.replace(s.parallel, vp=2, first_stage_layers=3, last_stage_layers=9),
+                            schedule=dataclasses.replace(s.schedule, name="interleaved"))
+    plan = make_plan(s)
+    rep = estimate(plan)
+    per_layer = layer_activation_bytes(plan.scenario.model, 2048, 1, 2, False, "none", True)
+    # walk rank 0's actions by hand: chunks 0 (3 layers) and 2 (6 layers) live on rank 0
+    sizes = {st.index: st.layers for st in plan.stages}
+    live = peak = 0
+    for a in plan.schedule.actions[0]:
+        live += sizes[a.stage] if a.kind == "F" else -sizes[a.stage] if a.kind == "B" else 0
+        peak = max(peak, live)
+    assert rep.per_stage[0].activations == pytest.approx(peak * per_layer)
+
+
+def test_llama3_405b_8k_fits_on_h100() -> None:
+    rep = estimate(make_plan(load_scenario("llama3-405b-8k")))
+    assert rep.fits_in_memory, rep.to_json()
+    assert 50 < rep.peak_memory_gib < rep.capacity_gib
+    j = rep.to_json()
+    assert {"fits_in_memory", "peak_memory_gib", "capacity_gib", "per_stage"} <= set(j)
+    assert len(j["per_stage"]) == 16
+
+
+def test_llama3_405b_without_model_parallelism_does_not_fit() -> None:
+    s = load_scenario("llama3-405b-8k", [
+        "parallel.tp=1", "parallel.pp=1", "parallel.dp=2048", "cluster.gpus=2048",
+        "parallel.first_stage_layers=-1", "parallel.last_stage_layers=-1", "parallel.sequence_parallel=false",
+    ])
+    rep = estimate(make_plan(s))
+    assert not rep.fits_in_memory
+    # 405.9e9 params x (2 + 4/2048 + 12/2048) B (ZeRO-2 over DP 2048) alone exceed 80 GB
+    assert rep.peak_memory_gib > 700
+    assert rep.per_stage[0].parameters == pytest.approx(2 * 405.85e9, rel=1e-3)
+    assert rep.peak_memory_gib * GIB > rep.capacity_bytes

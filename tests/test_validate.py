@@ -1,0 +1,114 @@
+"""`simtrain validate`: reference cases load, transcriptions match the calibration CSVs,
+unsupported cases are skipped with a reason, the inconsistent Llama 3 row is refused,
+and the simulated error of a quick subset stays under thresholds set from what the
+simulator achieves today (tighten them as calibration improves)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from simtrain.cli import main
+from simtrain.config import load_scenario
+from simtrain.errors import SimtrainError
+from simtrain.layout import make_layout
+from simtrain.validate import ReferenceCase, load_reference, run_case, run_validation, select
+
+CALIBRATION = Path(__file__).resolve().parents[2] / "shared" / "calibration"
+if not CALIBRATION.is_dir():
+    CALIBRATION = Path("/work/shared/calibration")
+
+# |simulated / published - 1| of TFLOP/s per GPU on the source's basis, per quick case.
+# Achieved when written: llama3-405b-8k -0.0%.
+THRESHOLDS = {"llama3-405b-8k": 0.05}
+
+
+def test_reference_cases_load_and_name_scenarios() -> None:
+    cases = load_reference()
+    names = {c.name for c in cases}
+    assert {"llama3-405b-8k", "llama3-405b-16k", "llama3-405b-128k", "llama3-405b-128k-as-printed"} <= names
+    assert sum(c.name.startswith("megatron-sc21-") for c in cases) == 10
+    assert {"llama3-70b-tpu-v5p-fsdp", "llama3-70b-tpu-v5p-fsdp-tp4"} <= names
+    for c in cases:
+        assert (Path(__file__).resolve().parents[1] / "scenarios" / f"{c.scenario}.toml").is_file(), c.name
+        assert c.tflops_per_gpu or c.expect or c.expect_error, c.name
+        if c.name.startswith("megatron"):
+            assert c.basis == "megatron-hfu" and c.hfu
+        if c.name.startswith("llama3-405b"):
+            assert c.basis == "model" and c.mfu
+
+
+@pytest.mark.skipif(not CALIBRATION.is_dir(), reason="calibration CSVs not present")
+def test_reference_numbers_are_the_csv_rows() -> None:
+    for case in load_reference():
+        if not case.calibration:
+            continue
+        file, _, row = case.calibration.partition(" row ")
+        rows = list(csv.DictReader(open(CALIBRATION / file, newline="")))
+        r = rows[int(row) - 1]
+        assert float(r["tflops_per_gpu"]) == case.tflops_per_gpu, case.name
+        for key in ("mfu", "hfu"):
+            assert (float(r[key]) if r[key] else None) == getattr(case, key), (case.name, key)
+        assert r["model"] == case.model
+
+
+def test_layouts_of_the_megatron_scenarios_match_their_rows() -> None:
+    # loading needs parallel.flash_attention in the engine; the layout arithmetic does not
+    import tomllib
+
+    for case in select(load_reference(), "megatron-sc21"):
+        data = tomllib.loads((Path(__file__).resolve().parents[1] / "scenarios" / f"{case.scenario}.toml").read_text())
+        p = data["parallel"]
+        assert p["tp"] * p["pp"] * p["dp"] == data["cluster"]["gpus"]
+        assert p["recompute"] == "full" and p["flash_attention"] is False
+        assert data["training"]["global_batch"] % (p["dp"] * p["micro_batch"]) == 0
+
+
+def test_printed_llama3_row_is_refused_in_one_line() -> None:
+    s = load_scenario("llama3-405b-128k-as-printed")
+    with pytest.raises(SimtrainError) as e:
+        make_layout(s)
+    msg = str(e.value)
+    assert "\n" not in msg and "cluster.gpus = 16384" in msg and "8*16*16*4 = 8192" in msg and "parallel.dp = 8" in msg
+    r = run_case(select(load_reference(), "llama3-405b-128k-as-printed")[0])
+    assert r.status == "refused"
+    assert make_layout(load_scenario("llama3-405b-128k")).world == 16384
+
+
+def test_unsupported_cases_are_skipped_with_a_reason() -> None:
+    case = ReferenceCase(name="x", scenario="llama3-405b-8k", group="g", source="s", tflops_per_gpu=1.0)
+    r = run_case(case, ("cluster.topology=no-such-topology",))
+    assert r.status == "skipped" and "cluster.topology" in r.reason
+    rep = run_validation((case,), overrides=("parallel.nonsense=1",))
+    assert rep.results[0].status == "skipped" and rep.mape_by_group() == {}
+
+
+def test_select() -> None:
+    cases = load_reference()
+    assert [c.name for c in select(cases, "megatron-*-1t")] == ["megatron-sc21-gpt-1t"]
+    assert len(select(cases, "Llama 3 Table")) == 4
+    with pytest.raises(SimtrainError):
+        select(cases, "nothing-like-this")
+
+
+def test_quick_subset_error_stays_under_threshold(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "--only", "llama3-405b-8k", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    (case,) = out["cases"]
+    assert case["status"] == "ok"
+    tf = next(c for c in case["comparisons"] if c["metric"] == "tflops_per_gpu")
+    assert tf["published"] == 430.0
+    assert abs(tf["error"]) <= THRESHOLDS["llama3-405b-8k"], tf
+    assert out["mape_percent"]["Llama 3 Table 4"]["cases"] == 1
+    assert case["simulated"]["memory"]["fits_in_memory"]
+
+
+def test_cli_text_lists_skips_and_progress(capsys: pytest.CaptureFixture[str]) -> None:
+    # skipped today (no CP, no tpu-v5p topology); simulated once the engine has both
+    assert main(["validate", "--only", "tpu-v5p"]) in (0, 1)
+    captured = capsys.readouterr()
+    assert "llama3-70b-tpu-v5p-fsdp-tp4" in captured.out and "[2/2]" in captured.err
+    assert main(["validate", "--only", "nothing-like-this"]) == 2
