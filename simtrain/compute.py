@@ -39,7 +39,7 @@ def gemm_time(dev: Device, m: int, n: int, k: int, batch: int = 1, elem_bytes: i
     if m <= 0 or n <= 0 or k <= 0:
         return 0.0
     flops = 2.0 * m * n * k * batch
-    t_compute = flops / (dev.peak_flops * gemm_efficiency(dev, m, n, k, batch))
+    t_compute = flops / (dev.peak_flops * dev.sustained_fraction * gemm_efficiency(dev, m, n, k, batch))
     t_memory = elem_bytes * batch * (m * k + k * n + m * n) / (dev.hbm_bytes_per_s * dev.memory_efficiency)
     return max(t_compute, t_memory) + dev.kernel_overhead_s
 
@@ -55,4 +55,4 @@ def memory_time(dev: Device, nbytes: float, kernels: int = 1) -> float:
 
 def attention_time(dev: Device, flops: float, backward: bool) -> float:
     eff = dev.attention_bwd_efficiency if backward else dev.attention_fwd_efficiency
-    return flops / (dev.peak_flops * eff) + dev.kernel_overhead_s
+    return flops / (dev.peak_flops * dev.sustained_fraction * eff) + dev.kernel_overhead_s

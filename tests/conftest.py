@@ -15,5 +15,5 @@ def small_overrides() -> list[str]:
     return [
         'model.name="llama3-8b"', "cluster.gpus=16", "parallel.tp=2", "parallel.pp=4", "parallel.dp=2",
         "parallel.first_stage_layers=-1", "parallel.last_stage_layers=-1", "training.global_batch=16",
-        "training.seq_len=2048",
+        "training.seq_len=2048", "parallel.vp=1", 'schedule.name="1f1b"',
     ]

@@ -1,5 +1,7 @@
 """The compute model against measurements and physical bounds."""
 
+import dataclasses
+
 import pytest
 
 from simtrain.compute import gemm_efficiency, gemm_time, memory_time
@@ -7,7 +9,8 @@ from simtrain.devices import CATALOG
 
 
 def test_large_square_gemm_on_h100_reaches_measured_798_tflops():
-    dev = CATALOG["H100-SXM"]
+    # the benchmark ran one GEMM in isolation: no sustained-load derating
+    dev = dataclasses.replace(CATALOG["H100-SXM"], sustained_fraction=1.0)
     n = 8192
     tflops = 2 * n**3 / gemm_time(dev, n, n, n) / 1e12
     assert tflops == pytest.approx(798, rel=0.01)  # measured on an H100 SXM (devices.py)

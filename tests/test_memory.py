@@ -125,8 +125,12 @@ def test_interleaved_peak_counts_chunk_sizes() -> None:
     assert rep.per_stage[0].activations == pytest.approx(peak * per_layer)
 
 
+ONE_F_ONE_B = ['schedule.name="1f1b"', "parallel.vp=1", "parallel.first_stage_layers=7", "parallel.last_stage_layers=7"]
+
+
 def test_llama3_405b_8k_fits_on_h100() -> None:
-    rep = estimate(make_plan(load_scenario("llama3-405b-8k")))
+    # TP8 PP16, 8K tokens, no recomputation, 1F1B (peak 16 micro-batches in flight on rank 0)
+    rep = estimate(make_plan(load_scenario("llama3-405b-8k", ONE_F_ONE_B)))
     assert rep.fits_in_memory, rep.to_json()
     assert 50 < rep.peak_memory_gib < rep.capacity_gib
     j = rep.to_json()
@@ -136,7 +140,7 @@ def test_llama3_405b_8k_fits_on_h100() -> None:
 
 def test_llama3_405b_without_model_parallelism_does_not_fit() -> None:
     s = load_scenario("llama3-405b-8k", [
-        "parallel.tp=1", "parallel.pp=1", "parallel.dp=2048", "cluster.gpus=2048",
+        *ONE_F_ONE_B, "parallel.tp=1", "parallel.pp=1", "parallel.dp=2048", "cluster.gpus=2048",
         "parallel.first_stage_layers=-1", "parallel.last_stage_layers=-1", "parallel.sequence_parallel=false",
     ])
     rep = estimate(make_plan(s))

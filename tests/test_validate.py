@@ -23,7 +23,7 @@ if not CALIBRATION.is_dir():
 
 # |simulated / published - 1| of TFLOP/s per GPU on the source's basis, per quick case.
 # Achieved when written: llama3-405b-8k -0.0%.
-THRESHOLDS = {"llama3-405b-8k": 0.05}
+THRESHOLDS = {"llama3-405b-8k": 0.03}  # achieved -1.4% (H100 sustained fraction is calibrated on this row)
 
 
 def test_reference_cases_load_and_name_scenarios() -> None:
