@@ -61,15 +61,38 @@ def _ring_pairs(group: Sequence[int]) -> tuple[tuple[int, int], ...]:
     return tuple((group[i], group[(i + 1) % n]) for i in range(n))
 
 
-def ring(op: str, group: Sequence[int], size: float) -> list[Phase]:
+def ring_channels(group: Sequence[int], topo: Topology | None) -> list[list[int]]:
+    """NCCL-style ring channels: one ring per GPU of a node when the group is whole
+    blocks of g > 1 ranks on each of k > 1 nodes (else the group itself, one ring).
+
+    NCCL runs several rings (channels) at once, each leaving a node from a different
+    GPU and NIC, so that every NIC of a node carries one ring's inter-node hop. Channel j
+    visits each node's ranks rotated by j (local j, j+1, ..., j-1), so it leaves node a
+    from local rank j-1 and enters node a+1 at local rank j; each channel carries S/g.
+    """
+    if topo is None:
+        return [list(group)]
+    locals_ = _by_node(group, topo)
+    g = len(locals_[0])
+    if len(locals_) == 1 or g == 1 or any(len(x) != g for x in locals_):
+        return [list(group)]
+    return [[r for loc in locals_ for r in loc[j:] + loc[:j]] for j in range(g)]
+
+
+def ring(op: str, group: Sequence[int], size: float, topo: Topology | None = None) -> list[Phase]:
+    """Ring algorithms; with `topo`, all-reduce / reduce-scatter / all-gather over whole
+    nodes run NCCL-style channels (`ring_channels`), c rings of S/c each:
+        T = 2(n-1)/n * S/(c * B_nic) + 2(n-1)*alpha when the NICs are the bottleneck."""
     n = len(group)
     if n == 1:
         return []
-    pairs = _ring_pairs(group)
-    if op == "all-reduce":
-        return [Phase(pairs, 2 * (n - 1) / n * size, 2 * (n - 1))]
-    if op in ("reduce-scatter", "all-gather"):
-        return [Phase(pairs, (n - 1) / n * size, n - 1)]
+    if op in ("all-reduce", "reduce-scatter", "all-gather"):
+        chans = ring_channels(group, topo)
+        pairs = tuple(p for ch in chans for p in _ring_pairs(ch))
+        share = size / len(chans)
+        if op == "all-reduce":
+            return [Phase(pairs, 2 * (n - 1) / n * share, 2 * (n - 1))]
+        return [Phase(pairs, (n - 1) / n * share, n - 1)]
     if op == "broadcast":  # pipelined chain: every link carries S, n-1 hops of latency
         chain = tuple((group[i], group[i + 1]) for i in range(n - 1))
         return [Phase(chain, size, n - 1)]
@@ -187,7 +210,7 @@ def phases(op: str, algo: str, group: Sequence[int], size: float, topo: Topology
     if op not in OPS:
         raise SimtrainError(f"collective op {op!r}: unknown; use one of {', '.join(OPS)}")
     if algo == "ring":
-        return ring(op, group, size)
+        return ring(op, group, size, topo)
     if algo == "tree":
         return tree(op, group, size, topo)
     if algo == "hierarchical":

@@ -213,7 +213,9 @@ def torus_phases(op: str, group: Sequence[int], size: float, topo: Topology) -> 
     """
     if len(group) < 2:
         return []
-    axes = topo.axis_box(group) if isinstance(topo, Torus) else None
+    if not isinstance(topo, Torus):
+        raise SimtrainError(f"collective algo 'torus' needs a torus topology, not {topo.name!r}; use auto, ring, tree or hierarchical")
+    axes = topo.axis_box(group)
     if not axes or op not in ("all-reduce", "reduce-scatter", "all-gather"):
         return ring(op, group, size)
     axes = sorted(axes, key=lambda a: (-topo.shape[a], a))
