@@ -285,10 +285,24 @@ class FatTree(Topology):
         u, v = edge
         if isinstance(u, int) or isinstance(v, int):
             other = v if isinstance(u, int) else u
-            return self._nvl if other.startswith("nvsw") else self._nic
-        if u.startswith("core") or v.startswith("core"):
+            return self._nvl if other[0] == "n" else self._nic  # "nvsw..." or "leaf..."
+        if u[0] == "c" or v[0] == "c":  # "core..."
             return self._core
         return self._up
+
+    def route_latency(self, src: int, dst: int) -> float:
+        """Sum of hop latencies along `route`, by case, without building the path."""
+        if src == dst:
+            return 0.0
+        g = self.gpus_per_node
+        if src // g == dst // g:
+            return 2 * self._nvl.latency
+        ls, ld = self.leaf_of(src), self.leaf_of(dst)
+        if ls == ld:
+            return 2 * self._nic.latency
+        if self.pod_of_leaf(ls) == self.pod_of_leaf(ld):
+            return 2 * self._nic.latency + 2 * self._up.latency
+        return 2 * self._nic.latency + 2 * self._up.latency + 2 * self._core.latency
 
     def _fabric_edges(self) -> list[Link]:
         edges: list[Link] = []

@@ -94,9 +94,14 @@ class Torus(Topology):
         self.wrap = tuple(spec.wraparound and whole_cubes and L > 2 for L in shape)
         self._ici = LinkInfo(gbps_to_bytes_per_s(ici.bandwidth_gbps) * ici.efficiency, ici.latency_us * US, "ici")
         self._strides = (1, shape[0], shape[0] * shape[1])
+        X, Y, _ = shape
+        # coordinates of every rank, computed once (routing is called per flow)
+        self._coords = [(r % X, (r // X) % Y, r // (X * Y)) for r in range(self.num_gpus)]
 
     # --- coordinates ----------------------------------------------------------------
     def coord(self, rank: int) -> tuple[int, int, int]:
+        if 0 <= rank < self.num_gpus:
+            return self._coords[rank]
         X, Y, _ = self.shape
         x, r = rank % X, rank // X
         return x, r % Y, r // Y
@@ -116,6 +121,9 @@ class Torus(Topology):
     def hops(self, src: int, dst: int) -> int:
         cs, cd = self.coord(src), self.coord(dst)
         return sum(self._axis_steps(a, cs[a], cd[a])[1] for a in range(3))
+
+    def route_latency(self, src: int, dst: int) -> float:
+        return self.hops(src, dst) * self._ici.latency  # every hop is one ICI link
 
     def route(self, src: int, dst: int) -> tuple[Link, ...]:
         """Dimension-ordered: x first, then y, then z, each the shorter way round."""
