@@ -17,9 +17,23 @@ Hierarchical all-reduce (e.g. Horovod/NCCL's two-level scheme for g ranks per no
 nodes): ring reduce-scatter inside each node, ring all-reduce of the S/g shard across
 nodes (one ring per local rank), ring all-gather inside the node:
     T = 2(g-1)/g * S/B_intra + 2(g-1)*a_intra + 2(k-1)/k * S/(g*B_inter) + 2(k-1)*a_inter.
-Double binary tree (Sanders et al. 2009; NCCL >= 2.4): two complementary binary trees
-each reduce and broadcast half the buffer, pipelined, so a rank's link carries about 2S
-and latency grows with 2*log2(n) steps.
+Double binary tree (Sanders, Speck & Traeff 2009; NCCL >= 2.4, src/graph/trees.cc): two
+binary trees over the nodes, each reducing then broadcasting half of the buffer, pipelined.
+Tree 0 is NCCL's `ncclGetBtree` (leaves are the odd ranks); tree 1 is its mirror
+(r -> n-1-r) when n is even or its shift by one (r -> r+1 mod n) when n is odd, so a node
+that is inner in one tree is a leaf in the other. Inside a node the GPUs form a chain
+(NCCL's intra-node tree is a chain); tree 0 enters a node at its first GPU, tree 1 at its
+last (two channels on two NICs). A rank then sends and receives S/2 to/from its parent in
+each tree and S/2 to/from each child: on a flat network its link carries at most
+4 * S/2 = 2S per direction, so
+    T_tree ~= 2S/B + 2*(depth + g - 1)*alpha,
+with depth = the deeper tree's height (~log2 of the node count) and g GPUs per node; alpha
+is charged at the slowest hop of the pattern (an upper bound for the intra-node hops).
+Torus (simtrain.topology_ext.torus_phases): bidirectional rings along each torus axis.
+
+Loads: `phase_load` asks the topology for `route_load(src, dst)`, the fraction of a flow
+on each link (1.0 along `route` for single-path routing; spread over equal-cost uplinks
+for adaptive routing).
 """
 
 from __future__ import annotations
@@ -32,7 +46,7 @@ from simtrain.errors import SimtrainError
 from simtrain.topology import Link, Topology
 
 OPS = ("all-reduce", "reduce-scatter", "all-gather", "broadcast", "all-to-all", "send-recv")
-ALGOS = ("ring", "tree", "hierarchical")
+ALGOS = ("ring", "tree", "hierarchical", "torus")
 
 
 @dataclass(frozen=True)
@@ -47,15 +61,38 @@ def _ring_pairs(group: Sequence[int]) -> tuple[tuple[int, int], ...]:
     return tuple((group[i], group[(i + 1) % n]) for i in range(n))
 
 
-def ring(op: str, group: Sequence[int], size: float) -> list[Phase]:
+def ring_channels(group: Sequence[int], topo: Topology | None) -> list[list[int]]:
+    """NCCL-style ring channels: one ring per GPU of a node when the group is whole
+    blocks of g > 1 ranks on each of k > 1 nodes (else the group itself, one ring).
+
+    NCCL runs several rings (channels) at once, each leaving a node from a different
+    GPU and NIC, so that every NIC of a node carries one ring's inter-node hop. Channel j
+    visits each node's ranks rotated by j (local j, j+1, ..., j-1), so it leaves node a
+    from local rank j-1 and enters node a+1 at local rank j; each channel carries S/g.
+    """
+    if topo is None:
+        return [list(group)]
+    locals_ = _by_node(group, topo)
+    g = len(locals_[0])
+    if len(locals_) == 1 or g == 1 or any(len(x) != g for x in locals_):
+        return [list(group)]
+    return [[r for loc in locals_ for r in loc[j:] + loc[:j]] for j in range(g)]
+
+
+def ring(op: str, group: Sequence[int], size: float, topo: Topology | None = None) -> list[Phase]:
+    """Ring algorithms; with `topo`, all-reduce / reduce-scatter / all-gather over whole
+    nodes run NCCL-style channels (`ring_channels`), c rings of S/c each:
+        T = 2(n-1)/n * S/(c * B_nic) + 2(n-1)*alpha when the NICs are the bottleneck."""
     n = len(group)
     if n == 1:
         return []
-    pairs = _ring_pairs(group)
-    if op == "all-reduce":
-        return [Phase(pairs, 2 * (n - 1) / n * size, 2 * (n - 1))]
-    if op in ("reduce-scatter", "all-gather"):
-        return [Phase(pairs, (n - 1) / n * size, n - 1)]
+    if op in ("all-reduce", "reduce-scatter", "all-gather"):
+        chans = ring_channels(group, topo)
+        pairs = tuple(p for ch in chans for p in _ring_pairs(ch))
+        share = size / len(chans)
+        if op == "all-reduce":
+            return [Phase(pairs, 2 * (n - 1) / n * share, 2 * (n - 1))]
+        return [Phase(pairs, (n - 1) / n * share, n - 1)]
     if op == "broadcast":  # pipelined chain: every link carries S, n-1 hops of latency
         chain = tuple((group[i], group[i + 1]) for i in range(n - 1))
         return [Phase(chain, size, n - 1)]
@@ -67,29 +104,88 @@ def ring(op: str, group: Sequence[int], size: float) -> list[Phase]:
     raise SimtrainError(f"collective op {op!r}: unknown; use one of {', '.join(OPS)}")
 
 
-def _tree_edges(order: Sequence[int]) -> list[tuple[int, int]]:
-    """(child, parent) edges of a binary heap laid over `order`."""
-    return [(order[i], order[(i - 1) // 2]) for i in range(1, len(order))]
+def nccl_btree(n: int) -> list[int]:
+    """Parent of each rank 0..n-1 in NCCL's binary tree (`ncclGetBtree`); -1 for the root.
+
+    Find the lowest set bit of r; the parent is (r ^ bit) | (bit << 1), or r ^ bit when
+    that is out of range. For n = 8: 1,3 -> 2; 5,7 -> 6; 2,6 -> 4; 4 -> 0.
+    """
+    parents = [-1] * n
+    for r in range(1, n):
+        bit = 1
+        while bit < n and not (bit & r):
+            bit <<= 1
+        up = (r ^ bit) | (bit << 1)
+        if up >= n:
+            up = r ^ bit
+        parents[r] = up
+    return parents
 
 
-def tree(op: str, group: Sequence[int], size: float) -> list[Phase]:
+def nccl_dtree(n: int) -> tuple[list[int], list[int]]:
+    """The two trees of NCCL's double binary tree (`ncclGetDtree`): the btree, and its
+    shift by one rank when n is odd or its mirror when n is even."""
+    t0 = nccl_btree(n)
+    if n % 2 == 1:
+        t1 = [-1] * n
+        for r in range(n):
+            u = t0[(r - 1) % n]
+            t1[r] = -1 if u == -1 else (u + 1) % n
+    else:
+        t1 = [-1 if t0[n - 1 - r] == -1 else n - 1 - t0[n - 1 - r] for r in range(n)]
+    return t0, t1
+
+
+def _depth(parents: list[int]) -> int:
+    depth = 0
+    for r in range(len(parents)):
+        d, x = 0, r
+        while parents[x] != -1:
+            x, d = parents[x], d + 1
+        depth = max(depth, d)
+    return depth
+
+
+def tree(op: str, group: Sequence[int], size: float, topo: Topology | None = None) -> list[Phase]:
+    """NCCL's double binary tree all-reduce (other ops: ring, as NCCL)."""
     n = len(group)
     if n == 1:
         return []
     if op != "all-reduce":
         return ring(op, group, size)
-    depth = math.ceil(math.log2(n + 1)) - 1 if n > 1 else 0
-    t1 = _tree_edges(list(group))
-    t2 = _tree_edges(list(reversed(group)))  # mirrored: t1's leaves are t2's inner nodes
-    pairs = tuple(t1 + [(p, c) for c, p in t1] + t2 + [(p, c) for c, p in t2])
-    return [Phase(pairs, size / 2, 2 * max(depth, 1))]
+    locals_ = _by_node(group, topo) if topo is not None else [list(group)]
+    g = len(locals_[0])
+    if len(locals_) == 1 or g == 1 or any(len(x) != g for x in locals_):
+        units, heads = [[r] for r in group], (0, 0)  # a tree over the ranks themselves
+        g = 1
+    else:
+        units, heads = locals_, (0, g - 1)
+    k = len(units)
+    pairs: list[tuple[int, int]] = []
+    depth = 0
+    trees = nccl_dtree(k) if k > 1 else ([-1], [-1])
+    for t, parents in enumerate(trees):
+        depth = max(depth, _depth(parents))
+        for u in units:  # intra-node chain towards the tree's head GPU, both directions
+            order = u if heads[t] == 0 else list(reversed(u))
+            for a, b in zip(order[1:], order[:-1]):
+                pairs += [(a, b), (b, a)]
+        for child, parent in enumerate(parents):
+            if parent >= 0:
+                a, b = units[child][heads[t]], units[parent][heads[t]]
+                pairs += [(a, b), (b, a)]  # reduce up, broadcast down
+    return [Phase(tuple(pairs), size / 2, 2 * (max(depth, 1) + g - 1))]
 
 
-def hierarchical(op: str, group: Sequence[int], size: float, topo: Topology) -> list[Phase]:
+def _by_node(group: Sequence[int], topo: Topology) -> list[list[int]]:
     by_node: dict[int, list[int]] = {}
     for r in group:
         by_node.setdefault(topo.node_of(r), []).append(r)
-    locals_ = list(by_node.values())
+    return list(by_node.values())
+
+
+def hierarchical(op: str, group: Sequence[int], size: float, topo: Topology) -> list[Phase]:
+    locals_ = _by_node(group, topo)
     g = len(locals_[0])
     if len(locals_) == 1 or g == 1 or any(len(x) != g for x in locals_):
         return ring(op, group, size)
@@ -114,9 +210,9 @@ def phases(op: str, algo: str, group: Sequence[int], size: float, topo: Topology
     if op not in OPS:
         raise SimtrainError(f"collective op {op!r}: unknown; use one of {', '.join(OPS)}")
     if algo == "ring":
-        return ring(op, group, size)
+        return ring(op, group, size, topo)
     if algo == "tree":
-        return tree(op, group, size)
+        return tree(op, group, size, topo)
     if algo == "hierarchical":
         return hierarchical(op, group, size, topo)
     if algo == "torus":
@@ -134,10 +230,16 @@ def phase_load(phase: Phase, topo: Topology, copies: Sequence[int] = (0,)) -> di
     rank of the representative's flows. `copies` includes 0 for the representative.
     """
     load: dict[Link, float] = {}
+    route_load = getattr(topo, "route_load", None)
+    get = load.get
     for off in copies:
         for s, d in phase.pairs:
-            for link in topo.route(s + off, d + off):
-                load[link] = load.get(link, 0.0) + 1.0
+            if route_load is None:
+                for link in topo.route(s + off, d + off):
+                    load[link] = get(link, 0.0) + 1.0
+            else:
+                for link, frac in route_load(s + off, d + off):
+                    load[link] = get(link, 0.0) + frac
     return load
 
 

@@ -3,9 +3,26 @@
 `Comm.collective(...)` turns (op, group, size) into network phases (simtrain.collectives),
 registers each phase's link load with the flow network (with the identical copies that
 other groups run at the same moment, in symmetric mode) and returns the phases to run.
-The choice of algorithm for `auto` follows NCCL's documented approach: predict each
-algorithm's time from a latency + bandwidth model of the actual links (here: the exact
-idle-network time of each algorithm's phases) and take the fastest.
+The `auto` algorithm choice, written down the way NCCL documents its own (NCCL picks,
+per collective and size, the (algorithm, protocol) with the least predicted time from
+its latency + size/bandwidth tuning model, src/graph/tuning.cc; NCCL_ALGO overrides it):
+1. Candidates, in this order:
+   - "ring" always;
+   - "tree" (NCCL's double binary tree) for all-reduce over more than 2 ranks;
+   - "hierarchical" for all-reduce / reduce-scatter / all-gather when the group spans
+     more than one node and more than one rank per node;
+   - whatever the topology offers through `topology.collective_algos(group)` ("torus" on
+     a TPU torus when the group is a full sub-torus).
+   Broadcast, all-to-all and send-recv: ring only.
+2. Predicted time of a candidate = the sum over its phases of
+   (latency steps * slowest hop latency) + bytes per flow / (its bottleneck per-flow
+   rate on an idle network), with the actual routes, link capacities and the other
+   process groups' identical copies: an exact alpha-beta model of our own links rather
+   than NCCL's fitted tables.
+3. The least predicted time wins; ties go to the earlier candidate. So small messages
+   pick the latency-light algorithm (tree, hierarchical, torus) and large ones the
+   bandwidth-optimal one, as NCCL's tuner does.
+`Comm(..., algo="ring")` (scenario `engine.collective_algo`, CLI `--algo`) forces one.
 """
 
 from __future__ import annotations
@@ -30,6 +47,16 @@ class Comm:
         self.net, self.topo, self.algo = net, topo, algo
         self._cache: dict[Hashable, tuple[str, list[NetPhase]]] = {}
         self._shapes: dict[Hashable, list[tuple[Hashable, float, float]]] = {}
+        self._loads: dict[Hashable, dict] = {}  # bundle key -> link load, shared by forks
+
+    def fork(self, net: FlowNetwork) -> "Comm":
+        """A Comm on another flow network (e.g. a fresh simpy Environment) that reuses the
+        phase shapes and link loads computed so far instead of routing them again."""
+        other = Comm(net, self.topo, self.algo)
+        other._shapes, other._loads = dict(self._shapes), dict(self._loads)
+        for key, load in self._loads.items():
+            net.register(key, load)
+        return other
 
     def _shape(self, op: str, algo: str, group: tuple[int, ...], copies: tuple[int, ...]) -> list[tuple[Hashable, float, float]]:
         """Phases for unit size: (bundle key, bytes per flow per byte of S, latency)."""
@@ -38,7 +65,8 @@ class Comm:
             out = []
             for i, ph in enumerate(coll.phases(op, algo, group, 1.0, self.topo)):
                 key = (skey, i)
-                self.net.register(key, coll.phase_load(ph, self.topo, copies))
+                self._loads[key] = coll.phase_load(ph, self.topo, copies)
+                self.net.register(key, self._loads[key])
                 out.append((key, ph.nbytes, coll.phase_latency(ph, self.topo)))
             self._shapes[skey] = out
         return self._shapes[skey]

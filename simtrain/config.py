@@ -98,7 +98,7 @@ class ScheduleConfig:
 class EngineConfig:
     mode: str = "symmetric"  # "symmetric" (one representative per class of identical ranks) or "per-rank"
     comm: str = "network"  # "network" or "free" (zero-cost communication, for what-ifs and closed forms)
-    collective_algo: str = "auto"  # "auto", "ring", "tree", "hierarchical"
+    collective_algo: str = "auto"  # "auto", "ring", "tree", "hierarchical", "torus"
     overlap_tp_comm: bool = False  # tensor-parallel collectives hidden behind compute
     detail: str = "auto"  # timeline records per "layer" segment, per "action", or "auto" (action above 512 devices)
 
@@ -135,7 +135,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "engine.mode": ("symmetric", "per-rank"),
     "engine.detail": ("auto", "layer", "action"),
     "engine.comm": ("network", "free"),
-    "engine.collective_algo": ("auto", "ring", "tree", "hierarchical"),
+    "engine.collective_algo": ("auto", "ring", "tree", "hierarchical", "torus"),
     "training.precision": ("bf16", "fp16"),
 }
 

@@ -7,12 +7,22 @@ Every physical cable is two directed edges, one per direction, each with `capaci
 
 Kinds of file (`kind = ...`):
 - "fat-tree": NVSwitch nodes (every GPU one NVLink port pair to the node's switch) plus
-  one NIC per GPU into a two-tier leaf/spine fabric, rail-optimized (GPU i of every node
-  on leaf i of its scalable unit) or classic (a node's NICs on one leaf), with an
-  oversubscription ratio on the leaf uplinks and equal-cost routes over the spines
-  chosen by a hash of (src, dst) as ECMP does.
+  one NIC per GPU into a two- or three-tier fabric (leaf / spine / core), rail-optimized
+  (GPU i of every node on leaf i of its scalable unit) or classic (a node's NICs on one
+  leaf), with an oversubscription ratio per tier. Routing between leaves is either
+  "adaptive" (InfiniBand adaptive routing as on DGX SuperPODs: each flow is spread evenly
+  over all equal-cost uplinks, see `route_load`) or "ecmp" (a hash of (src, dst) picks one
+  equal-cost path per flow, so flows can collide on a spine).
 - "explicit": `[[nodes]]` and `[[links]]` tables describe any graph; routes are shortest
   paths by latency.
+- "torus" (simtrain.topology_ext, registered in EXTRA_BUILDERS): TPU 3D tori.
+
+Bisection bandwidth (`Topology.bisection_bandwidth`): the capacity, in one direction, of
+the minimum cut between the first and the second half of the devices in rank order
+(max-flow = min-cut, Ford & Fulkerson 1956), counting every link, NVLink included. Rank
+order fills nodes, leaves and pods contiguously, so for a fat tree this is the cut a
+data-parallel job that splits the machine in two halves sees; for a torus the slowest
+axis is cut (see simtrain.topology_ext).
 """
 
 from __future__ import annotations
@@ -58,9 +68,14 @@ class NICSpec:
 class FabricSpec:
     rail_optimized: bool = True
     nodes_per_leaf: int = 32  # rail-optimized: nodes in a scalable unit; classic: nodes per leaf
-    spines: int = 16  # spine switches; every leaf has one uplink to each
-    oversubscription: float = 1.0  # leaf downlink bandwidth / leaf uplink bandwidth
-    latency_us: float = 0.5  # leaf <-> spine hop
+    spines: int = 16  # spine switches (per pod with 3 tiers); every leaf has one uplink to each
+    oversubscription: float = 1.0  # leaf tier: leaf downlink bandwidth / leaf uplink bandwidth
+    latency_us: float = 0.5  # leaf <-> spine hop (and spine <-> core hop)
+    tiers: int = 2  # 2: leaf/spine; 3: leaf/spine/core
+    nodes_per_pod: int = 0  # 3 tiers: nodes under one set of spines (a multiple of nodes_per_leaf)
+    cores: int = 16  # 3 tiers: core switches; spine j of every pod uplinks to core plane j
+    spine_oversubscription: float = 1.0  # spine tier: spine downlink bandwidth / spine uplink bandwidth
+    routing: str = "adaptive"  # "adaptive" (InfiniBand AR: even spread over equal-cost uplinks) or "ecmp"
 
 
 @dataclass(frozen=True)
@@ -97,28 +112,96 @@ class Topology:
     def route_latency(self, src: int, dst: int) -> float:
         return sum(self.link(e).latency for e in self.route(src, dst))
 
+    def route_load(self, src: int, dst: int) -> list[tuple[Link, float]]:
+        """Fraction of a src -> dst flow on each directed link it uses.
+
+        Single-path routing puts the whole flow (1.0) on every link of `route`; multipath
+        routing (adaptive routing in a fat tree) splits it over equal-cost links.
+        """
+        return [(e, 1.0) for e in self.route(src, dst)]
+
+    def bisection_bandwidth(self) -> float:
+        """Bytes/s, one direction, across the min cut between the rank-order halves.
+
+        Generic: max-flow on `graph` from a super-source on devices [0, N/2) to a
+        super-sink on [N/2, N). Subclasses with structure override it with a closed form
+        or a reduced graph (tests check they agree with this generic computation).
+        """
+        return max_flow_between(self.graph, range(self.num_gpus // 2), range(self.num_gpus // 2, 2 * (self.num_gpus // 2)))
+
+    def tier_bandwidth(self) -> list[tuple[str, float]]:
+        """(tier, bytes/s per device per direction) from the device outwards.
+
+        Generic: a device's outgoing capacity grouped by link kind.
+        """
+        out: dict[str, float] = {}
+        G = self.graph
+        if self.num_gpus == 0 or 0 not in G:
+            return []
+        for _, v, d in G.out_edges(0, data=True):
+            out[d["kind"]] = out.get(d["kind"], 0.0) + d["capacity"]
+        return sorted(out.items(), key=lambda kv: -kv[1])
+
+
+def max_flow_between(G: nx.DiGraph, sources, sinks) -> float:
+    """Max flow (= min cut capacity) from a set of nodes to another, by edge `capacity`."""
+    sources, sinks = list(sources), list(sinks)
+    if not sources or not sinks:
+        return 0.0
+    H = nx.DiGraph()
+    H.add_edges_from((u, v, {"capacity": d["capacity"]}) for u, v, d in G.edges(data=True))
+    S, T = ("__source__",), ("__sink__",)
+    for n in sources:
+        H.add_edge(S, n)  # no capacity attribute: infinite
+    for n in sinks:
+        H.add_edge(n, T)
+    return float(nx.maximum_flow_value(H, S, T))
+
 
 class FatTree(Topology):
+    """NVSwitch nodes plus a rail-optimized or classic fat tree of 2 or 3 tiers.
+
+    Sizing (hardware, independent of how many GPUs the job uses): a leaf has `down`
+    NIC-facing ports (rail-optimized: `nodes_per_leaf`, one per node of the scalable unit;
+    classic: `nodes_per_leaf * gpus_per_node`) and uplinks worth down * NIC / oversubscription,
+    split evenly over the `spines` of its pod. With 3 tiers a pod is `nodes_per_pod`
+    nodes under one set of spines; spine j of every pod uplinks to core plane j
+    (`cores / spines` cores), worth its downlink bandwidth / spine_oversubscription.
+    Equal-cost paths between two leaves: one per spine (same pod) or one per core
+    (different pods).
+    """
+
     def __init__(self, spec: TopologySpec, nvlink: NVLinkSpec, nic: NICSpec, fabric: FabricSpec, num_gpus: int, device: Device):
         self.name, self.description = spec.name, spec.description
         self.spec, self.nvlink, self.nic, self.fabric = spec, nvlink, nic, fabric
         self.device = device
-        self.gpus_per_node = spec.gpus_per_node
+        self.gpus_per_node = g = spec.gpus_per_node
         self.num_gpus = num_gpus
-        self.num_nodes = math.ceil(num_gpus / self.gpus_per_node)
-        g = self.gpus_per_node
+        self.num_nodes = math.ceil(num_gpus / g)
+        self.adaptive = fabric.routing == "adaptive"
         self._nvl = LinkInfo(gbps_to_bytes_per_s(nvlink.bandwidth_gbps) * nvlink.efficiency, nvlink.latency_us * US, "nvlink")
-        self._nic = LinkInfo(gbps_to_bytes_per_s(nic.bandwidth_gbps) * nic.efficiency, nic.latency_us * US, "nic")
-        if fabric.rail_optimized:
-            self.num_leaves = math.ceil(self.num_nodes / fabric.nodes_per_leaf) * g
-            down_ports = fabric.nodes_per_leaf
-        else:
-            self.num_leaves = math.ceil(self.num_nodes / fabric.nodes_per_leaf)
-            down_ports = fabric.nodes_per_leaf * g
-        uplink_total = down_ports * gbps_to_bytes_per_s(nic.bandwidth_gbps) * nic.efficiency / fabric.oversubscription
-        self.num_spines = fabric.spines if self.num_leaves > 1 else 0
-        per_spine = uplink_total / max(self.num_spines, 1)
+        nic_bw = gbps_to_bytes_per_s(nic.bandwidth_gbps) * nic.efficiency
+        self._nic = LinkInfo(nic_bw, nic.latency_us * US, "nic")
+        leaves_per_unit = g if fabric.rail_optimized else 1  # leaves per group of nodes_per_leaf nodes
+        self.num_leaves = math.ceil(self.num_nodes / fabric.nodes_per_leaf) * leaves_per_unit
+        down_ports = fabric.nodes_per_leaf * (1 if fabric.rail_optimized else g)
+        self.three_tier = fabric.tiers == 3
+        pod_nodes = fabric.nodes_per_pod if self.three_tier else max(self.num_nodes, 1)
+        self.nodes_per_pod = pod_nodes
+        self.leaves_per_pod = (pod_nodes // fabric.nodes_per_leaf) * leaves_per_unit if self.three_tier else self.num_leaves
+        self.num_pods = math.ceil(self.num_nodes / pod_nodes) if self.three_tier else 1
+        self.num_spines = fabric.spines if self.num_leaves > 1 else 0  # per pod
+        self.cores_per_plane = fabric.cores // fabric.spines if self.three_tier else 0
+        self.num_cores = fabric.cores if self.three_tier and self.num_pods > 1 else 0
+        # leaf uplinks: down * NIC / o1 in total, one link to each spine of the pod
+        leaf_up = down_ports * nic_bw / fabric.oversubscription
+        per_spine = leaf_up / max(fabric.spines, 1)
         self._up = LinkInfo(per_spine, fabric.latency_us * US, "spine")
+        # spine uplinks (3 tiers): its downlinks (one per leaf of the pod) / o2, over its core plane
+        spine_up = self.leaves_per_pod * per_spine / fabric.spine_oversubscription if self.three_tier else 0.0
+        self._core = LinkInfo(spine_up / max(self.cores_per_plane, 1), fabric.latency_us * US, "core")
+        self._nic_per_gpu = nic_bw
+        self._build_link_lists()
 
     # --- naming -------------------------------------------------------------------
     def leaf_of(self, gpu: int) -> int:
@@ -127,7 +210,42 @@ class FatTree(Topology):
             return (node // self.fabric.nodes_per_leaf) * self.gpus_per_node + local
         return node // self.fabric.nodes_per_leaf
 
+    def pod_of_leaf(self, leaf: int) -> int:
+        return leaf // self.leaves_per_pod if self.three_tier else 0
+
+    def spine_name(self, pod: int, k: int) -> str:
+        return f"spine{pod}_{k}" if self.three_tier else f"spine{k}"
+
+    def _build_link_lists(self) -> None:
+        """Per-leaf and per-pod lists of (link, fraction) for adaptive routing."""
+        S, C = self.num_spines, self.cores_per_plane
+        self._leaf_up: list[list[tuple[Link, float]]] = []
+        self._leaf_down: list[list[tuple[Link, float]]] = []
+        for leaf in range(self.num_leaves):
+            pod, name = self.pod_of_leaf(leaf), f"leaf{leaf}"
+            self._leaf_up.append([((name, self.spine_name(pod, k)), 1.0 / S) for k in range(S)])
+            self._leaf_down.append([((self.spine_name(pod, k), name), 1.0 / S) for k in range(S)])
+        self._pod_up: list[list[tuple[Link, float]]] = []
+        self._pod_down: list[list[tuple[Link, float]]] = []
+        if self.num_cores:
+            f = 1.0 / (S * C)
+            for pod in range(self.num_pods):
+                ups, downs = [], []
+                for k in range(S):
+                    sp = self.spine_name(pod, k)
+                    for m in range(C):
+                        core = f"core{k * C + m}"
+                        ups.append(((sp, core), f))
+                        downs.append(((core, sp), f))
+                self._pod_up.append(ups)
+                self._pod_down.append(downs)
+
+    @staticmethod
+    def _hash(src: int, dst: int) -> int:
+        return src * 2654435761 + dst * 40503
+
     def route(self, src: int, dst: int) -> tuple[Link, ...]:
+        """One path: NVLink inside a node, else the ECMP-hashed path through the fabric."""
         if src == dst:
             return ()
         ns, nd = src // self.gpus_per_node, dst // self.gpus_per_node
@@ -138,16 +256,63 @@ class FatTree(Topology):
         a, b = f"leaf{ls}", f"leaf{ld}"
         if ls == ld:
             return ((src, a), (a, dst))
-        # ECMP: a deterministic hash of the flow picks one of the equal-cost spines
-        sp = f"spine{(src * 2654435761 + dst * 40503) % self.num_spines}"
-        return ((src, a), (a, sp), (sp, b), (b, dst))
+        # ECMP: a deterministic hash of the flow picks one of the equal-cost paths
+        h = self._hash(src, dst)
+        k = h % self.num_spines
+        ps, pd = self.pod_of_leaf(ls), self.pod_of_leaf(ld)
+        sp_s, sp_d = self.spine_name(ps, k), self.spine_name(pd, k)
+        if ps == pd:
+            return ((src, a), (a, sp_s), (sp_s, b), (b, dst))
+        core = f"core{k * self.cores_per_plane + (h // self.num_spines) % self.cores_per_plane}"
+        return ((src, a), (a, sp_s), (sp_s, core), (core, sp_d), (sp_d, b), (b, dst))
+
+    def route_load(self, src: int, dst: int) -> list[tuple[Link, float]]:
+        """Adaptive routing: the flow is split evenly over every equal-cost uplink (1/S
+        on each leaf-spine link, 1/(S*C) on each spine-core link); ECMP: `route`."""
+        if not self.adaptive or src == dst:
+            return [(e, 1.0) for e in self.route(src, dst)]
+        if src // self.gpus_per_node == dst // self.gpus_per_node:
+            return [(e, 1.0) for e in self.route(src, dst)]
+        ls, ld = self.leaf_of(src), self.leaf_of(dst)
+        a, b = f"leaf{ls}", f"leaf{ld}"
+        if ls == ld:
+            return [((src, a), 1.0), ((a, dst), 1.0)]
+        ps, pd = self.pod_of_leaf(ls), self.pod_of_leaf(ld)
+        mid = [] if ps == pd else self._pod_up[ps] + self._pod_down[pd]
+        return [((src, a), 1.0)] + self._leaf_up[ls] + mid + self._leaf_down[ld] + [((b, dst), 1.0)]
 
     def link(self, edge: Link) -> LinkInfo:
         u, v = edge
         if isinstance(u, int) or isinstance(v, int):
             other = v if isinstance(u, int) else u
-            return self._nvl if other.startswith("nvsw") else self._nic
+            return self._nvl if other[0] == "n" else self._nic  # "nvsw..." or "leaf..."
+        if u[0] == "c" or v[0] == "c":  # "core..."
+            return self._core
         return self._up
+
+    def route_latency(self, src: int, dst: int) -> float:
+        """Sum of hop latencies along `route`, by case, without building the path."""
+        if src == dst:
+            return 0.0
+        g = self.gpus_per_node
+        if src // g == dst // g:
+            return 2 * self._nvl.latency
+        ls, ld = self.leaf_of(src), self.leaf_of(dst)
+        if ls == ld:
+            return 2 * self._nic.latency
+        if self.pod_of_leaf(ls) == self.pod_of_leaf(ld):
+            return 2 * self._nic.latency + 2 * self._up.latency
+        return 2 * self._nic.latency + 2 * self._up.latency + 2 * self._core.latency
+
+    def _fabric_edges(self) -> list[Link]:
+        edges: list[Link] = []
+        for leaf in range(self.num_leaves):
+            for (e, _f) in self._leaf_up[leaf]:
+                edges += [e, (e[1], e[0])]
+        for ups in self._pod_up:
+            for (e, _f) in ups:
+                edges += [e, (e[1], e[0])]
+        return edges
 
     @cached_property
     def graph(self) -> nx.DiGraph:
@@ -158,9 +323,7 @@ class FatTree(Topology):
         for gpu in range(self.num_gpus):
             sw, leaf = f"nvsw{gpu // self.gpus_per_node}", f"leaf{self.leaf_of(gpu)}"
             edges += [(gpu, sw), (sw, gpu), (gpu, leaf), (leaf, gpu)]
-        for leaf in range(self.num_leaves):
-            for sp in range(self.num_spines):
-                edges += [(f"leaf{leaf}", f"spine{sp}"), (f"spine{sp}", f"leaf{leaf}")]
+        edges += self._fabric_edges()
         for u, v in edges:
             info = self.link((u, v))
             G.add_edge(u, v, capacity=info.capacity, latency=info.latency, kind=info.kind)
@@ -169,46 +332,137 @@ class FatTree(Topology):
                 G.nodes[n]["kind"] = "".join(c for c in n if c.isalpha())
         return G
 
+    def tier_bandwidth(self) -> list[tuple[str, float]]:
+        """Per GPU per direction: NVLink, NIC, its share of leaf uplinks (NIC / o1) and,
+        with 3 tiers, of spine uplinks (NIC / (o1 * o2))."""
+        f = self.fabric
+        out = [("nvlink", self._nvl.capacity), ("nic", self._nic.capacity), ("leaf uplink", self._nic_per_gpu / f.oversubscription)]
+        if self.three_tier:
+            out.append(("spine uplink", self._nic_per_gpu / (f.oversubscription * f.spine_oversubscription)))
+        return out
+
+    def bisection_bandwidth(self) -> float:
+        """Max-flow between the rank-order halves on a reduced graph: every node that lies
+        wholly in one half is folded into the super-source (or sink) with one edge per leaf
+        worth the sum of its NICs on that leaf (its NVSwitch is a dead end there); only a
+        node that straddles the halves keeps its GPUs and NVSwitch. Exact for this graph,
+        and small: leaves + spines + cores."""
+        n = self.num_gpus
+        half = n // 2
+        if half == 0:
+            return 0.0
+        g = self.gpus_per_node
+        H = nx.DiGraph()
+        S, T = ("__source__",), ("__sink__",)
+
+        def add(u, v, c):
+            if H.has_edge(u, v):
+                H[u][v]["capacity"] += c
+            else:
+                H.add_edge(u, v, capacity=c)
+
+        for node in range(self.num_nodes):
+            gpus = range(node * g, min((node + 1) * g, n))
+            side = {0 if x < half else (1 if x < 2 * half else 2) for x in gpus}
+            if side == {0} or side == {1}:
+                for x in gpus:
+                    leaf = f"leaf{self.leaf_of(x)}"
+                    if side == {0}:
+                        add(S, leaf, self._nic.capacity)
+                    else:
+                        add(leaf, T, self._nic.capacity)
+                continue
+            sw = f"nvsw{node}"
+            for x in gpus:
+                leaf = f"leaf{self.leaf_of(x)}"
+                for u, v in ((x, sw), (sw, x), (x, leaf), (leaf, x)):
+                    add(u, v, self.link((u, v)).capacity)
+                if x < half:
+                    H.add_edge(S, x)
+                elif x < 2 * half:
+                    H.add_edge(x, T)
+        for u, v in self._fabric_edges():
+            add(u, v, self.link((u, v)).capacity)
+        if S not in H or T not in H:
+            return 0.0
+        return float(nx.maximum_flow_value(H, S, T))
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One `[[nodes]]` entry of an explicit topology."""
+
+    name: str = ""
+    kind: str = "switch"  # "gpu" or "switch"
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """One `[[links]]` entry: a cable between nodes a and b."""
+
+    a: str = ""
+    b: str = ""
+    bandwidth_gbps: float = 0.0  # per direction, gigabits/s (required)
+    latency_us: float = 1.0
+    efficiency: float = 1.0  # achievable fraction of the wire rate
+    kind: str = "link"  # free label, e.g. "nvlink", "nic", "spine"
+    duplex: bool = True  # false: only a -> b
+
 
 class Explicit(Topology):
     """A user-described graph: `[[nodes]]` (name, kind = "gpu" | "switch") and
-    `[[links]]` (a, b, bandwidth_gbps, latency_us, kind, duplex = true)."""
+    `[[links]]` (a, b, bandwidth_gbps, latency_us, efficiency, kind, duplex = true).
+    GPUs are numbered 0..N-1 in declaration order; routes are shortest paths by latency.
+    Every entry is checked: unknown keys, unknown or duplicate nodes, non-positive
+    bandwidth, negative latency and GPUs that cannot reach every other GPU are rejected
+    with one line."""
 
     def __init__(self, spec: TopologySpec, data: dict[str, Any], device: Device, path: str):
         self.name, self.description, self.device = spec.name, spec.description, device
         self.gpus_per_node = spec.gpus_per_node
         G = nx.DiGraph()
         gpus: list[str] = []
-        for i, node in enumerate(data.get("nodes", [])):
-            name = node.get("name")
-            kind = node.get("kind", "switch")
-            if not isinstance(name, str) or kind not in ("gpu", "switch"):
-                raise bad(f"nodes[{i}]", node, "each node needs name = \"...\" and kind = \"gpu\" or \"switch\"", f"fix {path}")
-            G.add_node(name, kind=kind)
-            if kind == "gpu":
-                gpus.append(name)
-        for i, l in enumerate(data.get("links", [])):
-            a, b = l.get("a"), l.get("b")
-            for end in (a, b):
-                if end not in G:
-                    raise bad(f"links[{i}].a/b", end, "unknown node in a link", f"declare it in [[nodes]] of {path}")
-            bw = l.get("bandwidth_gbps", 0)
-            if not isinstance(bw, (int, float)) or bw <= 0:
-                raise bad(f"links[{i}].bandwidth_gbps", bw, "bandwidth must be positive", f"fix {path}")
-            lat = l.get("latency_us", 1.0)
-            if not isinstance(lat, (int, float)) or lat < 0:
-                raise bad(f"links[{i}].latency_us", lat, "latency must be zero or positive", f"fix {path}")
-            eff = l.get("efficiency", 1.0)
-            attrs = dict(capacity=gbps_to_bytes_per_s(bw) * eff, latency=lat * US, kind=l.get("kind", "link"))
-            G.add_edge(a, b, **attrs)
-            if l.get("duplex", True):
-                G.add_edge(b, a, **attrs)
+        nodes, links = data.get("nodes", []), data.get("links", [])
+        if not isinstance(nodes, list) or not isinstance(links, list):
+            raise bad("nodes/links", type(nodes).__name__, "expected arrays of tables", f"write [[nodes]] and [[links]] entries in {path}")
+        for i, raw in enumerate(nodes):
+            if not isinstance(raw, dict):
+                raise bad(f"nodes[{i}]", raw, "expected a table", f"write [[nodes]] entries in {path}")
+            node = parse_dataclass(NodeSpec, raw, f"nodes[{i}]")
+            if not node.name or node.kind not in ("gpu", "switch"):
+                raise bad(f"nodes[{i}]", raw, 'each node needs name = "..." and kind = "gpu" or "switch"', f"fix {path}")
+            if node.name in G:
+                raise bad(f"nodes[{i}].name", node.name, "declared twice", f"give every node a unique name in {path}")
+            G.add_node(node.name, kind=node.kind)
+            if node.kind == "gpu":
+                gpus.append(node.name)
         if not gpus:
-            raise bad("nodes", [], "an explicit topology needs at least one node with kind = \"gpu\"", f"add them to {path}")
-        for gname in gpus:
-            others = [g for g in gpus if g != gname]
-            if others and not any(nx.has_path(G, gname, o) for o in others[:1]):
-                raise bad("nodes", gname, "this GPU is not connected to the others", f"add a link to it in {path}")
+            raise bad("nodes", [], 'an explicit topology needs at least one node with kind = "gpu"', f"add them to {path}")
+        for i, raw in enumerate(links):
+            if not isinstance(raw, dict):
+                raise bad(f"links[{i}]", raw, "expected a table", f"write [[links]] entries in {path}")
+            l = parse_dataclass(LinkSpec, raw, f"links[{i}]")
+            for end_name, end in (("a", l.a), ("b", l.b)):
+                if end not in G:
+                    raise bad(f"links[{i}].{end_name}", end, "unknown node in a link", f"declare it in [[nodes]] of {path}")
+            if l.a == l.b:
+                raise bad(f"links[{i}]", f"{l.a} -> {l.b}", "a link must join two different nodes", f"fix {path}")
+            if l.bandwidth_gbps <= 0:
+                raise bad(f"links[{i}].bandwidth_gbps", raw.get("bandwidth_gbps"), "bandwidth must be given and positive", f"fix {path}")
+            if l.latency_us < 0:
+                raise bad(f"links[{i}].latency_us", l.latency_us, "latency must be zero or positive", f"fix {path}")
+            if not 0 < l.efficiency <= 1:
+                raise bad(f"links[{i}].efficiency", l.efficiency, "must be in (0, 1]", f"fix {path}")
+            attrs = dict(capacity=gbps_to_bytes_per_s(l.bandwidth_gbps) * l.efficiency, latency=l.latency_us * US, kind=l.kind)
+            G.add_edge(l.a, l.b, **attrs)
+            if l.duplex:
+                G.add_edge(l.b, l.a, **attrs)
+        if len(gpus) > 1:
+            reach = nx.descendants(G, gpus[0]) | {gpus[0]}
+            back = nx.ancestors(G, gpus[0]) | {gpus[0]}
+            for gname in gpus[1:]:
+                if gname not in reach or gname not in back:
+                    raise bad("nodes", gname, f"this GPU is not connected to GPU {gpus[0]!r} in both directions", f"add a link to it in {path}")
         # relabel GPUs to ints 0..N-1 in declaration order
         mapping = {g: i for i, g in enumerate(gpus)}
         self.gpu_names = gpus
@@ -238,6 +492,7 @@ class Explicit(Topology):
 
 
 BUILDERS = ("fat-tree", "explicit")
+ROUTINGS = ("adaptive", "ecmp")
 
 
 def load_topology(source: str, num_gpus: int, device_override: str = "") -> Topology:
@@ -249,29 +504,46 @@ def load_topology(source: str, num_gpus: int, device_override: str = "") -> Topo
 
 def topology_from_dict(data: dict[str, Any], num_gpus: int, device_override: str = "", path: str = "topology") -> Topology:
     sections = {"nvlink": NVLinkSpec, "nic": NICSpec, "fabric": FabricSpec}
-    top = {k: v for k, v in data.items() if k not in sections and k not in ("nodes", "links")}
-    kind = top.get("kind", "fat-tree")
-    extra = [k for k in top if k not in TopologySpec.__dataclass_fields__]
+    kind = data.get("kind", "fat-tree")
     if kind not in BUILDERS:
         from simtrain import topology_ext  # noqa: F401  (registers more kinds when present)
 
         if kind not in EXTRA_BUILDERS:
             raise bad("kind", kind, f"unknown topology kind in {path}", f"use one of {', '.join(list(BUILDERS) + list(EXTRA_BUILDERS))}")
         return EXTRA_BUILDERS[kind](data, num_gpus, device_override, path)
+    own = ("nodes", "links") if kind == "explicit" else tuple(sections)
+    top = {k: v for k, v in data.items() if k not in own}
+    extra = [k for k in top if k not in TopologySpec.__dataclass_fields__]
     if extra:
-        raise SimtrainError(f"unknown key {extra[0]} in topology {path}: valid keys are {', '.join(TopologySpec.__dataclass_fields__)}, [nvlink], [nic], [fabric]")
+        valid = list(TopologySpec.__dataclass_fields__) + ([f"[[{k}]]" for k in own] if kind == "explicit" else [f"[{k}]" for k in own])
+        raise SimtrainError(f"unknown key {extra[0]} in {kind} topology {path}: valid keys are {', '.join(valid)}")
     spec = parse_dataclass(TopologySpec, top, "topology")
     device = get_device(device_override or spec.device, "cluster.device" if device_override else f"{path}: device")
     if num_gpus < 1:
         raise bad("cluster.gpus", num_gpus, "need at least one GPU", "set cluster.gpus or the parallel sizes")
+    if spec.gpus_per_node < 1:
+        raise bad("gpus_per_node", spec.gpus_per_node, "must be positive", f"fix {path}")
     if kind == "explicit":
         return Explicit(spec, data, device, path)
+    for name in sections:
+        if name in data and not isinstance(data[name], dict):
+            raise bad(name, data[name], "expected a table", f"write [{name}] followed by key = value lines in {path}")
     parts = {name: parse_dataclass(cls, data.get(name, {}), name) for name, cls in sections.items()}
     for name, obj in parts.items():
         for f, v in vars(obj).items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0 and f != "latency_us":
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0 and f not in ("latency_us", "nodes_per_pod"):
                 raise bad(f"{name}.{f}", v, "must be positive", f"fix {path}")
-    return FatTree(spec, parts["nvlink"], parts["nic"], parts["fabric"], num_gpus, device)
+    fab = parts["fabric"]
+    if fab.routing not in ROUTINGS:
+        raise bad("fabric.routing", fab.routing, "unknown routing", f"use one of {', '.join(ROUTINGS)}")
+    if fab.tiers not in (2, 3):
+        raise bad("fabric.tiers", fab.tiers, "a fat tree here has 2 or 3 tiers", "use tiers = 2 (leaf/spine) or 3 (leaf/spine/core)")
+    if fab.tiers == 3:
+        if fab.nodes_per_pod <= 0 or fab.nodes_per_pod % fab.nodes_per_leaf:
+            raise bad("fabric.nodes_per_pod", fab.nodes_per_pod, f"with 3 tiers it must be a positive multiple of nodes_per_leaf = {fab.nodes_per_leaf}", f"fix {path}")
+        if fab.cores % fab.spines:
+            raise bad("fabric.cores", fab.cores, f"must be a multiple of spines = {fab.spines} (one core plane per spine)", f"fix {path}")
+    return FatTree(spec, parts["nvlink"], parts["nic"], fab, num_gpus, device)
 
 
 EXTRA_BUILDERS: dict[str, Any] = {}

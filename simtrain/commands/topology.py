@@ -1,0 +1,44 @@
+"""`simtrain topology`: summarize (and optionally draw) a cluster topology."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "topology", help="summarize a cluster topology: devices, switches, links, bandwidth per tier, bisection",
+        description="Build topology NAME for N devices and print its devices, switches, links by kind, "
+        "bandwidth per device at each tier and bisection bandwidth (one direction, min cut between the "
+        "rank-order halves). Bandwidths in GB/s (1e9 bytes/s).",
+    )
+    p.add_argument("name", help="topology name in topologies/ or a .toml path")
+    p.add_argument("--gpus", type=int, default=8, help="number of devices (default: 8)")
+    p.add_argument("--device", default="", help="override the topology's device type")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--draw", metavar="FILE", help="draw the graph (.png or .svg; small graphs only, up to 512 nodes)")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from simtrain.errors import SimtrainError
+    from simtrain.topoinfo import summarize, text
+    from simtrain.topology import load_topology
+
+    topo = load_topology(args.name, args.gpus, args.device)
+    if args.draw:
+        from simtrain.plots.topology import draw_topology
+
+        try:
+            draw_topology(topo, args.draw)
+        except OSError as e:
+            raise SimtrainError(f"--draw {args.draw!r}: cannot write it ({e.strerror}); check the folder exists and is writable") from None
+    s = summarize(topo)
+    if args.json:
+        print(json.dumps(s, indent=2))
+    else:
+        print(text(s))
+        if args.draw:
+            print(f"  wrote {args.draw}")
+    return 0
