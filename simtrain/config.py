@@ -100,6 +100,8 @@ class EngineConfig:
     comm: str = "network"  # "network" or "free" (zero-cost communication, for what-ifs and closed forms)
     collective_algo: str = "auto"  # "auto", "ring", "tree", "hierarchical", "torus"
     overlap_tp_comm: bool = False  # tensor-parallel collectives hidden behind compute
+    async_tp_backward: bool = True  # backward TP all-reduce overlapped with weight-gradient GEMMs
+    # (Megatron's --async-tensor-model-parallel-allreduce, late 2021 on); false: SC21-era, exposed
     detail: str = "auto"  # timeline records per "layer" segment, per "action", or "auto" (action above 512 devices)
 
 

@@ -61,6 +61,7 @@ class Engine:
         self.bucket_bytes = max(40e6, 1e6 * L.dp) * plan.grad_bytes  # Megatron DDP default bucket
         self.overlap_grad = par.overlap_grad_reduce
         self.overlap_tp = plan.scenario.engine.overlap_tp_comm
+        self.async_tp = plan.scenario.engine.async_tp_backward
         self.free = self.net.free
         self._groups: dict[tuple[str, int], tuple[int, ...]] = {}
         self._phases: dict[Hashable, list] = {}
@@ -394,22 +395,24 @@ class Engine:
         elif tpt is not None and not (last and self.overlap_grad):
             yield from self._tp_sync(dev, ("B", a))
             # each TP all-reduce of input gradients runs alongside half the weight-gradient GEMMs
-            hidden = [("B", wg), ("tp", max(0.0, tpt - wg))]
+            hidden = [("B", wg), ("tp", max(0.0, tpt - wg) if self.async_tp else tpt)]
             one = [("B", lc.bwd_input[1])] + hidden + [("B", lc.bwd_input[0])] + hidden
             yield from self._segments(dev, one * st.layers, lab, st.index, mb)
             pending = st.layers * st.grad_bytes_per_layer if last else 0.0
         else:
             gather = self._fsdp_gathers(dev, st) if self.fsdp else None
+            hid = wg if self.async_tp else 0.0
+            ser = 0.0 if self.async_tp else wg
             for _ in range(st.layers):
                 if gather is not None:
                     yield from self._wait_gather(dev, next(gather), st.index, mb)
-                yield from self._compute(dev, lc.bwd_input[1], "B", lab, st.index, mb)
-                yield from self._tp(dev, wg, lab, st.index, mb)
+                yield from self._compute(dev, lc.bwd_input[1] + ser, "B", lab, st.index, mb)
+                yield from self._tp(dev, hid, lab, st.index, mb)
                 if lc.cp_bytes > 0:
                     yield from self._cp(dev, lc.bwd_input[0], lc.attn_bwd, "reduce-scatter", "B", lab, st.index, mb)
                 else:
-                    yield from self._compute(dev, lc.bwd_input[0], "B", lab, st.index, mb)
-                yield from self._tp(dev, wg, lab, st.index, mb)
+                    yield from self._compute(dev, lc.bwd_input[0] + ser, "B", lab, st.index, mb)
+                yield from self._tp(dev, hid, lab, st.index, mb)
                 if self.fsdp and with_weight:
                     # torch FSDP reduce-scatters every layer's gradients after every micro-batch
                     self._dp_launch(dev, "reduce-scatter", st.grad_bytes_per_layer, "reduce-scatter(fsdp)")

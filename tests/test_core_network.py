@@ -15,7 +15,7 @@ def ring_topology(n: int):
     """n GPUs on a directed ring of identical links (each GPU -> next is one hop)."""
     nodes = [{"name": f"g{i}", "kind": "gpu"} for i in range(n)]
     links = [{"a": f"g{i}", "b": f"g{(i + 1) % n}", "bandwidth_gbps": LINK_GBPS, "latency_us": LAT_US} for i in range(n)]
-    return topology_from_dict({"name": "ring", "kind": "explicit", "nodes": nodes, "links": links}, n)
+    return topology_from_dict({"name": "ring", "kind": "explicit", "gpus_per_node": 1, "nodes": nodes, "links": links}, n)
 
 
 def run_collective(topo, op, group, size, algo="ring"):
