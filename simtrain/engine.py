@@ -26,6 +26,7 @@ from typing import Generator, Hashable
 
 import simpy
 
+from simtrain import whatif
 from simtrain.comm import Comm
 from simtrain.layout import Coord
 from simtrain.network import FlowNetwork
@@ -62,6 +63,8 @@ class Engine:
         self.overlap_grad = par.overlap_grad_reduce
         self.overlap_tp = plan.scenario.engine.overlap_tp_comm
         self.async_tp = plan.scenario.engine.async_tp_backward
+        self.jitter = plan.scenario.whatif.compute_jitter > 0
+        self.varied = bool(plan.speed) or self.jitter
         self.free = self.net.free
         self._groups: dict[tuple[str, int], tuple[int, ...]] = {}
         self._phases: dict[Hashable, list] = {}
@@ -84,7 +87,17 @@ class Engine:
         if end > start:
             self.records.append(Record(dev, stream, kind, label, start, end, stage, mb))
 
+    def _scale(self, dev: int, seconds: float, kind: str, stage: int, mb: int) -> float:
+        """Compute time on this device under the what-ifs (straggler factor, jitter)."""
+        if not self.varied or seconds <= 0:
+            return seconds
+        f = self.plan.speed.get(dev, 1.0)
+        if self.jitter:
+            f *= whatif.jitter(self.plan.scenario.whatif, f"{dev}:{kind}:{stage}:{mb}")
+        return seconds * f
+
     def _compute(self, dev: int, seconds: float, kind: str, label: str, stage: int, mb: int) -> Proc:
+        seconds = self._scale(dev, seconds, kind, stage, mb)
         if seconds > 0:
             t0 = self.env.now
             yield self.env.timeout(seconds)
@@ -190,6 +203,7 @@ class Engine:
             return
         t0 = self.env.now
         coll = self.env.process(self.collective(dev, dim, op, size))
+        hidden = self._scale(dev, hidden, kind, stage, mb)
         if hidden > 0:
             yield self.env.timeout(hidden)
             self._rec(dev, kind, label, t0, stage, mb)
@@ -318,6 +332,8 @@ class Engine:
 
     def _segments(self, dev: int, segs: list[tuple[str, float]], label: str, stage: int, mb: int) -> Proc:
         """Run consecutive main-stream segments as one timeout; record each segment."""
+        if self.varied:
+            segs = [(k, d if k == "tp" else self._scale(dev, d, k, stage, mb)) for k, d in segs]
         total = sum(d for _, d in segs)
         if total <= 0:
             return

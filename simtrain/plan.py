@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from simtrain import schedule as sched
+from simtrain import whatif
 from simtrain.config import Scenario, catalog_dir
 from simtrain.costs import EndCost, LayerCost, embedding_cost, head_cost, layer_cost, optimizer_time
 from simtrain.devices import Device
@@ -62,6 +63,7 @@ class Plan:
     p2p_bytes: float  # activation (or gradient) bytes per micro-batch per TP rank
     grad_bytes: int  # bytes per gradient element in the DP reduction
     optimizer_s: dict[int, float]  # optimizer step time per pipeline rank
+    speed: dict[int, float] = field(default_factory=dict)  # compute-time factor per device (what-ifs)
     _copies: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -115,6 +117,8 @@ def _schedule(s: Scenario, L: Layout) -> sched.Schedule:
 def make_plan(s: Scenario) -> Plan:
     L = make_layout(s)
     topo = load_topology(s.cluster.topology, L.world, s.cluster.device)
+    whatif.check(s, L.world)
+    topo = whatif.apply(topo, s.whatif)
     if topo.num_gpus < L.world:
         raise bad("cluster.gpus", L.world, f"topology {topo.name!r} has only {topo.num_gpus} devices", "use fewer GPUs or a larger topology")
     dev = topo.device
@@ -147,7 +151,8 @@ def make_plan(s: Scenario) -> Plan:
     else:
         simulated = tuple(range(L.world))
     p2p = s.parallel.micro_batch * (s.training.seq_len // L.cp) * m.hidden_size * 2 / L.tp
-    return Plan(s, L, topo, dev, ms, schedule, tuple(stages), simulated, symmetric, float(p2p), grad_bytes, opt)
+    return Plan(s, L, topo, dev, ms, schedule, tuple(stages), simulated, symmetric, float(p2p), grad_bytes, opt,
+                whatif.device_factors(s.whatif, L.world))
 
 
 def check_supported(s: Scenario) -> None:

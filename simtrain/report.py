@@ -60,6 +60,14 @@ def text_report(r: Result) -> str:
             continue
         share = v / r.step_time_s if r.step_time_s else 0.0
         lines.append(f"    {PART_NAMES[p]:<30} {v:8.3f}  {100 * share:5.1f}%")
+    hs = r.extra.get("hotspots") or {}
+    sd, bl = hs.get("slowest_device"), hs.get("busiest_link")
+    if sd and sd["vs_median_of_stage"] > 0.005:
+        lines.append(f"  slowest device: rank {sd['rank']} (pp{sd['pp']} dp{sd['dp']} tp{sd['tp']}), "
+                     f"{sd['compute_s']:.3f} s of compute, {100 * sd['vs_median_of_stage']:+.1f}% vs its stage's median device")
+    if bl:
+        alike = f" (and {bl['links_alike'] - 1} alike)" if bl["links_alike"] > 1 else ""
+        lines.append(f"  busiest link: {bl['link']}{alike}, {bl['kind']}, busy {100 * bl['utilization']:.0f}% of the step")
     lines.append(f"  simulated in {r.wall_time_s:.2f} s wall time")
     return "\n".join(lines)
 

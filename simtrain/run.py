@@ -22,4 +22,42 @@ def simulate(scenario: Scenario) -> Result:
     result.wall_time_s = time.perf_counter() - t0
     result.extra["plan"] = plan
     result.extra["memory"] = estimate(plan).to_json()
+    result.extra["hotspots"] = hotspots(plan, engine, result)
     return result
+
+
+def hotspots(plan, engine: Engine, result: Result) -> dict:
+    """Where the step is bounded: the slowest device and the busiest link.
+
+    The slowest device has the most compute (F, B, W, recompute) on its main stream; with
+    identical devices every one ties. The busiest link carried the most bytes relative to
+    what it could have carried over the whole step.
+    """
+    compute: dict[int, float] = {}
+    for r in result.records:
+        if r.stream == "main" and r.kind in ("F", "B", "W", "R"):
+            compute[r.device] = compute.get(r.device, 0.0) + r.duration
+    out: dict = {}
+    if compute:
+        dev = max(compute, key=lambda d: (compute[d], -d))
+        c = plan.layout.coord(dev)
+        # compare with the devices doing the same work: same pipeline rank
+        peers = sorted(v for d, v in compute.items() if plan.layout.coord(d).pp == c.pp)
+        median = peers[len(peers) // 2]
+        out["slowest_device"] = {"rank": dev, "pp": c.pp, "dp": c.dp, "tp": c.tp, "cp": c.cp,
+                                 "compute_s": compute[dev], "vs_median_of_stage": compute[dev] / median - 1 if median else 0.0}
+    net = engine.net
+    step = result.step_time_s
+    best = None
+    for cid, busy in net.link_busy.items():
+        cap = net._class_capacity[cid]
+        util = busy / (cap * step) if step > 0 and cap > 0 else 0.0
+        if best is None or util > best[0]:
+            best = (util, cid)
+    if best:
+        util, cid = best
+        links = net._class_links[cid]
+        u, v = links[0]
+        out["busiest_link"] = {"link": f"{u}-{v}", "kind": plan.topology.link((u, v)).kind, "utilization": util,
+                               "links_alike": len(links)}
+    return out

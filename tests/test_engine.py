@@ -146,3 +146,48 @@ def test_fsdp_variants(small_overrides):
     assert {"all-gather(fsdp)", "reduce-scatter(fsdp)"} <= labels
     dp_bytes = sum(r.duration for r in torch.records if r.stream == "comm" and "fsdp" in r.label)
     assert dp_bytes > 0 and torch.step_time_s >= zero1.step_time_s
+
+
+def _whatif_base(pp: int) -> list[str]:
+    return ['model.name="llama3-8b"', "cluster.gpus=0", "parallel.tp=2", f"parallel.pp={pp}", "parallel.dp=2",
+            "parallel.vp=1", 'schedule.name="1f1b"', "parallel.first_stage_layers=-1", "parallel.last_stage_layers=-1",
+            "training.global_batch=16", "training.seq_len=2048", 'engine.mode="per-rank"']
+
+
+@pytest.mark.parametrize("pp,slow", [(1, 0), (4, 6)])  # rank 6 = TP0 of the last (heaviest) stage
+def test_straggler_on_the_critical_path_slows_the_step_by_its_compute_share(pp, slow):
+    from simtrain.run import simulate
+
+    x = 0.2
+    base = simulate(load_scenario("llama3-405b-8k", _whatif_base(pp)))
+    slowed = simulate(load_scenario("llama3-405b-8k", _whatif_base(pp) + [f"whatif.slow_devices=[{slow}]", f"whatif.slowdown={1 + x}"]))
+    compute = sum(r.duration for r in base.records if r.device == slow and r.stream == "main" and r.kind in ("F", "B", "W", "R"))
+    expected = x * compute  # synchronous training: everyone waits for the straggler's extra compute
+    assert slowed.step_time_s - base.step_time_s == pytest.approx(expected, rel=0.25)
+    assert slowed.mfu < base.mfu
+
+
+def test_straggler_needs_per_rank_mode():
+    from simtrain.errors import SimtrainError
+    from simtrain.run import simulate
+
+    ov = [o for o in _whatif_base(1) if not o.startswith("engine.mode")] + ["whatif.slow_devices=[0]", "whatif.slowdown=1.5"]
+    with pytest.raises(SimtrainError, match='engine.mode = "per-rank"'):
+        simulate(load_scenario("llama3-405b-8k", ov))
+
+
+def test_degraded_and_failed_links():
+    from simtrain.errors import SimtrainError
+    from simtrain.run import simulate
+
+    # TP8 fills a node, so the two DP replicas talk over the NICs
+    ov = [o.replace("parallel.tp=2", "parallel.tp=8") for o in _whatif_base(1)] + ["parallel.zero=0", "parallel.overlap_grad_reduce=false"]
+    base = simulate(load_scenario("llama3-405b-8k", ov))
+    # GPU 0's NIC at half rate slows the DP all-reduce it takes part in
+    half = simulate(load_scenario("llama3-405b-8k", ov + ['whatif.degraded_links=["0-leaf0"]', "whatif.link_bandwidth_factor=0.5"]))
+    assert half.breakdown["dp"] > base.breakdown["dp"]
+    # a failed NIC link: traffic goes over NVLink to a neighbour's NIC instead
+    failed = simulate(load_scenario("llama3-405b-8k", ov + ['whatif.failed_links=["0-leaf0"]']))
+    assert failed.step_time_s >= base.step_time_s
+    with pytest.raises(SimtrainError, match="no such link"):
+        simulate(load_scenario("llama3-405b-8k", ov + ['whatif.failed_links=["0-leaf99"]']))
