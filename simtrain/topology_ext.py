@@ -197,9 +197,31 @@ class Torus(Topology):
             return None
         return axes
 
+    def axis_lattice(self, group: Sequence[int]) -> list[tuple[int, int, int]] | None:
+        """(axis, step, count) per spanned axis when the group is a regular sub-lattice:
+        on each axis it takes every `step`-th chip all the way round (step * count = axis
+        length), e.g. the data-parallel group of a layout whose tensor-parallel ranks are
+        innermost along x. Whole axes are step 1. None for any other group."""
+        if not group or len(set(group)) != len(group):
+            return None
+        coords = [self.coord(r) for r in group]
+        spec = []
+        for a in range(3):
+            vals = sorted({c[a] for c in coords})
+            if len(vals) == 1:
+                continue
+            step = vals[1] - vals[0]
+            if any(y - x != step for x, y in zip(vals, vals[1:])) or step * len(vals) != self.shape[a]:
+                return None
+            spec.append((a, step, len(vals)))
+        if not spec or len(group) != math.prod(n for _, _, n in spec):
+            return None
+        return spec
+
     def collective_algos(self, group: Sequence[int]) -> list[str]:
-        """["torus"] when the group is a full sub-torus (spans whole axes)."""
-        return ["torus"] if self.axis_box(group) else []
+        """["torus"] when the group is a regular sub-lattice of the torus (whole axes, or
+        every k-th chip along an axis)."""
+        return ["torus"] if self.axis_lattice(group) else []
 
 
 def torus_phases(op: str, group: Sequence[int], size: float, topo: Topology) -> list[Phase]:
@@ -223,20 +245,19 @@ def torus_phases(op: str, group: Sequence[int], size: float, topo: Topology) -> 
         return []
     if not isinstance(topo, Torus):
         raise SimtrainError(f"collective algo 'torus' needs a torus topology, not {topo.name!r}; use auto, ring, tree or hierarchical")
-    axes = topo.axis_box(group)
-    if not axes or op not in ("all-reduce", "reduce-scatter", "all-gather"):
+    lattice = topo.axis_lattice(group)
+    if not lattice or op not in ("all-reduce", "reduce-scatter", "all-gather"):
         return ring(op, group, size)
-    axes = sorted(axes, key=lambda a: (-topo.shape[a], a))
+    lattice = sorted(lattice, key=lambda x: (-x[2], x[0]))
     members = set(group)
     rs: list[Phase] = []
     data = float(size)
-    for a in axes:
-        n = topo.shape[a]
+    for a, step, n in lattice:
         stride = topo._strides[a]
         pairs: list[tuple[int, int]] = []
         for r in sorted(members):
             c = topo.coord(r)
-            nxt = r + (((c[a] + 1) % n) - c[a]) * stride
+            nxt = r + (((c[a] + step) % topo.shape[a]) - c[a]) * stride
             pairs += [(r, nxt), (nxt, r)]  # + ring and - ring share no link direction
         rs.append(Phase(tuple(pairs), (n - 1) / n * data / 2, n - 1))
         data /= n
