@@ -113,3 +113,14 @@ def test_cli_text_lists_skips_and_progress(capsys: pytest.CaptureFixture[str]) -
     captured = capsys.readouterr()
     assert "llama3-70b-tpu-v5p-fsdp-tp4" in captured.out and "[2/2]" in captured.err
     assert main(["validate", "--only", "nothing-like-this"]) == 2
+
+
+def test_full_validation_stays_within_achieved_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    # thresholds set from what the simulator achieves (README "Validation and calibration")
+    assert main(["validate", "--json", "--quiet"]) in (0, 1)
+    out = json.loads(capsys.readouterr().out)
+    mape = out["mape_percent"]
+    assert mape["Llama 3 Table 4"]["mape"] <= 6.0, mape
+    assert mape["Megatron-LM SC21 Table 1"]["mape"] <= 9.0, mape
+    statuses = {c["case"]: c["status"] for c in out["cases"]}
+    assert statuses["llama3-70b-tpu-v5p-fsdp"] == "ok" and statuses["llama3-70b-tpu-v5p-fsdp-tp4"] == "ok"
