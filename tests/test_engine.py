@@ -191,3 +191,33 @@ def test_degraded_and_failed_links():
     assert failed.step_time_s >= base.step_time_s
     with pytest.raises(SimtrainError, match="no such link"):
         simulate(load_scenario("llama3-405b-8k", ov + ['whatif.failed_links=["0-leaf99"]']))
+
+
+GRID = [
+    # tp, pp, dp, cp, vp, schedule, zero
+    (1, 2, 2, 1, 1, "1f1b", 1),
+    (2, 2, 2, 1, 1, "gpipe", 0),
+    (2, 4, 2, 1, 2, "interleaved", 1),
+    (4, 2, 4, 1, 1, "zb-h1", 1),
+    (2, 2, 2, 2, 1, "1f1b", 1),
+    (8, 2, 2, 1, 1, "1f1b", 0),
+    (2, 1, 8, 1, 1, "1f1b", 3),
+]
+
+
+@pytest.mark.parametrize("tp,pp,dp,cp,vp,schedule,zero", GRID)
+def test_symmetric_equals_per_rank_on_a_grid(tp, pp, dp, cp, vp, schedule, zero):
+    from simtrain.run import simulate
+
+    layers = 8
+    ov = ['model.name="llama3-8b"', f"model.num_hidden_layers={layers}", "cluster.gpus=0", f"parallel.tp={tp}",
+          f"parallel.pp={pp}", f"parallel.dp={dp}", f"parallel.cp={cp}", f"parallel.vp={vp}", f'schedule.name="{schedule}"',
+          f"parallel.zero={zero}", "parallel.first_stage_layers=-1", "parallel.last_stage_layers=-1",
+          f"training.global_batch={dp * 2 * pp}", "training.seq_len=1024"]
+    a = simulate(load_scenario("llama3-405b-8k", ov))
+    b = simulate(load_scenario("llama3-405b-8k", ov + ['engine.mode="per-rank"']))
+    assert b.step_time_s == pytest.approx(a.step_time_s, rel=1e-9)
+    assert b.mfu == pytest.approx(a.mfu, rel=1e-9)
+    assert b.bubble_fraction == pytest.approx(a.bubble_fraction, rel=1e-9, abs=1e-12)
+    for part in a.breakdown:
+        assert b.breakdown[part] == pytest.approx(a.breakdown[part], rel=1e-9, abs=1e-12), part
