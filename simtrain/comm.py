@@ -48,14 +48,16 @@ class Comm:
         self._cache: dict[Hashable, tuple[str, list[NetPhase]]] = {}
         self._shapes: dict[Hashable, list[tuple[Hashable, float, float]]] = {}
         self._loads: dict[Hashable, dict] = {}  # bundle key -> link load, shared by forks
+        self._solo: dict[Hashable, float] = {}  # bundle key -> per-flow rate on an idle network
 
     def fork(self, net: FlowNetwork) -> "Comm":
         """A Comm on another flow network (e.g. a fresh simpy Environment) that reuses the
         phase shapes and link loads computed so far instead of routing them again."""
         other = Comm(net, self.topo, self.algo)
-        other._shapes, other._loads = dict(self._shapes), dict(self._loads)
+        other._shapes, other._loads, other._solo = dict(self._shapes), dict(self._loads), dict(self._solo)
         for key, load in self._loads.items():
-            net.register(key, load)
+            if self.net.is_registered(key):
+                net.register(key, load)
         return other
 
     def _shape(self, op: str, algo: str, group: tuple[int, ...], copies: tuple[int, ...]) -> list[tuple[Hashable, float, float]]:
@@ -65,11 +67,26 @@ class Comm:
             out = []
             for i, ph in enumerate(coll.phases(op, algo, group, 1.0, self.topo)):
                 key = (skey, i)
-                self._loads[key] = coll.phase_load(ph, self.topo, copies)
-                self.net.register(key, self._loads[key])
+                load = self._loads[key] = coll.phase_load(ph, self.topo, copies)
+                cap = self.net.capacity
+                self._solo[key] = min((cap(l) / m for l, m in load.items()), default=float("inf"))
                 out.append((key, ph.nbytes, coll.phase_latency(ph, self.topo)))
             self._shapes[skey] = out
         return self._shapes[skey]
+
+    def _time(self, shape: list[tuple[Hashable, float, float]], size: float) -> float:
+        """Idle-network time of a shape at `size` bytes (the tuner's prediction)."""
+        if self.net.free:
+            return 0.0
+        t = 0.0
+        for k, f, lat in shape:
+            t += lat + (f * size / self._solo[k] if self._loads[k] and size > 0 else 0.0)
+        return t
+
+    def _register(self, shape: list[tuple[Hashable, float, float]]) -> None:
+        for k, _, _ in shape:
+            if not self.net.is_registered(k):
+                self.net.register(k, self._loads[k])
 
     def candidates(self, op: str, group: tuple[int, ...]) -> list[str]:
         if op not in ("all-reduce", "reduce-scatter", "all-gather"):
@@ -85,14 +102,15 @@ class Comm:
             algos += [a for a in extra(group) if a not in algos]
         return algos
 
-    def prepare(self, op: str, group: Sequence[int], copies: Sequence[int] = (0,)) -> None:
-        """Register every candidate algorithm's phases ahead of the run (one compile)."""
+    def prepare(self, op: str, group: Sequence[int], copies: Sequence[int] = (0,), sizes: Sequence[float] = ()) -> None:
+        """Choose and register the algorithm for each expected size ahead of the run, so
+        the flow network compiles its link classes once (an unforeseen size or choice is
+        registered when it first runs)."""
         group, copies = tuple(group), tuple(copies)
         if len(group) < 2:
             return
-        algos = self.candidates(op, group) if self.algo == "auto" else [self.algo]
-        for a in algos:
-            self._shape(op, a, group, copies)
+        for size in sizes:
+            self.collective(op, group, size, copies)
 
     def collective(self, op: str, group: Sequence[int], size: float, copies: Sequence[int] = (0,), algo: str | None = None) -> tuple[str, list[NetPhase]]:
         group, copies = tuple(group), tuple(copies)
@@ -104,11 +122,13 @@ class Comm:
         if algo == "auto":
             best = None
             for a in self.candidates(op, group):
-                t = sum(self.net.uncontended_time(k, f * size, lat) for k, f, lat in self._shape(op, a, group, copies))
+                t = self._time(self._shape(op, a, group, copies), size)
                 if best is None or t < best[0]:
                     best = (t, a)
             algo = best[1] if best else "ring"
-        phases = [NetPhase(k, f * size, lat) for k, f, lat in self._shape(op, algo, group, copies)]
+        shape = self._shape(op, algo, group, copies)
+        self._register(shape)
+        phases = [NetPhase(k, f * size, lat) for k, f, lat in shape]
         self._cache[ckey] = (algo, phases)
         return algo, phases
 

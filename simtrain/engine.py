@@ -128,23 +128,26 @@ class Engine:
             return
         plan = self.plan
         dp_ops = ("all-reduce",) if self.zero == 0 else ("reduce-scatter", "all-gather")
+        lc = plan.stages[0].layer
         for dev in plan.simulated:
             pp = self._coord(dev).pp
-            if plan.stages[0].layer.tp_bytes > 0:
-                self.comm.prepare("all-reduce", self._group("tp", dev), plan.copies("tp", pp))
+            if lc.tp_bytes > 0:
+                self.comm.prepare("all-reduce", self._group("tp", dev), plan.copies("tp", pp), [lc.tp_bytes])
+            mine = [st for st in plan.stages if plan.schedule.placement[st.index] == pp]
+            grads = [st.layers * st.grad_bytes_per_layer + st.end_grad_bytes for st in mine]
+            sizes = sorted({min(self.bucket_bytes, g) for g in grads if g > 0})
             for op in dp_ops:
-                self.comm.prepare(op, self._group(self.dp_dim, dev), plan.copies(self.dp_dim, pp))
-            if plan.stages[0].layer.cp_bytes > 0:
+                scale = 0.5 if op == "all-gather" else 1.0  # bf16 parameters vs fp32 gradients
+                self.comm.prepare(op, self._group(self.dp_dim, dev), plan.copies(self.dp_dim, pp), [x * scale for x in sizes])
+            if lc.cp_bytes > 0:
                 for op in ("all-gather", "reduce-scatter"):
-                    self.comm.prepare(op, self._group("cp", dev), plan.copies("cp", pp))
-            for st in plan.stages:
-                if plan.schedule.placement[st.index] != pp:
-                    continue
+                    self.comm.prepare(op, self._group("cp", dev), plan.copies("cp", pp), [lc.cp_bytes])
+            for st in mine:
                 for nb in (st.index - 1, st.index + 1):
                     if 0 <= nb < self.S:
                         peer = self._peer(dev, nb)
                         if peer != dev:
-                            self.comm.prepare("send-recv", (dev, peer), plan.copies("pp", pp))
+                            self.comm.prepare("send-recv", (dev, peer), plan.copies("pp", pp), [plan.p2p_bytes])
         self._plan_coalescing()
 
     def _plan_coalescing(self) -> None:

@@ -49,6 +49,8 @@ class FlowNetwork:
         self._loads: dict[Hashable, dict[Link, float]] = {}
         self._key_id: dict[Hashable, int] = {}
         self._solo_rate: dict[Hashable, float] = {}  # per-flow rate alone on an idle network
+        self._cap: dict[Link, float] = {}  # link capacity cache
+        self._class_users: list[set[Hashable]] = []  # link class -> bundle types using it
         self._dirty = False
         self._classes: dict[Hashable, list[tuple[int, float]]] = {}
         self._class_capacity: list[float] = []
@@ -66,8 +68,14 @@ class FlowNetwork:
             return
         self._loads[key] = load
         self._key_id.setdefault(key, len(self._key_id))
-        self._solo_rate[key] = min((self.topo.link(l).capacity / m for l, m in load.items()), default=float("inf"))
+        self._solo_rate.pop(key, None)
         self._dirty = True
+
+    def capacity(self, link: Link) -> float:
+        c = self._cap.get(link)
+        if c is None:
+            c = self._cap[link] = self.topo.link(link).capacity
+        return c
 
     def is_registered(self, key: Hashable) -> bool:
         return key in self._loads
@@ -85,7 +93,7 @@ class FlowNetwork:
         links: list[list[Link]] = []
         classes: dict[Hashable, dict[int, float]] = defaultdict(dict)
         for link, users in signature.items():
-            cap = self.topo.link(link).capacity
+            cap = self.capacity(link)
             sig = (cap, tuple(users))  # users are appended in key order: already canonical
             cid = cls_of_sig.get(sig)
             if cid is None:
@@ -100,6 +108,11 @@ class FlowNetwork:
             self._classes.setdefault(k, [])
         self._class_capacity = caps
         self._class_links = links
+        users_of: list[set[Hashable]] = [set() for _ in caps]
+        for key, cls in classes.items():
+            for cid in cls:
+                users_of[cid].add(key)
+        self._class_users = users_of
         self._users = defaultdict(set)
         for b in self.active:
             b.classes = self._classes[b.key]
@@ -211,12 +224,14 @@ class FlowNetwork:
         alternative algorithms, which never run at the same time) uses any link that `keys`
         use: their transfers then always run at their idle-network speed, exactly."""
         keys = set(keys)
-        links = set()
+        if self._dirty:
+            self._advance(self.active)
+            self._compile()
         for k in keys:
-            links.update(self._loads[k])
-        for k, load in self._loads.items():
-            if k not in keys and not ignore(k) and not links.isdisjoint(load):
-                return False
+            for cid, _ in self._classes[k]:
+                for other in self._class_users[cid]:
+                    if other not in keys and not ignore(other):
+                        return False
         return True
 
     def uncontended_time(self, key: Hashable, nbytes: float, latency: float = 0.0) -> float:
@@ -225,7 +240,10 @@ class FlowNetwork:
             return 0.0
         if nbytes <= 0 or not self._loads[key]:
             return latency
-        return latency + nbytes / self._solo_rate[key]
+        rate = self._solo_rate.get(key)
+        if rate is None:
+            rate = self._solo_rate[key] = min(self.capacity(l) / m for l, m in self._loads[key].items())
+        return latency + nbytes / rate
 
 
 def max_min_rates(bundles: dict[Any, list[tuple[int, float]]], capacity: list[float]) -> dict[Any, float]:

@@ -225,6 +225,14 @@ class FatTree(Topology):
             pod, name = self.pod_of_leaf(leaf), f"leaf{leaf}"
             self._leaf_up.append([((name, self.spine_name(pod, k)), 1.0 / S) for k in range(S)])
             self._leaf_down.append([((self.spine_name(pod, k), name), 1.0 / S) for k in range(S)])
+        # Aggregated form: perfect adaptive spreading loads the S equal-cost uplinks of a
+        # leaf identically, so for max-min fairness they act as one link of S times the
+        # capacity (exact while every flow spreads evenly; what-ifs that touch a single
+        # spine link use the detailed lists above).
+        self._leaf_up_agg = [[((f"leaf{leaf}", "spines*"), 1.0)] for leaf in range(self.num_leaves)]
+        self._leaf_down_agg = [[(("spines*", f"leaf{leaf}"), 1.0)] for leaf in range(self.num_leaves)]
+        self._pod_up_agg = [[((f"pod{pod}", "cores*"), 1.0)] for pod in range(self.num_pods)] if self.num_cores else []
+        self._pod_down_agg = [[(("cores*", f"pod{pod}"), 1.0)] for pod in range(self.num_pods)] if self.num_cores else []
         self._pod_up: list[list[tuple[Link, float]]] = []
         self._pod_down: list[list[tuple[Link, float]]] = []
         if self.num_cores:
@@ -266,9 +274,10 @@ class FatTree(Topology):
         core = f"core{k * self.cores_per_plane + (h // self.num_spines) % self.cores_per_plane}"
         return ((src, a), (a, sp_s), (sp_s, core), (core, sp_d), (sp_d, b), (b, dst))
 
-    def route_load(self, src: int, dst: int) -> list[tuple[Link, float]]:
+    def route_load(self, src: int, dst: int, detailed: bool = False) -> list[tuple[Link, float]]:
         """Adaptive routing: the flow is split evenly over every equal-cost uplink (1/S
-        on each leaf-spine link, 1/(S*C) on each spine-core link); ECMP: `route`."""
+        on each leaf-spine link, 1/(S*C) on each spine-core link), which by default is
+        represented by one aggregated link per leaf (and pod) tier; ECMP: `route`."""
         if not self.adaptive or src == dst:
             return [(e, 1.0) for e in self.route(src, dst)]
         if src // self.gpus_per_node == dst // self.gpus_per_node:
@@ -278,14 +287,21 @@ class FatTree(Topology):
         if ls == ld:
             return [((src, a), 1.0), ((a, dst), 1.0)]
         ps, pd = self.pod_of_leaf(ls), self.pod_of_leaf(ld)
-        mid = [] if ps == pd else self._pod_up[ps] + self._pod_down[pd]
-        return [((src, a), 1.0)] + self._leaf_up[ls] + mid + self._leaf_down[ld] + [((b, dst), 1.0)]
+        if detailed:
+            mid = [] if ps == pd else self._pod_up[ps] + self._pod_down[pd]
+            return [((src, a), 1.0)] + self._leaf_up[ls] + mid + self._leaf_down[ld] + [((b, dst), 1.0)]
+        mid = [] if ps == pd else self._pod_up_agg[ps] + self._pod_down_agg[pd]
+        return [((src, a), 1.0)] + self._leaf_up_agg[ls] + mid + self._leaf_down_agg[ld] + [((b, dst), 1.0)]
 
     def link(self, edge: Link) -> LinkInfo:
         u, v = edge
         if isinstance(u, int) or isinstance(v, int):
             other = v if isinstance(u, int) else u
             return self._nvl if other[0] == "n" else self._nic  # "nvsw..." or "leaf..."
+        if u == "spines*" or v == "spines*":  # a leaf's S uplinks as one (adaptive routing)
+            return LinkInfo(self._up.capacity * self.num_spines, self._up.latency, "spine")
+        if u == "cores*" or v == "cores*":  # a pod's S*C spine-core links as one
+            return LinkInfo(self._core.capacity * self.num_spines * self.cores_per_plane, self._core.latency, "core")
         if u[0] == "c" or v[0] == "c":  # "core..."
             return self._core
         return self._up

@@ -114,7 +114,10 @@ class Degraded(Topology):
         return tuple(zip(path[:-1], path[1:]))
 
     def route_load(self, src: int, dst: int) -> list[tuple[Link, float]]:
-        load = self.base.route_load(src, dst)
+        try:  # per-link detail, so a single thinner or failed spine link shows
+            load = self.base.route_load(src, dst, detailed=True)
+        except TypeError:
+            load = self.base.route_load(src, dst)
         if all(l not in self.failed for l, _ in load):
             return load
         return self._reroute(src, dst)

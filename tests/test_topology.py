@@ -108,7 +108,7 @@ def test_fat_tree_bisection_by_hand():
 
 def test_adaptive_spreads_over_spines_ecmp_picks_one():
     t = topology_from_dict(_ft(nodes_per_leaf=2, spines=4), 16)
-    load = t.route_load(0, 8)  # node 0 -> node 2: different scalable units, same rail
+    load = t.route_load(0, 8, detailed=True)  # node 0 -> node 2: different scalable units, same rail
     ups = [f for (u, v), f in load if str(u).startswith("leaf") and str(v).startswith("spine")]
     assert len(ups) == 4 and sum(ups) == pytest.approx(1.0)
     e = topology_from_dict(_ft(nodes_per_leaf=2, spines=4, routing="ecmp"), 16)
@@ -119,7 +119,7 @@ def test_three_tier_cross_pod_route_goes_through_a_core():
     t = topology_from_dict(_ft(rail_optimized=False, nodes_per_leaf=2, spines=2, tiers=3, nodes_per_pod=4, cores=4), 64)
     path = t.route(0, 63)
     assert len(path) == 6 and str(path[2][1]).startswith("core")
-    fr = dict(t.route_load(0, 63))
+    fr = dict(t.route_load(0, 63, detailed=True))
     core_up = [f for (u, v), f in fr.items() if str(v).startswith("core")]
     assert len(core_up) == 4 and sum(core_up) == pytest.approx(1.0)  # 2 spines x 2 cores per plane
 
@@ -226,3 +226,37 @@ def test_collective_command_text_and_errors(capsys):
     assert main(["collective", "all-reduce", "--gpus", "8", "--algo", "torus"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("simtrain: error:") for line in err)
+
+
+@pytest.mark.parametrize("tiers", [2, 3])
+def test_aggregated_spine_tier_is_exact(tiers):
+    """With perfect adaptive spreading, one aggregated uplink per leaf (and pod) gives the
+    same max-min rates as the individual equal-cost links."""
+    import simpy
+
+    from simtrain import collectives as coll
+    from simtrain.network import FlowNetwork
+
+    kw = dict(rail_optimized=False, nodes_per_leaf=2, spines=4, oversubscription=2.0)
+    if tiers == 3:
+        kw.update(tiers=3, nodes_per_pod=4, cores=8)
+    t = topology_from_dict(_ft(**kw), 64)
+    group = list(range(0, 64, 8))  # one rank per node: every ring hop crosses the fabric
+
+    def run(detailed):
+        orig = t.route_load
+        t.route_load = lambda s, d: orig(s, d, detailed=detailed)
+        try:
+            env = simpy.Environment()
+            net = FlowNetwork(env, t)
+            (ph,) = coll.ring("all-reduce", group, 2**30)
+            net.register("ar", coll.phase_load(ph, t))
+            net.register("x", coll.phase_load(coll.Phase(((1, 60),), 1.0, 1), t))
+            net.transfer("ar", ph.nbytes)
+            net.transfer("x", 2**29)
+            env.run()
+            return env.now
+        finally:
+            t.route_load = orig
+
+    assert run(False) == pytest.approx(run(True), rel=1e-12)
