@@ -21,21 +21,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-ROW1 = []
+ROW1 = []  # the default scenario: Llama 3 schedule, 8 virtual stages per rank
 ROW2 = ["cluster.gpus=16384", "parallel.dp=128"]
+ONE_F_ONE_B = ['schedule.name="1f1b"', "parallel.vp=1", "parallel.first_stage_layers=7", "parallel.last_stage_layers=7"]
 L70 = ['model.name="llama3-70b"', "cluster.gpus=1024", "parallel.tp=8", "parallel.pp=8", "parallel.dp=16",
-       "parallel.first_stage_layers=-1", "parallel.last_stage_layers=-1", "training.global_batch=512"]
+       "parallel.first_stage_layers=-1", "parallel.last_stage_layers=-1", "training.global_batch=512",
+       "parallel.vp=1", 'schedule.name="1f1b"']
 SMALL = ['model.name="llama3-8b"', "cluster.gpus=64", "parallel.tp=2", "parallel.pp=4", "parallel.dp=8",
-         "parallel.first_stage_layers=-1", "parallel.last_stage_layers=-1", "training.global_batch=64", "training.seq_len=2048"]
+         "parallel.first_stage_layers=-1", "parallel.last_stage_layers=-1", "training.global_batch=64", "training.seq_len=2048",
+         "parallel.vp=1", 'schedule.name="1f1b"']
 PER_RANK = ['engine.mode="per-rank"']
 
 FULL = [
     ("405B Table 4 row 1", ROW1),
     ("405B Table 4 row 2", ROW2),
-    ("405B row 2, llama3 sched", ROW2 + ['schedule.name="llama3"', "parallel.vp=8", "parallel.first_stage_layers=0", "parallel.last_stage_layers=0"]),
+    ("405B row 2, 1F1B", ROW2 + ONE_F_ONE_B),
     ("70B TP8 PP8 DP16", L70),
     ("70B TP8 PP8 DP16", L70 + PER_RANK),
-    ("405B Table 4 row 2", ROW2 + PER_RANK),
+    ("405B row 2, 1F1B", ROW2 + ONE_F_ONE_B + PER_RANK),
 ]
 QUICK = [
     ("8B TP2 PP4 DP8", SMALL),

@@ -181,14 +181,10 @@ class Engine:
         if self._all_simulated(group):
             k = (dim, group, self.seq[(dev, group)])
             self.seq[(dev, group)] += 1
-            entry = self.rdv.get(k)
-            if entry is None:
-                entry = self.rdv[k] = [0, self.env.event()]
-            entry[0] += 1
-            if entry[0] == len(group):
-                del self.rdv[k]
-                self.env.process(self._run_phases(phases, entry[1]))
-            yield entry[1]
+            ev, last = self._arrive(k, len(group))
+            if last:
+                self.env.process(self._run_phases(phases, ev))
+            yield ev
         else:
             for ph in phases:
                 yield self.net.transfer(ph.key, ph.nbytes, ph.latency)
@@ -358,18 +354,25 @@ class Engine:
         group = self._group("tp", dev)
         if len(group) == 1 or not self._all_simulated(group):
             return
-        k = ("sync", group, what)
-        entry = self.rdv.get(k)
-        if entry is None:
-            entry = self.rdv[k] = [0, self.env.event()]
-        entry[0] += 1
-        if entry[0] == len(group):
-            del self.rdv[k]
-            entry[1].succeed()
-        if not entry[1].processed:
+        ev, last = self._arrive(("sync", group, what), len(group))
+        if last:
+            ev.succeed()
+        if not ev.processed:
             t0 = self.env.now
-            yield entry[1]
+            yield ev
             self._rec(dev, "tp", "wait tp peers", t0)
+
+    def _arrive(self, key: Hashable, n: int) -> tuple[simpy.Event, bool]:
+        """Rendezvous of `n` members on `key`: the shared event, and whether this arrival
+        is the last one (which then starts whatever the members wait for)."""
+        entry = self.rdv.get(key)
+        if entry is None:
+            entry = self.rdv[key] = [0, self.env.event()]
+        entry[0] += 1
+        if entry[0] == n:
+            del self.rdv[key]
+            return entry[1], True
+        return entry[1], False
 
     def _all_simulated(self, group: tuple[int, ...]) -> bool:
         v = self._simulated_group.get(group)
