@@ -31,7 +31,7 @@ def unit_cost(a: Action) -> float:
 # ---------------------------------------------------------------- closed forms
 
 
-@pytest.mark.parametrize("p,m", itertools.product(range(1, 9), [1, 2, 3, 5, 8, 13, 16]))
+@pytest.mark.parametrize("p,m", list(itertools.product(range(1, 9), [1, 2, 3, 5, 8, 13, 16])))
 @pytest.mark.parametrize("name", ["gpipe", "1f1b"])
 def test_gpipe_and_1f1b_bubble_closed_form(name: str, p: int, m: int) -> None:
     ev = evaluate(S.build(name, p, 1, m), fb_cost())
@@ -39,21 +39,21 @@ def test_gpipe_and_1f1b_bubble_closed_form(name: str, p: int, m: int) -> None:
     assert ev.makespan == pytest.approx((m + p - 1) * 3, abs=1e-9)
 
 
-@pytest.mark.parametrize("p,v,k", itertools.product(range(1, 9), range(2, 5), [1, 2, 3]))
+@pytest.mark.parametrize("p,v,k", list(itertools.product(range(1, 9), range(2, 5), [1, 2, 3])))
 def test_interleaved_bubble_closed_form(p: int, v: int, k: int) -> None:
     m = k * p  # Narayanan et al. 2021 §2.2.2: (p-1)/(v*m + p-1) when p divides m
     ev = evaluate(S.build("interleaved", p, v, m), fb_cost(v))
     assert ev.bubble_fraction == pytest.approx((p - 1) / (v * m + p - 1), abs=1e-9)
 
 
-@pytest.mark.parametrize("p,v", itertools.product(range(1, 9), range(2, 5)))
+@pytest.mark.parametrize("p,v", list(itertools.product(range(1, 9), range(2, 5))))
 def test_bfs_bubble_closed_form_for_any_m_at_least_p(p: int, v: int) -> None:
     for m in range(p, 2 * p + 2):  # breadth-first needs no divisibility
         ev = evaluate(S.build("bfs", p, v, m), fb_cost(v))
         assert ev.bubble_fraction == pytest.approx((p - 1) / (v * m + p - 1), abs=1e-9)
 
 
-@pytest.mark.parametrize("p,m", itertools.product(range(1, 9), [8, 9, 13, 16]))
+@pytest.mark.parametrize("p,m", list(itertools.product(range(1, 9), [8, 9, 13, 16])))
 def test_zb_h1_bubble_closed_form(p: int, m: int) -> None:
     # Qi et al. 2023 §3.1: idle (p-1)(T_F + T_B - T_W) per rank; T = 1 each, m >= p
     ev = evaluate(S.build("zb-h1", p, 1, m), unit_cost)
@@ -61,7 +61,7 @@ def test_zb_h1_bubble_closed_form(p: int, m: int) -> None:
     assert ev.bubble_fraction == pytest.approx((p - 1) / (3 * m + p - 1), abs=1e-9)
 
 
-@pytest.mark.parametrize("p,m", itertools.product(range(2, 9), [1, 2, 5, 8, 16]))
+@pytest.mark.parametrize("p,m", list(itertools.product(range(2, 9), [1, 2, 5, 8, 16])))
 def test_zb_h1_beats_1f1b_with_the_same_peak(p: int, m: int) -> None:
     zb, ofob = S.build("zb-h1", p, 1, m), S.build("1f1b", p, 1, m)
     zb_bubble = evaluate(zb, unit_cost).bubble_fraction  # B = W = 1
@@ -91,13 +91,13 @@ def test_hand_worked_zb_h1_pp2_m2() -> None:
 # ---------------------------------------------------------------- peak in flight
 
 
-@pytest.mark.parametrize("p,m", itertools.product(range(1, 9), [1, 2, 3, 7, 8, 16]))
+@pytest.mark.parametrize("p,m", list(itertools.product(range(1, 9), [1, 2, 3, 7, 8, 16])))
 def test_peak_in_flight_1f1b_and_gpipe(p: int, m: int) -> None:
     assert peak_in_flight(S.build("1f1b", p, 1, m)) == {s: min(p - s, m) for s in range(p)}
     assert peak_in_flight(S.build("gpipe", p, 1, m)) == {s: m for s in range(p)}
 
 
-@pytest.mark.parametrize("p,v", itertools.product(range(2, 7), range(2, 4)))
+@pytest.mark.parametrize("p,v", list(itertools.product(range(2, 7), range(2, 4))))
 def test_interleaved_peak_is_megatron_warmup_plus_one(p: int, v: int) -> None:
     # rank 0 holds its 2(p-1) + (v-1)p warm-up chunk activations plus one: per chunk 1/v,
     # i.e. p + (p-1)/v whole micro-batches (Narayanan et al. 2021 §2.2.2: "more memory")
@@ -110,21 +110,21 @@ def test_interleaved_peak_is_megatron_warmup_plus_one(p: int, v: int) -> None:
 # ---------------------------------------------------------------- equivalences
 
 
-@pytest.mark.parametrize("p,v,k", itertools.product(range(1, 7), range(1, 4), [1, 2, 3]))
+@pytest.mark.parametrize("p,v,k", list(itertools.product(range(1, 7), range(1, 4), [1, 2, 3])))
 def test_llama3_with_n_equal_pp_is_interleaved(p: int, v: int, k: int) -> None:
     m = k * p
     assert S.build("llama3", p, v, m, n=p).actions == S.build("interleaved", p, v, m).actions
     assert S.build("llama3", p, v, m).actions == S.build("interleaved", p, v, m).actions  # default
 
 
-@pytest.mark.parametrize("p,v,m", itertools.product(range(1, 7), range(2, 4), [3, 5, 8]))
+@pytest.mark.parametrize("p,v,m", list(itertools.product(range(1, 7), range(2, 4), [3, 5, 8])))
 def test_llama3_with_n_equal_m_forwards_breadth_first(p: int, v: int, m: int) -> None:
     ll, bfs = S.build("llama3", p, v, m, n=m), S.build("bfs", p, v, m)
     for r in range(p):
         assert [a for a in ll.actions[r] if a.kind == "F"] == [a for a in bfs.actions[r] if a.kind == "F"]
 
 
-@pytest.mark.parametrize("p,m", itertools.product(range(1, 6), [1, 3, 4, 9]))
+@pytest.mark.parametrize("p,m", list(itertools.product(range(1, 6), [1, 3, 4, 9])))
 def test_vp1_degenerates(p: int, m: int) -> None:
     ofob = S.build("1f1b", p, 1, m).actions
     assert S.build("interleaved", p, 1, m).actions == ofob
@@ -169,7 +169,7 @@ def test_grid_every_schedule_valid_exactly_where_documented(name: str, p: int) -
         assert sum(len(a) for a in sched.actions.values()) == total
 
 
-@pytest.mark.parametrize("p,v", itertools.product(range(1, 7), range(1, 4)))
+@pytest.mark.parametrize("p,v", list(itertools.product(range(1, 7), range(1, 4))))
 def test_llama3_n_rule_exactly(p: int, v: int) -> None:
     for m in [1, 3, 5, 7, 10, 12]:
         for n in range(0, m + 3):
