@@ -69,10 +69,15 @@ def plot_timeline(rows: dict[int, list[Bar]], path: str | Path, title: str, row_
     used = set()
     for i, d in enumerate(devices):
         y = n - 1 - i
+        compute = [b for b in rows[d] if b.kind in ("F", "B", "W", "R")]
+        thin = end / 1500  # about one pixel: separators and overlays narrower than that are noise
         for b in rows[d]:
+            is_compute = b.kind in ("F", "B", "W", "R")
+            if not is_compute and b.width < thin / 2:
+                continue
             h = 0.8 if b.kind in ("F", "B", "W", "R", "opt", "bubble", "pp", "dp") else 0.35
             ax.barh(y, b.width, left=b.start, height=h, color=COLORS.get(b.kind, "#999999"),
-                    edgecolor="white" if b.kind in ("F", "B", "W", "R") else "none", linewidth=0.3)
+                    edgecolor="white" if is_compute and b.width > 4 * thin else "none", linewidth=0.3)
             used.add(b.kind)
             if b.kind in ("F", "B", "W", "R") and b.width > end / 90:
                 ax.text(b.start + b.width / 2, y, b.label, ha="center", va="center", fontsize=6, color="white")
