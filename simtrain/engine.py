@@ -74,6 +74,7 @@ class Engine:
         detail = plan.scenario.engine.detail
         self.coarse = detail == "action" or (detail == "auto" and len(plan.simulated) > 512)
         self._labels: dict[Action, str] = {}
+        self._seg_cache: dict[Hashable, tuple] = {}
         self.dp_dim = "dpcp" if L.cp > 1 else "dp"
         self.cp_ring = par.cp_algo == "ring"
         # torch-style FSDP: per-layer parameter all-gather in forward and backward and a
@@ -311,8 +312,11 @@ class Engine:
         tpt = self.tp_time.get(dev)
         if tpt is not None:
             yield from self._tp_sync(dev, (kind, a))
-            segs = [(kind, pre)] + [(k, d) for _ in range(st.layers) for k, d in ((kind, lc.fwd[0]), ("tp", tpt), (kind, lc.fwd[1]), ("tp", tpt))]
-            segs.append((kind, post))
+            key = ("F", st.index, kind, tpt)
+            segs = self._seg_cache.get(key)
+            if segs is None:
+                one = ((kind, lc.fwd[0]), ("tp", tpt), (kind, lc.fwd[1]), ("tp", tpt))
+                segs = self._seg_cache[key] = self._pack([(kind, pre), *one * st.layers, (kind, post)])
             yield from self._segments(dev, segs, lab, st.index, mb)
             return
         yield from self._compute(dev, pre, kind, lab, st.index, mb)
@@ -329,21 +333,27 @@ class Engine:
             yield from self._tp(dev, 0.0, lab, st.index, mb)
         yield from self._compute(dev, post, kind, lab, st.index, mb)
 
-    def _segments(self, dev: int, segs: list[tuple[str, float]], label: str, stage: int, mb: int) -> Proc:
-        """Run consecutive main-stream segments as one timeout; record each segment."""
-        if self.varied:
-            segs = [(k, d if k == "tp" else self._scale(dev, d, k, stage, mb)) for k, d in segs]
-        total = sum(d for _, d in segs)
-        if total <= 0:
-            return
-        t = self.env.now
-        yield self.env.timeout(total)
-        recs = self.records
+    def _pack(self, segs: list[tuple[str, float]]) -> tuple[tuple[tuple[str, float], ...], float]:
+        """Segments without empty ones (merged to one per kind in coarse mode), and their total."""
+        segs = [(k, d) for k, d in segs if d > 0]
         if self.coarse:  # one record per kind: totals exact, per-layer order dropped
             sums: dict[str, float] = {}
             for kind, d in segs:
                 sums[kind] = sums.get(kind, 0.0) + d
             segs = list(sums.items())
+        return tuple(segs), sum(d for _, d in segs)
+
+    def _segments(self, dev: int, packed: tuple[tuple[tuple[str, float], ...], float], label: str, stage: int, mb: int) -> Proc:
+        """Run consecutive main-stream segments (from `_pack`) as one timeout; record each."""
+        segs, total = packed
+        if self.varied:
+            segs = tuple((k, d if k == "tp" else self._scale(dev, d, k, stage, mb)) for k, d in segs)
+            total = sum(d for _, d in segs)
+        if total <= 0:
+            return
+        t = self.env.now
+        yield self.env.timeout(total)
+        recs = self.records
         for kind, d in segs:
             if d > 0:
                 recs.append(Record(dev, "main", kind, "all-reduce(tp)" if kind == "tp" else label, t, t + d, stage, mb))
@@ -417,9 +427,13 @@ class Engine:
         elif tpt is not None and not (last and self.overlap_grad):
             yield from self._tp_sync(dev, ("B", a))
             # each TP all-reduce of input gradients runs alongside half the weight-gradient GEMMs
-            hidden = [("B", wg), ("tp", max(0.0, tpt - wg) if self.async_tp else tpt)]
-            one = [("B", lc.bwd_input[1])] + hidden + [("B", lc.bwd_input[0])] + hidden
-            yield from self._segments(dev, one * st.layers, lab, st.index, mb)
+            key = ("B", st.index, tpt, wg)
+            segs = self._seg_cache.get(key)
+            if segs is None:
+                hidden = [("B", wg), ("tp", max(0.0, tpt - wg) if self.async_tp else tpt)]
+                one = [("B", lc.bwd_input[1])] + hidden + [("B", lc.bwd_input[0])] + hidden
+                segs = self._seg_cache[key] = self._pack(one * st.layers)
+            yield from self._segments(dev, segs, lab, st.index, mb)
             pending = st.layers * st.grad_bytes_per_layer if last else 0.0
         else:
             gather = self._fsdp_gathers(dev, st) if self.fsdp else None
