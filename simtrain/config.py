@@ -103,6 +103,7 @@ class EngineConfig:
     overlap_tp_comm: bool = False  # tensor-parallel collectives hidden behind compute
     async_tp_backward: bool = True  # backward TP all-reduce overlapped with weight-gradient GEMMs
     # (Megatron's --async-tensor-model-parallel-allreduce, late 2021 on); false: SC21-era, exposed
+    async_p2p: bool = True  # sends overlap the sender's next compute; false: the sender waits (SC21-era)
     detail: str = "auto"  # timeline records per "layer" segment, per "action", or "auto" (action above 512 devices)
 
 

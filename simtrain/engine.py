@@ -63,6 +63,7 @@ class Engine:
         self.overlap_grad = par.overlap_grad_reduce
         self.overlap_tp = plan.scenario.engine.overlap_tp_comm
         self.async_tp = plan.scenario.engine.async_tp_backward
+        self.async_p2p = plan.scenario.engine.async_p2p
         self.jitter = plan.scenario.whatif.compute_jitter > 0
         self.varied = bool(plan.speed) or self.jitter
         self.free = self.net.free
@@ -252,6 +253,17 @@ class Engine:
             ev.succeed()
 
         self.env.process(proc())
+
+    def _send_blocking(self, dev: int, dst: int, key: Hashable, stage: int, mb: int, kind: str) -> Proc:
+        """Send; with synchronous point-to-point (SC21-era Megatron waited for its sends
+        before the next compute) the sender's stream waits for the transfer."""
+        self._send(dev, dst, key, stage, mb, kind)
+        if not self.async_p2p:
+            ev = self._event(key)
+            if not ev.processed:
+                t0 = self.env.now
+                yield ev
+                self._rec(dev, "pp", f"send {kind}{mb}", t0, stage, mb)
 
     def _wait(self, dev: int, key: Hashable, stage: int, mb: int, what: str) -> Proc:
         ev = self._event(key)
@@ -525,7 +537,7 @@ class Engine:
                     if peer == dev:
                         self._send_local(("F", peer, a.stage + 1, mb))
                     else:
-                        self._send(dev, peer, ("F", peer, a.stage + 1, mb), a.stage, mb, "F")
+                        yield from self._send_blocking(dev, peer, ("F", peer, a.stage + 1, mb), a.stage, mb, "F")
             elif a.kind == "B":
                 if a.stage < S - 1:
                     yield from self._wait(dev, ("B", dev, a.stage, mb), a.stage, mb, f"B{mb}")
@@ -539,7 +551,7 @@ class Engine:
                     if peer == dev:
                         self._send_local(("B", peer, a.stage - 1, mb))
                     else:
-                        self._send(dev, peer, ("B", peer, a.stage - 1, mb), a.stage, mb, "B")
+                        yield from self._send_blocking(dev, peer, ("B", peer, a.stage - 1, mb), a.stage, mb, "B")
             else:  # W
                 self._w_count[(dev, a.stage)] += 1
                 yield from self.weight(dev, st, a, last=self._w_count[(dev, a.stage)] == m)

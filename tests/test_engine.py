@@ -221,3 +221,12 @@ def test_symmetric_equals_per_rank_on_a_grid(tp, pp, dp, cp, vp, schedule, zero)
     assert b.bubble_fraction == pytest.approx(a.bubble_fraction, rel=1e-9, abs=1e-12)
     for part in a.breakdown:
         assert b.breakdown[part] == pytest.approx(a.breakdown[part], rel=1e-9, abs=1e-12), part
+
+
+def test_synchronous_p2p_exposes_sends(small_overrides):
+    from simtrain.run import simulate
+
+    a = simulate(load_scenario("llama3-405b-8k", small_overrides))
+    b = simulate(load_scenario("llama3-405b-8k", small_overrides + ["engine.async_p2p=false"]))
+    assert b.breakdown["pp"] > a.breakdown["pp"]
+    assert b.step_time_s >= a.step_time_s
