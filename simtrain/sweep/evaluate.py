@@ -5,7 +5,8 @@ the routes and link loads of every collective and transfer a layout registers be
 run (`Engine.prepare`, a fifth of a 1,024-GPU simulation) depend only on the topology
 and the layout's process groups, so they are computed once per (topology, GPUs, TP, CP,
 PP, DP, VP, stage placement, engine options) and handed to later engines through
-`Comm.fork`. Rows are identical with and without the cache (tested), and in any order.
+`Comm.fork`; and points whose simulation is provably the same (see `sim_key`) share one.
+Rows are identical with and without the caches (tested), and in any order.
 """
 
 from __future__ import annotations
@@ -74,6 +75,50 @@ class CommCache:
             self._d.popitem(last=False)
 
 
+def sim_key(plan) -> Hashable:
+    """What a simulation's result depends on: the scenario (less its name) and the plan's
+    per-stage work. A recomputation mode that costs nothing (selective recomputation with
+    FlashAttention, which already recomputes the attention core) simulates exactly as
+    "none": the engine sees recomputation only through the stages' costs, which are then
+    equal, so such layouts share one simulation."""
+    import dataclasses
+
+    s = plan.scenario
+    par = s.parallel
+    if all(st.layer.recompute == 0 and st.layer.recompute_flops == 0 for st in plan.stages):
+        par = dataclasses.replace(par, recompute="none")
+    return (dataclasses.replace(s, name="", description="", source="", parallel=par), plan.stages)
+
+
+class ResultMemo:
+    """LRU of simulated metrics by `sim_key`."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self._d: OrderedDict[Hashable, dict[str, Any]] = OrderedDict()
+        self.hits = 0
+
+    def get(self, key: Hashable) -> dict[str, Any] | None:
+        hit = self._d.get(key)
+        if hit is not None:
+            self._d.move_to_end(key)
+            self.hits += 1
+        return hit
+
+    def put(self, key: Hashable, value: dict[str, Any]) -> None:
+        self._d[key] = value
+        if len(self._d) > self.size:
+            self._d.popitem(last=False)
+
+
+@dataclass
+class Caches:
+    """Worker-level caches (one per process); `None` fields switch a cache off."""
+
+    comm: CommCache | None = field(default_factory=CommCache)
+    results: ResultMemo | None = field(default_factory=ResultMemo)
+
+
 def simulate_plan(plan, cache: CommCache | None = None) -> Result:
     """`simtrain.run.simulate` for an already built plan, with the Comm cache."""
     import simpy
@@ -124,9 +169,10 @@ def empty_row(task: Task) -> dict[str, Any]:
     return row
 
 
-def precheck(base: dict[str, Any], task: Task) -> tuple[dict[str, Any] | None, float]:
-    """Cheap checks in the parent: (finished invalid row, or None) and a cost estimate
-    (micro-batches x pipeline stages) used to start the slowest layouts first."""
+def precheck(base: dict[str, Any], task: Task) -> tuple[dict[str, Any] | None, float, Hashable]:
+    """Cheap checks in the parent: (finished invalid row, or None), a cost estimate
+    (micro-batches x pipeline stages) used to start the slowest layouts first, and a group
+    key (the layout's sizes) so that points sharing routes and simulations go together."""
     from simtrain.layout import make_layout
     from simtrain.sweep.base import point_scenario
 
@@ -137,11 +183,11 @@ def precheck(base: dict[str, Any], task: Task) -> tuple[dict[str, Any] | None, f
         L = make_layout(s)
     except SimtrainError as e:
         row["reason"] = _first_line(e)
-        return row, 0.0
-    return None, float(L.microbatches * L.pp * max(1, L.vp))
+        return row, 0.0, None
+    return None, float(L.microbatches * L.pp * max(1, L.vp)), (L.tp, L.cp, L.pp, L.dp, L.vp, L.micro_batch)
 
 
-def evaluate(base: dict[str, Any], task: Task, cache: CommCache | None = None, simulate_unfit: bool = True) -> dict[str, Any]:
+def evaluate(base: dict[str, Any], task: Task, caches: Caches | None = None, simulate_unfit: bool = True) -> dict[str, Any]:
     """Build, check, estimate memory and simulate one point; never raises for user errors."""
     from simtrain.memory import estimate
     from simtrain.plan import check_supported, make_plan
@@ -165,8 +211,15 @@ def evaluate(base: dict[str, Any], task: Task, cache: CommCache | None = None, s
         row["reason"] = f"does not fit: peak {mem.peak_memory_gib:.1f} GiB of {mem.capacity_gib:.0f} GiB on pipeline rank {mem.peak_stage}"
         if not simulate_unfit:
             return row
+    caches = caches or Caches(None, None)
+    key = sim_key(plan) if caches.results is not None else None
+    hit = caches.results.get(key) if caches.results is not None else None
+    if hit is not None:
+        row["simulated"] = True
+        row.update(hit)
+        return row
     try:
-        r = simulate_plan(plan, cache)
+        r = simulate_plan(plan, caches.comm)
     except SimtrainError as e:
         row.update(valid=False, reason=_first_line(e))
         return row
@@ -175,7 +228,10 @@ def evaluate(base: dict[str, Any], task: Task, cache: CommCache | None = None, s
                    f"({traceback.extract_tb(e.__traceback__)[-1].name})")
         return row
     row["simulated"] = True
-    row.update(result_metrics(r))
+    metrics = result_metrics(r)
+    if caches.results is not None:
+        caches.results.put(key, metrics)
+    row.update(metrics)
     return row
 
 

@@ -2,19 +2,23 @@
 
 Every executor returns the same rows in task order: a point's row depends only on the
 base scenario and the point (the worker caches change speed, never results). Invalid
-points are answered in the parent without dispatching them; the rest start slowest first
-(micro-batches x stages) so that the last layouts do not run alone on one core.
+points are answered in the parent without dispatching them. The rest go out in chunks
+of points with the same layout sizes (they share routes and, often, simulations), the
+costliest chunks first (micro-batches x stages) so that the last layouts do not run
+alone on one core.
 """
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
+from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 from simtrain.errors import SimtrainError
-from simtrain.sweep.evaluate import CommCache, Task, evaluate, precheck
+from simtrain.sweep.evaluate import Caches, Task, evaluate, precheck
 from simtrain.sweep.progress import Progress
 
 EXECUTORS = ("local", "ray")
@@ -33,27 +37,43 @@ def _worker_fn(kind: str) -> Callable[..., Any]:
     raise ValueError(kind)
 
 
-def _init(base: dict[str, Any], kind: str, opts: dict[str, Any]) -> None:
-    _STATE.update(base=base, kind=kind, opts=opts, cache=CommCache())
-
-
-def _work(task: Task) -> dict[str, Any]:
-    return _worker_fn(_STATE["kind"])(_STATE["base"], task, _STATE["cache"], **_STATE["opts"])
-
-
-def _ray_batch(base: dict[str, Any], tasks: list[Task], kind: str, opts: dict[str, Any]) -> list[dict[str, Any]]:
-    cache = _STATE.setdefault("cache", CommCache())
+def _run_chunk(base: dict[str, Any], chunk: list[Task], kind: str, opts: dict[str, Any]) -> list[dict[str, Any]]:
+    caches = _STATE.setdefault("caches", Caches())
     fn = _worker_fn(kind)
-    return [fn(base, t, cache, **opts) for t in tasks]
+    return [fn(base, t, caches, **opts) for t in chunk]
+
+
+def _init(base: dict[str, Any], kind: str, opts: dict[str, Any]) -> None:
+    _STATE.update(base=base, kind=kind, opts=opts, caches=Caches())
+
+
+def _work(chunk: list[Task]) -> list[dict[str, Any]]:
+    return _run_chunk(_STATE["base"], chunk, _STATE["kind"], _STATE["opts"])
 
 
 def default_jobs() -> int:
     return os.cpu_count() or 1
 
 
+def make_chunks(items: list[tuple[float, Hashable, Task]], jobs: int) -> list[list[Task]]:
+    """Group tasks by key, split groups to at most ceil(n / (2 jobs)) tasks, costliest first."""
+    groups: dict[Hashable, list[tuple[float, Task]]] = defaultdict(list)
+    for cost, key, t in items:
+        groups[key].append((cost, t))
+    cap = max(1, math.ceil(len(items) / (2 * jobs)))
+    chunks: list[tuple[float, int, list[Task]]] = []
+    for members in groups.values():
+        members.sort(key=lambda ct: ct[1].index)
+        for i in range(0, len(members), cap):
+            part = members[i:i + cap]
+            chunks.append((sum(c for c, _ in part), part[0][1].index, [t for _, t in part]))
+    chunks.sort(key=lambda c: (-c[0], c[1]))
+    return [c[2] for c in chunks]
+
+
 def run_tasks(base: dict[str, Any], tasks: list[Task], jobs: int = 0, executor: str = "local",
               address: str = "", kind: str = "row", opts: dict[str, Any] | None = None,
-              progress: Progress | None = None, precheck_rows: bool = True) -> list[dict[str, Any]]:
+              progress: Progress | None = None) -> list[dict[str, Any]]:
     """Rows for `tasks`, in task order."""
     opts = dict(opts or {})
     jobs = jobs or default_jobs()
@@ -62,17 +82,16 @@ def run_tasks(base: dict[str, Any], tasks: list[Task], jobs: int = 0, executor: 
     if executor not in EXECUTORS:
         raise SimtrainError(f"--executor {executor!r}: unknown executor; use one of {', '.join(EXECUTORS)}")
     out: dict[int, dict[str, Any]] = {}
-    todo: list[tuple[float, Task]] = []
+    todo: list[tuple[float, Hashable, Task]] = []
     for t in tasks:
-        row, cost = precheck(base, t) if precheck_rows else (None, 0.0)
+        row, cost, key = precheck(base, t)
         if row is not None:
             out[t.index] = row
             if progress:
                 progress.update()
         else:
-            todo.append((cost, t))
-    todo.sort(key=lambda ct: (-ct[0], ct[1].index))
-    ordered = [t for _, t in todo]
+            todo.append((cost, key, t))
+    chunks = make_chunks(todo, jobs)
 
     def collect(rows) -> None:
         for row in rows:
@@ -81,20 +100,21 @@ def run_tasks(base: dict[str, Any], tasks: list[Task], jobs: int = 0, executor: 
                 progress.update()
 
     if executor == "ray":
-        _run_ray(base, ordered, jobs, address, kind, opts, progress, out)
-    elif jobs == 1 or len(ordered) <= 1:
-        cache = CommCache()
+        _run_ray(base, chunks, jobs, address, kind, opts, collect)
+    elif jobs == 1 or len(todo) <= 1:
+        caches = Caches()
         fn = _worker_fn(kind)
-        collect(fn(base, t, cache, **opts) for t in ordered)
+        collect(fn(base, t, caches, **opts) for c in chunks for t in c)
     else:
         methods = mp.get_all_start_methods()
         ctx = mp.get_context("fork" if "fork" in methods else "spawn")
-        with ctx.Pool(min(jobs, len(ordered)), initializer=_init, initargs=(base, kind, opts)) as pool:
-            collect(pool.imap_unordered(_work, ordered, chunksize=1))
+        with ctx.Pool(min(jobs, len(chunks)), initializer=_init, initargs=(base, kind, opts)) as pool:
+            for rows in pool.imap_unordered(_work, chunks):
+                collect(rows)
     return [out[t.index] for t in tasks]
 
 
-def _run_ray(base, tasks: list[Task], jobs: int, address: str, kind: str, opts, progress, out) -> None:
+def _run_ray(base, chunks: list[list[Task]], jobs: int, address: str, kind: str, opts, collect) -> None:
     try:
         import ray
     except ImportError:
@@ -116,17 +136,12 @@ def _run_ray(base, tasks: list[Task], jobs: int, address: str, kind: str, opts, 
             raise SimtrainError(f"{where}: cannot start or reach Ray ({msg}); check the address (ray status) or use --executor local") from None
         started = True
     try:
-        remote = ray.remote(_ray_batch)
+        remote = ray.remote(_run_chunk)
         base_ref = ray.put(base)
-        size = max(1, min(8, len(tasks) // (4 * jobs) or 1))
-        batches = [tasks[i:i + size] for i in range(0, len(tasks), size)]
-        pending = [remote.remote(base_ref, b, kind, opts) for b in batches]
+        pending = [remote.remote(base_ref, c, kind, opts) for c in chunks]
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
-            for row in ray.get(done[0]):
-                out[row["index"]] = row
-                if progress:
-                    progress.update()
+            collect(ray.get(done[0]))
     finally:
         if started:
             ray.shutdown()
