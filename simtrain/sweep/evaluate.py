@@ -14,8 +14,9 @@ from __future__ import annotations
 import time
 import traceback
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Hashable
+from typing import Any, Hashable, Iterator
 
 from simtrain.errors import SimtrainError
 from simtrain.metrics import PARTS, Result
@@ -119,6 +120,36 @@ class Caches:
     results: ResultMemo | None = field(default_factory=ResultMemo)
 
 
+_SCHEDULES: OrderedDict[Hashable, Any] = OrderedDict()
+
+
+@contextmanager
+def schedule_cache(size: int = 512) -> Iterator[None]:
+    """Memoize `simtrain.schedule.build` while sweep code builds plans in this process.
+
+    A schedule is a pure function of (name, pp, vp, micro-batches, parameters), and its
+    validation is 90% of `make_plan` at a few hundred micro-batches; a sweep or search
+    builds the same ones many times. Scoped: the original function is back on exit."""
+    from simtrain import schedule as sched
+
+    orig = sched.build
+
+    def build(name: str, pp: int, vp: int, microbatches: int, **params: object):
+        key = (name, pp, vp, microbatches, tuple(sorted((k, v) for k, v in params.items() if v is not None)))
+        hit = _SCHEDULES.get(key)
+        if hit is None:
+            hit = _SCHEDULES[key] = orig(name, pp, vp, microbatches, **params)
+            if len(_SCHEDULES) > size:
+                _SCHEDULES.popitem(last=False)
+        return hit
+
+    sched.build = build
+    try:
+        yield
+    finally:
+        sched.build = orig
+
+
 def simulate_plan(plan, cache: CommCache | None = None) -> Result:
     """`simtrain.run.simulate` for an already built plan, with the Comm cache."""
     import simpy
@@ -197,7 +228,8 @@ def evaluate(base: dict[str, Any], task: Task, caches: Caches | None = None, sim
     try:
         s = point_scenario(base, task.values)
         row.update(_layout_fields(s))
-        plan = make_plan(s)
+        with schedule_cache():
+            plan = make_plan(s)
         check_supported(s)
     except SimtrainError as e:
         row["reason"] = _first_line(e)

@@ -15,7 +15,8 @@ import multiprocessing as mp
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Hashable
+from contextlib import contextmanager
+from typing import Any, Callable, Hashable, Iterator
 
 from simtrain.errors import SimtrainError
 from simtrain.sweep.evaluate import Caches, Task, evaluate, precheck
@@ -114,27 +115,47 @@ def run_tasks(base: dict[str, Any], tasks: list[Task], jobs: int = 0, executor: 
     return [out[t.index] for t in tasks]
 
 
-def _run_ray(base, chunks: list[list[Task]], jobs: int, address: str, kind: str, opts, collect) -> None:
+def _ray_init(address: str, jobs: int) -> bool:
+    """Start or join Ray unless it is up already; True when this call started it."""
     try:
         import ray
     except ImportError:
         raise SimtrainError("--executor ray: ray is not installed; pip install 'simtrain[ray]' (or ray), or use --executor local") from None
-    started = False
-    if not ray.is_initialized():
-        root = str(Path(__file__).resolve().parents[2])  # so Ray workers import this simtrain
-        env = {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
-        kwargs: dict[str, Any] = dict(runtime_env={"env_vars": env}, log_to_driver=False, include_dashboard=False)
-        if address:
-            kwargs["address"] = address
-        else:
-            kwargs["num_cpus"] = jobs
-        try:
-            ray.init(**kwargs)
-        except Exception as e:  # ConnectionError, RuntimeError, ... from Ray
-            where = f"--address {address!r}" if address else "--executor ray"
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise SimtrainError(f"{where}: cannot start or reach Ray ({msg}); check the address (ray status) or use --executor local") from None
-        started = True
+    if ray.is_initialized():
+        return False
+    root = str(Path(__file__).resolve().parents[2])  # so Ray workers import this simtrain
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
+    kwargs: dict[str, Any] = dict(runtime_env={"env_vars": env}, log_to_driver=False, include_dashboard=False)
+    if address:
+        kwargs["address"] = address
+    else:
+        kwargs["num_cpus"] = jobs
+    try:
+        ray.init(**kwargs)
+    except Exception as e:  # ConnectionError, RuntimeError, ... from Ray
+        where = f"--address {address!r}" if address else "--executor ray"
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SimtrainError(f"{where}: cannot start or reach Ray ({msg}); check the address (ray status) or use --executor local") from None
+    return True
+
+
+@contextmanager
+def ray_session(executor: str, address: str = "", jobs: int = 0) -> Iterator[None]:
+    """Keep one Ray session across several run_tasks calls (a no-op for local)."""
+    started = executor == "ray" and _ray_init(address, jobs or default_jobs())
+    try:
+        yield
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def _run_ray(base, chunks: list[list[Task]], jobs: int, address: str, kind: str, opts, collect) -> None:
+    started = _ray_init(address, jobs)
+    import ray
+
     try:
         remote = ray.remote(_run_chunk)
         base_ref = ray.put(base)
