@@ -200,6 +200,7 @@ def search(base: dict[str, Any], space: Space, top: int = 5, jobs: int = 0, exec
         rows = run_tasks(base, tasks, jobs, executor, address, kind="bound", progress=bar)
         bar.close()
         for r in rows:
+            r.setdefault("mfu_bound", None)
             r["status"] = "invalid" if not r["valid"] else ("does not fit" if not r["fits_in_memory"] else "")
         live = sorted((r for r in rows if r["mfu_bound"] is not None), key=lambda r: (-r["mfu_bound"], r["index"]))
         bar = Progress(len(live), "search: simulate", enabled=progress)

@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     res = search(base, space, args.top, args.jobs, args.executor, args.address, progress=not args.no_progress,
                  layers=s.model.num_hidden_layers, world=world, pinned_ends=pinned)
     if args.out:
-        cols = columns(list(space.__dataclass_fields__ and [])) + ["status", "mfu_bound"]
+        cols = columns([]) + ["status", "mfu_bound"]
         write_csv(args.out, res.rows, cols)
     head = {"scenario": base.get("name"), "model": s.model.name, "gpus": world, "device": topo.device.name,
             "global_batch": gb, "seq_len": s.training.seq_len, "counts": res.counts}

@@ -54,8 +54,7 @@ def plot_sweep(rows: list[dict[str, Any]], axes: list[tuple[str, tuple]], path: 
                 if (x, y) in best:
                     grid[i, j] = 100 * best[(x, y)]
         fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(vx) + 3), max(3.5, 0.6 * len(vy) + 2)))
-        cmap = matplotlib.colormaps["viridis"].copy()
-        cmap.set_bad("#dddddd")
+        cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#dddddd")
         im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, origin="lower", aspect="auto")
         finite = grid[~np.isnan(grid)]
         lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
