@@ -18,7 +18,10 @@ Pruning, in order (no rule knows which layouts are "good"; each only skips work)
     reason is kept), e.g. global batch not divisible by DP x micro-batch;
  2. does not fit: simtrain.memory's per-rank peak estimate on the plan, without
     simulating, exceeds the device memory;
- 3. cannot win: an upper bound on MFU from compute alone, with no communication and
+ 3. duplicate: the candidate's plan has the same costs and memory as an earlier one, so
+    its simulation would be identical (selective recomputation with FlashAttention costs
+    nothing: FlashAttention already recomputes the attention core);
+ 4. cannot win: an upper bound on MFU from compute alone, with no communication and
     no pipeline stall beyond the unavoidable fill and drain, is below the K-th best MFU
     simulated so far (K = --top). The bound is the step-time lower bound
         max over pipeline ranks r of  max( pre_r + work_r + opt_r ,
@@ -36,6 +39,7 @@ recompute none before selective before full, sequence parallelism off before on.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,7 +155,7 @@ def bound_task(base: dict[str, Any], task, caches=None) -> dict[str, Any]:
     from simtrain.memory import estimate
     from simtrain.plan import check_supported, make_plan
     from simtrain.sweep.base import point_scenario
-    from simtrain.sweep.evaluate import _first_line, _layout_fields, empty_row, schedule_cache
+    from simtrain.sweep.evaluate import _first_line, _layout_fields, empty_row, schedule_cache, sim_key
 
     row = empty_row(task)
     row["mfu_bound"] = None
@@ -173,6 +177,9 @@ def bound_task(base: dict[str, Any], task, caches=None) -> dict[str, Any]:
         row["reason"] = f"does not fit: peak {mem.peak_memory_gib:.1f} GiB of {mem.capacity_gib:.0f} GiB on pipeline rank {mem.peak_stage}"
         return row
     row["mfu_bound"] = mfu_bound(plan)
+    # candidates that simulate identically (e.g. selective recomputation with FlashAttention,
+    # which costs nothing, vs none) and use the same memory are one layout: keep the first
+    row["equiv"] = hashlib.sha1(repr((sim_key(plan), round(mem.peak_bytes))).encode()).hexdigest()[:16]
     return row
 
 
@@ -202,7 +209,17 @@ def search(base: dict[str, Any], space: Space, top: int = 5, jobs: int = 0, exec
         for r in rows:
             r.setdefault("mfu_bound", None)
             r["status"] = "invalid" if not r["valid"] else ("does not fit" if not r["fits_in_memory"] else "")
-        live = sorted((r for r in rows if r["mfu_bound"] is not None), key=lambda r: (-r["mfu_bound"], r["index"]))
+        first: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            if r["mfu_bound"] is None:
+                continue
+            twin = first.setdefault(r["equiv"], r)
+            if twin is not r:
+                r["status"] = "duplicate"
+                r["reason"] = (f"simulates exactly as candidate {twin['index']} (recompute {twin['recompute']}, "
+                               f"schedule {twin['schedule']}): same costs and memory")
+        live = sorted((r for r in rows if r["mfu_bound"] is not None and r["status"] != "duplicate"),
+                      key=lambda r: (-r["mfu_bound"], r["index"]))
         bar = Progress(len(live), "search: simulate", enabled=progress)
         simulated: list[dict[str, Any]] = []
         batch = max(4, 2 * (jobs or 1))
@@ -233,7 +250,7 @@ def search(base: dict[str, Any], space: Space, top: int = 5, jobs: int = 0, exec
         bar.close()
     ranked = sorted(simulated, key=lambda r: (-r["mfu"], r["index"]))
     counts = {"candidates": len(rows)}
-    for st in ("invalid", "does not fit", "cannot win", "simulated"):
+    for st in ("invalid", "does not fit", "duplicate", "cannot win", "simulated"):
         counts[st] = sum(1 for r in rows if r["status"] == st)
     return SearchResult(rows, ranked, counts)
 

@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"simtrain search: {head['scenario']}: {s.model.name} on {world:,} x {topo.device.name}, "
           f"{gb:,} sequences x {s.training.seq_len:,} tokens per step")
     print(f"  {c['candidates']:,} candidates: {c['invalid']:,} invalid, {c['does not fit']:,} do not fit in memory, "
-          f"{c['cannot win']:,} cannot win (MFU bound), {c['simulated']:,} simulated")
+          f"{c['duplicate']:,} duplicates, {c['cannot win']:,} cannot win (MFU bound), {c['simulated']:,} simulated")
     if not res.ranked:
         print("  no valid layout fits in memory; widen the space (--tp, --pp, --cp, --recompute) or add GPUs")
         return 1
