@@ -10,6 +10,7 @@ alone on one core.
 
 from __future__ import annotations
 
+import logging
 import math
 import multiprocessing as mp
 import os
@@ -125,8 +126,10 @@ def _ray_init(address: str, jobs: int) -> bool:
         return False
     root = str(Path(__file__).resolve().parents[2])  # so Ray workers import this simtrain
     env = {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
-    kwargs: dict[str, Any] = dict(runtime_env={"env_vars": env}, log_to_driver=False, include_dashboard=False)
+    kwargs: dict[str, Any] = dict(runtime_env={"env_vars": env}, log_to_driver=False, include_dashboard=False,
+                                  logging_level=logging.ERROR)
     if address:
+        _check_reachable(address)
         kwargs["address"] = address
     else:
         kwargs["num_cpus"] = jobs
@@ -137,6 +140,21 @@ def _ray_init(address: str, jobs: int) -> bool:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SimtrainError(f"{where}: cannot start or reach Ray ({msg}); check the address (ray status) or use --executor local") from None
     return True
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a host:port nobody listens on (Ray itself retries for minutes)."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    if hostport in ("auto", "local") or ":" not in hostport:
+        return
+    host, _, port = hostport.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as e:
+        raise SimtrainError(f"--address {address!r}: nothing answers there ({getattr(e, 'strerror', None) or e}); "
+                            f"check the Ray head's address (ray status), or leave --address out for a local Ray") from None
 
 
 @contextmanager
