@@ -52,6 +52,7 @@ class ModelConfig:
     max_position_embeddings: int = 0
     tie_word_embeddings: bool = False
     norm: str = "rmsnorm"  # "rmsnorm" or "layernorm"
+    hf_config: str = ""  # path of a Hugging Face config.json to read the shape from (simtrain/hf.py)
 
 
 @dataclass(frozen=True)

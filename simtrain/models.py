@@ -56,12 +56,21 @@ def model_config(raw: dict[str, Any]) -> ModelConfig:
     """Build the [model] section: a catalog `name`, inline HF keys, or a name plus overrides."""
     name = raw.get("name", "")
     base: dict[str, Any] = {}
-    if name:
+    hf = raw.get("hf_config", "")
+    if hf:
+        from simtrain.hf import default_name, read_hf_config
+
+        if not isinstance(hf, str):
+            raise bad("model.hf_config", hf, "expected a string", 'write hf_config = "path/to/config.json"')
+        # hf_config replaces a catalog model.name (so `--set model.hf_config=...` works on
+        # any scenario); the model is then named after the file's folder.
+        base = dict(read_hf_config(hf), name=default_name(hf))
+    elif name:
         if not isinstance(name, str) or name not in CATALOG:
             raise bad("model.name", name, "not in the model catalog",
                       f"use one of {', '.join(CATALOG)} or give the shape inline (num_hidden_layers, hidden_size, ...)")
         base = dict(CATALOG[name], name=name)
-    cfg = build_section("model", {**base, **raw})
+    cfg = build_section("model", {**base, **{k: v for k, v in raw.items() if not (hf and k == "name")}})
     for key in _REQUIRED:
         if getattr(cfg, key) <= 0:
             raise bad(f"model.{key}", getattr(cfg, key), "missing or not positive",

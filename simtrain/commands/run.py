@@ -15,6 +15,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "and where the time goes. Without a scenario, runs the default (Llama 3 405B on 8,192 H100s).",
     )
     add_scenario_args(p)
+    from simtrain.commands.scenario_inputs import add_megatron_arg
+
+    add_megatron_arg(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--timeline", metavar="FILE", help="draw the per-device Gantt chart (.png or .svg)")
     p.add_argument("--trace", metavar="FILE", help="write a Chrome/Perfetto trace (.json)")
@@ -43,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
         path = getattr(args, opt)
         if path and not path.lower().endswith(exts):
             raise SimtrainError(f"--{opt} {path!r}: unsupported file type; use a name ending in {' or '.join(exts)}")
-    scenario = load_scenario(args.scenario, args.overrides)
+    from simtrain.commands.scenario_inputs import scenario_overrides
+
+    scenario = load_scenario(args.scenario, scenario_overrides(args))
     result = simulate(scenario)
     plan = result.extra["plan"]
     names = device_names(plan)

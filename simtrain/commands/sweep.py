@@ -1,0 +1,111 @@
+"""`simtrain sweep`: simulate every combination of --grid values; CSV/Parquet/JSON/plot."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from simtrain.commands import add_scenario_args
+
+
+def add_executor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--jobs", type=int, default=0, metavar="N", help="local worker processes (default: every core)")
+    p.add_argument("--executor", default="local", choices=("local", "ray"),
+                   help="local processes (default) or a Ray cluster (pip install 'simtrain[ray]')")
+    p.add_argument("--address", default="", metavar="ADDR",
+                   help="Ray cluster address (e.g. auto or ray://host:10001); default: start a local Ray")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "sweep", help="simulate every layout of a grid of scenario values",
+        description="Simulate every combination of the --grid values on top of a scenario. The GPU "
+        "count and the global batch stay those of the scenario (DP follows unless swept). Invalid "
+        "layouts are kept with their reason; layouts that do not fit in memory are marked (and still "
+        "simulated unless --skip-oom). One row per layout goes to a CSV (and Parquet).",
+    )
+    add_scenario_args(p)
+    from simtrain.commands.scenario_inputs import add_megatron_arg
+
+    add_megatron_arg(p)
+    p.add_argument("--grid", action="append", default=[], metavar="SECTION.KEY=V1,V2,...",
+                   help="values of one scenario key, e.g. --grid parallel.tp=1,2,4,8 (repeatable)")
+    p.add_argument("--out", default="sweep.csv", metavar="FILE.csv", help="CSV of all rows (default sweep.csv)")
+    p.add_argument("--parquet", metavar="FILE", help="also write Parquet (needs pyarrow)")
+    p.add_argument("--top", type=int, default=10, metavar="K", help="rows in the printed table, by MFU (default 10)")
+    p.add_argument("--json", action="store_true", help="print all rows as JSON instead of the table")
+    p.add_argument("--plot", metavar="FILE.png", help="MFU heatmap over two swept keys (or MFU against one)")
+    p.add_argument("--plot-axes", metavar="KEY[,KEY]", help="swept keys to plot (default: the first two with several values)")
+    p.add_argument("--skip-oom", action="store_true",
+                   help="do not simulate layouts that do not fit in memory (their metrics stay empty)")
+    add_executor_args(p)
+    return p
+
+
+def _plot_axes(axes, spec: str | None):
+    from simtrain.errors import SimtrainError
+
+    if spec:
+        want = [s.strip() for s in spec.split(",") if s.strip()]
+        by_key = dict(axes)
+        bad = [w for w in want if w not in by_key]
+        if bad or not 1 <= len(want) <= 2:
+            raise SimtrainError(f"--plot-axes {spec!r}: give one or two swept keys among {', '.join(by_key)}")
+        return [(w, by_key[w]) for w in want]
+    multi = [a for a in axes if len(a[1]) > 1]
+    return (multi or axes)[:2]
+
+
+def run(args: argparse.Namespace) -> int:
+    from simtrain.commands.scenario_inputs import scenario_overrides
+    from simtrain.errors import SimtrainError
+    from simtrain.report import dumps
+    from simtrain.sweep import Task, expand, parse_grid, prepare_base, run_tasks
+    from simtrain.sweep.evaluate import columns
+    from simtrain.sweep.output import top_table, write_csv, write_parquet
+    from simtrain.sweep.progress import Progress
+
+    if not args.grid:
+        raise SimtrainError("sweep: no --grid given; add e.g. --grid parallel.tp=1,2,4,8 --grid parallel.pp=1,2,4")
+    if args.top < 0:
+        raise SimtrainError(f"--top {args.top}: must be 0 or more")
+    if args.plot and not args.plot.lower().endswith((".png", ".svg")):
+        raise SimtrainError(f"--plot {args.plot!r}: unsupported file type; use a name ending in .png or .svg")
+    axes = parse_grid(args.grid)
+    swept = [k for k, _ in axes]
+    plot_axes = _plot_axes(axes, args.plot_axes) if args.plot else None
+    base = prepare_base(args.scenario, scenario_overrides(args), swept)
+    points = expand(axes)
+    tasks = [Task(i, v) for i, v in enumerate(points)]
+    progress = Progress(len(tasks), "sweep", enabled=not args.no_progress)
+    rows = run_tasks(base, tasks, args.jobs, args.executor, args.address,
+                     opts={"simulate_unfit": not args.skip_oom}, progress=progress)
+    progress.close()
+    cols = columns(swept)
+    write_csv(args.out, rows, cols)
+    if args.parquet:
+        write_parquet(args.parquet, rows, cols)
+    if args.plot:
+        from simtrain.plots.sweep import plot_sweep
+
+        title = f"{base.get('name', 'sweep')}: best MFU, {len(rows)} layouts"
+        try:
+            plot_sweep(rows, plot_axes, args.plot, title)
+        except OSError as e:
+            raise SimtrainError(f"--plot {args.plot!r}: cannot write it ({e.strerror}); check the folder exists and is writable") from None
+    if args.json:
+        print(dumps([{c: r.get(c) for c in cols} for r in rows]))
+        return 0
+    n_valid = sum(1 for r in rows if r["valid"])
+    n_fit = sum(1 for r in rows if r["valid"] and r["fits_in_memory"])
+    errors = [r for r in rows if str(r.get("reason", "")).startswith("simulator error")]
+    print(f"simtrain sweep: {base.get('name')}: {len(rows)} layouts, {n_valid} valid, {n_fit} fit in memory, "
+          f"{len(rows) - n_valid} invalid (reasons in {args.out})")
+    if args.top:
+        print(top_table(rows, swept, args.top))
+    wrote = [args.out] + [x for x in (args.parquet, args.plot) if x]
+    print(f"  wrote {', '.join(wrote)}")
+    if errors:
+        print(f"simtrain: warning: {len(errors)} layouts hit a simulator error (reason column); first: {errors[0]['reason']}", file=sys.stderr)
+    return 0

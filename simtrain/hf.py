@@ -1,0 +1,111 @@
+"""Hugging Face `config.json` -> [model] keys (`model.hf_config = "path/config.json"`).
+
+Dense decoder-only transformers only: Llama (1/2/3), Mistral, Qwen2 and GPT-NeoX style
+configs. The mapping:
+
+    num_hidden_layers, hidden_size, intermediate_size, num_attention_heads,
+    num_key_value_heads, vocab_size, head_dim, tie_word_embeddings   copied as they are
+    hidden_act  silu/swiglu -> mlp = "gated" (SwiGLU: gate, up, down)
+                gelu*/relu  -> mlp = "plain" (up, down)
+    rms_norm_eps -> norm = "rmsnorm"; layer_norm_eps -> norm = "layernorm"
+    attention_bias / mlp_bias (Llama), GPT-NeoX (biases on every linear) -> bias
+    rotary embeddings everywhere (position_embedding = "rope")
+
+Accepted but not modelled: `use_parallel_residual` (GPT-NeoX: same GEMMs and FLOPs, only
+the order of the residual adds differs), `sliding_window` (Mistral: attention over a
+window; we count full causal attention, as PaLM's MFU formula does), `rope_scaling`,
+Qwen2's q/k/v biases (a few thousand parameters per layer). Mixture-of-experts and
+state-space models fail with one line naming the key that says so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from simtrain.errors import SimtrainError
+
+ARCHITECTURES = {
+    "LlamaForCausalLM": "llama",
+    "MistralForCausalLM": "mistral",
+    "Qwen2ForCausalLM": "qwen2",
+    "GPTNeoXForCausalLM": "gpt_neox",
+}
+MODEL_TYPES = set(ARCHITECTURES.values())
+MOE_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts", "num_experts_per_tok")
+GATED_ACTS = ("silu", "swiglu", "swish")
+PLAIN_ACTS = ("gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "relu", "gelu_python")
+COPIED = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "vocab_size")
+FIELD = "model.hf_config"
+
+
+def read_hf_config(path: str) -> dict[str, Any]:
+    """Load and check one config.json; return [model] keys for simtrain."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except OSError as e:
+        raise SimtrainError(f"{FIELD} = {path!r}: cannot read it ({e.strerror}); give the path of a Hugging Face config.json") from None
+    except json.JSONDecodeError as e:
+        raise SimtrainError(f"{FIELD} = {path!r}: not valid JSON ({e.msg} at line {e.lineno}); fix the file") from None
+    if not isinstance(data, dict):
+        raise SimtrainError(f"{FIELD} = {path!r}: expected a JSON object of config keys; give a Hugging Face config.json")
+    return hf_to_model(data, path)
+
+
+def _fail(path: str, key: str, value: Any, problem: str) -> SimtrainError:
+    return SimtrainError(
+        f"{FIELD} = {path!r}: {key} = {value!r} {problem}; simtrain reads dense decoder configs "
+        f"(architectures {', '.join(ARCHITECTURES)}) or give the shape inline in [model]"
+    )
+
+
+def hf_to_model(cfg: dict[str, Any], path: str = "config.json") -> dict[str, Any]:
+    archs = cfg.get("architectures") or []
+    if isinstance(archs, str):
+        archs = [archs]
+    mtype = cfg.get("model_type", "")
+    for key in MOE_KEYS:
+        v = cfg.get(key)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 1:
+            raise _fail(path, key, v, "is a mixture-of-experts model, which is not supported")
+    unknown = [a for a in archs if a not in ARCHITECTURES]
+    if unknown:
+        raise _fail(path, "architectures", unknown[0], "is not a supported architecture")
+    if mtype and mtype not in MODEL_TYPES:
+        raise _fail(path, "model_type", mtype, "is not a supported model type")
+    if not archs and not mtype:
+        raise SimtrainError(f"{FIELD} = {path!r}: has neither architectures nor model_type; give a Hugging Face config.json of a Llama, Mistral, Qwen2 or GPT-NeoX model")
+    family = mtype or ARCHITECTURES[archs[0]]
+    out: dict[str, Any] = {}
+    for key in COPIED:
+        if key not in cfg:
+            raise SimtrainError(f"{FIELD} = {path!r}: missing key {key}; add it to the file or give [model] {key} inline")
+        out[key] = cfg[key]
+    kv = cfg.get("num_key_value_heads")
+    if kv is not None:
+        out["num_key_value_heads"] = kv
+    if cfg.get("head_dim") is not None:
+        out["head_dim"] = cfg["head_dim"]
+    act = str(cfg.get("hidden_act", cfg.get("activation_function", "silu" if family != "gpt_neox" else "gelu")))
+    if act in GATED_ACTS:
+        out["mlp"] = "gated"
+    elif act in PLAIN_ACTS:
+        out["mlp"] = "plain"
+    else:
+        raise _fail(path, "hidden_act", act, f"is not an activation simtrain knows (gated: {', '.join(GATED_ACTS)}; plain: {', '.join(PLAIN_ACTS)})")
+    out["tie_word_embeddings"] = bool(cfg.get("tie_word_embeddings", False))
+    out["norm"] = "layernorm" if ("layer_norm_eps" in cfg and "rms_norm_eps" not in cfg) else "rmsnorm"
+    out["position_embedding"] = "rope"
+    if family == "gpt_neox":
+        out["bias"] = bool(cfg.get("use_bias", True))
+    else:
+        out["bias"] = bool(cfg.get("attention_bias", False) or cfg.get("mlp_bias", False))
+    return out
+
+
+def default_name(path: str) -> str:
+    """A readable model name: the config's folder (e.g. Meta-Llama-3-8B) or the file stem."""
+    p = Path(path)
+    return p.parent.name if p.stem == "config" and p.parent.name else p.stem

@@ -1,0 +1,271 @@
+"""`simtrain search`: the best valid layout for a model, cluster and global batch.
+
+Search space (each dimension overridable on the command line):
+    tp        divisors of the attention heads (and compatible with the key/value heads)
+              up to the GPUs of one node (TP stays on NVLink unless --tp says otherwise)
+    cp        1, 2, 4, 8 where 2*cp divides the sequence length
+    pp        divisors of the layer count up to the GPUs / (tp*cp)
+    vp        1..8 dividing the layers per pipeline rank (vp > 1 only with pp > 1)
+    micro-batch 1, 2, 4, 8;  recompute none, selective, full
+    sequence parallelism off and on (when tp > 1)
+    schedules 1f1b (vp = 1) and interleaved (vp > 1): Megatron-LM's; --schedules adds
+              zb-h1, llama3, bfs, gpipe
+DP follows from the GPU count; the global batch stays the scenario's. ZeRO stage,
+FlashAttention and everything else stay the scenario's.
+
+Pruning, in order (no rule knows which layouts are "good"; each only skips work):
+ 1. invalid: the layout, plan or schedule is rejected by simtrain itself (the one-line
+    reason is kept), e.g. global batch not divisible by DP x micro-batch;
+ 2. does not fit: simtrain.memory's per-rank peak estimate on the plan, without
+    simulating, exceeds the device memory;
+ 3. duplicate: the candidate's plan has the same costs and memory as an earlier one, so
+    its simulation would be identical (selective recomputation with FlashAttention costs
+    nothing: FlashAttention already recomputes the attention core);
+ 4. cannot win: an upper bound on MFU from compute alone, with no communication and
+    no pipeline stall beyond the unavoidable fill and drain, is below the K-th best MFU
+    simulated so far (K = --top). The bound is the step-time lower bound
+        max over pipeline ranks r of  max( pre_r + work_r + opt_r ,
+                                           pre_r + M*fb_r + post_r )
+    with work_r all of r's compute for M micro-batches (forward, backward, weight
+    gradients, recomputation), fb_r the same without split-off weight gradients,
+    pre_r the forwards of the virtual stages before r's first one (one micro-batch must
+    flow through them before r can start) and post_r their backwards (after r's last
+    backward). Every simulated step is at least this long, so no pruned layout could
+    have entered the top K. Candidates are simulated best bound first, in rounds, so the
+    threshold rises quickly.
+Ties in MFU go to the candidate listed first: smaller TP, CP, PP, VP, micro-batch,
+recompute none before selective before full, sequence parallelism off before on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from simtrain.errors import SimtrainError
+
+RECOMPUTE = ("none", "selective", "full")
+DEFAULT_SCHEDULES = ("1f1b", "interleaved")
+VP_SCHEDULES = {"interleaved", "llama3", "bfs"}  # take vp > 1
+
+
+@dataclass(frozen=True)
+class Space:
+    tp: tuple[int, ...]
+    cp: tuple[int, ...]
+    pp: tuple[int, ...]
+    vp: tuple[int, ...]
+    micro_batch: tuple[int, ...]
+    recompute: tuple[str, ...]
+    sequence_parallel: tuple[bool, ...]
+    schedules: tuple[str, ...]
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def default_space(s, world: int, gpus_per_node: int) -> Space:
+    m = s.model
+    kv = m.num_key_value_heads or m.num_attention_heads
+    tp = tuple(d for d in _divisors(m.num_attention_heads)
+               if d <= max(1, gpus_per_node) and world % d == 0 and (kv % d == 0 or d % kv == 0))
+    cp = tuple(c for c in (1, 2, 4, 8) if s.training.seq_len % (2 * c) == 0 or c == 1)
+    pp = tuple(d for d in _divisors(m.num_hidden_layers) if world % d == 0)
+    return Space(tp, cp, pp, tuple(range(1, 9)), (1, 2, 4, 8), RECOMPUTE, (False, True), DEFAULT_SCHEDULES)
+
+
+def _schedules_for(vp: int, schedules: tuple[str, ...]) -> list[str]:
+    """Schedules to try at this vp: vp > 1 needs an interleaving schedule; at vp = 1 the
+    interleaving ones equal 1f1b/gpipe, so they are tried only when no plain one is listed."""
+    from simtrain import schedule as sched
+
+    inter = [n for n in schedules if sched.REGISTRY[n].interleaved]
+    plain = [n for n in schedules if not sched.REGISTRY[n].interleaved]
+    if vp > 1:
+        return inter
+    return plain or inter
+
+
+def candidates(space: Space, layers: int, world: int, pinned_ends: bool = False) -> list[dict[str, Any]]:
+    """Every combination that can be a layout at all (cheap arithmetic only; simtrain's own
+    checks reject the rest with their reasons)."""
+    out = []
+    for tp in space.tp:
+        for cp in space.cp:
+            for pp in space.pp:
+                if world % (tp * cp * pp):
+                    continue
+                for vp in space.vp:
+                    if vp > 1 and pp == 1:
+                        continue
+                    if not pinned_ends and layers % (pp * vp):
+                        continue
+                    for mb in space.micro_batch:
+                        for rc in space.recompute:
+                            for sp in space.sequence_parallel:
+                                if sp and tp == 1:
+                                    continue
+                                for name in _schedules_for(vp, space.schedules):
+                                    out.append({"parallel.tp": tp, "parallel.cp": cp, "parallel.pp": pp,
+                                                "parallel.vp": vp, "parallel.micro_batch": mb,
+                                                "parallel.recompute": rc, "parallel.sequence_parallel": sp,
+                                                "schedule.name": name})
+    return out
+
+
+def step_time_bound(plan) -> float:
+    """Lower bound on the step time from compute alone (see the module docstring)."""
+    L = plan.layout
+    M = L.microbatches
+    sched = plan.schedule
+    split = sched.split_backward
+    F, B, W, R = {}, {}, {}, {}
+    for st in plan.stages:
+        lc, ends = st.layer, [e for e in (st.embed, st.head) if e]
+        F[st.index] = st.layers * (lc.fwd[0] + lc.fwd[1]) + sum(e.fwd for e in ends)
+        B[st.index] = st.layers * (lc.bwd_input[0] + lc.bwd_input[1]) + sum(e.bwd_input for e in ends)
+        W[st.index] = st.layers * lc.bwd_weight + sum(e.bwd_weight for e in ends)
+        R[st.index] = st.layers * lc.recompute
+    best = 0.0
+    for r in range(L.pp):
+        mine = [v for v in range(len(plan.stages)) if sched.placement[v] == r]
+        if not mine:
+            continue
+        v0 = min(mine)
+        pre = sum(F[v] for v in range(v0))
+        post = sum(B[v] for v in range(v0))
+        work = M * sum(F[v] + B[v] + W[v] + R[v] for v in mine)
+        fb = M * sum(F[v] + B[v] + R[v] + (0.0 if split else W[v]) for v in mine)
+        best = max(best, pre + work + plan.optimizer_s.get(r, 0.0), pre + fb + post)
+    return best
+
+
+def mfu_bound(plan) -> float:
+    lb = step_time_bound(plan)
+    if lb <= 0:
+        return 1.0
+    flops = plan.model.model_flops_per_token * plan.tokens_per_step
+    return flops / (lb * plan.num_gpus * plan.device.peak_flops)
+
+
+def bound_task(base: dict[str, Any], task, caches=None) -> dict[str, Any]:
+    """Phase 1 of the search, in a worker: plan, memory, MFU bound; no simulation."""
+    from simtrain.memory import estimate
+    from simtrain.plan import check_supported, make_plan
+    from simtrain.sweep.base import point_scenario
+    from simtrain.sweep.evaluate import _first_line, _layout_fields, empty_row, schedule_cache, sim_key
+
+    row = empty_row(task)
+    row["mfu_bound"] = None
+    try:
+        s = point_scenario(base, task.values)
+        row.update(_layout_fields(s))
+        with schedule_cache():
+            plan = make_plan(s)
+        check_supported(s)
+    except SimtrainError as e:
+        row["reason"] = _first_line(e)
+        return row
+    row.update(_layout_fields(s, plan))
+    row["valid"] = True
+    mem = estimate(plan)
+    row["fits_in_memory"] = mem.fits_in_memory
+    row["peak_memory_gib"] = mem.peak_memory_gib
+    if not mem.fits_in_memory:
+        row["reason"] = f"does not fit: peak {mem.peak_memory_gib:.1f} GiB of {mem.capacity_gib:.0f} GiB on pipeline rank {mem.peak_stage}"
+        return row
+    row["mfu_bound"] = mfu_bound(plan)
+    # candidates that simulate identically (e.g. selective recomputation with FlashAttention,
+    # which costs nothing, vs none) and use the same memory are one layout: keep the first
+    row["equiv"] = hashlib.sha1(repr((sim_key(plan), round(mem.peak_bytes))).encode()).hexdigest()[:16]
+    return row
+
+
+@dataclass
+class SearchResult:
+    rows: list[dict[str, Any]]  # every candidate, with status
+    ranked: list[dict[str, Any]]  # simulated rows, best MFU first
+    counts: dict[str, int]
+
+
+def search(base: dict[str, Any], space: Space, top: int = 5, jobs: int = 0, executor: str = "local",
+           address: str = "", progress: bool = False, layers: int = 0, world: int = 0,
+           pinned_ends: bool = False) -> SearchResult:
+    from simtrain.sweep.evaluate import Task
+    from simtrain.sweep.executors import ray_session, run_tasks
+    from simtrain.sweep.progress import Progress
+
+    points = candidates(space, layers, world, pinned_ends)
+    if not points:
+        raise SimtrainError("search: the search space is empty; widen --tp/--pp/--cp/--vp/--micro-batch or check the GPU count")
+    tasks = [Task(i, v) for i, v in enumerate(points)]
+    k = max(1, top)
+    with ray_session(executor, address, jobs):
+        bar = Progress(len(tasks), "search: bounds", enabled=progress)
+        rows = run_tasks(base, tasks, jobs, executor, address, kind="bound", progress=bar)
+        bar.close()
+        for r in rows:
+            r.setdefault("mfu_bound", None)
+            r["status"] = "invalid" if not r["valid"] else ("does not fit" if not r["fits_in_memory"] else "")
+        first: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            if r["mfu_bound"] is None:
+                continue
+            twin = first.setdefault(r["equiv"], r)
+            if twin is not r:
+                r["status"] = "duplicate"
+                r["reason"] = (f"simulates exactly as candidate {twin['index']} (recompute {twin['recompute']}, "
+                               f"schedule {twin['schedule']}): same costs and memory")
+        live = sorted((r for r in rows if r["mfu_bound"] is not None and r["status"] != "duplicate"),
+                      key=lambda r: (-r["mfu_bound"], r["index"]))
+        bar = Progress(len(live), "search: simulate", enabled=progress)
+        simulated: list[dict[str, Any]] = []
+        batch = max(4, 2 * (jobs or 1))
+        i = 0
+        while i < len(live):
+            best = sorted((r["mfu"] for r in simulated), reverse=True)
+            threshold = best[k - 1] if len(best) >= k else -1.0
+            chunk = []
+            while i < len(live) and len(chunk) < batch and live[i]["mfu_bound"] >= threshold:
+                chunk.append(live[i])
+                i += 1
+            if not chunk:
+                for r in live[i:]:
+                    r["status"] = "cannot win"
+                    r["reason"] = (f"MFU bound {100 * r['mfu_bound']:.1f}% below the {_ordinal(k)} best "
+                                   f"simulated {100 * threshold:.1f}%")
+                bar.update(len(live) - i)
+                break
+            out = run_tasks(base, [Task(r["index"], points[r["index"]]) for r in chunk], jobs, executor, address, kind="row")
+            for r, o in zip(chunk, out):
+                bound = r["mfu_bound"]
+                r.update(o)
+                r["mfu_bound"] = bound
+                r["status"] = "simulated" if o["simulated"] else "invalid"
+                if o["simulated"]:
+                    simulated.append(r)
+            bar.update(len(chunk))
+        bar.close()
+    ranked = sorted(simulated, key=lambda r: (-r["mfu"], r["index"]))
+    counts = {"candidates": len(rows)}
+    for st in ("invalid", "does not fit", "duplicate", "cannot win", "simulated"):
+        counts[st] = sum(1 for r in rows if r["status"] == st)
+    return SearchResult(rows, ranked, counts)
+
+
+def _ordinal(k: int) -> str:
+    return {1: "1st", 2: "2nd", 3: "3rd"}.get(k, f"{k}th")
+
+
+def set_args(row: dict[str, Any]) -> str:
+    """The winner as --set options to paste into `simtrain run`."""
+    keys = [("parallel.tp", "tp"), ("parallel.cp", "cp"), ("parallel.pp", "pp"), ("parallel.vp", "vp"),
+            ("parallel.micro_batch", "micro_batch"), ("parallel.recompute", "recompute"),
+            ("parallel.sequence_parallel", "sequence_parallel"), ("schedule.name", "schedule")]
+    parts = []
+    for key, col in keys:
+        v = row[col]
+        parts.append(f"--set {key}={str(v).lower() if isinstance(v, bool) else v}")
+    return " ".join(parts) + " --set parallel.dp=0"

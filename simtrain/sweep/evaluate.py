@@ -1,0 +1,274 @@
+"""One sweep point -> one flat row: validity (with the one-line reason), memory, metrics.
+
+The simulation is `simtrain.run.simulate` step by step, plus one worker-level cache:
+the routes and link loads of every collective and transfer a layout registers before its
+run (`Engine.prepare`, a fifth of a 1,024-GPU simulation) depend only on the topology
+and the layout's process groups, so they are computed once per (topology, GPUs, TP, CP,
+PP, DP, VP, stage placement, engine options) and handed to later engines through
+`Comm.fork`; and points whose simulation is provably the same (see `sim_key`) share one.
+Rows are identical with and without the caches (tested), and in any order.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Hashable, Iterator
+
+from simtrain.errors import SimtrainError
+from simtrain.metrics import PARTS, Result
+
+METRICS = ("step_time_s", "mfu", "hfu", "tflops_per_gpu", "tokens_per_s", "bubble_fraction")
+BREAKDOWN = tuple(f"breakdown_{p}" for p in PARTS)
+LAYOUT = ("tp", "cp", "pp", "dp", "vp", "micro_batch", "global_batch", "microbatches",
+          "recompute", "sequence_parallel", "zero", "schedule")
+STATUS = ("valid", "fits_in_memory", "simulated", "reason")
+MEMORY = ("peak_memory_gib",)
+COLUMNS = ("index",) + LAYOUT + STATUS + METRICS + BREAKDOWN + MEMORY
+
+
+def columns(swept: list[str]) -> list[str]:
+    """Row columns: the index, every swept key, then the fixed columns."""
+    return ["index", *swept, *[c for c in COLUMNS if c != "index"]]
+
+
+@dataclass(frozen=True)
+class Task:
+    index: int
+    values: dict[str, Any] = field(hash=False)  # "section.key" -> value
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+class CommCache:
+    """LRU of Comm prototypes (routes, phase shapes, link loads), keyed by what they depend on."""
+
+    def __init__(self, size: int = 64):
+        self.size = size
+        self._d: OrderedDict[Hashable, Any] = OrderedDict()
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(plan) -> Hashable:
+        s, L = plan.scenario, plan.layout
+        e = s.engine
+        return (s.cluster.topology, s.cluster.device, L.world, L.tp, L.cp, L.pp, L.dp, L.vp,
+                tuple(plan.schedule.placement), plan.symmetric, e.comm, e.collective_algo,
+                s.parallel.zero == 0)
+
+    def get(self, key: Hashable) -> Any:
+        hit = self._d.get(key)
+        if hit is not None:
+            self._d.move_to_end(key)
+            self.hits += 1
+        else:
+            self.misses += 1
+        return hit
+
+    def put(self, key: Hashable, value: Any) -> None:
+        self._d[key] = value
+        if len(self._d) > self.size:
+            self._d.popitem(last=False)
+
+
+def sim_key(plan) -> Hashable:
+    """What a simulation's result depends on: the scenario (less its name) and the plan's
+    per-stage work. A recomputation mode that costs nothing (selective recomputation with
+    FlashAttention, which already recomputes the attention core) simulates exactly as
+    "none": the engine sees recomputation only through the stages' costs, which are then
+    equal, so such layouts share one simulation."""
+    import dataclasses
+
+    s = plan.scenario
+    par = s.parallel
+    if all(st.layer.recompute == 0 and st.layer.recompute_flops == 0 for st in plan.stages):
+        par = dataclasses.replace(par, recompute="none")
+    return (dataclasses.replace(s, name="", description="", source="", parallel=par), plan.stages)
+
+
+class ResultMemo:
+    """LRU of simulated metrics by `sim_key`."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self._d: OrderedDict[Hashable, dict[str, Any]] = OrderedDict()
+        self.hits = 0
+
+    def get(self, key: Hashable) -> dict[str, Any] | None:
+        hit = self._d.get(key)
+        if hit is not None:
+            self._d.move_to_end(key)
+            self.hits += 1
+        return hit
+
+    def put(self, key: Hashable, value: dict[str, Any]) -> None:
+        self._d[key] = value
+        if len(self._d) > self.size:
+            self._d.popitem(last=False)
+
+
+@dataclass
+class Caches:
+    """Worker-level caches (one per process); `None` fields switch a cache off."""
+
+    comm: CommCache | None = field(default_factory=CommCache)
+    results: ResultMemo | None = field(default_factory=ResultMemo)
+
+
+_SCHEDULES: OrderedDict[Hashable, Any] = OrderedDict()
+
+
+@contextmanager
+def schedule_cache(size: int = 512) -> Iterator[None]:
+    """Memoize `simtrain.schedule.build` while sweep code builds plans in this process.
+
+    A schedule is a pure function of (name, pp, vp, micro-batches, parameters), and its
+    validation is 90% of `make_plan` at a few hundred micro-batches; a sweep or search
+    builds the same ones many times. Scoped: the original function is back on exit."""
+    from simtrain import schedule as sched
+
+    orig = sched.build
+
+    def build(name: str, pp: int, vp: int, microbatches: int, **params: object):
+        key = (name, pp, vp, microbatches, tuple(sorted((k, v) for k, v in params.items() if v is not None)))
+        hit = _SCHEDULES.get(key)
+        if hit is None:
+            hit = _SCHEDULES[key] = orig(name, pp, vp, microbatches, **params)
+            if len(_SCHEDULES) > size:
+                _SCHEDULES.popitem(last=False)
+        return hit
+
+    sched.build = build
+    try:
+        yield
+    finally:
+        sched.build = orig
+
+
+def simulate_plan(plan, cache: CommCache | None = None) -> Result:
+    """`simtrain.run.simulate` for an already built plan, with the Comm cache."""
+    import simpy
+
+    from simtrain.engine import Engine
+    from simtrain.memory import estimate
+    from simtrain.metrics import summarize
+    from simtrain.network import FlowNetwork
+    from simtrain.plan import check_supported
+
+    t0 = time.perf_counter()
+    check_supported(plan.scenario)
+    engine = Engine(plan)
+    if cache is not None and not engine.free:
+        key = cache.key(plan)
+        proto = cache.get(key)
+        if proto is not None:
+            engine.comm = proto.fork(engine.net)
+        else:
+            engine.prepare()  # run() prepares again: a no-op on registered shapes
+            cache.put(key, engine.comm.fork(FlowNetwork(simpy.Environment(), plan.topology)))
+    records = engine.run()
+    result = summarize(plan, records)
+    result.events = next(engine.env._eid)
+    result.wall_time_s = time.perf_counter() - t0
+    result.extra["plan"] = plan
+    result.extra["memory"] = estimate(plan).to_json()
+    return result
+
+
+def _layout_fields(s, plan=None) -> dict[str, Any]:
+    p = s.parallel
+    out: dict[str, Any] = dict(tp=p.tp, cp=p.cp, pp=p.pp, dp=p.dp or None, vp=p.vp, micro_batch=p.micro_batch,
+                               global_batch=s.training.global_batch or None, microbatches=None,
+                               recompute=p.recompute, sequence_parallel=p.sequence_parallel, zero=p.zero,
+                               schedule=s.schedule.file or s.schedule.name)
+    if plan is not None:
+        L = plan.layout
+        out.update(dp=L.dp, global_batch=L.global_batch, microbatches=L.microbatches, schedule=plan.schedule.name)
+    return out
+
+
+def empty_row(task: Task) -> dict[str, Any]:
+    row: dict[str, Any] = {c: None for c in COLUMNS}
+    row["index"] = task.index
+    row.update(task.values)
+    row.update(valid=False, fits_in_memory=None, simulated=False, reason="")
+    return row
+
+
+def precheck(base: dict[str, Any], task: Task) -> tuple[dict[str, Any] | None, float, Hashable]:
+    """Cheap checks in the parent: (finished invalid row, or None), a cost estimate
+    (micro-batches x pipeline stages) used to start the slowest layouts first, and a group
+    key (the layout's sizes) so that points sharing routes and simulations go together."""
+    from simtrain.layout import make_layout
+    from simtrain.sweep.base import point_scenario
+
+    row = empty_row(task)
+    try:
+        s = point_scenario(base, task.values)
+        row.update(_layout_fields(s))
+        L = make_layout(s)
+    except SimtrainError as e:
+        row["reason"] = _first_line(e)
+        return row, 0.0, None
+    return None, float(L.microbatches * L.pp * max(1, L.vp)), (L.tp, L.cp, L.pp, L.dp, L.vp, L.micro_batch)
+
+
+def evaluate(base: dict[str, Any], task: Task, caches: Caches | None = None, simulate_unfit: bool = True) -> dict[str, Any]:
+    """Build, check, estimate memory and simulate one point; never raises for user errors."""
+    from simtrain.memory import estimate
+    from simtrain.plan import check_supported, make_plan
+    from simtrain.sweep.base import point_scenario
+
+    row = empty_row(task)
+    try:
+        s = point_scenario(base, task.values)
+        row.update(_layout_fields(s))
+        with schedule_cache():
+            plan = make_plan(s)
+        check_supported(s)
+    except SimtrainError as e:
+        row["reason"] = _first_line(e)
+        return row
+    row.update(_layout_fields(s, plan))
+    row["valid"] = True
+    mem = estimate(plan)
+    row["fits_in_memory"] = mem.fits_in_memory
+    row["peak_memory_gib"] = mem.peak_memory_gib
+    if not mem.fits_in_memory:
+        row["reason"] = f"does not fit: peak {mem.peak_memory_gib:.1f} GiB of {mem.capacity_gib:.0f} GiB on pipeline rank {mem.peak_stage}"
+        if not simulate_unfit:
+            return row
+    caches = caches or Caches(None, None)
+    key = sim_key(plan) if caches.results is not None else None
+    hit = caches.results.get(key) if caches.results is not None else None
+    if hit is not None:
+        row["simulated"] = True
+        row.update(hit)
+        return row
+    try:
+        r = simulate_plan(plan, caches.comm)
+    except SimtrainError as e:
+        row.update(valid=False, reason=_first_line(e))
+        return row
+    except Exception as e:  # a simulator bug: keep the sweep going, say so in the row
+        row.update(valid=False, reason=f"simulator error: {type(e).__name__}: {_first_line(e)} "
+                   f"({traceback.extract_tb(e.__traceback__)[-1].name})")
+        return row
+    row["simulated"] = True
+    metrics = result_metrics(r)
+    if caches.results is not None:
+        caches.results.put(key, metrics)
+    row.update(metrics)
+    return row
+
+
+def result_metrics(r: Result) -> dict[str, Any]:
+    out: dict[str, Any] = {m: float(getattr(r, m)) for m in METRICS}
+    for p in PARTS:
+        out[f"breakdown_{p}"] = float(r.breakdown.get(p, 0.0))
+    return out

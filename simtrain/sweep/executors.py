@@ -1,0 +1,186 @@
+"""Run sweep tasks: serially, on local processes (`--jobs N`), or on Ray (`--executor ray`).
+
+Every executor returns the same rows in task order: a point's row depends only on the
+base scenario and the point (the worker caches change speed, never results). Invalid
+points are answered in the parent without dispatching them. The rest go out in chunks
+of points with the same layout sizes (they share routes and, often, simulations), the
+costliest chunks first (micro-batches x stages) so that the last layouts do not run
+alone on one core.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing as mp
+import os
+from collections import defaultdict
+from pathlib import Path
+from contextlib import contextmanager
+from typing import Any, Callable, Hashable, Iterator
+
+from simtrain.errors import SimtrainError
+from simtrain.sweep.evaluate import Caches, Task, evaluate, precheck
+from simtrain.sweep.progress import Progress
+
+EXECUTORS = ("local", "ray")
+
+# worker-level state (one per process: set by the pool initializer, or lazily on Ray)
+_STATE: dict[str, Any] = {}
+
+
+def _worker_fn(kind: str) -> Callable[..., Any]:
+    if kind == "row":
+        return evaluate
+    if kind == "bound":
+        from simtrain.search import bound_task
+
+        return bound_task
+    raise ValueError(kind)
+
+
+def _run_chunk(base: dict[str, Any], chunk: list[Task], kind: str, opts: dict[str, Any]) -> list[dict[str, Any]]:
+    caches = _STATE.setdefault("caches", Caches())
+    fn = _worker_fn(kind)
+    return [fn(base, t, caches, **opts) for t in chunk]
+
+
+def _init(base: dict[str, Any], kind: str, opts: dict[str, Any]) -> None:
+    _STATE.update(base=base, kind=kind, opts=opts, caches=Caches())
+
+
+def _work(chunk: list[Task]) -> list[dict[str, Any]]:
+    return _run_chunk(_STATE["base"], chunk, _STATE["kind"], _STATE["opts"])
+
+
+def default_jobs() -> int:
+    return os.cpu_count() or 1
+
+
+def make_chunks(items: list[tuple[float, Hashable, Task]], jobs: int) -> list[list[Task]]:
+    """Group tasks by key, split groups to at most ceil(n / (2 jobs)) tasks, costliest first."""
+    groups: dict[Hashable, list[tuple[float, Task]]] = defaultdict(list)
+    for cost, key, t in items:
+        groups[key].append((cost, t))
+    cap = max(1, math.ceil(len(items) / (2 * jobs)))
+    chunks: list[tuple[float, int, list[Task]]] = []
+    for members in groups.values():
+        members.sort(key=lambda ct: ct[1].index)
+        for i in range(0, len(members), cap):
+            part = members[i:i + cap]
+            chunks.append((sum(c for c, _ in part), part[0][1].index, [t for _, t in part]))
+    chunks.sort(key=lambda c: (-c[0], c[1]))
+    return [c[2] for c in chunks]
+
+
+def run_tasks(base: dict[str, Any], tasks: list[Task], jobs: int = 0, executor: str = "local",
+              address: str = "", kind: str = "row", opts: dict[str, Any] | None = None,
+              progress: Progress | None = None) -> list[dict[str, Any]]:
+    """Rows for `tasks`, in task order."""
+    opts = dict(opts or {})
+    jobs = jobs or default_jobs()
+    if jobs < 1:
+        raise SimtrainError(f"--jobs {jobs}: must be at least 1; leave it out to use every core")
+    if executor not in EXECUTORS:
+        raise SimtrainError(f"--executor {executor!r}: unknown executor; use one of {', '.join(EXECUTORS)}")
+    out: dict[int, dict[str, Any]] = {}
+    todo: list[tuple[float, Hashable, Task]] = []
+    for t in tasks:
+        row, cost, key = precheck(base, t)
+        if row is not None:
+            out[t.index] = row
+            if progress:
+                progress.update()
+        else:
+            todo.append((cost, key, t))
+    chunks = make_chunks(todo, jobs)
+
+    def collect(rows) -> None:
+        for row in rows:
+            out[row["index"]] = row
+            if progress:
+                progress.update()
+
+    if executor == "ray":
+        _run_ray(base, chunks, jobs, address, kind, opts, collect)
+    elif jobs == 1 or len(todo) <= 1:
+        caches = Caches()
+        fn = _worker_fn(kind)
+        collect(fn(base, t, caches, **opts) for c in chunks for t in c)
+    else:
+        methods = mp.get_all_start_methods()
+        ctx = mp.get_context("fork" if "fork" in methods else "spawn")
+        with ctx.Pool(min(jobs, len(chunks)), initializer=_init, initargs=(base, kind, opts)) as pool:
+            for rows in pool.imap_unordered(_work, chunks):
+                collect(rows)
+    return [out[t.index] for t in tasks]
+
+
+def _ray_init(address: str, jobs: int) -> bool:
+    """Start or join Ray unless it is up already; True when this call started it."""
+    try:
+        import ray
+    except ImportError:
+        raise SimtrainError("--executor ray: ray is not installed; pip install 'simtrain[ray]' (or ray), or use --executor local") from None
+    if ray.is_initialized():
+        return False
+    root = str(Path(__file__).resolve().parents[2])  # so Ray workers import this simtrain
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
+    kwargs: dict[str, Any] = dict(runtime_env={"env_vars": env}, log_to_driver=False, include_dashboard=False,
+                                  logging_level=logging.ERROR)
+    if address:
+        _check_reachable(address)
+        kwargs["address"] = address
+    else:
+        kwargs["num_cpus"] = jobs
+    try:
+        ray.init(**kwargs)
+    except Exception as e:  # ConnectionError, RuntimeError, ... from Ray
+        where = f"--address {address!r}" if address else "--executor ray"
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SimtrainError(f"{where}: cannot start or reach Ray ({msg}); check the address (ray status) or use --executor local") from None
+    return True
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a host:port nobody listens on (Ray itself retries for minutes)."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    if hostport in ("auto", "local") or ":" not in hostport:
+        return
+    host, _, port = hostport.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as e:
+        raise SimtrainError(f"--address {address!r}: nothing answers there ({getattr(e, 'strerror', None) or e}); "
+                            f"check the Ray head's address (ray status), or leave --address out for a local Ray") from None
+
+
+@contextmanager
+def ray_session(executor: str, address: str = "", jobs: int = 0) -> Iterator[None]:
+    """Keep one Ray session across several run_tasks calls (a no-op for local)."""
+    started = executor == "ray" and _ray_init(address, jobs or default_jobs())
+    try:
+        yield
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def _run_ray(base, chunks: list[list[Task]], jobs: int, address: str, kind: str, opts, collect) -> None:
+    started = _ray_init(address, jobs)
+    import ray
+
+    try:
+        remote = ray.remote(_run_chunk)
+        base_ref = ray.put(base)
+        pending = [remote.remote(base_ref, c, kind, opts) for c in chunks]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            collect(ray.get(done[0]))
+    finally:
+        if started:
+            ray.shutdown()

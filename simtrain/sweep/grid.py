@@ -1,0 +1,57 @@
+"""`--grid section.key=v1,v2,...`: parsing with strict keys and typed values, expansion."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import fields
+from typing import Any
+
+from simtrain.config import SECTIONS, _parse_value, _suggest, parse_dataclass
+from simtrain.errors import SimtrainError
+
+Axis = tuple[str, tuple[Any, ...]]  # ("parallel.tp", (1, 2, 4, 8))
+
+
+def parse_axis(spec: str, opt: str = "--grid") -> Axis:
+    key, sep, raw = spec.partition("=")
+    key = key.strip()
+    example = f"write e.g. {opt} parallel.tp=1,2,4,8"
+    if not sep or not key or not raw.strip():
+        raise SimtrainError(f"{opt} {spec!r}: expected section.key=v1,v2,...; {example}")
+    section, dot, name = key.partition(".")
+    if not dot or section not in SECTIONS:
+        raise SimtrainError(f"{opt} {spec!r}: unknown section {section!r}; {_suggest(section, list(SECTIONS))}")
+    cls = SECTIONS[section]
+    valid = [f.name for f in fields(cls)]
+    if name not in valid:
+        raise SimtrainError(f"{opt} {spec!r}: unknown key {key}; {_suggest(name, valid)}")
+    values = []
+    for text in raw.split(","):
+        text = text.strip()
+        if not text:
+            raise SimtrainError(f"{opt} {spec!r}: empty value in the list; separate values by single commas")
+        v = _parse_value(text)
+        try:
+            v = getattr(parse_dataclass(cls, {name: v}, section), name)
+        except SimtrainError as e:
+            raise SimtrainError(f"{opt} {spec!r}: {e}") from None
+        if v in values:
+            raise SimtrainError(f"{opt} {spec!r}: value {text!r} appears twice; list each value once")
+        values.append(v)
+    return key, tuple(values)
+
+
+def parse_grid(specs: list[str], opt: str = "--grid") -> list[Axis]:
+    axes = [parse_axis(s, opt) for s in specs]
+    seen: set[str] = set()
+    for key, _ in axes:
+        if key in seen:
+            raise SimtrainError(f"{opt} {key}: given twice; put all values in one {opt} {key}=a,b,c")
+        seen.add(key)
+    return axes
+
+
+def expand(axes: list[Axis]) -> list[dict[str, Any]]:
+    """Every combination, the last axis varying fastest."""
+    keys = [k for k, _ in axes]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(v for _, v in axes))]

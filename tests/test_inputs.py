@@ -1,0 +1,150 @@
+"""Inputs from the ecosystem: Hugging Face config.json and Megatron-LM launch flags."""
+
+import dataclasses
+import json
+
+import pytest
+
+from simtrain.cli import main
+from simtrain.config import load_scenario
+from simtrain.errors import SimtrainError
+from simtrain.megatron_args import megatron_overrides, parse
+from simtrain.models import model_config
+
+# Meta-Llama-3-8B/config.json as released (transformers 4.40)
+LLAMA3_8B = {
+    "architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "bos_token_id": 128000, "eos_token_id": 128001, "hidden_act": "silu", "hidden_size": 4096,
+    "initializer_range": 0.02, "intermediate_size": 14336, "max_position_embeddings": 8192,
+    "model_type": "llama", "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
+    "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_scaling": None, "rope_theta": 500000.0,
+    "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.40.0.dev0",
+    "use_cache": True, "vocab_size": 128256,
+}
+MISTRAL_7B = {
+    "architectures": ["MistralForCausalLM"], "hidden_act": "silu", "hidden_size": 4096, "intermediate_size": 14336,
+    "max_position_embeddings": 32768, "model_type": "mistral", "num_attention_heads": 32, "num_hidden_layers": 32,
+    "num_key_value_heads": 8, "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "sliding_window": 4096,
+    "tie_word_embeddings": False, "vocab_size": 32000,
+}
+PYTHIA_1B = {
+    "architectures": ["GPTNeoXForCausalLM"], "hidden_act": "gelu", "hidden_size": 2048, "intermediate_size": 8192,
+    "layer_norm_eps": 1e-05, "max_position_embeddings": 2048, "model_type": "gpt_neox", "num_attention_heads": 8,
+    "num_hidden_layers": 16, "rotary_pct": 0.25, "tie_word_embeddings": False, "use_parallel_residual": True,
+    "vocab_size": 50304,
+}
+MIXTRAL = {**MISTRAL_7B, "architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "num_local_experts": 8,
+           "num_experts_per_tok": 2}
+
+
+def write(tmp_path, cfg, folder="Meta-Llama-3-8B"):
+    d = tmp_path / folder
+    d.mkdir(exist_ok=True)
+    p = d / "config.json"
+    p.write_text(json.dumps(cfg))
+    return str(p)
+
+
+def shape(m):
+    return {k: v for k, v in dataclasses.asdict(m).items() if k not in ("name", "hf_config")}
+
+
+def test_llama3_8b_config_equals_the_catalog_shape(tmp_path):
+    m = model_config({"hf_config": write(tmp_path, LLAMA3_8B)})
+    assert shape(m) == shape(model_config({"name": "llama3-8b"}))
+    assert m.name == "Meta-Llama-3-8B"
+
+
+def test_hf_config_replaces_a_catalog_model_in_any_scenario(tmp_path):
+    path = write(tmp_path, LLAMA3_8B)
+    s = load_scenario("llama3-405b-8k", [f'model.hf_config="{path}"'])
+    assert s.model.num_hidden_layers == 32 and s.model.hf_config == path
+
+
+def test_mistral_and_gpt_neox_keys(tmp_path):
+    m = model_config({"hf_config": write(tmp_path, MISTRAL_7B, "mistral")})
+    assert (m.mlp, m.num_key_value_heads, m.norm, m.head_dim) == ("gated", 8, "rmsnorm", 128)
+    p = model_config({"hf_config": write(tmp_path, PYTHIA_1B, "pythia")})
+    assert (p.mlp, p.norm, p.bias, p.num_key_value_heads, p.position_embedding) == ("plain", "layernorm", True, 8, "rope")
+
+
+@pytest.mark.parametrize("cfg, key", [
+    (MIXTRAL, "num_local_experts"),
+    ({**LLAMA3_8B, "architectures": ["MambaForCausalLM"], "model_type": "mamba"}, "architectures"),
+    ({**LLAMA3_8B, "architectures": [], "model_type": "mamba"}, "model_type"),
+    ({**LLAMA3_8B, "hidden_act": "tanh"}, "hidden_act"),
+])
+def test_unsupported_configs_fail_with_one_line_naming_the_key(tmp_path, cfg, key):
+    with pytest.raises(SimtrainError) as e:
+        model_config({"hf_config": write(tmp_path, cfg, "x")})
+    msg = str(e.value)
+    assert "\n" not in msg and "model.hf_config" in msg and key in msg
+
+
+def test_missing_file_and_key(tmp_path):
+    with pytest.raises(SimtrainError, match="cannot read it"):
+        model_config({"hf_config": str(tmp_path / "nope.json")})
+    cfg = {k: v for k, v in LLAMA3_8B.items() if k != "hidden_size"}
+    with pytest.raises(SimtrainError, match="missing key hidden_size"):
+        model_config({"hf_config": write(tmp_path, cfg, "y")})
+
+
+BRIEF = ("--tensor-model-parallel-size 8 --pipeline-model-parallel-size 16 --num-layers-per-virtual-pipeline-stage 1 "
+         "--micro-batch-size 1 --global-batch-size 2048 --seq-length 8192 --sequence-parallel "
+         "--recompute-granularity selective --use-distributed-optimizer --lr 3e-4 --train-iters 1000 --use-flash-attn")
+
+
+def test_megatron_flags_fill_parallel_and_training():
+    ov, ignored = megatron_overrides(BRIEF, model_layers=80)
+    assert ignored == ["--lr", "--train-iters"]
+    s = load_scenario("llama3-405b-8k", ['model.name="llama3-70b"', "parallel.first_stage_layers=-1",
+                                          "parallel.last_stage_layers=-1", "cluster.gpus=16384", *ov])
+    p, t = s.parallel, s.training
+    assert (p.tp, p.pp, p.dp, p.vp, p.micro_batch) == (8, 16, 0, 5, 1)
+    assert (p.sequence_parallel, p.recompute, p.zero, p.flash_attention, p.overlap_grad_reduce) == (True, "selective", 1, True, False)
+    assert (t.global_batch, t.seq_len, s.schedule.name) == (2048, 8192, "interleaved")
+
+
+def test_megatron_model_flags_give_the_llama3_8b_shape():
+    flags = ("--num-layers 32 --hidden-size 4096 --ffn-hidden-size 14336 --num-attention-heads 32 "
+             "--group-query-attention --num-query-groups 8 --swiglu --normalization RMSNorm --disable-bias-linear "
+             "--untie-embeddings-and-output-weights --position-embedding-type rope --padded-vocab-size 128256 "
+             "--recompute-activations --bf16")
+    ov, ignored = megatron_overrides(flags)
+    assert ignored == []
+    s = load_scenario("llama3-405b-8k", ov)
+    assert shape(s.model) == shape(model_config({"name": "llama3-8b"}))
+    assert s.parallel.recompute == "selective"
+    full, _ = megatron_overrides("--recompute-granularity=full --context-parallel-size 2")
+    assert "parallel.recompute=\"full\"" in full and "parallel.cp=2" in full and "parallel.dp=0" in full
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    ("--tensor-model-parallel-size x", "--tensor-model-parallel-size 'x': expected a positive whole number"),
+    ("--micro-batch-size", "--micro-batch-size needs a value"),
+    ("--recompute-granularity some", "not a choice"),
+    ("8 --bf16", "stray value '8'"),
+    ("--sequence-parallel=1", "takes no value"),
+])
+def test_bad_megatron_flags_fail_with_one_line(flags, fragment):
+    with pytest.raises(SimtrainError) as e:
+        parse(flags)
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+def test_run_megatron_args_warns_once_and_applies(capsys, small_overrides):
+    sets = sum((["--set", o] for o in small_overrides if not o.startswith(("parallel.tp", "parallel.pp", "parallel.dp"))), [])
+    code = main(["run", *sets, "--megatron-args", "--tensor-model-parallel-size 4 --pipeline-model-parallel-size 2 "
+                 "--micro-batch-size 1 --foo 3 --bar", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert err.strip().splitlines() == ["simtrain: warning: --megatron-args: ignored 2 flags simtrain does not model: --foo --bar"]
+    layout = json.loads(out)["layout"]
+    assert (layout["tp"], layout["pp"], layout["dp"]) == (4, 2, 2)
+
+
+def test_set_wins_over_megatron_args(capsys, small_overrides):
+    code = main(["run", *sum((["--set", o] for o in small_overrides), []), "--megatron-args",
+                 "--tensor-model-parallel-size 4", "--set", "parallel.tp=2", "--json"])
+    out, _ = capsys.readouterr()
+    assert code == 0 and json.loads(out)["layout"]["tp"] == 2
