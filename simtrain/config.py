@@ -112,15 +112,15 @@ class EngineConfig:
 class WhatIfConfig:
     """Stragglers and degraded hardware (need engine.mode = "per-rank")."""
 
-    slow_devices: list[int] = field(default_factory=list)  # global ranks whose compute is slowed
+    slow_devices: tuple[int, ...] = ()  # global ranks whose compute is slowed
     slowdown: float = 1.0  # compute-time factor for slow_devices (1.2 = 20% slower)
     random_slow_fraction: float = 0.0  # share of all devices slowed at random (seeded)
     random_slowdown_sigma: float = 0.0  # per-device compute factor 1 + |N(0, sigma)| for every device
     compute_jitter: float = 0.0  # per-action relative jitter of compute time, N(0, jitter), clipped at 0
     seed: int = 0
-    degraded_links: list[str] = field(default_factory=list)  # links "u-v" (both directions), e.g. "0-leaf0"
+    degraded_links: tuple[str, ...] = ()  # links "u-v" (both directions), e.g. "0-leaf0"
     link_bandwidth_factor: float = 1.0  # capacity factor for degraded_links (0.5 = half bandwidth)
-    failed_links: list[str] = field(default_factory=list)  # links "u-v" that carry nothing; traffic reroutes
+    failed_links: tuple[str, ...] = ()  # links "u-v" that carry nothing; traffic reroutes
 
 
 @dataclass(frozen=True)
@@ -169,11 +169,11 @@ def _suggest(key: str, valid: list[str]) -> str:
 
 
 def _coerce(path: str, value: Any, typ: type) -> Any:
-    if typing.get_origin(typ) is list:
-        (inner,) = typing.get_args(typ)
-        if not isinstance(value, list):
+    if typing.get_origin(typ) is tuple:  # TOML arrays, kept as tuples so scenarios stay hashable
+        inner = typing.get_args(typ)[0]
+        if not isinstance(value, (list, tuple)):
             raise bad(path, value, "expected a list", f"write {path.split('.')[-1]} = [ ... ]")
-        return [_coerce(f"{path}[{i}]", v, inner) for i, v in enumerate(value)]
+        return tuple(_coerce(f"{path}[{i}]", v, inner) for i, v in enumerate(value))
     if typ is bool:
         if isinstance(value, bool):
             return value

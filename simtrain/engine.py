@@ -64,6 +64,7 @@ class Engine:
         self.overlap_tp = plan.scenario.engine.overlap_tp_comm
         self.async_tp = plan.scenario.engine.async_tp_backward
         self.async_p2p = plan.scenario.engine.async_p2p
+        self.full_recompute = par.recompute == "full"
         self.jitter = plan.scenario.whatif.compute_jitter > 0
         self.varied = bool(plan.speed) or self.jitter
         self.free = self.net.free
@@ -542,7 +543,10 @@ class Engine:
                 if a.stage < S - 1:
                     yield from self._wait(dev, ("B", dev, a.stage, mb), a.stage, mb, f"B{mb}")
                 if st.layer.recompute > 0:
-                    yield from self.forward(dev, st, a, kind="R")
+                    if self.full_recompute:  # the whole forward again, TP collectives included
+                        yield from self.forward(dev, st, a, kind="R")
+                    else:  # selective: only the attention core (QK^T, softmax, AV) is recomputed
+                        yield from self._compute(dev, st.layers * st.layer.recompute, "R", f"R{mb}", a.stage, mb)
                 last_b[a.stage] += 1
                 last = last_b[a.stage] == m
                 yield from self.backward(dev, st, a, with_weight=not split, last=last and not split)

@@ -14,6 +14,7 @@ Registered schedules and what they support (M = micro-batches per data-parallel 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -46,6 +47,7 @@ REGISTRY: dict[str, ScheduleKind] = {}
 
 def register(kind: ScheduleKind) -> None:
     REGISTRY[kind.name] = kind
+    _built.cache_clear()
 
 
 for _kind_ in (
@@ -106,10 +108,21 @@ def build(name: str, pp: int, vp: int, microbatches: int, **params: object) -> S
     why = check(name, pp, vp, microbatches, **params)
     if why:
         raise SimtrainError(why)
+    return _built(name, pp, vp, microbatches, tuple(sorted(params.items())))
+
+
+def _generate(kind: ScheduleKind, name: str, pp: int, vp: int, microbatches: int, params: dict) -> Schedule:
     actions = kind.generate(pp, microbatches, vp=vp, **params)
     sched = Schedule(name, pp, vp, microbatches, {r: tuple(a) for r, a in actions.items()})
     validate(sched)
     return sched
+
+
+@lru_cache(maxsize=256)
+def _built(name: str, pp: int, vp: int, microbatches: int, params: tuple) -> Schedule:
+    """Validated schedules by (name, pp, vp, M, params): generation is pure, and validating
+    a large schedule costs more than simulating it in sweeps."""
+    return _generate(REGISTRY[name], name, pp, vp, microbatches, dict(params))
 
 
 def from_text(text: str, pp: int, vp: int, microbatches: int, name: str = "file") -> Schedule:
