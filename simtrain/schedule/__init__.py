@@ -45,6 +45,20 @@ _single_chunk = constraints.single_chunk  # kept for callers of the old private 
 REGISTRY: dict[str, ScheduleKind] = {}
 
 
+def _generate(kind: ScheduleKind, name: str, pp: int, vp: int, microbatches: int, params: dict) -> Schedule:
+    actions = kind.generate(pp, microbatches, vp=vp, **params)
+    sched = Schedule(name, pp, vp, microbatches, {r: tuple(a) for r, a in actions.items()})
+    validate(sched)
+    return sched
+
+
+@lru_cache(maxsize=256)
+def _built(name: str, pp: int, vp: int, microbatches: int, params: tuple) -> Schedule:
+    """Validated schedules by (name, pp, vp, M, params): generation is pure, and validating
+    a large schedule costs more than simulating it in sweeps."""
+    return _generate(REGISTRY[name], name, pp, vp, microbatches, dict(params))
+
+
 def register(kind: ScheduleKind) -> None:
     REGISTRY[kind.name] = kind
     _built.cache_clear()
@@ -109,20 +123,6 @@ def build(name: str, pp: int, vp: int, microbatches: int, **params: object) -> S
     if why:
         raise SimtrainError(why)
     return _built(name, pp, vp, microbatches, tuple(sorted(params.items())))
-
-
-def _generate(kind: ScheduleKind, name: str, pp: int, vp: int, microbatches: int, params: dict) -> Schedule:
-    actions = kind.generate(pp, microbatches, vp=vp, **params)
-    sched = Schedule(name, pp, vp, microbatches, {r: tuple(a) for r, a in actions.items()})
-    validate(sched)
-    return sched
-
-
-@lru_cache(maxsize=256)
-def _built(name: str, pp: int, vp: int, microbatches: int, params: tuple) -> Schedule:
-    """Validated schedules by (name, pp, vp, M, params): generation is pure, and validating
-    a large schedule costs more than simulating it in sweeps."""
-    return _generate(REGISTRY[name], name, pp, vp, microbatches, dict(params))
 
 
 def from_text(text: str, pp: int, vp: int, microbatches: int, name: str = "file") -> Schedule:
