@@ -66,12 +66,12 @@ def baseline(grid: list[str]) -> tuple[float, int, int]:
     return time.perf_counter() - t0, len(points), n
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="16 layouts, parallel sweep only")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--skip-oom", action="store_true", help="do not simulate layouts that do not fit")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     grid = QUICK if a.quick else FULL
     print(f"sweep benchmark: Llama 2 70B, 1,024 A100s, {'quick' if a.quick else 'full'} grid, "
           f"{os.cpu_count()} cores{', --skip-oom' if a.skip_oom else ''}")

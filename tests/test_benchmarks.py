@@ -29,3 +29,9 @@ def test_collectives_benchmark_quick(capsys):
     bench = _load("collectives")
     assert bench.main(["--quick"]) in (0, None)
     assert "busbw" in capsys.readouterr().out
+
+
+def test_sweep_benchmark_quick(capsys):
+    bench = _load("sweep_bench")
+    assert bench.main(["--quick"]) in (0, None)
+    assert "layouts/min" in capsys.readouterr().out
