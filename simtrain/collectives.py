@@ -38,7 +38,6 @@ for adaptive routing).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 

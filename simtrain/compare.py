@@ -109,7 +109,7 @@ class Comparison:
     def text(self) -> str:
         a, b = self.a, self.b
         w = 24
-        lines = [f"simtrain compare", f"  A = {a.label}", f"  B = {b.label}", ""]
+        lines = ["simtrain compare", f"  A = {a.label}", f"  B = {b.label}", ""]
 
         def row(name: str, va: str, vb: str, extra: str = "") -> str:
             return f"  {name:<30} {va:>{w}} {vb:>{w}}  {extra}".rstrip()

@@ -185,10 +185,7 @@ class FlowNetwork:
 
     def _reschedule(self, comp: set[_Bundle]) -> None:
         self._advance(comp)
-        rates = max_min_rates(
-            {b: b.classes for b in comp}, self._class_capacity
-        )
-        now = self.env.now
+        rates = max_min_rates({b: b.classes for b in comp}, self._class_capacity)
         for b in comp:
             r = rates[b]
             if r == b.rate and b.version:

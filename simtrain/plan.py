@@ -17,7 +17,7 @@ from simtrain import whatif
 from simtrain.config import Scenario, catalog_dir
 from simtrain.costs import EndCost, LayerCost, embedding_cost, head_cost, layer_cost, optimizer_time
 from simtrain.devices import Device
-from simtrain.errors import SimtrainError, bad
+from simtrain.errors import bad
 from simtrain.layout import Coord, Layout, make_layout, split_layers
 from simtrain.models import ModelStats, stats
 from simtrain.topology import Topology, load_topology

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from simtrain.config import Scenario
 from simtrain.engine import Engine
 from simtrain.memory import estimate
 from simtrain.metrics import Result, summarize
-from simtrain.plan import check_supported, make_plan
+from simtrain.plan import Plan, check_supported, make_plan
 
 
 def simulate(scenario: Scenario) -> Result:
     t0 = time.perf_counter()
-    plan = make_plan(scenario)
-    check_supported(scenario)
+    return simulate_plan(make_plan(scenario), t0=t0)
+
+
+def simulate_plan(plan: Plan, setup: Callable[[Engine], None] | None = None, t0: float | None = None) -> Result:
+    """Simulate an already built plan. `setup(engine)` may prime the engine before it runs
+    (the sweep hands it routes and link loads cached from an identical layout)."""
+    t0 = time.perf_counter() if t0 is None else t0
+    check_supported(plan.scenario)
     engine = Engine(plan)
+    if setup is not None:
+        setup(engine)
     records = engine.run()
     result = summarize(plan, records)
     result.events = next(engine.env._eid)  # simpy numbers every scheduled event

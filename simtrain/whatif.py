@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import random
 import zlib
-from dataclasses import dataclass
 from functools import cached_property
 from typing import Hashable
 

@@ -4,7 +4,6 @@ strict explicit files, and the topology / collective commands."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -101,7 +101,6 @@ def _table(rows, k: int) -> str:
 def run(args: argparse.Namespace) -> int:
     from simtrain.commands.scenario_inputs import scenario_overrides
     from simtrain.errors import SimtrainError
-    from simtrain.layout import make_layout
     from simtrain.report import dumps
     from simtrain.search import search, set_args
     from simtrain.sweep import prepare_base

@@ -69,7 +69,6 @@ def plot_timeline(rows: dict[int, list[Bar]], path: str | Path, title: str, row_
     used = set()
     for i, d in enumerate(devices):
         y = n - 1 - i
-        compute = [b for b in rows[d] if b.kind in ("F", "B", "W", "R")]
         thin = end / 1500  # about one pixel: separators and overlays narrower than that are noise
         for b in rows[d]:
             is_compute = b.kind in ("F", "B", "W", "R")

@@ -118,7 +118,7 @@ def build(name: str, pp: int, vp: int, microbatches: int, **params: object) -> S
     Parameters whose value is None are dropped (so `n=None` means "the default").
     """
     params = {k: v for k, v in params.items() if v is not None}
-    kind = _kind(name)
+    _kind(name)  # unknown names fail here with the list of schedules
     why = check(name, pp, vp, microbatches, **params)
     if why:
         raise SimtrainError(why)

@@ -11,7 +11,6 @@ Rows are identical with and without the caches (tested), and in any order.
 
 from __future__ import annotations
 
-import time
 import traceback
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -151,19 +150,16 @@ def schedule_cache(size: int = 512) -> Iterator[None]:
 
 
 def simulate_plan(plan, cache: CommCache | None = None) -> Result:
-    """`simtrain.run.simulate` for an already built plan, with the Comm cache."""
+    """`simtrain.run.simulate_plan` with the worker's Comm cache: an identical layout's
+    routes and link loads are reused instead of routed again."""
     import simpy
 
-    from simtrain.engine import Engine
-    from simtrain.memory import estimate
-    from simtrain.metrics import summarize
     from simtrain.network import FlowNetwork
-    from simtrain.plan import check_supported
+    from simtrain.run import simulate_plan as run_plan
 
-    t0 = time.perf_counter()
-    check_supported(plan.scenario)
-    engine = Engine(plan)
-    if cache is not None and not engine.free:
+    def setup(engine) -> None:
+        if cache is None or engine.free:
+            return
         key = cache.key(plan)
         proto = cache.get(key)
         if proto is not None:
@@ -171,13 +167,8 @@ def simulate_plan(plan, cache: CommCache | None = None) -> Result:
         else:
             engine.prepare()  # run() prepares again: a no-op on registered shapes
             cache.put(key, engine.comm.fork(FlowNetwork(simpy.Environment(), plan.topology)))
-    records = engine.run()
-    result = summarize(plan, records)
-    result.events = next(engine.env._eid)
-    result.wall_time_s = time.perf_counter() - t0
-    result.extra["plan"] = plan
-    result.extra["memory"] = estimate(plan).to_json()
-    return result
+
+    return run_plan(plan, setup)
 
 
 def _layout_fields(s, plan=None) -> dict[str, Any]:
