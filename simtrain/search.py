@@ -152,29 +152,11 @@ def mfu_bound(plan) -> float:
 
 def bound_task(base: dict[str, Any], task, caches=None) -> dict[str, Any]:
     """Phase 1 of the search, in a worker: plan, memory, MFU bound; no simulation."""
-    from simtrain.memory import estimate
-    from simtrain.plan import check_supported, make_plan
-    from simtrain.sweep.base import point_scenario
-    from simtrain.sweep.evaluate import _first_line, _layout_fields, empty_row, schedule_cache, sim_key
+    from simtrain.sweep.evaluate import plan_row, sim_key
 
-    row = empty_row(task)
+    row, plan, mem = plan_row(base, task)
     row["mfu_bound"] = None
-    try:
-        s = point_scenario(base, task.values)
-        row.update(_layout_fields(s))
-        with schedule_cache():
-            plan = make_plan(s)
-        check_supported(s)
-    except SimtrainError as e:
-        row["reason"] = _first_line(e)
-        return row
-    row.update(_layout_fields(s, plan))
-    row["valid"] = True
-    mem = estimate(plan)
-    row["fits_in_memory"] = mem.fits_in_memory
-    row["peak_memory_gib"] = mem.peak_memory_gib
-    if not mem.fits_in_memory:
-        row["reason"] = f"does not fit: peak {mem.peak_memory_gib:.1f} GiB of {mem.capacity_gib:.0f} GiB on pipeline rank {mem.peak_stage}"
+    if plan is None or not mem.fits_in_memory:
         return row
     row["mfu_bound"] = mfu_bound(plan)
     # candidates that simulate identically (e.g. selective recomputation with FlashAttention,

@@ -209,8 +209,9 @@ def precheck(base: dict[str, Any], task: Task) -> tuple[dict[str, Any] | None, f
     return None, float(L.microbatches * L.pp * max(1, L.vp)), (L.tp, L.cp, L.pp, L.dp, L.vp, L.micro_batch)
 
 
-def evaluate(base: dict[str, Any], task: Task, caches: Caches | None = None, simulate_unfit: bool = True) -> dict[str, Any]:
-    """Build, check, estimate memory and simulate one point; never raises for user errors."""
+def plan_row(base: dict[str, Any], task: Task) -> tuple[dict[str, Any], Any, Any]:
+    """Build and check one point's plan and estimate its memory, without simulating:
+    (row, plan, memory report); plan is None when the point is invalid (row says why)."""
     from simtrain.memory import estimate
     from simtrain.plan import check_supported, make_plan
     from simtrain.sweep.base import point_scenario
@@ -224,7 +225,7 @@ def evaluate(base: dict[str, Any], task: Task, caches: Caches | None = None, sim
         check_supported(s)
     except SimtrainError as e:
         row["reason"] = _first_line(e)
-        return row
+        return row, None, None
     row.update(_layout_fields(s, plan))
     row["valid"] = True
     mem = estimate(plan)
@@ -232,8 +233,16 @@ def evaluate(base: dict[str, Any], task: Task, caches: Caches | None = None, sim
     row["peak_memory_gib"] = mem.peak_memory_gib
     if not mem.fits_in_memory:
         row["reason"] = f"does not fit: peak {mem.peak_memory_gib:.1f} GiB of {mem.capacity_gib:.0f} GiB on pipeline rank {mem.peak_stage}"
-        if not simulate_unfit:
-            return row
+    return row, plan, mem
+
+
+def evaluate(base: dict[str, Any], task: Task, caches: Caches | None = None, simulate_unfit: bool = True) -> dict[str, Any]:
+    """Build, check, estimate memory and simulate one point; never raises for user errors."""
+    row, plan, mem = plan_row(base, task)
+    if plan is None:
+        return row
+    if not mem.fits_in_memory and not simulate_unfit:
+        return row
     caches = caches or Caches(None, None)
     key = sim_key(plan) if caches.results is not None else None
     hit = caches.results.get(key) if caches.results is not None else None
