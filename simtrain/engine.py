@@ -77,6 +77,10 @@ class Engine:
         self.coarse = detail == "action" or (detail == "auto" and len(plan.simulated) > 512)
         self._labels: dict[Action, str] = {}
         self._seg_cache: dict[Hashable, tuple] = {}
+        # critical-path bookkeeping: who sent what, and which wait ended because of whom
+        self.sender: dict[Hashable, int] = {}
+        self.waited_on: dict[tuple[int, float], tuple[int, float]] = {}
+        self.last_arrival: dict[Hashable, int] = {}
         self.dp_dim = "dpcp" if L.cp > 1 else "dp"
         self.cp_ring = par.cp_algo == "ring"
         # torch-style FSDP: per-layer parameter all-gather in forward and backward and a
@@ -236,6 +240,7 @@ class Engine:
 
     def _send(self, dev: int, dst: int, key: Hashable, stage: int, mb: int, kind: str) -> None:
         self.send_start[key] = self.env.now
+        self.sender[key] = dev
         ev = self._event(key)
         if self.free:
             ev.succeed()
@@ -275,6 +280,8 @@ class Engine:
         t1 = self.env.now
         ss = self.send_start.get(key, t1)
         split = min(max(ss, t0), t1)
+        if key in self.sender:  # the wait ends because this device sent at `ss`
+            self.waited_on[(dev, t1)] = (self.sender[key], ss)
         if split > t0:
             self.records.append(Record(dev, "main", "bubble", f"wait {what}", t0, split, stage, mb))
         if t1 > split:
@@ -377,12 +384,15 @@ class Engine:
         group = self._group("tp", dev)
         if len(group) == 1 or not self._all_simulated(group):
             return
-        ev, last = self._arrive(("sync", group, what), len(group))
+        k = ("sync", group, what)
+        ev, last = self._arrive(k, len(group))
         if last:
+            self.last_arrival[k] = dev
             ev.succeed()
         if not ev.processed:
             t0 = self.env.now
             yield ev
+            self.waited_on[(dev, self.env.now)] = (self.last_arrival[k], self.env.now)
             self._rec(dev, "tp", "wait tp peers", t0)
 
     def _arrive(self, key: Hashable, n: int) -> tuple[simpy.Event, bool]:
@@ -572,6 +582,7 @@ class Engine:
 
     def _send_local(self, key: Hashable) -> None:
         self.send_start[key] = self.env.now
+        self.sender[key] = key[1]
         self._event(key).succeed()
 
     def run(self) -> list[Record]:

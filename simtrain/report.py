@@ -65,6 +65,11 @@ def text_report(r: Result) -> str:
     if sd and sd["vs_median_of_stage"] > 0.005:
         lines.append(f"  slowest device: rank {sd['rank']} (pp{sd['pp']} dp{sd['dp']} tp{sd['tp']}), "
                      f"{sd['compute_s']:.3f} s of compute, {100 * sd['vs_median_of_stage']:+.1f}% vs its stage's median device")
+    cp = hs.get("critical_path")
+    if cp and cp.get("devices"):
+        devs = ", ".join(f"rank {d['rank']} (pp{d['pp']}) {d['seconds']:.2f} s" for d in cp["devices"][:3])
+        kinds = ", ".join(f"{k} {v:.2f} s" for k, v in list(cp["by_kind"].items())[:4])
+        lines.append(f"  critical path: {devs}; by kind: {kinds}")
     if bl:
         alike = f" (and {bl['links_alike'] - 1} alike)" if bl["links_alike"] > 1 else ""
         lines.append(f"  busiest link: {bl['link']}{alike}, {bl['kind']}, busy {100 * bl['utilization']:.0f}% of the step")

@@ -55,6 +55,9 @@ def hotspots(plan, engine: Engine, result: Result) -> dict:
         median = peers[len(peers) // 2]
         out["slowest_device"] = {"rank": dev, "pp": c.pp, "dp": c.dp, "tp": c.tp, "cp": c.cp,
                                  "compute_s": compute[dev], "vs_median_of_stage": compute[dev] / median - 1 if median else 0.0}
+    path = critical_path(engine, result)
+    if path:
+        out["critical_path"] = path
     net = engine.net
     step = result.step_time_s
     best = None
@@ -70,3 +73,56 @@ def hotspots(plan, engine: Engine, result: Result) -> dict:
         out["busiest_link"] = {"link": f"{u}-{v}", "kind": plan.topology.link((u, v)).kind, "utilization": util,
                                "links_alike": len(links)}
     return out
+
+
+def critical_path(engine: Engine, result: Result) -> dict:
+    """Walk back from the last device to finish: through its own main-stream intervals,
+    and across to the sender whenever it was waiting for a pipeline neighbour (or to the
+    last-arriving member when it waited for its TP peers). Returns the seconds each device
+    and each kind of work contributes to the path (they add up to the step time)."""
+    by_dev: dict[int, list] = {}
+    for r in result.records:
+        if r.stream == "main":
+            by_dev.setdefault(r.device, []).append(r)
+    if not by_dev:
+        return {}
+    for recs in by_dev.values():
+        recs.sort(key=lambda r: r.end)
+    ends = {d: [r.end for r in recs] for d, recs in by_dev.items()}
+    import bisect
+
+    dev = max(by_dev, key=lambda d: (ends[d][-1], -d))
+    t = ends[dev][-1]
+    per_dev: dict[int, float] = {}
+    per_kind: dict[str, float] = {}
+    eps = 1e-12
+    for _ in range(10 * len(result.records) + 10):
+        if t <= eps:
+            break
+        i = bisect.bisect_right(ends[dev], t + eps) - 1
+        if i < 0:
+            per_kind["idle"] = per_kind.get("idle", 0.0) + t
+            break
+        r = by_dev[dev][i]
+        if r.end < t - eps:  # a gap on this device: idle time on the path
+            per_kind["idle"] = per_kind.get("idle", 0.0) + t - r.end
+            t = r.end
+            continue
+        cause = engine.waited_on.get((dev, r.end)) if r.kind in ("bubble", "pp", "tp") else None
+        if cause is not None and cause[0] != dev:
+            sender, sent = cause
+            # the transfer itself (send -> arrival) stays on the path as communication
+            if r.end > sent:
+                per_kind["pp" if r.kind != "tp" else "tp"] = per_kind.get("pp" if r.kind != "tp" else "tp", 0.0) + r.end - max(sent, 0.0)
+            # skip back over this device's whole wait (bubble + pp parts) to the sender
+            dev, t = sender, min(sent, r.end)
+            continue
+        per_dev[dev] = per_dev.get(dev, 0.0) + r.duration
+        per_kind[r.kind] = per_kind.get(r.kind, 0.0) + r.duration
+        t = r.start
+    L = engine.plan.layout
+    top = sorted(per_dev.items(), key=lambda kv: -kv[1])[:5]
+    return {
+        "devices": [{"rank": d, "pp": L.coord(d).pp, "seconds": v} for d, v in top],
+        "by_kind": dict(sorted(per_kind.items(), key=lambda kv: -kv[1])),
+    }

@@ -230,3 +230,15 @@ def test_synchronous_p2p_exposes_sends(small_overrides):
     b = simulate(load_scenario("llama3-405b-8k", small_overrides + ["engine.async_p2p=false"]))
     assert b.breakdown["pp"] > a.breakdown["pp"]
     assert b.step_time_s >= a.step_time_s
+
+
+def test_critical_path_adds_up_and_finds_the_straggler():
+    from simtrain.run import simulate
+
+    res = simulate(load_scenario("llama3-405b-8k", _whatif_base(4) + ["whatif.slow_devices=[6]", "whatif.slowdown=1.5"]))
+    cp = res.extra["hotspots"]["critical_path"]
+    assert sum(cp["by_kind"].values()) == pytest.approx(res.step_time_s, rel=1e-6)
+    assert cp["devices"][0]["rank"] == 6
+    base = simulate(load_scenario("llama3-405b-8k", _whatif_base(4)))
+    cpb = base.extra["hotspots"]["critical_path"]
+    assert sum(cpb["by_kind"].values()) == pytest.approx(base.step_time_s, rel=1e-6)
