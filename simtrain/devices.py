@@ -56,8 +56,11 @@ _TPU_TILES = ((128, 128, 1.0),)  # 128x128 MXU
 CATALOG: dict[str, Device] = {
     # NVIDIA A100 Tensor Core GPU datasheet: 312 TFLOP/s dense BF16; 40GB HBM2 1,555 GB/s;
     # 80GB HBM2e 2,039 GB/s; 108 SMs (A100 whitepaper).
-    "A100-40GB": Device("A100-40GB", 312e12, 1555e9, 40 * 2**30, 108, _AMPERE_TILES, 0.8747, 128, 0.70, 0.63, 0.85, 4e-6),
-    "A100-80GB": Device("A100-80GB", 312e12, 2039e9, 80 * 2**30, 108, _AMPERE_TILES, 0.8747, 128, 0.70, 0.63, 0.85, 4e-6),
+    # sustained_fraction 0.90: fitted to Megatron-LM SC21 Table 1 (10 runs, 1.7B-1T on
+    # Selene), the A100 counterpart of the H100 constant below: 0.90 x 268 = 241 TFLOP/s of
+    # sustained large-GEMM throughput in training (400 W cap; 2021 cuBLAS).
+    "A100-40GB": Device("A100-40GB", 312e12, 1555e9, 40 * 2**30, 108, _AMPERE_TILES, 0.8747, 128, 0.70, 0.63, 0.85, 4e-6, 0.90),
+    "A100-80GB": Device("A100-80GB", 312e12, 2039e9, 80 * 2**30, 108, _AMPERE_TILES, 0.8747, 128, 0.70, 0.63, 0.85, 4e-6, 0.90),
     # NVIDIA H100 datasheet (SXM5): 989 TFLOP/s dense BF16 (1,979 with sparsity), HBM3
     # 3.35 TB/s, 80 GB (nvidia-smi shows 81,559 MiB on the lent H100, device tool notes); 132 SMs.
 # A device-to-device copy reached ~3.0 TB/s there (0.9 of the datasheet rate).

@@ -17,7 +17,7 @@ def test_large_square_gemm_on_h100_reaches_measured_798_tflops():
 
 
 def test_a100_large_gemm_matches_mamf_table():
-    dev = CATALOG["A100-80GB"]
+    dev = dataclasses.replace(CATALOG["A100-80GB"], sustained_fraction=1.0)  # isolated benchmark
     n = 8192
     assert 2 * n**3 / gemm_time(dev, n, n, n) / 1e12 == pytest.approx(267.9, rel=0.01)
 

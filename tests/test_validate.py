@@ -121,6 +121,6 @@ def test_full_validation_stays_within_achieved_errors(capsys: pytest.CaptureFixt
     out = json.loads(capsys.readouterr().out)
     mape = out["mape_percent"]
     assert mape["Llama 3 Table 4"]["mape"] <= 6.0, mape
-    assert mape["Megatron-LM SC21 Table 1"]["mape"] <= 9.0, mape
+    assert mape["Megatron-LM SC21 Table 1"]["mape"] <= 5.0, mape  # achieved 3.9% (A100 constant fitted on it)
     statuses = {c["case"]: c["status"] for c in out["cases"]}
     assert statuses["llama3-70b-tpu-v5p-fsdp"] == "ok" and statuses["llama3-70b-tpu-v5p-fsdp-tp4"] == "ok"
