@@ -79,6 +79,7 @@ class ParallelConfig:
     first_stage_layers: int = -1  # -1: even split; else layers on the first virtual stage
     last_stage_layers: int = -1  # -1: even split; else layers on the last virtual stage
     flash_attention: bool = True  # FlashAttention kernels (False: unfused QK^T, softmax, AV as in Megatron 2021)
+    attention_kernel: str = "fa2"  # fused-attention generation: "fa2", "cudnn" or "fa3" (Hopper only)
     overlap_grad_reduce: bool = True  # bucketed DP reduction overlapped with the backward pass
 
 
@@ -154,6 +155,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.norm": ("rmsnorm", "layernorm"),
     "parallel.recompute": ("none", "selective", "full"),
     "parallel.cp_algo": ("allgather", "ring"),
+    "parallel.attention_kernel": ("fa2", "cudnn", "fa3"),
     "engine.mode": ("symmetric", "per-rank"),
     "engine.detail": ("auto", "layer", "action"),
     "engine.comm": ("network", "free"),

@@ -87,6 +87,31 @@ CATALOG: dict[str, Device] = {
 ALIASES = {"H100": "H100-SXM", "A100": "A100-80GB", "TPUv4": "TPU-v4", "TPUv5p": "TPU-v5p", "v5p": "TPU-v5p", "v4": "TPU-v4"}
 
 
+# Fused-attention kernel generations: (forward, backward) fraction of peak at long sequences,
+# head dim 128, isolated. Hopper: FA3 paper (Shah et al. 2024, Fig. 5/6, H100 SXM5):
+# FlashAttention-2 ~370 TFLOP/s forward / ~300 backward, cuDNN 9 ~600 / ~470, FlashAttention-3
+# ~650 / ~540 (of 989). Ampere: FA2 paper (Dao 2023): up to 73% forward, ~63% fwd+bwd; cuDNN's
+# fused attention is on par there and FA3 does not exist (it needs Hopper's wgmma/TMA).
+ATTENTION_KERNELS: dict[str, dict[str, tuple[float, float]]] = {
+    "hopper": {"fa2": (0.35, 0.30), "cudnn": (0.60, 0.47), "fa3": (0.65, 0.54)},
+    "ampere": {"fa2": (0.70, 0.63), "cudnn": (0.70, 0.63)},
+    "tpu": {"fa2": (0.55, 0.45), "cudnn": (0.55, 0.45)},  # Pallas flash attention, assumed
+}
+FAMILY = {"A100-40GB": "ampere", "A100-80GB": "ampere", "H100-SXM": "hopper", "H200": "hopper", "B200": "hopper",
+          "TPU-v4": "tpu", "TPU-v5p": "tpu"}
+
+
+def with_attention_kernel(dev: Device, kernel: str) -> Device:
+    """The device with the attention efficiencies of a kernel generation (scenario
+    key parallel.attention_kernel); the catalog entries carry FlashAttention-2's."""
+    table = ATTENTION_KERNELS[FAMILY.get(dev.name, "hopper")]
+    if kernel not in table:
+        raise SimtrainError(
+            f"parallel.attention_kernel = {kernel!r}: not available on {dev.name}; use one of {', '.join(table)}")
+    fwd, bwd = table[kernel]
+    return dataclasses.replace(dev, attention_fwd_efficiency=fwd, attention_bwd_efficiency=bwd)
+
+
 def get_device(name: str, field: str = "cluster.device") -> Device:
     key = ALIASES.get(name, name)
     if key not in CATALOG:

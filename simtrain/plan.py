@@ -16,7 +16,7 @@ from simtrain import schedule as sched
 from simtrain import whatif
 from simtrain.config import Scenario, catalog_dir
 from simtrain.costs import EndCost, LayerCost, embedding_cost, head_cost, layer_cost, optimizer_time
-from simtrain.devices import Device
+from simtrain.devices import Device, with_attention_kernel
 from simtrain.errors import bad
 from simtrain.layout import Coord, Layout, make_layout, split_layers
 from simtrain.models import ModelStats, stats
@@ -121,7 +121,7 @@ def make_plan(s: Scenario) -> Plan:
     topo = whatif.apply(topo, s.whatif)
     if topo.num_gpus < L.world:
         raise bad("cluster.gpus", L.world, f"topology {topo.name!r} has only {topo.num_gpus} devices", "use fewer GPUs or a larger topology")
-    dev = topo.device
+    dev = with_attention_kernel(topo.device, s.parallel.attention_kernel)
     m = s.model
     ms = stats(m, s.training.seq_len)
     S = L.pp * L.vp

@@ -41,3 +41,15 @@ def test_memory_bound_ops_follow_bandwidth():
     dev = CATALOG["H100-SXM"]
     gb = 1e9
     assert memory_time(dev, 2 * gb, kernels=0) == pytest.approx(2 * memory_time(dev, gb, kernels=0))
+
+
+def test_attention_kernel_generations():
+    from simtrain.devices import with_attention_kernel
+    from simtrain.errors import SimtrainError
+
+    h100 = CATALOG["H100-SXM"]
+    fa2, fa3 = with_attention_kernel(h100, "fa2"), with_attention_kernel(h100, "fa3")
+    # FA3 paper, H100 SXM5, head dim 128, 16k forward: FA2 370, FA3 648 TFLOP/s (of 989)
+    assert fa3.attention_fwd_efficiency / fa2.attention_fwd_efficiency == pytest.approx(648 / 370, rel=0.1)
+    with pytest.raises(SimtrainError, match="attention_kernel"):
+        with_attention_kernel(CATALOG["A100-80GB"], "fa3")
