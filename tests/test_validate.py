@@ -30,13 +30,14 @@ def test_reference_cases_load_and_name_scenarios() -> None:
     cases = load_reference()
     names = {c.name for c in cases}
     assert {"llama3-405b-8k", "llama3-405b-16k", "llama3-405b-128k", "llama3-405b-128k-as-printed"} <= names
-    assert sum(c.name.startswith("megatron-sc21-") for c in cases) == 10
+    assert sum(c.name.startswith("megatron-sc21-gpt-") for c in cases) == 10  # Table 1
+    assert sum(c.name.startswith("megatron-sc21-t2-") for c in cases) == 12  # Table 2
     assert {"llama3-70b-tpu-v5p-fsdp", "llama3-70b-tpu-v5p-fsdp-tp4"} <= names
     for c in cases:
         assert (Path(__file__).resolve().parents[1] / "scenarios" / f"{c.scenario}.toml").is_file(), c.name
         assert c.tflops_per_gpu or c.expect or c.expect_error, c.name
         if c.name.startswith("megatron"):
-            assert c.basis == "megatron-hfu" and c.hfu
+            assert c.basis == "megatron-hfu" and (c.hfu or c.name.startswith("megatron-sc21-t2-"))
         if c.name.startswith("llama3-405b"):
             assert c.basis == "model" and c.mfu
 
@@ -122,5 +123,8 @@ def test_full_validation_stays_within_achieved_errors(capsys: pytest.CaptureFixt
     mape = out["mape_percent"]
     assert mape["Llama 3 Table 4"]["mape"] <= 6.0, mape
     assert mape["Megatron-LM SC21 Table 1"]["mape"] <= 5.0, mape  # achieved 3.9% (A100 constant fitted on it)
+    assert mape["Megatron-LM SC21 Table 2, PTD-P"]["mape"] <= 6.0, mape  # achieved 4.2%, never fitted on
+    # ZeRO-3 (DeepSpeed 2021) is a known gap: achieved 185% (README); guard against it growing
+    assert mape["Megatron-LM SC21 Table 2, ZeRO-3"]["mape"] <= 200.0, mape
     statuses = {c["case"]: c["status"] for c in out["cases"]}
     assert statuses["llama3-70b-tpu-v5p-fsdp"] == "ok" and statuses["llama3-70b-tpu-v5p-fsdp-tp4"] == "ok"

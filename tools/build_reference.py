@@ -23,6 +23,8 @@ OUT = ROOT / "simtrain" / "data" / "reference.toml"
 LLAMA = "Llama 3 Table 4"
 SC21 = "Megatron-LM SC21 Table 1"
 SEED4 = "How to Scale Your Model ch. 6 (seed 004)"
+SC21_T2P = "Megatron-LM SC21 Table 2, PTD-P"
+SC21_T2Z = "Megatron-LM SC21 Table 2, ZeRO-3"
 
 # (case = scenario name, CSV file, 1-based data row, group, extra fields)
 CASES: list[tuple[str, str, int, str, dict]] = [
@@ -35,6 +37,11 @@ CASES: list[tuple[str, str, int, str, dict]] = [
       "note": "the row exactly as printed; the simulator must refuse it"}),
     *[(f"megatron-sc21-gpt-{m}", "megatron2021.csv", i + 1, SC21, {})
       for i, m in enumerate(["1.7b", "3.6b", "7.5b", "18b", "39b", "76b", "145b", "310b", "530b", "1t"])],
+    # Table 2 (data rows 11-22): ZeRO-3 vs PTD-P, 175B and 530B, checks never fitted on
+    *[(f"megatron-sc21-t2-{c}", "megatron2021.csv", 11 + i, SC21_T2Z if "zero3" in c else SC21_T2P, {})
+      for i, c in enumerate(["175b-zero3-384", "175b-zero3-768", "175b-zero3-1536", "530b-zero3-640", "530b-zero3-1120",
+                             "530b-zero3-2240", "175b-ptdp-384", "175b-ptdp-768", "175b-ptdp-1536", "530b-ptdp-560",
+                             "530b-ptdp-1120", "530b-ptdp-2240"])],
 ]
 
 # Seed 004 publishes no measurement, only a roofline verdict per layout.
