@@ -97,3 +97,22 @@ def test_help_lists_commands(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "run" in out and "schedules" in out
+
+
+def test_timeline_of_a_large_per_rank_run_shows_one_row_per_stage_and_the_straggler(tmp_path, capsys):
+    from simtrain.commands.run import MAX_TIMELINE_ROWS, timeline_devices
+    from simtrain.config import load_scenario
+    from simtrain.run import simulate
+
+    ov = ['model.name="llama3-8b"', "cluster.gpus=0", "parallel.tp=2", "parallel.pp=4", "parallel.dp=16", "parallel.vp=1",
+          'schedule.name="1f1b"', "parallel.first_stage_layers=-1", "parallel.last_stage_layers=-1",
+          "training.global_batch=64", "training.seq_len=2048", 'engine.mode="per-rank"',
+          "whatif.slow_devices=[37]", "whatif.slowdown=1.3"]
+    res = simulate(load_scenario(None, ov))
+    plan = res.extra["plan"]
+    assert len(plan.simulated) == 128 > MAX_TIMELINE_ROWS
+    rows = timeline_devices(plan, res)
+    assert sorted(plan.layout.coord(d).pp for d in rows[:-1]) == [0, 1, 2, 3] and rows[-1] == 37
+    png = tmp_path / "t.png"
+    assert main(["run", *sum((["--set", o] for o in ov), []), "--timeline", str(png)]) == 0
+    assert png.stat().st_size > 1000

@@ -35,6 +35,23 @@ def device_names(plan) -> dict[int, str]:
     return out
 
 
+MAX_TIMELINE_ROWS = 64
+
+
+def timeline_devices(plan, result) -> list[int]:
+    """Rows to draw: every simulated device when they fit on a page; otherwise data-parallel
+    replica 0 (TP rank 0, CP rank 0) of each pipeline stage, plus the slowest device."""
+    devices = list(plan.simulated)
+    if len(devices) <= MAX_TIMELINE_ROWS:
+        return devices
+    L = plan.layout
+    rows = [d for d in devices if (c := L.coord(d)).dp == 0 and c.tp == 0 and c.cp == 0][:MAX_TIMELINE_ROWS]
+    slow = (result.extra.get("hotspots") or {}).get("slowest_device", {}).get("rank")
+    if slow is not None and slow not in rows:
+        rows.append(slow)
+    return rows
+
+
 def run(args: argparse.Namespace) -> int:
     from simtrain.config import load_scenario
     from simtrain.errors import SimtrainError
@@ -58,7 +75,10 @@ def run(args: argparse.Namespace) -> int:
         title = (f"{result.scenario}: {result.schedule}, TP{L['tp']} PP{L['pp']} DP{L['dp']} VP{L['vp']}, "
                  f"{L['microbatches_per_replica']} micro-batches/replica — step {result.step_time_s:.2f} s, "
                  f"bubble {100 * result.bubble_fraction:.1f}%, MFU {100 * result.mfu:.1f}%")
-        _write(lambda: plot_timeline(timeline_rows(result.records, list(plan.simulated)), args.timeline, title, names), "--timeline", args.timeline)
+        rows = timeline_devices(plan, result)
+        if len(rows) < len(plan.simulated):
+            title += f" — {len(rows)} of {len(plan.simulated)} devices shown"
+        _write(lambda: plot_timeline(timeline_rows(result.records, rows), args.timeline, title, names), "--timeline", args.timeline)
     if args.trace:
         from simtrain.trace import write_trace
 
