@@ -21,10 +21,15 @@ def plot_bubble_vs_microbatches(data: BubbleCurves, path: str | Path) -> Path:
         raise SimtrainError(f"plot path {str(path)!r}: unsupported format; end it with .png or .svg")
     fig, ax = plt.subplots(figsize=(7, 4.5))
     try:
-        for label, points in data.series.items():
+        styles = ["-", "--", "-.", ":"]
+        markers = ["o", "s", "^", "D", "v", "x"]
+        for i, (label, points) in enumerate(data.series.items()):
             if points:
                 xs, ys = zip(*sorted(points))
-                ax.plot(xs, [100 * y for y in ys], marker="o", markersize=3, label=label)
+                # schedules that coincide (gpipe/1f1b, bfs/llama3) stay visible through line styles;
+                # constrained ones (interleaved) only have markers where they are valid
+                ax.plot(xs, [100 * y for y in ys], linestyle=styles[i % len(styles)], marker=markers[i % len(markers)],
+                        markersize=3.5, linewidth=1.4, label=label, alpha=0.9)
         ax.set_xlabel("micro-batches per data-parallel replica (M)")
         ax.set_ylabel("pipeline bubble (% of step)")
         ax.set_title(f"Bubble with uniform costs, free comm (pp={data.pp}, vp={data.vp})")
