@@ -88,6 +88,10 @@ class TrainingConfig:
     seq_len: int = 2048
     global_batch: int = 0  # sequences per step; 0: dp * micro_batch (one micro-batch per replica)
     precision: str = "bf16"
+    # Gradient buffers and their data-parallel reduction: "fp32" (Megatron-LM's main_grad,
+    # forced for bf16 runs) or "bf16" (torch FSDP's default reduce dtype, Megatron-Core's
+    # --grad-reduce-in-bf16): 4 or 2 bytes per parameter held and reduced.
+    grad_precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "engine.comm": ("network", "free"),
     "engine.collective_algo": ("auto", "ring", "tree", "hierarchical", "torus"),
     "training.precision": ("bf16", "fp16"),
+    "training.grad_precision": ("fp32", "bf16"),
 }
 
 

@@ -144,7 +144,7 @@ class Engine:
             grads = [st.layers * st.grad_bytes_per_layer + st.end_grad_bytes for st in mine]
             sizes = sorted({min(self.bucket_bytes, g) for g in grads if g > 0})
             for op in dp_ops:
-                scale = 0.5 if op == "all-gather" else 1.0  # bf16 parameters vs fp32 gradients
+                scale = 2 / plan.grad_bytes if op == "all-gather" else 1.0  # bf16 parameters vs gradients
                 self.comm.prepare(op, self._group(self.dp_dim, dev), plan.copies(self.dp_dim, pp), [x * scale for x in sizes])
             if lc.cp_bytes > 0:
                 for op in ("all-gather", "reduce-scatter"):

@@ -15,6 +15,7 @@
     --bf16 / --fp16                     training.precision
     --use-flash-attn                    parallel.flash_attention = true
     --tp-comm-overlap                   engine.overlap_tp_comm = true
+    --grad-reduce-in-bf16               training.grad_precision = "bf16" (else fp32 main_grad)
     model shape (any of them given: Megatron's defaults fill the rest of the architecture):
     --num-layers, --hidden-size, --ffn-hidden-size, --num-attention-heads, --kv-channels,
     --group-query-attention + --num-query-groups G, --padded-vocab-size/--vocab-size,
@@ -64,7 +65,7 @@ SWITCHES = {
     "--sequence-parallel", "--use-distributed-optimizer", "--overlap-grad-reduce",
     "--recompute-activations", "--swiglu", "--group-query-attention", "--disable-bias-linear",
     "--untie-embeddings-and-output-weights", "--use-flash-attn", "--bf16", "--fp16",
-    "--tp-comm-overlap",
+    "--tp-comm-overlap", "--grad-reduce-in-bf16",
 }
 MODEL_FLAGS = {
     "--num-layers", "--hidden-size", "--ffn-hidden-size", "--num-attention-heads", "--kv-channels",
@@ -173,6 +174,7 @@ def megatron_overrides(text: str | list[str], model_layers: int = 0) -> tuple[li
         out["training.precision"] = "bf16"
     if known.get("--fp16"):
         out["training.precision"] = "fp16"
+    out["training.grad_precision"] = "bf16" if known.get("--grad-reduce-in-bf16") else "fp32"
     if known.get("--tp-comm-overlap"):
         out["engine.overlap_tp_comm"] = True
     if any(f in known for f in MODEL_FLAGS):

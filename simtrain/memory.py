@@ -44,6 +44,12 @@ from simtrain.units import GIB
 
 PARAM_BYTES = 2.0  # bf16/fp16 weights
 GRAD_BYTES = 4.0  # fp32 main gradients (Megatron accumulates into fp32 main_grad buffers)
+BF16_GRAD_BYTES = 2.0  # training.grad_precision = "bf16": gradients held and reduced in bf16
+
+
+def grad_element_bytes(grad_precision: str) -> int:
+    """Bytes per gradient element for `training.grad_precision`."""
+    return int(BF16_GRAD_BYTES if grad_precision == "bf16" else GRAD_BYTES)
 OPTIMIZER_BYTES = 12.0  # fp32 master weights (4) + Adam first (4) and second (4) moments
 
 # Fixed allowance per device for memory the training framework does not allocate itself:
@@ -146,14 +152,16 @@ def head_activation_bytes(model: ModelConfig, seq_len: int, micro_batch: int, tp
     return tokens * (4 * model.hidden_size / (t if sp else 1) + 4 * model.vocab_size / t)
 
 
-def model_state_bytes(params: float, zero: int, shards: int) -> tuple[float, float, float]:
+def model_state_bytes(params: float, zero: int, shards: int,
+                      grad_bytes: float = GRAD_BYTES) -> tuple[float, float, float]:
     """(parameter, gradient, optimizer-state) bytes of `params` parameters on one rank
-    under ZeRO stage `zero`, sharded over `shards` data-parallel (x CP) ranks."""
+    under ZeRO stage `zero`, sharded over `shards` data-parallel (x CP) ranks, with
+    `grad_bytes` per gradient element (4 fp32, 2 bf16)."""
     if zero not in (0, 1, 2, 3):
         raise SimtrainError(f"parallel.zero = {zero!r}: not a ZeRO stage; use 0, 1, 2 or 3")
     n = max(1, shards)
     p = params * PARAM_BYTES / (n if zero >= 3 else 1)
-    g = params * GRAD_BYTES / (n if zero >= 2 else 1)
+    g = params * grad_bytes / (n if zero >= 2 else 1)
     o = params * OPTIMIZER_BYTES / (n if zero >= 1 else 1)
     return p, g, o
 
@@ -267,7 +275,7 @@ def estimate(plan: Any) -> MemoryReport:
     for r in range(L.pp):
         mine = [st for st in plan.stages if sched.placement[st.index] == r]
         params = sum(st.params for st in mine)
-        p, g, o = model_state_bytes(params, par.zero, shards)
+        p, g, o = model_state_bytes(params, par.zero, shards, plan.grad_bytes)
         acts = sched.actions.get(r, ())
         # Peak of the summed live bytes (layers + ends together: they are born and freed
         # with the same actions), then split in proportion for the report.
@@ -280,7 +288,7 @@ def estimate(plan: Any) -> MemoryReport:
         if par.zero >= 3:
             # FSDP all-gathers a layer's bf16 weights (current + prefetched next) and holds
             # its unsharded fp32 gradient until the reduce-scatter.
-            transient += params_per_layer * (2 * PARAM_BYTES + GRAD_BYTES)
+            transient += params_per_layer * (2 * PARAM_BYTES + plan.grad_bytes)
         if any(st.index == S - 1 for st in mine):
             transient += tokens * 2 * m.vocab_size / L.tp  # bf16 logits before the fp32 cast
         allocated = p + g + o + act + ends + transient
@@ -290,7 +298,7 @@ def estimate(plan: Any) -> MemoryReport:
             transient=transient, workspace=WORKSPACE_BYTES, fragmentation=FRAGMENTATION * allocated,
         ))
     assumptions = (
-        f"mixed-precision Adam 2+4+12 B/param, ZeRO-{par.zero} over DP*CP = {shards}; activations per "
+        f"mixed-precision Adam 2+{plan.grad_bytes}+12 B/param, ZeRO-{par.zero} over DP*CP = {shards}; activations per "
         f"Korthikanti et al. 2022 ({'FlashAttention' if flash else 'materialized scores'}, recompute "
         f"{par.recompute}, SP {'on' if sp else 'off'}); {WORKSPACE_BYTES / GIB:.0f} GiB workspace + "
         f"{100 * FRAGMENTATION:.0f}% fragmentation"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from simtrain import schedule as sched
 from simtrain import whatif
+from simtrain.memory import grad_element_bytes
 from simtrain.config import Scenario, catalog_dir
 from simtrain.costs import EndCost, LayerCost, embedding_cost, head_cost, layer_cost, optimizer_time
 from simtrain.devices import Device, with_attention_kernel
@@ -128,7 +129,7 @@ def make_plan(s: Scenario) -> Plan:
     layers = split_layers(m.num_hidden_layers, S, s.parallel.first_stage_layers, s.parallel.last_stage_layers)
     schedule = _schedule(s, L)
     lc = layer_cost(m, s.parallel, dev, s.training.seq_len, s.parallel.flash_attention)
-    grad_bytes = 4  # fp32 main gradients, Megatron's default for bf16/fp16 mixed precision
+    grad_bytes = grad_element_bytes(s.training.grad_precision)
     per_layer_params = ms.params_per_layer / L.tp
     stages = []
     for i, n in enumerate(layers):

@@ -242,3 +242,15 @@ def test_critical_path_adds_up_and_finds_the_straggler():
     base = simulate(load_scenario("llama3-405b-8k", _whatif_base(4)))
     cpb = base.extra["hotspots"]["critical_path"]
     assert sum(cpb["by_kind"].values()) == pytest.approx(base.step_time_s, rel=1e-6)
+
+
+def test_bf16_gradients_halve_the_dp_reduction(small_overrides):
+    """training.grad_precision = "bf16" reduces 2-byte gradients: the bandwidth part of each
+    DP all-reduce halves (ring: 2(n-1)/n * S/B + latency), so its time drops by nearly 2x."""
+    def dp_time(grad: str) -> tuple[float, float]:
+        plan = make_plan(load_scenario("llama3-405b-8k", small_overrides + ["parallel.zero=0", f'training.grad_precision="{grad}"']))
+        recs = Engine(plan).run()
+        return plan.stages[0].grad_bytes_per_layer, sum(r.duration for r in recs if r.label.startswith("all-reduce(dp)"))
+    (b32, t32), (b16, t16) = dp_time("fp32"), dp_time("bf16")
+    assert b16 == pytest.approx(b32 / 2, rel=1e-12)
+    assert 0.45 * t32 < t16 < 0.6 * t32

@@ -103,6 +103,9 @@ def test_megatron_flags_fill_parallel_and_training():
     assert (p.tp, p.pp, p.dp, p.vp, p.micro_batch) == (8, 16, 0, 5, 1)
     assert (p.sequence_parallel, p.recompute, p.zero, p.flash_attention, p.overlap_grad_reduce) == (True, "selective", 1, True, False)
     assert (t.global_batch, t.seq_len, s.schedule.name) == (2048, 8192, "interleaved")
+    assert t.grad_precision == "fp32"  # Megatron forces fp32 main gradients for bf16 ...
+    bf16, _ = megatron_overrides("--bf16 --grad-reduce-in-bf16")
+    assert load_scenario("llama3-405b-8k", bf16).training.grad_precision == "bf16"  # ... unless told
 
 
 def test_megatron_model_flags_give_the_llama3_8b_shape():

@@ -149,3 +149,17 @@ def test_llama3_405b_without_model_parallelism_does_not_fit() -> None:
     assert rep.peak_memory_gib > 700
     assert rep.per_stage[0].parameters == pytest.approx(2 * 405.85e9, rel=1e-3)
     assert rep.peak_memory_gib * GIB > rep.capacity_bytes
+
+
+def test_bf16_gradients_halve_gradient_memory() -> None:
+    """training.grad_precision = "bf16": 2 bytes per gradient instead of 4, nothing else moves."""
+    P, N = 1e9, 64
+    assert model_state_bytes(P, 1, N, grad_bytes=2) == (2 * P, 2 * P, 12 * P / N)
+    assert model_state_bytes(P, 2, N, grad_bytes=2) == (2 * P, 2 * P / N, 12 * P / N)
+
+    fp32 = estimate(make_plan(_small(1)))
+    s = _small(1)
+    bf16 = estimate(make_plan(dataclasses.replace(s, training=dataclasses.replace(s.training, grad_precision="bf16"))))
+    for a, b in zip(fp32.per_stage, bf16.per_stage):
+        assert b.gradients == pytest.approx(a.gradients / 2, rel=1e-12)
+        assert (b.parameters, b.optimizer, b.activations) == (a.parameters, a.optimizer, a.activations)
