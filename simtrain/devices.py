@@ -64,18 +64,18 @@ CATALOG: dict[str, Device] = {
     # NVIDIA H100 datasheet (SXM5): 989 TFLOP/s dense BF16 (1,979 with sparsity), HBM3
     # 3.35 TB/s, 80 GB (nvidia-smi shows 81,559 MiB on the lent H100, device tool notes); 132 SMs.
 # A device-to-device copy reached ~3.0 TB/s there (0.9 of the datasheet rate).
-    # sustained_fraction 0.65: the one constant calibrated on a training run, Llama 3 Table 4
+    # sustained_fraction 0.68: the one constant calibrated on a training run, Llama 3 Table 4
     # row 1 (43% MFU on 8,192 H100s, llama3 schedule with 8 virtual stages); rows 2 and 3
-    # and every other H100 figure are then predictions. 0.65 x 798/989 = 52% of peak as
+    # and every other H100 figure are then predictions. 0.68 x 798/989 = 55% of peak as
     # sustained large-GEMM throughput inside training (700 W power cap and shared SMs).
-    "H100-SXM": Device("H100-SXM", 989e12, 3.35e12, 81559 * 2**20, 132, _HOPPER_TILES, 0.8475, 128, 0.35, 0.30, 0.85, 4e-6, 0.65),
+    "H100-SXM": Device("H100-SXM", 989e12, 3.35e12, 81559 * 2**20, 132, _HOPPER_TILES, 0.8475, 128, 0.35, 0.30, 0.85, 4e-6, 0.68),
     # NVIDIA H200 datasheet: same compute as H100 SXM, HBM3e 4.8 TB/s, 141 GB (nvidia-smi: 143,771 MiB).
     # same GH100 die and 700 W limit as H100 SXM: same sustained fraction (assumed)
-    "H200": Device("H200", 989e12, 4.8e12, 143771 * 2**20, 132, _HOPPER_TILES, 0.8369, 128, 0.35, 0.30, 0.85, 4e-6, 0.65),
+    "H200": Device("H200", 989e12, 4.8e12, 143771 * 2**20, 132, _HOPPER_TILES, 0.8369, 128, 0.35, 0.30, 0.85, 4e-6, 0.68),
     # NVIDIA DGX/HGX B200 datasheet: 2.25 PFLOP/s dense BF16 per GPU, HBM3e 8 TB/s, 180 GB;
     # 148 SMs. GEMM efficiency assumed as for Hopper (no measurement available here).
     # sustained fraction assumed equal to Hopper's (no public training measurement here)
-    "B200": Device("B200", 2.25e15, 8e12, 180e9, 148, _HOPPER_TILES, 0.80, 128, 0.35, 0.30, 0.85, 4e-6, 0.65),
+    "B200": Device("B200", 2.25e15, 8e12, 180e9, 148, _HOPPER_TILES, 0.80, 128, 0.35, 0.30, 0.85, 4e-6, 0.68),
     # Google Cloud TPU v4 docs: 275 TFLOP/s BF16, 32 GiB HBM2 at 1,200 GB/s; 2 TensorCores x
     # 4 MXUs of 128x128. Efficiencies assumed (no public MAMF measurement).
     "TPU-v4": Device("TPU-v4", 275e12, 1.2e12, 32 * 2**30, 8, _TPU_TILES, 0.85, 256, 0.55, 0.45, 0.85, 2e-6),

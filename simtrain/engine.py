@@ -63,6 +63,14 @@ class Engine:
         self.overlap_grad = par.overlap_grad_reduce
         self.overlap_tp = plan.scenario.engine.overlap_tp_comm
         self.async_tp = plan.scenario.engine.async_tp_backward
+        # Sequence parallelism changes the backward's TP traffic (Korthikanti et al. 2022 §4.2.2;
+        # Megatron-LM's LinearWithGradAccumulationAndAsyncCommunication): the row-parallel
+        # linear's backward must all-gather its sequence-sharded output gradient before any
+        # GEMM can start (exposed), and the column-parallel linear reduce-scatters its input
+        # gradient alongside the weight-gradient GEMM. Without SP the one all-reduce of the
+        # input gradient runs alongside the weight-gradient GEMM.
+        self.sp = plan.scenario.parallel.sequence_parallel and plan.layout.tp > 1
+        self.tp_split: dict[int, tuple[float, float]] = {}  # coalesced SP: (all-gather, reduce-scatter) s
         self.async_p2p = plan.scenario.engine.async_p2p
         self.full_recompute = par.recompute == "full"
         self.jitter = plan.scenario.whatif.compute_jitter > 0
@@ -139,7 +147,8 @@ class Engine:
         for dev in plan.simulated:
             pp = self._coord(dev).pp
             if lc.tp_bytes > 0:
-                self.comm.prepare("all-reduce", self._group("tp", dev), plan.copies("tp", pp), [lc.tp_bytes])
+                for op in ("all-reduce", "all-gather", "reduce-scatter") if self.sp else ("all-reduce",):
+                    self.comm.prepare(op, self._group("tp", dev), plan.copies("tp", pp), [lc.tp_bytes])
             mine = [st for st in plan.stages if plan.schedule.placement[st.index] == pp]
             grads = [st.layers * st.grad_bytes_per_layer + st.end_grad_bytes for st in mine]
             sizes = sorted({min(self.bucket_bytes, g) for g in grads if g > 0})
@@ -170,10 +179,18 @@ class Engine:
             if size <= 0 or len(group) == 1:
                 self.tp_time[dev] = 0.0
                 continue
-            _, phases = self.comm.collective("all-reduce", group, size, self.plan.copies("tp", self._coord(dev).pp))
-            # keys are ((op, algo, group, copies), phase): the group's other algorithms don't count
-            if self.net.exclusive([ph.key for ph in phases], ignore=lambda k, g=group: k[0][2] == g):
-                self.tp_time[dev] = sum(self.net.uncontended_time(ph.key, ph.nbytes, ph.latency) for ph in phases)
+            copies = self.plan.copies("tp", self._coord(dev).pp)
+            times = []
+            for op in ("all-reduce", "all-gather", "reduce-scatter") if self.sp else ("all-reduce",):
+                _, phases = self.comm.collective(op, group, size, copies)
+                # keys are ((op, algo, group, copies), phase): the group's other algorithms don't count
+                if not self.net.exclusive([ph.key for ph in phases], ignore=lambda k, g=group: k[0][2] == g):
+                    break
+                times.append(sum(self.net.uncontended_time(ph.key, ph.nbytes, ph.latency) for ph in phases))
+            else:
+                self.tp_time[dev] = times[0]
+                if self.sp:
+                    self.tp_split[dev] = (times[1], times[2])
 
     def collective(self, dev: int, dim: str, op: str, size: float) -> Proc:
         """Run a collective of `dev`'s `dim` group; in per-rank mode members rendezvous."""
@@ -218,9 +235,10 @@ class Engine:
         self._rec(dev, "cp" if dim == "cp" else "tp", f"{op}({dim})", t1, stage, mb)
 
     def _tp(self, dev: int, seconds_hidden: float, label: str, stage: int, mb: int, op: str = "all-reduce") -> Proc:
-        """A TP collective on the main stream (with sequence parallelism the reduce-scatter +
-        all-gather pair moves exactly the ring all-reduce's bytes, so one all-reduce stands
-        for it); `seconds_hidden` of weight-gradient compute runs alongside."""
+        """A TP collective on the main stream; `seconds_hidden` of weight-gradient compute runs
+        alongside. In the forward, sequence parallelism's all-gather + reduce-scatter pair
+        moves exactly the ring all-reduce's bytes, so one all-reduce stands for it; the
+        backward runs the two separately (see `self.sp`)."""
         size = 0.0 if self.overlap_tp else self.plan.stages[stage].layer.tp_bytes
         yield from self._overlapped(dev, "tp", op, size, seconds_hidden, label, stage, mb)
 
@@ -453,8 +471,16 @@ class Engine:
             key = ("B", st.index, tpt, wg)
             segs = self._seg_cache.get(key)
             if segs is None:
-                hidden = [("B", wg), ("tp", max(0.0, tpt - wg) if self.async_tp else tpt)]
-                one = [("B", lc.bwd_input[1])] + hidden + [("B", lc.bwd_input[0])] + hidden
+                if self.sp and tpt > 0:
+                    ag, rs = self.tp_split[dev]
+                    # row-parallel output-gradient all-gather first (exposed), the block's
+                    # GEMMs, then the input-gradient reduce-scatter beside the weight gradient
+                    block = [("tp", ag), ("B", lc.bwd_input[1]), ("B", wg), ("tp", max(0.0, rs - wg) if self.async_tp else rs),
+                             ("tp", ag), ("B", lc.bwd_input[0]), ("B", wg), ("tp", max(0.0, rs - wg) if self.async_tp else rs)]
+                    one = block
+                else:
+                    hidden = [("B", wg), ("tp", max(0.0, tpt - wg) if self.async_tp else tpt)]
+                    one = [("B", lc.bwd_input[1])] + hidden + [("B", lc.bwd_input[0])] + hidden
                 segs = self._seg_cache[key] = self._pack(one * st.layers)
             yield from self._segments(dev, segs, lab, st.index, mb)
             pending = st.layers * st.grad_bytes_per_layer if last else 0.0
@@ -465,13 +491,16 @@ class Engine:
             for _ in range(st.layers):
                 if gather is not None:
                     yield from self._wait_gather(dev, next(gather), st.index, mb)
-                yield from self._compute(dev, lc.bwd_input[1] + ser, "B", lab, st.index, mb)
-                yield from self._tp(dev, hid, lab, st.index, mb)
-                if lc.cp_bytes > 0:
-                    yield from self._cp(dev, lc.bwd_input[0], lc.attn_bwd, "reduce-scatter", "B", lab, st.index, mb)
-                else:
-                    yield from self._compute(dev, lc.bwd_input[0] + ser, "B", lab, st.index, mb)
-                yield from self._tp(dev, hid, lab, st.index, mb)
+                for i, seg in enumerate((lc.bwd_input[1], lc.bwd_input[0])):
+                    if self.sp:
+                        yield from self._tp(dev, 0.0, lab, st.index, mb, "all-gather")
+                    if i == 1 and lc.cp_bytes > 0:
+                        yield from self._cp(dev, seg, lc.attn_bwd, "reduce-scatter", "B", lab, st.index, mb)
+                        if ser:
+                            yield from self._compute(dev, ser, "B", lab, st.index, mb)
+                    else:
+                        yield from self._compute(dev, seg + ser, "B", lab, st.index, mb)
+                    yield from self._tp(dev, hid, lab, st.index, mb, "reduce-scatter" if self.sp else "all-reduce")
                 if self.fsdp and with_weight:
                     # torch FSDP reduce-scatters every layer's gradients after every micro-batch
                     self._dp_launch(dev, "reduce-scatter", st.grad_bytes_per_layer, "reduce-scatter(fsdp)")

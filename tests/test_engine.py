@@ -254,3 +254,27 @@ def test_bf16_gradients_halve_the_dp_reduction(small_overrides):
     (b32, t32), (b16, t16) = dp_time("fp32"), dp_time("bf16")
     assert b16 == pytest.approx(b32 / 2, rel=1e-12)
     assert 0.45 * t32 < t16 < 0.6 * t32
+
+
+def test_sequence_parallel_backward_exposes_one_all_gather_per_block(small_overrides):
+    """Megatron with SP: the forward's all-gather + reduce-scatter pair costs one all-reduce
+    per block either way; in the backward the row-parallel output-gradient all-gather is
+    exposed, while the input-gradient reduce-scatter (or, without SP, the all-reduce) hides
+    behind the weight-gradient GEMM. A ring all-gather is exactly half a ring all-reduce
+    ((n-1) of its 2(n-1) steps, each step the same bytes), so SP's TP time is 1.5x."""
+    # one TP pair alone on its NVLink (no PP or DP traffic to share it): exact times
+    alone = ["cluster.gpus=2", "parallel.pp=1", "parallel.dp=1", "training.global_batch=3"]
+
+    def tp_total(sp: bool, mode: str) -> float:
+        plan = make_plan(load_scenario("llama3-405b-8k", small_overrides + alone + [
+            f"parallel.sequence_parallel={str(sp).lower()}", 'engine.collective_algo="ring"', f'engine.mode="{mode}"']))
+        return sum(r.duration for r in Engine(plan).run() if r.kind == "tp")
+    for mode in ("symmetric", "per-rank"):
+        assert tp_total(True, mode) == pytest.approx(1.5 * tp_total(False, mode), rel=1e-9)
+    # TP links shared with PP traffic: the layer-by-layer path runs the same collectives
+    plan = make_plan(load_scenario("llama3-405b-8k", small_overrides + ["parallel.sequence_parallel=true"]))
+    recs = Engine(plan).run()
+    dev0 = plan.simulated[0]
+    gathers = [r for r in recs if r.device == dev0 and r.label == "all-gather(tp)"]
+    m = plan.layout.microbatches
+    assert len(gathers) == 2 * plan.stages[0].layers * m  # two blocks per layer, every backward
