@@ -222,12 +222,19 @@ class MemoryReport:
     def peak_stage(self) -> int:
         return max(self.per_stage, key=lambda s: s.total).rank
 
+    @property
+    def allowance_gib(self) -> float:
+        """The peak rank's workspace + fragmentation allowance (assumed, not tensors)."""
+        st = max(self.per_stage, key=lambda s: s.total)
+        return (st.workspace + st.fragmentation) / GIB
+
     def to_json(self) -> dict[str, Any]:
         return {
             "fits_in_memory": self.fits_in_memory,
             "peak_memory_gib": self.peak_memory_gib,
             "capacity_gib": self.capacity_gib,
             "peak_stage": self.peak_stage,
+            "allowance_gib": self.allowance_gib,
             "device": self.device,
             "assumptions": self.assumptions,
             "per_stage": [s.to_json() for s in self.per_stage],

@@ -49,8 +49,13 @@ def text_report(r: Result) -> str:
     mem = r.extra.get("memory")
     if mem:
         over = mem["peak_memory_gib"] - mem["capacity_gib"]
-        rows.append(("peak memory", f"{mem['peak_memory_gib']:.1f} GiB of {mem['capacity_gib']:.1f} GiB"
-                     + ("" if mem["fits_in_memory"] else f", does not fit: {over:.1f} GiB over (estimate; still simulated)")))
+        note = ""
+        if not mem["fits_in_memory"]:
+            note = f", does not fit: {over:.1f} GiB over (estimate; still simulated)"
+            if over < mem.get("allowance_gib", 0.0):  # the tensors alone fit: say so
+                note += (f"; the tensors alone take {mem['peak_memory_gib'] - mem['allowance_gib']:.1f} GiB, "
+                         f"the rest is the assumed {mem['allowance_gib']:.1f} GiB workspace + fragmentation allowance")
+        rows.append(("peak memory", f"{mem['peak_memory_gib']:.1f} GiB of {mem['capacity_gib']:.1f} GiB" + note))
     w = max(len(k) for k, _ in rows)
     lines += [f"  {k.ljust(w)}  {v}" for k, v in rows]
     lines.append("")

@@ -163,3 +163,12 @@ def test_bf16_gradients_halve_gradient_memory() -> None:
     for a, b in zip(fp32.per_stage, bf16.per_stage):
         assert b.gradients == pytest.approx(a.gradients / 2, rel=1e-12)
         assert (b.parameters, b.optimizer, b.activations) == (a.parameters, a.optimizer, a.activations)
+
+
+def test_allowance_is_workspace_plus_fragmentation_of_the_peak_rank() -> None:
+    rep = estimate(make_plan(load_scenario("llama3-405b-8k")))
+    st = max(rep.per_stage, key=lambda s: s.total)
+    tensors = st.parameters + st.gradients + st.optimizer + st.activations + st.end_activations + st.transient
+    assert rep.allowance_gib * GIB == pytest.approx(2 * GIB + 0.05 * tensors, rel=1e-12)
+    assert (rep.peak_memory_gib - rep.allowance_gib) * GIB == pytest.approx(tensors, rel=1e-12)
+    assert rep.to_json()["allowance_gib"] == rep.allowance_gib
