@@ -225,8 +225,12 @@ class Engine:
             yield from self._compute(dev, hidden, kind, label, stage, mb)
             return
         t0 = self.env.now
-        coll = self.env.process(self.collective(dev, dim, op, size))
         hidden = self._scale(dev, hidden, kind, stage, mb)
+        if hidden <= 0:  # nothing runs alongside: no separate process needed
+            yield from self.collective(dev, dim, op, size)
+            self._rec(dev, "cp" if dim == "cp" else "tp", f"{op}({dim})", t0, stage, mb)
+            return
+        coll = self.env.process(self.collective(dev, dim, op, size))
         if hidden > 0:
             yield self.env.timeout(hidden)
             self._rec(dev, kind, label, t0, stage, mb)

@@ -185,7 +185,12 @@ class FlowNetwork:
 
     def _reschedule(self, comp: set[_Bundle]) -> None:
         self._advance(comp)
-        rates = max_min_rates({b: b.classes for b in comp}, self._class_capacity)
+        if len(comp) == 1:  # alone on its links: the bottleneck class sets the rate
+            (b,) = comp
+            caps = self._class_capacity
+            rates = {b: min(caps[cid] / m for cid, m in b.classes)}
+        else:
+            rates = max_min_rates({b: b.classes for b in comp}, self._class_capacity)
         for b in comp:
             r = rates[b]
             if r == b.rate and b.version:
