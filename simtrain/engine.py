@@ -22,7 +22,7 @@ neighbour's transfer is in flight and as `bubble` before it has started.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Generator, Hashable
+from typing import Any, Generator, Hashable
 
 import simpy
 
@@ -207,16 +207,25 @@ class Engine:
             self.seq[(dev, group)] += 1
             ev, last = self._arrive(k, len(group))
             if last:
-                self.env.process(self._run_phases(phases, ev))
+                self._chain(phases, ev.succeed)
             yield ev
         else:
             for ph in phases:
                 yield self.net.transfer(ph.key, ph.nbytes, ph.latency)
 
-    def _run_phases(self, phases, done: simpy.Event) -> Proc:
-        for ph in phases:
-            yield self.net.transfer(ph.key, ph.nbytes, ph.latency)
-        done.succeed()
+    def _chain(self, phases, then: Any) -> None:
+        """Run `phases` one after another on the flow network, then call `then()`: chained
+        by event callbacks rather than a process (same times, fewer events)."""
+        todo = list(phases)
+
+        def step(_e: Any = None) -> None:
+            if todo:
+                ph = todo.pop(0)
+                self.net.transfer(ph.key, ph.nbytes, ph.latency).callbacks.append(step)
+            else:
+                then()
+
+        step()
 
     def _overlapped(self, dev: int, dim: str, op: str, size: float, hidden: float, label: str, stage: int, mb: int, kind: str = "B") -> Proc:
         """A blocking collective of `dev`'s `dim` group with `hidden` seconds of compute
@@ -273,14 +282,13 @@ class Engine:
             copies = self.plan.copies("pp", self._coord(dev).pp)
             phases = self._phases[pkey] = self.comm.p2p(dev, dst, self.plan.p2p_bytes, copies)
 
-        def proc() -> Proc:
-            t0 = self.env.now
-            for ph in phases:
-                yield self.net.transfer(ph.key, ph.nbytes, ph.latency)
+        t0 = self.env.now
+
+        def sent() -> None:
             self._rec(dev, "pp", f"send {kind}{mb}", t0, stage, mb, stream="comm")
             ev.succeed()
 
-        self.env.process(proc())
+        self._chain(phases, sent)
 
     def _send_blocking(self, dev: int, dst: int, key: Hashable, stage: int, mb: int, kind: str) -> Proc:
         """Send; with synchronous point-to-point (SC21-era Megatron waited for its sends
