@@ -4,7 +4,8 @@
     python benchmarks/bench.py --quick    # small sizes only (CI runs this so it cannot rot)
 
 Baseline: 1,000 simpy processes x 1,000 `env.timeout(1)` (1,000,000 bare events).
-Each case runs in its own process so peak RSS is its own. Columns: scenario, GPUs, mode,
+Each case runs in its own process so peak RSS is its own; module imports happen before the
+clock starts, as for the baseline. Columns: scenario, GPUs, mode,
 simulated step time, wall time, ratio to baseline, simpy events, events/s, peak RSS.
 Targets (issue 6): 405B on 16,384 GPUs symmetric <= 1.0x baseline; 70B on 1,024 GPUs
 per-rank <= 20x; 16,384 GPUs per-rank completes within 4 GB.
@@ -49,6 +50,7 @@ QUICK = [
 CHILD = r"""
 import json, resource, sys, time
 from simtrain import load_scenario, simulate
+import simtrain.run  # noqa: F401  (module imports are not simulation: the baseline imports simpy first too)
 t0 = time.perf_counter()
 r = simulate(load_scenario(None, json.loads(sys.argv[1])))
 wall = time.perf_counter() - t0

@@ -49,12 +49,14 @@ class Comm:
         self._shapes: dict[Hashable, list[tuple[Hashable, float, float]]] = {}
         self._loads: dict[Hashable, dict] = {}  # bundle key -> link load, shared by forks
         self._solo: dict[Hashable, float] = {}  # bundle key -> per-flow rate on an idle network
+        self._pair_loads: dict[Hashable, tuple[dict, float]] = {}  # (flows, copies) -> (link load, solo rate)
 
     def fork(self, net: FlowNetwork) -> "Comm":
         """A Comm on another flow network (e.g. a fresh simpy Environment) that reuses the
         phase shapes and link loads computed so far instead of routing them again."""
         other = Comm(net, self.topo, self.algo)
         other._shapes, other._loads, other._solo = dict(self._shapes), dict(self._loads), dict(self._solo)
+        other._pair_loads = dict(self._pair_loads)
         for key, load in self._loads.items():
             if self.net.is_registered(key):
                 net.register(key, load)
@@ -67,9 +69,15 @@ class Comm:
             out = []
             for i, ph in enumerate(coll.phases(op, algo, group, 1.0, self.topo)):
                 key = (skey, i)
-                load = self._loads[key] = coll.phase_load(ph, self.topo, copies)
-                cap = self.net.capacity
-                self._solo[key] = min((cap(l) / m for l, m in load.items()), default=float("inf"))
+                # phases with the same flows (a ring's all-reduce, reduce-scatter and
+                # all-gather) load the same links: route them once
+                lkey = (ph.pairs, copies)
+                hit = self._pair_loads.get(lkey)
+                if hit is None:
+                    load = coll.phase_load(ph, self.topo, copies)
+                    cap = self.net.capacity
+                    hit = self._pair_loads[lkey] = (load, min((cap(l) / m for l, m in load.items()), default=float("inf")))
+                self._loads[key], self._solo[key] = hit
                 out.append((key, ph.nbytes, coll.phase_latency(ph, self.topo)))
             self._shapes[skey] = out
         return self._shapes[skey]
