@@ -5,7 +5,8 @@
 
 Baseline: 1,000 simpy processes x 1,000 `env.timeout(1)` (1,000,000 bare events).
 Each case runs in its own process so peak RSS is its own; module imports happen before the
-clock starts, as for the baseline. Columns: scenario, GPUs, mode,
+clock starts, as for the baseline. The baseline and every case under 20 s are best of 3
+runs (shared machines are noisy). Columns: scenario, GPUs, mode,
 simulated step time, wall time, ratio to baseline, simpy events, events/s, peak RSS.
 Targets (issue 6): 405B on 16,384 GPUs symmetric <= 1.0x baseline; 70B on 1,024 GPUs
 per-rank <= 20x; 16,384 GPUs per-rank completes within 4 GB.
@@ -59,7 +60,12 @@ print(json.dumps(dict(gpus=r.num_gpus, mode=r.layout["mode"], step=r.step_time_s
 """
 
 
-def baseline() -> float:
+def baseline(repeat: int = 3) -> float:
+    """Best of `repeat` runs: the machine's undisturbed speed (shared machines are noisy)."""
+    return min(_baseline_once() for _ in range(repeat))
+
+
+def _baseline_once() -> float:
     import simpy
 
     env = simpy.Environment()
@@ -93,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     for i, (name, ov) in enumerate(cases, 1):
         print(f"[{i}/{len(cases)}] {name} ...", file=sys.stderr, flush=True)
         r = run_case(ov)
+        for _ in range(2 if r["wall"] < 20 else 0):  # best of 3 where cheap, as the baseline
+            again = run_case(ov)
+            if again["wall"] < r["wall"]:
+                r = again
         r.update(name=name, ratio=r["wall"] / base, events_per_s=r["events"] / r["wall"])
         rows.append(r)
     if args.json:
