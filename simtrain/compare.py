@@ -82,6 +82,20 @@ def side_from_result(label: str, result: Any) -> Side:
                 result.tflops_per_gpu, dict(result.layout), result.num_gpus, memory)
 
 
+def side_from_row(label: str, row: dict[str, Any]) -> Side:
+    """A Side from a sweep/search row (its `breakdown_<part>` columns)."""
+    parts = {k[len("breakdown_"):]: float(v) for k, v in row.items() if k.startswith("breakdown_") and v is not None}
+    return Side(label, float(row["mfu"]), float(row["step_time_s"]), parts)
+
+
+def why(winner: Side, other: Side, top: int = 3) -> str:
+    """One line: the MFU points by which `winner` beats `other`, and the largest causes."""
+    parts = attribute(other, winner)
+    big = sorted((c for c in parts if c != "unattributed" and abs(parts[c]) >= 5e-4), key=lambda c: -abs(parts[c]))[:top]
+    causes = ", ".join(f"{CAUSE_NAMES[c]} {100 * parts[c]:+.1f}" for c in big)
+    return f"{100 * (winner.mfu - other.mfu):+.1f} MFU points over {other.label}" + (f": {causes}" if causes else "")
+
+
 @dataclass(frozen=True)
 class Comparison:
     a: Side

@@ -70,10 +70,14 @@ def test_cli_json_text_and_csv(tmp_path, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["gpus"] == 8 and data["global_batch"] == 64 and len(data["runners_up"]) == 1
     assert (data["winner"]["tp"], data["winner"]["pp"]) == (1, 1) and data["winner"]["mfu"] <= data["winner"]["mfu_bound"]
+    # the causes of the winner's lead add up to it (simtrain.compare's exact decomposition)
+    lead = data["winner"]["mfu"] - data["runners_up"][0]["mfu"]
+    assert lead >= 0 and sum(data["winner_vs_runner_up"].values()) == pytest.approx(lead, abs=1e-6)
     out = tmp_path / "c.csv"
     assert main(["search", src, *space, "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "winner: simtrain run" in text and "--set parallel.tp=1" in text
+    assert "why #1: +" in text and "MFU points over #2" in text
     with open(out) as f:
         rows = list(csv.DictReader(f))
     assert {r["status"] for r in rows} <= {"simulated", "cannot win", "does not fit", "invalid", "duplicate"} and len(rows) == data["counts"]["candidates"]

@@ -100,6 +100,7 @@ def _table(rows, k: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from simtrain.commands.scenario_inputs import scenario_overrides
+    from simtrain.compare import attribute, side_from_row, why
     from simtrain.errors import SimtrainError
     from simtrain.report import dumps
     from simtrain.search import search, set_args
@@ -130,7 +131,11 @@ def run(args: argparse.Namespace) -> int:
                 "mfu", "mfu_bound", "hfu", "step_time_s", "tflops_per_gpu", "tokens_per_s", "bubble_fraction",
                 "peak_memory_gib"] + [c for c in res.rows[0] if c.startswith("breakdown_")]
         rows = [{c: r.get(c) for c in keep} for r in res.ranked[:args.top]]
-        print(dumps({**head, "winner": rows[0] if rows else None, "runners_up": rows[1:]}))
+        vs = None
+        if len(res.ranked) > 1:  # MFU points by cause, winner minus runner-up (simtrain.compare)
+            parts = attribute(side_from_row("#2", res.ranked[1]), side_from_row("#1", res.ranked[0]))
+            vs = {k: v for k, v in parts.items() if k != "unattributed"}
+        print(dumps({**head, "winner": rows[0] if rows else None, "runners_up": rows[1:], "winner_vs_runner_up": vs}))
         return 0
     c = res.counts
     print(f"simtrain search: {head['scenario']}: {s.model.name} on {world:,} x {topo.device.name}, "
@@ -141,6 +146,9 @@ def run(args: argparse.Namespace) -> int:
         print("  no valid layout fits in memory; widen the space (--tp, --pp, --cp, --recompute) or add GPUs")
         return 1
     print(_table(res.ranked, args.top))
+    if len(res.ranked) > 1:
+        a, b = side_from_row("#1", res.ranked[0]), side_from_row("#2", res.ranked[1])
+        print(f"  why #1: {why(a, b)} (points by cause, as simtrain compare attributes them)")
     print(f"  winner: simtrain run {args.scenario or ''} {set_args(res.ranked[0])}".replace("  --set", " --set"))
     if args.out:
         print(f"  wrote {args.out}")
