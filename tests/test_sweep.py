@@ -121,7 +121,8 @@ def test_cli_writes_csv_json_plot_and_prints_top_k(tmp_path, capsys):
     assert code == 0 and err == ""
     assert "6 layouts, 5 valid, 5 fit in memory, 1 invalid" in text
     lines = text.splitlines()
-    assert lines[1].split()[:3] == ["#", "tp", "micro_batch"] and len(lines) == 6  # header + 3 rows + wrote
+    assert lines[1].split()[:3] == ["#", "tp", "micro_batch"] and len(lines) == 7  # header + 3 rows + why + wrote
+    assert lines[5].startswith("  why #1: +") and "MFU points over #2" in lines[5]
     with open(out) as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6 and list(rows[0])[:3] == ["index", "parallel.tp", "parallel.micro_batch"]

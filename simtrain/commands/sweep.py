@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from simtrain.report import dumps
     from simtrain.sweep import Task, expand, parse_grid, prepare_base, run_tasks
     from simtrain.sweep.evaluate import columns
-    from simtrain.sweep.output import top_table, write_csv, write_parquet
+    from simtrain.sweep.output import ranked, top_table, write_csv, write_parquet
     from simtrain.sweep.progress import Progress
 
     if not args.grid:
@@ -104,6 +104,11 @@ def run(args: argparse.Namespace) -> int:
           f"{len(rows) - n_valid} invalid (reasons in {args.out})")
     if args.top:
         print(top_table(rows, swept, args.top))
+        best = ranked(rows)
+        if args.top > 1 and len(best) > 1:
+            from simtrain.compare import side_from_row, why
+
+            print(f"  why #1: {why(side_from_row('#1', best[0]), side_from_row('#2', best[1]))}")
     wrote = [args.out] + [x for x in (args.parquet, args.plot) if x]
     print(f"  wrote {', '.join(wrote)}")
     if errors:
