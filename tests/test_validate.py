@@ -23,7 +23,7 @@ if not CALIBRATION.is_dir():
 
 # |simulated / published - 1| of TFLOP/s per GPU on the source's basis, per quick case.
 # Achieved when written: llama3-405b-8k -0.0%.
-THRESHOLDS = {"llama3-405b-8k": 0.03}  # achieved -1.4% (H100 sustained fraction is calibrated on this row)
+THRESHOLDS = {"llama3-405b-8k": 0.02}  # achieved -0.1% (H100 sustained fraction is calibrated on this row)
 
 
 def test_reference_cases_load_and_name_scenarios() -> None:
@@ -121,7 +121,7 @@ def test_full_validation_stays_within_achieved_errors(capsys: pytest.CaptureFixt
     assert main(["validate", "--json", "--quiet"]) in (0, 1)
     out = json.loads(capsys.readouterr().out)
     mape = out["mape_percent"]
-    assert mape["Llama 3 Table 4"]["mape"] <= 6.0, mape
+    assert mape["Llama 3 Table 4"]["mape"] <= 4.0, mape  # achieved 3.0% (row 3: -8.8%)
     assert mape["Megatron-LM SC21 Table 1"]["mape"] <= 5.0, mape  # achieved 3.9% (A100 constant fitted on it)
     assert mape["Megatron-LM SC21 Table 2, PTD-P"]["mape"] <= 6.0, mape  # achieved 4.2%, never fitted on
     # ZeRO-3 (DeepSpeed 2021) is a known gap: achieved 185% (README); guard against it growing
