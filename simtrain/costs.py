@@ -52,7 +52,8 @@ def _gemm_fwd_bwd(dev: Device, m: int, n: int, k: int) -> tuple[float, float, fl
     return gemm_time(dev, m, n, k), gemm_time(dev, m, k, n), gemm_time(dev, k, n, m), gemm_flops(m, n, k)
 
 
-def layer_cost(model: ModelConfig, par: ParallelConfig, dev: Device, seq_len: int, flash_attention: bool = True) -> LayerCost:
+def layer_cost(model: ModelConfig, par: ParallelConfig, dev: Device, seq_len: int, flash_attention: bool = True,
+               document_length: int = 0) -> LayerCost:
     tp, cp = par.tp, par.cp
     b, h, hd = par.micro_batch, model.hidden_size, model.head_dim
     s_local = seq_len // cp  # tokens of one sequence on this CP rank
@@ -70,11 +71,16 @@ def layer_cost(model: ModelConfig, par: ParallelConfig, dev: Device, seq_len: in
     ]
     g = [_gemm_fwd_bwd(dev, *x) for x in gemms]
 
-    # attention core: QK^T and AV, 2*2*s_q*s_kv*hd per head; causal kernels skip ~half
-    att_flops_full = 4.0 * b * s_local * seq_len * hd * heads
+    # attention core: QK^T and AV, 2*2*s_q*s_kv*hd per head; causal kernels skip ~half.
+    # With documents of d tokens packed under a document mask (training.document_length) a
+    # token attends only its document: s_kv = d in the model FLOPs (as in models.stats), and
+    # a FlashAttention kernel skips the cross-document blocks.
+    attended = document_length if 0 < document_length < seq_len else seq_len
+    att_flops_full = 4.0 * b * s_local * attended * hd * heads
     if flash_attention:
-        att_fwd = attention_time(dev, 0.5 * att_flops_full, backward=False)
-        att_bwd = attention_time(dev, 2.5 * 0.5 * att_flops_full, backward=True)  # FA bwd: 5 matmuls vs 2
+        executed = 0.5 * att_flops_full
+        att_fwd = attention_time(dev, executed, backward=False)
+        att_bwd = attention_time(dev, 2.5 * executed, backward=True)  # FA bwd: 5 matmuls vs 2
     else:
         bmm1 = gemm_time(dev, s_local, seq_len, hd, batch=b * heads)
         bmm2 = gemm_time(dev, s_local, hd, seq_len, batch=b * heads)

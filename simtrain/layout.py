@@ -121,6 +121,9 @@ def make_layout(s: Scenario) -> Layout:
                   f"use {lo} or {lo + mult}")
     if t.seq_len < 1:
         raise bad("training.seq_len", t.seq_len, "must be positive", "set the sequence length in tokens, e.g. 8192")
+    if not 0 <= t.document_length <= t.seq_len:
+        raise bad("training.document_length", t.document_length, f"must be between 0 and seq_len = {t.seq_len}",
+                  "give the tokens per packed document, or 0 for one document per sequence")
     if p.cp > 1 and t.seq_len % (2 * p.cp):
         raise bad("parallel.cp", p.cp, f"sequence length {t.seq_len} is not divisible by 2*cp (two chunks per CP rank)",
                   "use a cp that divides seq_len/2")

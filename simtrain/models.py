@@ -112,7 +112,7 @@ def _layer_matmul_params(m: ModelConfig) -> tuple[float, float]:
     return float(attn), float(mlp)
 
 
-def stats(m: ModelConfig, seq_len: int) -> ModelStats:
+def stats(m: ModelConfig, seq_len: int, document_length: int = 0) -> ModelStats:
     h = m.hidden_size
     attn, mlp = _layer_matmul_params(m)
     q = m.num_attention_heads * m.head_dim
@@ -129,9 +129,11 @@ def stats(m: ModelConfig, seq_len: int) -> ModelStats:
     # even when tied to the embedding; the embedding lookup is no matmul), H*Q = query width,
     # T = sequence length. 6 = 2 (multiply-add) x 3 (forward, input-grad, weight-grad).
     # The attention term counts the full T x T score matrix, as PaLM and Megatron do,
-    # although a causal kernel skips about half of it.
+    # although a causal kernel skips about half of it. Under a document mask a token attends
+    # only its document, so T is the document length (training.document_length).
+    attended = document_length if 0 < document_length < seq_len else seq_len
     n_mm = m.num_hidden_layers * (attn + mlp) + m.vocab_size * h
-    flops = 6 * n_mm + 12 * m.num_hidden_layers * q * seq_len
+    flops = 6 * n_mm + 12 * m.num_hidden_layers * q * attended
     return ModelStats(
         params=float(total),
         params_per_layer=float(per_layer),

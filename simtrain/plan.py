@@ -124,11 +124,11 @@ def make_plan(s: Scenario) -> Plan:
         raise bad("cluster.gpus", L.world, f"topology {topo.name!r} has only {topo.num_gpus} devices", "use fewer GPUs or a larger topology")
     dev = with_attention_kernel(topo.device, s.parallel.attention_kernel)
     m = s.model
-    ms = stats(m, s.training.seq_len)
+    ms = stats(m, s.training.seq_len, s.training.document_length)
     S = L.pp * L.vp
     layers = split_layers(m.num_hidden_layers, S, s.parallel.first_stage_layers, s.parallel.last_stage_layers)
     schedule = _schedule(s, L)
-    lc = layer_cost(m, s.parallel, dev, s.training.seq_len, s.parallel.flash_attention)
+    lc = layer_cost(m, s.parallel, dev, s.training.seq_len, s.parallel.flash_attention, s.training.document_length)
     grad_bytes = grad_element_bytes(s.training.grad_precision)
     per_layer_params = ms.params_per_layer / L.tp
     stages = []

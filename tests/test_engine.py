@@ -278,3 +278,20 @@ def test_sequence_parallel_backward_exposes_one_all_gather_per_block(small_overr
     gathers = [r for r in recs if r.device == dev0 and r.label == "all-gather(tp)"]
     m = plan.layout.microbatches
     assert len(gathers) == 2 * plan.stages[0].layers * m  # two blocks per layer, every backward
+
+
+def test_document_mask_scales_executed_attention_and_keeps_mfu_below_hfu_below_one():
+    """FlashAttention skips cross-document blocks: with documents of d tokens the causal
+    attention work is s*d/2 instead of s^2/2, exactly d/s of it (plus the fixed per-kernel
+    cost). MFU counts attention over the document too, so MFU <= HFU <= 1 still holds."""
+    def plan_for(d: int):
+        return make_plan(load_scenario("llama3-405b-128k", [f"training.document_length={d}"]))
+    full, quarter = plan_for(0), plan_for(32768)
+    k = full.device.kernel_overhead_s
+    for a, b in ((full.stages[1].layer.attn_fwd, quarter.stages[1].layer.attn_fwd),
+                 (full.stages[1].layer.attn_bwd, quarter.stages[1].layer.attn_bwd)):
+        assert (b - k) == pytest.approx((a - k) * 32768 / 131072, rel=1e-12)
+    res = summarize(plan_for(128), Engine(plan_for(128)).run())
+    assert 0 < res.mfu <= res.hfu <= 1
+    with pytest.raises(Exception, match="training.document_length = 200000: must be between 0 and seq_len"):
+        plan_for(200000)

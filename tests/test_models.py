@@ -44,3 +44,12 @@ def test_megatron_flops_counts_recompute_on_top_of_model_flops():
 def test_catalog_has_the_required_families():
     for name in ["llama3-8b", "llama3-70b", "llama3-405b", "llama2-7b", "llama2-13b", "llama2-70b", "gpt3-175b", "gpt-1.7b", "gpt-1t"]:
         assert name in CATALOG
+
+
+def test_document_mask_counts_attention_over_the_document() -> None:
+    # PaLM's 6N + 12*L*H*Q*T with T the tokens a token attends: its document under a mask
+    m = require_model("llama3-405b")
+    full, doc = stats(m, 131072), stats(m, 131072, document_length=8192)
+    L, q = m.num_hidden_layers, m.num_attention_heads * m.head_dim
+    assert full.model_flops_per_token - doc.model_flops_per_token == pytest.approx(12 * L * q * (131072 - 8192), rel=1e-12)
+    assert stats(m, 8192, document_length=8192).model_flops_per_token == stats(m, 8192).model_flops_per_token
