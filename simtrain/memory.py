@@ -46,10 +46,6 @@ PARAM_BYTES = 2.0  # bf16/fp16 weights
 GRAD_BYTES = 4.0  # fp32 main gradients (Megatron accumulates into fp32 main_grad buffers)
 BF16_GRAD_BYTES = 2.0  # training.grad_precision = "bf16": gradients held and reduced in bf16
 
-
-def grad_element_bytes(grad_precision: str) -> int:
-    """Bytes per gradient element for `training.grad_precision`."""
-    return int(BF16_GRAD_BYTES if grad_precision == "bf16" else GRAD_BYTES)
 OPTIMIZER_BYTES = 12.0  # fp32 master weights (4) + Adam first (4) and second (4) moments
 
 # Fixed allowance per device for memory the training framework does not allocate itself:
@@ -64,6 +60,11 @@ WORKSPACE_BYTES = 2.0 * GIB
 # recomputation (STWeaver, arXiv:2507.16274). We add 5% of the allocated bytes: a typical
 # steady-state gap with expandable segments, not the worst case.
 FRAGMENTATION = 0.05
+
+
+def grad_element_bytes(grad_precision: str) -> int:
+    """Bytes per gradient element for `training.grad_precision`."""
+    return int(BF16_GRAD_BYTES if grad_precision == "bf16" else GRAD_BYTES)
 
 
 def layer_activation_bytes(
@@ -294,7 +295,7 @@ def estimate(plan: Any) -> MemoryReport:
             transient += full_layer  # the layer being re-materialized for its backward
         if par.zero >= 3:
             # FSDP all-gathers a layer's bf16 weights (current + prefetched next) and holds
-            # its unsharded fp32 gradient until the reduce-scatter.
+            # its unsharded gradient (training.grad_precision) until the reduce-scatter.
             transient += params_per_layer * (2 * PARAM_BYTES + plan.grad_bytes)
         if any(st.index == S - 1 for st in mine):
             transient += tokens * 2 * m.vocab_size / L.tp  # bf16 logits before the fp32 cast
