@@ -151,3 +151,22 @@ def test_set_wins_over_megatron_args(capsys, small_overrides):
                  "--tensor-model-parallel-size 4", "--set", "parallel.tp=2", "--json"])
     out, _ = capsys.readouterr()
     assert code == 0 and json.loads(out)["layout"]["tp"] == 2
+
+
+def test_every_shipped_scenario_loads_and_lays_out():
+    """The catalog cannot rot: each scenarios/*.toml parses with strict keys and gives a
+    valid layout, except the one shipped to be refused (Llama 3 row 3 as printed)."""
+    from pathlib import Path
+
+    from simtrain.errors import SimtrainError
+    from simtrain.layout import make_layout
+
+    files = sorted((Path(__file__).resolve().parents[1] / "scenarios").glob("*.toml"))
+    assert len(files) >= 30
+    for f in files:
+        if f.stem.endswith("-as-printed"):
+            with pytest.raises(SimtrainError):
+                make_layout(load_scenario(str(f)))
+            continue
+        L = make_layout(load_scenario(str(f)))
+        assert L.world == L.tp * L.cp * L.pp * L.dp, f.name
