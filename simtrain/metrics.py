@@ -40,6 +40,7 @@ class Result:
     params: float
     events: int = 0
     wall_time_s: float = 0.0
+    engine_run_s: float = 0.0  # wall time of the event loop alone (no plan, setup or metrics)
     records: list[Record] = field(default_factory=list, repr=False)
     extra: dict[str, Any] = field(default_factory=dict)
 

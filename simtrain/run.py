@@ -28,6 +28,7 @@ def simulate_plan(plan: Plan, setup: Callable[[Engine], None] | None = None, t0:
     records = engine.run()
     result = summarize(plan, records)
     result.events = next(engine.env._eid)  # simpy numbers every scheduled event
+    result.engine_run_s = engine.run_s
     result.wall_time_s = time.perf_counter() - t0
     result.extra["plan"] = plan
     result.extra["memory"] = estimate(plan).to_json()
