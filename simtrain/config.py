@@ -60,6 +60,11 @@ class ClusterConfig:
     topology: str = "dgx-h100"  # file in topologies/ (without .toml) or a path
     gpus: int = 0  # 0: tp * cp * pp * dp
     device: str = ""  # override the topology's device type
+    # Fraction of the device's isolated-kernel throughput (GEMM and fused attention) the
+    # training stack sustains; 0: the device catalog's value (simtrain/devices.py). It folds
+    # the software stack in with the power cap: the H100 catalog value is fitted on Meta's
+    # stack (Llama 3 Table 4 row 1); scenarios for other stacks say what they use and why.
+    sustained_fraction: float = 0.0
 
 
 @dataclass(frozen=True)

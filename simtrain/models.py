@@ -3,7 +3,7 @@
 Shapes use Hugging Face config.json key names. Sources: Llama 3 (Grattafiori et al. 2024,
 Table 3, and the released configs), Llama 2 (Touvron et al. 2023), LLaMA (Touvron et al.
 2023a; the shapes the Aleph Alpha layout study trained), GPT-3 (Brown et al. 2020,
-Table 2.1), the Megatron-LM SC21 GPT family (Narayanan et al. 2021, Table 1; vocab 51,200).
+Table 2.1), Nemotron-4 15B (Parmar et al. 2024), the Megatron-LM SC21 GPT family (Narayanan et al. 2021, Table 1; vocab 51,200).
 """
 
 from __future__ import annotations
@@ -37,6 +37,12 @@ CATALOG: dict[str, dict[str, Any]] = {
     "llama-30b": dict(num_hidden_layers=60, hidden_size=6656, intermediate_size=17920, num_attention_heads=52, num_key_value_heads=52, vocab_size=32000, **_LLAMA),
     "llama-65b": dict(num_hidden_layers=80, hidden_size=8192, intermediate_size=22016, num_attention_heads=64, num_key_value_heads=64, vocab_size=32000, **_LLAMA),
     "gpt3-175b": dict(num_hidden_layers=96, hidden_size=12288, intermediate_size=49152, num_attention_heads=96, num_key_value_heads=96, vocab_size=50257, max_position_embeddings=2048, **_GPT),
+    # Nemotron-4 15B (Parmar et al. 2024, arXiv:2402.16819, Table 1 and §2): 32 layers, hidden
+    # 6144, 48 heads, 8 KV heads, squared-ReLU MLP of 4h (two matrices, as "plain"), RoPE,
+    # no biases, untied embeddings, 256,000-token vocabulary, LayerNorm.
+    "nemotron4-15b": dict(num_hidden_layers=32, hidden_size=6144, intermediate_size=24576, num_attention_heads=48,
+                          num_key_value_heads=8, vocab_size=256000, mlp="plain", bias=False, position_embedding="rope",
+                          norm="layernorm"),
     "gpt-1.7b": _gpt_sc21(24, 2304, 24),
     "gpt-3.6b": _gpt_sc21(30, 3072, 32),
     "gpt-7.5b": _gpt_sc21(36, 4096, 32),

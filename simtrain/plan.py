@@ -9,6 +9,8 @@ collectives carry the traffic of every identical group; in per-rank mode every d
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,6 +125,11 @@ def make_plan(s: Scenario) -> Plan:
     if topo.num_gpus < L.world:
         raise bad("cluster.gpus", L.world, f"topology {topo.name!r} has only {topo.num_gpus} devices", "use fewer GPUs or a larger topology")
     dev = with_attention_kernel(topo.device, s.parallel.attention_kernel)
+    if s.cluster.sustained_fraction:
+        if not 0 < s.cluster.sustained_fraction <= 1:
+            raise bad("cluster.sustained_fraction", s.cluster.sustained_fraction, "must be in (0, 1]",
+                      f"use e.g. 0.75, or 0 for the catalog's {dev.sustained_fraction} for {dev.name}")
+        dev = dataclasses.replace(dev, sustained_fraction=s.cluster.sustained_fraction)
     m = s.model
     ms = stats(m, s.training.seq_len, s.training.document_length)
     S = L.pp * L.vp

@@ -1,5 +1,6 @@
 """Build simtrain/data/reference.toml from the published measurements in
-../shared/calibration/*.csv (transcriptions of the papers, with their sources).
+../shared/calibration/*.csv (transcriptions of the papers, with their sources) and
+tools/published/*.csv (further transcriptions, each row quoting the line it copies).
 
 Run from the repository root:  python tools/build_reference.py [CALIBRATION_DIR]
 
@@ -25,6 +26,12 @@ SC21 = "Megatron-LM SC21 Table 1"
 SEED4 = "How to Scale Your Model ch. 6 (seed 004)"
 SC21_T2P = "Megatron-LM SC21 Table 2, PTD-P"
 SC21_T2Z = "Megatron-LM SC21 Table 2, ZeRO-3"
+NEMO = "NVIDIA DGX Cloud, NeMo 24.09"
+# Transcriptions kept in this repository (tools/published/), with the README lines they
+# copy; file names with a "/" are read relative to tools/ instead of the calibration folder.
+NEMO_CSV = "published/nvidia_dgxc_nemo_2409.csv"
+NEMO_NOTE = ("NeMo's stack: cluster.sustained_fraction = 0.74, fitted on this case alone; "
+             "the other NeMo cases are predictions")
 
 # (case = scenario name, CSV file, 1-based data row, group, extra fields)
 CASES: list[tuple[str, str, int, str, dict]] = [
@@ -42,6 +49,12 @@ CASES: list[tuple[str, str, int, str, dict]] = [
       for i, c in enumerate(["175b-zero3-384", "175b-zero3-768", "175b-zero3-1536", "530b-zero3-640", "530b-zero3-1120",
                              "530b-zero3-2240", "175b-ptdp-384", "175b-ptdp-768", "175b-ptdp-1536", "530b-ptdp-560",
                              "530b-ptdp-1120", "530b-ptdp-2240"])],
+    # NVIDIA's published NeMo 24.09 H100 runs: step time is the measurement compared (the
+    # READMEs' MFU formulas differ slightly from the PaLM convention, see the CSV's notes)
+    *[(f"nemo-{c}", NEMO_CSV, i + 1, NEMO, {"note": NEMO_NOTE} if c == "gpt3-175b-128" else {})
+      for i, c in enumerate(["8b-8", "8b-128", "70b-64", "70b-512", "70b-2048", "405b-576", "405b-2304",
+                             "gpt3-175b-128", "gpt3-175b-2048", "nemotron4-15b-16", "nemotron4-15b-64",
+                             "nemotron4-15b-2048"])],
 ]
 
 # Seed 004 publishes no measurement, only a roofline verdict per layout.
@@ -89,7 +102,8 @@ def build(calibration: Path) -> str:
     ]
     cache: dict[str, list[dict[str, str]]] = {}
     for case, file, row_no, group, extra in CASES:
-        rows = cache.setdefault(file, list(csv.DictReader(open(calibration / file, newline=""))))
+        folder = ROOT / "tools" if "/" in file else calibration
+        rows = cache.setdefault(file, list(csv.DictReader(open(folder / file, newline=""))))
         row = rows[row_no - 1]
         scen_path = ROOT / "scenarios" / f"{case}.toml"
         scenario = tomllib.loads(scen_path.read_text())
