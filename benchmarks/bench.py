@@ -59,7 +59,10 @@ import simtrain.run  # noqa: F401  (module imports are not simulation: the basel
 t0 = time.perf_counter()
 r = simulate(load_scenario(None, json.loads(sys.argv[1])))
 wall = time.perf_counter() - t0
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+try:  # this process's own high-water mark (ru_maxrss keeps the parent's across fork + exec)
+    rss = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+except (OSError, StopIteration):
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps(dict(gpus=r.num_gpus, mode=r.layout["mode"], step=r.step_time_s, wall=wall, events=r.events, run=r.engine_run_s, rss=rss, mfu=r.mfu)))
 """
 
@@ -96,45 +99,36 @@ def floors(repeat: int = 3) -> dict[str, float]:
 
     from simtrain.timeline import Record
 
-    def record() -> tuple[float, int]:
-        env, out = simpy.Environment(), []
-
-        def proc(i: int):
-            for j in range(1000):
-                t0 = env.now
-                yield env.timeout(1)
-                out.append(Record(i, "main", "F", "F", t0, env.now, 0, j))
-
-        for i in range(1000):
-            env.process(proc(i))
-        t0 = time.perf_counter()
-        env.run()
-        return time.perf_counter() - t0, next(env._eid)
-
-    def rendezvous() -> tuple[float, int]:
+    def timed(body) -> tuple[float, int]:
+        """Run 1,000 processes of `body(env, i, out, meet)`; wall time of env.run and events."""
         env, out, meet = simpy.Environment(), [], {}
-
-        def proc(i: int):
-            for j in range(1000):
-                t0 = env.now
-                yield env.timeout(1)
-                ev = meet.pop((i // 2, j), None)
-                if ev is None:
-                    ev = meet[(i // 2, j)] = env.event()
-                else:
-                    ev.succeed()
-                yield ev
-                out.append(Record(i, "main", "F", "F", t0, env.now, 0, j))
-
         for i in range(1000):
-            env.process(proc(i))
+            env.process(body(env, i, out, meet))
         t0 = time.perf_counter()
         env.run()
         return time.perf_counter() - t0, next(env._eid)
+
+    def record(env, i, out, meet):
+        for j in range(1000):
+            t0 = env.now
+            yield env.timeout(1)
+            out.append(Record(i, "main", "F", "F", t0, env.now, 0, j))
+
+    def rendezvous(env, i, out, meet):
+        for j in range(1000):
+            t0 = env.now
+            yield env.timeout(1)
+            ev = meet.pop((i // 2, j), None)
+            if ev is None:
+                ev = meet[(i // 2, j)] = env.event()
+            else:
+                ev.succeed()
+            yield ev
+            out.append(Record(i, "main", "F", "F", t0, env.now, 0, j))
 
     rates = {}
     for name, f in (("record", record), ("rendezvous", rendezvous)):
-        runs = [f() for _ in range(repeat)]
+        runs = [timed(f) for _ in range(repeat)]
         wall, events = min(runs)
         rates[name] = events / wall
     return rates
