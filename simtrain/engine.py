@@ -21,6 +21,7 @@ neighbour's transfer is in flight and as `bubble` before it has started.
 
 from __future__ import annotations
 
+import gc
 import time
 
 from collections import defaultdict
@@ -318,7 +319,18 @@ class Engine(Primitives):
         for dev in self.plan.simulated:
             self.env.process(self.device(dev))
         t0 = time.perf_counter()
-        self.env.run()
+        # The loop allocates millions of short-lived events and records. CPython's cyclic
+        # collector would traverse the whole growing heap again and again (a 16,384-GPU
+        # per-rank run spent about a third of its time there): freeze what exists, collect
+        # the young generation 70x less often, restore both afterwards. Results are unchanged.
+        threshold = gc.get_threshold()
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 1_000)
+        try:
+            self.env.run()
+        finally:
+            gc.set_threshold(*threshold)
+            gc.unfreeze()
         self.run_s = time.perf_counter() - t0  # event loop only (benchmarks: engine event rate)
         missing = [d for d in self.plan.simulated if d not in self.done_at]
         if missing:
