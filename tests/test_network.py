@@ -105,3 +105,34 @@ def test_collective_and_transfer_share_a_nic():
     t_ar = t_send + a
     assert done["send"] == pytest.approx(t_send, rel=REL)
     assert done["ar"] == pytest.approx(t_ar, rel=REL)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_max_min_rates_are_feasible_and_every_bundle_has_a_bottleneck(seed: int) -> None:
+    """The defining properties of weighted max-min fairness, on random instances: no class
+    carries more than its capacity, and every bundle crosses a saturated class on which no
+    other bundle gets a higher rate (so no bundle can rise without lowering a slower one).
+    Tolerance 1e-9 relative."""
+    import random
+
+    rng = random.Random(seed)
+    n_cls = rng.randint(1, 12)
+    capacity = [rng.choice([1.0, 2.5, 10.0, 40.0]) * rng.uniform(0.5, 1.5) for _ in range(n_cls)]
+    bundles = {}
+    for b in range(rng.randint(1, 25)):
+        chosen = rng.sample(range(n_cls), rng.randint(1, min(4, n_cls)))
+        bundles[b] = [(c, float(rng.choice([1, 1, 2, 3]))) for c in chosen]
+    rates = max_min_rates(bundles, capacity)
+    load = [0.0] * n_cls
+    for b, cls in bundles.items():
+        for c, m in cls:
+            load[c] += m * rates[b]
+    for c in range(n_cls):
+        assert load[c] <= capacity[c] * (1 + 1e-9)
+    for b, cls in bundles.items():
+        bottlenecks = [
+            c for c, _ in cls
+            if load[c] >= capacity[c] * (1 - 1e-9)
+            and all(rates[o] <= rates[b] * (1 + 1e-9) for o, ocls in bundles.items() if any(oc == c for oc, _ in ocls))
+        ]
+        assert bottlenecks, (seed, b, rates[b])
