@@ -3,7 +3,7 @@
 Shapes use Hugging Face config.json key names. Sources: Llama 3 (Grattafiori et al. 2024,
 Table 3, and the released configs), Llama 2 (Touvron et al. 2023), LLaMA (Touvron et al.
 2023a; the shapes the Aleph Alpha layout study trained), GPT-3 (Brown et al. 2020,
-Table 2.1), Nemotron-4 15B (Parmar et al. 2024), the Megatron-LM SC21 GPT family (Narayanan et al. 2021, Table 1; vocab 51,200).
+Table 2.1), Nemotron-4 15B (Parmar et al. 2024), PaLM 540B (Chowdhery et al. 2022), the Megatron-LM SC21 GPT family (Narayanan et al. 2021, Table 1; vocab 51,200).
 """
 
 from __future__ import annotations
@@ -43,6 +43,13 @@ CATALOG: dict[str, dict[str, Any]] = {
     "nemotron4-15b": dict(num_hidden_layers=32, hidden_size=6144, intermediate_size=24576, num_attention_heads=48,
                           num_key_value_heads=8, vocab_size=256000, mlp="plain", bias=False, position_embedding="rope",
                           norm="layernorm"),
+    # PaLM 540B (Chowdhery et al. 2022, Table 1 and §2): 118 layers, d_model 18432, 48 heads
+    # of 256 with multi-query attention (one K/V head), SwiGLU MLP of 4 d_model, RoPE, no
+    # biases, input and output embeddings shared, 256k vocabulary. PaLM's parallel
+    # attention + MLP block has the same FLOPs and is run here as the serial block.
+    "palm-540b": dict(num_hidden_layers=118, hidden_size=18432, intermediate_size=73728, num_attention_heads=48,
+                      num_key_value_heads=1, head_dim=256, vocab_size=256000, mlp="gated", bias=False,
+                      position_embedding="rope", norm="layernorm", tie_word_embeddings=True),
     "gpt-1.7b": _gpt_sc21(24, 2304, 24),
     "gpt-3.6b": _gpt_sc21(30, 3072, 32),
     "gpt-7.5b": _gpt_sc21(36, 4096, 32),

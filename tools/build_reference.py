@@ -30,6 +30,7 @@ NEMO = "NVIDIA DGX Cloud, NeMo 24.09"
 # Transcriptions kept in this repository (tools/published/), with the README lines they
 # copy; file names with a "/" are read relative to tools/ instead of the calibration folder.
 NEMO_CSV = "published/nvidia_dgxc_nemo_2409.csv"
+PALM = "PaLM 540B on TPU v4 (Chowdhery et al. 2022)"
 NEMO_NOTE = ("NeMo's stack: cluster.sustained_fraction = 0.74, fitted on this case alone; "
              "the other NeMo cases are predictions")
 
@@ -55,6 +56,10 @@ CASES: list[tuple[str, str, int, str, dict]] = [
       for i, c in enumerate(["8b-8", "8b-128", "70b-64", "70b-512", "70b-2048", "405b-576", "405b-2304",
                              "gpt3-175b-128", "gpt3-175b-2048", "nemotron4-15b-16", "nemotron4-15b-64",
                              "nemotron4-15b-2048"])],
+    ("palm-540b-tpu-v4", "published/palm_2022.csv", 1, PALM,
+     {"note": "one of the two pods simulated (97% weak scaling to two); TPU v4 efficiencies assumed, never fitted; "
+              "PaLM's parallel block and collective-matmul overlap not modelled; HFU differs because PaLM "
+              "rematerialized less than a full forward"}),
 ]
 
 # Seed 004 publishes no measurement, only a roofline verdict per layout.
