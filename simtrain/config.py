@@ -265,6 +265,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
 
 
 def resolve_path(source: str | Path, catalog: str, what: str, field_name: str) -> Path:
+    if not str(source).strip():
+        available = sorted(x.stem for x in catalog_dir(catalog).glob("*.toml"))
+        raise bad(field_name, str(source), f"is empty", f"give a {what} file path or one of: {', '.join(available)}")
     p = Path(source)
     candidates = [p] if p.suffix else [p.with_suffix(".toml"), p]
     candidates += [catalog_dir(catalog) / p.name, catalog_dir(catalog) / f"{p.name}.toml"]
@@ -284,6 +287,8 @@ def read_toml(path: Path, field_name: str) -> dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise SimtrainError(f"{field_name} = {str(path)!r}: not valid TOML ({e}); fix the file's syntax") from None
+    except UnicodeDecodeError:
+        raise SimtrainError(f"{field_name} = {str(path)!r}: not UTF-8 text; give a TOML file") from None
     except OSError as e:
         raise SimtrainError(f"{field_name} = {str(path)!r}: cannot read it ({e.strerror}); check the path") from None
 

@@ -49,6 +49,8 @@ def read_hf_config(path: str) -> dict[str, Any]:
         raise SimtrainError(f"{FIELD} = {path!r}: cannot read it ({e.strerror}); give the path of a Hugging Face config.json") from None
     except json.JSONDecodeError as e:
         raise SimtrainError(f"{FIELD} = {path!r}: not valid JSON ({e.msg} at line {e.lineno}); fix the file") from None
+    except UnicodeDecodeError:
+        raise SimtrainError(f"{FIELD} = {path!r}: not UTF-8 text; give the path of a Hugging Face config.json") from None
     if not isinstance(data, dict):
         raise SimtrainError(f"{FIELD} = {path!r}: expected a JSON object of config keys; give a Hugging Face config.json")
     return hf_to_model(data, path)
@@ -65,7 +67,11 @@ def hf_to_model(cfg: dict[str, Any], path: str = "config.json") -> dict[str, Any
     archs = cfg.get("architectures") or []
     if isinstance(archs, str):
         archs = [archs]
+    if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+        raise _fail(path, "architectures", cfg.get("architectures"), "is not a list of class names")
     mtype = cfg.get("model_type", "")
+    if not isinstance(mtype, str):
+        raise _fail(path, "model_type", mtype, "is not a string")
     for key in MOE_KEYS:
         v = cfg.get(key)
         if isinstance(v, int) and not isinstance(v, bool) and v > 1:

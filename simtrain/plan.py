@@ -112,7 +112,7 @@ def _schedule(s: Scenario, L: Layout) -> sched.Schedule:
                 p = p.with_suffix(".txt")
         if not p.is_file():
             raise bad("schedule.file", s.schedule.file, "no such schedule file", "give a path or a file name in schedules/")
-        return sched.from_text(p.read_text(), L.pp, L.vp, L.microbatches, name=p.name)
+        return sched.load_schedule_file(p, L.pp, L.vp, L.microbatches)
     params = {"n": s.schedule.n} if s.schedule.n else {}
     return sched.build(s.schedule.name, L.pp, L.vp, L.microbatches, **params)
 

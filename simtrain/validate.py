@@ -40,8 +40,8 @@ CLAIMS = ("communication-bound", "compute-bound")
 class ReferenceCase:
     name: str
     scenario: str
-    group: str  # source family; the mean absolute percentage error is reported per group
-    source: str
+    group: str = "custom"  # source family; the mean absolute percentage error is reported per group
+    source: str = ""
     basis: str = "model"
     calibration: str = ""  # CSV file and row the numbers were copied from
     model: str = ""
@@ -61,15 +61,32 @@ def load_reference(path: str | Path | None = None) -> tuple[ReferenceCase, ...]:
         data = tomllib.loads(p.read_text())
     except OSError as e:
         raise SimtrainError(f"reference file {str(p)!r}: cannot read it ({e.strerror}); check the path") from None
+    except UnicodeDecodeError:
+        raise SimtrainError(f"reference file {str(p)!r}: not UTF-8 text; give a TOML file") from None
     except tomllib.TOMLDecodeError as e:
         raise SimtrainError(f"reference file {str(p)!r}: not valid TOML ({e}); re-run tools/build_reference.py") from None
     valid = set(ReferenceCase.__dataclass_fields__) - {"name"}
+    numeric = ("tflops_per_gpu", "mfu", "hfu", "step_time_s")
+    cases = data.get("cases", {})
+    if not isinstance(cases, dict):
+        raise bad("cases", cases, f"is not a table in {p.name}", 'write [cases."NAME"] tables')
     out = []
-    for name, raw in data.get("cases", {}).items():
+    for name, raw in cases.items():
+        if not isinstance(raw, dict):
+            raise bad(f"cases.{name}", raw, f"is not a table in {p.name}", f'write [cases."{name}"] followed by key = value lines')
         unknown = sorted(set(raw) - valid)
         if unknown:
             raise bad(f"cases.{name}.{unknown[0]}", raw[unknown[0]], f"unknown key in {p.name}", f"use {', '.join(sorted(valid))}")
-        case = ReferenceCase(name=name, **raw)
+        for key in ("scenario",):
+            if key not in raw:
+                raise SimtrainError(f"cases.{name}: missing key {key} in {p.name}; add {key} = \"...\"")
+        for key, value in raw.items():
+            if key in numeric:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                    raise bad(f"cases.{name}.{key}", value, "must be a positive number", f"write e.g. {key} = 0.43")
+            elif not isinstance(value, str):
+                raise bad(f"cases.{name}.{key}", value, "must be a string", f'write {key} = "..." in quotes')
+        case = ReferenceCase(name=name, **{k: (float(v) if k in numeric else v) for k, v in raw.items()})
         if case.basis not in BASES:
             raise bad(f"cases.{name}.basis", case.basis, "unknown FLOPs basis", f"use one of {', '.join(BASES)}")
         if case.expect and case.expect not in CLAIMS:

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from simtrain.plots import save_figure  # noqa: E402
 
 from simtrain.schedule.explore import BubbleCurves  # noqa: E402
 
@@ -37,8 +38,7 @@ def plot_bubble_vs_microbatches(data: BubbleCurves, path: str | Path) -> Path:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
         fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
+        save_figure(fig, path)
     finally:
         plt.close(fig)
     return path

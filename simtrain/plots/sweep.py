@@ -3,12 +3,15 @@ against one swept key. Only rows that are valid, fit in memory and were simulate
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from simtrain.plots import save_figure  # noqa: E402
 
 
 def _label(v: Any) -> str:
@@ -72,5 +75,7 @@ def plot_sweep(rows: list[dict[str, Any]], axes: list[tuple[str, tuple]], path: 
         fig.colorbar(im, ax=ax, label="best MFU (%) over the other keys")
     ax.set_title(title or "sweep", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        save_figure(fig, Path(path), dpi=120)
+    finally:
+        plt.close(fig)

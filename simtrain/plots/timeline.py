@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from simtrain.plots import save_figure
 from simtrain.timeline import Record
 
 COLORS = {
@@ -89,6 +90,8 @@ def plot_timeline(rows: dict[int, list[Bar]], path: str | Path, title: str, row_
     handles = [Patch(color=COLORS[k], label=LEGEND[k]) for k in COLORS if k in used]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fig.savefig(path, dpi=130 if path.suffix != ".svg" else None)
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=130 if path.suffix != ".svg" else None)
+    finally:
+        plt.close(fig)
     return path

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import networkx as nx  # noqa: E402
 
 from simtrain.errors import SimtrainError  # noqa: E402
+from simtrain.plots import save_figure  # noqa: E402
 
 MAX_NODES = 512
 LAYER = {"gpu": 0, "nvsw": 1, "switch": 1, "leaf": 2, "spine": 3, "core": 4}
@@ -73,8 +74,7 @@ def draw_topology(topo, path: str | Path) -> Path:
         ax.set_axis_off()
         ax.legend(fontsize="small", loc="upper right")
         fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
+        save_figure(fig, Path(path), dpi=120)
     finally:
         plt.close(fig)
     return path

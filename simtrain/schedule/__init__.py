@@ -149,6 +149,8 @@ def load_schedule_file(path: str | Path, pp: int, vp: int, microbatches: int) ->
         text = p.read_text()
     except OSError as e:
         raise SimtrainError(f"schedule.file = {str(p)!r}: cannot read it ({e.strerror}); check the path") from None
+    except UnicodeDecodeError:
+        raise SimtrainError(f"schedule.file = {str(p)!r}: not UTF-8 text; give a schedule text file (schedules/*.txt)") from None
     return from_text(text, pp, vp, microbatches, name=p.name)
 
 
