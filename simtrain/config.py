@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import tomllib
 import typing
@@ -204,6 +205,8 @@ def _coerce(path: str, value: Any, typ: type) -> Any:
     if typ is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad(path, value, "expected a number", f"write e.g. {path.split('.')[-1]} = 1.5")
+        if not math.isfinite(value):  # TOML allows nan and inf; no input field means them
+            raise bad(path, value, "must be a finite number", f"write e.g. {path.split('.')[-1]} = 1.5")
         return float(value)
     if typ is str:
         if not isinstance(value, str):

@@ -57,3 +57,13 @@ def test_bad_file_gives_one_line(files: dict[str, Path], argv: list[str], messag
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("simtrain: error:"), err
     assert message in err, err
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_numbers_are_refused(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # NaN slipped through every range check (comparisons with NaN are false) and stalled
+    # the engine on a degraded link at NaN bandwidth
+    assert main(["run", "--set", "engine.mode=\"per-rank\"", "--set", 'whatif.degraded_links=["0-nvsw0"]',
+                 "--set", f"whatif.link_bandwidth_factor={value}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "whatif.link_bandwidth_factor" in err and "finite" in err, err
