@@ -270,7 +270,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
 def resolve_path(source: str | Path, catalog: str, what: str, field_name: str) -> Path:
     if not str(source).strip():
         available = sorted(x.stem for x in catalog_dir(catalog).glob("*.toml"))
-        raise bad(field_name, str(source), f"is empty", f"give a {what} file path or one of: {', '.join(available)}")
+        raise bad(field_name, str(source), "is empty", f"give a {what} file path or one of: {', '.join(available)}")
     p = Path(source)
     candidates = [p] if p.suffix else [p.with_suffix(".toml"), p]
     candidates += [catalog_dir(catalog) / p.name, catalog_dir(catalog) / f"{p.name}.toml"]
@@ -326,7 +326,7 @@ DEFAULT_SCENARIO = "llama3-405b-8k"
 
 def load_scenario(source: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
     """Load a scenario by catalog name or path and apply `section.key=value` overrides."""
-    source = source or DEFAULT_SCENARIO
+    source = DEFAULT_SCENARIO if source is None else source  # "" is an error, not the default
     path = resolve_path(source, "scenarios", "scenario", "scenario")
     data = read_toml(path, "scenario")
     data = apply_overrides(data, list(overrides))

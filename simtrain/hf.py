@@ -63,6 +63,16 @@ def _fail(path: str, key: str, value: Any, problem: str) -> SimtrainError:
     )
 
 
+def _flag(cfg: dict[str, Any], key: str, default: bool, path: str) -> bool:
+    """A JSON true/false (a string such as "false" would be truthy if cast)."""
+    v = cfg.get(key, default)
+    if v is None:
+        return default
+    if not isinstance(v, bool):
+        raise _fail(path, key, v, "is not true or false")
+    return v
+
+
 def hf_to_model(cfg: dict[str, Any], path: str = "config.json") -> dict[str, Any]:
     archs = cfg.get("architectures") or []
     if isinstance(archs, str):
@@ -74,7 +84,9 @@ def hf_to_model(cfg: dict[str, Any], path: str = "config.json") -> dict[str, Any
         raise _fail(path, "model_type", mtype, "is not a string")
     for key in MOE_KEYS:
         v = cfg.get(key)
-        if isinstance(v, int) and not isinstance(v, bool) and v > 1:
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            raise _fail(path, key, v, "is not a whole number")
+        if isinstance(v, int) and v > 1:
             raise _fail(path, key, v, "is a mixture-of-experts model, which is not supported")
     unknown = [a for a in archs if a not in ARCHITECTURES]
     if unknown:
@@ -101,13 +113,13 @@ def hf_to_model(cfg: dict[str, Any], path: str = "config.json") -> dict[str, Any
         out["mlp"] = "plain"
     else:
         raise _fail(path, "hidden_act", act, f"is not an activation simtrain knows (gated: {', '.join(GATED_ACTS)}; plain: {', '.join(PLAIN_ACTS)})")
-    out["tie_word_embeddings"] = bool(cfg.get("tie_word_embeddings", False))
+    out["tie_word_embeddings"] = _flag(cfg, "tie_word_embeddings", False, path)
     out["norm"] = "layernorm" if ("layer_norm_eps" in cfg and "rms_norm_eps" not in cfg) else "rmsnorm"
     out["position_embedding"] = "rope"
     if family == "gpt_neox":
-        out["bias"] = bool(cfg.get("use_bias", True))
+        out["bias"] = _flag(cfg, "use_bias", True, path)
     else:
-        out["bias"] = bool(cfg.get("attention_bias", False) or cfg.get("mlp_bias", False))
+        out["bias"] = _flag(cfg, "attention_bias", False, path) or _flag(cfg, "mlp_bias", False, path)
     return out
 
 

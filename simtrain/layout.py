@@ -80,6 +80,12 @@ class Layout:
                 yield g
 
 
+# Sizes far past any real job, refused so that a typo cannot hang the simulator: every
+# device of a topology is a graph node, and every micro-batch is an action per rank.
+MAX_DEVICES = 1 << 20  # 1,048,576
+MAX_MICROBATCHES = 65_536
+
+
 def make_layout(s: Scenario) -> Layout:
     p, t = s.parallel, s.training
     for dim in ("tp", "pp", "cp", "vp", "micro_batch"):
@@ -93,8 +99,17 @@ def make_layout(s: Scenario) -> Layout:
     if m.num_key_value_heads % p.tp and p.tp % m.num_key_value_heads:
         raise bad("parallel.tp", p.tp, f"neither divides nor is a multiple of the {m.num_key_value_heads} key/value heads",
                   f"use a tp that divides {m.num_key_value_heads}")
+    for dim in ("first_stage_layers", "last_stage_layers"):
+        if getattr(p, dim) < -1:
+            raise bad(f"parallel.{dim}", getattr(p, dim), "must be -1 (even split) or a layer count",
+                      f"set parallel.{dim} = -1 or to the layers the end stage holds")
     inner = p.tp * p.cp * p.pp
     gpus = s.cluster.gpus
+    if gpus < 0:
+        raise bad("cluster.gpus", gpus, "must be positive", "give the number of GPUs, or 0 for tp*cp*pp*dp")
+    if gpus > MAX_DEVICES or inner > MAX_DEVICES:
+        raise bad("cluster.gpus", gpus or inner, f"is above simtrain's limit of {MAX_DEVICES:,} devices",
+                  "simulate a smaller cluster (the symmetric engine is exact for identical replicas)")
     dp = p.dp
     if dp < 0:
         raise bad("parallel.dp", dp, "must be positive", "set parallel.dp, or omit it to derive it from cluster.gpus")
@@ -112,8 +127,18 @@ def make_layout(s: Scenario) -> Layout:
                   f"does not match tp*cp*pp*dp = {p.tp}*{p.cp}*{p.pp}*{dp} = {world}",
                   (f"set cluster.gpus = {world}, or parallel.dp = {gpus // inner}, or omit one of them" if gpus % inner == 0
                    else f"set cluster.gpus = {world}, or choose tp*cp*pp dividing {gpus}"))
+    if world > MAX_DEVICES:
+        raise bad("parallel.dp", dp, f"makes {world:,} devices, above simtrain's limit of {MAX_DEVICES:,}",
+                  "simulate a smaller cluster")
+    if t.global_batch < 0:
+        raise bad("training.global_batch", t.global_batch, "must be positive",
+                  "give sequences per step, or 0 for one micro-batch per replica")
     gb = t.global_batch or dp * p.micro_batch
-    if t.global_batch < 0 or gb % (dp * p.micro_batch):
+    if gb // (dp * p.micro_batch) > MAX_MICROBATCHES:
+        raise bad("training.global_batch", t.global_batch,
+                  f"makes {gb // (dp * p.micro_batch):,} micro-batches per replica, above simtrain's limit of {MAX_MICROBATCHES:,}",
+                  "raise parallel.micro_batch or lower the batch")
+    if gb % (dp * p.micro_batch):
         mult = dp * p.micro_batch
         lo = max(mult, gb // mult * mult)
         raise bad("training.global_batch", t.global_batch,

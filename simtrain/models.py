@@ -62,6 +62,7 @@ CATALOG: dict[str, dict[str, Any]] = {
     "gpt-1t": _gpt_sc21(128, 25600, 160),
 }
 
+MAX_LAYERS = 10_000  # far past any real model; refused so that a typo cannot hang the simulator
 _REQUIRED = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "vocab_size")
 
 
@@ -84,6 +85,13 @@ def model_config(raw: dict[str, Any]) -> ModelConfig:
                       f"use one of {', '.join(CATALOG)} or give the shape inline (num_hidden_layers, hidden_size, ...)")
         base = dict(CATALOG[name], name=name)
     cfg = build_section("model", {**base, **{k: v for k, v in raw.items() if not (hf and k == "name")}})
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if isinstance(v, int) and not isinstance(v, bool) and v < 0:
+            raise bad(f"model.{f.name}", v, "must not be negative", f"set model.{f.name} to a positive whole number (0: its default)")
+    if cfg.num_hidden_layers > MAX_LAYERS:
+        raise bad("model.num_hidden_layers", cfg.num_hidden_layers, f"is above simtrain's limit of {MAX_LAYERS:,}",
+                  "give the model's real layer count")
     for key in _REQUIRED:
         if getattr(cfg, key) <= 0:
             raise bad(f"model.{key}", getattr(cfg, key), "missing or not positive",

@@ -510,8 +510,23 @@ BUILDERS = ("fat-tree", "explicit")
 ROUTINGS = ("adaptive", "ecmp")
 
 
+def check_link_spec(obj: Any, name: str, path: str) -> None:
+    """A link table's latency is zero or more and its efficiency an achievable fraction."""
+    lat = getattr(obj, "latency_us", 0.0)
+    if lat < 0:
+        raise bad(f"{name}.latency_us", lat, "must be zero or positive", f"fix {path}")
+    eff = getattr(obj, "efficiency", 1.0)
+    if not 0 < eff <= 1:
+        raise bad(f"{name}.efficiency", eff, "must be in (0, 1]: the achievable fraction of the wire rate", f"fix {path}")
+
+
 def load_topology(source: str, num_gpus: int, device_override: str = "") -> Topology:
     """Build topology `source` (topologies/ name or path) sized for `num_gpus` accelerators."""
+    from simtrain.layout import MAX_DEVICES
+
+    if not 0 <= num_gpus <= MAX_DEVICES:
+        raise bad("cluster.gpus", num_gpus, f"must be between 1 and simtrain's limit of {MAX_DEVICES:,} devices",
+                  "give the number of accelerators to build")
     path = resolve_path(source, "topologies", "topology", "cluster.topology")
     data = read_toml(path, "cluster.topology")
     return topology_from_dict(data, num_gpus, device_override, str(path))
@@ -548,6 +563,7 @@ def topology_from_dict(data: dict[str, Any], num_gpus: int, device_override: str
         for f, v in vars(obj).items():
             if isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0 and f not in ("latency_us", "nodes_per_pod"):
                 raise bad(f"{name}.{f}", v, "must be positive", f"fix {path}")
+        check_link_spec(obj, name, path)
     fab = parts["fabric"]
     if fab.routing not in ROUTINGS:
         raise bad("fabric.routing", fab.routing, "unknown routing", f"use one of {', '.join(ROUTINGS)}")

@@ -38,7 +38,7 @@ from simtrain.collectives import Phase, ring
 from simtrain.config import parse_dataclass
 from simtrain.devices import Device, get_device
 from simtrain.errors import SimtrainError, bad
-from simtrain.topology import EXTRA_BUILDERS, Link, LinkInfo, Topology
+from simtrain.topology import EXTRA_BUILDERS, Link, LinkInfo, Topology, check_link_spec
 from simtrain.units import US, gbps_to_bytes_per_s
 
 
@@ -276,6 +276,7 @@ def build_torus(data: dict[str, Any], num_gpus: int, device_override: str = "", 
     for f, v in vars(ici).items():
         if v <= 0 and f != "latency_us" or v < 0:
             raise bad(f"ici.{f}", v, "must be positive", f"fix {path}")
+    check_link_spec(ici, "ici", path)
     if spec.chips_per_host < 1:
         raise bad("chips_per_host", spec.chips_per_host, "must be positive", f"fix {path}")
     device = get_device(device_override or spec.device, "cluster.device" if device_override else f"{path}: device")

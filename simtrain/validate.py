@@ -67,6 +67,9 @@ def load_reference(path: str | Path | None = None) -> tuple[ReferenceCase, ...]:
         raise SimtrainError(f"reference file {str(p)!r}: not valid TOML ({e}); re-run tools/build_reference.py") from None
     valid = set(ReferenceCase.__dataclass_fields__) - {"name"}
     numeric = ("tflops_per_gpu", "mfu", "hfu", "step_time_s")
+    extra = sorted(set(data) - {"cases"})
+    if extra:
+        raise bad(extra[0], data[extra[0]], f"unknown table in {p.name}", 'write each case as [cases."NAME"]')
     cases = data.get("cases", {})
     if not isinstance(cases, dict):
         raise bad("cases", cases, f"is not a table in {p.name}", 'write [cases."NAME"] tables')

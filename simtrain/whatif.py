@@ -23,12 +23,9 @@ def active(w: WhatIfConfig) -> bool:
 
 
 def check(s: Scenario, world: int) -> None:
+    """Value checks first (a bad value is an error even where it would have no effect),
+    then the engine mode the active what-ifs need."""
     w = s.whatif
-    if not active(w):
-        return
-    if s.engine.mode != "per-rank":
-        raise bad("engine.mode", s.engine.mode, "what-ifs in [whatif] make devices differ, so one representative per class is no longer exact",
-                  'set engine.mode = "per-rank"')
     for r in w.slow_devices:
         if not 0 <= r < world:
             raise bad("whatif.slow_devices", r, f"not a rank of this {world}-device layout", f"use ranks 0..{world - 1}")
@@ -40,6 +37,9 @@ def check(s: Scenario, world: int) -> None:
     for name in ("random_slowdown_sigma", "compute_jitter"):
         if getattr(w, name) < 0:
             raise bad(f"whatif.{name}", getattr(w, name), "must be zero or positive", "use e.g. 0.02")
+    if active(w) and s.engine.mode != "per-rank":
+        raise bad("engine.mode", s.engine.mode, "what-ifs in [whatif] make devices differ, so one representative per class is no longer exact",
+                  'set engine.mode = "per-rank"')
 
 
 def device_factors(w: WhatIfConfig, world: int) -> dict[int, float]:

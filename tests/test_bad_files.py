@@ -67,3 +67,64 @@ def test_non_finite_numbers_are_refused(value: str, capsys: pytest.CaptureFixtur
                  "--set", f"whatif.link_bandwidth_factor={value}"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "whatif.link_bandwidth_factor" in err and "finite" in err, err
+
+
+@pytest.fixture
+def more(tmp_path: Path) -> dict[str, Path]:
+    hf = {"architectures": ["LlamaForCausalLM"], "num_hidden_layers": 2, "hidden_size": 64,
+          "intermediate_size": 128, "num_attention_heads": 4, "vocab_size": 100}
+    tie = tmp_path / "tie.json"
+    tie.write_text(json.dumps({**hf, "tie_word_embeddings": "false"}))
+    moe = tmp_path / "moe.json"
+    moe.write_text(json.dumps({**hf, "num_local_experts": "8"}))
+    eff = tmp_path / "eff.toml"
+    eff.write_text('name = "x"\n[nvlink]\nefficiency = 2\n')
+    lat = tmp_path / "lat.toml"
+    lat.write_text('name = "x"\n[nic]\nlatency_us = -1\n')
+    ref = tmp_path / "ref.toml"
+    ref.write_text('[[case]]\nscenario = "llama3-405b-8k"\n')
+    return dict(tie=tie, moe=moe, eff=eff, lat=lat, ref=ref)
+
+
+MORE = [
+    # silently wrong before: accepted and simulated
+    (["run", "--set", "model.head_dim=-1"], "model.head_dim = -1: must not be negative"),
+    (["run", "--set", "model.num_key_value_heads=-8"], "must not be negative"),
+    (["run", "--set", "model.hf_config={tie}"], "tie_word_embeddings = 'false' is not true or false"),
+    (["run", "--set", "model.hf_config={moe}"], "num_local_experts = '8' is not a whole number"),
+    (["topology", "{eff}"], "nvlink.efficiency = 2.0: must be in (0, 1]"),
+    (["topology", "{lat}"], "nic.latency_us = -1.0: must be zero or positive"),
+    (["run", "--set", "whatif.random_slow_fraction=-0.5"], "whatif.random_slow_fraction"),
+    (["run", "--set", "whatif.compute_jitter=-1"], "whatif.compute_jitter"),
+    (["run", "--set", "whatif.slow_devices=[99999]"], "not a rank of this 8192-device layout"),
+    (["run", "--set", "parallel.first_stage_layers=-5"], "must be -1 (even split) or a layer count"),
+    (["validate", "--reference", "{ref}"], "case = "),
+    (["validate", "--max-error", "nan"], "--max-error nan"),
+    (["sweep", "--out", "a.xlsx"], "end the name with .csv"),
+    (["sweep", "--grid", "parallel.tp=4,8", "--parquet", "x.txt"], "end the name with .parquet"),
+    (["search", "--out", "s.json"], "end the name with .csv"),
+    (["run", "--timeline", ""], "--timeline '': empty path"),
+    (["run", "--trace", ""], "--trace '': empty path"),
+    (["run", ""], "scenario = '': is empty"),
+    (["search", "--tp", ""], "--tp '': '' is not a positive whole number"),
+    (["search", "--schedules", ""], "unknown schedule ''"),
+    (["collective", "send-recv", "--algo", "tree", "--gpus", "8"], "does not apply to send-recv"),
+    # misleading before
+    (["run", "--set", "training.global_batch=-128"], "training.global_batch = -128: must be positive"),
+    (["run", "--set", "cluster.gpus=-8"], "cluster.gpus = -8: must be positive"),
+    # hung before: sizes far past any real job
+    (["run", "--set", "cluster.gpus=100000000"], "limit of 1,048,576 devices"),
+    (["topology", "dgx-h100", "--gpus", "100000000"], "limit of 1,048,576 devices"),
+    (["run", "--set", "training.global_batch=1000000000"], "limit of 65,536"),
+    (["run", "--set", "model.num_hidden_layers=100000"], "limit of 10,000"),
+]
+
+
+@pytest.mark.parametrize("argv,message", MORE)
+def test_bad_input_gives_one_line(more: dict[str, Path], argv: list[str], message: str,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    args = [a.format(**{k: str(v) for k, v in more.items()}) for a in argv]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("simtrain: error:"), err
+    assert message in err, err

@@ -306,3 +306,17 @@ def test_long_grids_show_a_window_around_the_mark() -> None:
     assert "deadlock: 6B5 on rank 2" in msg and ">>6B5<<" in msg
     assert "earlier steps" in msg and "later steps" in msg
     assert len(msg.splitlines()) < 40
+
+
+def test_schedule_file_errors_are_one_line(tmp_path) -> None:
+    f = tmp_path / "s.txt"
+    f.write_text("")
+    with pytest.raises(SimtrainError, match="has no actions"):
+        S.load_schedule_file(f, 1, 1, 1)
+    f.write_text("0: 0F0 0B0\n")  # one micro-batch written, two needed
+    with pytest.raises(SimtrainError, match="schedules 1 micro-batches but the scenario has 2"):
+        S.load_schedule_file(f, 1, 1, 2)
+    f.write_text("0: 0F0 0B1 0F1 0B0\n")
+    with pytest.raises(ScheduleError) as e:
+        S.load_schedule_file(f, 1, 1, 2)
+    assert len(str(e.value).splitlines()) == 1  # the grid is for `simtrain schedules`, not the error line

@@ -149,7 +149,7 @@ def test_cli_skip_oom_and_parquet(tmp_path, capsys):
     (["--grid", "parallel.tp=x"], "--grid 'parallel.tp=x': parallel.tp = 'x': expected a whole number"),
     (["--grid", "training.seq=1"], "unknown key training.seq; did you mean 'seq_len'?"),
     ([], "no --grid given"),
-    (["--grid", "parallel.tp=1", "--jobs", "0", "--executor", "local", "--plot", "x.pdf"], "--plot 'x.pdf': unsupported file type"),
+    (["--grid", "parallel.tp=1", "--jobs", "0", "--executor", "local", "--plot", "x.pdf"], "--plot 'x.pdf': unsupported format"),
 ])
 def test_cli_errors_are_one_line_exit_2(tmp_path, capsys, argv, fragment):
     code = main(["sweep", scenario_file(tmp_path, TINY, "tiny"), "--out", str(tmp_path / "x.csv"), *argv])

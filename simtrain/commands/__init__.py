@@ -11,3 +11,19 @@ def add_scenario_args(p: argparse.ArgumentParser, optional: bool = True) -> None
                    help="scenario: a TOML path or a name in scenarios/ (default: llama3-405b-8k)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a scenario field, e.g. --set parallel.tp=4 (repeatable)")
+
+
+def check_outputs(args: argparse.Namespace, spec: dict[str, tuple[str, ...]]) -> None:
+    """Before any work: every output option given (`--opt` -> attribute opt) is a non-empty
+    path ending in one of its suffixes, so nothing is written in the wrong format and an
+    empty path is not silently skipped."""
+    from simtrain.errors import SimtrainError
+
+    for opt, suffixes in spec.items():
+        value = getattr(args, opt.lstrip("-").replace("-", "_"), None)
+        if value is None:
+            continue
+        if not str(value).strip():
+            raise SimtrainError(f"{opt} '': empty path; give a file name ending in {' or '.join(suffixes)}")
+        if not str(value).lower().endswith(suffixes):
+            raise SimtrainError(f"{opt} {value!r}: unsupported format; end the name with {' or '.join(suffixes)}")

@@ -41,6 +41,12 @@ def run(args: argparse.Namespace) -> int:
     topo = load_topology(args.topology, args.gpus, args.device)
     bench = CollectiveBench(topo, args.op, args.gpus, args.algo)
     rows = bench.sweep(sizes)
+    used = sorted({r.algo for r in rows})
+    if args.algo != "auto" and used != [args.algo]:
+        from simtrain.errors import bad
+
+        raise bad("--algo", args.algo, f"does not apply to {args.op} here (it runs as {', '.join(used)})",
+                  "omit --algo, or pick an algorithm the operation has")
     if args.json:
         print(json.dumps([r.row() for r in rows], indent=2))
         return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from simtrain.commands import add_scenario_args
+from simtrain.commands import add_scenario_args, check_outputs
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -53,15 +53,11 @@ def timeline_devices(plan, result) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_outputs(args, {"--timeline": (".png", ".svg"), "--trace": (".json",)})
     from simtrain.config import load_scenario
-    from simtrain.errors import SimtrainError
     from simtrain.report import dumps, json_report, text_report
     from simtrain.run import simulate
 
-    for opt, exts in (("timeline", (".png", ".svg")), ("trace", (".json",))):
-        path = getattr(args, opt)
-        if path and not path.lower().endswith(exts):
-            raise SimtrainError(f"--{opt} {path!r}: unsupported file type; use a name ending in {' or '.join(exts)}")
     from simtrain.commands.scenario_inputs import scenario_overrides
 
     scenario = load_scenario(args.scenario, scenario_overrides(args))

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from simtrain.commands import check_outputs
 from simtrain.errors import SimtrainError
 
 
@@ -49,6 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_outputs(args, {"--plot": (".png", ".svg")})
     from simtrain import schedule as sched
     from simtrain.schedule.explore import bubble_curves, explore, format_table
 
@@ -83,8 +85,6 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         from simtrain.plots.schedules import plot_bubble_vs_microbatches
 
-        if not args.plot.lower().endswith((".png", ".svg")):
-            raise SimtrainError(f"--plot {args.plot!r}: unsupported file type; use a name ending in .png or .svg")
         plot_bubble_vs_microbatches(bubble_curves(args.pp, args.vp, args.microbatches, names, params), args.plot)
         print(f"wrote {args.plot}", file=sys.stderr if args.json else sys.stdout)
     return 0

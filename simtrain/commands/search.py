@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from simtrain.commands import add_scenario_args
+from simtrain.commands import add_scenario_args, check_outputs
 
 DIMS = (("tp", int), ("pp", int), ("cp", int), ("vp", int), ("micro_batch", int))
 
@@ -59,15 +59,15 @@ def _space(args, s, world: int, gpus_per_node: int):
     changes = {}
     for name, _ in DIMS:
         text = getattr(args, f"space_{name}")
-        if text:
+        if text is not None:  # an empty list is an error, not the default
             changes[name] = _ints(name.replace("_", "-"), text)
-    if args.space_recompute:
+    if args.space_recompute is not None:
         modes = tuple(m.strip() for m in args.space_recompute.split(","))
         bad = [m for m in modes if m not in RECOMPUTE]
         if bad:
             raise SimtrainError(f"--recompute {args.space_recompute!r}: {bad[0]!r} is not a mode; use some of {', '.join(RECOMPUTE)}")
         changes["recompute"] = modes
-    if args.space_sp:
+    if args.space_sp is not None:
         vals = []
         for x in args.space_sp.split(","):
             x = x.strip().lower()
@@ -75,7 +75,7 @@ def _space(args, s, world: int, gpus_per_node: int):
                 raise SimtrainError(f"--sp {args.space_sp!r}: {x!r} is not true or false; write e.g. --sp false,true")
             vals.append(x == "true")
         changes["sequence_parallel"] = tuple(dict.fromkeys(vals))
-    if args.space_schedules:
+    if args.space_schedules is not None:
         names = tuple(n.strip() for n in args.space_schedules.split(","))
         bad = [n for n in names if n not in sched.REGISTRY]
         if bad:
@@ -99,6 +99,7 @@ def _table(rows, k: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_outputs(args, {"--out": (".csv",)})
     from simtrain.commands.scenario_inputs import scenario_overrides
     from simtrain.compare import attribute, side_from_row, why
     from simtrain.errors import SimtrainError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from simtrain.commands import add_scenario_args
+from simtrain.commands import add_scenario_args, check_outputs
 
 
 def add_executor_args(p: argparse.ArgumentParser) -> None:
@@ -58,6 +58,7 @@ def _plot_axes(axes, spec: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
+    check_outputs(args, {"--out": (".csv",), "--parquet": (".parquet",), "--plot": (".png", ".svg")})
     from simtrain.commands.scenario_inputs import scenario_overrides
     from simtrain.errors import SimtrainError
     from simtrain.report import dumps
@@ -70,8 +71,6 @@ def run(args: argparse.Namespace) -> int:
         raise SimtrainError("sweep: no --grid given; add e.g. --grid parallel.tp=1,2,4,8 --grid parallel.pp=1,2,4")
     if args.top < 0:
         raise SimtrainError(f"--top {args.top}: must be 0 or more")
-    if args.plot and not args.plot.lower().endswith((".png", ".svg")):
-        raise SimtrainError(f"--plot {args.plot!r}: unsupported file type; use a name ending in .png or .svg")
     axes = parse_grid(args.grid)
     swept = [k for k, _ in axes]
     plot_axes = _plot_axes(axes, args.plot_axes) if args.plot else None

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from simtrain.report import dumps
     from simtrain.validate import load_reference, run_validation, select
 
-    if args.max_error is not None and args.max_error < 0:
+    if args.max_error is not None and not args.max_error >= 0:  # also refuses nan
         raise SimtrainError(f"--max-error {args.max_error}: must be zero or positive; give a percentage such as 15")
     cases = select(load_reference(args.reference), args.only)
     if args.list:

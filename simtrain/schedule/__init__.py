@@ -137,8 +137,19 @@ def from_text(text: str, pp: int, vp: int, microbatches: int, name: str = "file"
             f"schedule.file: {name} has actions for rank {extra[0]} but parallel.pp = {pp}; "
             f"set parallel.pp = {max(actions) + 1} or drop those lines"
         )
+    if not any(actions.values()):
+        raise SimtrainError(f"schedule.file: {name} has no actions; write one line per rank, e.g. regenerate it with `simtrain schedules`")
+    found = 1 + max(a.microbatch for acts in actions.values() for a in acts)
+    if found != microbatches:
+        raise SimtrainError(
+            f"schedule.file: {name} schedules {found} micro-batches but the scenario has {microbatches} per replica "
+            f"(global_batch / (dp * micro_batch)); write the file for {microbatches} or change training.global_batch"
+        )
     sched = Schedule(name, pp, vp, microbatches, {r: tuple(actions.get(r, ())) for r in range(pp)})
-    validate(sched)
+    try:
+        validate(sched)
+    except ScheduleError as e:  # one line for the user; the grid is for `simtrain schedules`
+        raise ScheduleError(f"schedule.file: {str(e).splitlines()[0]}; fix the file (`simtrain schedules` draws a valid one)") from None
     return sched
 
 
