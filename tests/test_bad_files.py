@@ -128,3 +128,15 @@ def test_bad_input_gives_one_line(more: dict[str, Path], argv: list[str], messag
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("simtrain: error:"), err
     assert message in err, err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["sweep", "--grid", "parallel.tp=4,8", "--plot-axes", "parallel.tp"], "--plot-axes 'parallel.tp': has no effect without --plot"),
+    (["sweep", "--grid", "parallel.tp=4,8", "--address", "auto"], "has no effect without --executor ray"),
+    (["search", "--address", "auto"], "has no effect without --executor ray"),
+    (["schedules", "--set", "parallel.tp=2"], "has no effect without --scenario"),
+])
+def test_options_without_their_partner_are_refused(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err

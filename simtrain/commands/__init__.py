@@ -27,3 +27,14 @@ def check_outputs(args: argparse.Namespace, spec: dict[str, tuple[str, ...]]) ->
             raise SimtrainError(f"{opt} '': empty path; give a file name ending in {' or '.join(suffixes)}")
         if not str(value).lower().endswith(suffixes):
             raise SimtrainError(f"{opt} {value!r}: unsupported format; end the name with {' or '.join(suffixes)}")
+
+
+def check_pairs(args: argparse.Namespace, pairs: list[tuple[str, str, bool]]) -> None:
+    """Options that mean nothing without a partner: (option, partner, whether the partner
+    is present). Refused rather than silently ignored."""
+    from simtrain.errors import SimtrainError
+
+    for opt, partner, present in pairs:
+        value = getattr(args, opt.lstrip("-").replace("-", "_"), None)
+        if value not in (None, "", []) and not present:
+            raise SimtrainError(f"{opt} {value!r}: has no effect without {partner}; add {partner} or drop {opt}")

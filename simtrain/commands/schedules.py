@@ -51,6 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     check_outputs(args, {"--plot": (".png", ".svg")})
+    if args.overrides and not args.scenario:
+        raise SimtrainError(f"--set {args.overrides[0]!r}: has no effect without --scenario; add --scenario or drop --set")
     from simtrain import schedule as sched
     from simtrain.schedule.explore import bubble_curves, explore, format_table
 

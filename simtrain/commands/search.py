@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from simtrain.commands import add_scenario_args, check_outputs
+from simtrain.commands import add_scenario_args, check_outputs, check_pairs
 
 DIMS = (("tp", int), ("pp", int), ("cp", int), ("vp", int), ("micro_batch", int))
 
@@ -100,6 +100,7 @@ def _table(rows, k: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     check_outputs(args, {"--out": (".csv",)})
+    check_pairs(args, [("--address", "--executor ray", args.executor == "ray")])
     from simtrain.commands.scenario_inputs import scenario_overrides
     from simtrain.compare import attribute, side_from_row, why
     from simtrain.errors import SimtrainError
@@ -144,7 +145,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"  {c['candidates']:,} candidates: {c['invalid']:,} invalid, {c['does not fit']:,} do not fit in memory, "
           f"{c['duplicate']:,} duplicates, {c['cannot win']:,} cannot win (MFU bound), {c['simulated']:,} simulated")
     if not res.ranked:
-        print("  no valid layout fits in memory; widen the space (--tp, --pp, --cp, --recompute) or add GPUs")
+        verdict = ("no candidate is a valid layout" if c["invalid"] == c["candidates"]
+                   else "no valid layout fits in memory")
+        print(f"  {verdict}; widen the space (--tp, --pp, --cp, --recompute) or add GPUs (reasons: --out FILE.csv)")
         return 1
     print(_table(res.ranked, args.top))
     if len(res.ranked) > 1:

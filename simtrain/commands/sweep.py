@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from simtrain.commands import add_scenario_args, check_outputs
+from simtrain.commands import add_scenario_args, check_outputs, check_pairs
 
 
 def add_executor_args(p: argparse.ArgumentParser) -> None:
@@ -59,6 +59,7 @@ def _plot_axes(axes, spec: str | None):
 
 def run(args: argparse.Namespace) -> int:
     check_outputs(args, {"--out": (".csv",), "--parquet": (".parquet",), "--plot": (".png", ".svg")})
+    check_pairs(args, [("--plot-axes", "--plot", bool(args.plot)), ("--address", "--executor ray", args.executor == "ray")])
     from simtrain.commands.scenario_inputs import scenario_overrides
     from simtrain.errors import SimtrainError
     from simtrain.report import dumps
