@@ -135,6 +135,7 @@ def test_bad_input_gives_one_line(more: dict[str, Path], argv: list[str], messag
     (["sweep", "--grid", "parallel.tp=4,8", "--address", "auto"], "has no effect without --executor ray"),
     (["search", "--address", "auto"], "has no effect without --executor ray"),
     (["schedules", "--set", "parallel.tp=2"], "has no effect without --scenario"),
+    (["topology", "example-explicit", "--gpus", "8"], "has only 4 devices"),  # printed the 4-device file
 ])
 def test_options_without_their_partner_are_refused(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2

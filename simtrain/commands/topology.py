@@ -14,7 +14,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "rank-order halves). Bandwidths in GB/s (1e9 bytes/s).",
     )
     p.add_argument("name", help="topology name in topologies/ or a .toml path")
-    p.add_argument("--gpus", type=int, default=8, help="number of devices (default: 8)")
+    p.add_argument("--gpus", type=int, default=None,
+                   help="number of devices (default: 8; an explicit topology file has its own)")
     p.add_argument("--device", default="", help="override the topology's device type")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--draw", metavar="FILE", help="draw the graph (.png or .svg; small graphs only, up to 512 nodes)")
@@ -26,7 +27,11 @@ def run(args: argparse.Namespace) -> int:
     from simtrain.topoinfo import summarize, text
     from simtrain.topology import load_topology
 
-    topo = load_topology(args.name, args.gpus, args.device)
+    topo = load_topology(args.name, 8 if args.gpus is None else args.gpus, args.device)
+    if args.gpus is not None and topo.num_gpus < args.gpus:
+        from simtrain.errors import bad
+
+        raise bad("--gpus", args.gpus, f"topology {topo.name!r} has only {topo.num_gpus} devices", "use fewer GPUs or a larger topology")
     if args.draw:
         from simtrain.plots.topology import draw_topology
 
