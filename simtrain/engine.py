@@ -25,7 +25,7 @@ import gc
 import time
 
 from collections import defaultdict
-from typing import Hashable
+from typing import Callable, Hashable
 
 import simpy
 
@@ -36,6 +36,9 @@ from simtrain.network import FlowNetwork
 from simtrain.plan import Plan, StageWork
 from simtrain.schedule import Action
 from simtrain.timeline import Record
+
+
+PROGRESS_EVERY = 50_000  # events between progress reports
 
 
 class Engine(Primitives):
@@ -312,7 +315,9 @@ class Engine(Primitives):
         yield from self._compute(dev, plan.optimizer_s[c.pp], "opt", "optimizer", -1, -1)
         self.done_at[dev] = self.env.now
 
-    def run(self) -> list[Record]:
+    def run(self, progress: Callable[[float, int], None] | None = None) -> list[Record]:
+        """Simulate the step. `progress(simulated_seconds, events)` is called every
+        PROGRESS_EVERY events when given (the CLI draws it on a terminal)."""
         self._deferred: dict[int, float] = defaultdict(float)
         self._w_count: dict[tuple[int, int], int] = defaultdict(int)
         self.prepare()
@@ -327,7 +332,10 @@ class Engine(Primitives):
         gc.freeze()
         gc.set_threshold(50_000, 20, 1_000)
         try:
-            self.env.run()
+            if progress is None:
+                self.env.run()
+            else:
+                self._run_reporting(progress)
         finally:
             gc.set_threshold(*threshold)
             gc.unfreeze()
@@ -336,3 +344,15 @@ class Engine(Primitives):
         if missing:
             raise RuntimeError(f"simulation stalled: devices {missing[:8]} never finished (schedule deadlock?)")
         return self.records
+
+    def _run_reporting(self, progress: Callable[[float, int], None]) -> None:
+        """env.run(), in slices of PROGRESS_EVERY events with a report after each."""
+        env, step, done = self.env, self.env.step, 0
+        try:
+            while True:
+                for _ in range(PROGRESS_EVERY):
+                    step()
+                done += PROGRESS_EVERY
+                progress(env.now, done)  # events processed so far
+        except simpy.core.EmptySchedule:
+            pass

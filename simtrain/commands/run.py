@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 
 from simtrain.commands import add_scenario_args, check_outputs
 
@@ -20,6 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--timeline", metavar="FILE", help="draw the per-device Gantt chart (.png or .svg)")
     p.add_argument("--trace", metavar="FILE", help="write a Chrome/Perfetto trace (.json)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress line on stderr (shown on a terminal for runs longer than 2 s)")
     return p
 
 
@@ -61,7 +65,12 @@ def run(args: argparse.Namespace) -> int:
     from simtrain.commands.scenario_inputs import scenario_overrides
 
     scenario = load_scenario(args.scenario, scenario_overrides(args))
-    result = simulate(scenario)
+    meter = None if args.no_progress or not sys.stderr.isatty() else _ProgressLine()
+    try:
+        result = simulate(scenario, progress=meter)
+    finally:
+        if meter is not None:
+            meter.close()
     plan = result.extra["plan"]
     names = device_names(plan)
     if args.timeline:
@@ -87,6 +96,25 @@ def run(args: argparse.Namespace) -> int:
             if getattr(args, opt):
                 print(f"  wrote {getattr(args, opt)}")
     return 0
+
+
+class _ProgressLine:
+    """One redrawn stderr line for long simulations: simulated time reached, events
+    processed, wall time (the step's length is not known until it ends, so no ETA)."""
+
+    def __init__(self, after_s: float = 2.0) -> None:
+        self.t0, self.after_s, self.shown = time.perf_counter(), after_s, False
+
+    def __call__(self, simulated_s: float, events: int) -> None:
+        elapsed = time.perf_counter() - self.t0
+        if elapsed >= self.after_s:
+            self.shown = True
+            print(f"\rsimulating: {simulated_s:8.3f} s of the step reached, {events:,} events, {elapsed:,.0f} s elapsed",
+                  end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.shown:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
 def _write(fn, opt: str, path: str) -> None:
