@@ -19,6 +19,8 @@ With identical data-parallel replicas this folds thousands of links into a handf
 from __future__ import annotations
 
 import heapq
+import itertools
+from operator import attrgetter
 from collections import defaultdict
 from typing import Any, Callable, Hashable, Iterable
 
@@ -27,12 +29,15 @@ import simpy
 from simtrain.topology import Link, Topology
 
 EPS = 1e-12
+_seq = attrgetter("seq")
 
 
 class _Bundle:
-    __slots__ = ("key", "remaining", "rate", "updated", "event", "version", "classes")
+    __slots__ = ("key", "remaining", "rate", "updated", "event", "version", "classes", "seq")
+    _next = itertools.count()
 
     def __init__(self, key: Hashable, nbytes: float, event: simpy.Event, now: float, classes):
+        self.seq = next(_Bundle._next)  # start order: sets of bundles are visited in it (deterministic runs)
         self.key = key
         self.remaining = nbytes
         self.rate = 0.0
@@ -190,9 +195,13 @@ class FlowNetwork:
             (b,) = comp
             caps = self._class_capacity
             rates = {b: min(caps[cid] / m for cid, m in b.classes)}
+            order = (b,)
         else:
-            rates = max_min_rates({b: b.classes for b in comp}, self._class_capacity)
-        for b in comp:
+            # in start order, not set order (object ids): simultaneous finishes, and so
+            # the timeline's record order, are then the same in every run
+            order = sorted(comp, key=_seq)
+            rates = max_min_rates({b: b.classes for b in order}, self._class_capacity)
+        for b in order:
             r = rates[b]
             if r == b.rate and b.version:
                 continue
