@@ -80,9 +80,8 @@ def load_reference(path: str | Path | None = None) -> tuple[ReferenceCase, ...]:
         unknown = sorted(set(raw) - valid)
         if unknown:
             raise bad(f"cases.{name}.{unknown[0]}", raw[unknown[0]], f"unknown key in {p.name}", f"use {', '.join(sorted(valid))}")
-        for key in ("scenario",):
-            if key not in raw:
-                raise SimtrainError(f"cases.{name}: missing key {key} in {p.name}; add {key} = \"...\"")
+        if "scenario" not in raw:
+            raise SimtrainError(f"cases.{name}: missing key scenario in {p.name}; add scenario = \"NAME\" (a scenario in scenarios/ or a path)")
         for key, value in raw.items():
             if key in numeric:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:

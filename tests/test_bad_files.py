@@ -32,6 +32,15 @@ def files(tmp_path: Path) -> dict[str, Path]:
                 ref_noscen=ref_noscen, ref_str=ref_str, folder=folder)
 
 
+def assert_one_line_error(argv: list[str], capsys: pytest.CaptureFixture[str], *fragments: str) -> None:
+    """Exit 2 and exactly one stderr line, the standard error line, containing every fragment."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("simtrain: error:"), err
+    for f in fragments:
+        assert f in err, err
+
+
 CASES = [
     (["run", "{binary}"], "not UTF-8 text"),
     (["run", "--set", 'cluster.topology=""'], "cluster.topology = '': is empty"),
@@ -52,21 +61,15 @@ CASES = [
 @pytest.mark.parametrize("argv,message", CASES)
 def test_bad_file_gives_one_line(files: dict[str, Path], argv: list[str], message: str,
                                  capsys: pytest.CaptureFixture[str]) -> None:
-    args = [a.format(**{k: str(v) for k, v in files.items()}) for a in argv]
-    assert main(args) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("simtrain: error:"), err
-    assert message in err, err
+    assert_one_line_error([a.format(**{k: str(v) for k, v in files.items()}) for a in argv], capsys, message)
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
 def test_non_finite_numbers_are_refused(value: str, capsys: pytest.CaptureFixture[str]) -> None:
     # NaN slipped through every range check (comparisons with NaN are false) and stalled
     # the engine on a degraded link at NaN bandwidth
-    assert main(["run", "--set", "engine.mode=\"per-rank\"", "--set", 'whatif.degraded_links=["0-nvsw0"]',
-                 "--set", f"whatif.link_bandwidth_factor={value}"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "whatif.link_bandwidth_factor" in err and "finite" in err, err
+    assert_one_line_error(["run", "--set", "engine.mode=\"per-rank\"", "--set", 'whatif.degraded_links=["0-nvsw0"]',
+                           "--set", f"whatif.link_bandwidth_factor={value}"], capsys, "whatif.link_bandwidth_factor", "finite")
 
 
 @pytest.fixture
@@ -123,11 +126,7 @@ MORE = [
 @pytest.mark.parametrize("argv,message", MORE)
 def test_bad_input_gives_one_line(more: dict[str, Path], argv: list[str], message: str,
                                   capsys: pytest.CaptureFixture[str]) -> None:
-    args = [a.format(**{k: str(v) for k, v in more.items()}) for a in argv]
-    assert main(args) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("simtrain: error:"), err
-    assert message in err, err
+    assert_one_line_error([a.format(**{k: str(v) for k, v in more.items()}) for a in argv], capsys, message)
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -138,6 +137,4 @@ def test_bad_input_gives_one_line(more: dict[str, Path], argv: list[str], messag
     (["topology", "example-explicit", "--gpus", "8"], "has only 4 devices"),  # printed the 4-device file
 ])
 def test_options_without_their_partner_are_refused(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and message in err, err
+    assert_one_line_error(argv, capsys, message)
