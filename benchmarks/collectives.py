@@ -34,7 +34,7 @@ def _topology(name: str, n: int):
     if name == "tpu-v5p" and n > 8960:
         import tomllib
 
-        from simtrain.config import catalog_dir
+        from simtrain.scenario.files import catalog_dir
 
         data = tomllib.loads((catalog_dir("topologies") / "tpu-v5p.toml").read_text())
         data["shape"] = [16, 32, 32] if n == 16384 else data.get("shape", [])

@@ -48,7 +48,7 @@ def bench(grid: list[str], jobs: int, skip_oom: bool) -> tuple[float, int, int]:
 
 
 def baseline(grid: list[str]) -> tuple[float, int, int]:
-    from simtrain.errors import SimtrainError
+    from simtrain.scenario.errors import SimtrainError
     from simtrain.run import simulate
     from simtrain.sweep.base import point_scenario
 

@@ -5,7 +5,7 @@ scenario file -> Scenario -> Plan -> simpy engine over the networkx topology
 -> flat timeline records -> metrics, report, plots, traces.
 """
 
-from simtrain.errors import SimtrainError
+from simtrain.scenario.errors import SimtrainError
 
 __all__ = ["SimtrainError", "simulate", "load_scenario"]
 __version__ = "0.1.0"
@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 def load_scenario(source, overrides=()):
     """Load a scenario from a TOML path or catalog name, applying `section.key=value` overrides."""
-    from simtrain.config import load_scenario as _load
+    from simtrain.scenario.config import load_scenario as _load
 
     return _load(source, overrides)
 

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from simtrain.errors import SimtrainError
+from simtrain.scenario.errors import SimtrainError
 
 COMMANDS = ["run", "schedules", "topology", "collective", "validate", "compare", "sweep", "search"]
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from simtrain.compute import attention_time, gemm_flops, gemm_time, memory_time
-from simtrain.config import ModelConfig, ParallelConfig
+from simtrain.scenario.config import ParallelConfig
+from simtrain.scenario.models import ModelConfig
 from simtrain.devices import Device
 
 BF16 = 2

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from simtrain.errors import SimtrainError
+from simtrain.scenario.errors import SimtrainError
 
 
 @dataclass(frozen=True)

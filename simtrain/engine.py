@@ -31,7 +31,7 @@ import simpy
 
 from simtrain.comm import Comm
 from simtrain.engine_comm import Primitives, Proc
-from simtrain.layout import Coord
+from simtrain.scenario.layout import Coord
 from simtrain.network import FlowNetwork
 from simtrain.plan import Plan, StageWork
 from simtrain.schedule import Action

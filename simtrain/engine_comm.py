@@ -13,7 +13,7 @@ from typing import Any, Generator, Hashable
 import simpy
 
 from simtrain import whatif
-from simtrain.layout import Coord
+from simtrain.scenario.layout import Coord
 from simtrain.plan import StageWork
 from simtrain.timeline import Record
 

@@ -26,10 +26,10 @@ import simpy
 
 from simtrain import collectives as coll
 from simtrain.comm import Comm
-from simtrain.errors import SimtrainError, bad
+from simtrain.scenario.errors import SimtrainError, bad
 from simtrain.network import FlowNetwork
 from simtrain.topology import Topology
-from simtrain.units import parse_size
+from simtrain.scenario.units import parse_size
 
 GB = 1e9  # nccl-tests' GB/s
 MAX_ALL_TO_ALL = 1024  # all-to-all is n(n-1) flows; beyond this the route table gets large

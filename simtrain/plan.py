@@ -17,12 +17,13 @@ from pathlib import Path
 from simtrain import schedule as sched
 from simtrain import whatif
 from simtrain.memory import grad_element_bytes
-from simtrain.config import Scenario, catalog_dir
+from simtrain.scenario.config import Scenario
+from simtrain.scenario.files import catalog_dir
 from simtrain.costs import EndCost, LayerCost, embedding_cost, head_cost, layer_cost, optimizer_time
 from simtrain.devices import Device, with_attention_kernel
-from simtrain.errors import bad
-from simtrain.layout import Coord, Layout, make_layout, split_layers
-from simtrain.models import ModelStats, stats
+from simtrain.scenario.errors import bad
+from simtrain.scenario.layout import Coord, Layout, make_layout, split_layers
+from simtrain.workload.flops import ModelStats, stats
 from simtrain.topology import Topology, load_topology
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from simtrain.config import Scenario
+from simtrain.scenario.config import Scenario
 from simtrain.engine import Engine
 from simtrain.memory import estimate
 from simtrain.metrics import Result, summarize

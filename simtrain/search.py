@@ -43,7 +43,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from simtrain.errors import SimtrainError
+from simtrain.scenario.errors import SimtrainError
 
 RECOMPUTE = ("none", "selective", "full")
 DEFAULT_SCHEDULES = ("1f1b", "interleaved")

@@ -34,10 +34,11 @@ from typing import Any, Hashable
 
 import networkx as nx
 
-from simtrain.config import parse_dataclass, read_toml, resolve_path
+from simtrain.scenario.fields import parse_dataclass
+from simtrain.scenario.files import read_toml, resolve_path
 from simtrain.devices import Device, get_device
-from simtrain.errors import SimtrainError, bad
-from simtrain.units import US, gbps_to_bytes_per_s
+from simtrain.scenario.errors import SimtrainError, bad
+from simtrain.scenario.units import US, gbps_to_bytes_per_s
 
 Link = tuple[Hashable, Hashable]
 
@@ -522,7 +523,7 @@ def check_link_spec(obj: Any, name: str, path: str) -> None:
 
 def load_topology(source: str, num_gpus: int, device_override: str = "") -> Topology:
     """Build topology `source` (topologies/ name or path) sized for `num_gpus` accelerators."""
-    from simtrain.layout import MAX_DEVICES
+    from simtrain.scenario.layout import MAX_DEVICES
 
     if not 0 <= num_gpus <= MAX_DEVICES:
         raise bad("cluster.gpus", num_gpus, f"must be between 1 and simtrain's limit of {MAX_DEVICES:,} devices",

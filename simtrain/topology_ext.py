@@ -35,11 +35,11 @@ from typing import Any, Sequence
 import networkx as nx
 
 from simtrain.collectives import Phase, ring
-from simtrain.config import parse_dataclass
+from simtrain.scenario.fields import parse_dataclass
 from simtrain.devices import Device, get_device
-from simtrain.errors import SimtrainError, bad
+from simtrain.scenario.errors import SimtrainError, bad
 from simtrain.topology import EXTRA_BUILDERS, Link, LinkInfo, Topology, check_link_spec
-from simtrain.units import US, gbps_to_bytes_per_s
+from simtrain.scenario.units import US, gbps_to_bytes_per_s
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from simtrain.config import PACKAGE_DIR, load_scenario
-from simtrain.errors import SimtrainError, bad
+from simtrain.scenario.config import load_scenario
+from simtrain.scenario.files import PACKAGE_DIR
+from simtrain.scenario.errors import SimtrainError, bad
 
 REFERENCE_PATH = PACKAGE_DIR / "data" / "reference.toml"
 BASES = ("model", "megatron-hfu")
@@ -168,9 +169,9 @@ def _comm_share(breakdown: dict[str, float], step: float) -> float:
 
 def run_case(case: ReferenceCase, overrides: tuple[str, ...] = ()) -> CaseResult:
     """Simulate one reference case; SimtrainErrors become `skipped` (or `refused`)."""
-    from simtrain.layout import make_layout
+    from simtrain.scenario.layout import make_layout
     from simtrain.memory import estimate
-    from simtrain.models import megatron_flops_per_token
+    from simtrain.workload.flops import megatron_flops_per_token
     from simtrain.run import simulate
 
     t0 = time.perf_counter()

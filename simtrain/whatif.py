@@ -12,8 +12,8 @@ from typing import Hashable
 
 import networkx as nx
 
-from simtrain.config import Scenario, WhatIfConfig
-from simtrain.errors import SimtrainError, bad
+from simtrain.scenario.config import Scenario, WhatIfConfig
+from simtrain.scenario.errors import SimtrainError, bad
 from simtrain.topology import Link, LinkInfo, Topology
 
 

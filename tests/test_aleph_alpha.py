@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 
-from simtrain.config import load_scenario
+from simtrain.scenario.config import load_scenario
 from simtrain.run import simulate
 from simtrain.search import default_space, search
 from simtrain.sweep import prepare_base

@@ -50,7 +50,7 @@ def test_run_writes_timeline_and_trace(tmp_path, capsys, small_overrides):
 
 
 def test_timeline_rows_have_one_row_per_stage_and_the_spans(small_overrides):
-    from simtrain.config import load_scenario
+    from simtrain.scenario.config import load_scenario
     from simtrain.plots.timeline import timeline_rows
     from simtrain.run import simulate
 
@@ -101,7 +101,7 @@ def test_help_lists_commands(capsys):
 
 def test_timeline_of_a_large_per_rank_run_shows_one_row_per_stage_and_the_straggler(tmp_path, capsys):
     from simtrain.commands.run import MAX_TIMELINE_ROWS, timeline_devices
-    from simtrain.config import load_scenario
+    from simtrain.scenario.config import load_scenario
     from simtrain.run import simulate
 
     ov = ['model.name="llama3-8b"', "cluster.gpus=0", "parallel.tp=2", "parallel.pp=4", "parallel.dp=16", "parallel.vp=1",

@@ -8,7 +8,7 @@ import simpy
 
 from simtrain.collectives import nccl_btree, nccl_dtree, phases
 from simtrain.comm import Comm
-from simtrain.errors import SimtrainError
+from simtrain.scenario.errors import SimtrainError
 from simtrain.nccl import CollectiveBench, busbw_factor, size_sweep
 from simtrain.network import FlowNetwork
 from simtrain.topology import load_topology, topology_from_dict

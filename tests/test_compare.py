@@ -10,7 +10,7 @@ import pytest
 
 from simtrain.cli import main
 from simtrain.compare import CAUSES, Side, attribute, compare_results
-from simtrain.config import scenario_from_dict
+from simtrain.scenario.config import scenario_from_dict
 from simtrain.run import simulate
 
 ZERO = {p: 0.0 for p in ("compute", "recompute", "optimizer", "tp", "cp", "pp", "dp", "bubble")}

@@ -45,7 +45,7 @@ def test_memory_bound_ops_follow_bandwidth():
 
 def test_attention_kernel_generations():
     from simtrain.devices import with_attention_kernel
-    from simtrain.errors import SimtrainError
+    from simtrain.scenario.errors import SimtrainError
 
     h100 = CATALOG["H100-SXM"]
     fa2, fa3 = with_attention_kernel(h100, "fa2"), with_attention_kernel(h100, "fa3")

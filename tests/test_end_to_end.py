@@ -2,7 +2,7 @@
 
 import pytest
 
-from simtrain.config import load_scenario
+from simtrain.scenario.config import load_scenario
 from simtrain.run import simulate
 
 

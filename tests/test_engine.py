@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 
-from simtrain.config import load_scenario
+from simtrain.scenario.config import load_scenario
 from simtrain.costs import LayerCost
 from simtrain.engine import Engine
 from simtrain.metrics import summarize
@@ -168,7 +168,7 @@ def test_straggler_on_the_critical_path_slows_the_step_by_its_compute_share(pp, 
 
 
 def test_straggler_needs_per_rank_mode():
-    from simtrain.errors import SimtrainError
+    from simtrain.scenario.errors import SimtrainError
     from simtrain.run import simulate
 
     ov = [o for o in _whatif_base(1) if not o.startswith("engine.mode")] + ["whatif.slow_devices=[0]", "whatif.slowdown=1.5"]
@@ -177,7 +177,7 @@ def test_straggler_needs_per_rank_mode():
 
 
 def test_degraded_and_failed_links():
-    from simtrain.errors import SimtrainError
+    from simtrain.scenario.errors import SimtrainError
     from simtrain.run import simulate
 
     # TP8 fills a node, so the two DP replicas talk over the NICs
@@ -300,7 +300,7 @@ def test_document_mask_scales_executed_attention_and_keeps_mfu_below_hfu_below_o
 def test_progress_reports_do_not_change_the_result() -> None:
     """The engine's progress hook (used by `simtrain run` on a terminal) steps the same
     event queue in slices: same step time and records; reports arrive in time order."""
-    from simtrain.config import load_scenario
+    from simtrain.scenario.config import load_scenario
     from simtrain.run import simulate
 
     ov = ['model.name="llama3-8b"', "cluster.gpus=64", "parallel.tp=2", "parallel.pp=4", "parallel.dp=8",

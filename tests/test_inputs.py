@@ -6,10 +6,10 @@ import json
 import pytest
 
 from simtrain.cli import main
-from simtrain.config import load_scenario
-from simtrain.errors import SimtrainError
-from simtrain.megatron_args import megatron_overrides, parse
-from simtrain.models import model_config
+from simtrain.scenario.config import load_scenario
+from simtrain.scenario.errors import SimtrainError
+from simtrain.scenario.megatron_args import megatron_overrides, parse
+from simtrain.scenario.models import model_config
 
 # Meta-Llama-3-8B/config.json as released (transformers 4.40)
 LLAMA3_8B = {
@@ -158,8 +158,8 @@ def test_every_shipped_scenario_loads_and_lays_out():
     valid layout, except the one shipped to be refused (Llama 3 row 3 as printed)."""
     from pathlib import Path
 
-    from simtrain.errors import SimtrainError
-    from simtrain.layout import make_layout
+    from simtrain.scenario.errors import SimtrainError
+    from simtrain.scenario.layout import make_layout
 
     files = sorted((Path(__file__).resolve().parents[1] / "scenarios").glob("*.toml"))
     assert len(files) >= 30

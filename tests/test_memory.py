@@ -9,13 +9,13 @@ import dataclasses
 
 import pytest
 
-from simtrain.config import load_scenario, scenario_from_dict
+from simtrain.scenario.config import load_scenario, scenario_from_dict
 from simtrain.memory import (
     GRAD_BYTES, OPTIMIZER_BYTES, PARAM_BYTES, estimate, layer_activation_bytes, model_state_bytes,
 )
-from simtrain.models import require_model
+from simtrain.scenario.models import require_model
 from simtrain.plan import make_plan
-from simtrain.units import GIB
+from simtrain.scenario.units import GIB
 
 # GPT 18B of Megatron SC21 Table 1: plain GELU MLP (4h), 48 heads = 48 key/value heads,
 # dropout (biases): exactly the layer Korthikanti's 34 and 5as/h describe.

@@ -2,7 +2,8 @@
 
 import pytest
 
-from simtrain.models import CATALOG, megatron_flops_per_token, require_model, stats
+from simtrain.scenario.models import CATALOG, require_model
+from simtrain.workload.flops import megatron_flops_per_token, stats
 
 
 def test_llama3_70b_parameter_count_matches_seed_004():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from simtrain.config import load_scenario
-from simtrain.errors import SimtrainError
+from simtrain.scenario.config import load_scenario
+from simtrain.scenario.errors import SimtrainError
 
 
 def test_sustained_fraction_override_scales_compute_and_rejects_bad_values() -> None:

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from simtrain.cli import main
-from simtrain.errors import SimtrainError
+from simtrain.scenario.errors import SimtrainError
 from simtrain.run import simulate
 from simtrain.sweep import Task, expand, parse_grid, prepare_base, run_tasks
 from simtrain.sweep.base import point_scenario

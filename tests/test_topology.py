@@ -8,7 +8,7 @@ import json
 import pytest
 
 from simtrain.cli import main
-from simtrain.errors import SimtrainError
+from simtrain.scenario.errors import SimtrainError
 from simtrain.topology import Topology, load_topology, topology_from_dict
 from simtrain.topology_ext import slice_shape
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from simtrain.cli import main
-from simtrain.config import load_scenario
-from simtrain.errors import SimtrainError
-from simtrain.layout import make_layout
+from simtrain.scenario.config import load_scenario
+from simtrain.scenario.errors import SimtrainError
+from simtrain.scenario.layout import make_layout
 from simtrain.validate import ReferenceCase, load_reference, run_case, run_validation, select
 
 CALIBRATION = Path(__file__).resolve().parents[2] / "shared" / "calibration"

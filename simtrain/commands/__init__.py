@@ -17,7 +17,7 @@ def check_outputs(args: argparse.Namespace, spec: dict[str, tuple[str, ...]]) ->
     """Before any work: every output option given (`--opt` -> attribute opt) is a non-empty
     path ending in one of its suffixes, so nothing is written in the wrong format and an
     empty path is not silently skipped."""
-    from simtrain.errors import SimtrainError
+    from simtrain.scenario.errors import SimtrainError
 
     for opt, suffixes in spec.items():
         value = getattr(args, opt.lstrip("-").replace("-", "_"), None)
@@ -32,7 +32,7 @@ def check_outputs(args: argparse.Namespace, spec: dict[str, tuple[str, ...]]) ->
 def check_pairs(args: argparse.Namespace, pairs: list[tuple[str, str, bool]]) -> None:
     """Options that mean nothing without a partner: (option, partner, whether the partner
     is present). Refused rather than silently ignored."""
-    from simtrain.errors import SimtrainError
+    from simtrain.scenario.errors import SimtrainError
 
     for opt, partner, present in pairs:
         value = getattr(args, opt.lstrip("-").replace("-", "_"), None)

@@ -31,11 +31,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from simtrain.nccl import CollectiveBench, parse_sizes
     from simtrain.topology import load_topology
-    from simtrain.units import format_size, parse_size
+    from simtrain.scenario.units import format_size, parse_size
 
     sizes = parse_sizes(args.sizes) if args.sizes else [parse_size(args.size, "--size")]
     if args.gpus < 1:
-        from simtrain.errors import bad
+        from simtrain.scenario.errors import bad
 
         raise bad("--gpus", args.gpus, "need at least 2 devices", "use --gpus 2 or more")
     topo = load_topology(args.topology, args.gpus, args.device)
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     rows = bench.sweep(sizes)
     used = sorted({r.algo for r in rows})
     if args.algo != "auto" and used != [args.algo]:
-        from simtrain.errors import bad
+        from simtrain.scenario.errors import bad
 
         raise bad("--algo", args.algo, f"does not apply to {args.op} here (it runs as {', '.join(used)})",
                   "omit --algo, or pick an algorithm the operation has")

@@ -32,8 +32,8 @@ def _label(name: str, overrides: list[str]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from simtrain.compare import compare_results
-    from simtrain.config import load_scenario
-    from simtrain.errors import SimtrainError
+    from simtrain.scenario.config import load_scenario
+    from simtrain.scenario.errors import SimtrainError
     from simtrain.report import dumps
     from simtrain.run import simulate
 

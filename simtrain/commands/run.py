@@ -58,7 +58,7 @@ def timeline_devices(plan, result) -> list[int]:
 
 def run(args: argparse.Namespace) -> int:
     check_outputs(args, {"--timeline": (".png", ".svg"), "--trace": (".json",)})
-    from simtrain.config import load_scenario
+    from simtrain.scenario.config import load_scenario
     from simtrain.report import dumps, json_report, text_report
     from simtrain.run import simulate
 
@@ -118,7 +118,7 @@ class _ProgressLine:
 
 
 def _write(fn, opt: str, path: str) -> None:
-    from simtrain.errors import SimtrainError
+    from simtrain.scenario.errors import SimtrainError
 
     try:
         fn()

@@ -18,7 +18,7 @@ def scenario_overrides(args: argparse.Namespace) -> list[str]:
     text = getattr(args, "megatron_args", "") or ""
     if not text.strip():
         return list(args.overrides)
-    from simtrain.megatron_args import scenario_megatron_overrides, warning_line
+    from simtrain.scenario.megatron_args import scenario_megatron_overrides, warning_line
 
     meg, ignored = scenario_megatron_overrides(args.scenario, text)
     if ignored:

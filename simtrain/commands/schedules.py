@@ -7,7 +7,7 @@ import json
 import sys
 
 from simtrain.commands import check_outputs
-from simtrain.errors import SimtrainError
+from simtrain.scenario.errors import SimtrainError
 
 
 def _int_list(text: str) -> list[int]:
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _simulate_rows(args: argparse.Namespace, rows) -> dict:
-    from simtrain.config import load_scenario
+    from simtrain.scenario.config import load_scenario
     from simtrain.run import simulate
 
     base = load_scenario(args.scenario, args.overrides)

@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _ints(opt: str, text: str) -> tuple[int, ...]:
-    from simtrain.errors import SimtrainError
+    from simtrain.scenario.errors import SimtrainError
 
     out = []
     for x in text.split(","):
@@ -52,7 +52,7 @@ def _space(args, s, world: int, gpus_per_node: int):
     import dataclasses
 
     from simtrain import schedule as sched
-    from simtrain.errors import SimtrainError
+    from simtrain.scenario.errors import SimtrainError
     from simtrain.search import RECOMPUTE, default_space
 
     space = default_space(s, world, gpus_per_node)
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     check_pairs(args, [("--address", "--executor ray", args.executor == "ray")])
     from simtrain.commands.scenario_inputs import scenario_overrides
     from simtrain.compare import attribute, side_from_row, why
-    from simtrain.errors import SimtrainError
+    from simtrain.scenario.errors import SimtrainError
     from simtrain.report import dumps
     from simtrain.search import search, set_args
     from simtrain.sweep import prepare_base

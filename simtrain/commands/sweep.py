@@ -44,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _plot_axes(axes, spec: str | None):
-    from simtrain.errors import SimtrainError
+    from simtrain.scenario.errors import SimtrainError
 
     if spec:
         want = [s.strip() for s in spec.split(",") if s.strip()]
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(args, {"--out": (".csv",), "--parquet": (".parquet",), "--plot": (".png", ".svg")})
     check_pairs(args, [("--plot-axes", "--plot", bool(args.plot)), ("--address", "--executor ray", args.executor == "ray")])
     from simtrain.commands.scenario_inputs import scenario_overrides
-    from simtrain.errors import SimtrainError
+    from simtrain.scenario.errors import SimtrainError
     from simtrain.report import dumps
     from simtrain.sweep import Task, expand, parse_grid, prepare_base, run_tasks
     from simtrain.sweep.evaluate import columns

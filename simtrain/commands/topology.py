@@ -23,13 +23,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simtrain.errors import SimtrainError
+    from simtrain.scenario.errors import SimtrainError
     from simtrain.topoinfo import summarize, text
     from simtrain.topology import load_topology
 
     topo = load_topology(args.name, 8 if args.gpus is None else args.gpus, args.device)
     if args.gpus is not None and topo.num_gpus < args.gpus:
-        from simtrain.errors import bad
+        from simtrain.scenario.errors import bad
 
         raise bad("--gpus", args.gpus, f"topology {topo.name!r} has only {topo.num_gpus} devices", "use fewer GPUs or a larger topology")
     if args.draw:

@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simtrain.errors import SimtrainError
+    from simtrain.scenario.errors import SimtrainError
     from simtrain.report import dumps
     from simtrain.validate import load_reference, run_validation, select
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from simtrain.errors import SimtrainError
+from simtrain.scenario.errors import SimtrainError
 
 
 def save_figure(fig: Any, path: Path, **kwargs: Any) -> Path:

@@ -17,7 +17,7 @@ def plot_bubble_vs_microbatches(data: BubbleCurves, path: str | Path) -> Path:
     """Draw bubble fraction vs micro-batches per DP replica; the suffix picks PNG or SVG."""
     path = Path(path)
     if path.suffix.lower() not in (".png", ".svg"):
-        from simtrain.errors import SimtrainError
+        from simtrain.scenario.errors import SimtrainError
 
         raise SimtrainError(f"plot path {str(path)!r}: unsupported format; end it with .png or .svg")
     fig, ax = plt.subplots(figsize=(7, 4.5))

@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import networkx as nx  # noqa: E402
 
-from simtrain.errors import SimtrainError  # noqa: E402
+from simtrain.scenario.errors import SimtrainError  # noqa: E402
 from simtrain.plots import save_figure  # noqa: E402
 
 MAX_NODES = 512

@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
-from simtrain.errors import SimtrainError
+from simtrain.scenario.errors import SimtrainError
 from simtrain.schedule import constraints
 from simtrain.schedule.action import Action, Schedule, parse_schedule_text
 from simtrain.schedule.basic import gpipe, one_f_one_b

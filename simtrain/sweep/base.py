@@ -12,9 +12,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from simtrain.config import DEFAULT_SCENARIO, apply_overrides, read_toml, resolve_path, scenario_from_dict
-from simtrain.errors import SimtrainError
-from simtrain.layout import make_layout
+from simtrain.scenario.config import DEFAULT_SCENARIO, apply_overrides, scenario_from_dict
+from simtrain.scenario.files import read_toml, resolve_path
+from simtrain.scenario.errors import SimtrainError
+from simtrain.scenario.layout import make_layout
 
 
 def load_base(source: str | None, overrides: list[str]) -> tuple[dict[str, Any], str]:

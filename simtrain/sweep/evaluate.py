@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Iterator
 
-from simtrain.errors import SimtrainError
+from simtrain.scenario.errors import SimtrainError
 from simtrain.metrics import PARTS, Result
 
 METRICS = ("step_time_s", "mfu", "hfu", "tflops_per_gpu", "tokens_per_s", "bubble_fraction")
@@ -195,7 +195,7 @@ def precheck(base: dict[str, Any], task: Task) -> tuple[dict[str, Any] | None, f
     """Cheap checks in the parent: (finished invalid row, or None), a cost estimate
     (micro-batches x pipeline stages) used to start the slowest layouts first, and a group
     key (the layout's sizes) so that points sharing routes and simulations go together."""
-    from simtrain.layout import make_layout
+    from simtrain.scenario.layout import make_layout
     from simtrain.sweep.base import point_scenario
 
     row = empty_row(task)

@@ -19,7 +19,7 @@ from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Callable, Hashable, Iterator
 
-from simtrain.errors import SimtrainError
+from simtrain.scenario.errors import SimtrainError
 from simtrain.sweep.evaluate import Caches, Task, evaluate, precheck
 from simtrain.sweep.progress import Progress
 

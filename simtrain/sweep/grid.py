@@ -6,8 +6,9 @@ import itertools
 from dataclasses import fields
 from typing import Any
 
-from simtrain.config import SECTIONS, _parse_value, _suggest, parse_dataclass
-from simtrain.errors import SimtrainError
+from simtrain.scenario.config import SECTIONS
+from simtrain.scenario.fields import _parse_value, _suggest, parse_dataclass
+from simtrain.scenario.errors import SimtrainError
 
 Axis = tuple[str, tuple[Any, ...]]  # ("parallel.tp", (1, 2, 4, 8))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from typing import Any
 
-from simtrain.errors import SimtrainError
+from simtrain.scenario.errors import SimtrainError
 
 
 def write_csv(path: str, rows: list[dict[str, Any]], cols: list[str], opt: str = "--out") -> None:

@@ -1,4 +1,5 @@
-"""Scenario files: TOML in, frozen dataclasses out. Defaults live here and nowhere else.
+"""Scenario files: TOML in, frozen dataclasses out. Defaults live in these dataclasses
+(the [model] one in simtrain.scenario.models) and nowhere else.
 
 A scenario has three input families (as in Calculon): the model (`[model]`), the system
 (`[cluster]`) and the execution (`[parallel]`, `[training]`, `[schedule]`, `[engine]`).
@@ -7,53 +8,14 @@ Unknown keys are rejected with a suggestion; every value is checked once, here.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import math
-import os
-import tomllib
-import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
 
-from simtrain.errors import SimtrainError, bad
-
-PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def catalog_dir(name: str) -> Path:
-    """Folder of a user-editable catalog (scenarios/, topologies/, schedules/).
-
-    Looked up in $SIMTRAIN_HOME, then the source checkout next to the package, then the
-    current directory.
-    """
-    roots = [os.environ.get("SIMTRAIN_HOME"), PACKAGE_DIR.parent, Path.cwd()]
-    for root in roots:
-        if root and (Path(root) / name).is_dir():
-            return Path(root) / name
-    return PACKAGE_DIR.parent / name
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Model shape, with Hugging Face config.json key names."""
-
-    name: str = ""
-    num_hidden_layers: int = 0
-    hidden_size: int = 0
-    intermediate_size: int = 0
-    num_attention_heads: int = 0
-    num_key_value_heads: int = 0  # 0: same as num_attention_heads (no GQA)
-    vocab_size: int = 0
-    head_dim: int = 0  # 0: hidden_size // num_attention_heads
-    mlp: str = "gated"  # "gated" (SwiGLU: gate, up, down) or "plain" (GELU: up, down)
-    bias: bool = False  # linear-layer biases (GPT-2/3, Megatron GPT)
-    position_embedding: str = "rope"  # "rope" or "learned" (adds max_position_embeddings x hidden params)
-    max_position_embeddings: int = 0
-    tie_word_embeddings: bool = False
-    norm: str = "rmsnorm"  # "rmsnorm" or "layernorm"
-    hf_config: str = ""  # path of a Hugging Face config.json to read the shape from (simtrain/hf.py)
+from simtrain.scenario.errors import SimtrainError, bad
+from simtrain.scenario.fields import _parse_value, _suggest, parse_dataclass
+from simtrain.scenario.files import read_toml, resolve_path
+from simtrain.scenario.models import ModelConfig, model_config
 
 
 @dataclass(frozen=True)
@@ -164,82 +126,11 @@ SECTIONS: dict[str, type] = {
 }
 TOP_LEVEL = ("name", "description")
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "model.mlp": ("gated", "plain"),
-    "model.position_embedding": ("rope", "learned"),
-    "model.norm": ("rmsnorm", "layernorm"),
-    "parallel.recompute": ("none", "selective", "full"),
-    "parallel.cp_algo": ("allgather", "ring"),
-    "parallel.attention_kernel": ("fa2", "cudnn", "fa3"),
-    "engine.mode": ("symmetric", "per-rank"),
-    "engine.detail": ("auto", "layer", "action"),
-    "engine.comm": ("network", "free"),
-    "engine.collective_algo": ("auto", "ring", "tree", "hierarchical", "torus"),
-    "training.precision": ("bf16", "fp16"),
-    "training.grad_precision": ("fp32", "bf16"),
-}
-
-
-def _suggest(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"{hint}valid keys: {', '.join(valid)}"
-
-
-def _coerce(path: str, value: Any, typ: type) -> Any:
-    if typing.get_origin(typ) is tuple:  # TOML arrays, kept as tuples so scenarios stay hashable
-        inner = typing.get_args(typ)[0]
-        if not isinstance(value, (list, tuple)):
-            raise bad(path, value, "expected a list", f"write {path.split('.')[-1]} = [ ... ]")
-        return tuple(_coerce(f"{path}[{i}]", v, inner) for i, v in enumerate(value))
-    if typ is bool:
-        if isinstance(value, bool):
-            return value
-        raise bad(path, value, "expected true or false", f"write {path.split('.')[-1]} = true or false")
-    if typ is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise bad(path, value, "expected a whole number", f"write e.g. {path.split('.')[-1]} = 8")
-        return value
-    if typ is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad(path, value, "expected a number", f"write e.g. {path.split('.')[-1]} = 1.5")
-        if not math.isfinite(value):  # TOML allows nan and inf; no input field means them
-            raise bad(path, value, "must be a finite number", f"write e.g. {path.split('.')[-1]} = 1.5")
-        return float(value)
-    if typ is str:
-        if not isinstance(value, str):
-            raise bad(path, value, "expected a string", f'write {path.split(".")[-1]} = "..." in quotes')
-        if path in CHOICES and value not in CHOICES[path]:
-            raise bad(path, value, "not a valid choice", f"use one of {', '.join(CHOICES[path])}")
-        return value
-    return value
-
-
-def parse_dataclass(cls: type, data: dict[str, Any], prefix: str, base: Any = None) -> Any:
-    """Check keys and value types of one TOML table against a frozen dataclass."""
-    hints = get_type_hints(cls)
-    valid = [f.name for f in fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        if key not in valid:
-            raise SimtrainError(f"unknown key {prefix}.{key} = {value!r}: {_suggest(key, valid)}")
-        kwargs[key] = _coerce(f"{prefix}.{key}", value, hints[key])
-    base = base if base is not None else cls()
-    return dataclasses.replace(base, **kwargs)
 
 
 def build_section(section: str, data: dict[str, Any], base: Any = None) -> Any:
     return parse_dataclass(SECTIONS[section], data, section, base)
 
-
-def _parse_value(text: str) -> Any:
-    """`--set` values are TOML values; bare words that are not valid TOML are strings."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -267,34 +158,6 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
     return data
 
 
-def resolve_path(source: str | Path, catalog: str, what: str, field_name: str) -> Path:
-    if not str(source).strip():
-        available = sorted(x.stem for x in catalog_dir(catalog).glob("*.toml"))
-        raise bad(field_name, str(source), "is empty", f"give a {what} file path or one of: {', '.join(available)}")
-    p = Path(source)
-    candidates = [p] if p.suffix else [p.with_suffix(".toml"), p]
-    candidates += [catalog_dir(catalog) / p.name, catalog_dir(catalog) / f"{p.name}.toml"]
-    for c in candidates:
-        if c.is_file():
-            return c
-    available = sorted(x.stem for x in catalog_dir(catalog).glob("*.toml"))
-    raise bad(
-        field_name, str(source), f"no such {what} file",
-        f"give a path to a .toml file or one of: {', '.join(available) or '(catalog is empty)'}",
-    )
-
-
-def read_toml(path: Path, field_name: str) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise SimtrainError(f"{field_name} = {str(path)!r}: not valid TOML ({e}); fix the file's syntax") from None
-    except UnicodeDecodeError:
-        raise SimtrainError(f"{field_name} = {str(path)!r}: not UTF-8 text; give a TOML file") from None
-    except OSError as e:
-        raise SimtrainError(f"{field_name} = {str(path)!r}: cannot read it ({e.strerror}); check the path") from None
-
 
 def scenario_from_dict(data: dict[str, Any], name: str = "scenario", source: str = "") -> Scenario:
     for key in data:
@@ -308,8 +171,6 @@ def scenario_from_dict(data: dict[str, Any], name: str = "scenario", source: str
         if not isinstance(raw, dict):
             raise bad(section, raw, "expected a table", f"write [{section}] followed by key = value lines")
         if section == "model":
-            from simtrain.models import model_config
-
             sections[section] = model_config(raw)
         else:
             sections[section] = build_section(section, raw)

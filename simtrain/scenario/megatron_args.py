@@ -35,7 +35,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from simtrain.errors import SimtrainError
+from simtrain.scenario.errors import SimtrainError
 
 INT_FLAGS = {
     "--tensor-model-parallel-size": "parallel.tp",
@@ -203,8 +203,9 @@ def warning_line(ignored: list[str]) -> str:
 
 def scenario_megatron_overrides(source: str | None, text: str) -> tuple[list[str], list[str]]:
     """Overrides for `text` given the scenario `source` (its model's layer count)."""
-    from simtrain.config import DEFAULT_SCENARIO, read_toml, resolve_path
-    from simtrain.models import model_config
+    from simtrain.scenario.config import DEFAULT_SCENARIO
+    from simtrain.scenario.files import read_toml, resolve_path
+    from simtrain.scenario.models import model_config
 
     layers = 0
     known, _ = parse(text)

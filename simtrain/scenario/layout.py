@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-from simtrain.config import Scenario
-from simtrain.errors import SimtrainError, bad
+from simtrain.scenario.config import Scenario
+from simtrain.scenario.errors import SimtrainError, bad
 
 DIMS = ("tp", "cp", "pp", "dp")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from simtrain.errors import SimtrainError
+from simtrain.scenario.errors import SimtrainError
 
 GBIT = 1e9 / 8  # bytes per second in one Gb/s
 GB = 1e9

@@ -1,4 +1,6 @@
-"""Model catalog, parameter counts and model FLOPs per token.
+"""Model shapes: the [model] section (`ModelConfig`), the catalog of published models, and
+`model_config`, which builds and checks the section from a catalog name, a Hugging Face
+config.json or inline keys. Parameter counts and FLOPs: simtrain.workload.flops.
 
 Shapes use Hugging Face config.json key names. Sources: Llama 3 (Grattafiori et al. 2024,
 Table 3, and the released configs), Llama 2 (Touvron et al. 2023), LLaMA (Touvron et al.
@@ -12,8 +14,30 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from simtrain.config import ModelConfig, build_section
-from simtrain.errors import SimtrainError, bad
+from simtrain.scenario.errors import SimtrainError, bad
+from simtrain.scenario.fields import parse_dataclass
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Model shape, with Hugging Face config.json key names."""
+
+    name: str = ""
+    num_hidden_layers: int = 0
+    hidden_size: int = 0
+    intermediate_size: int = 0
+    num_attention_heads: int = 0
+    num_key_value_heads: int = 0  # 0: same as num_attention_heads (no GQA)
+    vocab_size: int = 0
+    head_dim: int = 0  # 0: hidden_size // num_attention_heads
+    mlp: str = "gated"  # "gated" (SwiGLU: gate, up, down) or "plain" (GELU: up, down)
+    bias: bool = False  # linear-layer biases (GPT-2/3, Megatron GPT)
+    position_embedding: str = "rope"  # "rope" or "learned" (adds max_position_embeddings x hidden params)
+    max_position_embeddings: int = 0
+    tie_word_embeddings: bool = False
+    norm: str = "rmsnorm"  # "rmsnorm" or "layernorm"
+    hf_config: str = ""  # path of a Hugging Face config.json to read the shape from (simtrain/scenario/hf.py)
+
 
 _LLAMA = dict(mlp="gated", bias=False, position_embedding="rope", norm="rmsnorm")
 _GPT = dict(mlp="plain", bias=True, position_embedding="learned", norm="layernorm", tie_word_embeddings=True)
@@ -72,7 +96,7 @@ def model_config(raw: dict[str, Any]) -> ModelConfig:
     base: dict[str, Any] = {}
     hf = raw.get("hf_config", "")
     if hf:
-        from simtrain.hf import default_name, read_hf_config
+        from simtrain.scenario.hf import default_name, read_hf_config
 
         if not isinstance(hf, str):
             raise bad("model.hf_config", hf, "expected a string", 'write hf_config = "path/to/config.json"')
@@ -84,7 +108,7 @@ def model_config(raw: dict[str, Any]) -> ModelConfig:
             raise bad("model.name", name, "not in the model catalog",
                       f"use one of {', '.join(CATALOG)} or give the shape inline (num_hidden_layers, hidden_size, ...)")
         base = dict(CATALOG[name], name=name)
-    cfg = build_section("model", {**base, **{k: v for k, v in raw.items() if not (hf and k == "name")}})
+    cfg = parse_dataclass(ModelConfig, {**base, **{k: v for k, v in raw.items() if not (hf and k == "name")}}, "model")
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
         if isinstance(v, int) and not isinstance(v, bool) and v < 0:
@@ -109,72 +133,6 @@ def model_config(raw: dict[str, Any]) -> ModelConfig:
     if not cfg.name:
         cfg = dataclasses.replace(cfg, name="custom")
     return cfg
-
-
-@dataclass(frozen=True)
-class ModelStats:
-    """Counts derived from a ModelConfig. All per token unless said otherwise."""
-
-    params: float  # total parameters
-    params_per_layer: float
-    embedding_params: float  # input embedding (+ learned positions)
-    head_params: float  # output projection (0 if tied: shares the embedding)
-    matmul_params_per_layer: float  # weights used in matmuls per layer
-    model_flops_per_token: float  # training FLOPs per token, PaLM convention (no recomputation)
-    formula: str
-
-
-def _layer_matmul_params(m: ModelConfig) -> tuple[float, float]:
-    """(attention, mlp) weight-matrix parameters of one layer."""
-    q = m.num_attention_heads * m.head_dim
-    kv = m.num_key_value_heads * m.head_dim
-    attn = m.hidden_size * q + 2 * m.hidden_size * kv + q * m.hidden_size  # Wq, Wk, Wv, Wo
-    mlp = (3 if m.mlp == "gated" else 2) * m.hidden_size * m.intermediate_size
-    return float(attn), float(mlp)
-
-
-def stats(m: ModelConfig, seq_len: int, document_length: int = 0) -> ModelStats:
-    h = m.hidden_size
-    attn, mlp = _layer_matmul_params(m)
-    q = m.num_attention_heads * m.head_dim
-    kv = m.num_key_value_heads * m.head_dim
-    bias = (q + 2 * kv + h + (2 if m.mlp == "gated" else 1) * m.intermediate_size + h) if m.bias else 0
-    norms = (2 if m.norm == "layernorm" else 1) * 2 * h
-    per_layer = attn + mlp + bias + norms
-    embed = m.vocab_size * h + (m.max_position_embeddings * h if m.position_embedding == "learned" else 0)
-    head = 0 if m.tie_word_embeddings else m.vocab_size * h
-    final_norm = (2 if m.norm == "layernorm" else 1) * h
-    total = m.num_hidden_layers * per_layer + embed + head + final_norm
-    # Model FLOPs per token, PaLM (Chowdhery et al. 2022, Appendix B): 6N + 12*L*H*Q*T,
-    # N = parameters in matmuls (every layer's weights plus the output projection, which runs
-    # even when tied to the embedding; the embedding lookup is no matmul), H*Q = query width,
-    # T = sequence length. 6 = 2 (multiply-add) x 3 (forward, input-grad, weight-grad).
-    # The attention term counts the full T x T score matrix, as PaLM and Megatron do,
-    # although a causal kernel skips about half of it. Under a document mask a token attends
-    # only its document, so T is the document length (training.document_length).
-    attended = document_length if 0 < document_length < seq_len else seq_len
-    n_mm = m.num_hidden_layers * (attn + mlp) + m.vocab_size * h
-    flops = 6 * n_mm + 12 * m.num_hidden_layers * q * attended
-    return ModelStats(
-        params=float(total),
-        params_per_layer=float(per_layer),
-        embedding_params=float(embed),
-        head_params=float(head),
-        matmul_params_per_layer=attn + mlp,
-        model_flops_per_token=float(flops),
-        formula="6*N_matmul + 12*L*H*Q*T per token (PaLM, Chowdhery et al. 2022, App. B)",
-    )
-
-
-def megatron_flops_per_token(m: ModelConfig, seq_len: int) -> float:
-    """Narayanan et al. 2021 (SC21) eq. 3 per token: 96*L*h^2*(1 + s/6h + V/16Lh) / ... .
-
-    The paper's F = 96*B*s*l*h^2*(1 + s/(6h) + V/(16*l*h)) counts full activation
-    recomputation (4 passes of 24*h^2 per layer per token), so it is a hardware-FLOPs basis.
-    Per token: 96*l*h^2 + 16*l*h*s + 6*h*V.
-    """
-    L, h, V = m.num_hidden_layers, m.hidden_size, m.vocab_size
-    return 96 * L * h * h * (1 + seq_len / (6 * h) + V / (16 * L * h))
 
 
 def require_model(name: str) -> ModelConfig:

@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from simtrain.errors import SimtrainError
+from simtrain.scenario.errors import SimtrainError
 
 ARCHITECTURES = {
     "LlamaForCausalLM": "llama",
