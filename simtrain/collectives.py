@@ -29,7 +29,8 @@ each tree and S/2 to/from each child: on a flat network its link carries at most
     T_tree ~= 2S/B + 2*(depth + g - 1)*alpha,
 with depth = the deeper tree's height (~log2 of the node count) and g GPUs per node; alpha
 is charged at the slowest hop of the pattern (an upper bound for the intra-node hops).
-Torus (simtrain.topology_ext.torus_phases): bidirectional rings along each torus axis.
+Torus (`torus_phases`, on simtrain.hardware.torus topologies): bidirectional rings along
+each torus axis.
 
 Loads: `phase_load` asks the topology for `route_load(src, dst)`, the fraction of a flow
 on each link (1.0 along `route` for single-path routing; spread over equal-cost uplinks
@@ -42,7 +43,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from simtrain.scenario.errors import SimtrainError
-from simtrain.topology import Link, Topology
+from simtrain.hardware.topology import Link, Topology
+from simtrain.hardware.torus import Torus
 
 OPS = ("all-reduce", "reduce-scatter", "all-gather", "broadcast", "all-to-all", "send-recv")
 ALGOS = ("ring", "tree", "hierarchical", "torus")
@@ -205,6 +207,49 @@ def hierarchical(op: str, group: Sequence[int], size: float, topo: Topology) -> 
     return ring(op, group, size)
 
 
+def torus_phases(op: str, group: Sequence[int], size: float, topo: Topology) -> list[Phase]:
+    """Bidirectional rings along each torus axis in turn.
+
+    All-reduce = reduce-scatter along each spanned axis (longest first), each step on the
+    shard left by the previous axes, then all-gather back in reverse order. On an axis of
+    n_i chips, every line of chips runs a ring in both directions at once, each direction
+    carrying half the data, so each link direction carries one flow. With D_i = S / prod
+    of the earlier axes' n_j, the reduce-scatter on axis i moves (n_i-1)/n_i * D_i/2 per
+    flow in n_i - 1 neighbour steps. On a wraparound torus with link bandwidth B and hop
+    latency alpha:
+        T_RS = T_AG = sum_i [ (n_i - 1)/n_i * D_i / (2B) + (n_i - 1) * alpha ]
+        T_AR = 2 * T_RS
+    For a k x k x k torus: T_AR = (k-1)/k * S/B * (1 + 1/k + 1/k^2) + 6(k-1) * alpha,
+    against 2(N-1)/N * S/B + 2(N-1) * alpha for one unidirectional ring over all N chips.
+    Other ops, and groups that are not a full sub-torus, use the ring algorithm (routed
+    dimension-ordered).
+    """
+    if len(group) < 2:
+        return []
+    if not isinstance(topo, Torus):
+        raise SimtrainError(f"collective algo 'torus' needs a torus topology, not {topo.name!r}; use auto, ring, tree or hierarchical")
+    lattice = topo.axis_lattice(group)
+    if not lattice or op not in ("all-reduce", "reduce-scatter", "all-gather"):
+        return ring(op, group, size)
+    lattice = sorted(lattice, key=lambda x: (-x[2], x[0]))
+    members = set(group)
+    rs: list[Phase] = []
+    data = float(size)
+    for a, step, n in lattice:
+        stride = topo._strides[a]
+        pairs: list[tuple[int, int]] = []
+        for r in sorted(members):
+            c = topo.coord(r)
+            nxt = r + (((c[a] + step) % topo.shape[a]) - c[a]) * stride
+            pairs += [(r, nxt), (nxt, r)]  # + ring and - ring share no link direction
+        rs.append(Phase(tuple(pairs), (n - 1) / n * data / 2, n - 1))
+        data /= n
+    if op == "reduce-scatter":
+        return rs
+    ag = list(reversed(rs))
+    return ag if op == "all-gather" else rs + ag
+
+
 def phases(op: str, algo: str, group: Sequence[int], size: float, topo: Topology) -> list[Phase]:
     if op not in OPS:
         raise SimtrainError(f"collective op {op!r}: unknown; use one of {', '.join(OPS)}")
@@ -215,8 +260,6 @@ def phases(op: str, algo: str, group: Sequence[int], size: float, topo: Topology
     if algo == "hierarchical":
         return hierarchical(op, group, size, topo)
     if algo == "torus":
-        from simtrain.topology_ext import torus_phases  # provided by torus topologies
-
         return torus_phases(op, group, size, topo)
     raise SimtrainError(f"collective algo {algo!r}: unknown; use one of auto, {', '.join(ALGOS)}")
 

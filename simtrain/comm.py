@@ -32,7 +32,7 @@ from typing import Hashable, Sequence
 
 from simtrain import collectives as coll
 from simtrain.network import FlowNetwork
-from simtrain.topology import Topology
+from simtrain.hardware.topology import Topology
 
 
 @dataclass(frozen=True)

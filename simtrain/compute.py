@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-from simtrain.devices import Device
+from simtrain.hardware.devices import Device
 
 
 @lru_cache(maxsize=65536)

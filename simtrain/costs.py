@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from simtrain.compute import attention_time, gemm_flops, gemm_time, memory_time
 from simtrain.scenario.config import ParallelConfig
 from simtrain.scenario.models import ModelConfig
-from simtrain.devices import Device
+from simtrain.hardware.devices import Device
 
 BF16 = 2
 

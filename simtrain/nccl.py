@@ -28,7 +28,7 @@ from simtrain import collectives as coll
 from simtrain.comm import Comm
 from simtrain.scenario.errors import SimtrainError, bad
 from simtrain.network import FlowNetwork
-from simtrain.topology import Topology
+from simtrain.hardware.topology import Topology
 from simtrain.scenario.units import parse_size
 
 GB = 1e9  # nccl-tests' GB/s

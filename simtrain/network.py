@@ -26,7 +26,7 @@ from typing import Any, Callable, Hashable, Iterable
 
 import simpy
 
-from simtrain.topology import Link, Topology
+from simtrain.hardware.topology import Link, Topology
 
 EPS = 1e-12
 _seq = attrgetter("seq")

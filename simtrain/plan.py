@@ -20,11 +20,12 @@ from simtrain.memory import grad_element_bytes
 from simtrain.scenario.config import Scenario
 from simtrain.scenario.files import catalog_dir
 from simtrain.costs import EndCost, LayerCost, embedding_cost, head_cost, layer_cost, optimizer_time
-from simtrain.devices import Device, with_attention_kernel
+from simtrain.hardware.devices import Device, with_attention_kernel
 from simtrain.scenario.errors import bad
 from simtrain.scenario.layout import Coord, Layout, make_layout, split_layers
 from simtrain.workload.flops import ModelStats, stats
-from simtrain.topology import Topology, load_topology
+from simtrain.hardware.load import load_topology
+from simtrain.hardware.topology import Topology
 
 
 @dataclass(frozen=True)

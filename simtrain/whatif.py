@@ -14,7 +14,7 @@ import networkx as nx
 
 from simtrain.scenario.config import Scenario, WhatIfConfig
 from simtrain.scenario.errors import SimtrainError, bad
-from simtrain.topology import Link, LinkInfo, Topology
+from simtrain.hardware.topology import Link, LinkInfo, Topology
 
 
 def active(w: WhatIfConfig) -> bool:

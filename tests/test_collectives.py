@@ -11,7 +11,7 @@ from simtrain.comm import Comm
 from simtrain.scenario.errors import SimtrainError
 from simtrain.nccl import CollectiveBench, busbw_factor, size_sweep
 from simtrain.network import FlowNetwork
-from simtrain.topology import load_topology, topology_from_dict
+from simtrain.hardware.load import load_topology, topology_from_dict
 
 REL = 1e-9
 S = 2**30

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from simtrain.compute import gemm_efficiency, gemm_time, memory_time
-from simtrain.devices import CATALOG
+from simtrain.hardware.devices import CATALOG
 
 
 def test_large_square_gemm_on_h100_reaches_measured_798_tflops():
@@ -44,7 +44,7 @@ def test_memory_bound_ops_follow_bandwidth():
 
 
 def test_attention_kernel_generations():
-    from simtrain.devices import with_attention_kernel
+    from simtrain.hardware.devices import with_attention_kernel
     from simtrain.scenario.errors import SimtrainError
 
     h100 = CATALOG["H100-SXM"]

@@ -5,7 +5,7 @@ import simpy
 
 from simtrain.comm import Comm
 from simtrain.network import FlowNetwork, max_min_rates
-from simtrain.topology import topology_from_dict
+from simtrain.hardware.load import topology_from_dict
 
 LINK_GBPS = 800.0  # 100 GB/s per direction
 LAT_US = 3.0

@@ -8,7 +8,7 @@ import simpy
 
 from simtrain.collectives import Phase, phase_load
 from simtrain.network import FlowNetwork, max_min_rates
-from simtrain.topology import topology_from_dict
+from simtrain.hardware.load import topology_from_dict
 
 REL = 1e-9
 
@@ -78,7 +78,7 @@ def test_collective_and_transfer_share_a_nic():
     and the leaf's port to GPU 8 (same rail leaf). NIC 400 Gb/s * 0.92 = 46 GB/s; route
     latency GPU -> leaf -> GPU = 2 * 2.5 us (dgx-h100.toml)."""
     from simtrain.comm import Comm
-    from simtrain.topology import load_topology
+    from simtrain.hardware.load import load_topology
 
     topo = load_topology("dgx-h100", 16)
     env = simpy.Environment()

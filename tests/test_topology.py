@@ -9,8 +9,9 @@ import pytest
 
 from simtrain.cli import main
 from simtrain.scenario.errors import SimtrainError
-from simtrain.topology import Topology, load_topology, topology_from_dict
-from simtrain.topology_ext import slice_shape
+from simtrain.hardware.load import load_topology, topology_from_dict
+from simtrain.hardware.topology import Topology
+from simtrain.hardware.torus import slice_shape
 
 GB = 1e9
 

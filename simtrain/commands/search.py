@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from simtrain.sweep.base import point_scenario
     from simtrain.sweep.evaluate import columns
     from simtrain.sweep.output import write_csv
-    from simtrain.topology import load_topology
+    from simtrain.hardware.load import load_topology
 
     if args.top < 1:
         raise SimtrainError(f"--top {args.top}: must be at least 1")

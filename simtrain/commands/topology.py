@@ -24,8 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from simtrain.scenario.errors import SimtrainError
-    from simtrain.topoinfo import summarize, text
-    from simtrain.topology import load_topology
+    from simtrain.hardware.summary import summarize, text
+    from simtrain.hardware.load import load_topology
 
     topo = load_topology(args.name, 8 if args.gpus is None else args.gpus, args.device)
     if args.gpus is not None and topo.num_gpus < args.gpus:

@@ -1,12 +1,12 @@
 """Topology summaries for `simtrain topology`: devices, switches, links by kind, bandwidth
-per device at each tier and bisection bandwidth (definition in simtrain.topology)."""
+per device at each tier and bisection bandwidth (definition in simtrain.hardware.topology)."""
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from typing import Any
 
-from simtrain.topology import Topology
+from simtrain.hardware.topology import Topology
 
 GB = 1e9
 

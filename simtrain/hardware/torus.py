@@ -1,4 +1,5 @@
-"""TPU 3D tori (`kind = "torus"`), registered in simtrain.topology.EXTRA_BUILDERS.
+"""TPU 3D tori (`kind = "torus"`; listed in simtrain.hardware.load.BUILDERS). Collectives
+along the torus axes: simtrain.network.collectives.torus_phases.
 
 A slice of X x Y x Z chips; chip (x, y, z) is rank x + X*(y + Y*z). Every chip has one ICI
 link pair to its +1 and -1 neighbour on each axis; with wraparound the last chip of an
@@ -34,11 +35,10 @@ from typing import Any, Sequence
 
 import networkx as nx
 
-from simtrain.collectives import Phase, ring
 from simtrain.scenario.fields import parse_dataclass
-from simtrain.devices import Device, get_device
+from simtrain.hardware.devices import Device, get_device
 from simtrain.scenario.errors import SimtrainError, bad
-from simtrain.topology import EXTRA_BUILDERS, Link, LinkInfo, Topology, check_link_spec
+from simtrain.hardware.topology import Link, LinkInfo, Topology, check_link_spec
 from simtrain.scenario.units import US, gbps_to_bytes_per_s
 
 
@@ -224,49 +224,6 @@ class Torus(Topology):
         return ["torus"] if self.axis_lattice(group) else []
 
 
-def torus_phases(op: str, group: Sequence[int], size: float, topo: Topology) -> list[Phase]:
-    """Bidirectional rings along each torus axis in turn.
-
-    All-reduce = reduce-scatter along each spanned axis (longest first), each step on the
-    shard left by the previous axes, then all-gather back in reverse order. On an axis of
-    n_i chips, every line of chips runs a ring in both directions at once, each direction
-    carrying half the data, so each link direction carries one flow. With D_i = S / prod
-    of the earlier axes' n_j, the reduce-scatter on axis i moves (n_i-1)/n_i * D_i/2 per
-    flow in n_i - 1 neighbour steps. On a wraparound torus with link bandwidth B and hop
-    latency alpha:
-        T_RS = T_AG = sum_i [ (n_i - 1)/n_i * D_i / (2B) + (n_i - 1) * alpha ]
-        T_AR = 2 * T_RS
-    For a k x k x k torus: T_AR = (k-1)/k * S/B * (1 + 1/k + 1/k^2) + 6(k-1) * alpha,
-    against 2(N-1)/N * S/B + 2(N-1) * alpha for one unidirectional ring over all N chips.
-    Other ops, and groups that are not a full sub-torus, use the ring algorithm (routed
-    dimension-ordered).
-    """
-    if len(group) < 2:
-        return []
-    if not isinstance(topo, Torus):
-        raise SimtrainError(f"collective algo 'torus' needs a torus topology, not {topo.name!r}; use auto, ring, tree or hierarchical")
-    lattice = topo.axis_lattice(group)
-    if not lattice or op not in ("all-reduce", "reduce-scatter", "all-gather"):
-        return ring(op, group, size)
-    lattice = sorted(lattice, key=lambda x: (-x[2], x[0]))
-    members = set(group)
-    rs: list[Phase] = []
-    data = float(size)
-    for a, step, n in lattice:
-        stride = topo._strides[a]
-        pairs: list[tuple[int, int]] = []
-        for r in sorted(members):
-            c = topo.coord(r)
-            nxt = r + (((c[a] + step) % topo.shape[a]) - c[a]) * stride
-            pairs += [(r, nxt), (nxt, r)]  # + ring and - ring share no link direction
-        rs.append(Phase(tuple(pairs), (n - 1) / n * data / 2, n - 1))
-        data /= n
-    if op == "reduce-scatter":
-        return rs
-    ag = list(reversed(rs))
-    return ag if op == "all-gather" else rs + ag
-
-
 def build_torus(data: dict[str, Any], num_gpus: int, device_override: str = "", path: str = "topology") -> Torus:
     top = {k: v for k, v in data.items() if k != "ici"}
     spec = parse_dataclass(TorusSpec, top, "topology")
@@ -307,5 +264,3 @@ def _nearby(n: int, pod: Sequence[int]) -> str:
     cands.sort(key=lambda m: abs(m - n))
     return " or ".join(str(m) for m in sorted(cands[:2])) or "64"
 
-
-EXTRA_BUILDERS["torus"] = build_torus

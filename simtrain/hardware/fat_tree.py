@@ -1,28 +1,10 @@
-"""Cluster networks as networkx graphs, built from files in topologies/.
-
-Nodes are accelerators (ints 0..N-1, the global rank order) and switches (strings).
-Every physical cable is two directed edges, one per direction, each with `capacity`
-(achievable bytes/s in that direction), `latency` (s) and `kind`. A transfer follows
-`Topology.route(src, dst)`: a tuple of directed edges.
-
-Kinds of file (`kind = ...`):
-- "fat-tree": NVSwitch nodes (every GPU one NVLink port pair to the node's switch) plus
-  one NIC per GPU into a two- or three-tier fabric (leaf / spine / core), rail-optimized
-  (GPU i of every node on leaf i of its scalable unit) or classic (a node's NICs on one
-  leaf), with an oversubscription ratio per tier. Routing between leaves is either
-  "adaptive" (InfiniBand adaptive routing as on DGX SuperPODs: each flow is spread evenly
-  over all equal-cost uplinks, see `route_load`) or "ecmp" (a hash of (src, dst) picks one
-  equal-cost path per flow, so flows can collide on a spine).
-- "explicit": `[[nodes]]` and `[[links]]` tables describe any graph; routes are shortest
-  paths by latency.
-- "torus" (simtrain.topology_ext, registered in EXTRA_BUILDERS): TPU 3D tori.
-
-Bisection bandwidth (`Topology.bisection_bandwidth`): the capacity, in one direction, of
-the minimum cut between the first and the second half of the devices in rank order
-(max-flow = min-cut, Ford & Fulkerson 1956), counting every link, NVLink included. Rank
-order fills nodes, leaves and pods contiguously, so for a fat tree this is the cut a
-data-parallel job that splits the machine in two halves sees; for a torus the slowest
-axis is cut (see simtrain.topology_ext).
+"""Fat trees (`kind = "fat-tree"`): NVSwitch nodes (every GPU one NVLink port pair to the
+node's switch) plus one NIC per GPU into a two- or three-tier fabric (leaf / spine / core),
+rail-optimized (GPU i of every node on leaf i of its scalable unit) or classic (a node's
+NICs on one leaf), with an oversubscription ratio per tier. Routing between leaves is
+either "adaptive" (InfiniBand adaptive routing as on DGX SuperPODs: each flow is spread
+evenly over all equal-cost uplinks, see `route_load`) or "ecmp" (a hash of (src, dst)
+picks one equal-cost path per flow, so flows can collide on a spine).
 """
 
 from __future__ import annotations
@@ -30,24 +12,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Hashable
+from typing import Any
 
 import networkx as nx
 
+from simtrain.hardware.devices import Device
+from simtrain.hardware.topology import Link, LinkInfo, Topology, TopologySpec, check_link_spec, topology_spec
+from simtrain.scenario.errors import bad
 from simtrain.scenario.fields import parse_dataclass
-from simtrain.scenario.files import read_toml, resolve_path
-from simtrain.devices import Device, get_device
-from simtrain.scenario.errors import SimtrainError, bad
 from simtrain.scenario.units import US, gbps_to_bytes_per_s
 
-Link = tuple[Hashable, Hashable]
-
-
-@dataclass(frozen=True)
-class LinkInfo:
-    capacity: float  # bytes/s, achievable, per direction
-    latency: float  # seconds
-    kind: str
+ROUTINGS = ("adaptive", "ecmp")
 
 
 @dataclass(frozen=True)
@@ -77,85 +52,6 @@ class FabricSpec:
     spine_oversubscription: float = 1.0  # spine tier: spine downlink bandwidth / spine uplink bandwidth
     routing: str = "adaptive"  # "adaptive" (InfiniBand AR: even spread over equal-cost uplinks) or "ecmp"
 
-
-@dataclass(frozen=True)
-class TopologySpec:
-    name: str = ""
-    description: str = ""
-    kind: str = "fat-tree"
-    device: str = "H100-SXM"
-    gpus_per_node: int = 8
-
-
-class Topology:
-    """Base class: a set of accelerators and directed links with a routing function."""
-
-    name: str
-    description: str
-    device: Device
-    num_gpus: int
-    gpus_per_node: int
-
-    def route(self, src: int, dst: int) -> tuple[Link, ...]:
-        raise NotImplementedError
-
-    def link(self, edge: Link) -> LinkInfo:
-        raise NotImplementedError
-
-    @cached_property
-    def graph(self) -> nx.DiGraph:
-        raise NotImplementedError
-
-    def node_of(self, gpu: int) -> int:
-        return gpu // self.gpus_per_node
-
-    def route_latency(self, src: int, dst: int) -> float:
-        return sum(self.link(e).latency for e in self.route(src, dst))
-
-    def route_load(self, src: int, dst: int) -> list[tuple[Link, float]]:
-        """Fraction of a src -> dst flow on each directed link it uses.
-
-        Single-path routing puts the whole flow (1.0) on every link of `route`; multipath
-        routing (adaptive routing in a fat tree) splits it over equal-cost links.
-        """
-        return [(e, 1.0) for e in self.route(src, dst)]
-
-    def bisection_bandwidth(self) -> float:
-        """Bytes/s, one direction, across the min cut between the rank-order halves.
-
-        Generic: max-flow on `graph` from a super-source on devices [0, N/2) to a
-        super-sink on [N/2, N). Subclasses with structure override it with a closed form
-        or a reduced graph (tests check they agree with this generic computation).
-        """
-        return max_flow_between(self.graph, range(self.num_gpus // 2), range(self.num_gpus // 2, 2 * (self.num_gpus // 2)))
-
-    def tier_bandwidth(self) -> list[tuple[str, float]]:
-        """(tier, bytes/s per device per direction) from the device outwards.
-
-        Generic: a device's outgoing capacity grouped by link kind.
-        """
-        out: dict[str, float] = {}
-        G = self.graph
-        if self.num_gpus == 0 or 0 not in G:
-            return []
-        for _, v, d in G.out_edges(0, data=True):
-            out[d["kind"]] = out.get(d["kind"], 0.0) + d["capacity"]
-        return sorted(out.items(), key=lambda kv: -kv[1])
-
-
-def max_flow_between(G: nx.DiGraph, sources, sinks) -> float:
-    """Max flow (= min cut capacity) from a set of nodes to another, by edge `capacity`."""
-    sources, sinks = list(sources), list(sinks)
-    if not sources or not sinks:
-        return 0.0
-    H = nx.DiGraph()
-    H.add_edges_from((u, v, {"capacity": d["capacity"]}) for u, v, d in G.edges(data=True))
-    S, T = ("__source__",), ("__sink__",)
-    for n in sources:
-        H.add_edge(S, n)  # no capacity attribute: infinite
-    for n in sinks:
-        H.add_edge(n, T)
-    return float(nx.maximum_flow_value(H, S, T))
 
 
 class FatTree(Topology):
@@ -404,158 +300,9 @@ class FatTree(Topology):
         return float(nx.maximum_flow_value(H, S, T))
 
 
-@dataclass(frozen=True)
-class NodeSpec:
-    """One `[[nodes]]` entry of an explicit topology."""
-
-    name: str = ""
-    kind: str = "switch"  # "gpu" or "switch"
-
-
-@dataclass(frozen=True)
-class LinkSpec:
-    """One `[[links]]` entry: a cable between nodes a and b."""
-
-    a: str = ""
-    b: str = ""
-    bandwidth_gbps: float = 0.0  # per direction, gigabits/s (required)
-    latency_us: float = 1.0
-    efficiency: float = 1.0  # achievable fraction of the wire rate
-    kind: str = "link"  # free label, e.g. "nvlink", "nic", "spine"
-    duplex: bool = True  # false: only a -> b
-
-
-class Explicit(Topology):
-    """A user-described graph: `[[nodes]]` (name, kind = "gpu" | "switch") and
-    `[[links]]` (a, b, bandwidth_gbps, latency_us, efficiency, kind, duplex = true).
-    GPUs are numbered 0..N-1 in declaration order; routes are shortest paths by latency.
-    Every entry is checked: unknown keys, unknown or duplicate nodes, non-positive
-    bandwidth, negative latency and GPUs that cannot reach every other GPU are rejected
-    with one line."""
-
-    def __init__(self, spec: TopologySpec, data: dict[str, Any], device: Device, path: str):
-        self.name, self.description, self.device = spec.name, spec.description, device
-        self.gpus_per_node = spec.gpus_per_node
-        G = nx.DiGraph()
-        gpus: list[str] = []
-        nodes, links = data.get("nodes", []), data.get("links", [])
-        if not isinstance(nodes, list) or not isinstance(links, list):
-            raise bad("nodes/links", type(nodes).__name__, "expected arrays of tables", f"write [[nodes]] and [[links]] entries in {path}")
-        for i, raw in enumerate(nodes):
-            if not isinstance(raw, dict):
-                raise bad(f"nodes[{i}]", raw, "expected a table", f"write [[nodes]] entries in {path}")
-            node = parse_dataclass(NodeSpec, raw, f"nodes[{i}]")
-            if not node.name or node.kind not in ("gpu", "switch"):
-                raise bad(f"nodes[{i}]", raw, 'each node needs name = "..." and kind = "gpu" or "switch"', f"fix {path}")
-            if node.name in G:
-                raise bad(f"nodes[{i}].name", node.name, "declared twice", f"give every node a unique name in {path}")
-            G.add_node(node.name, kind=node.kind)
-            if node.kind == "gpu":
-                gpus.append(node.name)
-        if not gpus:
-            raise bad("nodes", [], 'an explicit topology needs at least one node with kind = "gpu"', f"add them to {path}")
-        for i, raw in enumerate(links):
-            if not isinstance(raw, dict):
-                raise bad(f"links[{i}]", raw, "expected a table", f"write [[links]] entries in {path}")
-            l = parse_dataclass(LinkSpec, raw, f"links[{i}]")
-            for end_name, end in (("a", l.a), ("b", l.b)):
-                if end not in G:
-                    raise bad(f"links[{i}].{end_name}", end, "unknown node in a link", f"declare it in [[nodes]] of {path}")
-            if l.a == l.b:
-                raise bad(f"links[{i}]", f"{l.a} -> {l.b}", "a link must join two different nodes", f"fix {path}")
-            if l.bandwidth_gbps <= 0:
-                raise bad(f"links[{i}].bandwidth_gbps", raw.get("bandwidth_gbps"), "bandwidth must be given and positive", f"fix {path}")
-            if l.latency_us < 0:
-                raise bad(f"links[{i}].latency_us", l.latency_us, "latency must be zero or positive", f"fix {path}")
-            if not 0 < l.efficiency <= 1:
-                raise bad(f"links[{i}].efficiency", l.efficiency, "must be in (0, 1]", f"fix {path}")
-            attrs = dict(capacity=gbps_to_bytes_per_s(l.bandwidth_gbps) * l.efficiency, latency=l.latency_us * US, kind=l.kind)
-            G.add_edge(l.a, l.b, **attrs)
-            if l.duplex:
-                G.add_edge(l.b, l.a, **attrs)
-        if len(gpus) > 1:
-            reach = nx.descendants(G, gpus[0]) | {gpus[0]}
-            back = nx.ancestors(G, gpus[0]) | {gpus[0]}
-            for gname in gpus[1:]:
-                if gname not in reach or gname not in back:
-                    raise bad("nodes", gname, f"this GPU is not connected to GPU {gpus[0]!r} in both directions", f"add a link to it in {path}")
-        # relabel GPUs to ints 0..N-1 in declaration order
-        mapping = {g: i for i, g in enumerate(gpus)}
-        self.gpu_names = gpus
-        self._G = nx.relabel_nodes(G, mapping)
-        self.num_gpus = len(gpus)
-        self._routes: dict[tuple[int, int], tuple[Link, ...]] = {}
-
-    @property
-    def graph(self) -> nx.DiGraph:  # type: ignore[override]
-        return self._G
-
-    def route(self, src: int, dst: int) -> tuple[Link, ...]:
-        key = (src, dst)
-        if key not in self._routes:
-            try:
-                path = nx.shortest_path(self._G, src, dst, weight="latency")
-            except nx.NetworkXNoPath:
-                raise SimtrainError(
-                    f"topology {self.name!r}: no route from GPU {self.gpu_names[src]} to {self.gpu_names[dst]}; add links that connect them"
-                ) from None
-            self._routes[key] = tuple(zip(path[:-1], path[1:]))
-        return self._routes[key]
-
-    def link(self, edge: Link) -> LinkInfo:
-        d = self._G.edges[edge]
-        return LinkInfo(d["capacity"], d["latency"], d["kind"])
-
-
-BUILDERS = ("fat-tree", "explicit")
-ROUTINGS = ("adaptive", "ecmp")
-
-
-def check_link_spec(obj: Any, name: str, path: str) -> None:
-    """A link table's latency is zero or more and its efficiency an achievable fraction."""
-    lat = getattr(obj, "latency_us", 0.0)
-    if lat < 0:
-        raise bad(f"{name}.latency_us", lat, "must be zero or positive", f"fix {path}")
-    eff = getattr(obj, "efficiency", 1.0)
-    if not 0 < eff <= 1:
-        raise bad(f"{name}.efficiency", eff, "must be in (0, 1]: the achievable fraction of the wire rate", f"fix {path}")
-
-
-def load_topology(source: str, num_gpus: int, device_override: str = "") -> Topology:
-    """Build topology `source` (topologies/ name or path) sized for `num_gpus` accelerators."""
-    from simtrain.scenario.layout import MAX_DEVICES
-
-    if not 0 <= num_gpus <= MAX_DEVICES:
-        raise bad("cluster.gpus", num_gpus, f"must be between 1 and simtrain's limit of {MAX_DEVICES:,} devices",
-                  "give the number of accelerators to build")
-    path = resolve_path(source, "topologies", "topology", "cluster.topology")
-    data = read_toml(path, "cluster.topology")
-    return topology_from_dict(data, num_gpus, device_override, str(path))
-
-
-def topology_from_dict(data: dict[str, Any], num_gpus: int, device_override: str = "", path: str = "topology") -> Topology:
+def build_fat_tree(data: dict[str, Any], num_gpus: int, device_override: str = "", path: str = "topology") -> FatTree:
     sections = {"nvlink": NVLinkSpec, "nic": NICSpec, "fabric": FabricSpec}
-    kind = data.get("kind", "fat-tree")
-    if kind not in BUILDERS:
-        from simtrain import topology_ext  # noqa: F401  (registers more kinds when present)
-
-        if kind not in EXTRA_BUILDERS:
-            raise bad("kind", kind, f"unknown topology kind in {path}", f"use one of {', '.join(list(BUILDERS) + list(EXTRA_BUILDERS))}")
-        return EXTRA_BUILDERS[kind](data, num_gpus, device_override, path)
-    own = ("nodes", "links") if kind == "explicit" else tuple(sections)
-    top = {k: v for k, v in data.items() if k not in own}
-    extra = [k for k in top if k not in TopologySpec.__dataclass_fields__]
-    if extra:
-        valid = list(TopologySpec.__dataclass_fields__) + ([f"[[{k}]]" for k in own] if kind == "explicit" else [f"[{k}]" for k in own])
-        raise SimtrainError(f"unknown key {extra[0]} in {kind} topology {path}: valid keys are {', '.join(valid)}")
-    spec = parse_dataclass(TopologySpec, top, "topology")
-    device = get_device(device_override or spec.device, "cluster.device" if device_override else f"{path}: device")
-    if num_gpus < 1:
-        raise bad("cluster.gpus", num_gpus, "need at least one GPU", "set cluster.gpus or the parallel sizes")
-    if spec.gpus_per_node < 1:
-        raise bad("gpus_per_node", spec.gpus_per_node, "must be positive", f"fix {path}")
-    if kind == "explicit":
-        return Explicit(spec, data, device, path)
+    spec, device = topology_spec(data, "fat-tree", tuple(sections), num_gpus, device_override, path)
     for name in sections:
         if name in data and not isinstance(data[name], dict):
             raise bad(name, data[name], "expected a table", f"write [{name}] followed by key = value lines in {path}")
@@ -576,6 +323,3 @@ def topology_from_dict(data: dict[str, Any], num_gpus: int, device_override: str
         if fab.cores % fab.spines:
             raise bad("fabric.cores", fab.cores, f"must be a multiple of spines = {fab.spines} (one core plane per spine)", f"fix {path}")
     return FatTree(spec, parts["nvlink"], parts["nic"], fab, num_gpus, device)
-
-
-EXTRA_BUILDERS: dict[str, Any] = {}

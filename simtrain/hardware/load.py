@@ -1,0 +1,40 @@
+"""Topologies by name: the builder of each kind of file and `load_topology`.
+
+Every kind is listed here, by the hardware layer that owns them; a new kind is a module
+with a `build_<kind>(data, num_gpus, device_override, path)` function and one line below.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from simtrain.hardware.explicit import build_explicit
+from simtrain.hardware.fat_tree import build_fat_tree
+from simtrain.hardware.topology import Topology
+from simtrain.hardware.torus import build_torus
+from simtrain.scenario.errors import bad
+from simtrain.scenario.files import read_toml, resolve_path
+from simtrain.scenario.layout import MAX_DEVICES
+
+BUILDERS: dict[str, Callable[..., Topology]] = {
+    "fat-tree": build_fat_tree,
+    "explicit": build_explicit,
+    "torus": build_torus,
+}
+
+
+def load_topology(source: str, num_gpus: int, device_override: str = "") -> Topology:
+    """Build topology `source` (topologies/ name or path) sized for `num_gpus` accelerators."""
+    if not 0 <= num_gpus <= MAX_DEVICES:
+        raise bad("cluster.gpus", num_gpus, f"must be between 1 and simtrain's limit of {MAX_DEVICES:,} devices",
+                  "give the number of accelerators to build")
+    path = resolve_path(source, "topologies", "topology", "cluster.topology")
+    data = read_toml(path, "cluster.topology")
+    return topology_from_dict(data, num_gpus, device_override, str(path))
+
+
+def topology_from_dict(data: dict[str, Any], num_gpus: int, device_override: str = "", path: str = "topology") -> Topology:
+    kind = data.get("kind", "fat-tree")
+    if kind not in BUILDERS:
+        raise bad("kind", kind, f"unknown topology kind in {path}", f"use one of {', '.join(BUILDERS)}")
+    return BUILDERS[kind](data, num_gpus, device_override, path)
