@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from simtrain.nccl import CollectiveBench  # noqa: E402
+from simtrain.network.nccl import CollectiveBench  # noqa: E402
 from simtrain.hardware.load import load_topology, topology_from_dict  # noqa: E402
 
 SIZES = (64, 512, 4096, 16384)

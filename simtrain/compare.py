@@ -72,7 +72,7 @@ def attribute(a: Side, b: Side) -> dict[str, float]:
 
 
 def side_from_result(label: str, result: Any) -> Side:
-    from simtrain.memory import estimate
+    from simtrain.workload.memory import estimate
 
     plan = result.extra.get("plan")
     memory = estimate(plan).to_json() if plan is not None else {}

@@ -29,10 +29,10 @@ from typing import Callable, Hashable
 
 import simpy
 
-from simtrain.comm import Comm
+from simtrain.network.comm import Comm
 from simtrain.engine_comm import Primitives, Proc
 from simtrain.scenario.layout import Coord
-from simtrain.network import FlowNetwork
+from simtrain.network.flows import FlowNetwork
 from simtrain.plan import Plan, StageWork
 from simtrain.schedule import Action
 from simtrain.timeline import Record

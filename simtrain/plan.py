@@ -16,10 +16,10 @@ from pathlib import Path
 
 from simtrain import schedule as sched
 from simtrain import whatif
-from simtrain.memory import grad_element_bytes
+from simtrain.workload.memory import grad_element_bytes
 from simtrain.scenario.config import Scenario
 from simtrain.scenario.files import catalog_dir
-from simtrain.costs import EndCost, LayerCost, embedding_cost, head_cost, layer_cost, optimizer_time
+from simtrain.workload.costs import EndCost, LayerCost, embedding_cost, head_cost, layer_cost, optimizer_time
 from simtrain.hardware.devices import Device, with_attention_kernel
 from simtrain.scenario.errors import bad
 from simtrain.scenario.layout import Coord, Layout, make_layout, split_layers

@@ -7,7 +7,7 @@ from typing import Callable
 
 from simtrain.scenario.config import Scenario
 from simtrain.engine import Engine
-from simtrain.memory import estimate
+from simtrain.workload.memory import estimate
 from simtrain.metrics import Result, summarize
 from simtrain.plan import Plan, check_supported, make_plan
 

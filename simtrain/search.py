@@ -16,7 +16,7 @@ FlashAttention and everything else stay the scenario's.
 Pruning, in order (no rule knows which layouts are "good"; each only skips work):
  1. invalid: the layout, plan or schedule is rejected by simtrain itself (the one-line
     reason is kept), e.g. global batch not divisible by DP x micro-batch;
- 2. does not fit: simtrain.memory's per-rank peak estimate on the plan, without
+ 2. does not fit: simtrain.workload.memory's per-rank peak estimate on the plan, without
     simulating, exceeds the device memory;
  3. duplicate: the candidate's plan has the same costs and memory as an earlier one, so
     its simulation would be identical (selective recomputation with FlashAttention costs

@@ -170,7 +170,7 @@ def _comm_share(breakdown: dict[str, float], step: float) -> float:
 def run_case(case: ReferenceCase, overrides: tuple[str, ...] = ()) -> CaseResult:
     """Simulate one reference case; SimtrainErrors become `skipped` (or `refused`)."""
     from simtrain.scenario.layout import make_layout
-    from simtrain.memory import estimate
+    from simtrain.workload.memory import estimate
     from simtrain.workload.flops import megatron_flops_per_token
     from simtrain.run import simulate
 

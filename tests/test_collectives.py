@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import simpy
 
-from simtrain.collectives import nccl_btree, nccl_dtree, phases
-from simtrain.comm import Comm
+from simtrain.network.collectives import nccl_btree, nccl_dtree, phases
+from simtrain.network.comm import Comm
 from simtrain.scenario.errors import SimtrainError
-from simtrain.nccl import CollectiveBench, busbw_factor, size_sweep
-from simtrain.network import FlowNetwork
+from simtrain.network.nccl import CollectiveBench, busbw_factor, size_sweep
+from simtrain.network.flows import FlowNetwork
 from simtrain.hardware.load import load_topology, topology_from_dict
 
 REL = 1e-9

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from simtrain.compute import gemm_efficiency, gemm_time, memory_time
+from simtrain.workload.compute import gemm_efficiency, gemm_time, memory_time
 from simtrain.hardware.devices import CATALOG
 
 

@@ -6,7 +6,7 @@ import itertools
 import pytest
 
 from simtrain.scenario.config import load_scenario
-from simtrain.costs import LayerCost
+from simtrain.workload.costs import LayerCost
 from simtrain.engine import Engine
 from simtrain.metrics import summarize
 from simtrain.plan import make_plan

@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 
 from simtrain.scenario.config import load_scenario, scenario_from_dict
-from simtrain.memory import (
+from simtrain.workload.memory import (
     GRAD_BYTES, OPTIMIZER_BYTES, PARAM_BYTES, estimate, layer_activation_bytes, model_state_bytes,
 )
 from simtrain.scenario.models import require_model

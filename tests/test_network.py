@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import simpy
 
-from simtrain.collectives import Phase, phase_load
-from simtrain.network import FlowNetwork, max_min_rates
+from simtrain.network.collectives import Phase, phase_load
+from simtrain.network.flows import FlowNetwork, max_min_rates
 from simtrain.hardware.load import topology_from_dict
 
 REL = 1e-9
@@ -77,7 +77,7 @@ def test_collective_and_transfer_share_a_nic():
     """A 2-rank ring all-reduce (0 <-> 8) and a send 0 -> 8 on dgx-h100 share GPU 0's NIC
     and the leaf's port to GPU 8 (same rail leaf). NIC 400 Gb/s * 0.92 = 46 GB/s; route
     latency GPU -> leaf -> GPU = 2 * 2.5 us (dgx-h100.toml)."""
-    from simtrain.comm import Comm
+    from simtrain.network.comm import Comm
     from simtrain.hardware.load import load_topology
 
     topo = load_topology("dgx-h100", 16)

@@ -234,8 +234,8 @@ def test_aggregated_spine_tier_is_exact(tiers):
     same max-min rates as the individual equal-cost links."""
     import simpy
 
-    from simtrain import collectives as coll
-    from simtrain.network import FlowNetwork
+    from simtrain.network import collectives as coll
+    from simtrain.network.flows import FlowNetwork
 
     kw = dict(rail_optimized=False, nodes_per_leaf=2, spines=4, oversubscription=2.0)
     if tiers == 3:

@@ -7,7 +7,7 @@ import json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from simtrain.collectives import ALGOS, OPS
+    from simtrain.network.collectives import ALGOS, OPS
 
     p = sub.add_parser(
         "collective", help="time a collective on a simulated cluster, as nccl-tests reports it",
@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simtrain.nccl import CollectiveBench, parse_sizes
+    from simtrain.network.nccl import CollectiveBench, parse_sizes
     from simtrain.hardware.load import load_topology
     from simtrain.scenario.units import format_size, parse_size
 

@@ -154,7 +154,7 @@ def simulate_plan(plan, cache: CommCache | None = None) -> Result:
     routes and link loads are reused instead of routed again."""
     import simpy
 
-    from simtrain.network import FlowNetwork
+    from simtrain.network.flows import FlowNetwork
     from simtrain.run import simulate_plan as run_plan
 
     def setup(engine) -> None:
@@ -212,7 +212,7 @@ def precheck(base: dict[str, Any], task: Task) -> tuple[dict[str, Any] | None, f
 def plan_row(base: dict[str, Any], task: Task) -> tuple[dict[str, Any], Any, Any]:
     """Build and check one point's plan and estimate its memory, without simulating:
     (row, plan, memory report); plan is None when the point is invalid (row says why)."""
-    from simtrain.memory import estimate
+    from simtrain.workload.memory import estimate
     from simtrain.plan import check_supported, make_plan
     from simtrain.sweep.base import point_scenario
 

@@ -1,6 +1,6 @@
 """Collectives and point-to-point transfers as bundles on the flow network.
 
-`Comm.collective(...)` turns (op, group, size) into network phases (simtrain.collectives),
+`Comm.collective(...)` turns (op, group, size) into network phases (simtrain.network.collectives),
 registers each phase's link load with the flow network (with the identical copies that
 other groups run at the same moment, in symmetric mode) and returns the phases to run.
 The `auto` algorithm choice, written down the way NCCL documents its own (NCCL picks,
@@ -30,8 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Hashable, Sequence
 
-from simtrain import collectives as coll
-from simtrain.network import FlowNetwork
+from simtrain.network import collectives as coll
+from simtrain.network.flows import FlowNetwork
 from simtrain.hardware.topology import Topology
 
 

@@ -1,15 +1,15 @@
 """nccl-tests-style collective benchmarks on a simulated cluster network.
 
 `CollectiveBench(topo, op, n, algo)` runs one collective over the first n devices of a
-topology as simpy processes over the flow network (simtrain.network.FlowNetwork +
-simtrain.comm.Comm), in a fresh simpy Environment for every size, and reports what
+topology as simpy processes over the flow network (simtrain.network.flows.FlowNetwork +
+simtrain.network.comm.Comm), in a fresh simpy Environment for every size, and reports what
 nccl-tests prints (NVIDIA nccl-tests, doc/PERFORMANCE.md):
     algbw = size / time
     busbw = algbw * factor, factor = 2(n-1)/n for all-reduce, (n-1)/n for
             reduce-scatter, all-gather and all-to-all, 1 for broadcast and send-recv,
 so that busbw is comparable to the link bandwidth whatever n is. Bandwidths are in GB/s
 (1e9 bytes/s), as nccl-tests prints them. Sizes follow nccl-tests' conventions (see
-simtrain.collectives): all-reduce and broadcast move an S-byte buffer, reduce-scatter's
+simtrain.network.collectives): all-reduce and broadcast move an S-byte buffer, reduce-scatter's
 input and all-gather's output are S bytes, all-to-all sends S bytes per rank in total,
 and send-recv is nccl-tests' sendrecv: every rank sends S bytes to the next rank (ring
 order) while receiving from the previous one.
@@ -24,10 +24,10 @@ from typing import Iterable
 
 import simpy
 
-from simtrain import collectives as coll
-from simtrain.comm import Comm
+from simtrain.network import collectives as coll
+from simtrain.network.comm import Comm
 from simtrain.scenario.errors import SimtrainError, bad
-from simtrain.network import FlowNetwork
+from simtrain.network.flows import FlowNetwork
 from simtrain.hardware.topology import Topology
 from simtrain.scenario.units import parse_size
 
