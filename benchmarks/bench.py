@@ -97,7 +97,7 @@ def floors(repeat: int = 3) -> dict[str, float]:
     They bound what "engine events/s" can reach in pure Python whatever the engine does."""
     import simpy
 
-    from simtrain.timeline import Record
+    from simtrain.engine.timeline import Record
 
     def timed(body) -> tuple[float, int]:
         """Run 1,000 processes of `body(env, i, out, meet)`; wall time of env.run and events."""

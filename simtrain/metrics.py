@@ -14,8 +14,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from simtrain.plan import Plan
-from simtrain.timeline import Record
+from simtrain.engine.plan import Plan
+from simtrain.engine.timeline import Record
 
 PARTS = ("compute", "recompute", "optimizer", "tp", "cp", "pp", "dp", "bubble")
 

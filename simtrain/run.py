@@ -6,10 +6,10 @@ import time
 from typing import Callable
 
 from simtrain.scenario.config import Scenario
-from simtrain.engine import Engine
+from simtrain.engine.actions import Engine
 from simtrain.workload.memory import estimate
 from simtrain.metrics import Result, summarize
-from simtrain.plan import Plan, check_supported, make_plan
+from simtrain.engine.plan import Plan, check_supported, make_plan
 
 
 def simulate(scenario: Scenario, progress: Callable[[float, int], None] | None = None) -> Result:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from simtrain.timeline import Record
+from simtrain.engine.timeline import Record
 
 
 def trace_events(records: list[Record], device_names: dict[int, str] | None = None) -> list[dict[str, Any]]:

@@ -7,9 +7,9 @@ import pytest
 
 from simtrain.scenario.config import load_scenario
 from simtrain.workload.costs import LayerCost
-from simtrain.engine import Engine
+from simtrain.engine.actions import Engine
 from simtrain.metrics import summarize
-from simtrain.plan import make_plan
+from simtrain.engine.plan import make_plan
 
 
 def uniform_plan(pp: int, m: int, schedule: str, f: float = 1.0, b: float = 2.0, vp: int = 1):

@@ -14,7 +14,7 @@ from simtrain.workload.memory import (
     GRAD_BYTES, OPTIMIZER_BYTES, PARAM_BYTES, estimate, layer_activation_bytes, model_state_bytes,
 )
 from simtrain.scenario.models import require_model
-from simtrain.plan import make_plan
+from simtrain.engine.plan import make_plan
 from simtrain.scenario.units import GIB
 
 # GPT 18B of Megatron SC21 Table 1: plain GELU MLP (4h), 48 heads = 48 key/value heads,

@@ -10,7 +10,7 @@ from simtrain.cli import main
 from simtrain.search import candidates, default_space, mfu_bound, search
 from simtrain.sweep import Task, prepare_base, run_tasks
 from simtrain.sweep.base import point_scenario
-from simtrain.plan import make_plan
+from simtrain.engine.plan import make_plan
 from simtrain.run import simulate
 from tests.sweep_cases import TINY, WIDE, scenario_file
 

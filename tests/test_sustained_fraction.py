@@ -9,7 +9,7 @@ from simtrain.scenario.errors import SimtrainError
 
 
 def test_sustained_fraction_override_scales_compute_and_rejects_bad_values() -> None:
-    from simtrain.plan import make_plan
+    from simtrain.engine.plan import make_plan
     from simtrain.run import simulate
 
     base = ["engine.comm=\"free\""]

@@ -213,7 +213,7 @@ def plan_row(base: dict[str, Any], task: Task) -> tuple[dict[str, Any], Any, Any
     """Build and check one point's plan and estimate its memory, without simulating:
     (row, plan, memory report); plan is None when the point is invalid (row says why)."""
     from simtrain.workload.memory import estimate
-    from simtrain.plan import check_supported, make_plan
+    from simtrain.engine.plan import check_supported, make_plan
     from simtrain.sweep.base import point_scenario
 
     row = empty_row(task)

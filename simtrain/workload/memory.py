@@ -259,7 +259,7 @@ def _live_peak(actions: tuple, release: str, size: dict[int, float]) -> float:
 
 
 def estimate(plan: Any) -> MemoryReport:
-    """Per-pipeline-rank peak memory of `plan` (a simtrain.plan.Plan) against its device."""
+    """Per-pipeline-rank peak memory of `plan` (a simtrain.engine.plan.Plan) against its device."""
     s = plan.scenario
     par, m = s.parallel, s.model
     L = plan.layout

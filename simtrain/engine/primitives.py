@@ -1,7 +1,7 @@
 """The engine's primitives: compute intervals, collectives and their rendezvous,
 point-to-point sends and waits, the DP stream, and the timeline records they leave.
 
-`simtrain.engine.Engine` builds on these to walk each device's action list; the state they
+`simtrain.engine.actions.Engine` builds on these to walk each device's action list; the state they
 use (records, arrival events, groups, the flow network and its collectives) is set up in
 `Engine.__init__`. Split from the engine so that each module reads in one sitting.
 """
@@ -12,10 +12,10 @@ from typing import Any, Generator, Hashable
 
 import simpy
 
-from simtrain import whatif
+from simtrain.engine import whatif
 from simtrain.scenario.layout import Coord
-from simtrain.plan import StageWork
-from simtrain.timeline import Record
+from simtrain.engine.plan import StageWork
+from simtrain.engine.timeline import Record
 
 Proc = Generator[simpy.Event, object, None]
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from simtrain import schedule as sched
-from simtrain import whatif
+from simtrain.engine import whatif
 from simtrain.workload.memory import grad_element_bytes
 from simtrain.scenario.config import Scenario
 from simtrain.scenario.files import catalog_dir

@@ -30,12 +30,12 @@ from typing import Callable, Hashable
 import simpy
 
 from simtrain.network.comm import Comm
-from simtrain.engine_comm import Primitives, Proc
+from simtrain.engine.primitives import Primitives, Proc
 from simtrain.scenario.layout import Coord
 from simtrain.network.flows import FlowNetwork
-from simtrain.plan import Plan, StageWork
+from simtrain.engine.plan import Plan, StageWork
 from simtrain.schedule import Action
-from simtrain.timeline import Record
+from simtrain.engine.timeline import Record
 
 
 PROGRESS_EVERY = 50_000  # events between progress reports
@@ -43,7 +43,7 @@ PROGRESS_EVERY = 50_000  # events between progress reports
 
 class Engine(Primitives):
     """Walks each simulated device's action list (forward, backward, weight) on top of the
-    primitives in `simtrain.engine_comm`; `run()` returns the flat timeline records."""
+    primitives in `simtrain.engine.primitives`; `run()` returns the flat timeline records."""
 
     def __init__(self, plan: Plan):
         self.plan = plan
