@@ -55,7 +55,7 @@ QUICK = [
 CHILD = r"""
 import json, resource, sys, time
 from simtrain import load_scenario, simulate
-import simtrain.run  # noqa: F401  (module imports are not simulation: the baseline imports simpy first too)
+import simtrain.analysis.run  # noqa: F401  (module imports are not simulation: the baseline imports simpy first too)
 t0 = time.perf_counter()
 r = simulate(load_scenario(None, json.loads(sys.argv[1])))
 wall = time.perf_counter() - t0

@@ -10,7 +10,7 @@ layouts/minute counting every layout of the grid, and simulated layouts/minute.
     python benchmarks/sweep_bench.py --quick         # 16 layouts, --jobs only (CI)
     python benchmarks/sweep_bench.py --jobs 2 --skip-oom
 
-`baseline` is `simtrain.run.simulate` per layout in one process (what a shell loop over
+`baseline` is `simtrain.analysis.run.simulate` per layout in one process (what a shell loop over
 `simtrain run` costs without process start-up); `sweep` is `simtrain sweep`'s executor.
 """
 
@@ -49,7 +49,7 @@ def bench(grid: list[str], jobs: int, skip_oom: bool) -> tuple[float, int, int]:
 
 def baseline(grid: list[str]) -> tuple[float, int, int]:
     from simtrain.scenario.errors import SimtrainError
-    from simtrain.run import simulate
+    from simtrain.analysis.run import simulate
     from simtrain.sweep.base import point_scenario
 
     axes = parse_grid(grid)

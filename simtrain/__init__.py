@@ -19,7 +19,7 @@ def load_scenario(source, overrides=()):
 
 
 def simulate(scenario):
-    """Simulate one training step of `scenario`; returns a `simtrain.metrics.Result`."""
-    from simtrain.run import simulate as _simulate
+    """Simulate one training step of `scenario`; returns a `simtrain.analysis.metrics.Result`."""
+    from simtrain.analysis.run import simulate as _simulate
 
     return _simulate(scenario)

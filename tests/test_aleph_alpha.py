@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 from simtrain.scenario.config import load_scenario
-from simtrain.run import simulate
+from simtrain.analysis.run import simulate
 from simtrain.search import default_space, search
 from simtrain.sweep import prepare_base
 from simtrain.sweep.base import point_scenario

@@ -3,7 +3,7 @@
 import pytest
 
 from simtrain.scenario.config import load_scenario
-from simtrain.run import simulate
+from simtrain.analysis.run import simulate
 
 
 @pytest.fixture(scope="module")

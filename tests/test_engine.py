@@ -8,7 +8,7 @@ import pytest
 from simtrain.scenario.config import load_scenario
 from simtrain.workload.costs import LayerCost
 from simtrain.engine.actions import Engine
-from simtrain.metrics import summarize
+from simtrain.analysis.metrics import summarize
 from simtrain.engine.plan import make_plan
 
 
@@ -58,7 +58,7 @@ def test_interleaved_closed_form_runs_through_the_engine():
 
 
 def test_invariants_on_a_real_scenario(small_overrides):
-    from simtrain.run import simulate
+    from simtrain.analysis.run import simulate
 
     s = load_scenario("llama3-405b-8k", small_overrides)
     res = simulate(s)
@@ -87,7 +87,7 @@ def test_invariants_on_a_real_scenario(small_overrides):
 
 
 def test_recompute_raises_hfu_not_mfu(small_overrides):
-    from simtrain.run import simulate
+    from simtrain.analysis.run import simulate
 
     base = simulate(load_scenario("llama3-405b-8k", small_overrides))
     full = simulate(load_scenario("llama3-405b-8k", small_overrides + ['parallel.recompute="full"']))
@@ -99,7 +99,7 @@ def test_recompute_raises_hfu_not_mfu(small_overrides):
 
 
 def test_symmetric_and_per_rank_modes_agree(small_overrides):
-    from simtrain.run import simulate
+    from simtrain.analysis.run import simulate
 
     a = simulate(load_scenario("llama3-405b-8k", small_overrides))
     b = simulate(load_scenario("llama3-405b-8k", small_overrides + ['engine.mode="per-rank"']))
@@ -109,7 +109,7 @@ def test_symmetric_and_per_rank_modes_agree(small_overrides):
 
 
 def test_context_parallel_kv_allgather_bytes_and_ring_overlap(small_overrides):
-    from simtrain.run import simulate
+    from simtrain.analysis.run import simulate
 
     ov = [o for o in small_overrides if not o.startswith(("cluster.gpus", "parallel.dp"))]
     ov += ["cluster.gpus=32", "parallel.dp=2", "parallel.cp=2", "training.seq_len=16384"]
@@ -124,7 +124,7 @@ def test_context_parallel_kv_allgather_bytes_and_ring_overlap(small_overrides):
 
 
 def test_scenario_can_run_an_explicit_schedule_file(small_overrides):
-    from simtrain.run import simulate
+    from simtrain.analysis.run import simulate
 
     gen = simulate(load_scenario("llama3-405b-8k", small_overrides))
     from_file = simulate(load_scenario("llama3-405b-8k", small_overrides + ['schedule.file="1f1b_pp4_m8.txt"']))
@@ -132,7 +132,7 @@ def test_scenario_can_run_an_explicit_schedule_file(small_overrides):
 
 
 def test_fsdp_variants(small_overrides):
-    from simtrain.run import simulate
+    from simtrain.analysis.run import simulate
 
     ov = [o for o in small_overrides if not o.startswith(("cluster.gpus", "parallel.dp", "parallel.pp", "parallel.tp"))]
     ov += ["cluster.gpus=32", "parallel.dp=32", "parallel.pp=1", "parallel.tp=1", "training.global_batch=64"]
@@ -156,7 +156,7 @@ def _whatif_base(pp: int) -> list[str]:
 
 @pytest.mark.parametrize("pp,slow", [(1, 0), (4, 6)])  # rank 6 = TP0 of the last (heaviest) stage
 def test_straggler_on_the_critical_path_slows_the_step_by_its_compute_share(pp, slow):
-    from simtrain.run import simulate
+    from simtrain.analysis.run import simulate
 
     x = 0.2
     base = simulate(load_scenario("llama3-405b-8k", _whatif_base(pp)))
@@ -169,7 +169,7 @@ def test_straggler_on_the_critical_path_slows_the_step_by_its_compute_share(pp, 
 
 def test_straggler_needs_per_rank_mode():
     from simtrain.scenario.errors import SimtrainError
-    from simtrain.run import simulate
+    from simtrain.analysis.run import simulate
 
     ov = [o for o in _whatif_base(1) if not o.startswith("engine.mode")] + ["whatif.slow_devices=[0]", "whatif.slowdown=1.5"]
     with pytest.raises(SimtrainError, match='engine.mode = "per-rank"'):
@@ -178,7 +178,7 @@ def test_straggler_needs_per_rank_mode():
 
 def test_degraded_and_failed_links():
     from simtrain.scenario.errors import SimtrainError
-    from simtrain.run import simulate
+    from simtrain.analysis.run import simulate
 
     # TP8 fills a node, so the two DP replicas talk over the NICs
     ov = [o.replace("parallel.tp=2", "parallel.tp=8") for o in _whatif_base(1)] + ["parallel.zero=0", "parallel.overlap_grad_reduce=false"]
@@ -207,7 +207,7 @@ GRID = [
 
 @pytest.mark.parametrize("tp,pp,dp,cp,vp,schedule,zero", GRID)
 def test_symmetric_equals_per_rank_on_a_grid(tp, pp, dp, cp, vp, schedule, zero):
-    from simtrain.run import simulate
+    from simtrain.analysis.run import simulate
 
     layers = 8
     ov = ['model.name="llama3-8b"', f"model.num_hidden_layers={layers}", "cluster.gpus=0", f"parallel.tp={tp}",
@@ -224,7 +224,7 @@ def test_symmetric_equals_per_rank_on_a_grid(tp, pp, dp, cp, vp, schedule, zero)
 
 
 def test_synchronous_p2p_exposes_sends(small_overrides):
-    from simtrain.run import simulate
+    from simtrain.analysis.run import simulate
 
     a = simulate(load_scenario("llama3-405b-8k", small_overrides))
     b = simulate(load_scenario("llama3-405b-8k", small_overrides + ["engine.async_p2p=false"]))
@@ -233,7 +233,7 @@ def test_synchronous_p2p_exposes_sends(small_overrides):
 
 
 def test_critical_path_adds_up_and_finds_the_straggler():
-    from simtrain.run import simulate
+    from simtrain.analysis.run import simulate
 
     res = simulate(load_scenario("llama3-405b-8k", _whatif_base(4) + ["whatif.slow_devices=[6]", "whatif.slowdown=1.5"]))
     cp = res.extra["hotspots"]["critical_path"]
@@ -301,7 +301,7 @@ def test_progress_reports_do_not_change_the_result() -> None:
     """The engine's progress hook (used by `simtrain run` on a terminal) steps the same
     event queue in slices: same step time and records; reports arrive in time order."""
     from simtrain.scenario.config import load_scenario
-    from simtrain.run import simulate
+    from simtrain.analysis.run import simulate
 
     ov = ['model.name="llama3-8b"', "cluster.gpus=64", "parallel.tp=2", "parallel.pp=4", "parallel.dp=8",
           "parallel.first_stage_layers=-1", "parallel.last_stage_layers=-1", "training.global_batch=64",

@@ -11,7 +11,7 @@ from simtrain.search import candidates, default_space, mfu_bound, search
 from simtrain.sweep import Task, prepare_base, run_tasks
 from simtrain.sweep.base import point_scenario
 from simtrain.engine.plan import make_plan
-from simtrain.run import simulate
+from simtrain.analysis.run import simulate
 from tests.sweep_cases import TINY, WIDE, scenario_file
 
 
@@ -70,7 +70,7 @@ def test_cli_json_text_and_csv(tmp_path, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["gpus"] == 8 and data["global_batch"] == 64 and len(data["runners_up"]) == 1
     assert (data["winner"]["tp"], data["winner"]["pp"]) == (1, 1) and data["winner"]["mfu"] <= data["winner"]["mfu_bound"]
-    # the causes of the winner's lead add up to it (simtrain.compare's exact decomposition)
+    # the causes of the winner's lead add up to it (simtrain.analysis.compare's exact decomposition)
     lead = data["winner"]["mfu"] - data["runners_up"][0]["mfu"]
     assert lead >= 0 and sum(data["winner_vs_runner_up"].values()) == pytest.approx(lead, abs=1e-6)
     out = tmp_path / "c.csv"

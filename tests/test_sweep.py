@@ -8,7 +8,7 @@ import pytest
 
 from simtrain.cli import main
 from simtrain.scenario.errors import SimtrainError
-from simtrain.run import simulate
+from simtrain.analysis.run import simulate
 from simtrain.sweep import Task, expand, parse_grid, prepare_base, run_tasks
 from simtrain.sweep.base import point_scenario
 from simtrain.sweep.evaluate import METRICS, Caches, evaluate, result_metrics

@@ -31,11 +31,11 @@ def _label(name: str, overrides: list[str]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simtrain.compare import compare_results
+    from simtrain.analysis.compare import compare_results
     from simtrain.scenario.config import load_scenario
     from simtrain.scenario.errors import SimtrainError
-    from simtrain.report import dumps
-    from simtrain.run import simulate
+    from simtrain.analysis.report import dumps
+    from simtrain.analysis.run import simulate
 
     b_name = args.b or args.a
     over_a, over_b = args.both + args.a_set, args.both + args.b_set

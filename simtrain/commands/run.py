@@ -59,8 +59,8 @@ def timeline_devices(plan, result) -> list[int]:
 def run(args: argparse.Namespace) -> int:
     check_outputs(args, {"--timeline": (".png", ".svg"), "--trace": (".json",)})
     from simtrain.scenario.config import load_scenario
-    from simtrain.report import dumps, json_report, text_report
-    from simtrain.run import simulate
+    from simtrain.analysis.report import dumps, json_report, text_report
+    from simtrain.analysis.run import simulate
 
     from simtrain.commands.scenario_inputs import scenario_overrides
 
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             title += f" — {len(rows)} of {len(plan.simulated)} devices shown"
         _write(lambda: plot_timeline(timeline_rows(result.records, rows), args.timeline, title, names), "--timeline", args.timeline)
     if args.trace:
-        from simtrain.trace import write_trace
+        from simtrain.analysis.trace import write_trace
 
         _write(lambda: write_trace(args.trace, result.records, names, {"scenario": result.scenario}), "--trace", args.trace)
     if args.json:

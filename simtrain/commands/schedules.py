@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _simulate_rows(args: argparse.Namespace, rows) -> dict:
     from simtrain.scenario.config import load_scenario
-    from simtrain.run import simulate
+    from simtrain.analysis.run import simulate
 
     base = load_scenario(args.scenario, args.overrides)
     out = {}

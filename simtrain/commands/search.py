@@ -102,9 +102,9 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(args, {"--out": (".csv",)})
     check_pairs(args, [("--address", "--executor ray", args.executor == "ray")])
     from simtrain.commands.scenario_inputs import scenario_overrides
-    from simtrain.compare import attribute, side_from_row, why
+    from simtrain.analysis.compare import attribute, side_from_row, why
     from simtrain.scenario.errors import SimtrainError
-    from simtrain.report import dumps
+    from simtrain.analysis.report import dumps
     from simtrain.search import search, set_args
     from simtrain.sweep import prepare_base
     from simtrain.sweep.base import point_scenario
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
                 "peak_memory_gib"] + [c for c in res.rows[0] if c.startswith("breakdown_")]
         rows = [{c: r.get(c) for c in keep} for r in res.ranked[:args.top]]
         vs = None
-        if len(res.ranked) > 1:  # MFU points by cause, winner minus runner-up (simtrain.compare)
+        if len(res.ranked) > 1:  # MFU points by cause, winner minus runner-up (simtrain.analysis.compare)
             parts = attribute(side_from_row("#2", res.ranked[1]), side_from_row("#1", res.ranked[0]))
             vs = {k: v for k, v in parts.items() if k != "unattributed"}
         print(dumps({**head, "winner": rows[0] if rows else None, "runners_up": rows[1:], "winner_vs_runner_up": vs}))

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     check_pairs(args, [("--plot-axes", "--plot", bool(args.plot)), ("--address", "--executor ray", args.executor == "ray")])
     from simtrain.commands.scenario_inputs import scenario_overrides
     from simtrain.scenario.errors import SimtrainError
-    from simtrain.report import dumps
+    from simtrain.analysis.report import dumps
     from simtrain.sweep import Task, expand, parse_grid, prepare_base, run_tasks
     from simtrain.sweep.evaluate import columns
     from simtrain.sweep.output import ranked, top_table, write_csv, write_parquet
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         print(top_table(rows, swept, args.top))
         best = ranked(rows)
         if args.top > 1 and len(best) > 1:
-            from simtrain.compare import side_from_row, why
+            from simtrain.analysis.compare import side_from_row, why
 
             print(f"  why #1: {why(side_from_row('#1', best[0]), side_from_row('#2', best[1]))}")
     wrote = [args.out] + [x for x in (args.parquet, args.plot) if x]

@@ -1,6 +1,6 @@
 """One sweep point -> one flat row: validity (with the one-line reason), memory, metrics.
 
-The simulation is `simtrain.run.simulate` step by step, plus one worker-level cache:
+The simulation is `simtrain.analysis.run.simulate` step by step, plus one worker-level cache:
 the routes and link loads of every collective and transfer a layout registers before its
 run (`Engine.prepare`, a fifth of a 1,024-GPU simulation) depend only on the topology
 and the layout's process groups, so they are computed once per (topology, GPUs, TP, CP,
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Hashable, Iterator
 
 from simtrain.scenario.errors import SimtrainError
-from simtrain.metrics import PARTS, Result
+from simtrain.analysis.metrics import PARTS, Result
 
 METRICS = ("step_time_s", "mfu", "hfu", "tflops_per_gpu", "tokens_per_s", "bubble_fraction")
 BREAKDOWN = tuple(f"breakdown_{p}" for p in PARTS)
@@ -150,12 +150,12 @@ def schedule_cache(size: int = 512) -> Iterator[None]:
 
 
 def simulate_plan(plan, cache: CommCache | None = None) -> Result:
-    """`simtrain.run.simulate_plan` with the worker's Comm cache: an identical layout's
+    """`simtrain.analysis.run.simulate_plan` with the worker's Comm cache: an identical layout's
     routes and link loads are reused instead of routed again."""
     import simpy
 
     from simtrain.network.flows import FlowNetwork
-    from simtrain.run import simulate_plan as run_plan
+    from simtrain.analysis.run import simulate_plan as run_plan
 
     def setup(engine) -> None:
         if cache is None or engine.free:

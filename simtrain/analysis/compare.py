@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from simtrain.metrics import PARTS
-from simtrain.report import PART_NAMES
+from simtrain.analysis.metrics import PARTS
+from simtrain.analysis.report import PART_NAMES
 
 CAUSES = ("compute_efficiency",) + tuple(p for p in PARTS if p != "compute")
 CAUSE_NAMES = {"compute_efficiency": "compute efficiency", **PART_NAMES}
@@ -117,7 +117,7 @@ class Comparison:
             "b": side(self.b),
             "mfu_difference": self.mfu_difference,
             "attribution": self.attribution,
-            "method": "MFU_B - MFU_A = -MFU_A*MFU_B*[d(t_compute/W) + sum_k d(t_k/W)], W = MFU*T (simtrain.compare)",
+            "method": "MFU_B - MFU_A = -MFU_A*MFU_B*[d(t_compute/W) + sum_k d(t_k/W)], W = MFU*T (simtrain.analysis.compare)",
         }
 
     def text(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from simtrain.metrics import PARTS, Result
+from simtrain.analysis.metrics import PARTS, Result
 
 PART_NAMES = {
     "compute": "compute (F/B/W)",

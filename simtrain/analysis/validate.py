@@ -172,7 +172,7 @@ def run_case(case: ReferenceCase, overrides: tuple[str, ...] = ()) -> CaseResult
     from simtrain.scenario.layout import make_layout
     from simtrain.workload.memory import estimate
     from simtrain.workload.flops import megatron_flops_per_token
-    from simtrain.run import simulate
+    from simtrain.analysis.run import simulate
 
     t0 = time.perf_counter()
     try:
