@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from simtrain.sweep import Task, expand, parse_grid, prepare_base, run_tasks  # noqa: E402
+from simtrain.explore.sweep import Task, expand, parse_grid, prepare_base, run_tasks  # noqa: E402
 
 SCENARIO = [
     "name=llama2-70b-1024", "model.name=llama2-70b", "cluster.topology=dgx-a100", "cluster.gpus=1024",
@@ -50,7 +50,7 @@ def bench(grid: list[str], jobs: int, skip_oom: bool) -> tuple[float, int, int]:
 def baseline(grid: list[str]) -> tuple[float, int, int]:
     from simtrain.scenario.errors import SimtrainError
     from simtrain.analysis.run import simulate
-    from simtrain.sweep.base import point_scenario
+    from simtrain.explore.sweep.base import point_scenario
 
     axes = parse_grid(grid)
     base = prepare_base("llama3-405b-8k", SCENARIO, [k for k, _ in axes])

@@ -7,9 +7,10 @@ import json
 import pytest
 
 from simtrain.cli import main
-from simtrain.search import candidates, default_space, mfu_bound, search
-from simtrain.sweep import Task, prepare_base, run_tasks
-from simtrain.sweep.base import point_scenario
+from simtrain.explore.sweep.bound import mfu_bound
+from simtrain.explore.search import candidates, default_space, search
+from simtrain.explore.sweep import Task, prepare_base, run_tasks
+from simtrain.explore.sweep.base import point_scenario
 from simtrain.engine.plan import make_plan
 from simtrain.analysis.run import simulate
 from tests.sweep_cases import TINY, WIDE, scenario_file

@@ -53,7 +53,7 @@ def _space(args, s, world: int, gpus_per_node: int):
 
     from simtrain import schedule as sched
     from simtrain.scenario.errors import SimtrainError
-    from simtrain.search import RECOMPUTE, default_space
+    from simtrain.explore.search import RECOMPUTE, default_space
 
     space = default_space(s, world, gpus_per_node)
     changes = {}
@@ -105,11 +105,11 @@ def run(args: argparse.Namespace) -> int:
     from simtrain.analysis.compare import attribute, side_from_row, why
     from simtrain.scenario.errors import SimtrainError
     from simtrain.analysis.report import dumps
-    from simtrain.search import search, set_args
-    from simtrain.sweep import prepare_base
-    from simtrain.sweep.base import point_scenario
-    from simtrain.sweep.evaluate import columns
-    from simtrain.sweep.output import write_csv
+    from simtrain.explore.search import search, set_args
+    from simtrain.explore.sweep import prepare_base
+    from simtrain.explore.sweep.base import point_scenario
+    from simtrain.explore.sweep.evaluate import columns
+    from simtrain.explore.sweep.output import write_csv
     from simtrain.hardware.load import load_topology
 
     if args.top < 1:

@@ -19,9 +19,10 @@ from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Callable, Hashable, Iterator
 
+from simtrain.explore.sweep.bound import bound_task
 from simtrain.scenario.errors import SimtrainError
-from simtrain.sweep.evaluate import Caches, Task, evaluate, precheck
-from simtrain.sweep.progress import Progress
+from simtrain.explore.sweep.evaluate import Caches, Task, evaluate, precheck
+from simtrain.explore.sweep.progress import Progress
 
 EXECUTORS = ("local", "ray")
 
@@ -33,8 +34,6 @@ def _worker_fn(kind: str) -> Callable[..., Any]:
     if kind == "row":
         return evaluate
     if kind == "bound":
-        from simtrain.search import bound_task
-
         return bound_task
     raise ValueError(kind)
 
@@ -124,7 +123,7 @@ def _ray_init(address: str, jobs: int) -> bool:
         raise SimtrainError("--executor ray: ray is not installed; pip install 'simtrain[ray]' (or ray), or use --executor local") from None
     if ray.is_initialized():
         return False
-    root = str(Path(__file__).resolve().parents[2])  # so Ray workers import this simtrain
+    root = str(Path(__file__).resolve().parents[3])  # so Ray workers import this simtrain
     env = {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
     kwargs: dict[str, Any] = dict(runtime_env={"env_vars": env}, log_to_driver=False, include_dashboard=False,
                                   logging_level=logging.ERROR)

@@ -196,7 +196,7 @@ def precheck(base: dict[str, Any], task: Task) -> tuple[dict[str, Any] | None, f
     (micro-batches x pipeline stages) used to start the slowest layouts first, and a group
     key (the layout's sizes) so that points sharing routes and simulations go together."""
     from simtrain.scenario.layout import make_layout
-    from simtrain.sweep.base import point_scenario
+    from simtrain.explore.sweep.base import point_scenario
 
     row = empty_row(task)
     try:
@@ -214,7 +214,7 @@ def plan_row(base: dict[str, Any], task: Task) -> tuple[dict[str, Any], Any, Any
     (row, plan, memory report); plan is None when the point is invalid (row says why)."""
     from simtrain.workload.memory import estimate
     from simtrain.engine.plan import check_supported, make_plan
-    from simtrain.sweep.base import point_scenario
+    from simtrain.explore.sweep.base import point_scenario
 
     row = empty_row(task)
     try:

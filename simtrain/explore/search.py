@@ -39,7 +39,6 @@ recompute none before selective before full, sequence parallelism off before on.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,56 +114,6 @@ def candidates(space: Space, layers: int, world: int, pinned_ends: bool = False)
     return out
 
 
-def step_time_bound(plan) -> float:
-    """Lower bound on the step time from compute alone (see the module docstring)."""
-    L = plan.layout
-    M = L.microbatches
-    sched = plan.schedule
-    split = sched.split_backward
-    F, B, W, R = {}, {}, {}, {}
-    for st in plan.stages:
-        lc, ends = st.layer, [e for e in (st.embed, st.head) if e]
-        F[st.index] = st.layers * (lc.fwd[0] + lc.fwd[1]) + sum(e.fwd for e in ends)
-        B[st.index] = st.layers * (lc.bwd_input[0] + lc.bwd_input[1]) + sum(e.bwd_input for e in ends)
-        W[st.index] = st.layers * lc.bwd_weight + sum(e.bwd_weight for e in ends)
-        R[st.index] = st.layers * lc.recompute
-    best = 0.0
-    for r in range(L.pp):
-        mine = [v for v in range(len(plan.stages)) if sched.placement[v] == r]
-        if not mine:
-            continue
-        v0 = min(mine)
-        pre = sum(F[v] for v in range(v0))
-        post = sum(B[v] for v in range(v0))
-        work = M * sum(F[v] + B[v] + W[v] + R[v] for v in mine)
-        fb = M * sum(F[v] + B[v] + R[v] + (0.0 if split else W[v]) for v in mine)
-        best = max(best, pre + work + plan.optimizer_s.get(r, 0.0), pre + fb + post)
-    return best
-
-
-def mfu_bound(plan) -> float:
-    lb = step_time_bound(plan)
-    if lb <= 0:
-        return 1.0
-    flops = plan.model.model_flops_per_token * plan.tokens_per_step
-    return flops / (lb * plan.num_gpus * plan.device.peak_flops)
-
-
-def bound_task(base: dict[str, Any], task, caches=None) -> dict[str, Any]:
-    """Phase 1 of the search, in a worker: plan, memory, MFU bound; no simulation."""
-    from simtrain.sweep.evaluate import plan_row, sim_key
-
-    row, plan, mem = plan_row(base, task)
-    row["mfu_bound"] = None
-    if plan is None or not mem.fits_in_memory:
-        return row
-    row["mfu_bound"] = mfu_bound(plan)
-    # candidates that simulate identically (e.g. selective recomputation with FlashAttention,
-    # which costs nothing, vs none) and use the same memory are one layout: keep the first
-    row["equiv"] = hashlib.sha1(repr((sim_key(plan), round(mem.peak_bytes))).encode()).hexdigest()[:16]
-    return row
-
-
 @dataclass
 class SearchResult:
     rows: list[dict[str, Any]]  # every candidate, with status
@@ -175,9 +124,9 @@ class SearchResult:
 def search(base: dict[str, Any], space: Space, top: int = 5, jobs: int = 0, executor: str = "local",
            address: str = "", progress: bool = False, layers: int = 0, world: int = 0,
            pinned_ends: bool = False) -> SearchResult:
-    from simtrain.sweep.evaluate import Task
-    from simtrain.sweep.executors import ray_session, run_tasks
-    from simtrain.sweep.progress import Progress
+    from simtrain.explore.sweep.evaluate import Task
+    from simtrain.explore.sweep.executors import ray_session, run_tasks
+    from simtrain.explore.sweep.progress import Progress
 
     points = candidates(space, layers, world, pinned_ends)
     if not points:
