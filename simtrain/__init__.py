@@ -3,6 +3,12 @@
 Data flows one way:
 scenario file -> Scenario -> Plan -> simpy engine over the networkx topology
 -> flat timeline records -> metrics, report, plots, traces.
+
+So do imports: each folder is a layer that imports only the ones before it (checked by
+tests/test_architecture.py): scenario/ (inputs), hardware/ (devices, topologies),
+network/ (flows, collectives), schedule/ (pipeline schedules), workload/ (FLOPs, compute
+time, memory), engine/ (plan, simpy engine, records), analysis/ (simulate, metrics,
+report, compare, validate), explore/ (sweep, search), plots/, commands/ with cli.py.
 """
 
 from simtrain.scenario.errors import SimtrainError

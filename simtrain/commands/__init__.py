@@ -1,4 +1,5 @@
-"""One module per CLI command: `add_parser(subparsers)` and `run(args) -> int`."""
+"""Commands layer, the top with simtrain/cli.py: one module per CLI command,
+`add_parser(subparsers)` and `run(args) -> int`. May import every layer; none imports it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Plots (matplotlib, Agg backend): the only package that imports matplotlib."""
+"""Plots layer (matplotlib, Agg backend): the only package that imports matplotlib.
+Timelines, schedules, sweeps and topologies drawn from what the layers below return;
+may import any of them, never commands."""
 
 from __future__ import annotations
 

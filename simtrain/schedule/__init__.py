@@ -1,4 +1,6 @@
-"""Pipeline schedules: pure data, never simpy. `build(name, pp, vp, microbatches)` -> Schedule.
+"""Schedule layer: pipeline schedules as pure data (per-rank action lists), never simpy.
+`build(name, pp, vp, microbatches)` -> Schedule. May import scenario only; the workload
+layer (memory: peak in-flight micro-batches) and everything above build on it.
 
 Registered schedules and what they support (M = micro-batches per data-parallel replica):
 

@@ -1,5 +1,6 @@
 """Layout sweeps: expand a grid of scenario overrides, simulate every point (in parallel
 or on Ray), collect one flat row per layout. `simtrain sweep` and `simtrain search` use it.
+Part of the explore layer: may import every layer below it, never plots or commands.
 
     grid.py       --grid parsing and expansion (strict keys, typed values)
     base.py       the base scenario as a dict, with GPUs and global batch pinned
