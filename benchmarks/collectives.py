@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from simtrain.network.nccl import CollectiveBench  # noqa: E402
 from simtrain.hardware.load import load_topology, topology_from_dict  # noqa: E402
+from simtrain.network.nccl import CollectiveBench  # noqa: E402
 
 SIZES = (64, 512, 4096, 16384)
 QUICK = (64, 512)

@@ -48,9 +48,9 @@ def bench(grid: list[str], jobs: int, skip_oom: bool) -> tuple[float, int, int]:
 
 
 def baseline(grid: list[str]) -> tuple[float, int, int]:
-    from simtrain.scenario.errors import SimtrainError
     from simtrain.analysis.run import simulate
     from simtrain.explore.sweep.base import point_scenario
+    from simtrain.scenario.errors import SimtrainError
 
     axes = parse_grid(grid)
     base = prepare_base("llama3-405b-8k", SCENARIO, [k for k, _ in axes])

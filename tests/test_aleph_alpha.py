@@ -8,11 +8,11 @@ import dataclasses
 
 import pytest
 
-from simtrain.scenario.config import load_scenario
 from simtrain.analysis.run import simulate
 from simtrain.explore.search import default_space, search
 from simtrain.explore.sweep import prepare_base
 from simtrain.explore.sweep.base import point_scenario
+from simtrain.scenario.config import load_scenario
 
 SCENARIOS = "scenarios/aleph-alpha-llama-{}.toml"
 

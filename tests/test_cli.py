@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from simtrain.cli import main
 from simtrain.analysis.metrics import utilization
+from simtrain.cli import main
 
 
 def run_cli(capsys, *argv):
@@ -50,9 +50,9 @@ def test_run_writes_timeline_and_trace(tmp_path, capsys, small_overrides):
 
 
 def test_timeline_rows_have_one_row_per_stage_and_the_spans(small_overrides):
-    from simtrain.scenario.config import load_scenario
-    from simtrain.plots.timeline import timeline_rows
     from simtrain.analysis.run import simulate
+    from simtrain.plots.timeline import timeline_rows
+    from simtrain.scenario.config import load_scenario
 
     res = simulate(load_scenario(None, small_overrides))
     devs = list(res.extra["plan"].simulated)
@@ -100,9 +100,9 @@ def test_help_lists_commands(capsys):
 
 
 def test_timeline_of_a_large_per_rank_run_shows_one_row_per_stage_and_the_straggler(tmp_path, capsys):
+    from simtrain.analysis.run import simulate
     from simtrain.commands.run import MAX_TIMELINE_ROWS, timeline_devices
     from simtrain.scenario.config import load_scenario
-    from simtrain.analysis.run import simulate
 
     ov = ['model.name="llama3-8b"', "cluster.gpus=0", "parallel.tp=2", "parallel.pp=4", "parallel.dp=16", "parallel.vp=1",
           'schedule.name="1f1b"', "parallel.first_stage_layers=-1", "parallel.last_stage_layers=-1",

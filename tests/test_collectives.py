@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import simpy
 
+from simtrain.hardware.load import load_topology, topology_from_dict
 from simtrain.network.collectives import nccl_btree, nccl_dtree, phases
 from simtrain.network.comm import Comm
-from simtrain.scenario.errors import SimtrainError
-from simtrain.network.nccl import CollectiveBench, busbw_factor, size_sweep
 from simtrain.network.flows import FlowNetwork
-from simtrain.hardware.load import load_topology, topology_from_dict
+from simtrain.network.nccl import CollectiveBench, busbw_factor, size_sweep
+from simtrain.scenario.errors import SimtrainError
 
 REL = 1e-9
 S = 2**30

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from simtrain.cli import main
 from simtrain.analysis.compare import CAUSES, Side, attribute, compare_results
-from simtrain.scenario.config import scenario_from_dict
 from simtrain.analysis.run import simulate
+from simtrain.cli import main
+from simtrain.scenario.config import scenario_from_dict
 
 ZERO = {p: 0.0 for p in ("compute", "recompute", "optimizer", "tp", "cp", "pp", "dp", "bubble")}
 

@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from simtrain.workload.compute import gemm_efficiency, gemm_time, memory_time
 from simtrain.hardware.devices import CATALOG
+from simtrain.workload.compute import gemm_efficiency, gemm_time, memory_time
 
 
 def test_large_square_gemm_on_h100_reaches_measured_798_tflops():

@@ -3,9 +3,9 @@
 import pytest
 import simpy
 
+from simtrain.hardware.load import topology_from_dict
 from simtrain.network.comm import Comm
 from simtrain.network.flows import FlowNetwork, max_min_rates
-from simtrain.hardware.load import topology_from_dict
 
 LINK_GBPS = 800.0  # 100 GB/s per direction
 LAT_US = 3.0

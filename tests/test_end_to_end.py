@@ -2,8 +2,8 @@
 
 import pytest
 
-from simtrain.scenario.config import load_scenario
 from simtrain.analysis.run import simulate
+from simtrain.scenario.config import load_scenario
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,11 @@ import itertools
 
 import pytest
 
+from simtrain.analysis.metrics import summarize
+from simtrain.engine.actions import Engine
+from simtrain.engine.plan import make_plan
 from simtrain.scenario.config import load_scenario
 from simtrain.workload.costs import LayerCost
-from simtrain.engine.actions import Engine
-from simtrain.analysis.metrics import summarize
-from simtrain.engine.plan import make_plan
 
 
 def uniform_plan(pp: int, m: int, schedule: str, f: float = 1.0, b: float = 2.0, vp: int = 1):
@@ -168,8 +168,8 @@ def test_straggler_on_the_critical_path_slows_the_step_by_its_compute_share(pp, 
 
 
 def test_straggler_needs_per_rank_mode():
-    from simtrain.scenario.errors import SimtrainError
     from simtrain.analysis.run import simulate
+    from simtrain.scenario.errors import SimtrainError
 
     ov = [o for o in _whatif_base(1) if not o.startswith("engine.mode")] + ["whatif.slow_devices=[0]", "whatif.slowdown=1.5"]
     with pytest.raises(SimtrainError, match='engine.mode = "per-rank"'):
@@ -177,8 +177,8 @@ def test_straggler_needs_per_rank_mode():
 
 
 def test_degraded_and_failed_links():
-    from simtrain.scenario.errors import SimtrainError
     from simtrain.analysis.run import simulate
+    from simtrain.scenario.errors import SimtrainError
 
     # TP8 fills a node, so the two DP replicas talk over the NICs
     ov = [o.replace("parallel.tp=2", "parallel.tp=8") for o in _whatif_base(1)] + ["parallel.zero=0", "parallel.overlap_grad_reduce=false"]
@@ -300,8 +300,8 @@ def test_document_mask_scales_executed_attention_and_keeps_mfu_below_hfu_below_o
 def test_progress_reports_do_not_change_the_result() -> None:
     """The engine's progress hook (used by `simtrain run` on a terminal) steps the same
     event queue in slices: same step time and records; reports arrive in time order."""
-    from simtrain.scenario.config import load_scenario
     from simtrain.analysis.run import simulate
+    from simtrain.scenario.config import load_scenario
 
     ov = ['model.name="llama3-8b"', "cluster.gpus=64", "parallel.tp=2", "parallel.pp=4", "parallel.dp=8",
           "parallel.first_stage_layers=-1", "parallel.last_stage_layers=-1", "training.global_batch=64",

@@ -13,8 +13,8 @@ from simtrain.scenario.config import load_scenario, scenario_from_dict
 from simtrain.workload.memory import (
     GRAD_BYTES, OPTIMIZER_BYTES, PARAM_BYTES, estimate, layer_activation_bytes, model_state_bytes,
 )
-from simtrain.scenario.models import require_model
 from simtrain.engine.plan import make_plan
+from simtrain.scenario.models import require_model
 from simtrain.scenario.units import GIB
 
 # GPT 18B of Megatron SC21 Table 1: plain GELU MLP (4h), 48 heads = 48 key/value heads,

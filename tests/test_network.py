@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import simpy
 
+from simtrain.hardware.load import topology_from_dict
 from simtrain.network.collectives import Phase, phase_load
 from simtrain.network.flows import FlowNetwork, max_min_rates
-from simtrain.hardware.load import topology_from_dict
 
 REL = 1e-9
 
@@ -77,8 +77,8 @@ def test_collective_and_transfer_share_a_nic():
     """A 2-rank ring all-reduce (0 <-> 8) and a send 0 -> 8 on dgx-h100 share GPU 0's NIC
     and the leaf's port to GPU 8 (same rail leaf). NIC 400 Gb/s * 0.92 = 46 GB/s; route
     latency GPU -> leaf -> GPU = 2 * 2.5 us (dgx-h100.toml)."""
-    from simtrain.network.comm import Comm
     from simtrain.hardware.load import load_topology
+    from simtrain.network.comm import Comm
 
     topo = load_topology("dgx-h100", 16)
     env = simpy.Environment()

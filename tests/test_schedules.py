@@ -8,8 +8,8 @@ import itertools
 
 import pytest
 
-import simtrain.schedule as S
 from simtrain.scenario.errors import SimtrainError
+import simtrain.schedule as S
 from simtrain.schedule.action import Action, Schedule, parse_schedule_text
 from simtrain.schedule.interleaved import flexible_interleaved
 from simtrain.schedule.validate import ScheduleError, evaluate, peak_in_flight, validate

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
+from simtrain.analysis.run import simulate
 from simtrain.cli import main
-from simtrain.explore.sweep.bound import mfu_bound
+from simtrain.engine.plan import make_plan
 from simtrain.explore.search import candidates, default_space, search
 from simtrain.explore.sweep import Task, prepare_base, run_tasks
 from simtrain.explore.sweep.base import point_scenario
-from simtrain.engine.plan import make_plan
-from simtrain.analysis.run import simulate
+from simtrain.explore.sweep.bound import mfu_bound
 from tests.sweep_cases import TINY, WIDE, scenario_file
 
 

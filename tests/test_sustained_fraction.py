@@ -9,8 +9,8 @@ from simtrain.scenario.errors import SimtrainError
 
 
 def test_sustained_fraction_override_scales_compute_and_rejects_bad_values() -> None:
-    from simtrain.engine.plan import make_plan
     from simtrain.analysis.run import simulate
+    from simtrain.engine.plan import make_plan
 
     base = ["engine.comm=\"free\""]
     catalog = simulate(load_scenario(None, base))

@@ -6,12 +6,12 @@ import time
 
 import pytest
 
-from simtrain.cli import main
-from simtrain.scenario.errors import SimtrainError
 from simtrain.analysis.run import simulate
+from simtrain.cli import main
 from simtrain.explore.sweep import Task, expand, parse_grid, prepare_base, run_tasks
 from simtrain.explore.sweep.base import point_scenario
 from simtrain.explore.sweep.evaluate import METRICS, Caches, evaluate, result_metrics
+from simtrain.scenario.errors import SimtrainError
 from tests.sweep_cases import TINY, WIDE, scenario_file
 
 GRID = ["parallel.tp=1,2,4", "parallel.pp=1,2", "parallel.micro_batch=1,4", "parallel.recompute=none,selective"]

@@ -8,10 +8,10 @@ import json
 import pytest
 
 from simtrain.cli import main
-from simtrain.scenario.errors import SimtrainError
 from simtrain.hardware.load import load_topology, topology_from_dict
 from simtrain.hardware.topology import Topology
 from simtrain.hardware.torus import slice_shape
+from simtrain.scenario.errors import SimtrainError
 
 GB = 1e9
 

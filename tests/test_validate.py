@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from simtrain.analysis.validate import ReferenceCase, load_reference, run_case, run_validation, select
 from simtrain.cli import main
 from simtrain.scenario.config import load_scenario
 from simtrain.scenario.errors import SimtrainError
 from simtrain.scenario.layout import make_layout
-from simtrain.analysis.validate import ReferenceCase, load_reference, run_case, run_validation, select
 
 CALIBRATION = Path(__file__).resolve().parents[2] / "shared" / "calibration"
 TOOLS = Path(__file__).resolve().parents[1] / "tools"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from simtrain.scenario.config import Scenario
-from simtrain.engine.actions import Engine
-from simtrain.workload.memory import estimate
 from simtrain.analysis.hotspots import hotspots
 from simtrain.analysis.metrics import Result, summarize
+from simtrain.engine.actions import Engine
 from simtrain.engine.plan import Plan, check_supported, make_plan
+from simtrain.scenario.config import Scenario
+from simtrain.workload.memory import estimate
 
 
 def simulate(scenario: Scenario, progress: Callable[[float, int], None] | None = None) -> Result:

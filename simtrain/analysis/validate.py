@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from simtrain.scenario.config import load_scenario
-from simtrain.scenario.files import PACKAGE_DIR
 from simtrain.scenario.errors import SimtrainError, bad
+from simtrain.scenario.files import PACKAGE_DIR
 
 REFERENCE_PATH = PACKAGE_DIR / "data" / "reference.toml"
 BASES = ("model", "megatron-hfu")
@@ -169,10 +169,10 @@ def _comm_share(breakdown: dict[str, float], step: float) -> float:
 
 def run_case(case: ReferenceCase, overrides: tuple[str, ...] = ()) -> CaseResult:
     """Simulate one reference case; SimtrainErrors become `skipped` (or `refused`)."""
-    from simtrain.scenario.layout import make_layout
-    from simtrain.workload.memory import estimate
-    from simtrain.workload.flops import megatron_flops_per_token
     from simtrain.analysis.run import simulate
+    from simtrain.scenario.layout import make_layout
+    from simtrain.workload.flops import megatron_flops_per_token
+    from simtrain.workload.memory import estimate
 
     t0 = time.perf_counter()
     try:

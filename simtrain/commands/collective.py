@@ -29,8 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simtrain.network.nccl import CollectiveBench, parse_sizes
     from simtrain.hardware.load import load_topology
+    from simtrain.network.nccl import CollectiveBench, parse_sizes
     from simtrain.scenario.units import format_size, parse_size
 
     sizes = parse_sizes(args.sizes) if args.sizes else [parse_size(args.size, "--size")]

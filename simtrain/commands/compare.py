@@ -32,10 +32,10 @@ def _label(name: str, overrides: list[str]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from simtrain.analysis.compare import compare_results
-    from simtrain.scenario.config import load_scenario
-    from simtrain.scenario.errors import SimtrainError
     from simtrain.analysis.report import dumps
     from simtrain.analysis.run import simulate
+    from simtrain.scenario.config import load_scenario
+    from simtrain.scenario.errors import SimtrainError
 
     b_name = args.b or args.a
     over_a, over_b = args.both + args.a_set, args.both + args.b_set

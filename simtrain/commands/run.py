@@ -58,9 +58,9 @@ def timeline_devices(plan, result) -> list[int]:
 
 def run(args: argparse.Namespace) -> int:
     check_outputs(args, {"--timeline": (".png", ".svg"), "--trace": (".json",)})
-    from simtrain.scenario.config import load_scenario
     from simtrain.analysis.report import dumps, json_report, text_report
     from simtrain.analysis.run import simulate
+    from simtrain.scenario.config import load_scenario
 
     from simtrain.commands.scenario_inputs import scenario_overrides
 

@@ -93,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _simulate_rows(args: argparse.Namespace, rows) -> dict:
-    from simtrain.scenario.config import load_scenario
     from simtrain.analysis.run import simulate
+    from simtrain.scenario.config import load_scenario
 
     base = load_scenario(args.scenario, args.overrides)
     out = {}

@@ -52,8 +52,8 @@ def _space(args, s, world: int, gpus_per_node: int):
     import dataclasses
 
     from simtrain import schedule as sched
-    from simtrain.scenario.errors import SimtrainError
     from simtrain.explore.search import RECOMPUTE, default_space
+    from simtrain.scenario.errors import SimtrainError
 
     space = default_space(s, world, gpus_per_node)
     changes = {}
@@ -101,16 +101,16 @@ def _table(rows, k: int) -> str:
 def run(args: argparse.Namespace) -> int:
     check_outputs(args, {"--out": (".csv",)})
     check_pairs(args, [("--address", "--executor ray", args.executor == "ray")])
-    from simtrain.commands.scenario_inputs import scenario_overrides
     from simtrain.analysis.compare import attribute, side_from_row, why
-    from simtrain.scenario.errors import SimtrainError
     from simtrain.analysis.report import dumps
+    from simtrain.commands.scenario_inputs import scenario_overrides
     from simtrain.explore.search import search, set_args
     from simtrain.explore.sweep import prepare_base
     from simtrain.explore.sweep.base import point_scenario
     from simtrain.explore.sweep.evaluate import columns
     from simtrain.explore.sweep.output import write_csv
     from simtrain.hardware.load import load_topology
+    from simtrain.scenario.errors import SimtrainError
 
     if args.top < 1:
         raise SimtrainError(f"--top {args.top}: must be at least 1")

@@ -60,13 +60,13 @@ def _plot_axes(axes, spec: str | None):
 def run(args: argparse.Namespace) -> int:
     check_outputs(args, {"--out": (".csv",), "--parquet": (".parquet",), "--plot": (".png", ".svg")})
     check_pairs(args, [("--plot-axes", "--plot", bool(args.plot)), ("--address", "--executor ray", args.executor == "ray")])
-    from simtrain.commands.scenario_inputs import scenario_overrides
-    from simtrain.scenario.errors import SimtrainError
     from simtrain.analysis.report import dumps
+    from simtrain.commands.scenario_inputs import scenario_overrides
     from simtrain.explore.sweep import Task, expand, parse_grid, prepare_base, run_tasks
     from simtrain.explore.sweep.evaluate import columns
     from simtrain.explore.sweep.output import ranked, top_table, write_csv, write_parquet
     from simtrain.explore.sweep.progress import Progress
+    from simtrain.scenario.errors import SimtrainError
 
     if not args.grid:
         raise SimtrainError("sweep: no --grid given; add e.g. --grid parallel.tp=1,2,4,8 --grid parallel.pp=1,2,4")

@@ -23,9 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simtrain.scenario.errors import SimtrainError
-    from simtrain.hardware.summary import summarize, text
     from simtrain.hardware.load import load_topology
+    from simtrain.hardware.summary import summarize, text
+    from simtrain.scenario.errors import SimtrainError
 
     topo = load_topology(args.name, 8 if args.gpus is None else args.gpus, args.device)
     if args.gpus is not None and topo.num_gpus < args.gpus:

@@ -26,9 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simtrain.scenario.errors import SimtrainError
     from simtrain.analysis.report import dumps
     from simtrain.analysis.validate import load_reference, run_validation, select
+    from simtrain.scenario.errors import SimtrainError
 
     if args.max_error is not None and not args.max_error >= 0:  # also refuses nan
         raise SimtrainError(f"--max-error {args.max_error}: must be zero or positive; give a percentage such as 15")

@@ -29,13 +29,13 @@ from typing import Callable, Hashable
 
 import simpy
 
-from simtrain.network.comm import Comm
-from simtrain.engine.primitives import Primitives, Proc
-from simtrain.scenario.layout import Coord
-from simtrain.network.flows import FlowNetwork
 from simtrain.engine.plan import Plan, StageWork
-from simtrain.schedule import Action
+from simtrain.engine.primitives import Primitives, Proc
 from simtrain.engine.timeline import Record
+from simtrain.network.comm import Comm
+from simtrain.network.flows import FlowNetwork
+from simtrain.scenario.layout import Coord
+from simtrain.schedule import Action
 
 
 PROGRESS_EVERY = 50_000  # events between progress reports

@@ -16,16 +16,16 @@ from pathlib import Path
 
 from simtrain import schedule as sched
 from simtrain.engine import whatif
-from simtrain.workload.memory import grad_element_bytes
-from simtrain.scenario.config import Scenario
-from simtrain.scenario.files import catalog_dir
-from simtrain.workload.costs import EndCost, LayerCost, embedding_cost, head_cost, layer_cost, optimizer_time
 from simtrain.hardware.devices import Device, with_attention_kernel
-from simtrain.scenario.errors import bad
-from simtrain.scenario.layout import Coord, Layout, make_layout, split_layers
-from simtrain.workload.flops import ModelStats, stats
 from simtrain.hardware.load import load_topology
 from simtrain.hardware.topology import Topology
+from simtrain.scenario.config import Scenario
+from simtrain.scenario.errors import bad
+from simtrain.scenario.files import catalog_dir
+from simtrain.scenario.layout import Coord, Layout, make_layout, split_layers
+from simtrain.workload.costs import EndCost, LayerCost, embedding_cost, head_cost, layer_cost, optimizer_time
+from simtrain.workload.flops import ModelStats, stats
+from simtrain.workload.memory import grad_element_bytes
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from typing import Any, Generator, Hashable
 import simpy
 
 from simtrain.engine import whatif
-from simtrain.scenario.layout import Coord
 from simtrain.engine.plan import StageWork
 from simtrain.engine.timeline import Record
+from simtrain.scenario.layout import Coord
 
 Proc = Generator[simpy.Event, object, None]
 

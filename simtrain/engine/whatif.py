@@ -12,9 +12,9 @@ from typing import Hashable
 
 import networkx as nx
 
+from simtrain.hardware.topology import Link, LinkInfo, Topology
 from simtrain.scenario.config import Scenario, WhatIfConfig
 from simtrain.scenario.errors import SimtrainError, bad
-from simtrain.hardware.topology import Link, LinkInfo, Topology
 
 
 def active(w: WhatIfConfig) -> bool:

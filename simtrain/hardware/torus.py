@@ -35,10 +35,10 @@ from typing import Any, Sequence
 
 import networkx as nx
 
-from simtrain.scenario.fields import parse_dataclass
 from simtrain.hardware.devices import Device, get_device
-from simtrain.scenario.errors import SimtrainError, bad
 from simtrain.hardware.topology import Link, LinkInfo, Topology, check_link_spec
+from simtrain.scenario.errors import SimtrainError, bad
+from simtrain.scenario.fields import parse_dataclass
 from simtrain.scenario.units import US, gbps_to_bytes_per_s
 
 

@@ -42,9 +42,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from simtrain.scenario.errors import SimtrainError
 from simtrain.hardware.topology import Link, Topology
 from simtrain.hardware.torus import Torus
+from simtrain.scenario.errors import SimtrainError
 
 OPS = ("all-reduce", "reduce-scatter", "all-gather", "broadcast", "all-to-all", "send-recv")
 ALGOS = ("ring", "tree", "hierarchical", "torus")

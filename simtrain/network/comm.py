@@ -30,9 +30,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Hashable, Sequence
 
+from simtrain.hardware.topology import Topology
 from simtrain.network import collectives as coll
 from simtrain.network.flows import FlowNetwork
-from simtrain.hardware.topology import Topology
 
 
 @dataclass(frozen=True)

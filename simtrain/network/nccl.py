@@ -24,11 +24,11 @@ from typing import Iterable
 
 import simpy
 
+from simtrain.hardware.topology import Topology
 from simtrain.network import collectives as coll
 from simtrain.network.comm import Comm
-from simtrain.scenario.errors import SimtrainError, bad
 from simtrain.network.flows import FlowNetwork
-from simtrain.hardware.topology import Topology
+from simtrain.scenario.errors import SimtrainError, bad
 from simtrain.scenario.units import parse_size
 
 GB = 1e9  # nccl-tests' GB/s

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from simtrain.plots import save_figure
 from simtrain.engine.timeline import Record
+from simtrain.plots import save_figure
 
 COLORS = {
     "F": "#4C72B0", "B": "#55A868", "W": "#8FD1A8", "R": "#8172B2", "opt": "#64B5CD",

@@ -15,8 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import networkx as nx  # noqa: E402
 
-from simtrain.scenario.errors import SimtrainError  # noqa: E402
 from simtrain.plots import save_figure  # noqa: E402
+from simtrain.scenario.errors import SimtrainError  # noqa: E402
 
 MAX_NODES = 512
 LAYER = {"gpu": 0, "nvsw": 1, "switch": 1, "leaf": 2, "spine": 3, "core": 4}

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simtrain.workload.compute import attention_time, gemm_flops, gemm_time, memory_time
+from simtrain.hardware.devices import Device
 from simtrain.scenario.config import ParallelConfig
 from simtrain.scenario.models import ModelConfig
-from simtrain.hardware.devices import Device
+from simtrain.workload.compute import attention_time, gemm_flops, gemm_time, memory_time
 
 BF16 = 2
 

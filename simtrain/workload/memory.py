@@ -37,10 +37,10 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from simtrain.scenario.models import ModelConfig
 from simtrain.scenario.errors import SimtrainError
-from simtrain.schedule import peak_in_flight
+from simtrain.scenario.models import ModelConfig
 from simtrain.scenario.units import GIB
+from simtrain.schedule import peak_in_flight
 
 PARAM_BYTES = 2.0  # bf16/fp16 weights
 GRAD_BYTES = 4.0  # fp32 main gradients (Megatron accumulates into fp32 main_grad buffers)

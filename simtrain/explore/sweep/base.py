@@ -13,8 +13,8 @@ import copy
 from typing import Any
 
 from simtrain.scenario.config import DEFAULT_SCENARIO, apply_overrides, scenario_from_dict
-from simtrain.scenario.files import read_toml, resolve_path
 from simtrain.scenario.errors import SimtrainError
+from simtrain.scenario.files import read_toml, resolve_path
 from simtrain.scenario.layout import make_layout
 
 

@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Iterator
 
-from simtrain.scenario.errors import SimtrainError
 from simtrain.analysis.metrics import PARTS, Result
+from simtrain.scenario.errors import SimtrainError
 
 METRICS = ("step_time_s", "mfu", "hfu", "tflops_per_gpu", "tokens_per_s", "bubble_fraction")
 BREAKDOWN = tuple(f"breakdown_{p}" for p in PARTS)
@@ -154,8 +154,8 @@ def simulate_plan(plan, cache: CommCache | None = None) -> Result:
     routes and link loads are reused instead of routed again."""
     import simpy
 
-    from simtrain.network.flows import FlowNetwork
     from simtrain.analysis.run import simulate_plan as run_plan
+    from simtrain.network.flows import FlowNetwork
 
     def setup(engine) -> None:
         if cache is None or engine.free:
@@ -195,8 +195,8 @@ def precheck(base: dict[str, Any], task: Task) -> tuple[dict[str, Any] | None, f
     """Cheap checks in the parent: (finished invalid row, or None), a cost estimate
     (micro-batches x pipeline stages) used to start the slowest layouts first, and a group
     key (the layout's sizes) so that points sharing routes and simulations go together."""
-    from simtrain.scenario.layout import make_layout
     from simtrain.explore.sweep.base import point_scenario
+    from simtrain.scenario.layout import make_layout
 
     row = empty_row(task)
     try:
@@ -212,9 +212,9 @@ def precheck(base: dict[str, Any], task: Task) -> tuple[dict[str, Any] | None, f
 def plan_row(base: dict[str, Any], task: Task) -> tuple[dict[str, Any], Any, Any]:
     """Build and check one point's plan and estimate its memory, without simulating:
     (row, plan, memory report); plan is None when the point is invalid (row says why)."""
-    from simtrain.workload.memory import estimate
     from simtrain.engine.plan import check_supported, make_plan
     from simtrain.explore.sweep.base import point_scenario
+    from simtrain.workload.memory import estimate
 
     row = empty_row(task)
     try:

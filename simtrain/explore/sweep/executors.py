@@ -20,9 +20,9 @@ from contextlib import contextmanager
 from typing import Any, Callable, Hashable, Iterator
 
 from simtrain.explore.sweep.bound import bound_task
-from simtrain.scenario.errors import SimtrainError
 from simtrain.explore.sweep.evaluate import Caches, Task, evaluate, precheck
 from simtrain.explore.sweep.progress import Progress
+from simtrain.scenario.errors import SimtrainError
 
 EXECUTORS = ("local", "ray")
 

@@ -7,8 +7,8 @@ from dataclasses import fields
 from typing import Any
 
 from simtrain.scenario.config import SECTIONS
-from simtrain.scenario.fields import _parse_value, _suggest, parse_dataclass
 from simtrain.scenario.errors import SimtrainError
+from simtrain.scenario.fields import _parse_value, _suggest, parse_dataclass
 
 Axis = tuple[str, tuple[Any, ...]]  # ("parallel.tp", (1, 2, 4, 8))
 
