@@ -1,9 +1,9 @@
 """The engine's primitives: compute intervals, collectives and their rendezvous,
 point-to-point sends and waits, the DP stream, and the timeline records they leave.
 
-`simtrain.engine.actions.Engine` builds on these to walk each device's action list; the state they
-use (records, arrival events, groups, the flow network and its collectives) is set up in
-`Engine.__init__`. Split from the engine so that each module reads in one sitting.
+`simtrain.engine.actions.Engine` builds on these to walk each device's action list; the
+state they use (records, arrival events, groups, the flow network and its collectives) is
+set up in `Engine.__init__`. Split from the engine so that each module reads in one sitting.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Accelerator catalog: peak dense BF16 FLOP/s, HBM bandwidth and capacity, and the
-kernel-efficiency constants of the compute model (simtrain.workload.compute). All physical
-quantities; each carries its source.
+kernel-efficiency constants of the compute model (simtrain.workload.compute). All
+physical quantities; each carries its source.
 
 GEMM efficiency: the best large bf16 GEMM reaches `gemm_max_efficiency` of peak before
-tile-quantization and pipeline-depth losses (simtrain.workload.compute). It is set so that the
-model reproduces the maximum achievable matmul FLOP/s measured for 8192^3 bf16:
+tile-quantization and pipeline-depth losses (simtrain.workload.compute). It is set so
+that the model reproduces the maximum achievable matmul FLOP/s measured for 8192^3 bf16:
 - H100 SXM: 798 TFLOP/s measured on this project's lent H100 (8192x8192x8192 bf16,
   device tool notes, 2026-11-13); Bekman's ml-engineering MAMF table gives 792 (80.1%).
 - A100 SXM: 267.9 TFLOP/s (85.9% of 312), ml-engineering "Maximum Achievable Matmul

@@ -1,8 +1,9 @@
 """Collectives and point-to-point transfers as bundles on the flow network.
 
-`Comm.collective(...)` turns (op, group, size) into network phases (simtrain.network.collectives),
-registers each phase's link load with the flow network (with the identical copies that
-other groups run at the same moment, in symmetric mode) and returns the phases to run.
+`Comm.collective(...)` turns (op, group, size) into network phases
+(simtrain.network.collectives), registers each phase's link load with the flow network
+(with the identical copies that other groups run at the same moment, in symmetric mode)
+and returns the phases to run.
 The `auto` algorithm choice, written down the way NCCL documents its own (NCCL picks,
 per collective and size, the (algorithm, protocol) with the least predicted time from
 its latency + size/bandwidth tuning model, src/graph/tuning.cc; NCCL_ALGO overrides it):

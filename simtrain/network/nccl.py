@@ -9,10 +9,10 @@ nccl-tests prints (NVIDIA nccl-tests, doc/PERFORMANCE.md):
             reduce-scatter, all-gather and all-to-all, 1 for broadcast and send-recv,
 so that busbw is comparable to the link bandwidth whatever n is. Bandwidths are in GB/s
 (1e9 bytes/s), as nccl-tests prints them. Sizes follow nccl-tests' conventions (see
-simtrain.network.collectives): all-reduce and broadcast move an S-byte buffer, reduce-scatter's
-input and all-gather's output are S bytes, all-to-all sends S bytes per rank in total,
-and send-recv is nccl-tests' sendrecv: every rank sends S bytes to the next rank (ring
-order) while receiving from the previous one.
+simtrain.network.collectives): all-reduce and broadcast move an S-byte buffer,
+reduce-scatter's input and all-gather's output are S bytes, all-to-all sends S bytes per
+rank in total, and send-recv is nccl-tests' sendrecv: every rank sends S bytes to the next
+rank (ring order) while receiving from the previous one.
 
 `size_sweep("1K", "8G")` gives nccl-tests' `-b 1K -e 8G -f 2` list of sizes.
 """

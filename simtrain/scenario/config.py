@@ -24,8 +24,8 @@ class ClusterConfig:
     gpus: int = 0  # 0: tp * cp * pp * dp
     device: str = ""  # override the topology's device type
     # Fraction of the device's isolated-kernel throughput (GEMM and fused attention) the
-    # training stack sustains; 0: the device catalog's value (simtrain/devices.py). It folds
-    # the software stack in with the power cap: the H100 catalog value is fitted on Meta's
+    # training stack sustains; 0: the device catalog's value (simtrain/hardware/devices.py).
+    # It folds the software stack in with the power cap: the H100 catalog value is fitted on Meta's
     # stack (Llama 3 Table 4 row 1); scenarios for other stacks say what they use and why.
     sustained_fraction: float = 0.0
 
