@@ -1,19 +1,44 @@
-"""The compute model against measurements and physical bounds."""
+"""The compute model against measurements (tools/kernels/, tools/published/kernels/) and
+physical bounds."""
 
+import csv
 import dataclasses
+import json
+import math
+from pathlib import Path
 
 import pytest
 
 from simtrain.hardware.devices import CATALOG
-from simtrain.workload.compute import gemm_efficiency, gemm_time, memory_time
+from simtrain.workload.compute import attention_time, gemm_efficiency, gemm_time, memory_time, op_time
+from simtrain.workload.kernels import attention_efficiency
+
+ROOT = Path(__file__).resolve().parent.parent
+H200_RUN = ROOT / "tools" / "kernels" / "h200_2026-11-30_kernels.jsonl"
 
 
-def test_large_square_gemm_on_h100_reaches_measured_798_tflops():
-    # the benchmark ran one GEMM in isolation: no sustained-load derating
-    dev = dataclasses.replace(CATALOG["H100-SXM"], sustained_fraction=1.0)
-    n = 8192
-    tflops = 2 * n**3 / gemm_time(dev, n, n, n) / 1e12
-    assert tflops == pytest.approx(798, rel=0.01)  # measured on an H100 SXM (devices.py)
+def _h200_rows(section):
+    return [r for r in map(json.loads, H200_RUN.read_text().splitlines()) if r["section"] == section and "error" not in r]
+
+
+def test_gemm_model_reproduces_the_measured_h200_gemms():
+    # 328 aligned bf16 GEMMs of 50 us and more, measured on an H200 (tools/kernels/): the
+    # fitted model stays within 7% mean absolute error, 22% for 95% of them, 40% worst case
+    dev = dataclasses.replace(CATALOG["H200"], sustained_fraction=1.0)
+    rows = [r for r in _h200_rows("gemm") if all(r[k] % 64 == 0 for k in "mnk") and r["seconds"] > 50e-6]
+    assert len(rows) > 300
+    errs = [gemm_time(dev, r["m"], r["n"], r["k"]) / r["seconds"] - 1 for r in rows]
+    assert sum(map(abs, errs)) / len(errs) < 0.07
+    assert sorted(map(abs, errs))[int(0.95 * len(errs))] < 0.22
+    assert max(map(abs, errs)) < 0.40
+
+
+def test_misaligned_gemms_run_at_the_measured_fraction():
+    # GEMMs with a dimension not a multiple of 8: 100-140 TFLOP/s measured on the H200
+    dev = dataclasses.replace(CATALOG["H200"], sustained_fraction=1.0)
+    rows = [r for r in _h200_rows("gemm") if any(r[k] % 8 for k in "mnk") and r["seconds"] > 100e-6]
+    ratio = sorted(gemm_time(dev, r["m"], r["n"], r["k"]) / r["seconds"] for r in rows)
+    assert 0.8 < ratio[len(ratio) // 2] < 1.25
 
 
 def test_a100_large_gemm_matches_mamf_table():
@@ -43,13 +68,79 @@ def test_memory_bound_ops_follow_bandwidth():
     assert memory_time(dev, 2 * gb, kernels=0) == pytest.approx(2 * memory_time(dev, gb, kernels=0))
 
 
-def test_attention_kernel_generations():
-    from simtrain.hardware.devices import with_attention_kernel
+@pytest.mark.parametrize("op,fused,elements_key,seconds_key", [
+    ("rmsnorm", False, "hidden", "rmsnorm_unfused_hf"),
+    ("rmsnorm", True, "hidden", "rmsnorm_torch"),
+    ("layernorm", True, "hidden", "layernorm_torch_fused"),
+    ("swiglu", False, "ffn", "swiglu_eager"),
+    ("gelu", True, "ffn", "gelu_tanh"),
+])
+def test_memory_bound_operators_reproduce_the_h200_measurement(op, fused, elements_key, seconds_key):
+    # forward time of each operator at 8,192 tokens (hidden 4,096 and 8,192; FFN 14,336 and
+    # 28,672) within 15% of the measured time (tolerance: the catalog keeps one value per
+    # operator for both sizes)
+    dev = CATALOG["H200"]
+    rows = [r for r in _h200_rows("memory") if r["op"] == seconds_key]
+    assert len(rows) == 2
+    for r in rows:
+        t, _ = op_time(dev, op, fused, r["tokens"] * r[elements_key], backward=False)
+        assert t == pytest.approx(r["fwd_s"], rel=0.15)
+
+
+def test_unfused_rmsnorm_costs_several_times_the_fused_kernel():
+    # measured 455 us vs 62 us at 8192 x 4096 (7.3x); the model keeps the ratio within 10%
+    dev = CATALOG["H200"]
+    e = 8192 * 4096
+    unfused, _ = op_time(dev, "rmsnorm", False, e, False)
+    fused, _ = op_time(dev, "rmsnorm", True, e, False)
+    assert unfused / fused == pytest.approx(455 / 62, rel=0.1)
+
+
+def _fa2_paper_a100():
+    path = ROOT / "tools" / "published" / "kernels" / "attention_fa2_paper.csv"
+    return [r for r in csv.DictReader(open(path)) if r["gpu"].startswith("A100") and r["kernel"] == "FlashAttention-2"
+            and r["tflops"].strip()]
+
+
+def test_a100_flashattention2_matches_the_papers_forward_backward_figure():
+    # FA2 paper (Dao 2023), A100 forward+backward TFLOP/s (16k tokens, hidden 2048): the
+    # model's forward and backward times, added, reproduce every published bar within 3%
+    dev = dataclasses.replace(CATALOG["A100-80GB"], sustained_fraction=1.0, kernel_overhead_s=0.0)
+    rows = _fa2_paper_a100()
+    assert len(rows) >= 20
+    for r in rows:
+        s, hd, causal = int(r["seq_len"]), int(r["head_dim"]), r["causal"] == "True"
+        b, heads = 16384 // s, 2048 // hd
+        f = 4.0 * b * heads * s * s * hd / (2 if causal else 1)
+        kw = dict(kernel="fa2", seq=s, head_dim=hd, causal=causal)
+        t = attention_time(dev, f, False, **kw) + attention_time(dev, 2.5 * f, True, **kw)
+        assert 3.5 * f / t / 1e12 == pytest.approx(float(r["tflops"]), rel=0.03), r["quoted"]
+
+
+def test_attention_gets_faster_with_sequence_length_and_newer_kernels():
+    # measured on the H200 (FA2, cuDNN) and in the FA3 paper: efficiency rises with the
+    # sequence and FA3 > cuDNN > FA2 at 8K, causal, head dim 128
+    eff = {k: attention_efficiency("hopper", k, 128, True, 8192, False) for k in ("fa2", "cudnn", "fa3")}
+    assert eff["fa2"] < eff["cudnn"] < eff["fa3"] < 1
+    # FA3 paper forward at 16K: FA3 616, FA2 335 TFLOP/s (of 989); our FA2 measurement 323
+    assert eff["fa3"] * 989 == pytest.approx(602, rel=0.01)
+    short = attention_efficiency("hopper", "fa2", 128, True, 1024, False)
+    assert short < 0.75 * attention_efficiency("hopper", "fa2", 128, True, 16384, False)
+
+
+def test_small_attention_grids_lose_idle_sms():
+    # 8 heads x 8 query blocks = 64 thread blocks on 132 SMs: half the SMs idle
+    dev = CATALOG["H100-SXM"]
+    kw = dict(kernel="fa2", seq=1024, head_dim=128, causal=True)
+    full = attention_time(dev, 1e12, False, blocks=4 * 132, **kw) - dev.kernel_overhead_s
+    small = attention_time(dev, 1e12, False, blocks=64, **kw) - dev.kernel_overhead_s
+    assert small / full == pytest.approx(132 / 64, rel=1e-9)
+
+
+def test_unavailable_attention_kernels_are_refused():
+    from simtrain.scenario.config import load_scenario
+    from simtrain.engine.plan import make_plan
     from simtrain.scenario.errors import SimtrainError
 
-    h100 = CATALOG["H100-SXM"]
-    fa2, fa3 = with_attention_kernel(h100, "fa2"), with_attention_kernel(h100, "fa3")
-    # FA3 paper, H100 SXM5, head dim 128, 16k forward: FA2 370, FA3 648 TFLOP/s (of 989)
-    assert fa3.attention_fwd_efficiency / fa2.attention_fwd_efficiency == pytest.approx(648 / 370, rel=0.1)
-    with pytest.raises(SimtrainError, match="attention_kernel"):
-        with_attention_kernel(CATALOG["A100-80GB"], "fa3")
+    with pytest.raises(SimtrainError, match="parallel.attention_kernel = 'fa3': no measured curve for A100-80GB; use one of"):
+        make_plan(load_scenario("aleph-alpha-llama-13b-2k", ["parallel.attention_kernel=fa3"]))

@@ -20,6 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
     add_megatron_arg(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--ops", action="store_true",
+                   help="also print the per-layer kernel table: every kernel of a layer with launches, time and share "
+                        "(with --json: an 'ops' key)")
     p.add_argument("--timeline", metavar="FILE", help="draw the per-device Gantt chart (.png or .svg)")
     p.add_argument("--trace", metavar="FILE", help="write a Chrome/Perfetto trace (.json)")
     p.add_argument("--no-progress", action="store_true",
@@ -89,9 +92,18 @@ def run(args: argparse.Namespace) -> int:
 
         _write(lambda: write_trace(args.trace, result.records, names, {"scenario": result.scenario}), "--trace", args.trace)
     if args.json:
-        print(dumps(json_report(result)))
+        report = json_report(result)
+        if args.ops:
+            from simtrain.analysis.ops_table import ops_json
+
+            report["ops"] = ops_json(plan)
+        print(dumps(report))
     else:
         print(text_report(result))
+        if args.ops:
+            from simtrain.analysis.ops_table import ops_text
+
+            print(ops_text(plan))
         for opt in ("timeline", "trace"):
             if getattr(args, opt):
                 print(f"  wrote {getattr(args, opt)}")

@@ -16,13 +16,14 @@ from pathlib import Path
 
 from simtrain import schedule as sched
 from simtrain.engine import whatif
-from simtrain.hardware.devices import Device, with_attention_kernel
+from simtrain.hardware.devices import FAMILY, Device
 from simtrain.hardware.load import load_topology
 from simtrain.hardware.topology import Topology
 from simtrain.scenario.config import Scenario
 from simtrain.scenario.errors import bad
 from simtrain.scenario.files import catalog_dir
 from simtrain.scenario.layout import Coord, Layout, make_layout, split_layers
+from simtrain.workload.kernels import check_attention_kernel
 from simtrain.workload.costs import EndCost, LayerCost, embedding_cost, head_cost, layer_cost, optimizer_time
 from simtrain.workload.flops import ModelStats, stats
 from simtrain.workload.memory import grad_element_bytes
@@ -126,25 +127,23 @@ def make_plan(s: Scenario) -> Plan:
     topo = whatif.apply(topo, s.whatif)
     if topo.num_gpus < L.world:
         raise bad("cluster.gpus", L.world, f"topology {topo.name!r} has only {topo.num_gpus} devices", "use fewer GPUs or a larger topology")
-    dev = with_attention_kernel(topo.device, s.parallel.attention_kernel)
-    if s.cluster.sustained_fraction:
-        if not 0 < s.cluster.sustained_fraction <= 1:
-            raise bad("cluster.sustained_fraction", s.cluster.sustained_fraction, "must be in (0, 1]",
-                      f"use e.g. 0.75, or 0 for the catalog's {dev.sustained_fraction} for {dev.name}")
-        dev = dataclasses.replace(dev, sustained_fraction=s.cluster.sustained_fraction)
+    if s.parallel.flash_attention:
+        check_attention_kernel(topo.device.name, FAMILY.get(topo.device.name, ""), s.parallel.attention_kernel)
+    # the software stack's sustained share of the device's kernel throughput
+    dev = dataclasses.replace(topo.device, sustained_fraction=topo.device.sustained_fraction * s.stack.sustained_fraction)
     m = s.model
     ms = stats(m, s.training.seq_len, s.training.document_length)
     S = L.pp * L.vp
     layers = split_layers(m.num_hidden_layers, S, s.parallel.first_stage_layers, s.parallel.last_stage_layers)
     schedule = _schedule(s, L)
-    lc = layer_cost(m, s.parallel, dev, s.training.seq_len, s.parallel.flash_attention, s.training.document_length)
+    lc = layer_cost(m, s.parallel, dev, s.training.seq_len, s.stack, s.training.document_length)
     grad_bytes = grad_element_bytes(s.training.grad_precision)
     per_layer_params = ms.params_per_layer / L.tp
     stages = []
     for i, n in enumerate(layers):
         first, last = i == 0, i == S - 1
-        emb = embedding_cost(m, s.parallel, dev, s.training.seq_len) if first else None
-        head = head_cost(m, s.parallel, dev, s.training.seq_len) if last else None
+        emb = embedding_cost(m, s.parallel, dev, s.training.seq_len, s.stack) if first else None
+        head = head_cost(m, s.parallel, dev, s.training.seq_len, s.stack) if last else None
         end_params = (ms.embedding_params / L.tp if first else 0.0) + (
             (ms.head_params or ms.embedding_params) / L.tp if last and (ms.head_params or S > 1) else 0.0
         )
@@ -154,7 +153,7 @@ def make_plan(s: Scenario) -> Plan:
     shard = L.dp * L.cp if s.parallel.zero >= 1 else 1
     for r in range(L.pp):
         params = sum(st.params for st in stages if schedule.placement[st.index] == r)
-        opt[r] = optimizer_time(dev, params / shard)
+        opt[r] = optimizer_time(dev, params / shard, s.stack)
     symmetric = s.engine.mode == "symmetric"
     if symmetric:
         simulated = tuple(L.rank(Coord(0, r, 0, 0)) for r in range(L.pp))

@@ -2,20 +2,30 @@
 kernel-efficiency constants of the compute model (simtrain.workload.compute). All
 physical quantities; each carries its source.
 
-GEMM efficiency: the best large bf16 GEMM reaches `gemm_max_efficiency` of peak before
-tile-quantization and pipeline-depth losses (simtrain.workload.compute). It is set so
-that the model reproduces the maximum achievable matmul FLOP/s measured for 8192^3 bf16:
-- H100 SXM: 798 TFLOP/s measured on this project's lent H100 (8192x8192x8192 bf16,
-  device tool notes, 2026-11-13); Bekman's ml-engineering MAMF table gives 792 (80.1%).
-- A100 SXM: 267.9 TFLOP/s (85.9% of 312), ml-engineering "Maximum Achievable Matmul
-  FLOPS" table (Bekman, github.com/stas00/ml-engineering, compute/accelerator).
-- H200: 788 TFLOP/s measured on this project's lent H200 (device tool notes, 2026-10-28).
+GEMM efficiency (simtrain.workload.compute): `gemm_max_efficiency` and `gemm_k_half` are
+fitted on 328 aligned bf16 GEMMs (50 us and longer) measured on this project's lent H200,
+2026-11-30 (tools/kernels/h200_2026-11-30_kernels.jsonl): max 0.78, K_half 256, 6% mean
+absolute error. The large GEMMs of transformer layers ran at 620-800 TFLOP/s there (median
+~690; 8192^3 at 769, the vendor-style "maximum achievable" figure, 794 in Bekman's MAMF
+table): the fit follows the typical shape, not the best one, and gives 724 for 8192^3.
+H100 SXM has the same die, clocks and 700 W limit: same constants. A100 (no shape sweep
+here): max efficiency set so that 8192^3 gives 268 TFLOP/s, Bekman's ml-engineering MAMF
+table (github.com/stas00/ml-engineering, compute/accelerator; A100 SXM 267.9-271). K_half
+is Hopper's scaled by the per-SM matmul rate (the K loop's prologue and epilogue are a
+fixed latency; an A100 SM computes a K tile 2.6x slower): 256 x (312/108) / (989/132) = 99. Misaligned GEMMs (a dimension not a multiple of 8) ran at 0.21 of the
+aligned model on the H200 (65 shapes, median): `gemm_misaligned_factor`.
 
-Attention efficiencies are FlashAttention-2's, the kernel generation the calibration runs
-used: on A100 the FA2 paper (Dao 2023) reports up to 73% of peak forward and ~63%
-forward+backward; on H100 the FA3 paper (Shah et al. 2024, Fig. 5-6, head dim 128, long
-sequences) measures FA2 at ~350 TFLOP/s forward and ~300 backward (35% / 30% of peak).
-FA3 roughly doubles that on Hopper; set a device's efficiencies for a what-if.
+Streaming kernels: `memory_efficiency` is the share of the datasheet HBM rate a device-to-
+device copy reaches: 4.19 of 4.8 TB/s measured on the H200 (0.87; ~3.0 of 3.35 on an H100
+in an earlier session, 0.90). `kernel_overhead_s` = 2 us of GPU time per kernel: a CUDA
+graph of tiny kernels replays at 0.8 us each on the H200 (no host), and raw
+cuLaunchKernel latency is 1.3-3 us (tools/published/kernels/launch_bandwidth_optimizer.csv).
+Host-side launch cost belongs to the software stack (simtrain/scenario/stack.py).
+
+Attention: the constant efficiencies below apply only where no measured curve exists (TPUs);
+GPUs use simtrain/data/attention.toml through simtrain.workload.kernels.
+`sustained_fraction` is 1.0 here: the share a training step sustains is the software
+stack's (stacks/*.toml), multiplied in by the plan.
 """
 
 from __future__ import annotations
@@ -44,6 +54,9 @@ class Device:
     # (power- and thermally-limited clocks with HBM, NVLink and NICs busy at once, SMs
     # shared with communication kernels). 1.0 = as benchmarked in isolation.
     sustained_fraction: float = 1.0
+    # A GEMM with a dimension that is not a multiple of 8 elements runs without the aligned
+    # (TMA / vectorised) kernels: this share of the aligned rate.
+    gemm_misaligned_factor: float = 1.0
 
 
 # Tile menus: CUTLASS/cuBLAS Hopper kernels use 128x256 and 256x128 warp-specialized tiles,
@@ -55,27 +68,18 @@ _TPU_TILES = ((128, 128, 1.0),)  # 128x128 MXU
 
 CATALOG: dict[str, Device] = {
     # NVIDIA A100 Tensor Core GPU datasheet: 312 TFLOP/s dense BF16; 40GB HBM2 1,555 GB/s;
-    # 80GB HBM2e 2,039 GB/s; 108 SMs (A100 whitepaper).
-    # sustained_fraction 0.90: fitted to Megatron-LM SC21 Table 1 (10 runs, 1.7B-1T on
-    # Selene), the A100 counterpart of the H100 constant below: 0.90 x 268 = 241 TFLOP/s of
-    # sustained large-GEMM throughput in training (400 W cap; 2021 cuBLAS).
-    "A100-40GB": Device("A100-40GB", 312e12, 1555e9, 40 * 2**30, 108, _AMPERE_TILES, 0.8747, 128, 0.70, 0.63, 0.85, 4e-6, 0.90),
-    "A100-80GB": Device("A100-80GB", 312e12, 2039e9, 80 * 2**30, 108, _AMPERE_TILES, 0.8747, 128, 0.70, 0.63, 0.85, 4e-6, 0.90),
+    # 80GB HBM2e 2,039 GB/s; 108 SMs (A100 whitepaper). Copy efficiency assumed 0.85.
+    "A100-40GB": Device("A100-40GB", 312e12, 1555e9, 40 * 2**30, 108, _AMPERE_TILES, 0.871, 99, 0.70, 0.63, 0.85, 2e-6, 1.0, 0.21),
+    "A100-80GB": Device("A100-80GB", 312e12, 2039e9, 80 * 2**30, 108, _AMPERE_TILES, 0.871, 99, 0.70, 0.63, 0.85, 2e-6, 1.0, 0.21),
     # NVIDIA H100 datasheet (SXM5): 989 TFLOP/s dense BF16 (1,979 with sparsity), HBM3
     # 3.35 TB/s, 80 GB (nvidia-smi shows 81,559 MiB on the lent H100, device tool notes); 132 SMs.
-# A device-to-device copy reached ~3.0 TB/s there (0.9 of the datasheet rate).
-    # sustained_fraction 0.68: the one constant calibrated on a training run, Llama 3 Table 4
-    # row 1 (43% MFU on 8,192 H100s, llama3 schedule with 8 virtual stages); rows 2 and 3
-    # and every other H100 figure are then predictions. 0.68 x 798/989 = 55% of peak as
-    # sustained large-GEMM throughput inside training (700 W power cap and shared SMs).
-    "H100-SXM": Device("H100-SXM", 989e12, 3.35e12, 81559 * 2**20, 132, _HOPPER_TILES, 0.8475, 128, 0.35, 0.30, 0.85, 4e-6, 0.68),
+    "H100-SXM": Device("H100-SXM", 989e12, 3.35e12, 81559 * 2**20, 132, _HOPPER_TILES, 0.78, 256, 0.35, 0.30, 0.87, 2e-6, 1.0, 0.21),
     # NVIDIA H200 datasheet: same compute as H100 SXM, HBM3e 4.8 TB/s, 141 GB (nvidia-smi: 143,771 MiB).
-    # same GH100 die and 700 W limit as H100 SXM: same sustained fraction (assumed)
-    "H200": Device("H200", 989e12, 4.8e12, 143771 * 2**20, 132, _HOPPER_TILES, 0.8369, 128, 0.35, 0.30, 0.85, 4e-6, 0.68),
+    "H200": Device("H200", 989e12, 4.8e12, 143771 * 2**20, 132, _HOPPER_TILES, 0.78, 256, 0.35, 0.30, 0.87, 2e-6, 1.0, 0.21),
     # NVIDIA DGX/HGX B200 datasheet: 2.25 PFLOP/s dense BF16 per GPU, HBM3e 8 TB/s, 180 GB;
-    # 148 SMs. GEMM efficiency assumed as for Hopper (no measurement available here).
-    # sustained fraction assumed equal to Hopper's (no public training measurement here)
-    "B200": Device("B200", 2.25e15, 8e12, 180e9, 148, _HOPPER_TILES, 0.80, 128, 0.35, 0.30, 0.85, 4e-6, 0.68),
+    # 148 SMs. GEMM efficiency from Bekman's MAMF table (B200: 1,745 of 2,250 TFLOP/s
+    # for the best shape, 0.78) scaled like Hopper's best-to-typical (769 -> 724): 0.73.
+    "B200": Device("B200", 2.25e15, 8e12, 180e9, 148, _HOPPER_TILES, 0.73, 256, 0.35, 0.30, 0.87, 2e-6, 1.0, 0.21),
     # Google Cloud TPU v4 docs: 275 TFLOP/s BF16, 32 GiB HBM2 at 1,200 GB/s; 2 TensorCores x
     # 4 MXUs of 128x128. Efficiencies assumed (no public MAMF measurement).
     "TPU-v4": Device("TPU-v4", 275e12, 1.2e12, 32 * 2**30, 8, _TPU_TILES, 0.85, 256, 0.55, 0.45, 0.85, 2e-6),
@@ -87,29 +91,11 @@ CATALOG: dict[str, Device] = {
 ALIASES = {"H100": "H100-SXM", "A100": "A100-80GB", "TPUv4": "TPU-v4", "TPUv5p": "TPU-v5p", "v5p": "TPU-v5p", "v4": "TPU-v4"}
 
 
-# Fused-attention kernel generations: (forward, backward) fraction of peak at long sequences,
-# head dim 128, isolated. Hopper: FA3 paper (Shah et al. 2024, Fig. 5/6, H100 SXM5):
-# FlashAttention-2 ~370 TFLOP/s forward / ~300 backward, cuDNN 9 ~600 / ~470, FlashAttention-3
-# ~650 / ~540 (of 989). Ampere: FA2 paper (Dao 2023): up to 73% forward, ~63% fwd+bwd; cuDNN's
-# fused attention is on par there and FA3 does not exist (it needs Hopper's wgmma/TMA).
-ATTENTION_KERNELS: dict[str, dict[str, tuple[float, float]]] = {
-    "hopper": {"fa2": (0.35, 0.30), "cudnn": (0.60, 0.47), "fa3": (0.65, 0.54)},
-    "ampere": {"fa2": (0.70, 0.63), "cudnn": (0.70, 0.63)},
-    "tpu": {"fa2": (0.55, 0.45), "cudnn": (0.55, 0.45)},  # Pallas flash attention, assumed
-}
+# GPU family of each device: which measured attention curves apply (simtrain/data/attention.toml;
+# B200 takes Hopper's as fractions of its own peak, an assumption without a measurement).
+# TPUs have no curve and use the constant efficiencies above (Pallas flash attention, assumed).
 FAMILY = {"A100-40GB": "ampere", "A100-80GB": "ampere", "H100-SXM": "hopper", "H200": "hopper", "B200": "hopper",
           "TPU-v4": "tpu", "TPU-v5p": "tpu"}
-
-
-def with_attention_kernel(dev: Device, kernel: str) -> Device:
-    """The device with the attention efficiencies of a kernel generation (scenario
-    key parallel.attention_kernel); the catalog entries carry FlashAttention-2's."""
-    table = ATTENTION_KERNELS[FAMILY.get(dev.name, "hopper")]
-    if kernel not in table:
-        raise SimtrainError(
-            f"parallel.attention_kernel = {kernel!r}: not available on {dev.name}; use one of {', '.join(table)}")
-    fwd, bwd = table[kernel]
-    return dataclasses.replace(dev, attention_fwd_efficiency=fwd, attention_bwd_efficiency=bwd)
 
 
 def get_device(name: str, field: str = "cluster.device") -> Device:

@@ -16,6 +16,7 @@ from simtrain.scenario.errors import SimtrainError, bad
 from simtrain.scenario.fields import _parse_value, _suggest, parse_dataclass
 from simtrain.scenario.files import read_toml, resolve_path
 from simtrain.scenario.models import ModelConfig, model_config
+from simtrain.scenario.stack import DEFAULT_STACK, Stack, build_stack, load_stack_file
 
 
 @dataclass(frozen=True)
@@ -23,11 +24,9 @@ class ClusterConfig:
     topology: str = "dgx-h100"  # file in topologies/ (without .toml) or a path
     gpus: int = 0  # 0: tp * cp * pp * dp
     device: str = ""  # override the topology's device type
-    # Fraction of the device's isolated-kernel throughput (GEMM and fused attention) the
-    # training stack sustains; 0: the device catalog's value (simtrain/hardware/devices.py).
-    # It folds the software stack in with the power cap: the H100 catalog value is fitted on Meta's
-    # stack (Llama 3 Table 4 row 1); scenarios for other stacks say what they use and why.
-    sustained_fraction: float = 0.0
+    # Software stack: a file in stacks/ (without .toml) or a path; "" = the default stack
+    # (simtrain.scenario.stack.DEFAULT_STACK). Its values can be overridden in [stack].
+    stack: str = ""
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,9 @@ class ParallelConfig:
     first_stage_layers: int = -1  # -1: even split; else layers on the first virtual stage
     last_stage_layers: int = -1  # -1: even split; else layers on the last virtual stage
     flash_attention: bool = True  # FlashAttention kernels (False: unfused QK^T, softmax, AV as in Megatron 2021)
-    attention_kernel: str = "fa2"  # fused-attention generation: "fa2", "cudnn" or "fa3" (Hopper only)
+    # fused-attention kernel (measured curves in simtrain/data/attention.toml): "fa2",
+    # "cudnn", "fa3" (Hopper only), "fa1", "triton" (flash-attn's Triton kernel), "xformers"
+    attention_kernel: str = "fa2"
     overlap_grad_reduce: bool = True  # bucketed DP reduction overlapped with the backward pass
 
 
@@ -110,6 +111,7 @@ class Scenario:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     whatif: WhatIfConfig = field(default_factory=WhatIfConfig)
+    stack: Stack = field(default_factory=Stack)
     name: str = "scenario"
     description: str = ""
     source: str = ""  # path of the file it came from
@@ -125,6 +127,9 @@ SECTIONS: dict[str, type] = {
     "whatif": WhatIfConfig,
 }
 TOP_LEVEL = ("name", "description")
+STACK_SECTION = "stack"  # the scenario's overrides of its software stack's values
+# Keys that moved; a scenario that still uses one gets a line saying where it went.
+MOVED = {"cluster.sustained_fraction": "stack.sustained_fraction"}
 
 
 
@@ -150,32 +155,64 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
             raise SimtrainError(
                 f"--set {item!r}: expected section.key=value with a section among {', '.join(SECTIONS)}; write e.g. --set parallel.tp=4"
             )
-        if section not in SECTIONS:
+        if section not in SECTIONS and section != STACK_SECTION:
             raise SimtrainError(
-                f"--set {item!r}: unknown section {section!r}; {_suggest(section, list(SECTIONS))}"
+                f"--set {item!r}: unknown section {section!r}; {_suggest(section, list(SECTIONS) + [STACK_SECTION])}"
             )
         data.setdefault(section, {})[name] = _parse_value(value.strip())
     return data
 
 
 
-def scenario_from_dict(data: dict[str, Any], name: str = "scenario", source: str = "") -> Scenario:
-    for key in data:
-        if key not in SECTIONS and key not in TOP_LEVEL:
+def _stack_and_defaults(data: dict[str, Any]) -> tuple[Stack, dict[str, dict[str, Any]]]:
+    cluster = data.get("cluster", {})
+    name = cluster.get("stack", "") if isinstance(cluster, dict) else ""
+    if not isinstance(name, str):
+        raise bad("cluster.stack", name, "expected a string", 'write stack = "megatron-core" (a file in stacks/) or a path')
+    file_values, defaults, path = load_stack_file(name or DEFAULT_STACK)
+    overrides = data.get(STACK_SECTION, {})
+    if not isinstance(overrides, dict):
+        raise bad(STACK_SECTION, overrides, "expected a table", "write [stack] followed by key = value lines")
+    for section, table in defaults.items():
+        if section not in SECTIONS or section in ("model", "cluster"):
             raise SimtrainError(
-                f"unknown section [{key}] in the scenario: {_suggest(key, list(SECTIONS) + list(TOP_LEVEL))}"
+                f"stack {path.name}: [defaults.{section}] is not a scenario section a stack may set; "
+                f"use one of parallel, training, schedule, engine"
             )
+    return build_stack(file_values, overrides, str(path)), defaults
+
+
+def scenario_from_dict(data: dict[str, Any], name: str = "scenario", source: str = "") -> Scenario:
+    if not isinstance(data, dict):
+        raise SimtrainError(
+            f"scenario: expected a table of sections (dict), got {type(data).__name__}; pass a path, a catalog name or a dict"
+        )
+    for key in data:
+        if key not in SECTIONS and key not in TOP_LEVEL and key != STACK_SECTION:
+            raise SimtrainError(
+                f"unknown section [{key}] in the scenario: {_suggest(key, list(SECTIONS) + list(TOP_LEVEL) + [STACK_SECTION])}"
+            )
+    for old_key, new_key in MOVED.items():
+        section, _, key = old_key.partition(".")
+        raw = data.get(section)
+        if isinstance(raw, dict) and key in raw:
+            sec2, _, key2 = new_key.partition(".")
+            raise bad(old_key, raw[key], f"moved to the software stack as {new_key}",
+                      f"write [{sec2}] {key2} = {raw[key]} (or --set {new_key}={raw[key]})")
+    stack, defaults = _stack_and_defaults(data)
     sections = {}
     for section in SECTIONS:
         raw = data.get(section, {})
         if not isinstance(raw, dict):
             raise bad(section, raw, "expected a table", f"write [{section}] followed by key = value lines")
+        raw = {**defaults.get(section, {}), **raw}
         if section == "model":
             sections[section] = model_config(raw)
         else:
             sections[section] = build_section(section, raw)
     return Scenario(
         **sections,
+        stack=stack,
         name=str(data.get("name", name)),
         description=str(data.get("description", "")),
         source=source,

@@ -16,11 +16,11 @@ from simtrain.scenario.errors import SimtrainError, bad
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.mlp": ("gated", "plain"),
-    "model.position_embedding": ("rope", "learned"),
+    "model.position_embedding": ("rope", "learned", "alibi"),
     "model.norm": ("rmsnorm", "layernorm"),
     "parallel.recompute": ("none", "selective", "full"),
     "parallel.cp_algo": ("allgather", "ring"),
-    "parallel.attention_kernel": ("fa2", "cudnn", "fa3"),
+    "parallel.attention_kernel": ("fa2", "cudnn", "fa3", "fa1", "triton", "xformers"),
     "engine.mode": ("symmetric", "per-rank"),
     "engine.detail": ("auto", "layer", "action"),
     "engine.comm": ("network", "free"),

@@ -32,6 +32,10 @@ class ModelConfig:
     head_dim: int = 0  # 0: hidden_size // num_attention_heads
     mlp: str = "gated"  # "gated" (SwiGLU: gate, up, down) or "plain" (GELU: up, down)
     bias: bool = False  # linear-layer biases (GPT-2/3, Megatron GPT)
+    # Dropout on the residual branches and attention probabilities: -1 = as GPT-style models
+    # train (0.1, Megatron's default) when the model has biases, else none (Llama-style);
+    # 0 = none (MPT, for instance, has biases and trains without dropout).
+    dropout: float = -1.0
     position_embedding: str = "rope"  # "rope" or "learned" (adds max_position_embeddings x hidden params)
     max_position_embeddings: int = 0
     tie_word_embeddings: bool = False
@@ -113,6 +117,9 @@ def model_config(raw: dict[str, Any]) -> ModelConfig:
         v = getattr(cfg, f.name)
         if isinstance(v, int) and not isinstance(v, bool) and v < 0:
             raise bad(f"model.{f.name}", v, "must not be negative", f"set model.{f.name} to a positive whole number (0: its default)")
+    if not (cfg.dropout == -1 or 0 <= cfg.dropout < 1):
+        raise bad("model.dropout", cfg.dropout, "must be a probability in [0, 1) or -1",
+                  "use e.g. 0.1, 0 for none, or -1 (0.1 for models with biases, else none)")
     if cfg.num_hidden_layers > MAX_LAYERS:
         raise bad("model.num_hidden_layers", cfg.num_hidden_layers, f"is above simtrain's limit of {MAX_LAYERS:,}",
                   "give the model's real layer count")
@@ -139,3 +146,8 @@ def require_model(name: str) -> ModelConfig:
     if name not in CATALOG:
         raise SimtrainError(f"model.name = {name!r}: not in the catalog; use one of {', '.join(CATALOG)}")
     return model_config({"name": name})
+
+
+def has_dropout(model: ModelConfig) -> bool:
+    """Whether the layers apply dropout (masks kept for the backward, dropout kernels run)."""
+    return model.dropout > 0 or (model.dropout < 0 and model.bias)

@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from simtrain.scenario.errors import SimtrainError
-from simtrain.scenario.models import ModelConfig
+from simtrain.scenario.models import ModelConfig, has_dropout
 from simtrain.scenario.units import GIB
 from simtrain.schedule import peak_in_flight
 
@@ -48,18 +48,7 @@ BF16_GRAD_BYTES = 2.0  # training.grad_precision = "bf16": gradients held and re
 
 OPTIMIZER_BYTES = 12.0  # fp32 master weights (4) + Adam first (4) and second (4) moments
 
-# Fixed allowance per device for memory the training framework does not allocate itself:
-# the CUDA context with its module images (~0.5 GiB on Hopper), cuBLAS/cuBLASLt workspaces
-# (32 MiB per handle and stream on Hopper, CUBLAS_WORKSPACE_CONFIG), and NCCL's per-
-# communicator buffers (NCCL_BUFFSIZE = 4 MiB per channel per peer, NCCL docs, times the
-# channels of every TP, CP, PP and DP communicator: of the order of 1 GiB). Assumed 2 GiB.
-WORKSPACE_BYTES = 2.0 * GIB
-
-# PyTorch's caching allocator cannot compact, so reserved memory exceeds allocated memory.
-# Reported gaps range from a few percent to "up to 43%" with virtual pipelines and
-# recomputation (STWeaver, arXiv:2507.16274). We add 5% of the allocated bytes: a typical
-# steady-state gap with expandable segments, not the worst case.
-FRAGMENTATION = 0.05
+# The workspace and fragmentation allowances are the software stack's (simtrain.scenario.stack).
 
 
 def grad_element_bytes(grad_precision: str) -> int:
@@ -76,6 +65,8 @@ def layer_activation_bytes(
     recompute: str = "none",
     flash_attention: bool = True,
     cp: int = 1,
+    unfused_norm: bool = False,
+    unfused_activation: bool = False,
 ) -> float:
     """Bytes one transformer layer keeps for the backward pass, per micro-batch, on one rank.
 
@@ -92,7 +83,7 @@ def layer_activation_bytes(
     q = a * hd  # query width (= h for every catalog model)
     kv = kv_heads * hd  # key (and value) width: h / (a / kv_heads) with GQA
     f = model.intermediate_size
-    dropout = model.bias  # GPT-style models train with dropout; Llama-style models do not
+    dropout = has_dropout(model)  # GPT-style models train with dropout; Llama-style models do not
     t = max(1, tp)
     sp = sequence_parallel and t > 1
     tokens = micro_batch * seq_len / cp  # tokens of this CP rank
@@ -109,6 +100,12 @@ def layer_activation_bytes(
     #   + dropout masks after attention and after the MLP, 1 byte each          = 2h (GPT)
     # GPT: 10h, Korthikanti's "10" (4 for the two LayerNorms + 2 + 2 + 1 + 1).
     replicated = 8 * h + (2 * h if dropout else 0)
+    # An unfused RMSNorm (eager ops, as Hugging Face's LlamaRMSNorm) keeps what autograd
+    # saves of its ops: the fp32 copy of its input (4 B) and the normalized bf16 tensor
+    # before the weight multiply (2 B), twice per layer: +12h. A fused kernel saves its
+    # input (counted above) and one fp32 scale per token.
+    if unfused_norm and model.norm == "rmsnorm":
+        replicated += 12 * h
     # Tensors split over TP heads / MLP columns (always /t):
     #   Q 2q and K 2*kv saved for QK^T, V 2*kv saved for scores x V,
     #   O-projection input (attention context) 2q                  MHA: 8h; GQA: 4q + 4kv
@@ -119,6 +116,9 @@ def layer_activation_bytes(
     # With GQA and tp > key/value heads, each rank holds one replicated K/V head.
     kv_local = hd if kv_heads < t else kv / t
     split = (4 * q) / t + 4 * kv_local + (4 * f if model.mlp == "plain" else 6 * f) / t
+    # An unfused SwiGLU (F.silu(g) * u) also keeps silu(g) for the multiply's backward: +2f.
+    if unfused_activation and model.mlp == "gated":
+        split += 2 * f / t
     # Attention scores, per query token and head (/t: heads are split over TP):
     #   softmax output 2*s_kv + dropout mask s_kv + dropout output 2*s_kv = 5*s_kv (GPT);
     #   without dropout only the softmax output, 2*s_kv.
@@ -140,7 +140,7 @@ def embedding_activation_bytes(model: ModelConfig, seq_len: int, micro_batch: in
     /t with SP. The embedding output itself is the first layer's input, counted there."""
     t = max(1, tp)
     tokens = micro_batch * seq_len / cp
-    return tokens * (model.hidden_size if model.bias else 0) / (t if sequence_parallel and t > 1 else 1)
+    return tokens * (model.hidden_size if has_dropout(model) else 0) / (t if sequence_parallel and t > 1 else 1)
 
 
 def head_activation_bytes(model: ModelConfig, seq_len: int, micro_batch: int, tp: int,
@@ -268,8 +268,13 @@ def estimate(plan: Any) -> MemoryReport:
     flash = bool(getattr(par, "flash_attention", True))
     sp = par.sequence_parallel and L.tp > 1
     release = "W" if sched.split_backward else "B"
-    per_layer = layer_activation_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, par.recompute, flash, L.cp)
-    full_layer = layer_activation_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, "none", flash, L.cp)
+    stack = s.stack
+    unfused = dict(unfused_norm=stack.norm == "unfused", unfused_activation=stack.activation == "unfused")
+    per_layer = layer_activation_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, par.recompute, flash, L.cp,
+                                       **unfused)
+    full_layer = layer_activation_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, "none", flash, L.cp,
+                                        **unfused)
+    workspace, fragmentation = stack.workspace_gib * GIB, stack.fragmentation
     emb = embedding_activation_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, L.cp)
     head = head_activation_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, L.cp)
     S = len(plan.stages)
@@ -303,12 +308,12 @@ def estimate(plan: Any) -> MemoryReport:
         out.append(StageMemory(
             rank=r, layers=sum(st.layers for st in mine), params=params, peak_in_flight=counts.get(r, 0),
             parameters=p, gradients=g, optimizer=o, activations=act, end_activations=ends,
-            transient=transient, workspace=WORKSPACE_BYTES, fragmentation=FRAGMENTATION * allocated,
+            transient=transient, workspace=workspace, fragmentation=fragmentation * allocated,
         ))
     assumptions = (
         f"mixed-precision Adam 2+{plan.grad_bytes}+12 B/param, ZeRO-{par.zero} over DP*CP = {shards}; activations per "
         f"Korthikanti et al. 2022 ({'FlashAttention' if flash else 'materialized scores'}, recompute "
-        f"{par.recompute}, SP {'on' if sp else 'off'}); {WORKSPACE_BYTES / GIB:.0f} GiB workspace + "
-        f"{100 * FRAGMENTATION:.0f}% fragmentation"
+        f"{par.recompute}, SP {'on' if sp else 'off'}); stack {stack.name}: {stack.workspace_gib:g} GiB workspace + "
+        f"{100 * stack.fragmentation:g}% fragmentation"
     )
     return MemoryReport(tuple(out), float(plan.device.memory_bytes), plan.device.name, assumptions)

@@ -1,0 +1,121 @@
+"""Software stacks: what the training framework does with the model, as data.
+
+A stack file (`stacks/NAME.toml`, chosen by `[cluster] stack = "NAME"` or a path) says which
+kernels the framework fuses, its host cost per kernel launch and per collective call, its
+FSDP hook cost, its optimizer implementation, its memory allowances and its sustained share
+of the device's kernel throughput, each with its source. Its `[defaults]` tables set
+scenario keys (attention kernel, overlaps, ...) that a scenario may still set itself.
+A scenario's own `[stack]` table overrides single stack values (`--set stack.launch_us=4`).
+
+Precedence, lowest first: dataclass defaults < stack `[defaults]` < scenario file < --set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from simtrain.scenario.errors import SimtrainError, bad
+from simtrain.scenario.fields import _suggest, parse_dataclass
+from simtrain.scenario.files import read_toml, resolve_path
+
+DEFAULT_STACK = "megatron-core"
+FUSION = ("fused", "unfused")
+
+
+@dataclass(frozen=True)
+class Stack:
+    name: str = DEFAULT_STACK
+    description: str = ""
+    source: str = ""  # where the stack's choices and constants come from
+    # Kernels (simtrain.workload.kernels): "fused" = one kernel per operator near streaming
+    # traffic (Apex/Transformer Engine/torch.compile); "unfused" = the eager PyTorch ops of a
+    # plain implementation (e.g. Hugging Face's LlamaRMSNorm: 7 kernels, fp32 intermediates).
+    norm: str = "fused"  # RMSNorm (LayerNorm is one kernel in every framework)
+    rope: str = "fused"  # rotary embedding on Q and K
+    activation: str = "fused"  # SwiGLU / bias-GELU in one kernel
+    bias_dropout_add: str = "fused"  # GPT-style bias + dropout + residual add in one kernel
+    softmax: str = "fused"  # unfused attention only: Megatron's scale-mask-softmax kernel
+    cross_entropy: str = "unfused"  # loss over the vocabulary: eager fp32 log-softmax or one fused kernel
+    # Host time per kernel launch, microseconds: eager PyTorch issues a tiny op every 6.9 us
+    # on the H200 host measured here (tools/kernels/README.md); CUDA graphs replay at 0.8 us.
+    # A pass whose GPU work is shorter than its launches is launch-bound (small models).
+    launch_us: float = 7.0
+    # Host and proxy overhead of one NCCL collective call beyond its transfer (launch,
+    # stream synchronisation, proxy thread), microseconds.
+    collective_us: float = 10.0
+    # PyTorch FSDP pre-forward / pre-backward / post-backward hooks, host microseconds per
+    # FSDP unit (one transformer layer) per pass; 0 for frameworks without FSDP hooks.
+    fsdp_unit_us: float = 0.0
+    # Optimizer kernels: "fused" (one multi-tensor kernel: Apex FusedAdam, torch fused=True,
+    # Megatron's distributed optimizer) or "foreach" (torch's default foreach AdamW: several
+    # passes over the states; 2.6x slower measured, tools/kernels/README.md).
+    optimizer: str = "fused"
+    # Share of the benchmarked kernel throughput (GEMMs, fused attention) this stack sustains
+    # in a full training step: the stack's kernel choices and tuning beyond what the kernel
+    # model knows. 1.0 = as measured in isolation.
+    sustained_fraction: float = 1.0
+    # Memory the framework does not allocate as tensors (GiB): the CUDA context with its
+    # module images (~0.5 GiB on Hopper), cuBLAS/cuBLASLt workspaces (32 MiB per handle and
+    # stream on Hopper, CUBLAS_WORKSPACE_CONFIG) and NCCL's per-communicator buffers
+    # (NCCL_BUFFSIZE = 4 MiB per channel per peer, NCCL docs, times the channels of every
+    # TP, CP, PP and DP communicator: of the order of 1 GiB). Default 2 GiB, assumed.
+    workspace_gib: float = 2.0
+    # PyTorch's caching allocator cannot compact, so reserved memory exceeds allocated
+    # memory: reported gaps range from a few percent to "up to 43%" with virtual pipelines
+    # and recomputation (STWeaver, arXiv:2507.16274). Default 5% of the allocated bytes, a
+    # typical steady-state gap with expandable segments.
+    fragmentation: float = 0.05
+
+
+STACK_CHOICES = {
+    "norm": FUSION, "rope": FUSION, "activation": FUSION, "bias_dropout_add": FUSION, "softmax": FUSION,
+    "cross_entropy": FUSION, "optimizer": ("fused", "foreach"),
+}
+POSITIVE = ("sustained_fraction",)
+NON_NEGATIVE = ("launch_us", "collective_us", "fsdp_unit_us", "workspace_gib", "fragmentation")
+
+
+def _check(stack: Stack, where: str) -> Stack:
+    for key, choices in STACK_CHOICES.items():
+        value = getattr(stack, key)
+        if value not in choices:
+            raise bad(f"{where}.{key}", value, "not a valid choice", f"use one of {', '.join(choices)}")
+    if not 0 < stack.sustained_fraction <= 1:
+        raise bad(f"{where}.sustained_fraction", stack.sustained_fraction, "must be in (0, 1]",
+                  "use e.g. 0.8 (1.0 = kernels as benchmarked in isolation)")
+    for key in NON_NEGATIVE:
+        if getattr(stack, key) < 0:
+            raise bad(f"{where}.{key}", getattr(stack, key), "must not be negative", f"use 0 or more")
+    if stack.fragmentation >= 1:
+        raise bad(f"{where}.fragmentation", stack.fragmentation, "must be below 1", "use e.g. 0.05 (5%)")
+    return stack
+
+
+def stack_names() -> list[str]:
+    from simtrain.scenario.files import catalog_dir
+    return sorted(p.stem for p in catalog_dir("stacks").glob("*.toml"))
+
+
+def load_stack_file(source: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], Path]:
+    """A stack file's own values and its [defaults] tables."""
+    path = resolve_path(source, "stacks", "stack", "cluster.stack")
+    data = read_toml(path, "cluster.stack")
+    defaults = data.pop("defaults", {})
+    if not isinstance(defaults, dict) or any(not isinstance(v, dict) for v in defaults.values()):
+        raise bad(f"{path.name} [defaults]", defaults, "expected tables of scenario keys",
+                  "write [defaults.parallel] followed by key = value lines")
+    data.setdefault("name", path.stem)
+    return data, defaults, path
+
+
+def build_stack(file_values: dict[str, Any], overrides: dict[str, Any], where: str) -> Stack:
+    """The stack with the scenario's own [stack] values applied over the file's."""
+    valid = [f.name for f in fields(Stack)]
+    for key in file_values:
+        if key not in valid:
+            raise SimtrainError(f"unknown key {key} = {file_values[key]!r} in stack {where!r}: {_suggest(key, valid)}")
+    stack = parse_dataclass(Stack, file_values, "stack")
+    stack = parse_dataclass(Stack, overrides, "stack", stack)
+    return _check(stack, "stack")

@@ -1,0 +1,159 @@
+"""Every kernel of one transformer layer, as Megatron-LM and PyTorch run it, for one
+micro-batch on one tensor-parallel rank: FLOPs, effective bytes, kernel launches and GPU
+time, and which parallelism shards it (Shoeybi et al. 2019 for TP; Korthikanti et al. 2022
+for sequence parallelism, which shards norms, dropout and residuals over TP ranks).
+
+Per layer (b = micro-batch, s = sequence on this CP rank, t = b*s tokens, t_sp = t/TP with
+sequence parallelism else t, h = hidden, f = FFN width / TP, heads and KV heads / TP):
+  segment 0 (attention block): norm (t_sp*h) -> QKV GEMM -> rotary (Q and K elements)
+      -> attention core -> O GEMM -> [TP collective] -> residual or bias-dropout-add (t_sp*h)
+  segment 1 (MLP block): norm -> up GEMM (gate+up for SwiGLU) -> activation (t*f)
+      -> down GEMM -> [TP collective] -> residual or bias-dropout-add
+The backward has each operator's backward kernels (input gradient) and, for GEMMs, a
+weight-gradient GEMM (its own phase, so zero-bubble schedules can defer it).
+Attention core: a fused kernel (measured curves per kernel, sequence length, head dim and
+mask) or, unfused as in Megatron-LM 2021, two batched GEMMs around a softmax over the full
+s x s scores (and a dropout on them for GPT-style models).
+Which memory-bound kernels are fused is the software stack's choice (scenario/stack.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from simtrain.hardware.devices import Device
+from simtrain.scenario.config import ParallelConfig
+from simtrain.scenario.models import ModelConfig, has_dropout
+from simtrain.scenario.stack import Stack
+from simtrain.workload.compute import attention_time, gemm_flops, gemm_time, op_time
+from simtrain.workload.kernels import mem_op
+
+PHASES = ("fwd", "bwd", "wgrad")
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str  # "qkv", "attention", "norm", ...
+    kind: str  # "gemm" | "attention" | "memory"
+    segment: int  # 0: attention block, 1: MLP block
+    phase: str  # "fwd", "bwd" (input gradient) or "wgrad" (weight gradient)
+    seconds: float  # GPU time
+    kernels: int  # launches
+    flops: float = 0.0  # executed FLOPs (GEMMs and attention)
+    nbytes: float = 0.0  # effective HBM bytes (memory-bound operators)
+    recompute: bool = False  # part of what selective recomputation runs again
+
+
+def _gemm(dev: Device, name: str, seg: int, m: int, n: int, k: int) -> list[Op]:
+    """Y[m,n] = X[m,k] W[k,n]: forward, input gradient dX = dY W^T, weight gradient dW = X^T dY."""
+    f = gemm_flops(m, n, k)
+    return [Op(name, "gemm", seg, "fwd", gemm_time(dev, m, n, k), 1, f),
+            Op(name, "gemm", seg, "bwd", gemm_time(dev, m, k, n), 1, f),
+            Op(name, "gemm", seg, "wgrad", gemm_time(dev, k, n, m), 1, f)]
+
+
+def _mem(dev: Device, name: str, seg: int, op: str, fused: bool, elements: float, recompute: bool = False) -> list[Op]:
+    out = []
+    for phase, backward in (("fwd", False), ("bwd", True)):
+        secs, kernels = op_time(dev, op, fused, elements, backward)
+        if kernels:
+            m = mem_op(op, fused)
+            out.append(Op(name, "memory", seg, phase, secs, kernels, 0.0,
+                          (m.bwd_bytes if backward else m.fwd_bytes) * elements, recompute))
+    return out
+
+
+def attention_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack, seq_len: int,
+                  document_length: int = 0) -> list[Op]:
+    """The attention core of one layer (segment 0)."""
+    b, hd, cp, tp = par.micro_batch, model.head_dim, par.cp, par.tp
+    s_local = seq_len // cp
+    heads = model.num_attention_heads // tp
+    # With documents of d tokens packed under a document mask (training.document_length) a
+    # token attends only its document (Llama 3 §3.2): a fused kernel runs per document.
+    attended = document_length if 0 < document_length < seq_len else seq_len
+    full = 4.0 * b * s_local * attended * hd * heads  # QK^T and AV, every query x key
+    if par.flash_attention:
+        executed = 0.5 * full  # causal: the kernels skip the masked half
+        blocks = b * heads * math.ceil(s_local / 128)
+        # Ring context parallelism (cp_algo "ring") runs the kernel once per K/V chunk that
+        # passes round the ring, each call over s/cp keys: the kernel's efficiency is that
+        # of the chunk length. All-gather CP (Llama 3) runs one call over all s keys.
+        kv_len = attended // cp if (cp > 1 and par.cp_algo == "ring") else attended
+        kw = dict(kernel=par.attention_kernel, seq=max(1, kv_len), head_dim=hd, causal=True, blocks=blocks)
+        return [Op("attention", "attention", 0, "fwd", attention_time(dev, executed, False, **kw), 1, executed),
+                # FlashAttention's backward recomputes the scores: 5 GEMM-like products vs 2 (x2.5)
+                Op("attention", "attention", 0, "bwd", attention_time(dev, 2.5 * executed, True, **kw), 1, 2.5 * executed)]
+    # Unfused: full s x s scores per head, batched GEMMs around softmax (and dropout).
+    n = b * heads
+    scores = float(n * s_local * seq_len)
+    bmm1, bmm2 = gemm_time(dev, s_local, seq_len, hd, batch=n), gemm_time(dev, s_local, hd, seq_len, batch=n)
+    f1, f2 = gemm_flops(s_local, seq_len, hd, n), gemm_flops(s_local, hd, seq_len, n)
+    ops = [Op("scores QK^T", "gemm", 0, "fwd", bmm1, 1, f1, recompute=True),
+           Op("context AV", "gemm", 0, "fwd", bmm2, 1, f2, recompute=True),
+           Op("scores QK^T", "gemm", 0, "bwd", 2 * bmm1, 2, 2 * f1),
+           Op("context AV", "gemm", 0, "bwd", 2 * bmm2, 2, 2 * f2)]
+    ops += _mem(dev, "softmax", 0, "softmax", stack.softmax == "fused", scores, recompute=True)
+    if has_dropout(model):  # GPT-style models train with attention dropout (Megatron default 0.1)
+        ops += _mem(dev, "attention dropout", 0, "attn_dropout", True, scores, recompute=True)
+    return ops
+
+
+def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack, seq_len: int,
+              document_length: int = 0) -> tuple[Op, ...]:
+    tp = par.tp
+    b, h, hd = par.micro_batch, model.hidden_size, model.head_dim
+    t = b * (seq_len // par.cp)  # tokens this rank processes
+    heads = model.num_attention_heads // tp
+    kv_heads = max(1, model.num_key_value_heads // tp)
+    ffn = model.intermediate_size // tp
+    t_sp = t // tp if (par.sequence_parallel and tp > 1) else t  # norms, dropout, residuals
+    norm = "rmsnorm" if model.norm == "rmsnorm" else "layernorm"
+    fused_norm = stack.norm == "fused"
+    # GPT-style: bias + dropout + residual add on each branch; else a plain residual add (a
+    # linear bias alone is added in the GEMM epilogue by cuBLAS and costs nothing extra)
+    resid = "bias_dropout_add" if has_dropout(model) else "residual"
+    fused_resid = stack.bias_dropout_add == "fused"
+    ops: list[Op] = []
+    # segment 0: attention block
+    ops += _mem(dev, "input norm", 0, norm, fused_norm, t_sp * h)
+    ops += _gemm(dev, "qkv", 0, t, (heads + 2 * kv_heads) * hd, h)
+    if model.position_embedding == "rope":
+        ops += _mem(dev, "rotary", 0, "rope", stack.rope == "fused", t * (heads + kv_heads) * hd)
+    ops += attention_ops(model, par, dev, stack, seq_len, document_length)
+    ops += _gemm(dev, "out proj", 0, t, h, heads * hd)
+    ops += _mem(dev, resid.replace("_", "-"), 0, resid, fused_resid, t_sp * h)
+    # segment 1: MLP block
+    ops += _mem(dev, "post-attn norm", 1, norm, fused_norm, t_sp * h)
+    ops += _gemm(dev, "mlp up", 1, t, (2 if model.mlp == "gated" else 1) * ffn, h)
+    act = "swiglu" if model.mlp == "gated" else ("bias_gelu" if model.bias else "gelu")
+    ops += _mem(dev, act.replace("_", "-"), 1, act, stack.activation == "fused", t * ffn)
+    ops += _gemm(dev, "mlp down", 1, t, h, ffn)
+    ops += _mem(dev, resid.replace("_", "-"), 1, resid, fused_resid, t_sp * h)
+    return tuple(ops)
+
+
+def head_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack, seq_len: int) -> tuple[Op, ...]:
+    """Last stage: final norm, output projection (vocab-parallel over TP), cross-entropy."""
+    t = par.micro_batch * seq_len // par.cp
+    t_sp = t // par.tp if (par.sequence_parallel and par.tp > 1) else t
+    v = model.vocab_size // par.tp
+    norm = "rmsnorm" if model.norm == "rmsnorm" else "layernorm"
+    return tuple(_mem(dev, "final norm", 1, norm, stack.norm == "fused", t_sp * model.hidden_size)
+                 + _gemm(dev, "output", 1, t, v, model.hidden_size)
+                 + _mem(dev, "cross-entropy", 1, "cross_entropy", stack.cross_entropy == "fused", t * v))
+
+
+def embed_ops(model: ModelConfig, par: ParallelConfig, dev: Device, seq_len: int) -> tuple[Op, ...]:
+    """First stage: token embedding lookup (and its gradient scatter-add)."""
+    t = par.micro_batch * seq_len // par.cp
+    return tuple(_mem(dev, "embedding", 0, "embedding", True, t * model.hidden_size))
+
+
+def seconds(ops: tuple[Op, ...] | list[Op], phase: str, segment: int | None = None) -> float:
+    return sum(o.seconds for o in ops if o.phase == phase and (segment is None or o.segment == segment))
+
+
+def kernels(ops: tuple[Op, ...] | list[Op], phase: str) -> int:
+    return sum(o.kernels for o in ops if o.phase == phase)
