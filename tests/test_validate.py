@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from simtrain.analysis.validate import ReferenceCase, load_reference, run_case, run_validation, select
+from simtrain.analysis.validation import ReferenceCase, load_reference, run_case, run_validation, select
 from simtrain.cli import main
 from simtrain.scenario.config import load_scenario
 from simtrain.scenario.errors import SimtrainError
@@ -101,14 +101,16 @@ def test_select() -> None:
 
 
 def test_quick_subset_error_stays_under_threshold(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["validate", "--only", "llama3-405b-8k", "--json"]) == 0
+    assert main(["validate", "--only", "llama3-405b-8k", "--json", "--mode", "zero-shot,calibrated"]) == 0
     out = json.loads(capsys.readouterr().out)
     (case,) = out["cases"]
     assert case["status"] == "ok"
     tf = next(c for c in case["comparisons"] if c["metric"] == "tflops_per_gpu")
     assert tf["published"] == 430.0
     assert abs(tf["error"]) <= THRESHOLDS["llama3-405b-8k"], tf
-    assert out["mape_percent"]["Llama 3 Table 4"]["cases"] == 1
+    # row 1 is the row the llama3-meta stack's constant was fitted on: a fit, not a prediction
+    assert "Llama 3 Table 4" not in out["mape_percent"]
+    assert out["modes"]["calibrated"]["fits"]["Llama 3 Table 4"]["case"] == "llama3-405b-8k"
     # the memory model puts the interleaved schedule ~3 GiB over an H100 (README: known gaps)
     assert case["simulated"]["memory"]["peak_memory_gib"] > 0
 
@@ -142,7 +144,7 @@ def test_nemo_scenarios_match_their_published_rows() -> None:
 
 def test_full_validation_stays_within_achieved_errors(capsys: pytest.CaptureFixture[str]) -> None:
     # thresholds set from what the simulator achieves (README "Validation and calibration")
-    assert main(["validate", "--json", "--quiet"]) in (0, 1)
+    assert main(["validate", "--json", "--quiet", "--mode", "zero-shot"]) in (0, 1)
     out = json.loads(capsys.readouterr().out)
     mape = out["mape_percent"]
     assert mape["Llama 3 Table 4"]["mape"] <= 2.0, mape  # achieved 0.4% (row 1 fitted)
@@ -158,3 +160,29 @@ def test_full_validation_stays_within_achieved_errors(capsys: pytest.CaptureFixt
     assert mape["Megatron-LM SC21 Table 2, ZeRO-3"]["mape"] <= 210.0, mape
     statuses = {c["case"]: c["status"] for c in out["cases"]}
     assert statuses["llama3-70b-tpu-v5p-fsdp"] == "ok" and statuses["llama3-70b-tpu-v5p-fsdp-tp4"] == "ok"
+
+
+def test_calibrated_and_leave_one_source_out_readings() -> None:
+    # two sources, a few rows each: calibration fits each source's constant on its flagged
+    # row (NeMo: the GPT-3 175B run the megatron-core stack was fitted on), which then
+    # reproduces that row and is left out of the calibrated error; leave-one-source-out
+    # predicts each source with the other source's fitted fraction
+    from simtrain.analysis.validation.modes import summary
+
+    names = ("nemo-8b-8", "nemo-gpt3-175b-128", "megatron-sc21-gpt-1.7b", "megatron-sc21-gpt-3.6b")
+    cases = tuple(c for c in load_reference() if c.name in names)
+    report = run_validation(cases, modes=("zero-shot", "calibrated", "loso"))
+    cal, loso = report.modes["calibrated"], report.modes["loso"]
+    nemo, sc21 = "NVIDIA DGX Cloud, NeMo 24.09", "Megatron-LM SC21 Table 1"
+    assert cal.fits[nemo].case == "nemo-gpt3-175b-128"
+    assert cal.fits[sc21].case == "megatron-sc21-gpt-1.7b"  # no flagged row: the first
+    fitted_row = next(r for r in cal.results if r.case.name == "nemo-gpt3-175b-128")
+    assert abs(fitted_row.primary.error) < 0.002 and cal.excluded(fitted_row)
+    assert cal.mape_by_group()[nemo][1] == 1  # only nemo-8b-8 is a prediction
+    assert loso.fraction_used[nemo] == pytest.approx(cal.fits[sc21].fraction, rel=1e-12)
+    assert loso.fraction_used[sc21] == pytest.approx(cal.fits[nemo].fraction, rel=1e-12)
+    assert loso.mape_by_group()[nemo][1] == 2  # no constant of its own: both rows are predictions
+    # zero-shot leaves out the row the catalog constant was fitted on
+    assert report.mape_by_group()[nemo][1] == 1
+    s = summary(report.modes)
+    assert set(s) == {"zero-shot", "calibrated", "loso"} and s["loso"]["rows"] == 4

@@ -31,12 +31,13 @@ NEMO = "NVIDIA DGX Cloud, NeMo 24.09"
 # copy; file names with a "/" are read relative to tools/ instead of the calibration folder.
 NEMO_CSV = "published/nvidia_dgxc_nemo_2409.csv"
 PALM = "PaLM 540B on TPU v4 (Chowdhery et al. 2022)"
-NEMO_NOTE = ("NeMo's stack: cluster.sustained_fraction = 0.74, fitted on this case alone; "
+NEMO_NOTE = ("stack megatron-core: its sustained_fraction is fitted on this case alone; "
              "the other NeMo cases are predictions")
 
 # (case = scenario name, CSV file, 1-based data row, group, extra fields)
 CASES: list[tuple[str, str, int, str, dict]] = [
-    ("llama3-405b-8k", "llama3_table4.csv", 1, LLAMA, {}),
+    ("llama3-405b-8k", "llama3_table4.csv", 1, LLAMA,
+     {"fitted": "stacks/llama3-meta.toml sustained_fraction", "calibration_row": True}),
     ("llama3-405b-16k", "llama3_table4.csv", 2, LLAMA, {}),
     ("llama3-405b-128k", "llama3_table4.csv", 3, LLAMA,
      {"note": "simulated with DP8: the printed DP4 is inconsistent with 16,384 GPUs and 16M tokens"}),
@@ -52,7 +53,9 @@ CASES: list[tuple[str, str, int, str, dict]] = [
                              "530b-ptdp-1120", "530b-ptdp-2240"])],
     # NVIDIA's published NeMo 24.09 H100 runs: step time is the measurement compared (the
     # READMEs' MFU formulas differ slightly from the PaLM convention, see the CSV's notes)
-    *[(f"nemo-{c}", NEMO_CSV, i + 1, NEMO, {"note": NEMO_NOTE} if c == "gpt3-175b-128" else {})
+    *[(f"nemo-{c}", NEMO_CSV, i + 1, NEMO,
+       {"note": NEMO_NOTE, "fitted": "stacks/megatron-core.toml sustained_fraction", "calibration_row": True}
+       if c == "gpt3-175b-128" else {})
       for i, c in enumerate(["8b-8", "8b-128", "70b-64", "70b-512", "70b-2048", "405b-576", "405b-2304",
                              "gpt3-175b-128", "gpt3-175b-2048", "nemotron4-15b-16", "nemotron4-15b-64",
                              "nemotron4-15b-2048"])],
@@ -90,6 +93,8 @@ def _basis(row: dict[str, str]) -> str:
 
 
 def _toml_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
     if isinstance(v, str):
         return json.dumps(v, ensure_ascii=False)
     return repr(v)

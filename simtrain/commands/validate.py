@@ -21,17 +21,29 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--max-error", type=float, metavar="PCT",
                    help="exit with status 1 if any source's mean absolute percentage error exceeds PCT")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--mode", default="all", metavar="MODES",
+                   help="comma-separated readings: zero-shot (catalog stacks as shipped; rows a catalog constant was "
+                        "fitted on are left out), calibrated (each source's stack fitted on one of its runs), loso "
+                        "(each source predicted with constants fitted on the other sources); default all")
     p.add_argument("--list", action="store_true", help="list the reference cases and exit")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     from simtrain.analysis.report import dumps
-    from simtrain.analysis.validate import load_reference, run_validation, select
+    from simtrain.analysis.validation import load_reference, run_validation, select
     from simtrain.scenario.errors import SimtrainError
 
     if args.max_error is not None and not args.max_error >= 0:  # also refuses nan
         raise SimtrainError(f"--max-error {args.max_error}: must be zero or positive; give a percentage such as 15")
+    from simtrain.analysis.validation import MODES
+
+    modes = MODES if args.mode == "all" else tuple(m.strip() for m in args.mode.split(","))
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise SimtrainError(f"--mode {args.mode!r}: unknown reading {unknown[0]!r}; use all or a comma list of {', '.join(MODES)}")
+    if "zero-shot" not in modes:
+        modes = ("zero-shot",) + modes  # the other readings start from its results
     cases = select(load_reference(args.reference), args.only)
     if args.list:
         for c in cases:
@@ -39,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
                 pub = "must be refused (inconsistent as printed)"
             elif c.tflops_per_gpu:
                 pub = f"{c.tflops_per_gpu:g} TFLOP/s ({c.basis})"
+            elif c.step_time_s:
+                pub = f"step {c.step_time_s:g} s"
             else:
                 pub = f"claim: {c.expect}"
             print(f"{c.name:<32} {c.group:<28} {pub}")
@@ -52,7 +66,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f" {result.status} ({result.wall_s:.1f} s)", file=sys.stderr, flush=True)
 
-    report = run_validation(cases, progress)
+    def mode_progress(text: str) -> None:
+        if not args.quiet:
+            print(f"validate: {text}", file=sys.stderr, flush=True)
+
+    report = run_validation(cases, progress, modes=modes, mode_progress=mode_progress)
     print(dumps(report.to_json()) if args.json else report.text())
     if report.has_errors:
         return 1

@@ -54,7 +54,8 @@ class Stack:
     optimizer: str = "fused"
     # Share of the benchmarked kernel throughput (GEMMs, fused attention) this stack sustains
     # in a full training step: the stack's kernel choices and tuning beyond what the kernel
-    # model knows. 1.0 = as measured in isolation.
+    # model knows. 1.0 = as measured in isolation; a calibration may find more than 1 when
+    # the kernel model is pessimistic for this stack (at most 2).
     sustained_fraction: float = 1.0
     # Memory the framework does not allocate as tensors (GiB): the CUDA context with its
     # module images (~0.5 GiB on Hopper), cuBLAS/cuBLASLt workspaces (32 MiB per handle and
@@ -82,9 +83,9 @@ def _check(stack: Stack, where: str) -> Stack:
         value = getattr(stack, key)
         if value not in choices:
             raise bad(f"{where}.{key}", value, "not a valid choice", f"use one of {', '.join(choices)}")
-    if not 0 < stack.sustained_fraction <= 1:
-        raise bad(f"{where}.sustained_fraction", stack.sustained_fraction, "must be in (0, 1]",
-                  "use e.g. 0.8 (1.0 = kernels as benchmarked in isolation)")
+    if not 0 < stack.sustained_fraction <= 2:
+        raise bad(f"{where}.sustained_fraction", stack.sustained_fraction, "must be in (0, 2]",
+                  "use e.g. 0.8 (1.0 = kernels as benchmarked in isolation; above 1 only from a calibration)")
     for key in NON_NEGATIVE:
         if getattr(stack, key) < 0:
             raise bad(f"{where}.{key}", getattr(stack, key), "must not be negative", f"use 0 or more")
