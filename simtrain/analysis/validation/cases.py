@@ -29,7 +29,7 @@ from simtrain.scenario.files import PACKAGE_DIR
 
 REFERENCE_PATH = PACKAGE_DIR / "data" / "reference.toml"
 BASES = ("model", "megatron-hfu", "step")
-CLAIMS = ("communication-bound", "compute-bound")
+CLAIMS = ("communication-bound", "compute-bound", "out-of-memory", "fits-in-memory")
 NUMERIC = ("tflops_per_gpu", "mfu", "hfu", "step_time_s")
 FLAGS = ("calibration_row",)
 

@@ -71,6 +71,23 @@ class CaseResult:
         }
 
 
+MEMORY_CLAIMS = ("out-of-memory", "fits-in-memory")
+
+
+def _memory_claim(case: ReferenceCase, scenario, t0: float) -> CaseResult:
+    """A run that was published as out of memory (or as having run): the memory estimate,
+    without simulating, must agree."""
+    from simtrain.engine.plan import make_plan
+    from simtrain.workload.memory import estimate
+
+    mem = estimate(make_plan(scenario))
+    got = "fits-in-memory" if mem.fits_in_memory else "out-of-memory"
+    reason = f"claim {case.expect}; estimate {mem.peak_memory_gib:.1f} of {mem.capacity_gib:.1f} GiB: {got}"
+    simulated = {"memory": {"peak_memory_gib": mem.peak_memory_gib, "capacity_gib": mem.capacity_gib,
+                            "fits_in_memory": mem.fits_in_memory}}
+    return CaseResult(case, "ok" if got == case.expect else "failed", reason, (), simulated, time.perf_counter() - t0)
+
+
 def _comm_share(breakdown: dict[str, float], step: float) -> float:
     return sum(breakdown.get(k, 0.0) for k in ("tp", "cp", "pp", "dp")) / step if step > 0 else 0.0
 
@@ -86,6 +103,8 @@ def run_case(case: ReferenceCase, overrides: tuple[str, ...] = ()) -> CaseResult
     try:
         scenario = case_scenario(case, overrides)
         make_layout(scenario)  # layout consistency first: it is the most basic refusal
+        if case.expect in MEMORY_CLAIMS:
+            return _memory_claim(case, scenario, t0)
         result = simulate(scenario)
     except SimtrainError as e:
         msg = str(e).splitlines()[0]
