@@ -12,7 +12,7 @@ import sys
 
 from simtrain.scenario.errors import SimtrainError
 
-COMMANDS = ["run", "schedules", "topology", "collective", "validate", "compare", "sweep", "search"]
+COMMANDS = ["run", "schedules", "topology", "collective", "validate", "calibrate", "compare", "sweep", "search"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,7 +50,7 @@ class Engine(Primitives):
         self.env = simpy.Environment()
         eng = plan.scenario.engine
         self.net = FlowNetwork(self.env, plan.topology, free=eng.comm == "free")
-        self.comm = Comm(self.net, plan.topology, eng.collective_algo)
+        self.comm = Comm(self.net, plan.topology, eng.collective_algo, plan.scenario.stack.collective_us * 1e-6)
         self.records: list[Record] = []
         self.arrivals: dict[Hashable, simpy.Event] = {}
         self.send_start: dict[Hashable, float] = {}

@@ -44,8 +44,11 @@ class NetPhase:
 
 
 class Comm:
-    def __init__(self, net: FlowNetwork, topo: Topology, algo: str = "auto"):
+    def __init__(self, net: FlowNetwork, topo: Topology, algo: str = "auto", call_latency_s: float = 0.0):
         self.net, self.topo, self.algo = net, topo, algo
+        # fixed cost of one collective or send/recv call beyond its transfer (NCCL kernel
+        # launch, stream synchronisation, proxy thread): the software stack's collective_us
+        self.call_latency_s = call_latency_s
         self._cache: dict[Hashable, tuple[str, list[NetPhase]]] = {}
         self._shapes: dict[Hashable, list[tuple[Hashable, float, float]]] = {}
         self._loads: dict[Hashable, dict] = {}  # bundle key -> link load, shared by forks
@@ -55,7 +58,7 @@ class Comm:
     def fork(self, net: FlowNetwork) -> "Comm":
         """A Comm on another flow network (e.g. a fresh simpy Environment) that reuses the
         phase shapes and link loads computed so far instead of routing them again."""
-        other = Comm(net, self.topo, self.algo)
+        other = Comm(net, self.topo, self.algo, self.call_latency_s)
         other._shapes, other._loads, other._solo = dict(self._shapes), dict(self._loads), dict(self._solo)
         other._pair_loads = dict(self._pair_loads)
         for key, load in self._loads.items():
@@ -87,7 +90,7 @@ class Comm:
         """Idle-network time of a shape at `size` bytes (the tuner's prediction)."""
         if self.net.free:
             return 0.0
-        t = 0.0
+        t = self.call_latency_s
         for k, f, lat in shape:
             t += lat + (f * size / self._solo[k] if self._loads[k] and size > 0 else 0.0)
         return t
@@ -137,7 +140,8 @@ class Comm:
             algo = best[1] if best else "ring"
         shape = self._shape(op, algo, group, copies)
         self._register(shape)
-        phases = [NetPhase(k, f * size, lat) for k, f, lat in shape]
+        phases = [NetPhase(k, f * size, lat + (self.call_latency_s if i == 0 and not self.net.free else 0.0))
+                  for i, (k, f, lat) in enumerate(shape)]
         self._cache[ckey] = (algo, phases)
         return algo, phases
 

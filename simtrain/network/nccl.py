@@ -29,6 +29,7 @@ from simtrain.network import collectives as coll
 from simtrain.network.comm import Comm
 from simtrain.network.flows import FlowNetwork
 from simtrain.scenario.errors import SimtrainError, bad
+from simtrain.scenario.stack import Stack
 from simtrain.scenario.units import parse_size
 
 GB = 1e9  # nccl-tests' GB/s
@@ -92,10 +93,13 @@ class CollectiveBench:
             raise bad("--gpus", n, f"all-to-all over more than {MAX_ALL_TO_ALL} devices is n(n-1) flows, too many to route here", f"use --gpus {MAX_ALL_TO_ALL} or fewer")
         self.topo, self.op, self.n, self.algo = topo, op, n, algo
         self.group = tuple(range(n))
-        self._base = Comm(FlowNetwork(simpy.Environment(), topo), topo, algo)
+        # every call pays NCCL's fixed per-call cost, as the default software stack states it
+        self.call_latency_s = Stack().collective_us * 1e-6
+        self._base = Comm(FlowNetwork(simpy.Environment(), topo), topo, algo, self.call_latency_s)
         if op == "send-recv":
             ph = coll.Phase(coll._ring_pairs(self.group), 1.0, 1)
-            self._sendrecv = (("nccl-sendrecv", n), coll.phase_load(ph, topo), coll.phase_latency(ph, topo))
+            self._sendrecv = (("nccl-sendrecv", n), coll.phase_load(ph, topo),
+                              coll.phase_latency(ph, topo) + self.call_latency_s)
         else:
             self._base.prepare(op, self.group)
 
