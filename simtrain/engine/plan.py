@@ -10,6 +10,7 @@ collectives carry the traffic of every identical group; in per-rank mode every d
 from __future__ import annotations
 
 import dataclasses
+from statistics import NormalDist
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,8 +130,15 @@ def make_plan(s: Scenario) -> Plan:
         raise bad("cluster.gpus", L.world, f"topology {topo.name!r} has only {topo.num_gpus} devices", "use fewer GPUs or a larger topology")
     if s.parallel.flash_attention:
         check_attention_kernel(topo.device.name, FAMILY.get(topo.device.name, ""), s.parallel.attention_kernel)
-    # the software stack's sustained share of the device's kernel throughput
-    dev = dataclasses.replace(topo.device, sustained_fraction=topo.device.sustained_fraction * s.stack.sustained_fraction)
+    # the software stack's sustained share of the device's kernel throughput, and the pace of
+    # the slowest of the job's devices (fleet speed variation; explicit per-device factors
+    # from [whatif] random_slowdown_sigma replace it)
+    if not 0 <= s.cluster.gpu_speed_sigma < 0.5:
+        raise bad("cluster.gpu_speed_sigma", s.cluster.gpu_speed_sigma, "must be in [0, 0.5)",
+                  "use e.g. 0.011 (1.1% device-to-device speed variation) or 0 to turn it off")
+    slowest = slowest_of(L.world, s.cluster.gpu_speed_sigma) if not s.whatif.random_slowdown_sigma else 1.0
+    dev = dataclasses.replace(topo.device, sustained_fraction=topo.device.sustained_fraction * s.stack.sustained_fraction / slowest,
+                              memory_efficiency=topo.device.memory_efficiency / slowest)
     m = s.model
     ms = stats(m, s.training.seq_len, s.training.document_length)
     S = L.pp * L.vp
@@ -162,6 +170,15 @@ def make_plan(s: Scenario) -> Plan:
     p2p = s.parallel.micro_batch * (s.training.seq_len // L.cp) * m.hidden_size * 2 / L.tp
     return Plan(s, L, topo, dev, ms, schedule, tuple(stages), simulated, symmetric, float(p2p), grad_bytes, opt,
                 whatif.device_factors(s.whatif, L.world))
+
+
+def slowest_of(n: int, sigma: float) -> float:
+    """Expected compute-time factor of the slowest of n devices whose speeds vary with
+    relative standard deviation sigma: 1 + sigma * E[max of n standard normals], with Blom's
+    approximation E[max] = Phi^-1((n - 0.375) / (n + 0.25)) (exact to ~1% for n >= 2; 0 for n = 1)."""
+    if sigma <= 0 or n <= 1:
+        return 1.0
+    return 1.0 + sigma * NormalDist().inv_cdf((n - 0.375) / (n + 0.25))
 
 
 def check_supported(s: Scenario) -> None:

@@ -24,6 +24,16 @@ class ClusterConfig:
     topology: str = "dgx-h100"  # file in topologies/ (without .toml) or a path
     gpus: int = 0  # 0: tp * cp * pp * dp
     device: str = ""  # override the topology's device type
+    # Device-to-device speed variation of the fleet: relative standard deviation of the
+    # sustained compute speed of identical GPUs. A synchronous step runs at the pace of the
+    # slowest of its N devices, whose expected slowdown is sigma * E[max of N standard
+    # normals] (Blom's approximation): +1.6% at 8 GPUs, +4% at 8,192 with the default.
+    # 0.011: Sinha et al. 2022 (SC22, "Not All GPUs Are Created Equal", arXiv:2208.11035)
+    # measured 8% average performance variation (range across the GPUs of a cluster,
+    # thousands of identical GPUs) on Summit, Vortex, Frontera, Longhorn and Corona; for
+    # N ~ 1,000-27,000 the expected range of a normal sample is ~7 sigma: sigma ~ 8%/7.
+    # 0 turns it off; [whatif] random_slowdown_sigma draws explicit per-device factors instead.
+    gpu_speed_sigma: float = 0.011
     # Software stack: a file in stacks/ (without .toml) or a path; "" = the default stack
     # (simtrain.scenario.stack.DEFAULT_STACK). Its values can be overridden in [stack].
     stack: str = ""
