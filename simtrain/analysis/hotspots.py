@@ -80,7 +80,9 @@ def critical_path(engine: Engine, result: Result) -> dict:
             per_kind["idle"] = per_kind.get("idle", 0.0) + t - r.end
             t = r.end
             continue
-        cause = engine.waited_on.get((dev, r.end)) if r.kind in ("bubble", "pp", "tp") else None
+        # a wait (its last piece may be attributed to the communication that held up the
+        # sender: simtrain.analysis.attribution) ends where the engine noted whom it waited for
+        cause = engine.waited_on.get((dev, r.end)) if r.kind in ("bubble", "pp", "tp", "dp", "cp") else None
         if cause is not None and cause[0] != dev:
             sender, sent = cause
             # the transfer itself (send -> arrival) stays on the path as communication

@@ -80,6 +80,17 @@ class Plan:
     def tokens_per_step(self) -> int:
         return self.layout.global_batch * self.scenario.training.seq_len
 
+    def peer(self, dev: int, stage: int) -> int:
+        """The device holding virtual stage `stage` that `dev` exchanges activations and
+        gradients with (the engine's pipeline neighbour; in symmetric mode that stage's
+        representative)."""
+        L = self.layout
+        rank = self.schedule.placement[stage]
+        if self.symmetric:
+            return L.rank(Coord(0, rank, 0, 0))
+        c = L.coord(dev)
+        return L.rank(Coord(c.dp, rank, c.cp, c.tp))
+
     def copies(self, kind: str, pp: int) -> tuple[int, ...]:
         """Rank offsets of the groups that mirror the representative's `kind` group."""
         key = (kind, pp)
