@@ -18,6 +18,8 @@ PART_NAMES = {
     "bubble": "pipeline bubble",
 }
 
+TRAFFIC = {"tp": "TP", "cp": "CP", "pp": "PP sends", "dp": "DP/FSDP", "other": "other"}
+
 
 def text_report(r: Result) -> str:
     plan = r.extra.get("plan")
@@ -76,6 +78,15 @@ def text_report(r: Result) -> str:
         devs = ", ".join(f"rank {d['rank']} (pp{d['pp']}) {d['seconds']:.2f} s" for d in cp["devices"][:3])
         kinds = ", ".join(f"{k} {v:.2f} s" for k, v in list(cp["by_kind"].items())[:4])
         lines.append(f"  critical path: {devs}; by kind: {kinds}")
+    lost = hs.get("contention") or {}
+    shown = [(d, v) for d, v in lost.items() if v["seconds"] >= 1e-4 * r.step_time_s]
+    if shown:
+        parts = []
+        for d, v in shown[:4]:
+            who = "/".join(TRAFFIC.get(o, o) for o in v["shared_with"])
+            where = "/".join(v["link_kinds"])
+            parts.append(f"{TRAFFIC.get(d, d)} {v['seconds']:.3f} s" + (f" (sharing {where} with {who})" if who else ""))
+        lines.append("  contention: time transfers took beyond their idle-link time: " + ", ".join(parts))
     if bl:
         alike = f" (and {bl['links_alike'] - 1} alike)" if bl["links_alike"] > 1 else ""
         lines.append(f"  busiest link: {bl['link']}{alike}, {bl['kind']}, busy {100 * bl['utilization']:.0f}% of the step")

@@ -33,15 +33,17 @@ _seq = attrgetter("seq")
 
 
 class _Bundle:
-    __slots__ = ("key", "remaining", "rate", "updated", "event", "version", "classes", "seq")
+    __slots__ = ("key", "remaining", "rate", "updated", "event", "version", "classes", "seq", "started", "nbytes")
     _next = itertools.count()
 
     def __init__(self, key: Hashable, nbytes: float, event: simpy.Event, now: float, classes):
         self.seq = next(_Bundle._next)  # start order: sets of bundles are visited in it (deterministic runs)
         self.key = key
         self.remaining = nbytes
+        self.nbytes = nbytes
         self.rate = 0.0
         self.updated = now
+        self.started = now
         self.event = event
         self.version = 0
         self.classes = classes  # list of (class id, multiplicity)
@@ -66,6 +68,9 @@ class FlowNetwork:
         self.bytes_moved = 0.0
         self.transfers = 0
         self.link_busy: dict[int, float] = defaultdict(float)  # class id -> byte-seconds carried
+        # bundle type -> seconds its transfers took beyond their idle-network time (link
+        # sharing with other traffic); hotspots reports it per parallel dimension
+        self.contention: dict[Hashable, float] = {}
 
     # ---- registration ---------------------------------------------------------------
     def register(self, key: Hashable, load: dict[Link, float]) -> None:
@@ -219,6 +224,10 @@ class FlowNetwork:
                 return
             self._advance([b])
             self.active.discard(b)
+            caps = self._class_capacity
+            extra = self.env.now - b.started - b.nbytes / min(caps[cid] / m for cid, m in b.classes)
+            if extra > 1e-12:
+                self.contention[b.key] = self.contention.get(b.key, 0.0) + extra
             neighbours: set[_Bundle] = set()
             for cid, _ in b.classes:
                 users = self._users[cid]
