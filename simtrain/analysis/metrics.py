@@ -47,8 +47,12 @@ class Result:
     records: list[Record] = field(default_factory=list, repr=False)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    # Wall-clock figures differ from run to run; the JSON leaves them out so that two runs of
+    # one scenario print the same bytes (`simtrain run --json` writes them to stderr).
+    TIMING = ("wall_time_s", "engine_run_s")
+
     def to_json(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k not in ("records",)}
+        out = {k: v for k, v in self.__dict__.items() if k not in ("records",) + self.TIMING}
         return out
 
 

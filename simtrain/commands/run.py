@@ -97,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
             from simtrain.analysis.ops_table import ops_json
 
             report["ops"] = ops_json(plan)
-        print(dumps(report))
+        print(dumps(report))  # deterministic: the wall-clock figures go to stderr
+        print(f"simtrain: simulated in {result.wall_time_s:.2f} s wall time (event loop {result.engine_run_s:.2f} s)",
+              file=sys.stderr)
     else:
         print(text_report(result))
         if args.ops:
