@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if args.overrides and not args.scenario:
         raise SimtrainError(f"--set {args.overrides[0]!r}: has no effect without --scenario; add --scenario or drop --set")
     from simtrain import schedule as sched
-    from simtrain.schedule.explore import bubble_curves, explore, format_table
+    from simtrain.schedule.explore import BubbleCurves, bubble_curves, explore, format_table
 
     if args.pp < 1 or args.vp < 1:
         raise SimtrainError(f"--pp {args.pp} / --vp {args.vp}: must be at least 1; pass positive whole numbers")
@@ -115,7 +115,16 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         from simtrain.plots.schedules import plot_bubble_vs_microbatches
 
-        plot_bubble_vs_microbatches(bubble_curves(args.pp, args.vp, args.microbatches, names, params), args.plot)
+        curves = bubble_curves(args.pp, args.vp, args.microbatches, names, params)
+        if args.scenario:  # the values the table's second part shows: simulated with the scenario's costs
+            series = {f"{r.schedule} (vp={r.vp})": [] for r in rows}
+            for r in rows:
+                if (r.schedule, r.microbatches) in real:
+                    series[f"{r.schedule} (vp={r.vp})"].append(
+                        (r.microbatches, real[(r.schedule, r.microbatches)]["simulated_bubble_fraction"]))
+            curves = BubbleCurves(args.pp, args.vp, series, tuple(args.microbatches),
+                                  f"simulated with {args.scenario}'s costs")
+        plot_bubble_vs_microbatches(curves, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
