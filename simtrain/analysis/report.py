@@ -96,7 +96,7 @@ def text_report(r: Result) -> str:
 
 def json_report(r: Result) -> dict[str, Any]:
     out = r.to_json()
-    extra = {k: v for k, v in out.pop("extra", {}).items() if k != "plan"}
+    extra = {k: v for k, v in out.pop("extra", {}).items() if k != "plan" and not k.startswith("_")}
     out.update(extra)
     return out
 

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario, scenario_overrides(args))
     meter = None if args.no_progress or not sys.stderr.isatty() else _ProgressLine()
     try:
-        result = simulate(scenario, progress=meter)
+        result = simulate(scenario, progress=meter, link_series=bool(args.trace))
     finally:
         if meter is not None:
             meter.close()
@@ -90,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     if args.trace:
         from simtrain.analysis.trace import write_trace
 
-        _write(lambda: write_trace(args.trace, result.records, names, {"scenario": result.scenario}), "--trace", args.trace)
+        _write(lambda: write_trace(args.trace, plan, result.records, names, {"scenario": result.scenario},
+                                   result.extra.get("_link_series")), "--trace", args.trace)
     if args.json:
         report = json_report(result)
         if args.ops:
