@@ -2,16 +2,17 @@
 
 The engine records a device's wait for a pipeline neighbour as `bubble` until the
 neighbour starts sending and as `pp` while the transfer is in flight. But the neighbour
-may have started late because it was itself blocked on communication: waiting for its
-data-parallel reduce-scatter, for FSDP's parameter all-gathers, for a TP collective. That
-time is not a pipeline bubble (it would not be there with free communication); it is
+may have started late because it was itself stalled on the data-parallel stream: waiting
+for its reduce-scatter or for FSDP's parameter all-gathers. That time is not a pipeline
+bubble (it would not be there with free communication); it is
 exposed communication that the pipeline propagated downstream.
 
 `attribute_waits` splits every `wait ...` bubble record by what the sender's main stream
 was doing over the same interval, in the sender's own (already attributed) terms:
 
-    sender computing (F, B, W, R, optimizer) or idle    -> bubble (a true pipeline wait)
-    sender waiting on TP, CP, PP or DP communication    -> tp, cp, pp, dp
+    sender waiting on DP/FSDP communication             -> dp
+    sender computing (with its TP/CP collectives and    -> bubble (a pipeline wait)
+      receives, part of every stage's work) or idle
     sender itself in an attributed wait                 -> whatever that wait became
 
 Waits are processed in order of their end: the sender's records over [start, end] all
@@ -40,10 +41,15 @@ from simtrain.scenario.layout import Coord
 from simtrain.schedule.validate import evaluate
 
 COMM_PARTS = ("tp", "cp", "pp", "dp")
+# What a wait is blamed on: only stalls on the data-parallel stream (FSDP gathers, a DP
+# reduction the sender waited for). TP and CP collectives and the sender's own receives are
+# part of every stage's work, as in the classic bubble analysis; what they add beyond the
+# free-communication bubble is moved by `bound_bubble`.
+BLAMED = ("dp",)
 
 
 def _blame_kind(kind: str) -> str:
-    return kind if kind in COMM_PARTS else "bubble"
+    return kind if kind in BLAMED else "bubble"
 
 
 def _sender_stage(r: Record) -> int | None:
