@@ -87,6 +87,12 @@ def text_report(r: Result) -> str:
             where = "/".join(v["link_kinds"])
             parts.append(f"{TRAFFIC.get(d, d)} {v['seconds']:.3f} s" + (f" (sharing {where} with {who})" if who else ""))
         lines.append("  contention: time transfers took beyond their idle-link time: " + ", ".join(parts))
+        d = max((d for d, _ in shown), key=lambda k: r.breakdown.get(k, 0.0))
+        exposed = r.breakdown.get(d, 0.0) / r.step_time_s if r.step_time_s else 0.0
+        if exposed > 0.5:  # a communication-bound step: why a faster device may not help
+            lines.append(f"    the step is bound by {TRAFFIC.get(d, d)} traffic (exposed {100 * exposed:.0f}% of it): "
+                         "what it loses to link sharing lengthens the step, and faster compute, bringing the "
+                         "other traffic closer, can add to that")
     if bl:
         alike = f" (and {bl['links_alike'] - 1} alike)" if bl["links_alike"] > 1 else ""
         lines.append(f"  busiest link: {bl['link']}{alike}, {bl['kind']}, busy {100 * bl['utilization']:.0f}% of the step")
