@@ -2,8 +2,8 @@
 and then the report names it.
 
 nemotron4-15b on dgx-h200, TP4 PP1 DP4, FSDP (zero 3), gpipe, gradient reduction after the
-backward and exposed TP (the case a user reported): raising `cluster.sustained_fraction`
-0.75 -> 1.0 shrinks compute but lengthens the step by a couple of milliseconds. The cause
+backward and exposed TP (the case a user reported): raising `stack.sustained_fraction`
+0.85 -> 1.0 shrinks compute but lengthens the step by a couple of milliseconds. The cause
 is real in the model, not an artifact of how flows start or are re-shared: the step is
 bounded by the serial FSDP stream (~96% of it); its reduce-scatters run hierarchically,
 first over NVLink inside each node, where the exposed TP collectives also run. With
@@ -35,7 +35,7 @@ def _contention(r) -> float:
 
 
 def _sweep(ov: list[str]):
-    return [simulate(load_scenario(None, ov + [f"cluster.sustained_fraction={f}"])) for f in FRACTIONS]
+    return [simulate(load_scenario(None, ov + [f"stack.sustained_fraction={f}"])) for f in FRACTIONS]
 
 
 @pytest.mark.parametrize("ov", [NEMOTRON, SMALL_8B, SMALL_8B + ["parallel.zero=3", 'cluster.topology="example-classic-2to1"']],
@@ -58,7 +58,7 @@ def test_without_the_shared_links_the_step_shrinks_with_a_faster_device(extra):
 
 
 def test_the_reported_case_names_contention_on_nvlink_between_tp_and_dp():
-    slow, fast = (simulate(load_scenario(None, NEMOTRON + [f"cluster.sustained_fraction={f}"])) for f in (0.75, 1.0))
+    slow, fast = (simulate(load_scenario(None, NEMOTRON + [f"stack.sustained_fraction={f}"])) for f in (0.75, 1.0))
     assert fast.step_time_s > slow.step_time_s  # the user's observation holds in the model ...
     lost = fast.extra["hotspots"]["contention"]
     assert lost["dp"]["shared_with"] == ["tp"] and lost["dp"]["link_kinds"] == ["nvlink"]
