@@ -35,3 +35,9 @@ def test_sweep_benchmark_quick(capsys):
     bench = _load("sweep_bench")
     assert bench.main(["--quick"]) in (0, None)
     assert "layouts/min" in capsys.readouterr().out
+
+
+def test_plots_benchmark_quick(capsys):
+    bench = _load("plots_bench")
+    assert bench.main(["--quick"]) == 0
+    assert "Gantt PNG" in capsys.readouterr().out

@@ -14,7 +14,10 @@ LAT_US = 3.0
 def ring_topology(n: int):
     """n GPUs on a directed ring of identical links (each GPU -> next is one hop)."""
     nodes = [{"name": f"g{i}", "kind": "gpu"} for i in range(n)]
-    links = [{"a": f"g{i}", "b": f"g{(i + 1) % n}", "bandwidth_gbps": LINK_GBPS, "latency_us": LAT_US} for i in range(n)]
+    # with 2 GPUs the ring's two links are one cable's two directions: one-way links, so that
+    # the cable is not listed twice (an explicit topology refuses that)
+    links = [{"a": f"g{i}", "b": f"g{(i + 1) % n}", "bandwidth_gbps": LINK_GBPS, "latency_us": LAT_US, "duplex": n > 2}
+             for i in range(n)]
     return topology_from_dict({"name": "ring", "kind": "explicit", "gpus_per_node": 1, "nodes": nodes, "links": links}, n)
 
 

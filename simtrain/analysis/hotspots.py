@@ -34,6 +34,9 @@ def hotspots(plan, engine: Engine, result: Result) -> dict:
         out["critical_path"] = path
     net = engine.net
     step = result.step_time_s
+    lost = contention(plan, engine)
+    if lost:
+        out["contention"] = lost
     best = None
     for cid, busy in net.link_busy.items():
         cap = net._class_capacity[cid]
@@ -46,6 +49,57 @@ def hotspots(plan, engine: Engine, result: Result) -> dict:
         u, v = links[0]
         out["busiest_link"] = {"link": f"{u}-{v}", "kind": plan.topology.link((u, v)).kind, "utilization": util,
                                "links_alike": len(links)}
+    return out
+
+
+def _dims(engine: Engine) -> dict:
+    """Process group -> its parallel dimension ("tp", "cp", "dp"), from the engine's groups."""
+    out = {}
+    for (dim, _dev), group in engine._groups.items():
+        out.setdefault(group, "dp" if dim == "dpcp" else dim)
+    return out
+
+
+def _dim_of(key, dims: dict) -> str:
+    """Parallel dimension of a flow-network bundle type: ((op, algo, group, copies), phase)
+    for collectives, (op, algo, (src, dst), copies) for point-to-point sends."""
+    head = key[0] if isinstance(key, tuple) and key and isinstance(key[0], tuple) else key
+    if isinstance(head, tuple) and len(head) >= 3:
+        if head[0] == "send-recv":
+            return "pp"
+        return dims.get(head[2], "other")
+    return "other"
+
+
+def contention(plan, engine: Engine) -> dict:
+    """Seconds each kind of traffic (TP, CP, PP sends, DP/FSDP) took beyond its idle-network
+    time because it shared links, summed over its transfers as the simulated devices ran
+    them, with the other traffic and the kinds of link it shared. The DP stream is serial,
+    so its seconds lengthen that stream one for one; on the main stream (TP, CP) they add
+    to the exposed communication."""
+    net = engine.net
+    if not net.contention:
+        return {}
+    dims = _dims(engine)
+    seconds: dict[str, float] = {}
+    for key, extra in net.contention.items():
+        d = _dim_of(key, dims)
+        seconds[d] = seconds.get(d, 0.0) + extra
+    users = net._class_users
+    out = {}
+    for d, sec in sorted(seconds.items(), key=lambda kv: -kv[1]):
+        others: set[str] = set()
+        kinds: set[str] = set()
+        for cid, keys in enumerate(users):
+            mine = [k for k in keys if _dim_of(k, dims) == d]
+            if not mine:
+                continue
+            theirs = {_dim_of(k, dims) for k in keys} - {d}
+            if theirs:
+                others |= theirs
+                u, v = net._class_links[cid][0]
+                kinds.add(plan.topology.link((u, v)).kind)
+        out[d] = {"seconds": sec, "shared_with": sorted(others), "link_kinds": sorted(kinds)}
     return out
 
 
@@ -80,7 +134,9 @@ def critical_path(engine: Engine, result: Result) -> dict:
             per_kind["idle"] = per_kind.get("idle", 0.0) + t - r.end
             t = r.end
             continue
-        cause = engine.waited_on.get((dev, r.end)) if r.kind in ("bubble", "pp", "tp") else None
+        # a wait (its last piece may be attributed to the communication that held up the
+        # sender: simtrain.analysis.attribution) ends where the engine noted whom it waited for
+        cause = engine.waited_on.get((dev, r.end)) if r.kind in ("bubble", "pp", "tp", "dp", "cp") else None
         if cause is not None and cause[0] != dev:
             sender, sent = cause
             # the transfer itself (send -> arrival) stays on the path as communication

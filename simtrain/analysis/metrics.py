@@ -5,7 +5,9 @@ HFU = (model FLOPs + recomputation FLOPs) / (step time x GPUs x peak)
 Breakdown: each simulated device's step is partitioned into compute (F, B, W, recompute,
 optimizer), exposed TP, CP, PP and DP communication, and bubble (waiting for a pipeline
 neighbour that has not sent yet, plus idling at the end of the step while others finish).
-The step-level breakdown averages the devices; its parts add up to the step time.
+A wait whose sender was itself blocked on communication counts as that communication,
+not as bubble (`simtrain.analysis.attribution`). The step-level breakdown averages the
+devices; its parts add up to the step time.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from simtrain.analysis.attribution import attribute_waits, bound_bubble, free_comm_step, tail_blame
 from simtrain.engine.plan import Plan
 from simtrain.engine.timeline import Record
 
@@ -44,8 +47,12 @@ class Result:
     records: list[Record] = field(default_factory=list, repr=False)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    # Wall-clock figures differ from run to run; the JSON leaves them out so that two runs of
+    # one scenario print the same bytes (`simtrain run --json` writes them to stderr).
+    TIMING = ("wall_time_s", "engine_run_s")
+
     def to_json(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k not in ("records",)}
+        out = {k: v for k, v in self.__dict__.items() if k not in ("records",) + self.TIMING}
         return out
 
 
@@ -73,6 +80,7 @@ def summarize(plan: Plan, records: list[Record]) -> Result:
     devices = plan.simulated
     end = max((r.end for r in records), default=0.0)
     step = end
+    records, attributed = attribute_waits(plan, records)
     per_dev: dict[int, dict[str, float]] = {d: defaultdict(float) for d in devices}
     last_end: dict[int, float] = defaultdict(float)
     for r in records:
@@ -81,8 +89,15 @@ def summarize(plan: Plan, records: list[Record]) -> Result:
             continue
         per_dev[r.device][part] += r.duration
         last_end[r.device] = max(last_end[r.device], r.end)
-    for d in devices:
-        per_dev[d]["bubble"] += max(0.0, step - last_end[d])  # idle while other stages finish
+    last = max(devices, key=lambda d: (last_end[d], -d)) if devices else None
+    for d in devices:  # idle while other stages finish: blamed on what the last one was doing
+        for part, sec in tail_blame(attributed, last, last_end[d], step).items():
+            per_dev[d][part] += sec
+    if plan.scenario.engine.comm != "free" and devices:
+        free_step = free_comm_step(plan, records)
+        for d in devices:
+            busy = per_dev[d]["compute"] + per_dev[d]["recompute"] + per_dev[d]["optimizer"]
+            bound_bubble(per_dev[d], free_step - busy)
     n = len(devices)
     breakdown = {p: sum(per_dev[d][p] for d in devices) / n for p in PARTS}
     L = plan.layout

@@ -18,6 +18,8 @@ PART_NAMES = {
     "bubble": "pipeline bubble",
 }
 
+TRAFFIC = {"tp": "TP", "cp": "CP", "pp": "PP sends", "dp": "DP/FSDP", "other": "other"}
+
 
 def text_report(r: Result) -> str:
     plan = r.extra.get("plan")
@@ -76,6 +78,21 @@ def text_report(r: Result) -> str:
         devs = ", ".join(f"rank {d['rank']} (pp{d['pp']}) {d['seconds']:.2f} s" for d in cp["devices"][:3])
         kinds = ", ".join(f"{k} {v:.2f} s" for k, v in list(cp["by_kind"].items())[:4])
         lines.append(f"  critical path: {devs}; by kind: {kinds}")
+    lost = hs.get("contention") or {}
+    shown = [(d, v) for d, v in lost.items() if v["seconds"] >= 1e-4 * r.step_time_s]
+    if shown:
+        parts = []
+        for d, v in shown[:4]:
+            who = "/".join(TRAFFIC.get(o, o) for o in v["shared_with"])
+            where = "/".join(v["link_kinds"])
+            parts.append(f"{TRAFFIC.get(d, d)} {v['seconds']:.3f} s" + (f" (sharing {where} with {who})" if who else ""))
+        lines.append("  contention: time transfers took beyond their idle-link time: " + ", ".join(parts))
+        d = max((d for d, _ in shown), key=lambda k: r.breakdown.get(k, 0.0))
+        exposed = r.breakdown.get(d, 0.0) / r.step_time_s if r.step_time_s else 0.0
+        if exposed > 0.5:  # a communication-bound step: why a faster device may not help
+            lines.append(f"    the step is bound by {TRAFFIC.get(d, d)} traffic (exposed {100 * exposed:.0f}% of it): "
+                         "what it loses to link sharing lengthens the step, and faster compute, bringing the "
+                         "other traffic closer, can add to that")
     if bl:
         alike = f" (and {bl['links_alike'] - 1} alike)" if bl["links_alike"] > 1 else ""
         lines.append(f"  busiest link: {bl['link']}{alike}, {bl['kind']}, busy {100 * bl['utilization']:.0f}% of the step")
@@ -85,7 +102,7 @@ def text_report(r: Result) -> str:
 
 def json_report(r: Result) -> dict[str, Any]:
     out = r.to_json()
-    extra = {k: v for k, v in out.pop("extra", {}).items() if k != "plan"}
+    extra = {k: v for k, v in out.pop("extra", {}).items() if k != "plan" and not k.startswith("_")}
     out.update(extra)
     return out
 

@@ -13,14 +13,19 @@ from simtrain.scenario.config import Scenario
 from simtrain.workload.memory import estimate
 
 
-def simulate(scenario: Scenario, progress: Callable[[float, int], None] | None = None) -> Result:
-    """`progress(simulated_seconds, events)`, when given, is called as the engine runs."""
+BUSIEST_LINKS = 4  # link-utilisation series kept for traces
+
+
+def simulate(scenario: Scenario, progress: Callable[[float, int], None] | None = None, link_series: bool = False) -> Result:
+    """`progress(simulated_seconds, events)`, when given, is called as the engine runs.
+    `link_series`: also keep the utilisation over time of the busiest links (for traces;
+    `result.extra["_link_series"]`, left out of the JSON)."""
     t0 = time.perf_counter()
-    return simulate_plan(make_plan(scenario), t0=t0, progress=progress)
+    return simulate_plan(make_plan(scenario), t0=t0, progress=progress, link_series=link_series)
 
 
 def simulate_plan(plan: Plan, setup: Callable[[Engine], None] | None = None, t0: float | None = None,
-                  progress: Callable[[float, int], None] | None = None) -> Result:
+                  progress: Callable[[float, int], None] | None = None, link_series: bool = False) -> Result:
     """Simulate an already built plan. `setup(engine)` may prime the engine before it runs
     (the sweep hands it routes and link loads cached from an identical layout)."""
     t0 = time.perf_counter() if t0 is None else t0
@@ -28,6 +33,8 @@ def simulate_plan(plan: Plan, setup: Callable[[Engine], None] | None = None, t0:
     engine = Engine(plan)
     if setup is not None:
         setup(engine)
+    if link_series:
+        engine.net.rate_log = []
     records = engine.run(progress)
     result = summarize(plan, records)
     result.events = next(engine.env._eid)  # simpy numbers every scheduled event
@@ -36,4 +43,16 @@ def simulate_plan(plan: Plan, setup: Callable[[Engine], None] | None = None, t0:
     result.extra["plan"] = plan
     result.extra["memory"] = estimate(plan).to_json()
     result.extra["hotspots"] = hotspots(plan, engine, result)
+    if link_series:
+        result.extra["_link_series"] = _busiest_series(plan, engine, result.step_time_s)
     return result
+
+
+def _busiest_series(plan: Plan, engine: Engine, step: float) -> dict[str, list[tuple[float, float]]]:
+    """Utilisation over time of one link of each of the busiest link classes (links alike
+    carry the same traffic), named "u-v (kind)"."""
+    net = engine.net
+    busy = sorted(net.link_busy.items(), key=lambda kv: -kv[1] / net._class_capacity[kv[0]])[:BUSIEST_LINKS]
+    links = [net._class_links[cid][0] for cid, _ in busy]
+    series = net.link_series(links)
+    return {f"{u}-{v} ({plan.topology.link((u, v)).kind})": series[(u, v)] for u, v in links}

@@ -33,7 +33,8 @@ def _label(name: str, overrides: list[str]) -> str:
 def run(args: argparse.Namespace) -> int:
     from simtrain.analysis.compare import compare_results
     from simtrain.analysis.report import dumps
-    from simtrain.analysis.run import simulate
+    from simtrain.analysis.run import simulate_plan
+    from simtrain.engine.plan import check_supported, make_plan
     from simtrain.scenario.config import load_scenario
     from simtrain.scenario.errors import SimtrainError
 
@@ -44,10 +45,20 @@ def run(args: argparse.Namespace) -> int:
             f"compare {args.a!r}: A and B are the same; give a second scenario or a variant with --b-set, "
             "e.g. --b-set parallel.dp=128"
         )
+    # Both scenarios are loaded and planned (every check that can refuse them) before either
+    # is simulated, so a bad B is refused at once with one line and no progress text.
+    plans = [make_plan(load_scenario(name, over)) for name, over in ((args.a, over_a), (b_name, over_b))]
+    for plan in plans:
+        check_supported(plan.scenario)
     results = []
-    for which, name, over in (("A", args.a, over_a), ("B", b_name, over_b)):
-        print(f"compare: simulating {which} ...", file=sys.stderr, flush=True)
-        results.append(simulate(load_scenario(name, over)))
+    for which, plan in zip("AB", plans):
+        if sys.stderr.isatty():
+            print(f"\rcompare: simulating {which} ...", file=sys.stderr, end="", flush=True)
+        try:
+            results.append(simulate_plan(plan))
+        finally:
+            if sys.stderr.isatty():
+                print("\r\033[K", file=sys.stderr, end="", flush=True)
     cmp = compare_results(_label(results[0].scenario, over_a), results[0], _label(results[1].scenario, over_b), results[1])
     print(dumps(cmp.to_json()) if args.json else cmp.text())
     return 0

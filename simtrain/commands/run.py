@@ -24,6 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="also print the per-layer kernel table: every kernel of a layer with launches, time and share "
                         "(with --json: an 'ops' key)")
     p.add_argument("--timeline", metavar="FILE", help="draw the per-device Gantt chart (.png or .svg)")
+    p.add_argument("--window", metavar="START:END",
+                   help="--timeline: draw only this stretch of the step, in seconds (e.g. 2.5:3.0; END may be omitted)")
     p.add_argument("--trace", metavar="FILE", help="write a Chrome/Perfetto trace (.json)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress line on stderr (shown on a terminal for runs longer than 2 s)")
@@ -61,6 +63,9 @@ def timeline_devices(plan, result) -> list[int]:
 
 def run(args: argparse.Namespace) -> int:
     check_outputs(args, {"--timeline": (".png", ".svg"), "--trace": (".json",)})
+    from simtrain.commands import check_pairs
+
+    check_pairs(args, [("--window", "--timeline", bool(args.timeline))])
     from simtrain.analysis.report import dumps, json_report, text_report
     from simtrain.analysis.run import simulate
     from simtrain.scenario.config import load_scenario
@@ -70,14 +75,16 @@ def run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario, scenario_overrides(args))
     meter = None if args.no_progress or not sys.stderr.isatty() else _ProgressLine()
     try:
-        result = simulate(scenario, progress=meter)
+        result = simulate(scenario, progress=meter, link_series=bool(args.trace))
     finally:
         if meter is not None:
             meter.close()
     plan = result.extra["plan"]
     names = device_names(plan)
     if args.timeline:
-        from simtrain.plots.timeline import plot_timeline, timeline_rows
+        from simtrain.plots.timeline import parse_window, plot_timeline, timeline_rows
+
+        window = parse_window(args.window, result.step_time_s) if args.window else None
 
         L = result.layout
         title = (f"{result.scenario}: {result.schedule}, TP{L['tp']} PP{L['pp']} DP{L['dp']} VP{L['vp']}, "
@@ -86,18 +93,27 @@ def run(args: argparse.Namespace) -> int:
         rows = timeline_devices(plan, result)
         if len(rows) < len(plan.simulated):
             title += f" — {len(rows)} of {len(plan.simulated)} devices shown"
-        _write(lambda: plot_timeline(timeline_rows(result.records, rows), args.timeline, title, names), "--timeline", args.timeline)
+        shares = None
+        if window:
+            title += f" — {window[0]:.3f}–{window[1]:.3f} s"
+        elif len(rows) == len(plan.simulated) and result.step_time_s > 0:  # the report's breakdown
+            shares = {k: v / result.step_time_s for k, v in result.breakdown.items()}
+        _write(lambda: plot_timeline(timeline_rows(result.records, rows), args.timeline, title, names, window, shares),
+               "--timeline", args.timeline)
     if args.trace:
         from simtrain.analysis.trace import write_trace
 
-        _write(lambda: write_trace(args.trace, result.records, names, {"scenario": result.scenario}), "--trace", args.trace)
+        _write(lambda: write_trace(args.trace, plan, result.records, names, {"scenario": result.scenario},
+                                   result.extra.get("_link_series")), "--trace", args.trace)
     if args.json:
         report = json_report(result)
         if args.ops:
             from simtrain.analysis.ops_table import ops_json
 
             report["ops"] = ops_json(plan)
-        print(dumps(report))
+        print(dumps(report))  # deterministic: the wall-clock figures go to stderr
+        print(f"simtrain: simulated in {result.wall_time_s:.2f} s wall time (event loop {result.engine_run_s:.2f} s)",
+              file=sys.stderr)
     else:
         print(text_report(result))
         if args.ops:

@@ -17,13 +17,37 @@ def _int_list(text: str) -> list[int]:
         if ":" in part:
             lo, _, hi = part.partition(":")
             if not (lo.isdigit() and hi.isdigit()) or int(lo) > int(hi):
-                raise argparse.ArgumentTypeError(f"{part!r}: expected a range like 8:64")
+                raise argparse.ArgumentTypeError(f"{part!r}: expected a range FIRST:LAST with FIRST <= LAST, like 8:64")
             out += list(range(int(lo), int(hi) + 1))
         elif part.isdigit() and int(part) > 0:
             out.append(int(part))
         else:
             raise argparse.ArgumentTypeError(f"{part!r}: expected positive whole numbers like 8,16,32 or a range 8:64")
     return out
+
+
+# The caps of `simtrain run` (simtrain.scenario.layout, simtrain.scenario.models), and a
+# budget of (stage, micro-batch) pairs per schedule: building, validating and evaluating a
+# schedule costs ~60 us per pair on the development machine, so 262,144 pairs is ~15 s.
+MAX_PAIRS = 1 << 18
+
+
+def check_sizes(pp: int, vp: int, microbatches: list[int]) -> None:
+    """Refuse sizes that would exhaust memory or run for hours, with the fix."""
+    from simtrain.scenario.layout import MAX_MICROBATCHES
+    from simtrain.scenario.models import MAX_LAYERS
+
+    if pp * vp > MAX_LAYERS:
+        raise SimtrainError(f"--pp {pp} x --vp {vp}: {pp * vp:,} virtual stages, above simtrain's limit of {MAX_LAYERS:,} "
+                            "(one layer each at least); use fewer stages")
+    big = max(microbatches)
+    if big > MAX_MICROBATCHES:
+        raise SimtrainError(f"-m {big}: above simtrain's limit of {MAX_MICROBATCHES:,} micro-batches per replica; use fewer")
+    pairs = pp * vp * sum(microbatches)
+    if pairs > MAX_PAIRS:
+        raise SimtrainError(f"--pp {pp} --vp {vp} -m ...: {pairs:,} (stage, micro-batch) pairs per schedule over the "
+                            f"{len(microbatches)} micro-batch counts, above the limit of {MAX_PAIRS:,} (about 15 s each); "
+                            "ask for fewer or smaller micro-batch counts or stages")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -54,10 +78,14 @@ def run(args: argparse.Namespace) -> int:
     if args.overrides and not args.scenario:
         raise SimtrainError(f"--set {args.overrides[0]!r}: has no effect without --scenario; add --scenario or drop --set")
     from simtrain import schedule as sched
-    from simtrain.schedule.explore import bubble_curves, explore, format_table
+    from simtrain.schedule.explore import BubbleCurves, bubble_curves, explore, format_table
 
     if args.pp < 1 or args.vp < 1:
         raise SimtrainError(f"--pp {args.pp} / --vp {args.vp}: must be at least 1; pass positive whole numbers")
+    check_sizes(args.pp, args.vp, args.microbatches)
+    if args.n is not None and args.n < 1:
+        raise SimtrainError(f"--n {args.n}: the llama3 schedule needs at least 1 contiguous micro-batch per stage; "
+                            "give --n 1 or more, or omit it for the default (pp)")
     names = args.names or sched.names()
     for n in names:
         if n not in sched.REGISTRY:
@@ -87,29 +115,48 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         from simtrain.plots.schedules import plot_bubble_vs_microbatches
 
-        plot_bubble_vs_microbatches(bubble_curves(args.pp, args.vp, args.microbatches, names, params), args.plot)
+        curves = bubble_curves(args.pp, args.vp, args.microbatches, names, params)
+        if args.scenario:  # the values the table's second part shows: simulated with the scenario's costs
+            series = {f"{r.schedule} (vp={r.vp})": [] for r in rows}
+            for r in rows:
+                if (r.schedule, r.microbatches) in real:
+                    series[f"{r.schedule} (vp={r.vp})"].append(
+                        (r.microbatches, real[(r.schedule, r.microbatches)]["simulated_bubble_fraction"]))
+            curves = BubbleCurves(args.pp, args.vp, series, tuple(args.microbatches),
+                                  f"simulated with {args.scenario}'s costs")
+        plot_bubble_vs_microbatches(curves, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
 def _simulate_rows(args: argparse.Namespace, rows) -> dict:
-    from simtrain.analysis.run import simulate
+    from simtrain.analysis.run import simulate_plan
+    from simtrain.engine.plan import make_plan
     from simtrain.scenario.config import load_scenario
 
     base = load_scenario(args.scenario, args.overrides)
-    out = {}
     valid = [r for r in rows if r.valid]
-    for i, r in enumerate(valid, 1):
-        print(f"\rsimulating {i}/{len(valid)}: {r.schedule} M={r.microbatches} ...", end="", file=sys.stderr, flush=True)
+    # every row's scenario is built and planned first: a refusal is one line, before any
+    # progress text (which is drawn on a terminal only, and erased when done)
+    plans = []
+    for r in valid:
         dp = base.parallel.dp or 1
         gb = r.microbatches * dp * base.parallel.micro_batch
         ov = list(args.overrides) + [f"parallel.pp={r.pp}", f"parallel.vp={r.vp}", f'schedule.name="{r.schedule}"',
                                      f"training.global_batch={gb}"]
         if "n" in r.params:
             ov.append(f"schedule.n={r.params['n']}")
-        res = simulate(load_scenario(args.scenario, ov))
-        out[(r.schedule, r.microbatches)] = {"simulated_bubble_fraction": res.bubble_fraction,
-                                             "simulated_step_time_s": res.step_time_s, "simulated_mfu": res.mfu}
-    if valid:
-        print(file=sys.stderr)
+        plans.append(make_plan(load_scenario(args.scenario, ov)))
+    tty = sys.stderr.isatty()
+    out = {}
+    try:
+        for i, (r, plan) in enumerate(zip(valid, plans), 1):
+            if tty:
+                print(f"\rsimulating {i}/{len(valid)}: {r.schedule} M={r.microbatches} ...", end="", file=sys.stderr, flush=True)
+            res = simulate_plan(plan)
+            out[(r.schedule, r.microbatches)] = {"simulated_bubble_fraction": res.bubble_fraction,
+                                                 "simulated_step_time_s": res.step_time_s, "simulated_mfu": res.mfu}
+    finally:
+        if tty and valid:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
     return out

@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from simtrain.scenario.errors import SimtrainError
 
     if args.top < 1:
-        raise SimtrainError(f"--top {args.top}: must be at least 1")
+        raise SimtrainError(f"--top {args.top}: must be at least 1; give the number of layouts to print, e.g. --top 5 (the winner and 4 runners-up)")
     base = prepare_base(args.scenario, scenario_overrides(args), [])
     s = point_scenario(base, {})
     world = base["cluster"]["gpus"]

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.grid:
         raise SimtrainError("sweep: no --grid given; add e.g. --grid parallel.tp=1,2,4,8 --grid parallel.pp=1,2,4")
     if args.top < 0:
-        raise SimtrainError(f"--top {args.top}: must be 0 or more")
+        raise SimtrainError(f"--top {args.top}: must be 0 or more; give the number of best layouts to print, e.g. --top 10 (0: none)")
     axes = parse_grid(args.grid)
     swept = [k for k, _ in axes]
     plot_axes = _plot_axes(axes, args.plot_axes) if args.plot else None

@@ -81,6 +81,17 @@ class Plan:
     def tokens_per_step(self) -> int:
         return self.layout.global_batch * self.scenario.training.seq_len
 
+    def peer(self, dev: int, stage: int) -> int:
+        """The device holding virtual stage `stage` that `dev` exchanges activations and
+        gradients with (the engine's pipeline neighbour; in symmetric mode that stage's
+        representative)."""
+        L = self.layout
+        rank = self.schedule.placement[stage]
+        if self.symmetric:
+            return L.rank(Coord(0, rank, 0, 0))
+        c = L.coord(dev)
+        return L.rank(Coord(c.dp, rank, c.cp, c.tp))
+
     def copies(self, kind: str, pp: int) -> tuple[int, ...]:
         """Rank offsets of the groups that mirror the representative's `kind` group."""
         key = (kind, pp)
@@ -121,8 +132,17 @@ def _schedule(s: Scenario, L: Layout) -> sched.Schedule:
     return sched.build(s.schedule.name, L.pp, L.vp, L.microbatches, **params)
 
 
+# Per-rank mode simulates every device: 16,384 GPUs take ~100 s and 1.3 GB (README, Speed),
+# growing about linearly, so 100,000 would take tens of minutes and ~8 GB.
+MAX_PER_RANK = 65_536
+
+
 def make_plan(s: Scenario) -> Plan:
     L = make_layout(s)
+    if s.engine.mode != "symmetric" and L.world > MAX_PER_RANK:  # before building a huge topology
+        raise bad("engine.mode", s.engine.mode, f"simulates every one of the {L.world:,} devices, above per-rank's limit of "
+                  f"{MAX_PER_RANK:,} (16,384 take ~100 s and 1.3 GB)",
+                  'use engine.mode = "symmetric" (exact for identical replicas) or fewer GPUs')
     topo = load_topology(s.cluster.topology, L.world, s.cluster.device)
     whatif.check(s, L.world)
     topo = whatif.apply(topo, s.whatif)

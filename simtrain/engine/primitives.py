@@ -23,10 +23,11 @@ Proc = Generator[simpy.Event, object, None]
 class Primitives:
     """Compute, communication and record-keeping steps shared by every action."""
 
-    def _rec(self, dev: int, kind: str, label: str, start: float, stage: int = -1, mb: int = -1, stream: str = "main") -> None:
+    def _rec(self, dev: int, kind: str, label: str, start: float, stage: int = -1, mb: int = -1, stream: str = "main",
+             nbytes: float = 0.0) -> None:
         end = self.env.now
         if end > start:
-            self.records.append(Record(dev, stream, kind, label, start, end, stage, mb))
+            self.records.append(Record(dev, stream, kind, label, start, end, stage, mb, nbytes))
 
     def _scale(self, dev: int, seconds: float, kind: str, stage: int, mb: int) -> float:
         """Compute time on this device under the what-ifs (straggler factor, jitter)."""
@@ -218,7 +219,7 @@ class Primitives:
         def sent() -> None:
             end = self.env.now
             if end > t0:
-                records.append(Record(dev, "comm", "pp", f"send {kind}{mb}", t0, end, stage, mb))
+                records.append(Record(dev, "comm", "pp", f"send {kind}{mb}", t0, end, stage, mb, self.plan.p2p_bytes))
             ev.succeed()
 
         self._chain(phases, sent)
@@ -269,7 +270,7 @@ class Primitives:
                 yield prev
             t0 = self.env.now
             yield from self.collective(dev, self.dp_dim, op, size)
-            self._rec(dev, "dp", label, t0, stream="comm")
+            self._rec(dev, "dp", label, t0, stream="comm", nbytes=size)
             done.succeed()
 
         self.env.process(proc())

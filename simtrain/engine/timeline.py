@@ -21,6 +21,7 @@ class Record(NamedTuple):
     end: float
     stage: int = -1  # virtual stage, where one applies
     microbatch: int = -1
+    nbytes: float = 0.0  # comm stream: bytes per rank the transfer or collective moved (0: not recorded)
 
     @property
     def duration(self) -> float:

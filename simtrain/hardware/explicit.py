@@ -40,9 +40,9 @@ class Explicit(Topology):
     """A user-described graph: `[[nodes]]` (name, kind = "gpu" | "switch") and
     `[[links]]` (a, b, bandwidth_gbps, latency_us, efficiency, kind, duplex = true).
     GPUs are numbered 0..N-1 in declaration order; routes are shortest paths by latency.
-    Every entry is checked: unknown keys, unknown or duplicate nodes, non-positive
-    bandwidth, negative latency and GPUs that cannot reach every other GPU are rejected
-    with one line."""
+    Every entry is checked: unknown keys, unknown or duplicate nodes, a cable (direction)
+    given twice, non-positive bandwidth, negative latency and GPUs that cannot reach every
+    other GPU are rejected with one line."""
 
     def __init__(self, spec: TopologySpec, data: dict[str, Any], device: Device, path: str):
         self.name, self.description, self.device = spec.name, spec.description, device
@@ -81,9 +81,13 @@ class Explicit(Topology):
             if not 0 < l.efficiency <= 1:
                 raise bad(f"links[{i}].efficiency", l.efficiency, "must be in (0, 1]", f"fix {path}")
             attrs = dict(capacity=gbps_to_bytes_per_s(l.bandwidth_gbps) * l.efficiency, latency=l.latency_us * US, kind=l.kind)
-            G.add_edge(l.a, l.b, **attrs)
-            if l.duplex:
-                G.add_edge(l.b, l.a, **attrs)
+            for u, v in ((l.a, l.b), (l.b, l.a)) if l.duplex else ((l.a, l.b),):
+                # a second cable between the same nodes would silently replace the first (the
+                # graph holds one edge per direction): refuse it, naming both entries
+                if G.has_edge(u, v):
+                    raise bad(f"links[{i}]", f"{l.a} -> {l.b}", f"the direction {u} -> {v} is already given by links[{G.edges[u, v]['entry']}]",
+                              f"list each cable once in {path} (for parallel cables give one link with their summed bandwidth_gbps)")
+                G.add_edge(u, v, entry=i, **attrs)
         if len(gpus) > 1:
             reach = nx.descendants(G, gpus[0]) | {gpus[0]}
             back = nx.ancestors(G, gpus[0]) | {gpus[0]}

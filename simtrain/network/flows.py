@@ -33,15 +33,17 @@ _seq = attrgetter("seq")
 
 
 class _Bundle:
-    __slots__ = ("key", "remaining", "rate", "updated", "event", "version", "classes", "seq")
+    __slots__ = ("key", "remaining", "rate", "updated", "event", "version", "classes", "seq", "started", "nbytes")
     _next = itertools.count()
 
     def __init__(self, key: Hashable, nbytes: float, event: simpy.Event, now: float, classes):
         self.seq = next(_Bundle._next)  # start order: sets of bundles are visited in it (deterministic runs)
         self.key = key
         self.remaining = nbytes
+        self.nbytes = nbytes
         self.rate = 0.0
         self.updated = now
+        self.started = now
         self.event = event
         self.version = 0
         self.classes = classes  # list of (class id, multiplicity)
@@ -66,6 +68,12 @@ class FlowNetwork:
         self.bytes_moved = 0.0
         self.transfers = 0
         self.link_busy: dict[int, float] = defaultdict(float)  # class id -> byte-seconds carried
+        # bundle type -> seconds its transfers took beyond their idle-network time (link
+        # sharing with other traffic); hotspots reports it per parallel dimension
+        self.contention: dict[Hashable, float] = {}
+        # (time, bundle seq, per-flow rate, bundle type) at every rate change when a list is
+        # set here (traces: link utilisation over time); None: no log, no cost
+        self.rate_log: list[tuple[float, int, float, Hashable]] | None = None
 
     # ---- registration ---------------------------------------------------------------
     def register(self, key: Hashable, load: dict[Link, float]) -> None:
@@ -201,12 +209,15 @@ class FlowNetwork:
             # the timeline's record order, are then the same in every run
             order = sorted(comp, key=_seq)
             rates = max_min_rates({b: b.classes for b in order}, self._class_capacity)
+        log = self.rate_log
         for b in order:
             r = rates[b]
             if r == b.rate and b.version:
                 continue
             b.rate = r
             b.version += 1
+            if log is not None:
+                log.append((self.env.now, b.seq, r, b.key))
             v = b.version
             dt = max(b.remaining, 0.0) / r if r > 0 else float("inf")
             if dt == float("inf"):
@@ -219,6 +230,12 @@ class FlowNetwork:
                 return
             self._advance([b])
             self.active.discard(b)
+            caps = self._class_capacity
+            extra = self.env.now - b.started - b.nbytes / min(caps[cid] / m for cid, m in b.classes)
+            if extra > 1e-12:
+                self.contention[b.key] = self.contention.get(b.key, 0.0) + extra
+            if self.rate_log is not None:
+                self.rate_log.append((self.env.now, b.seq, 0.0, b.key))
             neighbours: set[_Bundle] = set()
             for cid, _ in b.classes:
                 users = self._users[cid]
@@ -231,6 +248,34 @@ class FlowNetwork:
         return finish
 
     # ---- introspection ----------------------------------------------------------------
+    def link_series(self, links: Iterable[Link]) -> dict[Link, list[tuple[float, float]]]:
+        """Utilisation (0..1) over time of each of `links`, from `rate_log`: steps at every
+        rate change of a bundle crossing the link (its load on the link x its per-flow rate,
+        summed, over the link's capacity)."""
+        links = list(links)
+        out: dict[Link, list[tuple[float, float]]] = {l: [(0.0, 0.0)] for l in links}
+        if not self.rate_log:
+            return out
+        current: dict[Link, dict[int, float]] = {l: {} for l in links}
+        for t, seq, rate, key in self.rate_log:
+            load = self._loads.get(key, {})
+            for l in links:
+                m = load.get(l)
+                if not m:
+                    continue
+                cur = current[l]
+                if rate > 0:
+                    cur[seq] = m * rate
+                else:
+                    cur.pop(seq, None)
+                u = sum(cur.values()) / self.capacity(l)
+                series = out[l]
+                if series[-1][0] == t:
+                    series[-1] = (t, u)
+                else:
+                    series.append((t, u))
+        return out
+
     def exclusive(self, keys: Iterable[Hashable], ignore: Callable[[Hashable], bool] = lambda k: False) -> bool:
         """True when no bundle type outside `keys` (and not `ignore`d: e.g. the same group's
         alternative algorithms, which never run at the same time) uses any link that `keys`

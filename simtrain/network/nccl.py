@@ -93,6 +93,12 @@ class CollectiveBench:
             raise bad("--gpus", n, f"all-to-all over more than {MAX_ALL_TO_ALL} devices is n(n-1) flows, too many to route here", f"use --gpus {MAX_ALL_TO_ALL} or fewer")
         self.topo, self.op, self.n, self.algo = topo, op, n, algo
         self.group = tuple(range(n))
+        if algo not in ("auto", "ring") and op != "send-recv":
+            # tree, hierarchical and torus fall back to ring where they do not apply (other
+            # ops, one node, not a sub-torus): refuse rather than label a ring with their name
+            if coll.phases(op, algo, self.group, 1.0, topo) == coll.ring(op, self.group, 1.0, topo):
+                raise bad("--algo", algo, f"does not apply to {op} over these {n} devices of {topo.name!r} "
+                          "(it would run as ring)", "omit --algo (auto) or use --algo ring")
         # every call pays NCCL's fixed per-call cost, as the default software stack states it
         self.call_latency_s = Stack().collective_us * 1e-6
         self._base = Comm(FlowNetwork(simpy.Environment(), topo), topo, algo, self.call_latency_s)

@@ -43,6 +43,8 @@ FIELD = "model.hf_config"
 def read_hf_config(path: str) -> dict[str, Any]:
     """Load and check one config.json; return [model] keys for simtrain."""
     p = Path(path)
+    if p.exists() and not p.is_file():  # a folder, FIFO or device would block or fail on reading
+        raise SimtrainError(f"{FIELD} = {path!r}: not a regular file; give the path of a Hugging Face config.json")
     try:
         data = json.loads(p.read_text())
     except OSError as e:
@@ -103,6 +105,11 @@ def hf_to_model(cfg: dict[str, Any], path: str = "config.json") -> dict[str, Any
         out[key] = cfg[key]
     kv = cfg.get("num_key_value_heads")
     if kv is not None:
+        # In config.json an absent (or null) key means no GQA; 0 is not a head count (in
+        # simtrain's [model] 0 means "the default", so it would silently become no GQA)
+        if isinstance(kv, bool) or not isinstance(kv, int) or kv < 1:
+            raise SimtrainError(f"{FIELD} = {path!r}: num_key_value_heads = {kv!r} is not a positive head count; "
+                                "fix the file (omit the key for no grouped-query attention)")
         out["num_key_value_heads"] = kv
     if cfg.get("head_dim") is not None:
         out["head_dim"] = cfg["head_dim"]

@@ -84,6 +84,7 @@ class Layout:
 # device of a topology is a graph node, and every micro-batch is an action per rank.
 MAX_DEVICES = 1 << 20  # 1,048,576
 MAX_MICROBATCHES = 65_536
+MAX_SEQ_LEN = 1 << 24  # 16,777,216 tokens: past the longest published contexts (10M)
 
 
 def make_layout(s: Scenario) -> Layout:
@@ -146,6 +147,9 @@ def make_layout(s: Scenario) -> Layout:
                   f"use {lo} or {lo + mult}")
     if t.seq_len < 1:
         raise bad("training.seq_len", t.seq_len, "must be positive", "set the sequence length in tokens, e.g. 8192")
+    if t.seq_len > MAX_SEQ_LEN:
+        raise bad("training.seq_len", t.seq_len, f"is above simtrain's limit of {MAX_SEQ_LEN:,} tokens",
+                  "give the real sequence length in tokens, e.g. 8192")
     if not 0 <= t.document_length <= t.seq_len:
         raise bad("training.document_length", t.document_length, f"must be between 0 and seq_len = {t.seq_len}",
                   "give the tokens per packed document, or 0 for one document per sequence")
@@ -164,6 +168,10 @@ def split_layers(num_layers: int, stages: int, first: int = -1, last: int = -1) 
     """Layers per virtual stage along the model. `first`/`last` pin the end stages
     (Llama 3 put one layer fewer on the first and last stage: 126 = 16*8 - 2)."""
     if stages == 1:
+        for key, pinned in (("first_stage_layers", first), ("last_stage_layers", last)):
+            if pinned >= 0 and pinned != num_layers:  # would be silently ignored
+                raise bad(f"parallel.{key}", pinned, f"with a single pipeline stage (pp*vp = 1) that stage holds all "
+                          f"{num_layers} layers", f"set parallel.{key} = -1, or use pp > 1")
         return [num_layers]
     fixed = [x for x in (first, last) if x >= 0]
     rest_layers = num_layers - sum(fixed)

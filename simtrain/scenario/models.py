@@ -91,6 +91,10 @@ CATALOG: dict[str, dict[str, Any]] = {
 }
 
 MAX_LAYERS = 10_000  # far past any real model; refused so that a typo cannot hang the simulator
+# Widths far past any published model (the largest hidden size is ~25,600, the largest
+# vocabulary ~256,000), refused so that a typo is not simulated as a real model.
+MAX_DIMS = {"hidden_size": 1 << 20, "intermediate_size": 1 << 22, "num_attention_heads": 1 << 16,
+            "num_key_value_heads": 1 << 16, "head_dim": 1 << 16, "vocab_size": 1 << 24, "max_position_embeddings": 1 << 24}
 _REQUIRED = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "vocab_size")
 
 
@@ -123,6 +127,9 @@ def model_config(raw: dict[str, Any]) -> ModelConfig:
     if cfg.num_hidden_layers > MAX_LAYERS:
         raise bad("model.num_hidden_layers", cfg.num_hidden_layers, f"is above simtrain's limit of {MAX_LAYERS:,}",
                   "give the model's real layer count")
+    for key, cap in MAX_DIMS.items():
+        if getattr(cfg, key) > cap:
+            raise bad(f"model.{key}", getattr(cfg, key), f"is above simtrain's limit of {cap:,}", f"give the model's real {key}")
     for key in _REQUIRED:
         if getattr(cfg, key) <= 0:
             raise bad(f"model.{key}", getattr(cfg, key), "missing or not positive",

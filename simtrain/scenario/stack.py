@@ -78,6 +78,9 @@ STACK_CHOICES = {
     "cross_entropy": FUSION, "optimizer": ("fused", "foreach"),
 }
 POSITIVE = ("sustained_fraction",)
+# Published H100 MFU spans 33-62%: a stack sustaining under 5% of its kernels' throughput is
+# a typo (it would yield a step of centuries), refused.
+MIN_SUSTAINED = 0.05
 NON_NEGATIVE = ("launch_us", "collective_us", "fsdp_unit_us", "workspace_gib", "fragmentation")
 
 
@@ -89,6 +92,9 @@ def _check(stack: Stack, where: str) -> Stack:
     if not 0 < stack.sustained_fraction <= 2:
         raise bad(f"{where}.sustained_fraction", stack.sustained_fraction, "must be in (0, 2]",
                   "use e.g. 0.8 (1.0 = kernels as benchmarked in isolation; above 1 only from a calibration)")
+    if stack.sustained_fraction < MIN_SUSTAINED:  # 1e-300 made a step of 2e302 s
+        raise bad(f"{where}.sustained_fraction", stack.sustained_fraction, f"is below {MIN_SUSTAINED}: no training stack "
+                  "sustains under 5% of its kernels' benchmark throughput", "use e.g. 0.8")
     for key in NON_NEGATIVE:
         if getattr(stack, key) < 0:
             raise bad(f"{where}.{key}", getattr(stack, key), "must not be negative", f"use 0 or more")

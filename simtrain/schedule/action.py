@@ -83,6 +83,7 @@ class Schedule:
 def parse_schedule_text(text: str, name: str = "file") -> dict[int, list[Action]]:
     """Parse the text form written by `Schedule.to_text` (comments start with #)."""
     actions: dict[int, list[Action]] = {}
+    seen: dict[int, int] = {}  # rank -> line it was given on
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
@@ -90,8 +91,13 @@ def parse_schedule_text(text: str, name: str = "file") -> dict[int, list[Action]
         head, sep, rest = line.partition(":")
         if not sep or not head.strip().isdigit():
             raise ValueError(f"{name}:{lineno}: expected 'RANK: ACTION ACTION ...', got {raw!r}")
+        rank = int(head)
+        if rank in actions:  # a second line would silently replace the first
+            raise ValueError(f"{name}:{lineno}: rank {rank} is listed a second time (first on line {seen[rank]}); "
+                             "give each rank one line")
+        seen[rank] = lineno
         try:
-            actions[int(head)] = [Action.parse(tok) for tok in rest.split()]
+            actions[rank] = [Action.parse(tok) for tok in rest.split()]
         except ValueError as e:
             raise ValueError(f"{name}:{lineno}: {e}") from None
     return actions

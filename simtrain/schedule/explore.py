@@ -119,7 +119,11 @@ def explore(
     return rows
 
 
-_COLUMNS = ("schedule", "pp", "vp", "M", "params", "bubble", "makespan", "peak/rank", "peak mb", "p2p/step")
+_COLUMNS = ("schedule", "pp", "vp", "M", "params", "bubble %", "makespan [F]", "peak [chunk acts]", "peak [mb]",
+            "p2p [sends/step]")
+UNITS = ("units: bubble in % of the step; makespan in forward times (F = 1, B = 2 per micro-batch per rank);\n"
+         "       peak: most activations alive on one rank, as (chunk, micro-batch) pairs and in whole micro-batches\n"
+         "       (pairs / vp); p2p: point-to-point sends per step")
 
 
 def format_table(rows: Iterable[ScheduleRow]) -> str:
@@ -130,7 +134,7 @@ def format_table(rows: Iterable[ScheduleRow]) -> str:
         head = [r.schedule, str(r.pp), str(r.vp), str(r.microbatches), params]
         if r.valid:
             cells = head + [
-                f"{100 * r.bubble:.1f}%", f"{r.makespan:g}", str(max(r.peak_in_flight)),
+                f"{100 * r.bubble:.1f}", f"{r.makespan:g}", str(max(r.peak_in_flight)),
                 f"{r.peak_microbatches:.3g}", str(r.p2p_sends),
             ]
             body.append((cells, ""))
@@ -145,16 +149,51 @@ def format_table(rows: Iterable[ScheduleRow]) -> str:
 
     out = [line(list(_COLUMNS), "why not"), line(["-" * w for w in widths])]
     out += [line(cells, tail) for cells, tail in body]
-    return "\n".join(out) + "\n"
+    return "\n".join(out) + "\n" + UNITS + "\n"
 
 
 @dataclass(frozen=True)
 class BubbleCurves:
-    """Plot data: per schedule label, (M, bubble fraction) points where it runs."""
+    """Plot data: per schedule label, (M, bubble fraction) points where it runs; `grid` is
+    every M asked for (a line breaks where its schedule cannot run), `basis` what the
+    values are."""
 
     pp: int
     vp: int
     series: dict[str, list[tuple[int, float]]]
+    grid: tuple[int, ...] = ()
+    basis: str = "uniform costs, free communication"
+
+
+@dataclass(frozen=True)
+class ChartLine:
+    """One drawn line: its legend label (schedules with identical values share a line),
+    y per M of the grid (None where the schedule cannot run: the line breaks there)."""
+
+    label: str
+    xs: tuple[int, ...]
+    ys: tuple[float | None, ...]
+
+
+def chart_lines(data: BubbleCurves) -> list[ChartLine]:
+    """Lines to draw: every M of the grid, None where invalid; series with identical points
+    merged into one line labelled with all their names, so none hides another."""
+    grid = tuple(sorted(set(data.grid) | {m for pts in data.series.values() for m, _ in pts}))
+    lines: list[ChartLine] = []
+    seen: dict[tuple, int] = {}
+    for label, pts in data.series.items():
+        if not pts:
+            continue
+        values = dict(pts)
+        ys = tuple(values.get(m) for m in grid)
+        key = tuple(None if y is None else round(y, 12) for y in ys)
+        if key in seen:
+            i = seen[key]
+            lines[i] = ChartLine(f"{lines[i].label} = {label}", grid, lines[i].ys)
+        else:
+            seen[key] = len(lines)
+            lines.append(ChartLine(label, grid, ys))
+    return lines
 
 
 def bubble_curves(
@@ -166,9 +205,10 @@ def bubble_curves(
 ) -> BubbleCurves:
     """Bubble fraction vs micro-batches per DP replica, one series per schedule."""
     series: dict[str, list[tuple[int, float]]] = {}
-    for row in explore(pp, vp, list(microbatches), names, params):
+    microbatches = list(microbatches)
+    for row in explore(pp, vp, microbatches, names, params):
         label = f"{row.schedule} (vp={row.vp})"
         series.setdefault(label, [])
         if row.valid:
             series[label].append((row.microbatches, float(row.bubble)))
-    return BubbleCurves(pp, vp, series)
+    return BubbleCurves(pp, vp, series, tuple(microbatches))

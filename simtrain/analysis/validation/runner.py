@@ -67,8 +67,7 @@ class CaseResult:
                 for c in self.comparisons
             ],
             "simulated": self.simulated,
-            "wall_s": self.wall_s,
-        }
+        }  # wall_s (run to run different) goes to stderr with the progress line
 
 
 MEMORY_CLAIMS = ("out-of-memory", "fits-in-memory")

@@ -54,10 +54,25 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def no_winner(rows: list[dict[str, Any]]) -> str:
+    """Why no row ranks: every layout refused (with the commonest reason), none fits, or
+    none of those that fit was simulated."""
+    valid = [r for r in rows if r.get("valid")]
+    if not valid:
+        reasons: dict[str, int] = {}
+        for r in rows:
+            reasons[str(r.get("reason"))] = reasons.get(str(r.get("reason")), 0) + 1
+        reason, n = max(reasons.items(), key=lambda kv: kv[1])
+        return f"no valid layout: all {len(rows)} were refused; {'all' if n == len(rows) else n} with: {reason}"
+    if not any(r.get("fits_in_memory") for r in valid):
+        return "no valid layout fits in memory"
+    return "no layout that fits in memory was simulated"
+
+
 def top_table(rows: list[dict[str, Any]], swept: list[str], k: int) -> str:
     best = ranked(rows)[:k]
     if not best:
-        return "no valid layout fits in memory"
+        return no_winner(rows)
     show = [c for c in ("tp", "cp", "pp", "dp", "vp", "micro_batch", "recompute", "schedule") if c not in [s.split(".")[-1] for s in swept]]
     head = ["#", *[s.split(".", 1)[-1] for s in swept], *show, "MFU %", "step s", "bubble %", "mem GiB"]
     body = []

@@ -1,0 +1,201 @@
+"""Who is to blame for a pipeline wait: the bubble, or the communication that held up the sender.
+
+The engine records a device's wait for a pipeline neighbour as `bubble` until the
+neighbour starts sending and as `pp` while the transfer is in flight. But the neighbour
+may have started late because it was itself stalled on the data-parallel stream: waiting
+for its reduce-scatter or for FSDP's parameter all-gathers. That time is not a pipeline
+bubble (it would not be there with free communication); it is
+exposed communication that the pipeline propagated downstream.
+
+`attribute_waits` splits every `wait ...` bubble record by what the sender's main stream
+was doing over the same interval, in the sender's own (already attributed) terms:
+
+    sender waiting on DP/FSDP communication             -> dp
+    sender computing (with its TP/CP collectives and    -> bubble (a pipeline wait)
+      receives, part of every stage's work) or idle
+    sender itself in an attributed wait                 -> whatever that wait became
+
+Waits are processed in order of their end: the sender's records over [start, end] all
+end by then (the sender sends after them), so chains of waits resolve transitively. The
+idle time at the end of the step (a device done while others finish) is attributed the
+same way against the last device to finish (`tail_blame`).
+
+Blame is local in time; a delay also propagates by shifting the schedule (the sender
+computes late, so a later wait finds it computing). So the bubble is bounded by its
+definition, the idle time the same schedule would leave with free communication: with
+the compute the step actually ran (each action's recorded compute), the step would take
+`free_comm_step` (the schedule's dependency graph evaluated with those costs, then the
+optimizer), and device d would idle `free_comm_step - compute(d)`. A device's bubble
+beyond that is exposed communication propagated through the pipeline; `bound_bubble`
+moves it to the device's exposed TP/CP/PP/DP parts in proportion to them. With
+`engine.comm = "free"` nothing changes.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Iterable
+
+from simtrain.engine.timeline import Record
+from simtrain.scenario.layout import Coord
+from simtrain.schedule.validate import evaluate
+
+COMM_PARTS = ("tp", "cp", "pp", "dp")
+# What a wait is blamed on: only stalls on the data-parallel stream (FSDP gathers, a DP
+# reduction the sender waited for). TP and CP collectives and the sender's own receives are
+# part of every stage's work, as in the classic bubble analysis; what they add beyond the
+# free-communication bubble is moved by `bound_bubble`.
+BLAMED = ("dp",)
+
+
+def _blame_kind(kind: str) -> str:
+    return kind if kind in BLAMED else "bubble"
+
+
+def _sender_stage(r: Record) -> int | None:
+    """Virtual stage whose send ends the wait `r` ("wait F3": the previous stage's F)."""
+    if r.label.startswith("wait F"):
+        return r.stage - 1
+    if r.label.startswith("wait B"):
+        return r.stage + 1
+    return None
+
+
+class _Timeline:
+    """Per-device main-stream records in time order, with attributed replacements."""
+
+    def __init__(self, records: Iterable[Record]):
+        self.by_dev: dict[int, list[Record]] = {}
+        for r in records:
+            if r.stream == "main":
+                self.by_dev.setdefault(r.device, []).append(r)
+        self.starts: dict[int, list[float]] = {}
+        self.replaced: dict[int, list[Record]] = {}  # id(record) -> its attributed pieces
+
+    def _sorted(self, dev: int) -> tuple[list[Record], list[float]]:
+        recs = self.by_dev.get(dev, [])
+        starts = self.starts.get(dev)
+        if starts is None:
+            recs.sort(key=lambda r: r.start)  # already in order: one linear pass
+            starts = self.starts[dev] = [r.start for r in recs]
+        return recs, starts
+
+    def kinds(self, dev: int, t0: float, t1: float) -> list[tuple[float, float, str]]:
+        """(start, end, blamed part) covering [t0, t1] from `dev`'s attributed records;
+        stretches without a record are idle (bubble)."""
+        recs, starts = self._sorted(dev)
+        i = max(0, bisect.bisect_right(starts, t0) - 1)
+        out: list[tuple[float, float, str]] = []
+        t = t0
+        while i < len(recs) and recs[i].start < t1:
+            for p in self.replaced.get(id(recs[i]), (recs[i],)):
+                a, b = max(p.start, t), min(p.end, t1)
+                if b <= a:
+                    continue
+                if a > t:
+                    out.append((t, a, "bubble"))
+                out.append((a, b, _blame_kind(p.kind)))
+                t = b
+            i += 1
+        if t < t1:
+            out.append((t, t1, "bubble"))
+        return out
+
+
+def _merge(pieces: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
+    out: list[tuple[float, float, str]] = []
+    for a, b, k in pieces:
+        if out and out[-1][2] == k and abs(out[-1][1] - a) <= 1e-15:
+            out[-1] = (out[-1][0], b, k)
+        else:
+            out.append((a, b, k))
+    return out
+
+
+def attribute_waits(plan, records: list[Record]) -> tuple[list[Record], _Timeline]:
+    """Records with every pipeline-wait bubble split by blame (see the module docstring),
+    and the attributed timeline (for `tail_blame`). Record order is kept."""
+    waits = [r for r in records if r.kind == "bubble" and r.stream == "main" and _sender_stage(r) is not None]
+    tl = _Timeline(records)
+    if not waits:
+        return records, tl
+    S = len(plan.schedule.placement)
+    for r in sorted(waits, key=lambda r: (r.end, r.start)):
+        stage = _sender_stage(r)
+        if stage is None or not 0 <= stage < S:
+            continue
+        sender = plan.peer(r.device, stage)
+        if sender == r.device:
+            continue
+        pieces = _merge(tl.kinds(sender, r.start, r.end))
+        if len(pieces) == 1 and pieces[0][2] == "bubble":
+            continue
+        tl.replaced[id(r)] = [r._replace(kind=k, start=a, end=b) for a, b, k in pieces]
+    if not tl.replaced:
+        return records, tl
+    out: list[Record] = []
+    for r in records:
+        rep = tl.replaced.get(id(r))
+        if rep is None:
+            out.append(r)
+        else:
+            out.extend(rep)
+    return out, tl
+
+
+def tail_blame(tl: _Timeline, last_device: int, t0: float, t1: float) -> dict[str, float]:
+    """Seconds of [t0, t1] (a device idle at the end of the step) by what the last device
+    to finish was doing meanwhile."""
+    out: dict[str, float] = {}
+    if t1 <= t0:
+        return out
+    for a, b, k in tl.kinds(last_device, t0, t1):
+        out[k] = out.get(k, 0.0) + (b - a)
+    return out
+
+
+def free_comm_step(plan, records: list[Record]) -> float:
+    """The step time with free communication and the recorded compute: each pipeline
+    chain's schedule evaluated as a dependency graph with its devices' recorded F, B (with
+    recomputation) and W seconds per (stage, micro-batch), plus each rank's optimizer."""
+    cost: dict[tuple[int, int, int, str], float] = {}
+    opt: dict[int, float] = {}
+    for r in records:
+        if r.stream != "main":
+            continue
+        k = r.kind
+        if k in ("F", "B", "W", "R"):
+            key = (r.device, r.stage, r.microbatch, "B" if k == "R" else k)
+            cost[key] = cost.get(key, 0.0) + r.end - r.start
+        elif k == "opt":
+            opt[r.device] = opt.get(r.device, 0.0) + r.end - r.start
+    sched, L = plan.schedule, plan.layout
+    if plan.symmetric:
+        chains = [list(plan.simulated)]
+    else:
+        varied = bool(plan.speed) or plan.scenario.whatif.compute_jitter > 0
+        heads = [d for d in plan.simulated if L.coord(d).pp == 0]
+        chains = []
+        for d in heads if varied else heads[:1]:
+            c = L.coord(d)
+            chains.append([L.rank(Coord(c.dp, p, c.cp, c.tp)) for p in range(L.pp)])
+    step = 0.0
+    for chain in chains:
+        ev = evaluate(sched, lambda a, ch=chain: cost.get((ch[sched.placement[a.stage]], a.stage, a.microbatch, a.kind), 0.0))
+        for rank, acts in sched.actions.items():
+            end = max((ev.end[a] for a in acts), default=0.0)
+            step = max(step, end + opt.get(chain[rank], 0.0))
+    return step
+
+
+def bound_bubble(parts: dict[str, float], free_idle: float) -> None:
+    """Cap one device's bubble at `free_idle` (its idle time with free communication),
+    moving the excess to its exposed communication parts in proportion to them."""
+    excess = parts.get("bubble", 0.0) - max(free_idle, 0.0)
+    comm = {k: parts.get(k, 0.0) for k in COMM_PARTS}
+    total = sum(comm.values())
+    if excess <= 1e-12 or total <= 0:
+        return
+    parts["bubble"] -= excess
+    for k, v in comm.items():
+        parts[k] += excess * v / total
