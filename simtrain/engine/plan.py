@@ -13,16 +13,15 @@ import dataclasses
 from statistics import NormalDist
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from simtrain import schedule as sched
 from simtrain.engine import whatif
-from simtrain.hardware.devices import FAMILY, Device
+from simtrain.hardware.devices import FAMILY, Device, apply_device_table
 from simtrain.hardware.load import load_topology
 from simtrain.hardware.topology import Topology
 from simtrain.scenario.config import Scenario
 from simtrain.scenario.errors import bad
-from simtrain.scenario.files import catalog_dir
+from simtrain.scenario.files import resolve_path
 from simtrain.scenario.layout import Coord, Layout, make_layout, split_layers
 from simtrain.workload.kernels import check_attention_kernel
 from simtrain.workload.costs import EndCost, LayerCost, embedding_cost, head_cost, layer_cost, optimizer_time
@@ -120,13 +119,7 @@ class Plan:
 
 def _schedule(s: Scenario, L: Layout) -> sched.Schedule:
     if s.schedule.file:
-        p = Path(s.schedule.file)
-        if not p.is_file():
-            p = catalog_dir("schedules") / s.schedule.file
-            if not p.suffix:
-                p = p.with_suffix(".txt")
-        if not p.is_file():
-            raise bad("schedule.file", s.schedule.file, "no such schedule file", "give a path or a file name in schedules/")
+        p = resolve_path(s.schedule.file, "schedules", "schedule file", "schedule.file", near=s.source or None)
         return sched.load_schedule_file(p, L.pp, L.vp, L.microbatches)
     params = {"n": s.schedule.n} if s.schedule.n else {}
     return sched.build(s.schedule.name, L.pp, L.vp, L.microbatches, **params)
@@ -143,13 +136,14 @@ def make_plan(s: Scenario) -> Plan:
         raise bad("engine.mode", s.engine.mode, f"simulates every one of the {L.world:,} devices, above per-rank's limit of "
                   f"{MAX_PER_RANK:,} (16,384 take ~100 s and 1.3 GB)",
                   'use engine.mode = "symmetric" (exact for identical replicas) or fewer GPUs')
-    topo = load_topology(s.cluster.topology, L.world, s.cluster.device)
+    topo = load_topology(s.cluster.topology, L.world, s.cluster.device, near=s.source or None)
     whatif.check(s, L.world)
     topo = whatif.apply(topo, s.whatif)
     if topo.num_gpus < L.world:
         raise bad("cluster.gpus", L.world, f"topology {topo.name!r} has only {topo.num_gpus} devices", "use fewer GPUs or a larger topology")
+    dev = apply_device_table(topo.device, s.device)  # the scenario's [device] changes
     if s.parallel.flash_attention:
-        check_attention_kernel(topo.device.name, FAMILY.get(topo.device.name, ""), s.parallel.attention_kernel)
+        check_attention_kernel(dev.name, FAMILY.get(dev.name, ""), s.parallel.attention_kernel)
     # the software stack's sustained share of the device's kernel throughput, and the pace of
     # the slowest of the job's devices (fleet speed variation; explicit per-device factors
     # from [whatif] random_slowdown_sigma replace it)
@@ -157,8 +151,8 @@ def make_plan(s: Scenario) -> Plan:
         raise bad("cluster.gpu_speed_sigma", s.cluster.gpu_speed_sigma, "must be in [0, 0.5)",
                   "use e.g. 0.011 (1.1% device-to-device speed variation) or 0 to turn it off")
     slowest = slowest_of(L.world, s.cluster.gpu_speed_sigma) if not s.whatif.random_slowdown_sigma else 1.0
-    dev = dataclasses.replace(topo.device, sustained_fraction=topo.device.sustained_fraction * s.stack.sustained_fraction / slowest,
-                              memory_efficiency=topo.device.memory_efficiency / slowest)
+    dev = dataclasses.replace(dev, sustained_fraction=dev.sustained_fraction * s.stack.sustained_fraction / slowest,
+                              memory_efficiency=dev.memory_efficiency / slowest)
     m = s.model
     ms = stats(m, s.training.seq_len, s.training.document_length)
     S = L.pp * L.vp

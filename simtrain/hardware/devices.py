@@ -1,39 +1,33 @@
-"""Accelerator catalog: peak dense BF16 FLOP/s, HBM bandwidth and capacity, and the
-kernel-efficiency constants of the compute model (simtrain.workload.compute). All
-physical quantities; each carries its source.
+"""Accelerators: the `Device` dataclass (peak dense BF16 FLOP/s, HBM bandwidth and capacity,
+and the kernel constants of the compute model, simtrain.workload.compute), loaded from the
+devices/ catalog (one TOML file per device, every value with its source beside it; the
+keys and their units: simtrain.scenario.device_keys) and changed by a scenario's [device]
+table.
 
 GEMM efficiency (simtrain.workload.compute): `gemm_max_efficiency` and `gemm_k_half` are
-fitted on 328 aligned bf16 GEMMs (50 us and longer) measured on this project's lent H200,
-2026-11-30 (tools/kernels/h200_2026-11-30_kernels.jsonl): max 0.78, K_half 256, 6% mean
-absolute error. The large GEMMs of transformer layers ran at 620-800 TFLOP/s there (median
-~690; 8192^3 at 769, the vendor-style "maximum achievable" figure, 794 in Bekman's MAMF
-table): the fit follows the typical shape, not the best one, and gives 724 for 8192^3.
-H100 SXM has the same die, clocks and 700 W limit: same constants. A100 (no shape sweep
-here): max efficiency set so that 8192^3 gives 268 TFLOP/s, Bekman's ml-engineering MAMF
-table (github.com/stas00/ml-engineering, compute/accelerator; A100 SXM 267.9-271). K_half
-is Hopper's scaled by the per-SM matmul rate (the K loop's prologue and epilogue are a
-fixed latency; an A100 SM computes a K tile 2.6x slower): 256 x (312/108) / (989/132) = 99. Misaligned GEMMs (a dimension not a multiple of 8) ran at 0.21 of the
-aligned model on the H200 (65 shapes, median): `gemm_misaligned_factor`.
-
-Streaming kernels: `memory_efficiency` is the share of the datasheet HBM rate a device-to-
-device copy reaches: 4.19 of 4.8 TB/s measured on the H200 (0.87; ~3.0 of 3.35 on an H100
-in an earlier session, 0.90). `kernel_overhead_s` = 2 us of GPU time per kernel: a CUDA
-graph of tiny kernels replays at 0.8 us each on the H200 (no host), and raw
-cuLaunchKernel latency is 1.3-3 us (tools/published/kernels/launch_bandwidth_optimizer.csv).
-Host-side launch cost belongs to the software stack (simtrain/scenario/stack.py).
-
-Attention: the constant efficiencies below apply only where no measured curve exists (TPUs);
-GPUs use simtrain/data/attention.toml through simtrain.workload.kernels.
-`sustained_fraction` is 1.0 here: the share a training step sustains is the software
-stack's (stacks/*.toml), multiplied in by the plan.
+fitted on 328 aligned bf16 GEMMs measured on this project's lent H200 (2026-11-30,
+tools/kernels/h200_2026-11-30_kernels.jsonl): max 0.78, K_half 256, 6% mean absolute
+error, the typical transformer shape rather than the best one (8192^3: 724 TFLOP/s in the
+model, 769 measured). Other devices say in their file how theirs follow from a
+measurement. Streaming kernels: `memory_efficiency` is the share of the datasheet HBM rate
+a device-to-device copy reaches; `kernel_overhead_s` the GPU time per kernel. Attention:
+GPUs of a `family` with measured curves (simtrain/data/attention.toml) use them; the
+constant efficiencies apply elsewhere (TPUs, a device without a family). The share a
+training step sustains is the software stack's (stacks/*.toml), multiplied in by the plan.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator
 
-from simtrain.scenario.errors import SimtrainError
+from simtrain.scenario.device_keys import DEVICE_KEYS, DeviceTable, check_device_table, device_fields
+from simtrain.scenario.errors import SimtrainError, bad
+from simtrain.scenario.files import available, read_toml, suggest
 
 
 @dataclass(frozen=True)
@@ -57,52 +51,121 @@ class Device:
     # A GEMM with a dimension that is not a multiple of 8 elements runs without the aligned
     # (TMA / vectorised) kernels: this share of the aligned rate.
     gemm_misaligned_factor: float = 1.0
+    family: str = ""  # GPU family of the measured attention curves ("hopper", "ampere"); "": none
 
 
-# Tile menus: CUTLASS/cuBLAS Hopper kernels use 128x256 and 256x128 warp-specialized tiles,
-# smaller tiles lose operand reuse (relative efficiencies are estimates from CUTLASS
-# profiler sweeps; they only matter when they win on wave quantization).
-_HOPPER_TILES = ((128, 256, 1.0), (256, 128, 1.0), (128, 128, 0.93), (64, 128, 0.80))
-_AMPERE_TILES = ((128, 256, 1.0), (256, 128, 1.0), (128, 128, 0.95), (64, 128, 0.82))
-_TPU_TILES = ((128, 128, 1.0),)  # 128x128 MXU
+# --- the devices/ catalog -----------------------------------------------------------------
 
-CATALOG: dict[str, Device] = {
-    # NVIDIA A100 Tensor Core GPU datasheet: 312 TFLOP/s dense BF16; 40GB HBM2 1,555 GB/s;
-    # 80GB HBM2e 2,039 GB/s; 108 SMs (A100 whitepaper). Copy efficiency assumed 0.85.
-    "A100-40GB": Device("A100-40GB", 312e12, 1555e9, 40 * 2**30, 108, _AMPERE_TILES, 0.871, 99, 0.70, 0.63, 0.85, 2e-6, 1.0, 0.21),
-    "A100-80GB": Device("A100-80GB", 312e12, 2039e9, 80 * 2**30, 108, _AMPERE_TILES, 0.871, 99, 0.70, 0.63, 0.85, 2e-6, 1.0, 0.21),
-    # NVIDIA H100 datasheet (SXM5): 989 TFLOP/s dense BF16 (1,979 with sparsity), HBM3
-    # 3.35 TB/s, 80 GB (nvidia-smi shows 81,559 MiB on the lent H100, device tool notes); 132 SMs.
-    "H100-SXM": Device("H100-SXM", 989e12, 3.35e12, 81559 * 2**20, 132, _HOPPER_TILES, 0.78, 256, 0.35, 0.30, 0.87, 2e-6, 1.0, 0.21),
-    # NVIDIA H200 datasheet: same compute as H100 SXM, HBM3e 4.8 TB/s, 141 GB (nvidia-smi: 143,771 MiB).
-    "H200": Device("H200", 989e12, 4.8e12, 143771 * 2**20, 132, _HOPPER_TILES, 0.78, 256, 0.35, 0.30, 0.87, 2e-6, 1.0, 0.21),
-    # NVIDIA DGX/HGX B200 datasheet: 2.25 PFLOP/s dense BF16 per GPU, HBM3e 8 TB/s, 180 GB;
-    # 148 SMs. GEMM efficiency from Bekman's MAMF table (B200: 1,745 of 2,250 TFLOP/s
-    # for the best shape, 0.78) scaled like Hopper's best-to-typical (769 -> 724): 0.73.
-    "B200": Device("B200", 2.25e15, 8e12, 180e9, 148, _HOPPER_TILES, 0.73, 256, 0.35, 0.30, 0.87, 2e-6, 1.0, 0.21),
-    # Google Cloud TPU v4 docs: 275 TFLOP/s BF16, 32 GiB HBM2 at 1,200 GB/s; 2 TensorCores x
-    # 4 MXUs of 128x128. Efficiencies assumed (no public MAMF measurement).
-    "TPU-v4": Device("TPU-v4", 275e12, 1.2e12, 32 * 2**30, 8, _TPU_TILES, 0.85, 256, 0.55, 0.45, 0.85, 2e-6),
-    # Google Cloud TPU v5p docs: 459 TFLOP/s BF16, 95 GiB HBM2e at 2,765 GB/s; 4 MXUs per
-    # TensorCore, 2 TensorCores.
-    "TPU-v5p": Device("TPU-v5p", 459e12, 2.765e12, 95 * 2**30, 8, _TPU_TILES, 0.85, 256, 0.55, 0.45, 0.85, 2e-6),
-}
-
-ALIASES = {"H100": "H100-SXM", "A100": "A100-80GB", "TPUv4": "TPU-v4", "TPUv5p": "TPU-v5p", "v5p": "TPU-v5p", "v4": "TPU-v4"}
+_REQUIRED = [f.name for f in dataclasses.fields(Device) if f.default is dataclasses.MISSING and f.name != "name"]
 
 
-# GPU family of each device: which measured attention curves apply (simtrain/data/attention.toml;
-# B200 takes Hopper's as fractions of its own peak, an assumption without a measurement).
-# TPUs have no curve and use the constant efficiencies above (Pallas flash attention, assumed).
-FAMILY = {"A100-40GB": "ampere", "A100-80GB": "ampere", "H100-SXM": "hopper", "H200": "hopper", "B200": "hopper",
-          "TPU-v4": "tpu", "TPU-v5p": "tpu"}
+def device_from_file(path: Path) -> tuple[Device, tuple[str, ...]]:
+    """One devices/*.toml file -> (Device named after the file, its aliases)."""
+    where = f"devices/{path.name}"
+    table = check_device_table(read_toml(path, where), where, catalog_file=True)
+    if table.get("name", path.stem) != path.stem:
+        raise bad(f"{where}: name", table["name"], "differs from the file name",
+                  f"drop the name key or rename the file to {table['name']}.toml")
+    fields = device_fields(table)
+    missing = [k for k, (f, *_rest) in DEVICE_KEYS.items() if f in _REQUIRED and f not in fields and k != "memory_gb"]
+    if missing:
+        raise SimtrainError(f"{where}: missing key {missing[0]}; every device file gives "
+                            f"{', '.join(k for k in DEVICE_KEYS if k not in ('name', 'memory_gb'))}")
+    return Device(**{**fields, "name": path.stem}), table.get("aliases", ())
 
 
-def get_device(name: str, field: str = "cluster.device") -> Device:
-    key = ALIASES.get(name, name)
-    if key not in CATALOG:
-        raise SimtrainError(f"{field} = {name!r}: unknown device; use one of {', '.join(CATALOG)}")
-    return CATALOG[key]
+@lru_cache(maxsize=256)
+def _load_file(path: str, _mtime_ns: int) -> tuple[Device, tuple[str, ...]]:
+    dev, aliases = device_from_file(Path(path))
+    _FAMILIES[dev.name] = dev.family
+    return dev, aliases
+
+
+def _files(near: str | Path | None) -> dict[str, Path]:
+    return {name: root.path / f"{name}.toml" for name, root in available("devices", near).items()}
+
+
+def load_catalog(near: str | Path | None = None) -> tuple[dict[str, Device], dict[str, str]]:
+    """Every device the catalogs hold ({name: Device}, {alias: name}); a user's file
+    overrides a shipped one of the same name (simtrain.scenario.files). Each file is read
+    once per modification time."""
+    devices: dict[str, Device] = {}
+    aliases: dict[str, str] = {}
+    for name, p in _files(near).items():
+        devices[name], alias = _load_file(str(p), p.stat().st_mtime_ns)
+        for a in alias:
+            aliases.setdefault(a, name)
+    return devices, aliases
+
+
+def get_device(name: str, field: str = "cluster.device", near: str | Path | None = None) -> Device:
+    """The device of that name (a file of the devices/ catalog, read alone) or alias."""
+    files = _files(near)
+    if name in files:
+        return _load_file(str(files[name]), files[name].stat().st_mtime_ns)[0]
+    devices, aliases = load_catalog(near)
+    if name not in aliases:
+        raise bad(field, name, "unknown device", suggest(name, list(devices) + list(aliases), "devices", "device", len(devices)))
+    return devices[aliases[name]]
+
+
+class _Catalog(Mapping):
+    """`CATALOG[name]`: the devices the catalogs hold now, by name (read on use)."""
+
+    def __getitem__(self, name: str) -> Device:
+        return load_catalog()[0][name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(load_catalog()[0])
+
+    def __len__(self) -> int:
+        return len(load_catalog()[0])
+
+
+CATALOG: Mapping[str, Device] = _Catalog()
+
+# `FAMILY[name]`: the attention-curve family of every device built so far by name (catalog
+# files and [device] variants register theirs), for code that has a device's name only.
+_FAMILIES: dict[str, str] = {}
+
+
+class _Families(Mapping):
+    def __getitem__(self, name: str) -> str:
+        if name not in _FAMILIES:
+            load_catalog()
+        return _FAMILIES[name]
+
+    def __iter__(self) -> Iterator[str]:
+        load_catalog()
+        return iter(dict(_FAMILIES))
+
+    def __len__(self) -> int:
+        load_catalog()
+        return len(_FAMILIES)
+
+
+FAMILY: Mapping[str, str] = _Families()
+
+
+def apply_device_table(dev: Device, table: DeviceTable) -> Device:
+    """`dev` changed by a scenario's [device] table; without `name` the result is named
+    after the base and the keys it changes. Attention efficiencies given there replace the
+    family's measured curves (family ""), unless the table names a family itself."""
+    if not table:
+        return dev
+    given = table.as_dict()
+    fields: dict[str, Any] = device_fields(given)
+    if {"attention_fwd_efficiency", "attention_bwd_efficiency"} & set(given) and "family" not in given:
+        fields["family"] = ""  # the given constants replace the measured curves, or they would do nothing
+    if "name" not in given:
+        fields["name"] = f"{dev.name} with " + ", ".join(f"{k}={_fmt(v)}" for k, v in table.items)
+    out = dataclasses.replace(dev, **fields)
+    _FAMILIES[out.name] = out.family
+    return out
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def scaled(dev: Device, **changes: float) -> Device:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from simtrain.hardware.devices import Device, get_device
 from simtrain.hardware.explicit import build_explicit
 from simtrain.hardware.fat_tree import build_fat_tree
 from simtrain.hardware.topology import Topology
@@ -23,17 +24,19 @@ BUILDERS: dict[str, Callable[..., Topology]] = {
 }
 
 
-def load_topology(source: str, num_gpus: int, device_override: str = "") -> Topology:
-    """Build topology `source` (topologies/ name or path) sized for `num_gpus` accelerators."""
+def load_topology(source: str, num_gpus: int, device_override: str = "", near: str | None = None) -> Topology:
+    """Build topology `source` (topologies/ name or path) sized for `num_gpus` accelerators;
+    `near`: the scenario file that names it (a topology next to it is found first)."""
     if not 0 <= num_gpus <= MAX_DEVICES:
         raise bad("cluster.gpus", num_gpus, f"must be between 1 and simtrain's limit of {MAX_DEVICES:,} devices",
                   "give the number of accelerators to build")
-    path = resolve_path(source, "topologies", "topology", "cluster.topology")
+    path = resolve_path(source, "topologies", "topology", "cluster.topology", near)
     data = read_toml(path, "cluster.topology")
-    return topology_from_dict(data, num_gpus, device_override, str(path))
+    device = get_device(device_override, "cluster.device", near) if device_override else ""
+    return topology_from_dict(data, num_gpus, device, str(path))
 
 
-def topology_from_dict(data: dict[str, Any], num_gpus: int, device_override: str = "", path: str = "topology") -> Topology:
+def topology_from_dict(data: dict[str, Any], num_gpus: int, device_override: "str | Device" = "", path: str = "topology") -> Topology:
     kind = data.get("kind", "fat-tree")
     if kind not in BUILDERS:
         raise bad("kind", kind, f"unknown topology kind in {path}", f"use one of {', '.join(BUILDERS)}")

@@ -130,7 +130,17 @@ def check_link_spec(obj: Any, name: str, path: str) -> None:
         raise bad(f"{name}.efficiency", eff, "must be in (0, 1]: the achievable fraction of the wire rate", f"fix {path}")
 
 
-def topology_spec(data: dict[str, Any], kind: str, own: tuple[str, ...], num_gpus: int, device_override: str,
+def resolve_device(device_override: "str | Device", own: str, path: str) -> Device:
+    """The topology's device: `device_override` (cluster.device, a name or an already
+    resolved Device) or the file's own `device`, looked up next to the file first."""
+    if isinstance(device_override, Device):
+        return device_override
+    if device_override:
+        return get_device(device_override, "cluster.device")
+    return get_device(own, f"{path}: device", near=path)
+
+
+def topology_spec(data: dict[str, Any], kind: str, own: tuple[str, ...], num_gpus: int, device_override: "str | Device",
                   path: str) -> tuple[TopologySpec, Device]:
     """The top-level keys of a fat-tree or explicit file (`own`: its tables), checked, and
     its device: what both builders share."""
@@ -140,7 +150,7 @@ def topology_spec(data: dict[str, Any], kind: str, own: tuple[str, ...], num_gpu
         valid = list(TopologySpec.__dataclass_fields__) + ([f"[[{k}]]" for k in own] if kind == "explicit" else [f"[{k}]" for k in own])
         raise SimtrainError(f"unknown key {extra[0]} in {kind} topology {path}: valid keys are {', '.join(valid)}")
     spec = parse_dataclass(TopologySpec, top, "topology")
-    device = get_device(device_override or spec.device, "cluster.device" if device_override else f"{path}: device")
+    device = resolve_device(device_override, spec.device, path)
     if num_gpus < 1:
         raise bad("cluster.gpus", num_gpus, "need at least one GPU", "set cluster.gpus or the parallel sizes")
     if spec.gpus_per_node < 1:

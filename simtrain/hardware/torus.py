@@ -35,8 +35,8 @@ from typing import Any, Sequence
 
 import networkx as nx
 
-from simtrain.hardware.devices import Device, get_device
-from simtrain.hardware.topology import Link, LinkInfo, Topology, check_link_spec
+from simtrain.hardware.devices import Device
+from simtrain.hardware.topology import Link, LinkInfo, Topology, check_link_spec, resolve_device
 from simtrain.scenario.errors import SimtrainError, bad
 from simtrain.scenario.fields import parse_dataclass
 from simtrain.scenario.units import US, gbps_to_bytes_per_s
@@ -236,7 +236,7 @@ def build_torus(data: dict[str, Any], num_gpus: int, device_override: str = "", 
     check_link_spec(ici, "ici", path)
     if spec.chips_per_host < 1:
         raise bad("chips_per_host", spec.chips_per_host, "must be positive", f"fix {path}")
-    device = get_device(device_override or spec.device, "cluster.device" if device_override else f"{path}: device")
+    device = resolve_device(device_override, spec.device, path)
     for key in ("shape", "pod_shape"):
         v = getattr(spec, key)
         if v and (len(v) != 3 or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v)):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from simtrain.scenario.device_keys import DeviceTable, device_table
 from simtrain.scenario.errors import SimtrainError, bad
 from simtrain.scenario.fields import _parse_value, _suggest, parse_dataclass
 from simtrain.scenario.files import read_toml, resolve_path
@@ -122,6 +123,7 @@ class Scenario:
     engine: EngineConfig = field(default_factory=EngineConfig)
     whatif: WhatIfConfig = field(default_factory=WhatIfConfig)
     stack: Stack = field(default_factory=Stack)
+    device: DeviceTable = field(default_factory=DeviceTable)  # [device]: changes to the device (device_keys)
     name: str = "scenario"
     description: str = ""
     source: str = ""  # path of the file it came from
@@ -135,6 +137,7 @@ SECTIONS: dict[str, type] = {
     "schedule": ScheduleConfig,
     "engine": EngineConfig,
     "whatif": WhatIfConfig,
+    "device": DeviceTable,  # keys: simtrain.scenario.device_keys.DEVICE_KEYS
 }
 TOP_LEVEL = ("name", "description")
 STACK_SECTION = "stack"  # the scenario's overrides of its software stack's values
@@ -218,6 +221,8 @@ def scenario_from_dict(data: dict[str, Any], name: str = "scenario", source: str
         raw = {**defaults.get(section, {}), **raw}
         if section == "model":
             sections[section] = model_config(raw)
+        elif section == "device":
+            sections[section] = device_table(raw)
         else:
             sections[section] = build_section(section, raw)
     return Scenario(

@@ -1,46 +1,124 @@
 """Where input files are found and how they are read: the user-editable catalogs
-(scenarios/, topologies/, schedules/) and TOML files, with one-line errors."""
+(simtrain.scenario.catalogs.CATALOGS: scenarios/, topologies/, schedules/, devices/, ...)
+and TOML files, with one-line errors.
+
+A name (not a path) is looked up in these folders, first match wins:
+    1. $SIMTRAIN_HOME/<catalog>/                      (the user's own catalog)
+    2. next to the scenario file that names it: <catalog>/ in its folder, or beside its
+       folder (a project laid out like the repository: scenarios/, topologies/, devices/)
+    3. ./<catalog>/ in the current directory
+    4. the source checkout the package runs from (an editable install or a clone)
+    5. the copy shipped inside the installed package (simtrain/catalogs/<catalog>/)
+so a user's file overrides a shipped one of the same name. `simtrain list` shows the result.
+"""
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from simtrain.scenario.catalogs import CATALOGS, PACKAGED
 from simtrain.scenario.errors import SimtrainError, bad
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # simtrain/
 
 
+@dataclass(frozen=True)
+class Root:
+    """One folder a catalog's entries are looked up in, and where it comes from."""
+
+    path: Path
+    origin: str  # "$SIMTRAIN_HOME", "next to the scenario", "current directory", "checkout", "shipped"
+
+
+def _builtin_roots(catalog: str) -> list[Root]:
+    return [Root(PACKAGE_DIR.parent / catalog, "checkout"), Root(PACKAGE_DIR / PACKAGED / catalog, "shipped")]
+
+
+def catalog_roots(catalog: str, near: str | Path | None = None) -> list[Root]:
+    """The existing folders `catalog` entries are looked up in, in order (see the module
+    docstring). `near`: the scenario file that names the entry, if any."""
+    roots: list[Root] = []
+    home = os.environ.get("SIMTRAIN_HOME")
+    if home:
+        roots.append(Root(Path(home) / catalog, "$SIMTRAIN_HOME"))
+    if near:
+        d = Path(near).resolve().parent
+        # a shipped scenario's neighbours are the shipped catalogs: they keep their rank
+        shipped = {r.path.resolve() for c in CATALOGS for r in _builtin_roots(c)}
+        if d not in shipped:
+            roots += [Root(p, "next to the scenario") for p in (d / catalog, d.parent / catalog)]
+    builtin = _builtin_roots(catalog)
+    if (Path.cwd() / catalog).resolve() not in {r.path.resolve() for r in builtin}:
+        roots.append(Root(Path.cwd() / catalog, "current directory"))
+    roots += builtin
+    out, seen = [], set()
+    for r in roots:
+        key = r.path.resolve()
+        if key not in seen and r.path.is_dir():
+            seen.add(key)
+            out.append(r)
+    return out
+
+
 def catalog_dir(name: str) -> Path:
-    """Folder of a user-editable catalog (scenarios/, topologies/, schedules/).
-
-    Looked up in $SIMTRAIN_HOME, then the source checkout next to the package, then the
-    current directory.
-    """
-    roots = [os.environ.get("SIMTRAIN_HOME"), PACKAGE_DIR.parent, Path.cwd()]
-    for root in roots:
-        if root and (Path(root) / name).is_dir():
-            return Path(root) / name
-    return PACKAGE_DIR.parent / name
+    """The first existing folder of catalog `name` (the checkout's or the shipped one
+    unless the user has their own)."""
+    roots = catalog_roots(name)
+    return roots[0].path if roots else PACKAGE_DIR.parent / name
 
 
-def resolve_path(source: str | Path, catalog: str, what: str, field_name: str) -> Path:
+def available(catalog: str, near: str | Path | None = None) -> dict[str, Root]:
+    """Every entry of `catalog` by name (the file stem), with the folder it is taken from
+    (the first one that has it)."""
+    suffix = CATALOGS[catalog]
+    out: dict[str, Root] = {}
+    for root in catalog_roots(catalog, near):
+        for f in sorted(root.path.glob(f"*{suffix}")):
+            if f.is_file():
+                out.setdefault(f.stem, root)
+    return out
+
+
+def suggest(name: str, names: list[str] | dict, catalog: str, what: str, count: int | None = None) -> str:
+    """The fix part of a not-found error: the closest names (among `names`, which may
+    include aliases), never the whole list; `count`: entries in the catalog."""
+    names = sorted(names)
+    count = len(names) if count is None else count
+    if not names:
+        return (f"no {what} is installed (no {catalog}/ folder found); set SIMTRAIN_HOME to a folder "
+                f"holding {catalog}/ or give a file path")
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    listing = f"`simtrain list {catalog}` shows all {count}"
+    if close:
+        return "did you mean " + " or ".join(repr(c) for c in close) + f"? ({listing})"
+    return f"give a file path or a name from `simtrain list {catalog}` ({count} there)"
+
+
+def resolve_path(source: str | Path, catalog: str, what: str, field_name: str, near: str | Path | None = None) -> Path:
+    """The file `source` names: a path as given (relative to the current directory, then to
+    the folder of `near`), else a catalog entry by name (see the module docstring)."""
+    suffix = CATALOGS[catalog]
     if not str(source).strip():
-        available = sorted(x.stem for x in catalog_dir(catalog).glob("*.toml"))
-        raise bad(field_name, str(source), "is empty", f"give a {what} file path or one of: {', '.join(available)}")
+        raise bad(field_name, str(source), "is empty", f"give a {what} file path or a name from `simtrain list {catalog}`")
     p = Path(source)
-    candidates = [p] if p.suffix else [p.with_suffix(".toml"), p]
-    candidates += [catalog_dir(catalog) / p.name, catalog_dir(catalog) / f"{p.name}.toml"]
+    candidates = [p] if p.suffix else [p.with_suffix(suffix), p]
+    if near and not p.is_absolute() and len(p.parts) > 1:
+        base = Path(near).resolve().parent
+        candidates += [base / c for c in candidates]
     for c in candidates:
         if c.is_file():
             return c
-    available = sorted(x.stem for x in catalog_dir(catalog).glob("*.toml"))
-    raise bad(
-        field_name, str(source), f"no such {what} file",
-        f"give a path to a .toml file or one of: {', '.join(available) or '(catalog is empty)'}",
-    )
+    for root in catalog_roots(catalog, near):
+        for c in (root.path / p.name, root.path / f"{p.name}{suffix}"):
+            if c.is_file():
+                return c
+    raise bad(field_name, str(source), f"no such {what}", suggest(p.stem if p.suffix == suffix else p.name,
+                                                                  available(catalog, near), catalog, what))
 
 
 def read_toml(path: Path, field_name: str) -> dict[str, Any]:
@@ -53,4 +131,3 @@ def read_toml(path: Path, field_name: str) -> dict[str, Any]:
         raise SimtrainError(f"{field_name} = {str(path)!r}: not UTF-8 text; give a TOML file") from None
     except OSError as e:
         raise SimtrainError(f"{field_name} = {str(path)!r}: cannot read it ({e.strerror}); check the path") from None
-

@@ -1,0 +1,150 @@
+"""Devices as TOML: the devices/ catalog loads to exactly the Device values the code held
+before, every Device field has a TOML key, a scenario's [device] table changes a device
+key by key, and bad device input fails with one line."""
+
+import dataclasses
+
+import pytest
+
+from simtrain.analysis.run import simulate
+from simtrain.engine.plan import make_plan
+from simtrain.hardware.devices import CATALOG, Device, get_device
+from simtrain.scenario.config import load_scenario
+from simtrain.scenario.device_keys import DEVICE_KEYS
+from simtrain.scenario.errors import SimtrainError
+from tests.test_bad_files import assert_one_line_error
+
+# The Python catalog as it was in simtrain/hardware/devices.py before the values moved to
+# devices/*.toml (main at commit e0e4f10), with the attention family of its FAMILY table.
+_HOPPER = ((128, 256, 1.0), (256, 128, 1.0), (128, 128, 0.93), (64, 128, 0.80))
+_AMPERE = ((128, 256, 1.0), (256, 128, 1.0), (128, 128, 0.95), (64, 128, 0.82))
+_TPU = ((128, 128, 1.0),)
+BEFORE = {
+    "A100-40GB": (Device("A100-40GB", 312e12, 1555e9, 40 * 2**30, 108, _AMPERE, 0.871, 99, 0.70, 0.63, 0.85, 2e-6, 1.0, 0.21), "ampere"),
+    "A100-80GB": (Device("A100-80GB", 312e12, 2039e9, 80 * 2**30, 108, _AMPERE, 0.871, 99, 0.70, 0.63, 0.85, 2e-6, 1.0, 0.21), "ampere"),
+    "H100-SXM": (Device("H100-SXM", 989e12, 3.35e12, 81559 * 2**20, 132, _HOPPER, 0.78, 256, 0.35, 0.30, 0.87, 2e-6, 1.0, 0.21), "hopper"),
+    "H200": (Device("H200", 989e12, 4.8e12, 143771 * 2**20, 132, _HOPPER, 0.78, 256, 0.35, 0.30, 0.87, 2e-6, 1.0, 0.21), "hopper"),
+    "B200": (Device("B200", 2.25e15, 8e12, 180e9, 148, _HOPPER, 0.73, 256, 0.35, 0.30, 0.87, 2e-6, 1.0, 0.21), "hopper"),
+    "TPU-v4": (Device("TPU-v4", 275e12, 1.2e12, 32 * 2**30, 8, _TPU, 0.85, 256, 0.55, 0.45, 0.85, 2e-6), "tpu"),
+    "TPU-v5p": (Device("TPU-v5p", 459e12, 2.765e12, 95 * 2**30, 8, _TPU, 0.85, 256, 0.55, 0.45, 0.85, 2e-6), "tpu"),
+}
+ALIASES_BEFORE = {"H100": "H100-SXM", "A100": "A100-80GB", "TPUv4": "TPU-v4", "TPUv5p": "TPU-v5p", "v5p": "TPU-v5p", "v4": "TPU-v4"}
+
+
+@pytest.mark.parametrize("name", sorted(BEFORE))
+def test_every_device_loads_to_exactly_the_device_it_was(name):
+    dev, family = BEFORE[name]
+    loaded = CATALOG[name]
+    for f in dataclasses.fields(Device):
+        want = family if f.name == "family" else getattr(dev, f.name)
+        assert getattr(loaded, f.name) == want, f.name  # exact: no float tolerance
+    assert loaded == dataclasses.replace(dev, family=family)
+
+
+def test_aliases_still_name_the_same_devices():
+    for alias, name in ALIASES_BEFORE.items():
+        assert get_device(alias).name == name
+
+
+def test_every_device_field_has_a_toml_key():
+    """A field added to Device without a line in DEVICE_KEYS could not be set from TOML."""
+    mapped = {field for field, *_ in DEVICE_KEYS.values()}
+    assert {f.name for f in dataclasses.fields(Device)} <= mapped
+
+
+def test_mi300x_and_b200_ship_with_their_datasheet_figures():
+    mi = get_device("MI300X")
+    # AMD Instinct MI300X data sheet: 1,307.4 TFLOP/s dense BF16, 5.3 TB/s, 192 GB, 304 CUs
+    assert (mi.peak_flops, mi.hbm_bytes_per_s, mi.memory_bytes, mi.sms) == (1307.4e12, 5.3e12, 192e9, 304)
+    from simtrain.workload.compute import gemm_time
+
+    # its GEMM efficiency follows the ml-engineering MAMF table: 668.4 TFLOP/s at
+    # 10240x15360x8192, times Hopper's typical-to-best ratio 724/769 (isolated: no overhead)
+    iso = dataclasses.replace(mi, kernel_overhead_s=0.0)
+    m, n, k = 10240, 15360, 8192
+    assert 2 * m * n * k / gemm_time(iso, m, n, k) == pytest.approx(668.4e12 * 724 / 769, rel=1e-3)
+    b = get_device("B200")
+    assert (b.peak_flops, b.hbm_bytes_per_s, b.memory_bytes) == (2.25e15, 8e12, 180e9)  # DGX B200 datasheet
+
+
+def test_a_scenario_runs_on_mi300x():
+    s = load_scenario("llama3-405b-8k", ["cluster.device=MI300X", "cluster.gpus=64", "parallel.dp=0", "parallel.pp=8",
+                                         "parallel.vp=1", 'schedule.name="1f1b"', "training.global_batch=64",
+                                         'model.name="llama3-70b"', "parallel.first_stage_layers=-1",
+                                         "parallel.last_stage_layers=-1"])
+    r = simulate(s)
+    assert r.device == "MI300X" and 0 < r.mfu < 1
+    # peak memory is judged against 192 GB, the device's capacity
+    assert r.extra["memory"]["capacity_gib"] == pytest.approx(192e9 / 2**30, rel=1e-12)
+
+
+def test_device_table_changes_one_key_and_names_the_change():
+    base = make_plan(load_scenario("llama3-405b-8k"))
+    plan = make_plan(load_scenario("llama3-405b-8k", ["device.hbm_gbytes_per_s=8000", "device.memory_gib=141"]))
+    assert plan.device.hbm_bytes_per_s == 8e12 and plan.device.memory_bytes == 141 * 2**30
+    assert dataclasses.replace(plan.device, hbm_bytes_per_s=base.device.hbm_bytes_per_s,
+                               memory_bytes=base.device.memory_bytes, name=base.device.name) == base.device
+    assert plan.device.name == "H100-SXM with hbm_gbytes_per_s=8000, memory_gib=141"
+    named = make_plan(load_scenario("llama3-405b-8k", ["device.name=H100-fast", "device.peak_tflops=1978"]))
+    assert named.device.name == "H100-fast" and named.device.peak_flops == 1978e12
+
+
+def test_doubling_peak_halves_the_time_of_compute_bound_gemms():
+    """Closed form: a GEMM's compute time is FLOPs / (peak x efficiencies); with the memory
+    roofline far below it, twice the peak halves it (less the fixed kernel overhead)."""
+    from simtrain.workload.compute import gemm_time
+
+    base = get_device("H100-SXM")
+    from simtrain.hardware.devices import apply_device_table
+    from simtrain.scenario.device_keys import device_table
+
+    fast = apply_device_table(base, device_table({"peak_tflops": 1978}))
+    t1 = gemm_time(base, 8192, 8192, 8192) - base.kernel_overhead_s
+    t2 = gemm_time(fast, 8192, 8192, 8192) - fast.kernel_overhead_s
+    assert t2 == pytest.approx(t1 / 2, rel=1e-12)
+
+
+def test_device_attention_efficiency_replaces_the_measured_curves():
+    """[device] attention efficiencies on a GPU with measured curves replace them (family
+    ""), so the given value is the one the attention kernel runs at."""
+    from simtrain.workload.compute import attention_time
+
+    plan = make_plan(load_scenario("llama3-405b-8k", ["device.attention_fwd_efficiency=0.5"]))
+    assert plan.device.attention_fwd_efficiency == 0.5 and plan.device.family == ""
+    dev = plan.device
+    t = attention_time(dev, 1e15, backward=False, kernel="fa2", seq=8192)
+    assert t == pytest.approx(1e15 / (dev.peak_flops * dev.sustained_fraction * 0.5) + dev.kernel_overhead_s, rel=1e-12)
+
+
+@pytest.mark.parametrize("setting, fragment", [
+    ("device.peak_tflop=1200", "unknown key device.peak_tflop = 1200: did you mean 'peak_tflops'?"),
+    ("device.memory_efficiency=1.5", "device.memory_efficiency = 1.5: must be in (0, 1]"),
+    ("device.peak_tflops=-3", "device.peak_tflops = -3: must be positive"),
+    ("device.sms=12.5", "device.sms = 12.5: expected a whole number"),
+    ("device.gemm_tiles=[[128,128]]", "expected [tile_m, tile_n, efficiency]"),
+    ("device.family=volta", "not an attention family"),
+    ("device.aliases=[\"x\"]", "aliases belong in a devices/*.toml file"),
+    ("device=3", "expected section.key=value"),
+])
+def test_bad_device_keys_fail_with_one_line(setting, fragment, capsys):
+    assert_one_line_error(["run", "--set", setting], capsys, fragment)
+
+
+def test_bad_device_files_fail_with_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "devices").mkdir()
+    monkeypatch.setenv("SIMTRAIN_HOME", str(tmp_path))
+    (tmp_path / "devices" / "broken.toml").write_text("peak_tflops = 100\n")
+    assert_one_line_error(["run", "--set", "cluster.device=broken"], capsys, "devices/broken.toml: missing key")
+    (tmp_path / "devices" / "broken.toml").write_text("peak_tflops = [\n")
+    assert_one_line_error(["run", "--set", "cluster.device=broken"], capsys, "not valid TOML")
+    (tmp_path / "devices" / "broken.toml").write_text('peak_teraflops = 100\n')
+    assert_one_line_error(["run", "--set", "cluster.device=broken"], capsys, "did you mean 'peak_tflops'")
+
+
+def test_a_renamed_device_keeps_its_attention_family():
+    """Code that knows a device by name (simtrain.workload.compute) finds the family of a
+    [device] variant too: the H100's curves still apply to "H100-SXM with ...". """
+    from simtrain.hardware.devices import FAMILY
+
+    plan = make_plan(load_scenario("llama3-405b-8k", ["device.hbm_gbytes_per_s=4000"]))
+    assert FAMILY.get(plan.device.name) == "hopper"
