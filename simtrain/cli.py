@@ -47,7 +47,8 @@ class OneLineParser(argparse.ArgumentParser):
         return helps
 
 
-COMMANDS = ["run", "schedules", "topology", "collective", "validate", "calibrate", "compare", "sweep", "search"]
+COMMANDS = ["run", "schedules", "topology", "collective", "validate", "calibrate", "compare", "sweep", "search", "list"]
+MODULES = {"list": "listing"}  # command -> module of simtrain/commands where the names differ
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
-            mod = importlib.import_module(f"simtrain.commands.{name.replace('-', '_')}")
+            mod = importlib.import_module(f"simtrain.commands.{MODULES.get(name, name.replace('-', '_'))}")
         except ModuleNotFoundError as e:
             if e.name and e.name.startswith("simtrain.commands"):
                 continue  # command not built yet

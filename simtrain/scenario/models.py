@@ -11,6 +11,7 @@ Table 2.1), Nemotron-4 15B (Parmar et al. 2024), PaLM 540B (Chowdhery et al. 202
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,7 +115,7 @@ def model_config(raw: dict[str, Any]) -> ModelConfig:
     elif name:
         if not isinstance(name, str) or name not in CATALOG:
             raise bad("model.name", name, "not in the model catalog",
-                      f"use one of {', '.join(CATALOG)} or give the shape inline (num_hidden_layers, hidden_size, ...)")
+                      f"{_close(str(name))}, or give the shape inline (num_hidden_layers, hidden_size, ...) or hf_config")
         base = dict(CATALOG[name], name=name)
     cfg = parse_dataclass(ModelConfig, {**base, **{k: v for k, v in raw.items() if not (hf and k == "name")}}, "model")
     for f in dataclasses.fields(cfg):
@@ -149,9 +150,15 @@ def model_config(raw: dict[str, Any]) -> ModelConfig:
     return cfg
 
 
+def _close(name: str) -> str:
+    close = difflib.get_close_matches(name, list(CATALOG), n=3, cutoff=0.6)
+    listing = f"`simtrain list models` shows all {len(CATALOG)}"
+    return ("did you mean " + " or ".join(repr(c) for c in close) + f"? ({listing})") if close else listing
+
+
 def require_model(name: str) -> ModelConfig:
     if name not in CATALOG:
-        raise SimtrainError(f"model.name = {name!r}: not in the catalog; use one of {', '.join(CATALOG)}")
+        raise SimtrainError(f"model.name = {name!r}: not in the catalog; {_close(name)}")
     return model_config({"name": name})
 
 
