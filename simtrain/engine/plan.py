@@ -19,7 +19,7 @@ from simtrain.engine import whatif
 from simtrain.hardware.devices import FAMILY, Device, apply_device_table
 from simtrain.hardware.load import load_topology
 from simtrain.hardware.topology import Topology
-from simtrain.scenario.config import Scenario
+from simtrain.scenario.config import Scenario, tier_overrides
 from simtrain.scenario.errors import bad
 from simtrain.scenario.files import resolve_path
 from simtrain.scenario.layout import Coord, Layout, make_layout, split_layers
@@ -136,7 +136,8 @@ def make_plan(s: Scenario) -> Plan:
         raise bad("engine.mode", s.engine.mode, f"simulates every one of the {L.world:,} devices, above per-rank's limit of "
                   f"{MAX_PER_RANK:,} (16,384 take ~100 s and 1.3 GB)",
                   'use engine.mode = "symmetric" (exact for identical replicas) or fewer GPUs')
-    topo = load_topology(s.cluster.topology, L.world, s.cluster.device, near=s.source or None)
+    topo = load_topology(s.cluster.topology, L.world, s.cluster.device, near=s.source or None,
+                         tiers=tier_overrides(s.cluster))
     whatif.check(s, L.world)
     topo = whatif.apply(topo, s.whatif)
     if topo.num_gpus < L.world:

@@ -11,6 +11,7 @@ from typing import Any, Callable
 from simtrain.hardware.devices import Device, get_device
 from simtrain.hardware.explicit import build_explicit
 from simtrain.hardware.fat_tree import build_fat_tree
+from simtrain.hardware.tiers import apply_tiers
 from simtrain.hardware.topology import Topology
 from simtrain.hardware.torus import build_torus
 from simtrain.scenario.errors import bad
@@ -24,14 +25,16 @@ BUILDERS: dict[str, Callable[..., Topology]] = {
 }
 
 
-def load_topology(source: str, num_gpus: int, device_override: str = "", near: str | None = None) -> Topology:
+def load_topology(source: str, num_gpus: int, device_override: str = "", near: str | None = None,
+                  tiers: dict[str, float] | None = None) -> Topology:
     """Build topology `source` (topologies/ name or path) sized for `num_gpus` accelerators;
-    `near`: the scenario file that names it (a topology next to it is found first)."""
+    `near`: the scenario file that names it (a topology next to it is found first);
+    `tiers`: link what-ifs (cluster.nic_gbps, ...: simtrain.hardware.tiers)."""
     if not 0 <= num_gpus <= MAX_DEVICES:
         raise bad("cluster.gpus", num_gpus, f"must be between 1 and simtrain's limit of {MAX_DEVICES:,} devices",
                   "give the number of accelerators to build")
     path = resolve_path(source, "topologies", "topology", "cluster.topology", near)
-    data = read_toml(path, "cluster.topology")
+    data = apply_tiers(read_toml(path, "cluster.topology"), tiers or {}, str(path))
     device = get_device(device_override, "cluster.device", near) if device_override else ""
     return topology_from_dict(data, num_gpus, device, str(path))
 

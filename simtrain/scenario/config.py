@@ -38,6 +38,33 @@ class ClusterConfig:
     # Software stack: a file in stacks/ (without .toml) or a path; "" = the default stack
     # (simtrain.scenario.stack.DEFAULT_STACK). Its values can be overridden in [stack].
     stack: str = ""
+    # Hardware what-ifs on the topology's links, applied to the loaded file (so "2x
+    # InfiniBand" is --set cluster.nic_gbps=800, no copy of the file); a tier the topology
+    # lacks is refused (simtrain.hardware.tiers). 0 (latencies: -1): the file's value.
+    nvlink_gbps: float = 0.0  # per device per direction, Gb/s
+    nvlink_latency_us: float = -1.0
+    nvlink_efficiency: float = 0.0  # achievable fraction of the wire rate
+    nic_gbps: float = 0.0  # per NIC per direction, Gb/s
+    nic_latency_us: float = -1.0
+    nic_efficiency: float = 0.0
+    oversubscription: float = 0.0  # fat tree leaf tier: downlink / uplink bandwidth
+    spine_oversubscription: float = 0.0  # fat tree spine tier (3 tiers)
+    fabric_latency_us: float = -1.0  # fat tree switch-to-switch hop
+    ici_gbps: float = 0.0  # TPU ICI per link per direction, Gb/s
+    ici_latency_us: float = -1.0
+    ici_efficiency: float = 0.0
+
+
+# ClusterConfig fields that change the topology's links (simtrain.hardware.tiers maps them)
+TIER_FIELDS = ("nvlink_gbps", "nvlink_latency_us", "nvlink_efficiency", "nic_gbps", "nic_latency_us", "nic_efficiency",
+               "oversubscription", "spine_oversubscription", "fabric_latency_us", "ici_gbps", "ici_latency_us",
+               "ici_efficiency")
+
+
+def tier_overrides(cluster: ClusterConfig) -> dict[str, float]:
+    """The link what-ifs a cluster section sets (fields away from their defaults)."""
+    default = ClusterConfig()
+    return {f: getattr(cluster, f) for f in TIER_FIELDS if getattr(cluster, f) != getattr(default, f)}
 
 
 @dataclass(frozen=True)
@@ -61,6 +88,8 @@ class ParallelConfig:
     # "cudnn", "fa3" (Hopper only), "fa1", "triton" (flash-attn's Triton kernel), "xformers"
     attention_kernel: str = "fa2"
     overlap_grad_reduce: bool = True  # bucketed DP reduction overlapped with the backward pass
+    # rank placement, innermost axis first (Megatron's `order`; simtrain.scenario.layout)
+    order: str = "tp-cp-pp-dp"
 
 
 @dataclass(frozen=True)

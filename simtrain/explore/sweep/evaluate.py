@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Hashable, Iterator
 
 from simtrain.analysis.metrics import PARTS, Result
+from simtrain.scenario.config import tier_overrides
 from simtrain.scenario.errors import SimtrainError
 
 METRICS = ("step_time_s", "mfu", "hfu", "tflops_per_gpu", "tokens_per_s", "bubble_fraction")
@@ -56,7 +57,8 @@ class CommCache:
     def key(plan) -> Hashable:
         s, L = plan.scenario, plan.layout
         e = s.engine
-        return (s.cluster.topology, s.cluster.device, L.world, L.tp, L.cp, L.pp, L.dp, L.vp,
+        return (s.cluster.topology, s.cluster.device, tuple(tier_overrides(s.cluster).items()), L.world, L.tp, L.cp,
+                L.pp, L.dp, L.vp,
                 tuple(plan.schedule.placement), plan.symmetric, e.comm, e.collective_algo,
                 s.parallel.zero == 0)
 
