@@ -96,6 +96,8 @@ def text_report(r: Result) -> str:
     if bl:
         alike = f" (and {bl['links_alike'] - 1} alike)" if bl["links_alike"] > 1 else ""
         lines.append(f"  busiest link: {bl['link']}{alike}, {bl['kind']}, busy {100 * bl['utilization']:.0f}% of the step")
+    for w in r.extra.get("warnings") or ():
+        lines.append(f"  warning: {w}")
     lines.append(f"  simulated in {r.wall_time_s:.2f} s wall time")
     return "\n".join(lines)
 

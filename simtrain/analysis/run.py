@@ -8,6 +8,7 @@ from typing import Callable
 from simtrain.analysis.hotspots import hotspots
 from simtrain.analysis.metrics import Result, summarize
 from simtrain.engine.actions import Engine
+from simtrain.engine.placement import placement_warnings
 from simtrain.engine.plan import Plan, check_supported, make_plan
 from simtrain.scenario.config import Scenario
 from simtrain.workload.memory import estimate
@@ -43,6 +44,7 @@ def simulate_plan(plan: Plan, setup: Callable[[Engine], None] | None = None, t0:
     result.extra["plan"] = plan
     result.extra["memory"] = estimate(plan).to_json()
     result.extra["hotspots"] = hotspots(plan, engine, result)
+    result.extra["warnings"] = placement_warnings(plan)
     if link_series:
         result.extra["_link_series"] = _busiest_series(plan, engine, result.step_time_s)
     return result

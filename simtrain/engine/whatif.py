@@ -97,6 +97,9 @@ class Degraded(Topology):
     def node_of(self, gpu: int) -> int:
         return self.base.node_of(gpu)
 
+    def nvlink_domains(self) -> list[int] | None:
+        return self.base.nvlink_domains()
+
     def link(self, edge: Link) -> LinkInfo:
         info = self.base.link(edge)
         if edge in self.slow:

@@ -105,6 +105,19 @@ class Explicit(Topology):
     def graph(self) -> nx.DiGraph:  # type: ignore[override]
         return self._G
 
+    def nvlink_domains(self) -> list[int] | None:
+        """GPUs joined through links of kind "nvlink" (and the switches between them) form
+        one domain; None when no link has that kind."""
+        nv = nx.Graph((u, v) for u, v, k in self._G.edges(data="kind") if k == "nvlink")
+        if nv.number_of_edges() == 0:
+            return None
+        out = list(range(self.num_gpus, 2 * self.num_gpus))  # a GPU without NVLink: its own domain
+        for i, comp in enumerate(nx.connected_components(nv)):
+            for n in comp:
+                if isinstance(n, int):
+                    out[n] = i
+        return out
+
     def route(self, src: int, dst: int) -> tuple[Link, ...]:
         key = (src, dst)
         if key not in self._routes:

@@ -99,6 +99,11 @@ class FatTree(Topology):
         self._nic_per_gpu = nic_bw
         self._build_link_lists()
 
+    def nvlink_domains(self) -> list[int]:
+        """A node's GPUs share its NVSwitch (a GB200 NVL72 rack is one 72-GPU node)."""
+        g = self.gpus_per_node
+        return [gpu // g for gpu in range(self.num_gpus)]
+
     # --- naming -------------------------------------------------------------------
     def leaf_of(self, gpu: int) -> int:
         node, local = divmod(gpu, self.gpus_per_node)

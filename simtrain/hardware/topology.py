@@ -71,6 +71,11 @@ class Topology:
     def node_of(self, gpu: int) -> int:
         return gpu // self.gpus_per_node
 
+    def nvlink_domains(self) -> list[int] | None:
+        """The NVLink (scale-up) domain of every device, as an id per rank, or None when
+        the topology has no such tier (a torus: every link is the same ICI)."""
+        return None
+
     def route_latency(self, src: int, dst: int) -> float:
         return sum(self.link(e).latency for e in self.route(src, dst))
 

@@ -1,8 +1,10 @@
 """Parallel layout: TP x CP x PP x DP mapped onto global ranks (= device ids).
 
-Order, innermost first: TP, CP, PP, DP (as Llama 3's Figure 5: TP stays inside an
-NVSwitch node, DP is outermost):
+Order, innermost first, `parallel.order` (Megatron-LM's `order` notation; default
+"tp-cp-pp-dp", as Llama 3's Figure 5: TP stays inside an NVSwitch node, DP is outermost):
     rank = tp + TP * (cp + CP * (pp + PP * dp))
+Megatron-Core's own default is "tp-cp-ep-dp-pp" (DP inside PP; "tp-cp-ep-pp-dp" with
+--use-tp-pp-dp-mapping); "ep" is accepted and ignored (no expert parallelism here).
 A process group of one dimension is the set of ranks that differ only in that coordinate.
 """
 
@@ -25,6 +27,20 @@ class Coord:
     tp: int
 
 
+DEFAULT_ORDER = "tp-cp-pp-dp"
+
+
+def parse_order(text: str) -> tuple[str, ...]:
+    """`parallel.order` -> the four dimensions, innermost first; one line if it is not a
+    permutation of tp, cp, pp and dp (an "ep" among them is dropped)."""
+    parts = [p.strip() for p in str(text).lower().split("-")]
+    dims = tuple(p for p in parts if p != "ep")
+    if sorted(dims) != sorted(DIMS) or parts.count("ep") > 1:
+        raise bad("parallel.order", text, "must name tp, cp, pp and dp once each, innermost first, joined by '-'",
+                  f'write e.g. "{DEFAULT_ORDER}" (the default) or "tp-cp-dp-pp" (Megatron-Core\'s default)')
+    return dims
+
+
 @dataclass(frozen=True)
 class Layout:
     tp: int
@@ -34,6 +50,15 @@ class Layout:
     vp: int
     micro_batch: int
     global_batch: int
+    order: tuple[str, ...] = DIMS  # innermost first
+
+    def __post_init__(self) -> None:
+        stride, strides = 1, {}
+        for d in self.order:
+            strides[d] = stride
+            stride *= getattr(self, d)
+        object.__setattr__(self, "_strides", tuple(strides[d] for d in DIMS))
+        object.__setattr__(self, "_unpack", tuple((d, getattr(self, d)) for d in self.order))
 
     @property
     def world(self) -> int:
@@ -48,13 +73,14 @@ class Layout:
         return getattr(self, dim)
 
     def rank(self, c: Coord) -> int:
-        return c.tp + self.tp * (c.cp + self.cp * (c.pp + self.pp * c.dp))
+        st, sc, sp, sd = self._strides  # type: ignore[attr-defined]
+        return c.tp * st + c.cp * sc + c.pp * sp + c.dp * sd
 
     def coord(self, rank: int) -> Coord:
-        tp, r = rank % self.tp, rank // self.tp
-        cp, r = r % self.cp, r // self.cp
-        pp, dp = r % self.pp, r // self.pp
-        return Coord(dp, pp, cp, tp)
+        out = {}
+        for d, n in self._unpack:  # type: ignore[attr-defined]
+            rank, out[d] = divmod(rank, n)
+        return Coord(**out)
 
     def group(self, dim: str, rank: int) -> tuple[int, ...]:
         """Ranks of the `dim` process group that contains `rank`, in coordinate order.
@@ -156,7 +182,7 @@ def make_layout(s: Scenario) -> Layout:
     if p.cp > 1 and t.seq_len % (2 * p.cp):
         raise bad("parallel.cp", p.cp, f"sequence length {t.seq_len} is not divisible by 2*cp (two chunks per CP rank)",
                   "use a cp that divides seq_len/2")
-    return Layout(p.tp, p.cp, p.pp, dp, p.vp, p.micro_batch, gb)
+    return Layout(p.tp, p.cp, p.pp, dp, p.vp, p.micro_batch, gb, parse_order(p.order))
 
 
 def _divisor_hint(n: int, near: int) -> int:

@@ -58,7 +58,7 @@ class CommCache:
         s, L = plan.scenario, plan.layout
         e = s.engine
         return (s.cluster.topology, s.cluster.device, tuple(tier_overrides(s.cluster).items()), L.world, L.tp, L.cp,
-                L.pp, L.dp, L.vp,
+                L.pp, L.dp, L.vp, L.order,
                 tuple(plan.schedule.placement), plan.symmetric, e.comm, e.collective_algo,
                 s.parallel.zero == 0)
 
