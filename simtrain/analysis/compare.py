@@ -147,8 +147,13 @@ class Comparison:
                          f"{100 * b.compute_efficiency:.1f} % of peak"))
         if a.memory and b.memory:
             def mem(s: Side) -> str:
-                return f"{s.memory['peak_memory_gib']:.1f} GiB" + ("" if s.memory["fits_in_memory"] else " (!)")
-            lines.append(row("peak memory", mem(a), mem(b)))
+                return f"{s.memory['peak_memory_gib']:.1f} of {s.memory['capacity_gib']:.1f} GiB"
+
+            def fits(s: Side) -> str:
+                return "yes" if s.memory["fits_in_memory"] else "no (still simulated)"
+            lines.append(row("peak memory per GPU", mem(a), mem(b),
+                             f"{b.memory['peak_memory_gib'] - a.memory['peak_memory_gib']:+.1f} GiB"))
+            lines.append(row("fits in memory", fits(a), fits(b)))
         lines.append("")
         lines.append(row("step breakdown (mean)", "seconds  share", "seconds  share", "B - A s"))
         for p in PARTS:

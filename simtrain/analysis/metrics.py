@@ -41,6 +41,7 @@ class Result:
     schedule: str
     device: str
     params: float
+    schedule_params: dict[str, int] = field(default_factory=dict)  # e.g. llama3's n, default or given
     events: int = 0
     wall_time_s: float = 0.0
     engine_run_s: float = 0.0  # wall time of the event loop alone (no plan, setup or metrics)
@@ -131,6 +132,7 @@ def summarize(plan: Plan, records: list[Record]) -> Result:
                     global_batch=L.global_batch, microbatches_per_replica=L.microbatches,
                     seq_len=s.training.seq_len, mode=s.engine.mode),
         schedule=plan.schedule.name,
+        schedule_params=dict(plan.schedule_params),
         device=plan.device.name,
         params=plan.model.params,
         records=records,

@@ -38,7 +38,8 @@ def text_report(r: Result) -> str:
         f"  layout    TP{L['tp']} CP{L['cp']} PP{L['pp']} DP{L['dp']} VP{L['vp']}, micro-batch {L['micro_batch']}, "
         f"{L['microbatches_per_replica']} micro-batches per replica, {L['global_batch']:,} x {L['seq_len']:,} tokens per step"
     )
-    lines.append(f"  schedule  {r.schedule} ({L['mode']} engine)")
+    params = "".join(f", {k} = {v}" for k, v in r.schedule_params.items())
+    lines.append(f"  schedule  {r.schedule}{params} ({L['mode']} engine)")
     lines.append("")
     rows = [
         ("step time", f"{r.step_time_s:.3f} s"),

@@ -108,10 +108,23 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_table(rows), end="")
         if real:
-            print("\nwith the scenario's real costs (simulated):")
+            print("\nwith the scenario's real costs (simulated; peak memory per GPU from simtrain.workload.memory):")
             for (name, m), d in real.items():
-                print(f"  {name:<12} M={m:<4} bubble {100 * d['simulated_bubble_fraction']:5.1f}%  "
-                      f"step {d['simulated_step_time_s']:.3f} s  MFU {100 * d['simulated_mfu']:.1f}%")
+                params = "".join(f" {k}={v}" for k, v in d["schedule_params"].items())
+                fits = "fits" if d["fits_in_memory"] else "does NOT fit"
+                print(f"  {name:<12} M={m:<4}{params:<6} bubble {100 * d['simulated_bubble_fraction']:5.1f}%  "
+                      f"step {d['simulated_step_time_s']:.3f} s  MFU {100 * d['simulated_mfu']:4.1f}%  "
+                      f"peak {d['peak_memory_gib']:6.1f} of {d['capacity_gib']:.1f} GiB: {fits}")
+            fitting = [(d["simulated_mfu"], name, m) for (name, m), d in real.items() if d["fits_in_memory"]]
+            best = max(real.items(), key=lambda kv: kv[1]["simulated_mfu"])
+            if fitting:
+                mfu, name, m = max(fitting)
+                print(f"  best that fits in memory: {name} M={m}, MFU {100 * mfu:.1f}%"
+                      + ("" if best[1]["fits_in_memory"] else
+                         f" ({best[0][0]} M={best[0][1]} reaches {100 * best[1]['simulated_mfu']:.1f}% but needs "
+                         f"{best[1]['peak_memory_gib']:.1f} GiB)"))
+            else:
+                print("  none of these fits in memory")
     if args.plot:
         from simtrain.plots.schedules import plot_bubble_vs_microbatches
 
@@ -154,8 +167,12 @@ def _simulate_rows(args: argparse.Namespace, rows) -> dict:
             if tty:
                 print(f"\rsimulating {i}/{len(valid)}: {r.schedule} M={r.microbatches} ...", end="", file=sys.stderr, flush=True)
             res = simulate_plan(plan)
+            mem = res.extra["memory"]
             out[(r.schedule, r.microbatches)] = {"simulated_bubble_fraction": res.bubble_fraction,
-                                                 "simulated_step_time_s": res.step_time_s, "simulated_mfu": res.mfu}
+                                                 "simulated_step_time_s": res.step_time_s, "simulated_mfu": res.mfu,
+                                                 "schedule_params": dict(res.schedule_params),
+                                                 "peak_memory_gib": mem["peak_memory_gib"], "capacity_gib": mem["capacity_gib"],
+                                                 "fits_in_memory": mem["fits_in_memory"]}
     finally:
         if tty and valid:
             print("\r\033[K", end="", file=sys.stderr, flush=True)

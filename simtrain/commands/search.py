@@ -85,13 +85,16 @@ def _space(args, s, world: int, gpus_per_node: int):
 
 
 def _table(rows, k: int) -> str:
-    head = ["#", "TP", "CP", "PP", "DP", "VP", "mb", "recompute", "SP", "schedule", "MFU %", "bound %", "step s", "bubble %", "mem GiB"]
+    from simtrain.explore.sweep.output import memory_cell
+
+    head = ["#", "TP", "CP", "PP", "DP", "VP", "mb", "recompute", "SP", "schedule", "MFU %", "bound %", "step s", "bubble %",
+            "peak GiB", "fits"]
     body = []
     for i, r in enumerate(rows[:k], 1):
         body.append([str(i), str(r["tp"]), str(r["cp"]), str(r["pp"]), str(r["dp"]), str(r["vp"]), str(r["micro_batch"]),
                      r["recompute"], "on" if r["sequence_parallel"] else "off", r["schedule"],
                      f"{100 * r['mfu']:.1f}", f"{100 * r['mfu_bound']:.1f}", f"{r['step_time_s']:.3f}",
-                     f"{100 * r['bubble_fraction']:.1f}", f"{r['peak_memory_gib']:.1f}"])
+                     f"{100 * r['bubble_fraction']:.1f}", memory_cell(r), "yes" if r.get("fits_in_memory") else "no"])
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     lines = ["  " + "  ".join(h.rjust(w) for h, w in zip(head, widths))]
     lines += ["  " + "  ".join(x.rjust(w) for x, w in zip(line, widths)) for line in body]
@@ -131,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         keep = ["tp", "cp", "pp", "dp", "vp", "micro_batch", "recompute", "sequence_parallel", "schedule", "microbatches",
                 "mfu", "mfu_bound", "hfu", "step_time_s", "tflops_per_gpu", "tokens_per_s", "bubble_fraction",
-                "peak_memory_gib"] + [c for c in res.rows[0] if c.startswith("breakdown_")]
+                "peak_memory_gib", "memory_capacity_gib", "fits_in_memory"] + [c for c in res.rows[0] if c.startswith("breakdown_")]
         rows = [{c: r.get(c) for c in keep} for r in res.ranked[:args.top]]
         vs = None
         if len(res.ranked) > 1:  # MFU points by cause, winner minus runner-up (simtrain.analysis.compare)

@@ -15,6 +15,7 @@ from statistics import NormalDist
 from dataclasses import dataclass, field
 
 from simtrain import schedule as sched
+from simtrain.schedule.constraints import llama3_default_n
 from simtrain.engine import whatif
 from simtrain.hardware.devices import FAMILY, Device, apply_device_table
 from simtrain.hardware.load import load_topology
@@ -70,6 +71,7 @@ class Plan:
     grad_bytes: int  # bytes per gradient element in the DP reduction
     optimizer_s: dict[int, float]  # optimizer step time per pipeline rank
     speed: dict[int, float] = field(default_factory=dict)  # compute-time factor per device (what-ifs)
+    schedule_params: dict[str, int] = field(default_factory=dict)  # the schedule's parameters in effect (llama3: n)
     _copies: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -121,8 +123,19 @@ def _schedule(s: Scenario, L: Layout) -> sched.Schedule:
     if s.schedule.file:
         p = resolve_path(s.schedule.file, "schedules", "schedule file", "schedule.file", near=s.source or None)
         return sched.load_schedule_file(p, L.pp, L.vp, L.microbatches)
-    params = {"n": s.schedule.n} if s.schedule.n else {}
-    return sched.build(s.schedule.name, L.pp, L.vp, L.microbatches, **params)
+    return sched.build(s.schedule.name, L.pp, L.vp, L.microbatches, **schedule_params(s, L))
+
+
+def schedule_params(s: Scenario, L: Layout) -> dict[str, int]:
+    """The schedule's parameters in effect: llama3's n is schedule.n or its default
+    (PP when PP divides the micro-batches per replica, else the smallest valid n above)."""
+    if s.schedule.file:
+        return {}
+    if s.schedule.n:
+        return {"n": s.schedule.n}
+    if s.schedule.name == "llama3":
+        return {"n": llama3_default_n(L.pp, L.microbatches)}
+    return {}
 
 
 # Per-rank mode simulates every device: 16,384 GPUs take ~100 s and 1.3 GB (README, Speed),
@@ -184,7 +197,7 @@ def make_plan(s: Scenario) -> Plan:
         simulated = tuple(range(L.world))
     p2p = s.parallel.micro_batch * (s.training.seq_len // L.cp) * m.hidden_size * 2 / L.tp
     return Plan(s, L, topo, dev, ms, schedule, tuple(stages), simulated, symmetric, float(p2p), grad_bytes, opt,
-                whatif.device_factors(s.whatif, L.world))
+                whatif.device_factors(s.whatif, L.world), schedule_params(s, L))
 
 
 def slowest_of(n: int, sigma: float) -> float:

@@ -26,7 +26,7 @@ BREAKDOWN = tuple(f"breakdown_{p}" for p in PARTS)
 LAYOUT = ("tp", "cp", "pp", "dp", "vp", "micro_batch", "global_batch", "microbatches",
           "recompute", "sequence_parallel", "zero", "schedule")
 STATUS = ("valid", "fits_in_memory", "simulated", "reason")
-MEMORY = ("peak_memory_gib",)
+MEMORY = ("peak_memory_gib", "memory_capacity_gib")
 COLUMNS = ("index",) + LAYOUT + STATUS + METRICS + BREAKDOWN + MEMORY
 
 
@@ -233,6 +233,7 @@ def plan_row(base: dict[str, Any], task: Task) -> tuple[dict[str, Any], Any, Any
     mem = estimate(plan)
     row["fits_in_memory"] = mem.fits_in_memory
     row["peak_memory_gib"] = mem.peak_memory_gib
+    row["memory_capacity_gib"] = mem.capacity_gib
     if not mem.fits_in_memory:
         row["reason"] = f"does not fit: peak {mem.peak_memory_gib:.1f} GiB of {mem.capacity_gib:.0f} GiB on pipeline rank {mem.peak_stage}"
     return row, plan, mem

@@ -69,18 +69,34 @@ def no_winner(rows: list[dict[str, Any]]) -> str:
     return "no layout that fits in memory was simulated"
 
 
+def memory_cell(r: dict[str, Any]) -> str:
+    """Peak memory per GPU and the device's capacity, e.g. "75.8 of 79.6"."""
+    cap = r.get("memory_capacity_gib")
+    return f"{r['peak_memory_gib']:.1f}" + (f" of {cap:.1f}" if cap else "")
+
+
 def top_table(rows: list[dict[str, Any]], swept: list[str], k: int) -> str:
+    """The best layouts that fit in memory, by MFU, then a line on any layout that would
+    beat them but does not fit."""
     best = ranked(rows)[:k]
+    over = sorted((r for r in rows if r.get("valid") and r.get("simulated") and not r.get("fits_in_memory")
+                   and (not best or r["mfu"] > best[0]["mfu"])), key=lambda r: -r["mfu"])
+    note = ""
+    if over:
+        top = over[0]
+        note = (f"\n  {len(over)} simulated layout{'s' if len(over) > 1 else ''} with a higher MFU do{'es' if len(over) == 1 else ''} "
+                f"not fit in memory: the best, row {top['index']}, reaches {100 * top['mfu']:.1f}% at "
+                f"{memory_cell(top)} GiB per GPU")
     if not best:
-        return no_winner(rows)
+        return no_winner(rows) + note
     show = [c for c in ("tp", "cp", "pp", "dp", "vp", "micro_batch", "recompute", "schedule") if c not in [s.split(".")[-1] for s in swept]]
-    head = ["#", *[s.split(".", 1)[-1] for s in swept], *show, "MFU %", "step s", "bubble %", "mem GiB"]
+    head = ["#", *[s.split(".", 1)[-1] for s in swept], *show, "MFU %", "step s", "bubble %", "peak GiB", "fits"]
     body = []
     for i, r in enumerate(best, 1):
         body.append([str(i), *[_fmt(r.get(s)) for s in swept], *[_fmt(r.get(c)) for c in show],
                      f"{100 * r['mfu']:.1f}", f"{r['step_time_s']:.3f}", f"{100 * r['bubble_fraction']:.1f}",
-                     f"{r['peak_memory_gib']:.1f}"])
+                     memory_cell(r), "yes" if r.get("fits_in_memory") else "no"])
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
     lines += ["  ".join(x.rjust(w) for x, w in zip(line, widths)) for line in body]
-    return "\n".join(lines)
+    return "\n".join(lines) + note
