@@ -78,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         argv = ["run"]  # `simtrain` alone simulates the default scenario
+    from simtrain.commands.scenario_inputs import join_value_options
+
     try:
-        args, extra = parser.parse_known_args(argv)
+        args, extra = parser.parse_known_args(join_value_options(argv))
         if extra:  # reported by the command's own parser, which knows its options
             sub = _subparser(parser, getattr(args, "command", None)) or parser
             sub.error(f"unrecognized arguments: {' '.join(extra)}")

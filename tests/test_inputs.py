@@ -8,7 +8,7 @@ import pytest
 from simtrain.cli import main
 from simtrain.scenario.config import load_scenario
 from simtrain.scenario.errors import SimtrainError
-from simtrain.scenario.megatron_args import megatron_overrides, parse
+from simtrain.scenario.megatron_args import parse
 from simtrain.scenario.models import model_config
 
 # Meta-Llama-3-8B/config.json as released (transformers 4.40)
@@ -91,35 +91,36 @@ def test_missing_file_and_key(tmp_path):
 
 BRIEF = ("--tensor-model-parallel-size 8 --pipeline-model-parallel-size 16 --num-layers-per-virtual-pipeline-stage 1 "
          "--micro-batch-size 1 --global-batch-size 2048 --seq-length 8192 --sequence-parallel "
-         "--recompute-granularity selective --use-distributed-optimizer --lr 3e-4 --train-iters 1000 --use-flash-attn")
+         "--recompute-granularity selective --use-distributed-optimizer --lr 3e-4 --train-iters 1000 --use-flash-attn --bf16")
 
 
 def test_megatron_flags_fill_parallel_and_training():
-    ov, ignored = megatron_overrides(BRIEF, model_layers=80)
-    assert ignored == ["--lr", "--train-iters"]
-    s = load_scenario("llama3-405b-8k", ['model.name="llama3-70b"', "parallel.first_stage_layers=-1",
-                                          "parallel.last_stage_layers=-1", "cluster.gpus=16384", *ov])
+    flags = parse(BRIEF)
+    assert flags.ignored == ["--lr", "--train-iters"]
+    s = load_scenario("llama3-405b-8k", ['model.name="llama3-70b"', "cluster.gpus=16384"], megatron=flags)
     p, t = s.parallel, s.training
-    assert (p.tp, p.pp, p.dp, p.vp, p.micro_batch) == (8, 16, 0, 5, 1)
+    assert (p.tp, p.pp, p.dp, p.vp, p.micro_batch) == (8, 16, 0, 5, 1)  # 80 layers / (16 x 1) = 5 virtual stages
     assert (p.sequence_parallel, p.recompute, p.zero, p.flash_attention, p.overlap_grad_reduce) == (True, "selective", 1, True, False)
     assert (t.global_batch, t.seq_len, s.schedule.name) == (2048, 8192, "interleaved")
+    assert (p.first_stage_layers, p.last_stage_layers) == (-1, -1)  # Megatron splits evenly unless told
     assert t.grad_precision == "fp32"  # Megatron forces fp32 main gradients for bf16 ...
-    bf16, _ = megatron_overrides("--bf16 --grad-reduce-in-bf16")
-    assert load_scenario("llama3-405b-8k", bf16).training.grad_precision == "bf16"  # ... unless told
+    bf16 = parse("--bf16 --grad-reduce-in-bf16 --micro-batch-size 1 --seq-length 8192")
+    assert load_scenario("llama3-405b-8k", megatron=bf16).training.grad_precision == "bf16"  # ... unless told
 
 
 def test_megatron_model_flags_give_the_llama3_8b_shape():
     flags = ("--num-layers 32 --hidden-size 4096 --ffn-hidden-size 14336 --num-attention-heads 32 "
              "--group-query-attention --num-query-groups 8 --swiglu --normalization RMSNorm --disable-bias-linear "
              "--untie-embeddings-and-output-weights --position-embedding-type rope --padded-vocab-size 128256 "
-             "--recompute-activations --bf16")
-    ov, ignored = megatron_overrides(flags)
-    assert ignored == []
-    s = load_scenario("llama3-405b-8k", ov)
+             "--recompute-activations --bf16 --micro-batch-size 1 --seq-length 8192")
+    parsed = parse(flags)
+    assert parsed.ignored == []
+    s = load_scenario("llama3-405b-8k", megatron=parsed)
     assert shape(s.model) == shape(model_config({"name": "llama3-8b"}))
     assert s.parallel.recompute == "selective"
-    full, _ = megatron_overrides("--recompute-granularity=full --context-parallel-size 2")
-    assert "parallel.recompute=\"full\"" in full and "parallel.cp=2" in full and "parallel.dp=0" in full
+    full = load_scenario(None, ['model.name="llama3-8b"'], megatron=parse(
+        "--recompute-granularity=full --context-parallel-size 2 --bf16 --micro-batch-size 1 --seq-length 8192"))
+    assert (full.parallel.recompute, full.parallel.cp, full.parallel.dp) == ("full", 2, 0)
 
 
 @pytest.mark.parametrize("flags, fragment", [
@@ -138,7 +139,7 @@ def test_bad_megatron_flags_fail_with_one_line(flags, fragment):
 def test_run_megatron_args_warns_once_and_applies(capsys, small_overrides):
     sets = sum((["--set", o] for o in small_overrides if not o.startswith(("parallel.tp", "parallel.pp", "parallel.dp"))), [])
     code = main(["run", *sets, "--megatron-args", "--tensor-model-parallel-size 4 --pipeline-model-parallel-size 2 "
-                 "--micro-batch-size 1 --foo 3 --bar", "--json"])
+                 "--micro-batch-size 1 --seq-length 2048 --bf16 --foo 3 --bar", "--json"])
     out, err = capsys.readouterr()
     assert code == 0
     lines = [x for x in err.strip().splitlines() if " wall time " not in x]  # run --json's timing line
@@ -149,7 +150,8 @@ def test_run_megatron_args_warns_once_and_applies(capsys, small_overrides):
 
 def test_set_wins_over_megatron_args(capsys, small_overrides):
     code = main(["run", *sum((["--set", o] for o in small_overrides), []), "--megatron-args",
-                 "--tensor-model-parallel-size 4", "--set", "parallel.tp=2", "--json"])
+                 "--tensor-model-parallel-size 4 --micro-batch-size 1 --seq-length 2048 --bf16", "--set", "parallel.tp=2",
+                 "--json"])
     out, _ = capsys.readouterr()
     assert code == 0 and json.loads(out)["layout"]["tp"] == 2
 

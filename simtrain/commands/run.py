@@ -70,9 +70,9 @@ def run(args: argparse.Namespace) -> int:
     from simtrain.analysis.run import simulate
     from simtrain.scenario.config import load_scenario
 
-    from simtrain.commands.scenario_inputs import scenario_overrides
+    from simtrain.commands.scenario_inputs import megatron_input
 
-    scenario = load_scenario(args.scenario, scenario_overrides(args))
+    scenario = load_scenario(args.scenario, args.overrides, megatron=megatron_input(args))
     meter = None if args.no_progress or not sys.stderr.isatty() else _ProgressLine()
     try:
         result = simulate(scenario, progress=meter, link_series=bool(args.trace))

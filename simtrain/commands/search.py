@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     check_pairs(args, [("--address", "--executor ray", args.executor == "ray")])
     from simtrain.analysis.compare import attribute, side_from_row, why
     from simtrain.analysis.report import dumps
-    from simtrain.commands.scenario_inputs import scenario_overrides
+    from simtrain.commands.scenario_inputs import megatron_input
     from simtrain.explore.search import search, set_args
     from simtrain.explore.sweep import prepare_base
     from simtrain.explore.sweep.base import point_scenario
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise SimtrainError(f"--top {args.top}: must be at least 1; give the number of layouts to print, e.g. --top 5 (the winner and 4 runners-up)")
-    base = prepare_base(args.scenario, scenario_overrides(args), [])
+    base = prepare_base(args.scenario, args.overrides, [], megatron=megatron_input(args))
     s = point_scenario(base, {})
     world = base["cluster"]["gpus"]
     gb = base["training"]["global_batch"]

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(args, {"--out": (".csv",), "--parquet": (".parquet",), "--plot": (".png", ".svg")})
     check_pairs(args, [("--plot-axes", "--plot", bool(args.plot)), ("--address", "--executor ray", args.executor == "ray")])
     from simtrain.analysis.report import dumps
-    from simtrain.commands.scenario_inputs import scenario_overrides
+    from simtrain.commands.scenario_inputs import megatron_input
     from simtrain.explore.sweep import Task, expand, parse_grid, prepare_base, run_tasks
     from simtrain.explore.sweep.evaluate import columns
     from simtrain.explore.sweep.output import ranked, top_table, write_csv, write_parquet
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     axes = parse_grid(args.grid)
     swept = [k for k, _ in axes]
     plot_axes = _plot_axes(axes, args.plot_axes) if args.plot else None
-    base = prepare_base(args.scenario, scenario_overrides(args), swept)
+    base = prepare_base(args.scenario, args.overrides, swept, megatron=megatron_input(args))
     points = expand(axes)
     tasks = [Task(i, v) for i, v in enumerate(points)]
     progress = Progress(len(tasks), "sweep", enabled=not args.no_progress)

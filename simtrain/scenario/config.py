@@ -8,6 +8,8 @@ Unknown keys are rejected with a suggestion; every value is checked once, here.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,9 +182,28 @@ def build_section(section: str, data: dict[str, Any], base: Any = None) -> Any:
 
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+def apply_overrides(data: dict[str, Any], overrides: Any) -> dict[str, Any]:
+    """`overrides`: "section.key=value" strings (TOML values, as --set), or a dict
+    {"section.key": value} of Python values."""
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    if isinstance(overrides, dict):
+        overrides = [(str(k), v) for k, v in overrides.items()]
     for item in overrides:
+        if isinstance(item, tuple):  # from a dict: the value is already a Python value
+            key, value = item
+            section, dot, name = key.partition(".")
+            if not dot and section in TOP_LEVEL:
+                data[section] = value
+                continue
+            if not dot or section not in SECTIONS:
+                raise SimtrainError(f"overrides {key!r}: expected 'section.key' with a section among {', '.join(SECTIONS)}; "
+                                    f"{_suggest(section, list(SECTIONS))}")
+            if not isinstance(data.setdefault(section, {}), dict):
+                raise bad(section, data[section], "expected a table", f"write [{section}] followed by key = value lines")
+            data[section][name] = list(value) if isinstance(value, tuple) else value
+            continue
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key:
@@ -264,12 +285,53 @@ def scenario_from_dict(data: dict[str, Any], name: str = "scenario", source: str
 
 
 DEFAULT_SCENARIO = "llama3-405b-8k"
+NEUTRAL_BASE: dict[str, Any] = {"name": "megatron", "description": "from Megatron-LM flags"}  # simtrain's defaults
 
 
-def load_scenario(source: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
-    """Load a scenario by catalog name or path and apply `section.key=value` overrides."""
-    source = DEFAULT_SCENARIO if source is None else source  # "" is an error, not the default
-    path = resolve_path(source, "scenarios", "scenario", "scenario")
-    data = read_toml(path, "scenario")
-    data = apply_overrides(data, list(overrides))
-    return scenario_from_dict(data, name=path.stem, source=str(path))
+def scenario_to_dict(s: Scenario) -> dict[str, Any]:
+    """A Scenario back as the dict of its TOML file (every key explicit)."""
+    out: dict[str, Any] = {"name": s.name, "description": s.description}
+    for section in SECTIONS:
+        obj = getattr(s, section)
+        out[section] = obj.as_dict() if section == "device" else dataclasses.asdict(obj)
+    if out["model"].get("hf_config"):
+        out["model"].pop("name", None)  # named after the file again
+    return out
+
+
+def load_data(source: Any = None, overrides: Any = (), megatron: Any = None) -> tuple[dict[str, Any], str]:
+    """The scenario as a dict, and the file it came from ("" for none), in the order the
+    CLI applies its inputs: the source (a catalog name or path, a dict of TOML tables, a
+    Scenario, or None: the default scenario, or a neutral base under Megatron flags), then
+    Megatron flags (simtrain.scenario.megatron_args), then `overrides` ("section.key=value"
+    strings, or a {"section.key": value} dict)."""
+    path = ""
+    if isinstance(source, Scenario):
+        data, path = scenario_to_dict(source), source.source
+    elif isinstance(source, dict):
+        data = copy.deepcopy(source)
+    elif source is None and megatron is not None:
+        data = dict(NEUTRAL_BASE, name=megatron.name)
+    elif source is not None and not isinstance(source, (str, Path)):
+        raise SimtrainError(f"scenario = {source!r}: expected a catalog name, a path, a dict of TOML tables or a "
+                            "Scenario; give e.g. \"llama3-405b-8k\"")
+    else:
+        p = resolve_path(DEFAULT_SCENARIO if source is None else source, "scenarios", "scenario", "scenario")
+        data, path = read_toml(p, "scenario"), str(p)
+        data.setdefault("name", p.stem)
+    if megatron is not None:
+        from simtrain.scenario.megatron_args import apply_megatron, finish
+
+        data = finish(apply_overrides(apply_megatron(data, megatron), overrides), megatron)
+    else:
+        data = apply_overrides(data, overrides)
+    return data, path
+
+
+def load_scenario(source: Any = None, overrides: Any = (), megatron: Any = None) -> Scenario:
+    """Load a scenario (catalog name, path, dict or Scenario) and apply Megatron flags and
+    `section.key=value` overrides (see load_data)."""
+    if isinstance(source, Scenario) and not overrides and megatron is None:
+        return source
+    data, path = load_data(source, overrides, megatron)
+    return scenario_from_dict(data, name=str(data.get("name", "scenario")), source=path)

@@ -1,216 +1,333 @@
-"""Megatron-LM launch flags -> scenario overrides (`--megatron-args "..."`).
+"""Megatron-LM flags -> a scenario (`--megatron-args "..."`, `--megatron-script FILE`).
 
-`megatron_overrides(text, model_raw)` returns `section.key=value` strings, applied before
-`--set` (so `--set` wins), and the flags it ignored. Mapping:
+The flags describe the whole job as Megatron would run it, from Megatron's own defaults
+(megatron/training/arguments.py), never from simtrain's default scenario: without a
+SCENARIO the base is neutral (simtrain's defaults: dgx-h100, as many GPUs as one
+replica needs unless --set cluster.gpus); with one, the scenario gives the cluster, the
+engine options and, when no model flag is given, the model. `--set` applies after.
 
-    --tensor-model-parallel-size N      parallel.tp        (parallel.dp = 0: DP follows from
-    --pipeline-model-parallel-size N    parallel.pp         the GPU count, as in Megatron)
-    --context-parallel-size N           parallel.cp
-    --num-layers-per-virtual-pipeline-stage K   parallel.vp = layers / (pp * K),
-    --num-virtual-stages-per-pipeline-rank V    parallel.vp = V   schedule "interleaved"
-    --micro-batch-size, --global-batch-size, --seq-length   parallel.micro_batch,
-                                        training.global_batch, training.seq_len
-    --recompute-activations             parallel.recompute = "selective"
-    --recompute-granularity selective|full   parallel.recompute
-    --bf16 / --fp16                     training.precision
-    --use-flash-attn                    parallel.flash_attention = true
-    --tp-comm-overlap                   engine.overlap_tp_comm = true
-    --grad-reduce-in-bf16               training.grad_precision = "bf16" (else fp32 main_grad)
-    model shape (any of them given: Megatron's defaults fill the rest of the architecture):
-    --num-layers, --hidden-size, --ffn-hidden-size, --num-attention-heads, --kv-channels,
-    --group-query-attention + --num-query-groups G, --padded-vocab-size/--vocab-size,
-    --max-position-embeddings, --swiglu (else GELU), --normalization RMSNorm|LayerNorm,
-    --disable-bias-linear, --untie-embeddings-and-output-weights,
-    --position-embedding-type rope|learned_absolute
+    --tensor-/--pipeline-model-parallel-size, --context-parallel-size (default 1)
+                                        parallel.tp, pp, cp; DP follows from the GPU count
+    --num-layers-per-virtual-pipeline-stage K, or --num-virtual-stages-per-pipeline-rank V
+                                        parallel.vp = layers / (pp K), or V; schedule
+                                        "interleaved" when vp > 1, else "1f1b"
+    --decoder-first/last-pipeline-num-layers   parallel.first/last_stage_layers
+    --micro-batch-size (required), --global-batch-size (default micro x DP), --seq-length
+                                        (required): parallel.micro_batch, training.*
+    --sequence-parallel (off at TP 1, as Megatron does), --use-distributed-optimizer
+                                        (parallel.zero 1, else 0), --overlap-grad-reduce
+    --recompute-activations / --recompute-granularity selective|full   parallel.recompute
+    --use-flash-attn, --attention-backend flash|fused|auto (FlashAttention) | unfused|local
+    --cp-comm-type p2p (ring, Megatron's default) | all_gather     parallel.cp_algo
+    --bf16 | --fp16 (one is required: Megatron trains in fp32 without, which simtrain does
+                     not model)        training.precision; --grad-reduce-in-bf16
+    --tp-comm-overlap                   engine.overlap_tp_comm
+    --use-tp-pp-dp-mapping              parallel.order "tp-cp-pp-dp"; else Megatron-Core's
+                                        "tp-cp-dp-pp" (its tp-cp-ep-dp-pp)
+    model (any model flag replaces the scenario's model; Megatron's defaults fill the rest):
+    --num-layers, --hidden-size, --num-attention-heads (required), --ffn-hidden-size
+    (default 4 h, or int(8 h / 3 / 64) x 64 with --swiglu), --kv-channels (h / heads),
+    --group-query-attention --num-query-groups G (default 1; without the switch every head
+    has its own K/V), --swiglu (else GELU), --normalization (LayerNorm), --position-
+    embedding-type (learned_absolute), --max-position-embeddings (default: seq length),
+    --disable-bias-linear, --untie-embeddings-and-output-weights;
+    vocabulary: the tokenizer's size padded to a multiple of --make-vocab-size-divisible-by
+    (128) x TP: --vocab-size N (NullTokenizer: N + 1), the GPT-2 BPE files (--vocab-file
+    with --merge-file, or --tokenizer-type GPT2BPETokenizer: 50,257); --padded-vocab-size
+    is taken as is. Other tokenizers need --vocab-size or --set model.vocab_size.
 
-Megatron switches are false when absent, and so are their fields here:
-`parallel.sequence_parallel` (--sequence-parallel), `parallel.zero` 1 or 0
-(--use-distributed-optimizer), `parallel.overlap_grad_reduce` (--overlap-grad-reduce),
-`parallel.recompute` "none" unless a recompute flag is given. `--use-flash-attn` only
-turns FlashAttention on: Megatron-Core runs fused attention without the flag.
+Contradictions Megatron refuses are refused here with one line: --fp16 with --bf16, both
+virtual-pipeline flags, --tp-comm-overlap without sequence parallelism, --seq-length above
+--max-position-embeddings, --recompute-method with selective recomputation. Flags simtrain
+does not model are named in one warning; so are flags whose value is an unexpanded $VAR.
 """
 
 from __future__ import annotations
 
-import shlex
+import copy
+import math
+from dataclasses import dataclass, field
 from typing import Any
 
 from simtrain.scenario.errors import SimtrainError
+from simtrain.scenario.megatron_script import Launch, launch_flags, read_script, unexpanded
 
-INT_FLAGS = {
-    "--tensor-model-parallel-size": "parallel.tp",
-    "--pipeline-model-parallel-size": "parallel.pp",
-    "--context-parallel-size": "parallel.cp",
-    "--num-virtual-stages-per-pipeline-rank": "parallel.vp",
-    "--micro-batch-size": "parallel.micro_batch",
-    "--global-batch-size": "training.global_batch",
-    "--seq-length": "training.seq_len",
-    "--num-layers": "model.num_hidden_layers",
-    "--hidden-size": "model.hidden_size",
-    "--ffn-hidden-size": "model.intermediate_size",
-    "--num-attention-heads": "model.num_attention_heads",
-    "--kv-channels": "model.head_dim",
-    "--num-query-groups": "model.num_key_value_heads",
-    "--padded-vocab-size": "model.vocab_size",
-    "--vocab-size": "model.vocab_size",
-    "--max-position-embeddings": "model.max_position_embeddings",
-    "--num-layers-per-virtual-pipeline-stage": "",  # converted to parallel.vp below
-}
+INT_FLAGS = (
+    "--tensor-model-parallel-size", "--pipeline-model-parallel-size", "--context-parallel-size",
+    "--num-virtual-stages-per-pipeline-rank", "--num-layers-per-virtual-pipeline-stage",
+    "--decoder-first-pipeline-num-layers", "--decoder-last-pipeline-num-layers",
+    "--micro-batch-size", "--global-batch-size", "--seq-length", "--num-layers", "--hidden-size", "--ffn-hidden-size",
+    "--num-attention-heads", "--kv-channels", "--num-query-groups", "--padded-vocab-size", "--vocab-size",
+    "--max-position-embeddings", "--make-vocab-size-divisible-by", "--recompute-num-layers",
+)
 CHOICE_FLAGS = {
-    "--recompute-granularity": ("parallel.recompute", {"selective": "selective", "full": "full"}),
-    "--normalization": ("model.norm", {"RMSNorm": "rmsnorm", "LayerNorm": "layernorm"}),
-    "--position-embedding-type": ("model.position_embedding", {"rope": "rope", "learned_absolute": "learned"}),
+    "--recompute-granularity": {"selective": "selective", "full": "full"},
+    "--normalization": {"RMSNorm": "rmsnorm", "LayerNorm": "layernorm"},
+    "--position-embedding-type": {"rope": "rope", "learned_absolute": "learned"},
+    "--attention-backend": {"flash": True, "fused": True, "auto": True, "unfused": False, "local": False},
+    "--cp-comm-type": {"p2p": "ring", "all_gather": "allgather"},
+    "--recompute-method": {"uniform": "uniform", "block": "block"},
 }
+TEXT_FLAGS = ("--tokenizer-type", "--vocab-file", "--merge-file", "--tokenizer-model")
 SWITCHES = {
-    "--sequence-parallel", "--use-distributed-optimizer", "--overlap-grad-reduce",
-    "--recompute-activations", "--swiglu", "--group-query-attention", "--disable-bias-linear",
-    "--untie-embeddings-and-output-weights", "--use-flash-attn", "--bf16", "--fp16",
-    "--tp-comm-overlap", "--grad-reduce-in-bf16",
+    "--sequence-parallel", "--use-distributed-optimizer", "--overlap-grad-reduce", "--recompute-activations",
+    "--swiglu", "--group-query-attention", "--disable-bias-linear", "--untie-embeddings-and-output-weights",
+    "--use-flash-attn", "--bf16", "--fp16", "--tp-comm-overlap", "--grad-reduce-in-bf16", "--use-tp-pp-dp-mapping",
+    "--use-rotary-position-embeddings",
 }
 MODEL_FLAGS = {
     "--num-layers", "--hidden-size", "--ffn-hidden-size", "--num-attention-heads", "--kv-channels",
     "--num-query-groups", "--padded-vocab-size", "--vocab-size", "--swiglu", "--normalization",
     "--disable-bias-linear", "--untie-embeddings-and-output-weights", "--group-query-attention",
-    "--position-embedding-type", "--max-position-embeddings",
+    "--position-embedding-type", "--max-position-embeddings", "--use-rotary-position-embeddings",
 }
+GPT2_BPE_VOCAB = 50257  # GPT-2's BPE vocabulary (gpt2-vocab.json), Megatron's GPT2BPETokenizer
 OPT = "--megatron-args"
 
 
-def _tokens(text: str | list[str]) -> list[str]:
-    if isinstance(text, list):
-        return list(text)
-    try:
-        return shlex.split(text)
-    except ValueError as e:
-        raise SimtrainError(f"{OPT} {text!r}: cannot split it into flags ({e}); check the quotes") from None
+@dataclass
+class MegatronFlags:
+    """Parsed flags: values by flag, flags ignored, flags dropped for an unexpanded value."""
+
+    known: dict[str, Any] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
+    unexpanded: list[str] = field(default_factory=list)  # "--flag $VALUE" or a bare "$VAR"
+    where: str = OPT
+    name: str = "megatron"
+    vocab_note: str = ""  # why the vocabulary is unknown (checked after --set)
 
 
-def parse(text: str | list[str]) -> tuple[dict[str, Any], list[str]]:
-    """Flags -> {flag: value or True}, and the flags simtrain does not know (in order)."""
-    toks = _tokens(text)
-    known: dict[str, Any] = {}
-    ignored: list[str] = []
-    i = 0
-    while i < len(toks):
-        tok = toks[i]
-        if not tok.startswith("--"):
-            raise SimtrainError(f"{OPT}: stray value {tok!r} (no flag before it); write flags as --name value")
-        flag, eq, inline = tok.partition("=")
-        takes_value = flag in INT_FLAGS or flag in CHOICE_FLAGS
-        if takes_value:
-            if eq:
-                value = inline
-            elif i + 1 < len(toks) and not toks[i + 1].startswith("--"):
-                i += 1
-                value = toks[i]
-            else:
-                raise SimtrainError(f"{OPT}: {flag} needs a value; write e.g. {flag} {_example(flag)}")
-            known[flag] = _value(flag, value)
-        elif flag in SWITCHES:
-            if eq:
-                raise SimtrainError(f"{OPT}: {flag} is a switch and takes no value; write {flag} alone")
-            known[flag] = True
-        else:
-            ignored.append(flag)
-            if not eq and i + 1 < len(toks) and not toks[i + 1].startswith("--"):
-                i += 1  # its value
-        i += 1
-    return known, ignored
-
-
-def _example(flag: str) -> str:
+def _value(where: str, flag: str, value: str) -> Any:
     if flag in CHOICE_FLAGS:
-        return next(iter(CHOICE_FLAGS[flag][1]))
-    return "8"
-
-
-def _value(flag: str, value: str) -> Any:
-    if flag in CHOICE_FLAGS:
-        choices = CHOICE_FLAGS[flag][1]
+        choices = CHOICE_FLAGS[flag]
         if value not in choices:
-            raise SimtrainError(f"{OPT}: {flag} {value!r}: not a choice simtrain models; use one of {', '.join(choices)}")
+            raise SimtrainError(f"{where}: {flag} {value!r}: not a choice simtrain models; use one of {', '.join(choices)}")
         return choices[value]
+    if flag in TEXT_FLAGS:
+        return value
     try:
         n = int(value)
     except ValueError:
-        n = 0
-    if n < 1 or str(value).strip().lstrip("+") != str(n):
-        raise SimtrainError(f"{OPT}: {flag} {value!r}: expected a positive whole number; write e.g. {flag} {_example(flag)}")
+        n = -1
+    if n < 0 or str(value).strip().lstrip("+") != str(n) or (n == 0 and flag != "--recompute-num-layers"):
+        raise SimtrainError(f"{where}: {flag} {value!r}: expected a positive whole number; write e.g. {flag} 8")
     return n
 
 
-def megatron_overrides(text: str | list[str], model_layers: int = 0) -> tuple[list[str], list[str]]:
-    """(`section.key=value` overrides, ignored flags). `model_layers` is the scenario's layer
-    count, needed for --num-layers-per-virtual-pipeline-stage when --num-layers is absent."""
-    known, ignored = parse(text)
-    out: dict[str, Any] = {}
-    for flag, value in known.items():
-        key = INT_FLAGS.get(flag) or (CHOICE_FLAGS[flag][0] if flag in CHOICE_FLAGS else "")
-        if key:
-            out[key] = value
-    if any(f in known for f in ("--tensor-model-parallel-size", "--pipeline-model-parallel-size", "--context-parallel-size")):
-        out["parallel.dp"] = 0
-    per_stage = known.get("--num-layers-per-virtual-pipeline-stage")
-    if per_stage:
-        layers = known.get("--num-layers", model_layers)
-        pp = known.get("--pipeline-model-parallel-size", 1)
-        if not layers:
-            raise SimtrainError(f"{OPT}: --num-layers-per-virtual-pipeline-stage {per_stage} needs the layer count; add --num-layers or a scenario model")
-        if layers % (pp * per_stage):
-            raise SimtrainError(
-                f"{OPT}: --num-layers-per-virtual-pipeline-stage {per_stage}: {layers} layers do not split into "
-                f"pipeline size {pp} x {per_stage} layers per virtual stage; use a value dividing {layers // pp if layers % pp == 0 else layers}")
-        out["parallel.vp"] = layers // (pp * per_stage)
-    if out.get("parallel.vp", 1) > 1:
-        out["schedule.name"] = "interleaved"
-    out["parallel.sequence_parallel"] = bool(known.get("--sequence-parallel"))
-    out["parallel.zero"] = 1 if known.get("--use-distributed-optimizer") else 0
-    out["parallel.overlap_grad_reduce"] = bool(known.get("--overlap-grad-reduce"))
-    if "parallel.recompute" not in out:
-        out["parallel.recompute"] = "selective" if known.get("--recompute-activations") else "none"
-    if known.get("--use-flash-attn"):
-        out["parallel.flash_attention"] = True
-    if known.get("--bf16"):
-        out["training.precision"] = "bf16"
-    if known.get("--fp16"):
-        out["training.precision"] = "fp16"
-    out["training.grad_precision"] = "bf16" if known.get("--grad-reduce-in-bf16") else "fp32"
-    if known.get("--tp-comm-overlap"):
-        out["engine.overlap_tp_comm"] = True
-    if any(f in known for f in MODEL_FLAGS):
-        out["model.mlp"] = "gated" if known.get("--swiglu") else "plain"
-        out["model.bias"] = not known.get("--disable-bias-linear")
-        out["model.tie_word_embeddings"] = not known.get("--untie-embeddings-and-output-weights")
-        out.setdefault("model.norm", "layernorm")
-        out.setdefault("model.position_embedding", "learned")
-        if not known.get("--group-query-attention") and "--num-query-groups" not in known and "--num-attention-heads" in known:
-            out["model.num_key_value_heads"] = known["--num-attention-heads"]
-    return [f"{k}={_toml(v)}" for k, v in out.items()], ignored
+def parse(tokens: list[str] | tuple[str, ...] | str, where: str = OPT) -> MegatronFlags:
+    """Flags -> MegatronFlags. A text is read as a pasted block (megatron_script)."""
+    if isinstance(tokens, str):
+        tokens = launch_flags(tokens, where).tokens
+    out = MegatronFlags(where=where)
+    toks = list(tokens)
+    i = 0
+    while i < len(toks):
+        tok = toks[i]
+        i += 1
+        if unexpanded(tok) and not tok.startswith("--"):
+            out.unexpanded.append(tok)  # e.g. $EXTRA_ARGS: flags hidden in a variable
+            continue
+        if not tok.startswith("--"):
+            raise SimtrainError(f"{where}: stray value {tok!r} (no flag before it); write flags as --name value")
+        flag, eq, inline = tok.partition("=")
+        if flag in INT_FLAGS or flag in CHOICE_FLAGS or flag in TEXT_FLAGS:
+            if eq:
+                value = inline
+            elif i < len(toks) and not toks[i].startswith("--"):
+                value = toks[i]
+                i += 1
+            else:
+                raise SimtrainError(f"{where}: {flag} needs a value; write e.g. {flag} {next(iter(CHOICE_FLAGS.get(flag, {'8': 0})))}")
+            if unexpanded(value) and flag not in TEXT_FLAGS:
+                out.unexpanded.append(f"{flag} {value}")
+                continue
+            out.known[flag] = _value(where, flag, value)
+        elif flag in SWITCHES:
+            if eq:
+                raise SimtrainError(f"{where}: {flag} is a switch and takes no value; write {flag} alone")
+            out.known[flag] = True
+        else:
+            out.ignored.append(flag)
+            while i < len(toks) and not toks[i].startswith("--") and not eq:
+                i += 1  # its values (some flags take several, e.g. --rampup-batch-size 16 16 5859375)
+    return out
 
 
-def _toml(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return f'"{v}"'
-    return str(v)
+def read(text: str = "", script: str = "") -> MegatronFlags | None:
+    """--megatron-script FILE and/or --megatron-args TEXT (the text's flags come later, so
+    they win); None when neither is given."""
+    tokens: list[str] = []
+    where = OPT
+    name = "megatron"
+    if script:
+        launch: Launch = read_script(script)
+        tokens += launch.tokens
+        where = f"--megatron-script {script!r}"
+        from pathlib import Path
+
+        name = Path(script).stem
+    if text and text.strip():
+        tokens += launch_flags(text, OPT).tokens
+        where = OPT if not script else f"{where} and {OPT}"
+    if not tokens:
+        return None
+    flags = parse(tokens, where)
+    flags.name = name
+    return flags
 
 
-def warning_line(ignored: list[str]) -> str:
-    return (f"simtrain: warning: {OPT}: ignored {len(ignored)} flag{'s' if len(ignored) != 1 else ''} "
-            f"simtrain does not model: {' '.join(ignored)}")
+def warning_lines(flags: MegatronFlags) -> list[str]:
+    out = []
+    if flags.ignored:
+        n = len(flags.ignored)
+        out.append(f"simtrain: warning: {flags.where}: ignored {n} flag{'s' if n != 1 else ''} simtrain does not model: "
+                   f"{' '.join(flags.ignored)}")
+    if flags.unexpanded:
+        n = len(flags.unexpanded)
+        out.append(f"simtrain: warning: {flags.where}: {n} flag{'s' if n != 1 else ''} given by unexpanded shell "
+                   f"variables, left as the scenario or Megatron's defaults have them (define them in the script or use "
+                   f"--set): {', '.join(flags.unexpanded)}")
+    return out
 
 
-def scenario_megatron_overrides(source: str | None, text: str) -> tuple[list[str], list[str]]:
-    """Overrides for `text` given the scenario `source` (its model's layer count)."""
-    from simtrain.scenario.config import DEFAULT_SCENARIO
-    from simtrain.scenario.files import read_toml, resolve_path
+def _refuse(flags: MegatronFlags, what: str, fix: str) -> SimtrainError:
+    return SimtrainError(f"{flags.where}: {what}; {fix}")
+
+
+def _check(flags: MegatronFlags) -> None:
+    k = flags.known
+    if k.get("--fp16") and k.get("--bf16"):
+        raise _refuse(flags, "--fp16 and --bf16 together: Megatron refuses them (arguments.py: assert not args.bf16)",
+                      "keep one of them")
+    if not (k.get("--fp16") or k.get("--bf16")):
+        raise _refuse(flags, "neither --bf16 nor --fp16: Megatron then trains in fp32, which simtrain does not model",
+                      "add --bf16 (or --fp16) as the run used")
+    if "--num-layers-per-virtual-pipeline-stage" in k and "--num-virtual-stages-per-pipeline-rank" in k:
+        raise _refuse(flags, "--num-layers-per-virtual-pipeline-stage and --num-virtual-stages-per-pipeline-rank "
+                      "together: Megatron allows only one", "keep one of them")
+    sp = k.get("--sequence-parallel") and k.get("--tensor-model-parallel-size", 1) > 1
+    if k.get("--tp-comm-overlap") and not sp:
+        raise _refuse(flags, "--tp-comm-overlap without sequence parallelism: Megatron refuses it (TP communication/GEMM "
+                      "overlap needs --sequence-parallel and a tensor-parallel size above 1)",
+                      "add --sequence-parallel or drop --tp-comm-overlap")
+    seq, pos = k.get("--seq-length"), k.get("--max-position-embeddings")
+    if seq and pos and pos < seq:
+        raise _refuse(flags, f"--seq-length {seq} is above --max-position-embeddings {pos}: Megatron refuses it",
+                      f"raise --max-position-embeddings to at least {seq}")
+    if k.get("--recompute-method") and (k.get("--recompute-activations") or k.get("--recompute-granularity") == "selective"):
+        raise _refuse(flags, "--recompute-method with selective recomputation: Megatron refuses it",
+                      "drop --recompute-method or use --recompute-granularity full")
+    for flag in ("--micro-batch-size", "--seq-length"):
+        if flag not in k and not any(u.startswith(flag + " ") for u in flags.unexpanded):
+            raise _refuse(flags, f"{flag} is missing: Megatron needs it", f"add {flag} N")
+
+
+def _vocab(flags: MegatronFlags, tp: int) -> int:
+    k = flags.known
+    if "--padded-vocab-size" in k:
+        return k["--padded-vocab-size"]
+    tok = k.get("--tokenizer-type", "")
+    if "--vocab-size" in k:
+        size = k["--vocab-size"] + (1 if tok == "NullTokenizer" else 0)  # NullTokenizer adds its EOD token
+    elif tok == "GPT2BPETokenizer" or (not tok and "--vocab-file" in k and "--merge-file" in k):
+        size = GPT2_BPE_VOCAB
+    else:
+        what = f"--tokenizer-type {tok}" if tok else "no --vocab-size, --vocab-file/--merge-file or --tokenizer-type"
+        flags.vocab_note = (f"{flags.where}: the vocabulary size comes from the tokenizer ({what}), which simtrain "
+                            "cannot read; add --vocab-size N (before padding) or --set model.vocab_size=N")
+        return 0
+    multiple = k.get("--make-vocab-size-divisible-by", 128) * tp
+    return math.ceil(size / multiple) * multiple
+
+
+def model_table(flags: MegatronFlags) -> dict[str, Any]:
+    """The [model] table of the flags, Megatron's defaults filling what they do not say."""
+    k = flags.known
+    for flag in ("--num-layers", "--hidden-size", "--num-attention-heads"):
+        if flag not in k:
+            raise _refuse(flags, f"model flags without {flag}: Megatron needs --num-layers, --hidden-size and "
+                          "--num-attention-heads", f"add {flag} N")
+    h, heads, layers = k["--hidden-size"], k["--num-attention-heads"], k["--num-layers"]
+    swiglu = bool(k.get("--swiglu"))
+    ffn = k.get("--ffn-hidden-size") or (int((4 * h * 2 / 3) / 64) * 64 if swiglu else 4 * h)
+    if k.get("--num-query-groups") and not k.get("--group-query-attention"):
+        flags.ignored.append("--num-query-groups (Megatron uses it only with --group-query-attention)")
+    kv = k.get("--num-query-groups", 1) if k.get("--group-query-attention") else heads
+    pos = "rope" if k.get("--use-rotary-position-embeddings") else k.get("--position-embedding-type", "learned")
+    table: dict[str, Any] = {
+        "name": f"{flags.name}-{layers}x{h}", "num_hidden_layers": layers, "hidden_size": h, "intermediate_size": ffn,
+        "num_attention_heads": heads, "num_key_value_heads": kv, "mlp": "gated" if swiglu else "plain",
+        "bias": not k.get("--disable-bias-linear"), "tie_word_embeddings": not k.get("--untie-embeddings-and-output-weights"),
+        "norm": k.get("--normalization", "layernorm"), "position_embedding": pos,
+    }
+    if "--max-position-embeddings" in k or pos == "learned":  # learned positions: max_pos x h parameters
+        table["max_position_embeddings"] = k.get("--max-position-embeddings", k.get("--seq-length", 0))
+    if "--kv-channels" in k:
+        table["head_dim"] = k["--kv-channels"]
+    vocab = _vocab(flags, k.get("--tensor-model-parallel-size", 1))
+    if vocab:
+        table["vocab_size"] = vocab
+    return table
+
+
+def apply_megatron(data: dict[str, Any], flags: MegatronFlags) -> dict[str, Any]:
+    """A copy of scenario `data` set as the flags describe the job (module docstring)."""
+    _check(flags)
+    k = flags.known
+    data = copy.deepcopy(data)
+    par, tr, sch, eng = (data.setdefault(s, {}) for s in ("parallel", "training", "schedule", "engine"))
+    for s in (par, tr, sch, eng):
+        if not isinstance(s, dict):
+            raise SimtrainError(f"{flags.where}: the scenario's sections must be tables; fix the scenario file")
+    tp, pp = k.get("--tensor-model-parallel-size", 1), k.get("--pipeline-model-parallel-size", 1)
+    if any(f in k for f in MODEL_FLAGS):
+        data["model"] = model_table(flags)
+    # with --num-layers-per-virtual-pipeline-stage, vp (and so the schedule) follows from the
+    # layer count of the final model, after --set: `finish` fills them in
+    per_stage = "--num-layers-per-virtual-pipeline-stage" in k
+    vp = 0 if per_stage else k.get("--num-virtual-stages-per-pipeline-rank", 1)
+    par.update(tp=tp, pp=pp, cp=k.get("--context-parallel-size", 1), dp=0, vp=vp,
+               sequence_parallel=bool(k.get("--sequence-parallel")) and tp > 1,
+               zero=1 if k.get("--use-distributed-optimizer") else 0,
+               overlap_grad_reduce=bool(k.get("--overlap-grad-reduce")),
+               recompute="selective" if k.get("--recompute-activations") else k.get("--recompute-granularity", "none"),
+               first_stage_layers=k.get("--decoder-first-pipeline-num-layers", -1),
+               last_stage_layers=k.get("--decoder-last-pipeline-num-layers", -1),
+               cp_algo=k.get("--cp-comm-type", "ring"),
+               order="tp-cp-pp-dp" if k.get("--use-tp-pp-dp-mapping") else "tp-cp-dp-pp")
+    if "--micro-batch-size" in k:
+        par["micro_batch"] = k["--micro-batch-size"]
+    if k.get("--use-flash-attn") or "--attention-backend" in k:
+        par["flash_attention"] = bool(k.get("--use-flash-attn")) or k.get("--attention-backend", True)
+    tr["global_batch"] = k.get("--global-batch-size", 0)
+    if "--seq-length" in k:
+        tr["seq_len"] = k["--seq-length"]
+    tr["precision"] = "fp16" if k.get("--fp16") else "bf16"
+    tr["grad_precision"] = "bf16" if k.get("--grad-reduce-in-bf16") else "fp32"
+    sch.update(name="" if per_stage else ("interleaved" if vp > 1 else "1f1b"), n=0, file="")
+    eng["overlap_tp_comm"] = bool(k.get("--tp-comm-overlap"))
+    data.setdefault("name", flags.name)
+    return data
+
+
+def finish(data: dict[str, Any], flags: MegatronFlags) -> dict[str, Any]:
+    """After --set: the virtual stages of --num-layers-per-virtual-pipeline-stage from the
+    final model's layer count (unless --set gave parallel.vp), the schedule that goes with
+    them, and the vocabulary check."""
     from simtrain.scenario.models import model_config
 
-    layers = 0
-    known, _ = parse(text)
-    if "--num-layers-per-virtual-pipeline-stage" in known and "--num-layers" not in known:
-        path = resolve_path(source or DEFAULT_SCENARIO, "scenarios", "scenario", "scenario")
-        raw = read_toml(path, "scenario").get("model", {})
-        layers = model_config(raw).num_hidden_layers if isinstance(raw, dict) else 0
-    return megatron_overrides(text, layers)
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    if flags.vocab_note and not model.get("vocab_size"):
+        raise SimtrainError(flags.vocab_note)
+    par, sch = data.get("parallel", {}), data.get("schedule", {})
+    per_stage = flags.known.get("--num-layers-per-virtual-pipeline-stage")
+    if per_stage and par.get("vp") == 0:
+        layers, pp = model_config(model).num_hidden_layers, par.get("pp", 1)
+        if layers % (pp * per_stage):
+            raise _refuse(flags, f"--num-layers-per-virtual-pipeline-stage {per_stage}: {layers} layers do not split into "
+                          f"pipeline size {pp} x {per_stage} layers per virtual stage (Megatron refuses it)",
+                          f"use a value dividing {layers // pp if layers % pp == 0 else layers}")
+        par["vp"] = layers // (pp * per_stage)
+    if sch.get("name") == "":
+        sch["name"] = "interleaved" if par.get("vp", 1) > 1 else "1f1b"
+    return data

@@ -112,7 +112,8 @@ def model_config(raw: dict[str, Any]) -> ModelConfig:
         # hf_config replaces a catalog model.name (so `--set model.hf_config=...` works on
         # any scenario); the model is then named after the file's folder.
         base = dict(read_hf_config(hf), name=default_name(hf))
-    elif name:
+    elif name and not (isinstance(name, str) and name not in CATALOG and all(k in raw for k in _REQUIRED)):
+        # a name outside the catalog is the model's own name when its shape is given inline
         if not isinstance(name, str) or name not in CATALOG:
             raise bad("model.name", name, "not in the model catalog",
                       f"{_close(str(name))}, or give the shape inline (num_hidden_layers, hidden_size, ...) or hf_config")

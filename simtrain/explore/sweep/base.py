@@ -10,24 +10,24 @@ more data parallelism means fewer micro-batches per replica, as in a real run.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
-from simtrain.scenario.config import DEFAULT_SCENARIO, apply_overrides, scenario_from_dict
+from simtrain.scenario.config import load_data, scenario_from_dict
 from simtrain.scenario.errors import SimtrainError
-from simtrain.scenario.files import read_toml, resolve_path
 from simtrain.scenario.layout import make_layout
 
 
-def load_base(source: str | None, overrides: list[str]) -> tuple[dict[str, Any], str]:
-    path = resolve_path(source or DEFAULT_SCENARIO, "scenarios", "scenario", "scenario")
-    data = apply_overrides(read_toml(path, "scenario"), overrides)
-    data.setdefault("name", path.stem)
-    return data, str(path)
+def load_base(source: Any, overrides: Any, megatron: Any = None) -> tuple[dict[str, Any], str]:
+    data, path = load_data(source, overrides, megatron)
+    data.setdefault("name", Path(path).stem if path else "scenario")
+    return data, path
 
 
-def prepare_base(source: str | None, overrides: list[str], swept: list[str]) -> dict[str, Any]:
-    """Base dict for the sweep: scenario + overrides, GPUs and global batch pinned."""
-    data, path = load_base(source, overrides)
+def prepare_base(source: Any, overrides: Any, swept: list[str], megatron: Any = None) -> dict[str, Any]:
+    """Base dict for the sweep: scenario (a name, path, dict or Scenario; Megatron flags)
+    + overrides, GPUs and global batch pinned."""
+    data, path = load_base(source, overrides, megatron)
     data = copy.deepcopy(data)
     base = scenario_from_dict(data, name=str(data["name"]), source=path)  # checks every key once
     cluster, parallel, training = (data.setdefault(k, {}) for k in ("cluster", "parallel", "training"))
