@@ -26,7 +26,7 @@ from simtrain.scenario.files import resolve_path
 from simtrain.scenario.layout import Coord, Layout, make_layout, split_layers
 from simtrain.workload.kernels import check_attention_kernel
 from simtrain.workload.costs import EndCost, LayerCost, embedding_cost, head_cost, layer_cost, optimizer_time
-from simtrain.workload.flops import ModelStats, stats
+from simtrain.workload.flops import ModelStats, attended_length, stats
 from simtrain.workload.memory import grad_element_bytes
 
 
@@ -172,7 +172,12 @@ def make_plan(s: Scenario) -> Plan:
     S = L.pp * L.vp
     layers = split_layers(m.num_hidden_layers, S, s.parallel.first_stage_layers, s.parallel.last_stage_layers)
     schedule = _schedule(s, L)
-    lc = layer_cost(m, s.parallel, dev, s.training.seq_len, s.stack, s.training.document_length)
+    # layer_cost counts attention over `document_length` keys per query when it is below the
+    # sequence length: pass the keys a query attends under the document mask and the
+    # sliding window together (simtrain.workload.flops.attended_length; a float)
+    attended = attended_length(s.training.seq_len, s.training.document_length, m.sliding_window)
+    lc = layer_cost(m, s.parallel, dev, s.training.seq_len, s.stack,
+                    attended if attended < s.training.seq_len else s.training.document_length)
     grad_bytes = grad_element_bytes(s.training.grad_precision)
     per_layer_params = ms.params_per_layer / L.tp
     stages = []

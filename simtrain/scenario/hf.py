@@ -11,11 +11,16 @@ configs. The mapping:
     attention_bias / mlp_bias (Llama), GPT-NeoX (biases on every linear) -> bias
     rotary embeddings everywhere (position_embedding = "rope")
 
+    sliding_window (Mistral: each token attends to at most that many tokens) -> sliding_window:
+                the attention work and model FLOPs count the window when the sequence is
+                longer (simtrain.workload.flops.attended_length); `null` means none. Qwen2's
+                is used only with use_sliding_window = true, and then only on the layers past
+                max_window_layers: such a per-layer mix is refused with one line.
+
 Accepted but not modelled: `use_parallel_residual` (GPT-NeoX: same GEMMs and FLOPs, only
-the order of the residual adds differs), `sliding_window` (Mistral: attention over a
-window; we count full causal attention, as PaLM's MFU formula does), `rope_scaling`,
-Qwen2's q/k/v biases (a few thousand parameters per layer). Mixture-of-experts and
-state-space models fail with one line naming the key that says so.
+the order of the residual adds differs), `rope_scaling`, Qwen2's q/k/v biases (a few
+thousand parameters per layer). Mixture-of-experts and state-space models fail with one
+line naming the key that says so.
 """
 
 from __future__ import annotations
@@ -120,6 +125,23 @@ def hf_to_model(cfg: dict[str, Any], path: str = "config.json") -> dict[str, Any
         out["mlp"] = "plain"
     else:
         raise _fail(path, "hidden_act", act, f"is not an activation simtrain knows (gated: {', '.join(GATED_ACTS)}; plain: {', '.join(PLAIN_ACTS)})")
+    window = cfg.get("sliding_window")
+    if family == "qwen2" and not _flag(cfg, "use_sliding_window", False, path):
+        window = None  # Qwen2 configs carry a window they do not use
+    if window is not None:
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise _fail(path, "sliding_window", window, "is not a positive whole number of tokens")
+        layers = cfg.get("num_hidden_layers")
+        mwl = cfg.get("max_window_layers")
+        if family == "qwen2" and isinstance(mwl, int) and isinstance(layers, int) and mwl >= layers:
+            window = None  # layers below max_window_layers attend fully: here, all of them
+        elif family == "qwen2" and isinstance(mwl, int) and isinstance(layers, int) and 0 < mwl < layers:
+            raise SimtrainError(
+                f"{FIELD} = {path!r}: use_sliding_window = true with max_window_layers = {mwl} of {layers} layers: "
+                "full attention on some layers and a window on the rest is not modelled; give model.sliding_window "
+                "for all layers, or set use_sliding_window to false")
+    if window is not None:
+        out["sliding_window"] = window
     out["tie_word_embeddings"] = _flag(cfg, "tie_word_embeddings", False, path)
     out["norm"] = "layernorm" if ("layer_norm_eps" in cfg and "rms_norm_eps" not in cfg) else "rmsnorm"
     out["position_embedding"] = "rope"

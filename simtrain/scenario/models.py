@@ -42,6 +42,9 @@ class ModelConfig:
     tie_word_embeddings: bool = False
     norm: str = "rmsnorm"  # "rmsnorm" or "layernorm"
     hf_config: str = ""  # path of a Hugging Face config.json to read the shape from (simtrain/scenario/hf.py)
+    # sliding-window attention (Mistral): each token attends to at most this many tokens
+    # (itself included); 0: the whole causal context (simtrain.workload.flops.attended_length)
+    sliding_window: int = 0
 
 
 _LLAMA = dict(mlp="gated", bias=False, position_embedding="rope", norm="rmsnorm")

@@ -30,6 +30,21 @@ def _layer_matmul_params(m: ModelConfig) -> tuple[float, float]:
     return float(attn), float(mlp)
 
 
+def attended_length(seq_len: int, document_length: int = 0, sliding_window: int = 0) -> float:
+    """T of the attention term: the keys per query of a full T x T score matrix whose causal
+    half is the work done (PaLM's convention: causal attention over s tokens is T = s).
+
+    A document mask (documents of d tokens) gives T = d. A sliding window of w tokens over
+    a causal context of D tokens (D = d or s) leaves each query at most w keys: the pairs
+    are sum_i min(i, w) ~ D w - w^2 / 2 per D tokens instead of D^2 / 2, so T = 2 w - w^2 / D
+    (= D at w = D; about 2 w for w << D)."""
+    context = document_length if 0 < document_length < seq_len else seq_len
+    w = sliding_window
+    if 0 < w < context:
+        return 2.0 * w - w * w / context
+    return float(context)
+
+
 def stats(m: ModelConfig, seq_len: int, document_length: int = 0) -> ModelStats:
     h = m.hidden_size
     attn, mlp = _layer_matmul_params(m)
@@ -48,8 +63,9 @@ def stats(m: ModelConfig, seq_len: int, document_length: int = 0) -> ModelStats:
     # T = sequence length. 6 = 2 (multiply-add) x 3 (forward, input-grad, weight-grad).
     # The attention term counts the full T x T score matrix, as PaLM and Megatron do,
     # although a causal kernel skips about half of it. Under a document mask a token attends
-    # only its document, so T is the document length (training.document_length).
-    attended = document_length if 0 < document_length < seq_len else seq_len
+    # only its document, so T is the document length (training.document_length); under a
+    # sliding window T counts the keys in the window (attended_length).
+    attended = attended_length(seq_len, document_length, m.sliding_window)
     n_mm = m.num_hidden_layers * (attn + mlp) + m.vocab_size * h
     flops = 6 * n_mm + 12 * m.num_hidden_layers * q * attended
     return ModelStats(
@@ -59,7 +75,9 @@ def stats(m: ModelConfig, seq_len: int, document_length: int = 0) -> ModelStats:
         head_params=float(head),
         matmul_params_per_layer=attn + mlp,
         model_flops_per_token=float(flops),
-        formula="6*N_matmul + 12*L*H*Q*T per token (PaLM, Chowdhery et al. 2022, App. B)",
+        formula="6*N_matmul + 12*L*H*Q*T per token (PaLM, Chowdhery et al. 2022, App. B)"
+        + (f"; T = {attended:,.0f} keys per query under the {m.sliding_window:,}-token sliding window (2w - w^2/context)"
+           if attended < (document_length if 0 < document_length < seq_len else seq_len) else ""),
     )
 
 
