@@ -13,19 +13,16 @@ report, compare, validate), explore/ (sweep, search), plots/, commands/ with cli
 
 from simtrain.scenario.errors import SimtrainError
 
-__all__ = ["SimtrainError", "simulate", "load_scenario"]
+__all__ = ["SimtrainError", "simulate", "load_scenario", "sweep", "search", "compare", "timeline", "trace"]
 __version__ = "0.1.0"
 
-
-def load_scenario(source, overrides=()):
-    """Load a scenario from a TOML path or catalog name, applying `section.key=value` overrides."""
-    from simtrain.scenario.config import load_scenario as _load
-
-    return _load(source, overrides)
+_API = ("simulate", "load_scenario", "sweep", "search", "compare", "timeline", "trace", "SweepResult", "SearchResult")
 
 
-def simulate(scenario):
-    """Simulate one training step of `scenario`; returns a `simtrain.analysis.metrics.Result`."""
-    from simtrain.analysis.run import simulate as _simulate
+def __getattr__(name: str):
+    """The API (simtrain.api) is imported on first use, so `import simtrain` stays light."""
+    if name in _API:
+        from simtrain import api
 
-    return _simulate(scenario)
+        return getattr(api, name)
+    raise AttributeError(f"module 'simtrain' has no attribute {name!r}")

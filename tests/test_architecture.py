@@ -32,6 +32,7 @@ LAYERS = {
     "plots": 8,
     "commands": 9,
     "cli": 9,
+    "api": 9,  # simtrain/api.py: the Python API (commands and cli.py beside it)
     "__init__": 9,  # simtrain/__init__.py: the public API
 }
 

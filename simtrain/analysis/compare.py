@@ -120,6 +120,10 @@ class Comparison:
             "method": "MFU_B - MFU_A = -MFU_A*MFU_B*[d(t_compute/W) + sum_k d(t_k/W)], W = MFU*T (simtrain.analysis.compare)",
         }
 
+    def to_dict(self) -> dict[str, Any]:
+        """The same as to_json(): what `simtrain compare --json` prints."""
+        return self.to_json()
+
     def text(self) -> str:
         a, b = self.a, self.b
         w = 24

@@ -56,6 +56,29 @@ class Result:
         out = {k: v for k, v in self.__dict__.items() if k not in ("records",) + self.TIMING}
         return out
 
+    def to_dict(self) -> dict[str, Any]:
+        """What `simtrain run --json` prints: the metrics, breakdown, layout, memory,
+        hotspots and warnings as plain data (no timeline records, no plan)."""
+        out = self.to_json()  # without wall-clock figures: identical between runs
+        extra = out.pop("extra", {})
+        out.update({k: v for k, v in extra.items() if k != "plan" and not k.startswith("_")})
+        return out
+
+    @property
+    def memory(self) -> dict[str, Any]:
+        """The memory estimate (simtrain.workload.memory): peak_memory_gib, capacity_gib,
+        fits_in_memory, per_stage, ..."""
+        return self.extra.get("memory", {})
+
+    @property
+    def warnings(self) -> list[str]:
+        """Placement warnings (TP/CP groups across NVLink domains)."""
+        return self.extra.get("warnings", [])
+
+    @property
+    def hotspots(self) -> dict[str, Any]:
+        return self.extra.get("hotspots", {})
+
 
 def utilization(flops_per_token: float, tokens: float, step_time_s: float, gpus: int, peak_flops: float) -> float:
     """Achieved FLOP/s over the cluster's peak: flops_per_token * tokens / step / (gpus * peak).

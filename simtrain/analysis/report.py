@@ -104,10 +104,7 @@ def text_report(r: Result) -> str:
 
 
 def json_report(r: Result) -> dict[str, Any]:
-    out = r.to_json()
-    extra = {k: v for k, v in out.pop("extra", {}).items() if k != "plan" and not k.startswith("_")}
-    out.update(extra)
-    return out
+    return r.to_dict()
 
 
 def dumps(obj: Any) -> str:

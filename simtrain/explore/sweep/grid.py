@@ -22,6 +22,8 @@ def parse_axis(spec: str, opt: str = "--grid") -> Axis:
     section, dot, name = key.partition(".")
     if not dot or section not in SECTIONS:
         raise SimtrainError(f"{opt} {spec!r}: unknown section {section!r}; {_suggest(section, list(SECTIONS))}")
+    if section == "device":  # a key table, not a dataclass (simtrain.scenario.device_keys)
+        return axis_from_values(key, [_parse_value(t.strip()) for t in raw.split(",")], opt)
     cls = SECTIONS[section]
     valid = [f.name for f in fields(cls)]
     if name not in valid:
@@ -40,6 +42,37 @@ def parse_axis(spec: str, opt: str = "--grid") -> Axis:
             raise SimtrainError(f"{opt} {spec!r}: value {text!r} appears twice; list each value once")
         values.append(v)
     return key, tuple(values)
+
+
+def axis_from_values(key: str, values: Any, opt: str = "grid") -> Axis:
+    """An axis from Python values (the API's {"parallel.tp": [1, 2, 4]}), checked as
+    `--grid` checks its text: a known key, values of the field's type, no repeats."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        values = [values]
+    section, dot, name = str(key).partition(".")
+    if not dot or section not in SECTIONS:
+        raise SimtrainError(f"{opt} {key!r}: unknown section {section!r}; {_suggest(section, list(SECTIONS))}")
+    out = []
+    for v in values:
+        if section == "device":
+            from simtrain.scenario.device_keys import check_device_table
+
+            check_device_table({name: v})
+        else:
+            cls = SECTIONS[section]
+            valid = [f.name for f in fields(cls)]
+            if name not in valid:
+                raise SimtrainError(f"{opt} {key!r}: unknown key {key}; {_suggest(name, valid)}")
+            try:
+                v = getattr(parse_dataclass(cls, {name: v}, section), name)
+            except SimtrainError as e:
+                raise SimtrainError(f"{opt} {key!r}: {e}") from None
+        if v in out:
+            raise SimtrainError(f"{opt} {key!r}: value {v!r} appears twice; list each value once")
+        out.append(v)
+    if not out:
+        raise SimtrainError(f"{opt} {key!r}: no values; give a list such as [1, 2, 4]")
+    return str(key), tuple(out)
 
 
 def parse_grid(specs: list[str], opt: str = "--grid") -> list[Axis]:
