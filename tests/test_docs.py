@@ -28,3 +28,16 @@ def test_the_api_walkthrough_runs(tmp_path, monkeypatch, capsys):
     assert sum(cmp.to_dict()["attribution"].values()) == pytest.approx(cmp.mfu_difference, abs=1e-9)
     gpt = ns["gpt"]
     assert (gpt.model.intermediate_size, gpt.model.vocab_size) == (4 * 2048, 50432)  # 4h; 50,257 -> 197 x 256
+
+
+def test_the_readme_python_api_example_runs(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("pandas", reason="the README shows to_dataframe (pandas is in the [test] extra)")
+    readme = (DOC.parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Python API"):readme.index("## Validation and calibration")]
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    monkeypatch.chdir(tmp_path)
+    ns: dict = {}
+    exec(compile(code, "README.md, Python API", "exec"), ns)
+    assert ns["d"]["step_time_s"] == ns["r"].step_time_s and len(ns["df"]) == 6
+    assert (tmp_path / "step.png").exists() and (tmp_path / "step.json").exists()
+    assert ns["gpt"].num_gpus == 8
