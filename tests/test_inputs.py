@@ -112,11 +112,12 @@ def test_megatron_model_flags_give_the_llama3_8b_shape():
     flags = ("--num-layers 32 --hidden-size 4096 --ffn-hidden-size 14336 --num-attention-heads 32 "
              "--group-query-attention --num-query-groups 8 --swiglu --normalization RMSNorm --disable-bias-linear "
              "--untie-embeddings-and-output-weights --position-embedding-type rope --padded-vocab-size 128256 "
-             "--recompute-activations --bf16 --micro-batch-size 1 --seq-length 8192")
+             "--recompute-activations --bf16 --micro-batch-size 1 --seq-length 8192 --attention-dropout 0 --hidden-dropout 0")
     parsed = parse(flags)
     assert parsed.ignored == []
     s = load_scenario("llama3-405b-8k", megatron=parsed)
-    assert shape(s.model) == shape(model_config({"name": "llama3-8b"}))
+    assert s.model.dropout == 0.0  # Megatron's default is 0.1; Llama recipes turn it off
+    assert {**shape(s.model), "dropout": -1.0} == shape(model_config({"name": "llama3-8b"}))
     assert s.parallel.recompute == "selective"
     full = load_scenario(None, ['model.name="llama3-8b"'], megatron=parse(
         "--recompute-granularity=full --context-parallel-size 2 --bf16 --micro-batch-size 1 --seq-length 8192"))

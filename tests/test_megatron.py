@@ -32,6 +32,7 @@ def test_the_gpt3_175b_example_script_gives_a_175b_model():
     assert m.vocab_size == 51200
     assert (m.num_hidden_layers, m.hidden_size, m.intermediate_size, m.num_attention_heads) == (96, 12288, 49152, 96)
     assert (m.mlp, m.position_embedding, m.norm, m.bias, m.tie_word_embeddings) == ("plain", "learned", "layernorm", True, True)
+    assert m.dropout == 0.1  # Megatron's --attention-dropout / --hidden-dropout default
     params = stats(m, 2048).params
     assert params == pytest.approx(gpt3_params(96, 12288, 51200, 2048), rel=1e-12)
     assert params == pytest.approx(175e9, rel=0.005)  # Brown et al. 2020, Table 2.1: 175.0B
@@ -72,6 +73,8 @@ def test_gpt3_flags_alone_no_longer_make_a_llama_hybrid(capsys):
     ("", "num_key_value_heads", 32),  # no --group-query-attention: every head its own K/V
     ("--group-query-attention", "num_key_value_heads", 1),  # --num-query-groups defaults to 1
     ("--group-query-attention --num-query-groups 8", "num_key_value_heads", 8),
+    ("", "dropout", 0.1),  # Megatron's default attention and hidden dropout
+    ("--attention-dropout 0 --hidden-dropout 0", "dropout", 0.0),
     ("--vocab-size 32000", "vocab_size", 32768),  # padded to a multiple of 128 x TP 8 = 1,024: 32 x 1,024
 ])
 def test_megatron_defaults(extra, field, want):
@@ -152,6 +155,7 @@ def test_a_lone_flag_value_is_not_taken_for_an_option(capsys):
     (f"{BASE} --num-layers 2 --hidden-size 1024 --num-attention-heads 8",
      "the vocabulary size comes from the tokenizer (no --vocab-size"),
     (f"{BASE} --position-embedding-type alibi", "--position-embedding-type 'alibi': not a choice"),
+    (f"{BASE} --hidden-dropout 1.5", "--hidden-dropout '1.5': expected a probability in [0, 1)"),
     (f"{BASE} --hidden-size 1024 --num-layers 2 --num-attention-heads 8 --vocab-size 8 --tensor-model-parallel-size 3",
      "parallel.tp = 3: does not divide the 8 attention heads"),
 ])
@@ -200,3 +204,16 @@ def test_pasted_block_with_comments_and_continuations():
             "    # a comment line\n"
             "    --hidden-size 1024  # trailing comment \\\n")
     assert launch_flags(text, "x").tokens == ("--num-layers", "2", "--hidden-size", "1024")
+
+
+@pytest.mark.parametrize("flags, kernel, flash", [
+    ("--use-flash-attn", "fa2", True),
+    ("--attention-backend flash", "fa2", True),
+    ("--attention-backend fused", "cudnn", True),  # Transformer Engine's cuDNN fused attention
+    ("--attention-backend unfused", None, False),
+])
+def test_attention_backend_flags(flags, kernel, flash):
+    s = load_scenario("llama3-405b-8k", megatron=parse(f"{BASE} {flags}"))
+    assert s.parallel.flash_attention is flash
+    if kernel:
+        assert s.parallel.attention_kernel == kernel

@@ -227,12 +227,12 @@ def apply_overrides(data: dict[str, Any], overrides: Any) -> dict[str, Any]:
 
 
 
-def _stack_and_defaults(data: dict[str, Any]) -> tuple[Stack, dict[str, dict[str, Any]]]:
+def _stack_and_defaults(data: dict[str, Any], source: str = "") -> tuple[Stack, dict[str, dict[str, Any]]]:
     cluster = data.get("cluster", {})
     name = cluster.get("stack", "") if isinstance(cluster, dict) else ""
     if not isinstance(name, str):
         raise bad("cluster.stack", name, "expected a string", 'write stack = "megatron-core" (a file in stacks/) or a path')
-    file_values, defaults, path = load_stack_file(name or DEFAULT_STACK)
+    file_values, defaults, path = load_stack_file(name or DEFAULT_STACK, near=source or None)
     overrides = data.get(STACK_SECTION, {})
     if not isinstance(overrides, dict):
         raise bad(STACK_SECTION, overrides, "expected a table", "write [stack] followed by key = value lines")
@@ -262,7 +262,7 @@ def scenario_from_dict(data: dict[str, Any], name: str = "scenario", source: str
             sec2, _, key2 = new_key.partition(".")
             raise bad(old_key, raw[key], f"moved to the software stack as {new_key}",
                       f"write [{sec2}] {key2} = {raw[key]} (or --set {new_key}={raw[key]})")
-    stack, defaults = _stack_and_defaults(data)
+    stack, defaults = _stack_and_defaults(data, source)
     sections = {}
     for section in SECTIONS:
         raw = data.get(section, {})
@@ -294,6 +294,7 @@ def scenario_to_dict(s: Scenario) -> dict[str, Any]:
     for section in SECTIONS:
         obj = getattr(s, section)
         out[section] = obj.as_dict() if section == "device" else dataclasses.asdict(obj)
+    out[STACK_SECTION] = dataclasses.asdict(s.stack)  # the stack as resolved, [stack] changes included
     if out["model"].get("hf_config"):
         out["model"].pop("name", None)  # named after the file again
     return out

@@ -17,7 +17,9 @@ engine options and, when no model flag is given, the model. `--set` applies afte
     --sequence-parallel (off at TP 1, as Megatron does), --use-distributed-optimizer
                                         (parallel.zero 1, else 0), --overlap-grad-reduce
     --recompute-activations / --recompute-granularity selective|full   parallel.recompute
-    --use-flash-attn, --attention-backend flash|fused|auto (FlashAttention) | unfused|local
+    --use-flash-attn or --attention-backend flash (parallel.attention_kernel "fa2") | fused
+    ("cudnn") | auto (the stack's default) | unfused|local (flash_attention false)
+    --attention-dropout, --hidden-dropout (default 0.1)   model.dropout
     --cp-comm-type p2p (ring, Megatron's default) | all_gather     parallel.cp_algo
     --bf16 | --fp16 (one is required: Megatron trains in fp32 without, which simtrain does
                      not model)        training.precision; --grad-reduce-in-bf16
@@ -60,11 +62,12 @@ INT_FLAGS = (
     "--num-attention-heads", "--kv-channels", "--num-query-groups", "--padded-vocab-size", "--vocab-size",
     "--max-position-embeddings", "--make-vocab-size-divisible-by", "--recompute-num-layers",
 )
+FLOAT_FLAGS = ("--attention-dropout", "--hidden-dropout")
 CHOICE_FLAGS = {
     "--recompute-granularity": {"selective": "selective", "full": "full"},
     "--normalization": {"RMSNorm": "rmsnorm", "LayerNorm": "layernorm"},
     "--position-embedding-type": {"rope": "rope", "learned_absolute": "learned"},
-    "--attention-backend": {"flash": True, "fused": True, "auto": True, "unfused": False, "local": False},
+    "--attention-backend": {"flash": "fa2", "fused": "cudnn", "auto": "", "unfused": False, "local": False},
     "--cp-comm-type": {"p2p": "ring", "all_gather": "allgather"},
     "--recompute-method": {"uniform": "uniform", "block": "block"},
 }
@@ -80,6 +83,7 @@ MODEL_FLAGS = {
     "--num-query-groups", "--padded-vocab-size", "--vocab-size", "--swiglu", "--normalization",
     "--disable-bias-linear", "--untie-embeddings-and-output-weights", "--group-query-attention",
     "--position-embedding-type", "--max-position-embeddings", "--use-rotary-position-embeddings",
+    "--attention-dropout", "--hidden-dropout",
 }
 GPT2_BPE_VOCAB = 50257  # GPT-2's BPE vocabulary (gpt2-vocab.json), Megatron's GPT2BPETokenizer
 OPT = "--megatron-args"
@@ -105,6 +109,14 @@ def _value(where: str, flag: str, value: str) -> Any:
         return choices[value]
     if flag in TEXT_FLAGS:
         return value
+    if flag in FLOAT_FLAGS:
+        try:
+            p = float(value)
+        except ValueError:
+            p = -1.0
+        if not 0 <= p < 1:
+            raise SimtrainError(f"{where}: {flag} {value!r}: expected a probability in [0, 1); write e.g. {flag} 0.1")
+        return p
     try:
         n = int(value)
     except ValueError:
@@ -130,7 +142,7 @@ def parse(tokens: list[str] | tuple[str, ...] | str, where: str = OPT) -> Megatr
         if not tok.startswith("--"):
             raise SimtrainError(f"{where}: stray value {tok!r} (no flag before it); write flags as --name value")
         flag, eq, inline = tok.partition("=")
-        if flag in INT_FLAGS or flag in CHOICE_FLAGS or flag in TEXT_FLAGS:
+        if flag in INT_FLAGS or flag in CHOICE_FLAGS or flag in TEXT_FLAGS or flag in FLOAT_FLAGS:
             if eq:
                 value = inline
             elif i < len(toks) and not toks[i].startswith("--"):
@@ -259,6 +271,8 @@ def model_table(flags: MegatronFlags) -> dict[str, Any]:
         "num_attention_heads": heads, "num_key_value_heads": kv, "mlp": "gated" if swiglu else "plain",
         "bias": not k.get("--disable-bias-linear"), "tie_word_embeddings": not k.get("--untie-embeddings-and-output-weights"),
         "norm": k.get("--normalization", "layernorm"), "position_embedding": pos,
+        # Megatron's --attention-dropout and --hidden-dropout default to 0.1: its GPT trains with dropout
+        "dropout": max(k.get("--attention-dropout", 0.1), k.get("--hidden-dropout", 0.1)),
     }
     if "--max-position-embeddings" in k or pos == "learned":  # learned positions: max_pos x h parameters
         table["max_position_embeddings"] = k.get("--max-position-embeddings", k.get("--seq-length", 0))
@@ -297,8 +311,11 @@ def apply_megatron(data: dict[str, Any], flags: MegatronFlags) -> dict[str, Any]
                order="tp-cp-pp-dp" if k.get("--use-tp-pp-dp-mapping") else "tp-cp-dp-pp")
     if "--micro-batch-size" in k:
         par["micro_batch"] = k["--micro-batch-size"]
-    if k.get("--use-flash-attn") or "--attention-backend" in k:
-        par["flash_attention"] = bool(k.get("--use-flash-attn")) or k.get("--attention-backend", True)
+    backend = k.get("--attention-backend", "")
+    if k.get("--use-flash-attn") or backend:  # flash (FlashAttention) or fused (cuDNN) through TE
+        par.update(flash_attention=True, attention_kernel="fa2" if k.get("--use-flash-attn") else backend)
+    elif backend is False:  # unfused or local: QK^T, softmax and AV as separate kernels
+        par["flash_attention"] = False
     tr["global_batch"] = k.get("--global-batch-size", 0)
     if "--seq-length" in k:
         tr["seq_len"] = k["--seq-length"]

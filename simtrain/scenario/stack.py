@@ -104,13 +104,14 @@ def _check(stack: Stack, where: str) -> Stack:
 
 
 def stack_names() -> list[str]:
-    from simtrain.scenario.files import catalog_dir
-    return sorted(p.stem for p in catalog_dir("stacks").glob("*.toml"))
+    from simtrain.scenario.files import available
+    return sorted(available("stacks"))
 
 
-def load_stack_file(source: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], Path]:
-    """A stack file's own values and its [defaults] tables."""
-    path = resolve_path(source, "stacks", "stack", "cluster.stack")
+def load_stack_file(source: str, near: str | None = None) -> tuple[dict[str, Any], dict[str, dict[str, Any]], Path]:
+    """A stack file's own values and its [defaults] tables (`near`: the scenario file that
+    names it, a stacks/ folder beside which is looked in first)."""
+    path = resolve_path(source, "stacks", "stack", "cluster.stack", near)
     data = read_toml(path, "cluster.stack")
     defaults = data.pop("defaults", {})
     if not isinstance(defaults, dict) or any(not isinstance(v, dict) for v in defaults.values()):
