@@ -38,6 +38,14 @@ def test_simulate_takes_a_name_a_dict_or_a_scenario_with_overrides(tmp_path):
     assert simtrain.load_scenario(scenario_to_dict(s)) == simtrain.load_scenario(SMALL)  # a round trip
 
 
+def test_stack_overrides_work_as_a_dict_too():
+    """{"stack.launch_us": 3} is --set stack.launch_us=3 (the software stack's host cost per launch)."""
+    a = simtrain.simulate(SMALL, {"stack.launch_us": 30})
+    b = simtrain.simulate(SMALL, ["stack.launch_us=30"])
+    assert a.step_time_s == b.step_time_s
+    assert simtrain.load_scenario(SMALL, {"stack.launch_us": 30}).stack.launch_us == 30
+
+
 def test_to_dict_is_what_run_json_prints(tmp_path, capsys):
     r = simtrain.simulate(SMALL)
     (tmp_path / "small.toml").write_text(SMALL_TOML)
@@ -101,6 +109,7 @@ def test_timeline_and_trace_write_files(tmp_path):
     (lambda: simtrain.load_scenario(123), "scenario = 123: expected a catalog name, a path, a dict"),
     (lambda: simtrain.simulate(SMALL, {"parallel.tpp": 2}), "did you mean 'tp'"),
     (lambda: simtrain.simulate(SMALL, {"paralel.tp": 2}), "did you mean 'parallel'"),
+    (lambda: simtrain.simulate(SMALL, {"stak.launch_us": 2}), "did you mean 'stack'"),
     (lambda: simtrain.simulate({"model": {"name": "llama3-8b"}, "clusters": {}}), "unknown section [clusters]"),
     (lambda: simtrain.sweep(SMALL, grid={"parallel.tp": [1, 1]}), "appears twice"),
     (lambda: simtrain.sweep(SMALL, grid={}), "no grid given"),

@@ -197,9 +197,9 @@ def apply_overrides(data: dict[str, Any], overrides: Any) -> dict[str, Any]:
             if not dot and section in TOP_LEVEL:
                 data[section] = value
                 continue
-            if not dot or section not in SECTIONS:
-                raise SimtrainError(f"overrides {key!r}: expected 'section.key' with a section among {', '.join(SECTIONS)}; "
-                                    f"{_suggest(section, list(SECTIONS))}")
+            if not dot or (section not in SECTIONS and section != STACK_SECTION):
+                raise SimtrainError(f"overrides {key!r}: expected 'section.key' with a section among {', '.join(SECTIONS)}, "
+                                    f"{STACK_SECTION}; {_suggest(section, list(SECTIONS) + [STACK_SECTION])}")
             if not isinstance(data.setdefault(section, {}), dict):
                 raise bad(section, data[section], "expected a table", f"write [{section}] followed by key = value lines")
             data[section][name] = list(value) if isinstance(value, tuple) else value
