@@ -128,3 +128,13 @@ def test_a_sweep_over_the_order_simulates_each_order(tmp_path, capsys, small_ove
         direct = simulate(load_scenario("llama3-405b-8k", base + ["parallel.dp=0", f'parallel.order="{row["parallel.order"]}"']))
         assert row["step_time_s"] == pytest.approx(direct.step_time_s, rel=1e-12)
     assert rows[0]["step_time_s"] != pytest.approx(rows[1]["step_time_s"], rel=1e-6)
+
+
+def test_a_topology_too_small_for_the_layout_fails_with_one_line(capsys):
+    """example-explicit has 4 GPUs: a layout of 8 cannot be placed on it."""
+    assert_one_line_error(["run", "--set", "cluster.topology=example-explicit", "--set", "cluster.gpus=8",
+                           "--set", "parallel.tp=2", "--set", "parallel.pp=4", "--set", "parallel.dp=0",
+                           "--set", "parallel.vp=1", "--set", 'model.name="llama3-8b"',
+                           "--set", "parallel.first_stage_layers=-1", "--set", "parallel.last_stage_layers=-1",
+                           "--set", "training.global_batch=8"],
+                          capsys, "topology 'example-explicit' has only 4 devices")
