@@ -121,7 +121,7 @@ class Plan:
 
 def _schedule(s: Scenario, L: Layout) -> sched.Schedule:
     if s.schedule.file:
-        p = resolve_path(s.schedule.file, "schedules", "schedule file", "schedule.file", near=s.source or None)
+        p = resolve_path(s.schedule.file, "schedules", "schedule", "schedule.file", near=s.source or None)
         return sched.load_schedule_file(p, L.pp, L.vp, L.microbatches)
     return sched.build(s.schedule.name, L.pp, L.vp, L.microbatches, **schedule_params(s, L))
 

@@ -117,7 +117,7 @@ def resolve_path(source: str | Path, catalog: str, what: str, field_name: str, n
         for c in (root.path / p.name, root.path / f"{p.name}{suffix}"):
             if c.is_file():
                 return c
-    raise bad(field_name, str(source), f"no such {what}", suggest(p.stem if p.suffix == suffix else p.name,
+    raise bad(field_name, str(source), f"no such {what} file", suggest(p.stem if p.suffix == suffix else p.name,
                                                                   available(catalog, near), catalog, what))
 
 
