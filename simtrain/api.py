@@ -42,14 +42,15 @@ def load_scenario(scenario: Any = None, overrides: Any = (), *, megatron_args: s
 
 
 def simulate(scenario: Any = None, overrides: Any = None, *, megatron_args: str = "", megatron_script: str | Path = "",
-             progress: Callable[[float, int], None] | None = None) -> Any:
+             progress: Callable[[float, int], None] | None = None, link_series: bool = False) -> Any:
     """Simulate one training step; returns a Result (simtrain.analysis.metrics): step_time_s,
     mfu, hfu, tflops_per_gpu, tokens_per_s, bubble_fraction, breakdown, per_stage, layout,
-    memory, warnings, records, and to_dict() (what `simtrain run --json` prints)."""
+    memory, warnings, records, and to_dict() (what `simtrain run --json` prints).
+    `link_series`: record the busiest links' load over time, for trace()'s link counters."""
     from simtrain.analysis.run import simulate as _simulate
 
     return _simulate(load_scenario(scenario, overrides, megatron_args=megatron_args, megatron_script=megatron_script),
-                     progress=progress)
+                     progress=progress, link_series=link_series)
 
 
 @dataclass
@@ -210,7 +211,9 @@ def timeline(result: Any, path: str | Path, title: str | None = None) -> Path:
     rows = timeline_devices(plan, result)
     title = title or (f"{result.scenario}: {result.schedule} — step {result.step_time_s:.2f} s, "
                       f"MFU {100 * result.mfu:.1f}%")
-    plot_timeline(timeline_rows(result.records, rows), str(path), title, device_names(plan))
+    shares = ({k: v / result.step_time_s for k, v in result.breakdown.items()}
+              if len(rows) == len(plan.simulated) and result.step_time_s > 0 else None)  # the report's breakdown
+    plot_timeline(timeline_rows(result.records, rows), str(path), title, device_names(plan), None, shares)
     return Path(path)
 
 
@@ -221,5 +224,7 @@ def trace(result: Any, path: str | Path) -> Path:
 
     if not str(path).lower().endswith(".json"):
         raise SimtrainError(f"trace {str(path)!r}: unsupported format; end the name with .json")
-    return write_trace(path, result.records, device_names(result.extra["plan"]), {"scenario": result.scenario})
+    plan = result.extra["plan"]
+    return write_trace(path, plan, result.records, device_names(plan), {"scenario": result.scenario},
+                       result.extra.get("_link_series"))
 

@@ -96,13 +96,20 @@ def test_search_and_compare_equal_their_commands(tmp_path, capsys):
     assert "B = small --set parallel.micro_batch=2" in cmp.text()
 
 
-def test_timeline_and_trace_write_files(tmp_path):
-    r = simtrain.simulate(SMALL)
+def test_timeline_and_trace_write_what_run_writes(tmp_path, capsys):
+    r = simtrain.simulate(SMALL, link_series=True)  # as run --trace does
     png = simtrain.timeline(r, tmp_path / "t.png")
     assert png.stat().st_size > 1000
-    doc = json.loads(simtrain.trace(r, tmp_path / "t.json").read_text())
-    spans = [e for e in doc["traceEvents"] if e["ph"] == "X"]
-    assert len(spans) == len(r.records) and {e["pid"] for e in spans} == set(r.extra["plan"].simulated)
+    mine = json.loads(simtrain.trace(r, tmp_path / "t.json").read_text())
+    (tmp_path / "small.toml").write_text(SMALL_TOML)
+    assert main(["run", str(tmp_path / "small.toml"), "--trace", str(tmp_path / "cli.json")]) == 0
+    capsys.readouterr()
+    cli = json.loads((tmp_path / "cli.json").read_text())
+    spans = lambda doc: [e for e in doc["traceEvents"] if e["ph"] == "X"]  # noqa: E731
+    assert spans(mine) == spans(cli) and spans(mine)
+    counters = lambda doc: [e for e in doc["traceEvents"] if e["ph"] == "C"]  # noqa: E731
+    assert counters(mine) == counters(cli)
+    assert {e["pid"] for e in spans(mine)} <= set(r.extra["plan"].simulated) | {e["pid"] for e in spans(cli)}
 
 
 @pytest.mark.parametrize("call, fragment", [
