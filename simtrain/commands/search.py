@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--recompute", dest="space_recompute", metavar="MODES", help="recompute modes (default none,selective,full)")
     p.add_argument("--sp", dest="space_sp", metavar="BOOLS", help="sequence parallelism: false,true (default both)")
     p.add_argument("--schedules", dest="space_schedules", metavar="NAMES",
-                   help="schedules (default 1f1b,interleaved; also zb-h1, llama3, bfs, gpipe)")
+                   help="schedules (default 1f1b,interleaved; also zb-h1, llama3, bfs, gpipe, interleaved-zb, zb-v, dualpipe, dualpipe-v)")
     add_executor_args(p)
     return p
 

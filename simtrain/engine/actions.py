@@ -252,8 +252,8 @@ class Engine(Primitives):
         plan = self.plan
         c = self._coord(dev)
         acts = plan.schedule.actions[c.pp]
-        split = plan.schedule.split_backward
-        S, m = self.S, self.m
+        sch = plan.schedule
+        m = sch.stage_microbatches  # micro-batches through each stage (M / chains)
         # distributed optimizer: parameters all-gathered per chunk, overlapped with forward
         # (Megatron's overlap_param_gather): each chunk's first bucket must arrive before its
         # first forward; the rest streams in behind it while the forward runs.
@@ -265,12 +265,11 @@ class Engine(Primitives):
                     self.param_ready[(dev, st.index)] = self._dp_launch(dev, "all-gather", first * 2, "all-gather(dp)")
                     if st.params > first:
                         self._dp_launch(dev, "all-gather", (st.params - first) * 2, "all-gather(dp)")
-        last_b = {s: 0 for s in range(S)}
         for a in acts:
             st = plan.stages[a.stage]
             mb = a.microbatch
             if a.kind == "F":
-                if a.stage > 0:
+                if not sch.is_first(a.stage):
                     yield from self._wait(dev, ("F", dev, a.stage, mb), a.stage, mb, f"F{mb}")
                 ready = self.param_ready.pop((dev, a.stage), None)
                 if ready is not None and not ready.processed:
@@ -278,24 +277,27 @@ class Engine(Primitives):
                     yield ready
                     self._rec(dev, "dp", "wait params", t0, a.stage, mb)
                 yield from self.forward(dev, st, a)
-                if a.stage < S - 1:
+                if not sch.is_last(a.stage):
                     peer = self._peer(dev, a.stage + 1)
                     if peer == dev:
                         self._send_local(("F", peer, a.stage + 1, mb))
                     else:
                         yield from self._send_blocking(dev, peer, ("F", peer, a.stage + 1, mb), a.stage, mb, "F")
             elif a.kind == "B":
-                if a.stage < S - 1:
+                if not sch.is_last(a.stage):
                     yield from self._wait(dev, ("B", dev, a.stage, mb), a.stage, mb, f"B{mb}")
                 if st.layer.recompute > 0:
                     if self.full_recompute:  # the whole forward again, TP collectives included
                         yield from self.forward(dev, st, a, kind="R")
                     else:  # selective: only the attention core (QK^T, softmax, AV) is recomputed
                         yield from self._compute(dev, st.layers * st.layer.recompute, "R", f"R{mb}", a.stage, mb)
-                last_b[a.stage] += 1
-                last = last_b[a.stage] == m
-                yield from self.backward(dev, st, a, with_weight=not split, last=last and not split)
-                if a.stage > 0:
+                # a full backward (no W of its own to come) completes the weight gradient
+                full = not sch.has_w(a.stage, mb)
+                if full:
+                    self._w_count[(dev, a.stage)] += 1
+                last = full and self._w_count[(dev, a.stage)] == m
+                yield from self.backward(dev, st, a, with_weight=full, last=last)
+                if not sch.is_first(a.stage):
                     peer = self._peer(dev, a.stage - 1)
                     if peer == dev:
                         self._send_local(("B", peer, a.stage - 1, mb))

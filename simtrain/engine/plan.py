@@ -170,8 +170,10 @@ def make_plan(s: Scenario) -> Plan:
     m = s.model
     ms = stats(m, s.training.seq_len, s.training.document_length)
     S = L.pp * L.vp
-    layers = split_layers(m.num_hidden_layers, S, s.parallel.first_stage_layers, s.parallel.last_stage_layers)
     schedule = _schedule(s, L)
+    # each chain of virtual stages is the whole model (DualPipe: two copies, one per direction)
+    layers = split_layers(m.num_hidden_layers, schedule.chain_length, s.parallel.first_stage_layers,
+                          s.parallel.last_stage_layers) * schedule.chains
     # layer_cost counts attention over `document_length` keys per query when it is below the
     # sequence length: pass the keys a query attends under the document mask and the
     # sliding window together (simtrain.workload.flops.attended_length; a float)
@@ -182,11 +184,11 @@ def make_plan(s: Scenario) -> Plan:
     per_layer_params = ms.params_per_layer / L.tp
     stages = []
     for i, n in enumerate(layers):
-        first, last = i == 0, i == S - 1
+        first, last = schedule.is_first(i), schedule.is_last(i)
         emb = embedding_cost(m, s.parallel, dev, s.training.seq_len, s.stack) if first else None
         head = head_cost(m, s.parallel, dev, s.training.seq_len, s.stack) if last else None
         end_params = (ms.embedding_params / L.tp if first else 0.0) + (
-            (ms.head_params or ms.embedding_params) / L.tp if last and (ms.head_params or S > 1) else 0.0
+            (ms.head_params or ms.embedding_params) / L.tp if last and (ms.head_params or schedule.chain_length > 1) else 0.0
         )
         stages.append(StageWork(i, n, lc, emb, head, n * per_layer_params + end_params,
                                 per_layer_params * grad_bytes, end_params * grad_bytes))

@@ -85,9 +85,10 @@ class Primitives:
             if lc.cp_bytes > 0:
                 for op in ("all-gather", "reduce-scatter"):
                     self.comm.prepare(op, self._group("cp", dev), plan.copies("cp", pp), [lc.cp_bytes])
+            sch = plan.schedule
             for st in mine:
-                for nb in (st.index - 1, st.index + 1):
-                    if 0 <= nb < self.S:
+                for nb, end in ((st.index - 1, sch.is_first(st.index)), (st.index + 1, sch.is_last(st.index))):
+                    if not end:
                         peer = self._peer(dev, nb)
                         if peer != dev:
                             self.comm.prepare("send-recv", (dev, peer), plan.copies("pp", pp), [plan.p2p_bytes])

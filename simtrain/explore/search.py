@@ -9,7 +9,7 @@ Search space (each dimension overridable on the command line):
     micro-batch 1, 2, 4, 8;  recompute none, selective, full
     sequence parallelism off and on (when tp > 1)
     schedules 1f1b (vp = 1) and interleaved (vp > 1): Megatron-LM's; --schedules adds
-              zb-h1, llama3, bfs, gpipe
+              zb-h1, llama3, bfs, gpipe, interleaved-zb, zb-v, dualpipe, dualpipe-v
 DP follows from the GPU count; the global batch stays the scenario's. ZeRO stage,
 FlashAttention and everything else stay the scenario's.
 

@@ -11,6 +11,12 @@ Registered schedules and what they support (M = micro-batches per data-parallel 
     bfs          vp >= 1; any M (vp = 1 is gpipe)
     llama3       vp >= 1; any M; schedule.n = N in [pp, M] with M % N = 0 or >= pp, or N = M
                  (default N = pp when pp divides M; vp = 1 is 1f1b)
+    interleaved-zb  vp >= 1; M a multiple of max(1, M // pp) when vp > 1 (PyTorch's
+                 ScheduleInterleavedZeroBubble, ZB1P over vp chunks; vp = 1 is zb-h1)
+    zb-v         vp = 2 in a V (rank r: stages r, 2pp-1-r); any M
+    dualpipe     vp = 2 (stage r and its mirror, two chains: 2x parameters); pp even,
+                 M even and >= 2pp (DeepSeek-V3)
+    dualpipe-v   vp = 2 in a V; M >= 2pp (DualPipe cut in half)
 """
 
 from __future__ import annotations
@@ -22,13 +28,15 @@ from typing import Callable
 
 from simtrain.scenario.errors import SimtrainError
 from simtrain.schedule import constraints
-from simtrain.schedule.action import Action, Schedule, parse_schedule_text
+from simtrain.schedule.action import Action, Schedule, parse_text, v_placement
 from simtrain.schedule.basic import gpipe, one_f_one_b
+from simtrain.schedule.dualpipe import dualpipe, dualpipe_v
 from simtrain.schedule.interleaved import interleaved, llama3, looped_bfs
 from simtrain.schedule.validate import ScheduleError, evaluate, peak_in_flight, validate
-from simtrain.schedule.zero_bubble import zb_h1
+from simtrain.schedule.zero_bubble import interleaved_zb, zb_h1, zb_v
 
-Generator = Callable[..., dict[int, list[Action]]]
+# per-rank lists; a tuple (F, B) is an overlapped pair (DualPipe's F&B)
+Generator = Callable[..., dict[int, list]]
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,10 @@ class ScheduleKind:
     # returns an error message (one line) if (pp, vp, m, params) is not supported, else None
     constraint: Callable[..., str | None] = lambda pp, vp, m, **kw: None
     params: tuple[str, ...] = ()  # extra keyword parameters, scenario keys `schedule.<param>`
+    vp: int | None = None  # chunks per rank the schedule always runs (zb-v, dualpipe: 2)
+    placement: Callable[[int, int], tuple[int, ...]] | None = None  # (pp, vp) -> stage ranks
+    chains: int = 1  # routes through the stages, each a copy of the model (dualpipe: 2)
+    mixed: bool = False  # some backwards full, some split (dualpipe)
 
 
 _single_chunk = constraints.single_chunk  # kept for callers of the old private helper
@@ -48,8 +60,20 @@ REGISTRY: dict[str, ScheduleKind] = {}
 
 
 def _generate(kind: ScheduleKind, name: str, pp: int, vp: int, microbatches: int, params: dict) -> Schedule:
-    actions = kind.generate(pp, microbatches, vp=vp, **params)
-    sched = Schedule(name, pp, vp, microbatches, {r: tuple(a) for r, a in actions.items()})
+    lists = kind.generate(pp, microbatches, vp=vp, **params)
+    actions: dict[int, tuple[Action, ...]] = {}
+    overlapped = set()
+    for r, steps in lists.items():
+        flat: list[Action] = []
+        for step in steps:
+            if isinstance(step, tuple):  # an overlapped pair
+                overlapped.add((r, len(flat)))
+                flat.extend(step)
+            else:
+                flat.append(step)
+        actions[r] = tuple(flat)
+    placement = kind.placement(pp, vp) if kind.placement else ()
+    sched = Schedule(name, pp, vp, microbatches, actions, placement, kind.chains, frozenset(overlapped), kind.mixed)
     validate(sched)
     return sched
 
@@ -84,6 +108,19 @@ for _kind_ in (
     ScheduleKind("zb-h1", zb_h1, False,
                  "zero-bubble ZB-H1: backward split into B and W, 1F1B's peak memory "
                  "(Qi et al. 2023)", constraints.single_chunk("zb-h1")),
+    ScheduleKind("interleaved-zb", interleaved_zb, True,
+                 "interleaved zero bubble, ZB1P over vp chunks (Qi et al. 2023; PyTorch's "
+                 "ScheduleInterleavedZeroBubble)", constraints.interleaved_zb),
+    ScheduleKind("zb-v", zb_v, True,
+                 "zero-bubble ZB-V: two chunks per rank in a V, 1F1B's peak memory (Qi et al. 2024)",
+                 constraints.zb_v, vp=2, placement=lambda pp, vp: v_placement(pp)),
+    ScheduleKind("dualpipe", dualpipe, True,
+                 "DualPipe: micro-batches from both ends, overlapped F&B pairs, 2x parameters "
+                 "(DeepSeek-V3 §3.2.1)", constraints.dualpipe, vp=2,
+                 placement=lambda pp, vp: v_placement(pp), chains=2, mixed=True),
+    ScheduleKind("dualpipe-v", dualpipe_v, True,
+                 "DualPipeV: DualPipe cut in half, two chunks per rank in a V (deepseek-ai/DualPipe)",
+                 constraints.dualpipe_v, vp=2, placement=lambda pp, vp: v_placement(pp), mixed=True),
 ):
     register(_kind_)
 
@@ -130,9 +167,10 @@ def build(name: str, pp: int, vp: int, microbatches: int, **params: object) -> S
 def from_text(text: str, pp: int, vp: int, microbatches: int, name: str = "file") -> Schedule:
     """Parse and validate a schedule written in `Schedule.to_text()` form."""
     try:
-        actions = parse_schedule_text(text, name)
+        parsed = parse_text(text, name)
     except ValueError as e:
         raise SimtrainError(f"schedule.file: {e}; fix the line or regenerate it with `simtrain schedules`") from None
+    actions = parsed.actions
     extra = sorted(r for r in actions if r >= pp)
     if extra:
         raise SimtrainError(
@@ -147,7 +185,8 @@ def from_text(text: str, pp: int, vp: int, microbatches: int, name: str = "file"
             f"schedule.file: {name} schedules {found} micro-batches but the scenario has {microbatches} per replica "
             f"(global_batch / (dp * micro_batch)); write the file for {microbatches} or change training.global_batch"
         )
-    sched = Schedule(name, pp, vp, microbatches, {r: tuple(actions.get(r, ())) for r in range(pp)})
+    sched = Schedule(name, pp, vp, microbatches, {r: tuple(actions.get(r, ())) for r in range(pp)},
+                     parsed.placement, parsed.chains, parsed.overlapped, parsed.mixed)
     try:
         validate(sched)
     except ScheduleError as e:  # one line for the user; the grid is for `simtrain schedules`

@@ -111,3 +111,60 @@ def llama3(pp: int, vp: int, m: int, n: int | None = None, **_: object) -> str |
 def any_m(pp: int, vp: int, m: int, **_: object) -> str | None:
     """bfs: every M runs (M < pp only adds stalls)."""
     return None
+
+
+def two_chunks(name: str, what: str) -> Constraint:
+    """zb-v, dualpipe, dualpipe-v: exactly two model chunks per rank (vp = 2)."""
+
+    def check(pp: int, vp: int, m: int, **_: object) -> str | None:
+        if vp != 2:
+            return (f"schedule {name!r} runs exactly two model chunks per pipeline rank ({what}), but "
+                    f"parallel.vp = {vp}: set parallel.vp = 2")
+        return None
+
+    return check
+
+
+zb_v = two_chunks("zb-v", "a V: stages r and 2pp-1-r")
+
+
+def interleaved_zb(pp: int, vp: int, m: int, **_: object) -> str | None:
+    """PyTorch's ScheduleInterleavedZeroBubble: rounds of N = M // max(1, M // pp)
+    micro-batches, so M must be a multiple of the round count max(1, M // pp) ("Zero
+    bubble requires the number of microbatches to be a multiple of the number of rounds").
+    With vp = 1 it is ZB-H1 and any M runs."""
+    rounds = max(1, m // pp)
+    if vp > 1 and m % rounds:
+        ok = [k for k in range(max(1, m - 2 * pp), m + 2 * pp + 1) if k % max(1, k // pp) == 0]
+        return (f"interleaved-zb needs micro-batches per replica ({m}) to be a multiple of its rounds "
+                f"(max(1, M // pp) = {rounds}), as PyTorch's ScheduleInterleavedZeroBubble does: "
+                f"use {_either(nearest(ok, m))}")
+    return None
+
+
+def dualpipe(pp: int, vp: int, m: int, **_: object) -> str | None:
+    """DeepSeek's DualPipe: two chunks per rank, an even pp, an even M of at least 2pp
+    (`assert num_ranks % 2 == 0`, `num_chunks % 2 == 0 and num_chunks >= num_ranks * 2`)."""
+    why = two_chunks("dualpipe", "stage r and its mirror pp-1-r")(pp, vp, m)
+    if why:
+        return why
+    if pp % 2:
+        return (f"dualpipe feeds the pipeline from both ends and needs an even parallel.pp, not {pp}: "
+                f"use {_either([v for v in (pp - 1, pp + 1) if v > 0])}")
+    if m % 2 or m < 2 * pp:
+        lo = max(2 * pp, m + m % 2)
+        ok = sorted({lo} | ({m - 1} if m % 2 and m - 1 >= 2 * pp else set()))
+        return (f"dualpipe needs micro-batches per replica ({m}) to be even and at least twice the "
+                f"pipeline stages (2 x {pp} = {2 * pp}): use {_either(ok)}")
+    return None
+
+
+def dualpipe_v(pp: int, vp: int, m: int, **_: object) -> str | None:
+    """DualPipeV: two chunks per rank in a V, M of at least 2pp (`num_chunks >= num_ranks * 2`)."""
+    why = two_chunks("dualpipe-v", "a V: stages r and 2pp-1-r")(pp, vp, m)
+    if why:
+        return why
+    if m < 2 * pp:
+        return (f"dualpipe-v needs micro-batches per replica ({m}) to be at least twice the pipeline "
+                f"stages (2 x {pp} = {2 * pp}): use {2 * pp}")
+    return None

@@ -4,13 +4,15 @@ For each (schedule, M) a row says whether it runs and, if so, with uniform costs
 communication (the classic bubble analysis of Huang et al. 2019 / Narayanan et al. 2021):
 
 - bubble: idle share of the ranks, 1 - sum(busy) / (pp * makespan), from `evaluate`;
-  costs per (stage, micro-batch) F = 1/vp, B = 2/vp, and a split backward B = W = 1/vp,
-  so one micro-batch costs 3 units per rank whatever the schedule (vp = 1: F=1, B=2).
+  costs per (stage, micro-batch) F = 1/c, B = 2/c, and a split backward B = W = 1/c, where
+  c = vp / chains is the number of chunks a micro-batch visits on each rank, so one
+  micro-batch costs 3 units per rank whatever the schedule (vp = 1: F=1, B=2). DualPipe's
+  overlapped F&B pairs run one after the other here (no overlap gain is assumed).
 - peak in flight: per rank, the most (stage, micro-batch) activations alive at once, from
   F until B, or until W when the backward is split (W needs the saved inputs; this is the
   convention under which ZB-H1's peak equals 1F1B's, Qi et al. 2023 §3.1). The table also
-  shows max over ranks / vp, in whole-rank micro-batches (one chunk holds 1/vp of a rank's
-  layers): 1F1B peaks at p on rank 0, interleaved at (2(p-1) + (v-1)p + 1)/v = p + (p-1)/v.
+  shows max over ranks / c, in whole-rank micro-batches (one chunk holds 1/c of a
+  micro-batch's work on the rank): 1F1B peaks at p on rank 0, interleaved at (2(p-1) + (v-1)p + 1)/v = p + (p-1)/v.
 - p2p sends: activations (after F) and gradients (after B) that cross ranks in one step.
 """
 
@@ -25,25 +27,31 @@ from simtrain.schedule.validate import evaluate, peak_in_flight
 
 
 def uniform_cost(schedule: Schedule) -> Callable[[Action], float]:
-    """F = 1, B = 2 per micro-batch per rank (B = W = 1 if split), divided among vp chunks."""
-    v = schedule.vp
-    units = {"F": 1.0, "B": 1.0 if schedule.split_backward else 2.0, "W": 1.0}
-    return lambda a: units[a.kind] / v
+    """F = 1, B = 2 per micro-batch per rank (B = W = 1 if split), divided among the
+    vp / chains chunks a micro-batch visits on each rank."""
+    v = schedule.vp / schedule.chains
+
+    def cost(a: Action) -> float:
+        if a.kind == "B" and not schedule.has_w(a.stage, a.microbatch):
+            return 2.0 / v  # a full backward
+        return 1.0 / v
+
+    return cost
 
 
 def p2p_transfers(schedule: Schedule) -> int:
     """Cross-rank sends in one step: F(s) sends activations to s+1, B(s) gradients to s-1.
 
     W sends nothing. With looped placement and pp > 1 every stage boundary crosses ranks,
-    so the count is 2 * (pp*vp - 1) * M.
+    so the count is 2 * (pp*vp - 1) * M; the V placement keeps the turn on one rank.
     """
-    S, place = schedule.num_stages, schedule.placement
+    place = schedule.placement
     sends = 0
     for acts in schedule.actions.values():
         for a in acts:
-            if a.kind == "F" and a.stage < S - 1 and place[a.stage + 1] != place[a.stage]:
+            if a.kind == "F" and not schedule.is_last(a.stage) and place[a.stage + 1] != place[a.stage]:
                 sends += 1
-            elif a.kind == "B" and a.stage > 0 and place[a.stage - 1] != place[a.stage]:
+            elif a.kind == "B" and not schedule.is_first(a.stage) and place[a.stage - 1] != place[a.stage]:
                 sends += 1
     return sends
 
@@ -62,6 +70,7 @@ class ScheduleRow:
     makespan: float | None = None
     peak_in_flight: tuple[int, ...] = ()
     p2p_sends: int | None = None
+    chains: int = 1
 
     @property
     def valid(self) -> bool:
@@ -69,8 +78,9 @@ class ScheduleRow:
 
     @property
     def peak_microbatches(self) -> float | None:
-        """Max over ranks of peak in-flight activations, in whole-rank micro-batches."""
-        return max(self.peak_in_flight) / self.vp if self.peak_in_flight else None
+        """Max over ranks of peak in-flight activations, in whole-rank micro-batches (a
+        micro-batch visits vp / chains chunks of a rank)."""
+        return max(self.peak_in_flight) * self.chains / self.vp if self.peak_in_flight else None
 
 
 def _effective_params(name: str, pp: int, m: int, params: Mapping[str, object]) -> dict[str, object]:
@@ -93,7 +103,7 @@ def analyse(name: str, pp: int, vp: int, microbatches: int, **params: object) ->
     return ScheduleRow(
         name, pp, vp, microbatches, params,
         bubble=ev.bubble_fraction, makespan=ev.makespan,
-        peak_in_flight=tuple(peaks[r] for r in range(pp)), p2p_sends=p2p_transfers(sched),
+        peak_in_flight=tuple(peaks[r] for r in range(pp)), p2p_sends=p2p_transfers(sched), chains=sched.chains,
     )
 
 
@@ -108,12 +118,16 @@ def explore(
     """Rows for every (schedule, M). `params` (e.g. {"n": 5}) go to schedules that take them.
 
     With `single_chunk_at_vp1`, schedules that cannot interleave (gpipe, 1f1b, zb-h1) are
-    analysed at vp = 1 so they stay comparable when vp > 1 (their rows show vp = 1).
+    analysed at vp = 1 so they stay comparable when vp > 1 (their rows show vp = 1), and
+    schedules with a fixed chunk count (zb-v, dualpipe, dualpipe-v: 2) at that count.
     """
     names = list(names) if names is not None else list(REGISTRY)
     rows = []
     for name in names:
-        kind_vp = vp if (REGISTRY[name].interleaved or not single_chunk_at_vp1) else 1
+        kind = REGISTRY[name]
+        kind_vp = vp if (kind.interleaved or not single_chunk_at_vp1) else 1
+        if kind.vp and single_chunk_at_vp1:
+            kind_vp = kind.vp
         for m in microbatches:
             rows.append(analyse(name, pp, kind_vp, m, **dict(params or {})))
     return rows

@@ -2,12 +2,15 @@
 
 Rules (the same whichever generator or file the schedule came from):
 - every action's stage is a valid virtual stage placed on the rank that runs it;
-- every (stage, micro-batch) runs F exactly once and B exactly once; W exactly once
-  if the schedule splits the backward, never otherwise;
+- every (stage, micro-batch) on the micro-batch's route (every stage unless the schedule
+  has several chains, as DualPipe does) runs F exactly once and B exactly once; W exactly
+  once if the schedule splits the backward, never otherwise (at most once in a schedule
+  declared `mixed`, where a B without W is a full backward); nothing runs off the route;
 - on its rank F comes before B, and B before W;
 - cross-stage dependencies are satisfiable: F(s, m) needs F(s-1, m), B(s, m) needs
-  B(s+1, m) (or F(s, m) on the last stage), W(s, m) needs B(s, m). Executing the
-  per-rank lists in order must never deadlock.
+  B(s+1, m) (or F(s, m) on the last stage), W(s, m) needs B(s, m), where first, last
+  and next are along the route. Executing the per-rank lists in order must never deadlock;
+- the two actions of an overlapped pair (`A&B`) do not depend on each other.
 On failure the error shows the step x rank grid with the first bad action marked.
 """
 
@@ -24,12 +27,12 @@ class ScheduleError(SimtrainError):
     """A schedule that breaks a rule; the message's first line says which."""
 
 
-def dependencies(a: Action, num_stages: int) -> tuple[Action, ...]:
+def dependencies(a: Action, schedule: Schedule) -> tuple[Action, ...]:
     """The actions that must finish before `a` may start (cross-stage and same-stage)."""
     if a.kind == "F":
-        return (Action(a.stage - 1, "F", a.microbatch),) if a.stage > 0 else ()
+        return (Action(a.stage - 1, "F", a.microbatch),) if not schedule.is_first(a.stage) else ()
     if a.kind == "B":
-        if a.stage == num_stages - 1:
+        if schedule.is_last(a.stage):
             return (Action(a.stage, "F", a.microbatch),)
         return (Action(a.stage + 1, "B", a.microbatch), Action(a.stage, "F", a.microbatch))
     return (Action(a.stage, "B", a.microbatch),)
@@ -85,6 +88,9 @@ def check_structure(schedule: Schedule) -> None:
         raise _fail(schedule, f"actions for rank {stray[0]}, but there are only {schedule.pp} ranks", None)
     if len(schedule.placement) != S or any(not 0 <= r < schedule.pp for r in schedule.placement):
         raise _fail(schedule, f"placement {schedule.placement} does not map {S} stages onto {schedule.pp} ranks", None)
+    c = schedule.chains
+    if c < 1 or S % c or m % c:
+        raise _fail(schedule, f"{c} chains must divide the {S} stages and the {m} micro-batches", None)
     for r in range(schedule.pp):
         for i, a in enumerate(schedule.actions.get(r, ())):
             if not (0 <= a.stage < S) or not (0 <= a.microbatch < m):
@@ -95,6 +101,10 @@ def check_structure(schedule: Schedule) -> None:
                     f"action {a!r} runs on rank {r} but stage {a.stage} is placed on rank {schedule.placement[a.stage]}",
                     (r, i),
                 )
+            if not schedule.on_route(a.stage, a.microbatch):
+                k = schedule.chain_of(a.microbatch) * schedule.chain_length
+                raise _fail(schedule, f"action {a!r} is off micro-batch {a.microbatch}'s route "
+                            f"(stages {k}-{k + schedule.chain_length - 1})", (r, i))
             if a in seen:
                 raise _fail(schedule, f"action {a!r} runs twice", (r, i))
             if a.kind == "B" and Action(a.stage, "F", a.microbatch) not in seen:
@@ -102,12 +112,21 @@ def check_structure(schedule: Schedule) -> None:
             if a.kind == "W" and Action(a.stage, "B", a.microbatch) not in seen:
                 raise _fail(schedule, f"{a!r} runs before its backward {a.stage}B{a.microbatch}", (r, i))
             seen[a] = (r, i)
-    kinds = ("F", "B", "W") if split else ("F", "B")
+    kinds = ("F", "B", "W") if split and not schedule.mixed else ("F", "B")
     for s in range(S):
         for mb in range(m):
+            if not schedule.on_route(s, mb):
+                continue
             for k in kinds:
                 if Action(s, k, mb) not in seen:
                     raise _fail(schedule, f"action {s}{k}{mb} never runs", None)
+    for r, i in sorted(schedule.overlapped):
+        acts = schedule.actions.get(r, ())
+        if not 0 <= i < len(acts) - 1:
+            raise _fail(schedule, f"overlapped pair at rank {r} step {i} has no second action", None)
+        a, b = acts[i], acts[i + 1]
+        if a in dependencies(b, schedule) or (b.kind != "F" and a.stage == b.stage and a.microbatch == b.microbatch):
+            raise _fail(schedule, f"{a!r}&{b!r} cannot overlap: {b!r} needs {a!r}", (r, i + 1))
 
 
 @dataclass(frozen=True)
@@ -129,12 +148,15 @@ def evaluate(
     schedule: Schedule,
     cost: Callable[[Action], float] = lambda a: 1.0,
     comm: float = 0.0,
+    overlap_cost: Callable[[Action, Action], float] | None = None,
 ) -> Evaluation:
     """Run the per-rank lists in order with the given action costs; raise on deadlock.
 
-    `comm` is added to every cross-rank dependency (a send between ranks).
+    `comm` is added to every cross-rank dependency (a send between ranks). With
+    `overlap_cost`, an overlapped pair (DualPipe's F&B) starts when both its actions may
+    and takes `overlap_cost(a, b)`; without it the pair runs one action after the other.
     """
-    S = schedule.num_stages
+    fused = schedule.overlapped if overlap_cost is not None else frozenset()
     end: dict[Action, float] = {}
     start: dict[Action, float] = {}
     ptr = {r: 0 for r in range(schedule.pp)}
@@ -147,10 +169,11 @@ def evaluate(
         for r in range(schedule.pp):
             acts = schedule.actions.get(r, ())
             while ptr[r] < len(acts):
-                a = acts[ptr[r]]
+                pair = (r, ptr[r]) in fused
+                group = acts[ptr[r]:ptr[r] + (2 if pair else 1)]
                 ready = free[r]
                 ok = True
-                for d in dependencies(a, S):
+                for d in (d for a in group for d in dependencies(a, schedule)):
                     t = end.get(d)
                     if t is None:
                         ok = False
@@ -160,19 +183,20 @@ def evaluate(
                     ready = max(ready, t)
                 if not ok:
                     break
-                c = cost(a)
-                start[a], end[a] = ready, ready + c
+                c = overlap_cost(*group) if pair else cost(group[0])
+                for a in group:
+                    start[a], end[a] = ready, ready + c
                 free[r] = ready + c
                 busy[r] += c
-                ptr[r] += 1
-                done += 1
+                ptr[r] += len(group)
+                done += len(group)
                 progressed = True
         if not progressed:
             blocked = [r for r in range(schedule.pp) if ptr[r] < len(schedule.actions.get(r, ()))]
             # mark the blocked action at the earliest step: usually the misplaced one
             stuck = min(blocked, key=lambda r: (ptr[r], r))
             a = schedule.actions[stuck][ptr[stuck]]
-            missing = [d for d in dependencies(a, S) if d not in end]
+            missing = [d for d in dependencies(a, schedule) if d not in end]
             heads = ", ".join(f"rank {r} at {schedule.actions[r][ptr[r]]!r}" for r in blocked)
             raise _fail(
                 schedule,
@@ -192,13 +216,13 @@ def validate(schedule: Schedule) -> None:
 def peak_in_flight(schedule: Schedule, release: str | None = None) -> dict[int, int]:
     """Most (stage, micro-batch) activations held at once per rank.
 
-    An activation lives from its F until its `release` action: "B" for schedules without
-    W, "W" for split-backward schedules (the weight gradient needs the stage's saved
+    An activation lives from its F until its `release` action: by default the action that
+    ends its backward (`Schedule.releases`: B for schedules without W, W for split-backward
+    schedules (the weight gradient needs the stage's saved
     inputs, so most of the activation memory outlives B; counting F..W is what makes
     ZB-H1's peak equal 1F1B's, Qi et al. 2023 §3.1). Each count is one micro-batch
     through ONE chunk; divide by vp for whole-rank micro-batch equivalents.
     """
-    release = release or ("W" if schedule.split_backward else "B")
     out = {}
     for r in range(schedule.pp):
         live = peak = 0
@@ -206,7 +230,7 @@ def peak_in_flight(schedule: Schedule, release: str | None = None) -> dict[int, 
             if a.kind == "F":
                 live += 1
                 peak = max(peak, live)
-            elif a.kind == release:
+            elif a.kind == release if release else schedule.releases(a):
                 live -= 1
         out[r] = peak
     return out

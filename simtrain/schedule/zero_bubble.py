@@ -47,3 +47,115 @@ def zb_h1(pp: int, microbatches: int, vp: int = 1, **_: object) -> dict[int, lis
         acts += [Action(r, "W", i) for i in pending]  # the held-back W fill the tail
         out[r] = acts
     return out
+
+
+def interleaved_zb(pp: int, microbatches: int, vp: int = 1, **_: object) -> dict[int, list[Action]]:
+    """Interleaved zero bubble, ZB1P over vp chunks, as PyTorch's
+    `ScheduleInterleavedZeroBubble` generates it (torch.distributed.pipelining).
+
+    Micro-batches run in rounds of N = M // max(1, M // pp) through each chunk (the looped
+    placement of `interleaved`); rank r warms up with (vp-1)*N + (pp-1-r) forwards (one per
+    hop where interleaved 1F1B needs two, because B no longer waits for W), then alternates
+    F and B (input gradient), holding back r weight-gradient passes (ZB-H1's rule), and
+    runs the held-back W in the cool-down. PyTorch pads its lists with idle slots; here
+    the engine waits on dependencies instead, so the order is the same without them.
+    vp = 1 is ZB-H1.
+    """
+    m = microbatches
+    per_round = m // max(1, m // pp)
+    out: dict[int, list[Action]] = {}
+    for r in range(pp):
+        warm = min((vp - 1) * per_round + (pp - 1 - r), m * vp)
+
+        def f_stage(op: int) -> int:
+            return ((op // per_round) % vp) * pp + r
+
+        def b_stage(op: int) -> int:
+            return (vp - 1 - ((op - warm) // per_round) % vp) * pp + r
+
+        count: dict[tuple[str, int], int] = {}
+
+        def act(stage: int, kind: str) -> Action:
+            k = count.get((kind, stage), 0)
+            count[(kind, stage)] = k + 1
+            return Action(stage, kind, k)
+
+        acts: list[Action] = []
+        backward_ops: list[int] = []
+        w_done = 0
+        for op in range(m * vp + warm):  # warm-up F, then F+B pairs, then cool-down B
+            if op < warm:
+                acts.append(act(f_stage(op), "F"))
+                continue
+            if op < m * vp:
+                acts.append(act(f_stage(op), "F"))
+            acts.append(act(b_stage(op), "B"))
+            backward_ops.append(op)
+            if op - warm >= r:  # rank r holds back r weight-gradient passes
+                acts.append(act(b_stage(backward_ops[w_done]), "W"))
+                w_done += 1
+        for op in backward_ops[w_done:]:
+            acts.append(act(b_stage(op), "W"))
+        out[r] = acts
+    return out
+
+
+def zb_v(pp: int, microbatches: int, vp: int = 2, **_: object) -> dict[int, list[Action]]:
+    """ZB-V (Qi et al. 2024, "Pipeline Parallelism with Controllable Memory" / the zero
+    bubble paper's V schedule): two chunks per rank in a V (`action.v_placement`: rank r
+    holds stages r and 2pp-1-r), as PyTorch's `ScheduleZBVZeroBubble` generates it.
+
+    Rank r: 2(pp-r)-1 forwards of chunk 0; r pairs (F chunk 1, F chunk 0); pp-r triples
+    (F, B, W of chunk 1); then the steady state F0 B0 W0 F1 B1 W1 until every forward
+    ran; cool-down: r pairs (B0, B1), pp-r pairs (B0, W0), then the remaining W of chunk
+    1 and chunk 0. PyTorch generates max(2pp-1, M) micro-batches and drops those >= M;
+    so does this.
+    """
+    m = microbatches
+    n = max(2 * pp - 1, m)
+    S = 2 * pp
+    out: dict[int, list[Action]] = {}
+    for r in range(pp):
+        s0, s1 = r, S - 1 - r
+        nxt = {("F", 0): 0, ("F", 1): 0, ("B", 0): 0, ("B", 1): 0}
+        acts: list[Action] = []
+
+        def put(kind: str, chunk: int, mb: int | None = None) -> None:
+            if mb is None:
+                mb = nxt[(kind, chunk)]
+                nxt[(kind, chunk)] = mb + 1
+            acts.append(Action((s0, s1)[chunk], kind, mb))
+
+        for _ in range(2 * (pp - r) - 1):
+            put("F", 0)
+        for _ in range(r):
+            put("F", 1)
+            put("F", 0)
+        def backward(chunk: int) -> None:  # B, then its W at once
+            b = nxt[("B", chunk)]
+            put("B", chunk)
+            put("W", chunk, b)
+
+        for _ in range(pp - r):
+            put("F", 1)
+            backward(1)
+        while nxt[("F", 1)] < nxt[("F", 0)] or nxt[("F", 0)] < n:
+            if nxt[("F", 0)] < n:
+                put("F", 0)
+            backward(0)
+            put("F", 1)
+            backward(1)
+        w0, w1 = nxt[("B", 0)], nxt[("B", 1)]
+        for _ in range(r):
+            put("B", 0)
+            put("B", 1)
+        for _ in range(pp - r):
+            put("B", 0)
+            put("W", 0, w0)
+            w0 += 1
+        for mb in range(w1, nxt[("B", 1)]):
+            put("W", 1, mb)
+        for mb in range(w0, nxt[("B", 0)]):
+            put("W", 0, mb)
+        out[r] = [a for a in acts if a.microbatch < m]
+    return out

@@ -245,15 +245,16 @@ class MemoryReport:
         return json.dumps(self.to_json(), indent=2)
 
 
-def _live_peak(actions: tuple, release: str, size: dict[int, float]) -> float:
+def _live_peak(actions: tuple, sched: Any, size: dict[int, float]) -> float:
     """Largest sum of `size[stage]` over activations alive at once on one rank: an
-    activation is born at its F and freed at its `release` action."""
+    activation is born at its F and freed by the action that ends its backward (W, or a
+    B with no W of its own: `Schedule.releases`)."""
     live = peak = 0.0
     for a in actions:
         if a.kind == "F":
             live += size[a.stage]
             peak = max(peak, live)
-        elif a.kind == release:
+        elif sched.releases(a):
             live -= size[a.stage]
     return peak
 
@@ -267,7 +268,6 @@ def estimate(plan: Any) -> MemoryReport:
     seq = s.training.seq_len
     flash = bool(getattr(par, "flash_attention", True))
     sp = par.sequence_parallel and L.tp > 1
-    release = "W" if sched.split_backward else "B"
     stack = s.stack
     unfused = dict(unfused_norm=stack.norm == "unfused", unfused_activation=stack.activation == "unfused")
     per_layer = layer_activation_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, par.recompute, flash, L.cp,
@@ -277,10 +277,10 @@ def estimate(plan: Any) -> MemoryReport:
     workspace, fragmentation = stack.workspace_gib * GIB, stack.fragmentation
     emb = embedding_activation_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, L.cp)
     head = head_activation_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, L.cp)
-    S = len(plan.stages)
     layer_size = {st.index: st.layers * per_layer for st in plan.stages}
-    end_size = {st.index: (emb if st.index == 0 else 0.0) + (head if st.index == S - 1 else 0.0) for st in plan.stages}
-    counts = peak_in_flight(sched, release)
+    end_size = {st.index: (emb if sched.is_first(st.index) else 0.0) + (head if sched.is_last(st.index) else 0.0)
+                for st in plan.stages}
+    counts = peak_in_flight(sched)
     shards = L.dp * L.cp
     params_per_layer = plan.model.params_per_layer / L.tp
     tokens = L.micro_batch * seq / L.cp
@@ -292,8 +292,8 @@ def estimate(plan: Any) -> MemoryReport:
         acts = sched.actions.get(r, ())
         # Peak of the summed live bytes (layers + ends together: they are born and freed
         # with the same actions), then split in proportion for the report.
-        both = _live_peak(acts, release, {k: layer_size[k] + end_size[k] for k in layer_size})
-        layer_peak = _live_peak(acts, release, layer_size)
+        both = _live_peak(acts, sched, {k: layer_size[k] + end_size[k] for k in layer_size})
+        layer_peak = _live_peak(acts, sched, layer_size)
         act, ends = (layer_peak, both - layer_peak)
         transient = 2 * plan.p2p_bytes  # one activation and one gradient receive buffer
         if par.recompute == "full":
@@ -302,7 +302,7 @@ def estimate(plan: Any) -> MemoryReport:
             # FSDP all-gathers a layer's bf16 weights (current + prefetched next) and holds
             # its unsharded gradient (training.grad_precision) until the reduce-scatter.
             transient += params_per_layer * (2 * PARAM_BYTES + plan.grad_bytes)
-        if any(st.index == S - 1 for st in mine):
+        if any(sched.is_last(st.index) for st in mine):
             transient += tokens * 2 * m.vocab_size / L.tp  # bf16 logits before the fp32 cast
         allocated = p + g + o + act + ends + transient
         out.append(StageMemory(

@@ -14,8 +14,8 @@ from simtrain.explore.sweep.evaluate import plan_row, sim_key
 def step_time_bound(plan) -> float:
     """Lower bound on the step time from compute alone (rule 4 in simtrain.explore.search)."""
     L = plan.layout
-    M = L.microbatches
     sched = plan.schedule
+    M = sched.stage_microbatches  # micro-batches through each stage (M / chains)
     split = sched.split_backward
     F, B, W, R = {}, {}, {}, {}
     for st in plan.stages:
@@ -29,9 +29,12 @@ def step_time_bound(plan) -> float:
         mine = [v for v in range(len(plan.stages)) if sched.placement[v] == r]
         if not mine:
             continue
-        v0 = min(mine)
-        pre = sum(F[v] for v in range(v0))
-        post = sum(B[v] for v in range(v0))
+        # forwards that must run before this rank's first stage can start, backwards that
+        # must run after its last backward: the stages before it on its route (the
+        # smallest over the rank's stages, since a rank may start on either chain)
+        heads = [v - v % sched.chain_length for v in mine]
+        pre = min(sum(F[u] for u in range(h, v)) for h, v in zip(heads, mine))
+        post = min(sum(B[u] for u in range(h, v)) for h, v in zip(heads, mine))
         work = M * sum(F[v] + B[v] + W[v] + R[v] for v in mine)
         fb = M * sum(F[v] + B[v] + R[v] + (0.0 if split else W[v]) for v in mine)
         best = max(best, pre + work + plan.optimizer_s.get(r, 0.0), pre + fb + post)
