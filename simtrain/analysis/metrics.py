@@ -1,6 +1,9 @@
 """Metrics from flat timeline records: step time, bubble, MFU/HFU, the step's breakdown.
 
 MFU = model FLOPs per step / (step time x GPUs x peak FLOP/s)   (PaLM, Chowdhery et al. 2022)
+The peak is the device's dense BF16 peak whatever the precision (FP8 runs too, as the
+published tables do); `mfu_basis` says so, and FP8 runs add `mfu_fp8_peak`, the same
+FLOPs against the dense FP8 peak.
 HFU = (model FLOPs + recomputation FLOPs) / (step time x GPUs x peak)
 Breakdown: each simulated device's step is partitioned into compute (F, B, W, recompute,
 optimizer), exposed TP, CP, PP and DP communication, and bubble (waiting for a pipeline
@@ -159,4 +162,14 @@ def summarize(plan: Plan, records: list[Record]) -> Result:
         device=plan.device.name,
         params=plan.model.params,
         records=records,
+        extra=_mfu_basis(plan, mfu),
     )
+
+
+def _mfu_basis(plan: Plan, mfu: float) -> dict[str, Any]:
+    dev = plan.device
+    out: dict[str, Any] = {"mfu_basis": f"dense BF16 peak, {dev.peak_flops / 1e12:,.0f} TFLOP/s per {dev.name}"}
+    if plan.scenario.training.precision == "fp8" and dev.peak_fp8_flops > 0:
+        out["mfu_fp8_peak"] = mfu * dev.peak_flops / dev.peak_fp8_flops
+        out["mfu_basis"] += f" (FP8 GEMMs; against the dense FP8 peak, {dev.peak_fp8_flops / 1e12:,.0f}: mfu_fp8_peak)"
+    return out

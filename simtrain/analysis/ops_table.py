@@ -12,7 +12,8 @@ from simtrain.workload.ops import PHASES, Op, layer_ops
 
 def layer_op_rows(plan: Any) -> list[dict[str, Any]]:
     s = plan.scenario
-    ops = layer_ops(s.model, s.parallel, plan.device, s.stack, s.training.seq_len, s.training.document_length)
+    ops = layer_ops(s.model, s.parallel, plan.device, s.stack, s.training.seq_len, s.training.document_length,
+                    s.training.precision)
     total = sum(o.seconds for o in ops)
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for o in ops:

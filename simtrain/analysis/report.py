@@ -43,7 +43,7 @@ def text_report(r: Result) -> str:
     lines.append("")
     rows = [
         ("step time", f"{r.step_time_s:.3f} s"),
-        ("MFU", f"{100 * r.mfu:.1f} %"),
+        ("MFU", f"{100 * r.mfu:.1f} %" + _basis(r)),
         ("HFU", f"{100 * r.hfu:.1f} %"),
         ("TFLOP/s per GPU", f"{r.tflops_per_gpu:.0f} (model FLOPs)"),
         ("tokens/s", f"{r.tokens_per_s:,.0f}"),
@@ -101,6 +101,14 @@ def text_report(r: Result) -> str:
         lines.append(f"  warning: {w}")
     lines.append(f"  simulated in {r.wall_time_s:.2f} s wall time")
     return "\n".join(lines)
+
+
+def _basis(r: Result) -> str:
+    """Which peak MFU is measured against, when it is not the obvious one (FP8 runs)."""
+    fp8 = r.extra.get("mfu_fp8_peak")
+    if fp8 is None:
+        return ""
+    return f" of the dense BF16 peak ({100 * fp8:.1f} % of the dense FP8 peak)"
 
 
 def json_report(r: Result) -> dict[str, Any]:

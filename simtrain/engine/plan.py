@@ -27,6 +27,7 @@ from simtrain.scenario.layout import Coord, Layout, make_layout, split_layers
 from simtrain.workload.kernels import check_attention_kernel
 from simtrain.workload.costs import EndCost, LayerCost, embedding_cost, head_cost, layer_cost, optimizer_time
 from simtrain.workload.flops import ModelStats, attended_length, stats
+from simtrain.workload import fp8 as FP8
 from simtrain.workload.memory import grad_element_bytes
 
 
@@ -167,6 +168,7 @@ def make_plan(s: Scenario) -> Plan:
     slowest = slowest_of(L.world, s.cluster.gpu_speed_sigma) if not s.whatif.random_slowdown_sigma else 1.0
     dev = dataclasses.replace(dev, sustained_fraction=dev.sustained_fraction * s.stack.sustained_fraction / slowest,
                               memory_efficiency=dev.memory_efficiency / slowest)
+    FP8.check_fp8(dev, s.training.precision)
     m = s.model
     ms = stats(m, s.training.seq_len, s.training.document_length)
     S = L.pp * L.vp
@@ -179,7 +181,8 @@ def make_plan(s: Scenario) -> Plan:
     # sliding window together (simtrain.workload.flops.attended_length; a float)
     attended = attended_length(s.training.seq_len, s.training.document_length, m.sliding_window)
     lc = layer_cost(m, s.parallel, dev, s.training.seq_len, s.stack,
-                    attended if attended < s.training.seq_len else s.training.document_length)
+                    attended if attended < s.training.seq_len else s.training.document_length,
+                    s.training.precision)
     grad_bytes = grad_element_bytes(s.training.grad_precision)
     per_layer_params = ms.params_per_layer / L.tp
     stages = []
@@ -197,6 +200,9 @@ def make_plan(s: Scenario) -> Plan:
     for r in range(L.pp):
         params = sum(st.params for st in stages if schedule.placement[st.index] == r)
         opt[r] = optimizer_time(dev, params / shard, s.stack)
+        if FP8.is_fp8(s.training.precision):  # FP8 weight copies cast once per step
+            held = sum(st.layers for st in stages if schedule.placement[st.index] == r)
+            opt[r] += FP8.weight_cast_seconds(dev, held * FP8.linear_params_per_layer(m) / L.tp)
     symmetric = s.engine.mode == "symmetric"
     if symmetric:
         simulated = tuple(L.rank(Coord(0, r, 0, 0)) for r in range(L.pp))

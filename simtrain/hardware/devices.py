@@ -14,6 +14,16 @@ a device-to-device copy reaches; `kernel_overhead_s` the GPU time per kernel. At
 GPUs of a `family` with measured curves (simtrain/data/attention.toml) use them; the
 constant efficiencies apply elsewhere (TPUs, a device without a family). The share a
 training step sustains is the software stack's (stacks/*.toml), multiplied in by the plan.
+
+FP8 (training.precision = "fp8", simtrain.workload.fp8): `peak_fp8_flops`, the dense FP8
+peak from the datasheets (H100/H200/H800 SXM 1,979 TFLOP/s, B200 4.5 PFLOP/s; 0 where there
+are no FP8 tensor cores: A100, TPUs, refused with one line), and `gemm_fp8_max_efficiency`:
+FP8 GEMMs reach a smaller share of their peak than bf16 ones of theirs. Bekman's MAMF table
+(tools/published/kernels/gemm_mamf_mlengineering.csv) has H100 SXM fp8_e4m3fn 1,402.6 of
+1,979 (70.9%) against bf16 794.5 of 989 (80.3%), B200 3,432.5 of 4,500 (76.3%) against
+1,745 of 2,250 (77.6%): the bf16 `gemm_max_efficiency` times those ratios, 0.78 x 0.883 =
+0.689 (Hopper), 0.73 x 0.983 = 0.718 (B200). An FP8 kernel's K loop runs twice the MACs per
+cycle, so its fixed prologue/epilogue is worth twice the K: K_half doubles.
 """
 
 from __future__ import annotations
@@ -52,6 +62,10 @@ class Device:
     # (TMA / vectorised) kernels: this share of the aligned rate.
     gemm_misaligned_factor: float = 1.0
     family: str = ""  # GPU family of the measured attention curves ("hopper", "ampere"); "": none
+    # Dense FP8 (E4M3/E5M2) tensor-core peak, FLOP/s; 0: no FP8 tensor cores (A100, TPUs).
+    peak_fp8_flops: float = 0.0
+    # `gemm_max_efficiency` of FP8 GEMMs (fraction of the FP8 peak); see FP8 above.
+    gemm_fp8_max_efficiency: float = 0.0
 
 
 # --- the devices/ catalog -----------------------------------------------------------------

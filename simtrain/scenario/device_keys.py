@@ -43,6 +43,8 @@ DEVICE_KEYS: dict[str, tuple[str, Any, float, float, str]] = {
     "kernel_overhead_us": ("kernel_overhead_s", float, 1, 1e6, "nonneg"),  # microseconds
     "sustained_fraction": ("sustained_fraction", float, 1, 1, "frac"),
     "gemm_misaligned_factor": ("gemm_misaligned_factor", float, 1, 1, "frac"),  # share of the aligned rate
+    "peak_fp8_tflops": ("peak_fp8_flops", float, 1e12, 1, "nonneg"),  # dense FP8, 1e12 FLOP/s; 0: none
+    "gemm_fp8_max_efficiency": ("gemm_fp8_max_efficiency", float, 1, 1, "nonneg"),  # of the FP8 peak
 }
 CATALOG_ONLY = ("aliases", "description")  # bookkeeping keys of a devices/*.toml file
 FAMILIES = ("hopper", "ampere", "tpu", "")

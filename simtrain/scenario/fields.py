@@ -25,7 +25,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "engine.detail": ("auto", "layer", "action"),
     "engine.comm": ("network", "free"),
     "engine.collective_algo": ("auto", "ring", "tree", "hierarchical", "torus"),
-    "training.precision": ("bf16", "fp16"),
+    "training.precision": ("bf16", "fp16", "fp8"),
     "training.grad_precision": ("fp32", "bf16"),
 }
 

@@ -23,6 +23,8 @@ engine options and, when no model flag is given, the model. `--set` applies afte
     --cp-comm-type p2p (ring, Megatron's default) | all_gather     parallel.cp_algo
     --bf16 | --fp16 (one is required: Megatron trains in fp32 without, which simtrain does
                      not model)        training.precision; --grad-reduce-in-bf16
+    --fp8-format hybrid|e4m3            training.precision "fp8" (Transformer Engine's FP8
+                                        linears; the rest stays as --bf16 says)
     --tp-comm-overlap                   engine.overlap_tp_comm
     --use-tp-pp-dp-mapping              parallel.order "tp-cp-pp-dp"; else Megatron-Core's
                                         "tp-cp-dp-pp" (its tp-cp-ep-dp-pp)
@@ -70,6 +72,7 @@ CHOICE_FLAGS = {
     "--attention-backend": {"flash": "fa2", "fused": "cudnn", "auto": "", "unfused": False, "local": False},
     "--cp-comm-type": {"p2p": "ring", "all_gather": "allgather"},
     "--recompute-method": {"uniform": "uniform", "block": "block"},
+    "--fp8-format": {"hybrid": "fp8", "e4m3": "fp8"},
 }
 TEXT_FLAGS = ("--tokenizer-type", "--vocab-file", "--merge-file", "--tokenizer-model")
 SWITCHES = {
@@ -319,7 +322,7 @@ def apply_megatron(data: dict[str, Any], flags: MegatronFlags) -> dict[str, Any]
     tr["global_batch"] = k.get("--global-batch-size", 0)
     if "--seq-length" in k:
         tr["seq_len"] = k["--seq-length"]
-    tr["precision"] = "fp16" if k.get("--fp16") else "bf16"
+    tr["precision"] = "fp16" if k.get("--fp16") else ("fp8" if k.get("--fp8-format") else "bf16")
     tr["grad_precision"] = "bf16" if k.get("--grad-reduce-in-bf16") else "fp32"
     sch.update(name="" if per_stage else ("interleaved" if vp > 1 else "1f1b"), n=0, file="")
     eng["overlap_tp_comm"] = bool(k.get("--tp-comm-overlap"))

@@ -41,6 +41,7 @@ from simtrain.scenario.errors import SimtrainError
 from simtrain.scenario.models import ModelConfig, has_dropout
 from simtrain.scenario.units import GIB
 from simtrain.schedule import peak_in_flight
+from simtrain.workload import fp8 as FP8
 
 PARAM_BYTES = 2.0  # bf16/fp16 weights
 GRAD_BYTES = 4.0  # fp32 main gradients (Megatron accumulates into fp32 main_grad buffers)
@@ -272,6 +273,9 @@ def estimate(plan: Any) -> MemoryReport:
     unfused = dict(unfused_norm=stack.norm == "unfused", unfused_activation=stack.activation == "unfused")
     per_layer = layer_activation_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, par.recompute, flash, L.cp,
                                        **unfused)
+    fp8 = FP8.is_fp8(s.training.precision)
+    if fp8:  # Transformer Engine keeps the linears' inputs in FP8 (simtrain.workload.fp8)
+        per_layer -= FP8.activation_saving_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, par.recompute, L.cp)
     full_layer = layer_activation_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, "none", flash, L.cp,
                                         **unfused)
     workspace, fragmentation = stack.workspace_gib * GIB, stack.fragmentation
@@ -289,6 +293,8 @@ def estimate(plan: Any) -> MemoryReport:
         mine = [st for st in plan.stages if sched.placement[st.index] == r]
         params = sum(st.params for st in mine)
         p, g, o = model_state_bytes(params, par.zero, shards, plan.grad_bytes)
+        if fp8:  # the FP8 weights and their transposes, resident beside the bf16 ones
+            p += FP8.FP8_WEIGHT_BYTES * sum(st.layers for st in mine) * FP8.linear_params_per_layer(m) / L.tp
         acts = sched.actions.get(r, ())
         # Peak of the summed live bytes (layers + ends together: they are born and freed
         # with the same actions), then split in proportion for the report.
@@ -311,7 +317,8 @@ def estimate(plan: Any) -> MemoryReport:
             transient=transient, workspace=workspace, fragmentation=fragmentation * allocated,
         ))
     assumptions = (
-        f"mixed-precision Adam 2+{plan.grad_bytes}+12 B/param, ZeRO-{par.zero} over DP*CP = {shards}; activations per "
+        ("FP8 (Transformer Engine): +2 B per linear weight, linear inputs saved in FP8; " if fp8 else "")
+        + f"mixed-precision Adam 2+{plan.grad_bytes}+12 B/param, ZeRO-{par.zero} over DP*CP = {shards}; activations per "
         f"Korthikanti et al. 2022 ({'FlashAttention' if flash else 'materialized scores'}, recompute "
         f"{par.recompute}, SP {'on' if sp else 'off'}); stack {stack.name}: {stack.workspace_gib:g} GiB workspace + "
         f"{100 * stack.fragmentation:g}% fragmentation"

@@ -26,6 +26,7 @@ from simtrain.hardware.devices import Device
 from simtrain.scenario.config import ParallelConfig
 from simtrain.scenario.models import ModelConfig, has_dropout
 from simtrain.scenario.stack import Stack
+from simtrain.workload import fp8 as FP8
 from simtrain.workload.compute import attention_time, gemm_flops, gemm_time, op_time
 from simtrain.workload.kernels import mem_op
 
@@ -45,12 +46,21 @@ class Op:
     recompute: bool = False  # part of what selective recomputation runs again
 
 
-def _gemm(dev: Device, name: str, seg: int, m: int, n: int, k: int) -> list[Op]:
-    """Y[m,n] = X[m,k] W[k,n]: forward, input gradient dX = dY W^T, weight gradient dW = X^T dY."""
+def _gemm(dev: Device, name: str, seg: int, m: int, n: int, k: int, fp8: bool = False) -> list[Op]:
+    """Y[m,n] = X[m,k] W[k,n]: forward, input gradient dX = dY W^T, weight gradient dW = X^T dY.
+    With `fp8` (a Transformer Engine linear, simtrain.workload.fp8): the GEMMs at the FP8
+    peak, 1-byte operands, and the cast-transposes of X (forward) and dY (backward)."""
     f = gemm_flops(m, n, k)
-    return [Op(name, "gemm", seg, "fwd", gemm_time(dev, m, n, k), 1, f),
-            Op(name, "gemm", seg, "bwd", gemm_time(dev, m, k, n), 1, f),
-            Op(name, "gemm", seg, "wgrad", gemm_time(dev, k, n, m), 1, f)]
+    g, eb = (FP8.fp8_device(dev), 1) if fp8 else (dev, 2)
+    ops = [Op(name, "gemm", seg, "fwd", gemm_time(g, m, n, k, elem_bytes=eb), 1, f),
+           Op(name, "gemm", seg, "bwd", gemm_time(g, m, k, n, elem_bytes=eb), 1, f),
+           Op(name, "gemm", seg, "wgrad", gemm_time(g, k, n, m, elem_bytes=eb), 1, f)]
+    if fp8:  # ---- FP8 casts (Transformer Engine); simtrain.workload.fp8
+        ops += [Op(f"fp8 cast {name}", "memory", seg, "fwd", FP8.cast_seconds(dev, m * k), 1, 0.0,
+                   FP8.CAST_TRANSPOSE_BYTES * m * k),
+                Op(f"fp8 cast {name}", "memory", seg, "bwd", FP8.cast_seconds(dev, m * n), 1, 0.0,
+                   FP8.CAST_TRANSPOSE_BYTES * m * n)]
+    return ops
 
 
 def _mem(dev: Device, name: str, seg: int, op: str, fused: bool, elements: float, recompute: bool = False) -> list[Op]:
@@ -101,7 +111,8 @@ def attention_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: S
 
 
 def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack, seq_len: int,
-              document_length: int = 0) -> tuple[Op, ...]:
+              document_length: int = 0, precision: str = "bf16") -> tuple[Op, ...]:
+    fp8 = FP8.is_fp8(precision)  # the four linears in FP8, everything else as is
     tp = par.tp
     b, h, hd = par.micro_batch, model.hidden_size, model.head_dim
     t = b * (seq_len // par.cp)  # tokens this rank processes
@@ -118,19 +129,22 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
     ops: list[Op] = []
     # segment 0: attention block
     ops += _mem(dev, "input norm", 0, norm, fused_norm, t_sp * h)
-    ops += _gemm(dev, "qkv", 0, t, (heads + 2 * kv_heads) * hd, h)
+    ops += _gemm(dev, "qkv", 0, t, (heads + 2 * kv_heads) * hd, h, fp8)
     if model.position_embedding == "rope":
         ops += _mem(dev, "rotary", 0, "rope", stack.rope == "fused", t * (heads + kv_heads) * hd)
     ops += attention_ops(model, par, dev, stack, seq_len, document_length)
-    ops += _gemm(dev, "out proj", 0, t, h, heads * hd)
+    ops += _gemm(dev, "out proj", 0, t, h, heads * hd, fp8)
     ops += _mem(dev, resid.replace("_", "-"), 0, resid, fused_resid, t_sp * h)
     # segment 1: MLP block
     ops += _mem(dev, "post-attn norm", 1, norm, fused_norm, t_sp * h)
-    ops += _gemm(dev, "mlp up", 1, t, (2 if model.mlp == "gated" else 1) * ffn, h)
+    ops += _gemm(dev, "mlp up", 1, t, (2 if model.mlp == "gated" else 1) * ffn, h, fp8)
     act = "swiglu" if model.mlp == "gated" else ("bias_gelu" if model.bias else "gelu")
     ops += _mem(dev, act.replace("_", "-"), 1, act, stack.activation == "fused", t * ffn)
-    ops += _gemm(dev, "mlp down", 1, t, h, ffn)
+    ops += _gemm(dev, "mlp down", 1, t, h, ffn, fp8)
     ops += _mem(dev, resid.replace("_", "-"), 1, resid, fused_resid, t_sp * h)
+    if fp8:  # ---- the amax reduction and scale update after each pass (simtrain.workload.fp8)
+        ops += [Op("fp8 scale update", "memory", 1, ph, FP8.scale_update_seconds(dev), FP8.SCALE_KERNELS_PER_PASS)
+                for ph in ("fwd", "bwd")]
     return tuple(ops)
 
 

@@ -1,0 +1,125 @@
+"""FP8 training as Transformer Engine runs it: FP8 GEMMs through the tile model at the FP8
+peak, the cast-transpose and scaling kernels, FP8 weight memory, the MFU basis, refusals.
+Truths from outside the code: datasheet peaks, Bekman's MAMF table (FP8 vs BF16 maximum
+achievable matmul rate), hand-counted bytes."""
+
+from __future__ import annotations
+
+import pytest
+
+from simtrain.hardware.devices import CATALOG
+from simtrain.scenario.config import load_scenario
+from simtrain.scenario.stack import Stack
+from simtrain.workload import fp8 as FP8
+from simtrain.workload.compute import gemm_time
+from simtrain.workload.ops import layer_ops
+from tests.test_bad_files import assert_one_line_error
+
+H100 = CATALOG["H100-SXM"]
+
+
+def test_fp8_peaks_are_the_datasheets() -> None:
+    # NVIDIA H100/H200 SXM datasheets: 1,979 TFLOP/s dense FP8 (3,958 with sparsity);
+    # DGX B200: 72 PFLOP/s FP8 training per 8 GPUs with sparsity -> 4.5 PFLOP/s dense each
+    assert CATALOG["H100-SXM"].peak_fp8_flops == 1979e12 == CATALOG["H200"].peak_fp8_flops
+    assert CATALOG["B200"].peak_fp8_flops == 4.5e15
+    for name in ("A100-40GB", "A100-80GB", "TPU-v4", "TPU-v5p"):
+        assert CATALOG[name].peak_fp8_flops == 0.0
+
+
+def test_large_fp8_gemm_speedup_is_mamfs() -> None:
+    # Bekman's MAMF table, H100 SXM: fp8_e4m3fn 1,402.6 TFLOP/s against bf16 794.5: 1.765x.
+    # The tile model at the FP8 constants gives the same ratio for a large square GEMM
+    # within 5% (the FP8 K loop's doubled K_half costs a little at K = 8192).
+    n = 8192
+    bf16 = gemm_time(H100, n, n, n)
+    fp8 = gemm_time(FP8.fp8_device(H100), n, n, n, elem_bytes=1)
+    assert bf16 / fp8 == pytest.approx(1402.6 / 794.5, rel=0.05)
+    # and FP8 stays under its own peak
+    assert 2 * n**3 / fp8 < 0.75 * H100.peak_fp8_flops
+
+
+def _llama8b_ops(precision: str, tp: int = 1):
+    s = load_scenario("nemo-8b-8", [f"parallel.tp={tp}", "parallel.sequence_parallel=false", "training.seq_len=8192",
+                                    "parallel.micro_batch=1", "parallel.cp=1"])
+    return s, layer_ops(s.model, s.parallel, H100, Stack(), 8192, 0, precision)
+
+
+def test_cast_kernels_by_hand_for_one_layer() -> None:
+    s, ops = _llama8b_ops("fp8")
+    m = s.model  # Llama 3 8B: h 4096, 32 heads x 128, 8 KV heads, FFN 14336
+    t = 8192
+    casts = {(o.name, o.phase): o.nbytes for o in ops if o.name.startswith("fp8 cast")}
+    # forward: the GEMM input X (t x k); backward: the output gradient dY (t x n); 5.2 B each
+    qkv_n = (32 + 2 * 8) * 128
+    assert casts[("fp8 cast qkv", "fwd")] == pytest.approx(5.2 * t * 4096)
+    assert casts[("fp8 cast qkv", "bwd")] == pytest.approx(5.2 * t * qkv_n)
+    assert casts[("fp8 cast out proj", "fwd")] == pytest.approx(5.2 * t * 4096)
+    assert casts[("fp8 cast mlp up", "bwd")] == pytest.approx(5.2 * t * 2 * 14336)
+    assert casts[("fp8 cast mlp down", "fwd")] == pytest.approx(5.2 * t * 14336)
+    assert len(casts) == 8  # four linears, forward and backward
+    assert m.hidden_size == 4096
+    scale = [o for o in ops if o.name == "fp8 scale update"]
+    assert [o.phase for o in scale] == ["fwd", "bwd"] and all(o.kernels == 1 for o in scale)
+
+
+def test_only_the_linears_change_precision() -> None:
+    _, bf = _llama8b_ops("bf16")
+    _, f8 = _llama8b_ops("fp8")
+    key = lambda o: (o.name, o.phase)  # noqa: E731
+    bf_by, f8_by = {key(o): o for o in bf}, {key(o): o for o in f8}
+    for k, o in bf_by.items():
+        if o.kind == "gemm":  # every layer GEMM is a linear: faster, same FLOPs
+            assert f8_by[k].flops == o.flops and f8_by[k].seconds < o.seconds
+        else:  # attention core, norms, activations, residuals, rotary: untouched
+            assert f8_by[k].seconds == o.seconds
+
+
+def test_fp8_memory_by_hand() -> None:
+    from simtrain.engine.plan import make_plan
+    from simtrain.workload.memory import estimate
+
+    ov = ["parallel.tp=2", "parallel.cp=1", "parallel.dp=4", "parallel.recompute=none"]
+    bf = estimate(make_plan(load_scenario("nemo-8b-8", ov)))
+    f8 = estimate(make_plan(load_scenario("nemo-8b-8", ov + ['training.precision="fp8"'])))
+    a, b = bf.per_stage[0], f8.per_stage[0]
+    # +2 B per linear weight (FP8 copy and its transpose): Llama 3 8B's linears per layer,
+    # 4096 x 6144 (QKV) + 4096 x 4096 (out) + 4096 x 28672 (gate+up) + 14336 x 4096 (down)
+    per_layer = 4096 * 6144 + 4096 * 4096 + 4096 * 28672 + 14336 * 4096
+    assert b.parameters - a.parameters == pytest.approx(2 * 32 * per_layer / 2)
+    # linear inputs kept in FP8: 1 B less per element of h (QKV in), q/tp (out in), h (up
+    # in) and f/tp (down in) per token, per layer (SP off), per in-flight micro-batch (1F1B,
+    # one stage: one at a time)
+    s = load_scenario("nemo-8b-8", ov)
+    tokens = s.parallel.micro_batch * s.training.seq_len
+    saved = tokens * (2 * 4096 + 4096 / 2 + 14336 / 2) * 32 * a.peak_in_flight
+    assert a.activations - b.activations == pytest.approx(saved)
+
+
+def test_fp8_runs_faster_and_states_its_mfu_basis() -> None:
+    from simtrain.analysis.run import simulate
+
+    bf = simulate(load_scenario("nemo-8b-8"))
+    f8 = simulate(load_scenario("nemo-8b-8", ['training.precision="fp8"']))
+    assert f8.step_time_s < bf.step_time_s
+    assert f8.mfu * f8.step_time_s == pytest.approx(bf.mfu * bf.step_time_s)  # same model FLOPs, same peak
+    assert f8.extra["mfu_fp8_peak"] == pytest.approx(f8.mfu * 989 / 1979)
+    assert "dense BF16 peak" in f8.extra["mfu_basis"] and "FP8" in f8.extra["mfu_basis"]
+    assert "mfu_fp8_peak" not in bf.extra
+
+
+@pytest.mark.parametrize("device", ["A100-80GB", "TPU-v4", "TPU-v5p"])
+def test_fp8_on_a_device_without_fp8_is_one_line(device: str, capsys) -> None:
+    topo = {"TPU-v4": "tpu-v4", "TPU-v5p": "tpu-v5p"}.get(device)
+    argv = ["run", "nemo-8b-8", "--set", 'training.precision="fp8"', "--set", f'cluster.device="{device}"']
+    if topo:
+        argv += ["--set", f'cluster.topology="{topo}"']
+    assert_one_line_error(argv, capsys, "training.precision = 'fp8'", f"{device} has no FP8 tensor cores", "bf16")
+
+
+def test_megatron_fp8_format_flag() -> None:
+    from simtrain.scenario.megatron_args import parse
+
+    base = "--micro-batch-size 1 --seq-length 2048 --bf16"
+    assert load_scenario("llama3-405b-8k", megatron=parse(f"{base} --fp8-format hybrid")).training.precision == "fp8"
+    assert load_scenario("llama3-405b-8k", megatron=parse(base)).training.precision == "bf16"
