@@ -68,8 +68,14 @@ def test_mistral_and_gpt_neox_keys(tmp_path):
     assert (p.mlp, p.norm, p.bias, p.num_key_value_heads, p.position_embedding) == ("plain", "layernorm", True, 8, "rope")
 
 
+def test_mixtral_config_is_a_mixture_of_experts(tmp_path):
+    # Mistral 7B's shape with 8 experts of its MLP, top-2: Mixtral 8x7B's config.json
+    m = model_config({"hf_config": write(tmp_path, MIXTRAL, "mixtral")})
+    assert (m.num_experts, m.num_experts_per_tok, m.moe_intermediate_size, m.num_shared_experts) == (8, 2, 14336, 0)
+
+
 @pytest.mark.parametrize("cfg, key", [
-    (MIXTRAL, "num_local_experts"),
+    ({**MIXTRAL, "decoder_sparse_step": 2}, "decoder_sparse_step"),
     ({**LLAMA3_8B, "architectures": ["MambaForCausalLM"], "model_type": "mamba"}, "architectures"),
     ({**LLAMA3_8B, "architectures": [], "model_type": "mamba"}, "model_type"),
     ({**LLAMA3_8B, "hidden_act": "tanh"}, "hidden_act"),

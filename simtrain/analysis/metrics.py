@@ -6,7 +6,7 @@ published tables do); `mfu_basis` says so, and FP8 runs add `mfu_fp8_peak`, the 
 FLOPs against the dense FP8 peak.
 HFU = (model FLOPs + recomputation FLOPs) / (step time x GPUs x peak)
 Breakdown: each simulated device's step is partitioned into compute (F, B, W, recompute,
-optimizer), exposed TP, CP, PP and DP communication, and bubble (waiting for a pipeline
+optimizer), exposed TP, CP, EP (expert all-to-all), PP and DP communication, and bubble (waiting for a pipeline
 neighbour that has not sent yet, plus idling at the end of the step while others finish).
 A wait whose sender was itself blocked on communication counts as that communication,
 not as bubble (`simtrain.analysis.attribution`). The step-level breakdown averages the
@@ -23,7 +23,7 @@ from simtrain.analysis.attribution import attribute_waits, bound_bubble, free_co
 from simtrain.engine.plan import Plan
 from simtrain.engine.timeline import Record
 
-PARTS = ("compute", "recompute", "optimizer", "tp", "cp", "pp", "dp", "bubble")
+PARTS = ("compute", "recompute", "optimizer", "tp", "cp", "ep", "pp", "dp", "bubble")
 
 
 @dataclass

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from simtrain.analysis.metrics import PARTS, Result
+from simtrain.analysis.moe_report import moe_line
 
 PART_NAMES = {
     "compute": "compute (F/B/W)",
@@ -13,6 +14,7 @@ PART_NAMES = {
     "optimizer": "optimizer step",
     "tp": "exposed TP comm",
     "cp": "exposed CP comm",
+    "ep": "exposed EP comm",
     "pp": "exposed PP comm",
     "dp": "exposed DP comm",
     "bubble": "pipeline bubble",
@@ -40,6 +42,8 @@ def text_report(r: Result) -> str:
     )
     params = "".join(f", {k} = {v}" for k, v in r.schedule_params.items())
     lines.append(f"  schedule  {r.schedule}{params} ({L['mode']} engine)")
+    if r.extra.get("moe"):
+        lines.append(moe_line(r.extra["moe"]))
     lines.append("")
     rows = [
         ("step time", f"{r.step_time_s:.3f} s"),
@@ -65,7 +69,7 @@ def text_report(r: Result) -> str:
     lines.append("  step breakdown (mean over GPUs)   seconds   share")
     for p in PARTS:
         v = r.breakdown.get(p, 0.0)
-        if v <= 0 and p in ("recompute", "cp"):
+        if v <= 0 and p in ("recompute", "cp", "ep"):
             continue
         share = v / r.step_time_s if r.step_time_s else 0.0
         lines.append(f"    {PART_NAMES[p]:<30} {v:8.3f}  {100 * share:5.1f}%")

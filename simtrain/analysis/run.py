@@ -7,6 +7,7 @@ from typing import Callable
 
 from simtrain.analysis.hotspots import hotspots
 from simtrain.analysis.metrics import Result, summarize
+from simtrain.analysis.moe_report import moe_summary
 from simtrain.engine.actions import Engine
 from simtrain.engine.placement import placement_warnings
 from simtrain.engine.plan import Plan, check_supported, make_plan
@@ -47,6 +48,9 @@ def simulate_plan(plan: Plan, setup: Callable[[Engine], None] | None = None, t0:
     result.extra["warnings"] = placement_warnings(plan)
     if link_series:
         result.extra["_link_series"] = _busiest_series(plan, engine, result.step_time_s)
+    moe = moe_summary(plan)
+    if moe is not None:
+        result.extra["moe"] = moe
     return result
 
 

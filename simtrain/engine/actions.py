@@ -29,8 +29,9 @@ from typing import Callable, Hashable
 
 import simpy
 
+from simtrain.engine.moe_actions import MoEActions
 from simtrain.engine.plan import Plan, StageWork
-from simtrain.engine.primitives import Primitives, Proc
+from simtrain.engine.primitives import Proc
 from simtrain.engine.timeline import Record
 from simtrain.network.comm import Comm
 from simtrain.network.flows import FlowNetwork
@@ -41,7 +42,7 @@ from simtrain.schedule import Action
 PROGRESS_EVERY = 50_000  # events between progress reports
 
 
-class Engine(Primitives):
+class Engine(MoEActions):
     """Walks each simulated device's action list (forward, backward, weight) on top of the
     primitives in `simtrain.engine.primitives`; `run()` returns the flat timeline records."""
 
@@ -102,6 +103,7 @@ class Engine(Primitives):
         # per-micro-batch gradient reduce-scatter; Llama 3's variant (parameters kept after the
         # forward) communicates like the distributed optimizer (zero = 1).
         self.fsdp = par.zero == 3 and par.reshard_after_forward and L.dp * L.cp > 1
+        self._moe_init()
 
     # ---- helpers ------------------------------------------------------------------------
     def _label(self, a: Action) -> str:
@@ -111,6 +113,9 @@ class Engine(Primitives):
         return lab
 
     def forward(self, dev: int, st: StageWork, a: Action, kind: str = "F") -> Proc:
+        if st.moe is not None:  # mixture of experts: simtrain.engine.moe_actions
+            yield from self.moe_forward(dev, st, a, kind)
+            return
         lab = self._label(a) if kind == "F" else f"R{a.microbatch}"
         lc, mb = st.layer, a.microbatch
         pre = st.embed.fwd if (st.embed and kind == "F") else 0.0
@@ -176,6 +181,9 @@ class Engine(Primitives):
     def backward(self, dev: int, st: StageWork, a: Action, with_weight: bool, last: bool) -> Proc:
         """Input-gradient (and weight-gradient unless split) backward of one micro-batch.
         `last`: the stage's final backward, during which its gradients become ready."""
+        if st.moe is not None:
+            yield from self.moe_backward(dev, st, a, with_weight, last)
+            return
         lab = self._label(a)
         lc, mb = st.layer, a.microbatch
         if st.head:
@@ -233,6 +241,9 @@ class Engine(Primitives):
             self._grad_ready(dev, pending + st.end_grad_bytes, flush=True)
 
     def weight(self, dev: int, st: StageWork, a: Action, last: bool) -> Proc:
+        if st.moe is not None:
+            yield from self.moe_weight(dev, st, a, last)
+            return
         lab = self._label(a)
         lc = st.layer
         extra = (st.head.bwd_weight if st.head else 0.0) + (st.embed.bwd_weight if st.embed else 0.0)
@@ -261,11 +272,16 @@ class Engine(Primitives):
             bucket = self.bucket_bytes / plan.grad_bytes  # parameters per bucket
             for st in plan.stages:
                 if plan.schedule.placement[st.index] == c.pp:
-                    first = min(bucket, st.params)
+                    dense = st.params - st.expert_params  # experts: over their edp group
+                    first = min(bucket, dense)
                     self.param_ready[(dev, st.index)] = self._dp_launch(dev, "all-gather", first * 2, "all-gather(dp)")
-                    if st.params > first:
-                        self._dp_launch(dev, "all-gather", (st.params - first) * 2, "all-gather(dp)")
-        for a in acts:
+                    if dense > first:
+                        self._dp_launch(dev, "all-gather", (dense - first) * 2, "all-gather(dp)")
+                    if st.expert_params > 0:
+                        self._edp_launch(dev, "all-gather", st.expert_params * 2, "all-gather(edp)")
+        for i, a in enumerate(acts):
+            if (c.pp, i) in sch.overlapped:  # DualPipe's F&B: exchanges hidden behind the pair
+                self.pair_open.add(dev)
             st = plan.stages[a.stage]
             mb = a.microbatch
             if a.kind == "F":
@@ -306,9 +322,14 @@ class Engine(Primitives):
             else:  # W
                 self._w_count[(dev, a.stage)] += 1
                 yield from self.weight(dev, st, a, last=self._w_count[(dev, a.stage)] == m)
+            if (c.pp, i - 1) in sch.overlapped:
+                yield from self._pair_end(dev)
         if not self.overlap_grad and self._deferred[dev] > 0:
             op = "all-reduce" if self.zero == 0 else "reduce-scatter"
             self._dp_launch(dev, op, self._deferred[dev], f"{op}(dp)")
+        if not self.overlap_grad and self._edeferred[dev] > 0:
+            op = "all-reduce" if self.zero == 0 else "reduce-scatter"
+            self._edp_launch(dev, op, self._edeferred[dev], f"{op}(edp)")
         pending = [e for e in self.dp_pending[dev] if not e.processed]
         if pending:
             t0 = self.env.now

@@ -27,6 +27,7 @@ from simtrain.scenario.layout import Coord, Layout, make_layout, split_layers
 from simtrain.workload.kernels import check_attention_kernel
 from simtrain.workload.costs import EndCost, LayerCost, embedding_cost, head_cost, layer_cost, optimizer_time
 from simtrain.workload.flops import ModelStats, attended_length, stats
+from simtrain.workload.moe import MoECost, check_imbalance, expert_params_per_layer, moe_layer_costs
 from simtrain.workload import fp8 as FP8
 from simtrain.workload.memory import grad_element_bytes
 
@@ -43,10 +44,21 @@ class StageWork:
     params: float  # parameters this virtual stage holds on one TP rank
     grad_bytes_per_layer: float  # gradient bytes one TP rank reduces per layer
     end_grad_bytes: float  # gradient bytes of the embedding / output layer on this rank
+    # Mixture of experts: `layer` is the MoE layer, `moe` its MLP block in parts; the first
+    # `dense_layers` of the stage's layers are dense (`dense`, DeepSeek's first k layers).
+    # Expert weights (part of `params`) are reduced over the "edp" group, not DP.
+    moe: MoECost | None = None
+    dense: LayerCost | None = None
+    dense_layers: int = 0
+    expert_params: float = 0.0  # routed-expert parameters this stage holds on one rank
+    expert_grad_bytes_per_layer: float = 0.0  # of an MoE layer, reduced over the edp group
+    dense_grad_bytes_per_layer: float = 0.0  # of a dense layer of an MoE model
 
     @property
     def model_flops(self) -> float:
-        f = self.layers * self.layer.model_flops
+        f = (self.layers - self.dense_layers) * self.layer.model_flops
+        if self.dense_layers:
+            f += self.dense_layers * self.dense.model_flops
         for e in (self.embed, self.head):
             if e:
                 f += e.model_flops
@@ -54,7 +66,8 @@ class StageWork:
 
     @property
     def recompute_flops(self) -> float:
-        return self.layers * self.layer.recompute_flops
+        dense = self.dense_layers * self.dense.recompute_flops if self.dense_layers else 0.0
+        return (self.layers - self.dense_layers) * self.layer.recompute_flops + dense
 
 
 @dataclass(frozen=True)
@@ -117,6 +130,20 @@ class Plan:
             return tuple(L.rank(Coord(d, pp, 0, t)) - base for d in range(L.dp) for t in range(L.tp))
         if kind == "pp":
             return tuple(L.rank(Coord(d, pp, c, t)) - base for d in range(L.dp) for c in range(L.cp) for t in range(L.tp))
+        if kind in ("ep", "edp"):  # every group of the stage, as a translation of the representative's
+            mine = L.group(kind, base)
+            seen, out = set(), []
+            for r in (L.rank(Coord(d, pp, c, t)) for d in range(L.dp) for c in range(L.cp) for t in range(L.tp)):
+                if r in seen:
+                    continue
+                g = L.group(kind, r)
+                seen.update(g)
+                offs = {b - a for a, b in zip(mine, g)}
+                if len(offs) != 1:
+                    raise bad("parallel.ep", L.ep, "makes expert groups that are not translations of one another "
+                              "(symmetric mode needs them)", 'set engine.mode = "per-rank" or an ep aligned with tp*cp')
+                out.append(offs.pop())
+            return tuple(out)
         raise ValueError(kind)
 
 
@@ -185,6 +212,21 @@ def make_plan(s: Scenario) -> Plan:
                     s.training.precision)
     grad_bytes = grad_element_bytes(s.training.grad_precision)
     per_layer_params = ms.params_per_layer / L.tp
+    moe_kw: list[dict] = [{} for _ in layers]
+    if m.num_experts:  # ---- mixture of experts: MoE layers, dense first layers, expert weights
+        check_imbalance(s.whatif.expert_imbalance, m.num_experts)
+        dense_lc, dense_params = lc, ms.dense_params_per_layer / L.tp
+        lc, mc = moe_layer_costs(m, s.parallel, dev, s.training.seq_len, s.stack, s.training.document_length,
+                                 s.training.precision, s.whatif.expert_imbalance)
+        experts = expert_params_per_layer(m, s.parallel)
+        per_layer_params = (ms.params_per_layer - ms.expert_params_per_layer) / L.tp + experts
+        for i, n in enumerate(layers):
+            start = sum(layers[i - i % schedule.chain_length:i])  # layer index along the chain
+            dense_n = max(0, min(n, m.first_k_dense_replace - start))
+            moe_kw[i] = dict(moe=mc, dense=dense_lc, dense_layers=dense_n,
+                             expert_params=(n - dense_n) * experts, expert_grad_bytes_per_layer=experts * grad_bytes,
+                             dense_grad_bytes_per_layer=dense_params * grad_bytes,
+                             _params=(n - dense_n) * per_layer_params + dense_n * dense_params)
     stages = []
     for i, n in enumerate(layers):
         first, last = schedule.is_first(i), schedule.is_last(i)
@@ -193,13 +235,18 @@ def make_plan(s: Scenario) -> Plan:
         end_params = (ms.embedding_params / L.tp if first else 0.0) + (
             (ms.head_params or ms.embedding_params) / L.tp if last and (ms.head_params or schedule.chain_length > 1) else 0.0
         )
-        stages.append(StageWork(i, n, lc, emb, head, n * per_layer_params + end_params,
-                                per_layer_params * grad_bytes, end_params * grad_bytes))
+        kw = dict(moe_kw[i])
+        body = kw.pop("_params", n * per_layer_params)
+        dense_grad = (per_layer_params - kw["expert_params"] / max(1, n - kw["dense_layers"])) if kw and n > kw["dense_layers"] else per_layer_params
+        stages.append(StageWork(i, n, lc, emb, head, body + end_params,
+                                dense_grad * grad_bytes, end_params * grad_bytes, **kw))
     opt: dict[int, float] = {}
     shard = L.dp * L.cp if s.parallel.zero >= 1 else 1
+    eshard = L.edp if s.parallel.zero >= 1 else 1
     for r in range(L.pp):
-        params = sum(st.params for st in stages if schedule.placement[st.index] == r)
-        opt[r] = optimizer_time(dev, params / shard, s.stack)
+        params = sum(st.params - st.expert_params for st in stages if schedule.placement[st.index] == r)
+        experts = sum(st.expert_params for st in stages if schedule.placement[st.index] == r)
+        opt[r] = optimizer_time(dev, params / shard + experts / eshard, s.stack)
         if FP8.is_fp8(s.training.precision):  # FP8 weight copies cast once per step
             held = sum(st.layers for st in stages if schedule.placement[st.index] == r)
             opt[r] += FP8.weight_cast_seconds(dev, held * FP8.linear_params_per_layer(m) / L.tp)
@@ -225,3 +272,8 @@ def slowest_of(n: int, sigma: float) -> float:
 def check_supported(s: Scenario) -> None:
     if s.parallel.zero not in (0, 1, 2, 3):
         raise bad("parallel.zero", s.parallel.zero, "not a ZeRO stage", "use 0, 1, 2 or 3")
+    if s.model.num_experts and s.parallel.cp > 1:
+        raise bad("parallel.cp", s.parallel.cp, "context parallelism with mixture-of-experts layers is not modelled",
+                  "use cp = 1 (or a longer micro-batch)")
+    if s.model.num_experts and s.parallel.zero == 3:
+        raise bad("parallel.zero", 3, "FSDP of mixture-of-experts layers is not modelled", "use zero = 1 (Megatron-Core's distributed optimizer)")

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Hashable, Sequence
 
 from simtrain.hardware.topology import Topology
+from simtrain.network import alltoall as a2a
 from simtrain.network import collectives as coll
 from simtrain.network.flows import FlowNetwork
 
@@ -144,6 +145,20 @@ class Comm:
                   for i, (k, f, lat) in enumerate(shape)]
         self._cache[ckey] = (algo, phases)
         return algo, phases
+
+    def flows(self, name: Hashable, flows: dict[tuple[int, int], float], copies: Sequence[int] = (0,)) -> NetPhase:
+        """One bundle of unequal flows that start and finish together (an expert-parallel
+        dispatch or combine: simtrain.network.alltoall), registered once under `name`."""
+        key = ("flows", name, tuple(copies))
+        hit = self._cache.get(key)
+        if hit is None:
+            unit = max(flows.values(), default=0.0)
+            load = a2a.flows_load(flows, self.topo, unit, copies) if unit > 0 else {}
+            self._loads[key] = load
+            if not self.net.is_registered(key):
+                self.net.register(key, load)
+            hit = self._cache[key] = ("flows", [NetPhase(key, unit, a2a.flows_latency(flows, self.topo))])
+        return hit[1][0]
 
     def p2p(self, src: int, dst: int, size: float, copies: Sequence[int] = (0,)) -> list[NetPhase]:
         return self.collective("send-recv", (src, dst), size, copies, algo="ring")[1]

@@ -90,6 +90,16 @@ class ParallelConfig:
     # "cudnn", "fa3" (Hopper only), "fa1", "triton" (flash-attn's Triton kernel), "xformers"
     attention_kernel: str = "fa2"
     overlap_grad_reduce: bool = True  # bucketed DP reduction overlapped with the backward pass
+    # Expert parallelism (mixture-of-experts models): the routed experts of each MoE layer
+    # are split over `ep` ranks, which exchange tokens by all-to-all (simtrain.network.alltoall).
+    # EP groups are carved from the TP x CP x DP ranks of a pipeline stage, experts' own
+    # tensor parallelism `etp` (1, or tp) innermost: see simtrain.scenario.layout.
+    ep: int = 1
+    etp: int = 1
+    # Each token's dispatch reaches at most this many nodes, sent once per node over the
+    # network and forwarded over NVLink inside it (DeepSeek-V3's node-limited routing and
+    # its dispatch kernels: 4); 0 = a plain all-to-all, one copy per (token, expert) pair.
+    ep_node_limit: int = 0
     # rank placement, innermost axis first (Megatron's `order`; simtrain.scenario.layout)
     order: str = "tp-cp-pp-dp"
 
@@ -142,6 +152,10 @@ class WhatIfConfig:
     degraded_links: tuple[str, ...] = ()  # links "u-v" (both directions), e.g. "0-leaf0"
     link_bandwidth_factor: float = 1.0  # capacity factor for degraded_links (0.5 = half bandwidth)
     failed_links: tuple[str, ...] = ()  # links "u-v" that carry nothing; traffic reroutes
+    # Mixture of experts: the hottest expert's share of a layer's routed (token, expert)
+    # assignments (0: balanced, 1/num_experts each). Its EP rank receives and computes more,
+    # and every rank waits for it at the combine. Needs no per-rank mode.
+    expert_imbalance: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Hugging Face `config.json` -> [model] keys (`model.hf_config = "path/config.json"`).
 
-Dense decoder-only transformers only: Llama (1/2/3), Mistral, Qwen2 and GPT-NeoX style
-configs. The mapping:
+Decoder-only transformers: Llama (1/2/3), Mistral, Qwen2 and GPT-NeoX style configs, and
+the mixture-of-experts ones of Mixtral, Qwen2-MoE and DeepSeek-V2/V3. The mapping:
 
     num_hidden_layers, hidden_size, intermediate_size, num_attention_heads,
     num_key_value_heads, vocab_size, head_dim, tie_word_embeddings   copied as they are
@@ -17,10 +17,23 @@ configs. The mapping:
                 is used only with use_sliding_window = true, and then only on the layers past
                 max_window_layers: such a per-layer mix is refused with one line.
 
+Mixture of experts:
+    num_local_experts (Mixtral) / num_experts (Qwen2-MoE) / n_routed_experts (DeepSeek)
+                                                   -> num_experts
+    num_experts_per_tok                            -> num_experts_per_tok (top-k)
+    moe_intermediate_size (Qwen2-MoE, DeepSeek; Mixtral's experts are intermediate_size)
+    shared_expert_intermediate_size (Qwen2-MoE), n_shared_experts (DeepSeek)
+    first_k_dense_replace, n_group, topk_group (DeepSeek)   copied
+  Qwen2-MoE's `decoder_sparse_step` other than 1 and `mlp_only_layers`, and DeepSeek's
+  `moe_layer_freq` other than 1, fail with one line (not modelled).
+DeepSeek's multi-head latent attention (kv_lora_rank) becomes grouped-query attention
+with the same matmul weights (its heads, num_heads/16 K/V heads, the head width that
+matches q_a, q_b, kv_a, kv_b and o), as the deepseek-v3 catalog entry explains.
+
 Accepted but not modelled: `use_parallel_residual` (GPT-NeoX: same GEMMs and FLOPs, only
 the order of the residual adds differs), `rope_scaling`, Qwen2's q/k/v biases (a few
-thousand parameters per layer). Mixture-of-experts and state-space models fail with one
-line naming the key that says so.
+thousand parameters per layer). State-space models fail with one line naming the key
+that says so.
 """
 
 from __future__ import annotations
@@ -36,9 +49,15 @@ ARCHITECTURES = {
     "MistralForCausalLM": "mistral",
     "Qwen2ForCausalLM": "qwen2",
     "GPTNeoXForCausalLM": "gpt_neox",
+    "MixtralForCausalLM": "mixtral",
+    "Qwen2MoeForCausalLM": "qwen2_moe",
+    "DeepseekV2ForCausalLM": "deepseek_v2",
+    "DeepseekV3ForCausalLM": "deepseek_v3",
 }
 MODEL_TYPES = set(ARCHITECTURES.values())
-MOE_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts", "num_experts_per_tok")
+EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")  # routed experts, by family
+MOE_INTS = ("num_experts_per_tok", "moe_intermediate_size", "shared_expert_intermediate_size", "n_shared_experts",
+            "first_k_dense_replace", "n_group", "topk_group", "decoder_sparse_step", "moe_layer_freq")
 GATED_ACTS = ("silu", "swiglu", "swish")
 PLAIN_ACTS = ("gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "relu", "gelu_python")
 COPIED = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "vocab_size")
@@ -89,12 +108,10 @@ def hf_to_model(cfg: dict[str, Any], path: str = "config.json") -> dict[str, Any
     mtype = cfg.get("model_type", "")
     if not isinstance(mtype, str):
         raise _fail(path, "model_type", mtype, "is not a string")
-    for key in MOE_KEYS:
+    for key in EXPERT_KEYS + MOE_INTS:
         v = cfg.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
             raise _fail(path, key, v, "is not a whole number")
-        if isinstance(v, int) and v > 1:
-            raise _fail(path, key, v, "is a mixture-of-experts model, which is not supported")
     unknown = [a for a in archs if a not in ARCHITECTURES]
     if unknown:
         raise _fail(path, "architectures", unknown[0], "is not a supported architecture")
@@ -149,7 +166,47 @@ def hf_to_model(cfg: dict[str, Any], path: str = "config.json") -> dict[str, Any
         out["bias"] = _flag(cfg, "use_bias", True, path)
     else:
         out["bias"] = _flag(cfg, "attention_bias", False, path) or _flag(cfg, "mlp_bias", False, path)
+    out.update(_moe_keys(cfg, path))
+    if cfg.get("kv_lora_rank"):
+        out.update(_mla_as_gqa(cfg, path))
     return out
+
+
+def _moe_keys(cfg: dict[str, Any], path: str) -> dict[str, Any]:
+    experts = next((cfg[k] for k in EXPERT_KEYS if cfg.get(k)), 0)
+    if not experts or experts < 2:
+        return {}
+    for key, ok in (("decoder_sparse_step", 1), ("moe_layer_freq", 1)):
+        if cfg.get(key, ok) != ok:
+            raise _fail(path, key, cfg[key], "(MoE only every few layers) is not modelled")
+    if cfg.get("mlp_only_layers"):
+        raise _fail(path, "mlp_only_layers", cfg["mlp_only_layers"], "(dense layers among the MoE ones) is not modelled")
+    if not cfg.get("num_experts_per_tok"):
+        raise SimtrainError(f"{FIELD} = {path!r}: missing key num_experts_per_tok for its {experts} experts; "
+                            "add it to the file or give [model] num_experts_per_tok inline")
+    out: dict[str, Any] = {"num_experts": experts, "num_experts_per_tok": cfg["num_experts_per_tok"]}
+    for key in ("moe_intermediate_size", "shared_expert_intermediate_size", "first_k_dense_replace", "n_group", "topk_group"):
+        if cfg.get(key):
+            out[key] = cfg[key]
+    if cfg.get("n_shared_experts"):
+        out["num_shared_experts"] = cfg["n_shared_experts"]
+    elif cfg.get("shared_expert_intermediate_size"):
+        out["num_shared_experts"] = 1
+    if out.get("topk_group") and not out.get("n_group"):
+        out.pop("topk_group")
+    return out
+
+
+def _mla_as_gqa(cfg: dict[str, Any], path: str) -> dict[str, Any]:
+    """Multi-head latent attention -> grouped-query attention with the same matmul weights."""
+    h, heads = cfg["hidden_size"], cfg["num_attention_heads"]
+    nope, rope = cfg.get("qk_nope_head_dim", 128), cfg.get("qk_rope_head_dim", 64)
+    v, kv_lora, q_lora = cfg.get("v_head_dim", 128), cfg["kv_lora_rank"], cfg.get("q_lora_rank") or 0
+    q = (h * q_lora + q_lora * heads * (nope + rope)) if q_lora else h * heads * (nope + rope)
+    params = q + h * (kv_lora + rope) + kv_lora * heads * (nope + v) + heads * v * h
+    kv_heads = max(1, heads // 16)
+    hd = max(8, round(params / (2 * h * (heads + kv_heads)) / 8) * 8)
+    return {"num_key_value_heads": kv_heads, "head_dim": hd}
 
 
 def default_name(path: str) -> str:

@@ -4,8 +4,16 @@ Order, innermost first, `parallel.order` (Megatron-LM's `order` notation; defaul
 "tp-cp-pp-dp", as Llama 3's Figure 5: TP stays inside an NVSwitch node, DP is outermost):
     rank = tp + TP * (cp + CP * (pp + PP * dp))
 Megatron-Core's own default is "tp-cp-ep-dp-pp" (DP inside PP; "tp-cp-ep-pp-dp" with
---use-tp-pp-dp-mapping); "ep" is accepted and ignored (no expert parallelism here).
+--use-tp-pp-dp-mapping); "ep" is accepted and ignored: expert groups are carved from
+the TP x CP x DP ranks of a pipeline stage, as below.
 A process group of one dimension is the set of ranks that differ only in that coordinate.
+
+Expert parallelism (mixture-of-experts models): the TP x CP x DP ranks of one pipeline
+stage, numbered f = tp + TP * (cp + CP * dp), are regrouped for the experts as
+    f = etp + ETP * (ep + EP * edp)        (Megatron-Core's expert rank order, ETP innermost)
+An "ep" group holds the EP ranks that split one MoE layer's experts (they exchange tokens
+by all-to-all); an "edp" group the EDP = TP*CP*DP / (ETP*EP) ranks that hold the same
+experts (their gradients are reduced over it, their optimizer state sharded over it).
 """
 
 from __future__ import annotations
@@ -59,6 +67,13 @@ class Layout:
             stride *= getattr(self, d)
         object.__setattr__(self, "_strides", tuple(strides[d] for d in DIMS))
         object.__setattr__(self, "_unpack", tuple((d, getattr(self, d)) for d in self.order))
+    ep: int = 1
+    etp: int = 1
+
+    @property
+    def edp(self) -> int:
+        """Ranks holding the same experts: TP*CP*DP / (ETP*EP)."""
+        return self.tp * self.cp * self.dp // (self.etp * self.ep)
 
     @property
     def world(self) -> int:
@@ -82,6 +97,19 @@ class Layout:
             rank, out[d] = divmod(rank, n)
         return Coord(**out)
 
+    def _flat(self, c: Coord) -> int:
+        """Position of a rank among its pipeline stage's TP x CP x DP ranks."""
+        return c.tp + self.tp * (c.cp + self.cp * c.dp)
+
+    def _unflat(self, f: int, pp: int) -> int:
+        tp, r = f % self.tp, f // self.tp
+        return self.rank(Coord(r // self.cp, pp, r % self.cp, tp))
+
+    def expert_coord(self, rank: int) -> tuple[int, int, int]:
+        """(etp, ep, edp) of a rank in the experts' regrouping of its stage."""
+        f = self._flat(self.coord(rank))
+        return f % self.etp, (f // self.etp) % self.ep, f // (self.etp * self.ep)
+
     def group(self, dim: str, rank: int) -> tuple[int, ...]:
         """Ranks of the `dim` process group that contains `rank`, in coordinate order.
 
@@ -91,6 +119,11 @@ class Layout:
         c = self.coord(rank)
         if dim == "dpcp":
             return tuple(self.rank(Coord(d, c.pp, k, c.tp)) for d in range(self.dp) for k in range(self.cp))
+        if dim in ("ep", "edp"):
+            et, e, ed = self.expert_coord(rank)
+            if dim == "ep":
+                return tuple(self._unflat(et + self.etp * (i + self.ep * ed), c.pp) for i in range(self.ep))
+            return tuple(self._unflat(et + self.etp * (e + self.ep * i), c.pp) for i in range(self.edp))
         out = []
         for i in range(self.size(dim)):
             out.append(self.rank(Coord(**{**c.__dict__, dim: i})))
@@ -182,7 +215,27 @@ def make_layout(s: Scenario) -> Layout:
     if p.cp > 1 and t.seq_len % (2 * p.cp):
         raise bad("parallel.cp", p.cp, f"sequence length {t.seq_len} is not divisible by 2*cp (two chunks per CP rank)",
                   "use a cp that divides seq_len/2")
-    return Layout(p.tp, p.cp, p.pp, dp, p.vp, p.micro_batch, gb, parse_order(p.order))
+    _check_experts(s, p.tp * p.cp * dp)
+    return Layout(p.tp, p.cp, p.pp, dp, p.vp, p.micro_batch, gb, parse_order(p.order), p.ep, p.etp)
+
+
+def _check_experts(s: Scenario, stage_ranks: int) -> None:
+    """EP and ETP against the model and the TP x CP x DP ranks of a stage (one line each)."""
+    p, m = s.parallel, s.model
+    if p.ep < 1:
+        raise bad("parallel.ep", p.ep, "must be at least 1", "set parallel.ep to a positive whole number (1: no expert parallelism)")
+    if p.ep > 1 and not m.num_experts:
+        raise bad("parallel.ep", p.ep, f"model {m.name} has no experts", "set parallel.ep = 1 or use a mixture-of-experts model")
+    if m.num_experts and m.num_experts % p.ep:
+        raise bad("parallel.ep", p.ep, f"does not divide the {m.num_experts} experts",
+                  f"use an ep that divides {m.num_experts}, e.g. {_divisor_hint(m.num_experts, p.ep)}")
+    if p.etp not in (1, p.tp):
+        raise bad("parallel.etp", p.etp, f"experts' tensor parallelism must be 1 or tp ({p.tp})", "set parallel.etp = 1")
+    if stage_ranks % (p.etp * p.ep):
+        raise bad("parallel.ep", p.ep, f"etp*ep = {p.etp * p.ep} does not divide the tp*cp*dp = {stage_ranks} ranks of a "
+                  "pipeline stage", "use an ep that divides tp*cp*dp / etp")
+    if p.ep_node_limit < 0:
+        raise bad("parallel.ep_node_limit", p.ep_node_limit, "must be 0 (no limit) or a node count", "use e.g. 4")
 
 
 def _divisor_hint(n: int, near: int) -> int:

@@ -45,6 +45,19 @@ class ModelConfig:
     # sliding-window attention (Mistral): each token attends to at most this many tokens
     # (itself included); 0: the whole causal context (simtrain.workload.flops.attended_length)
     sliding_window: int = 0
+    # Mixture of experts (0 experts: a dense model). Each MoE layer's MLP is `num_experts`
+    # routed experts of width `moe_intermediate_size`, each token going to the top
+    # `num_experts_per_tok`, plus always-active shared experts; the first
+    # `first_k_dense_replace` layers keep a dense MLP of `intermediate_size` (DeepSeek).
+    num_experts: int = 0
+    num_experts_per_tok: int = 0  # top-k
+    moe_intermediate_size: int = 0  # 0: intermediate_size
+    num_shared_experts: int = 0
+    shared_expert_intermediate_size: int = 0  # total width of the shared experts; 0: num_shared_experts x moe width
+    first_k_dense_replace: int = 0
+    capacity_factor: float = 0.0  # 0: dropless; else each expert takes at most cf x its balanced share
+    n_group: int = 0  # DeepSeek's group-limited routing: experts in n_group groups ...
+    topk_group: int = 0  # ... and each token routed to at most topk_group of them (0: unlimited)
 
 
 _LLAMA = dict(mlp="gated", bias=False, position_embedding="rope", norm="rmsnorm")
@@ -82,6 +95,30 @@ CATALOG: dict[str, dict[str, Any]] = {
     "palm-540b": dict(num_hidden_layers=118, hidden_size=18432, intermediate_size=73728, num_attention_heads=48,
                       num_key_value_heads=1, head_dim=256, vocab_size=256000, mlp="gated", bias=False,
                       position_embedding="rope", norm="layernorm", tie_word_embeddings=True),
+    # Mixtral 8x7B and 8x22B (Jiang et al. 2024, arXiv:2401.04088; mistralai's released
+    # config.json): Mistral blocks whose MLP is 8 SwiGLU experts, top-2 routing, no shared
+    # experts. 8x7B: 32 layers, hidden 4096, experts 14336 wide, 32 heads / 8 KV heads,
+    # vocab 32,000: 46.7B parameters, 12.9B active. 8x22B: 56 layers, hidden 6144, experts
+    # 16384, 48 / 8 heads, vocab 32,768: 141B, 39B active.
+    "mixtral-8x7b": dict(num_hidden_layers=32, hidden_size=4096, intermediate_size=14336, num_attention_heads=32,
+                         num_key_value_heads=8, vocab_size=32000, num_experts=8, num_experts_per_tok=2, **_LLAMA),
+    "mixtral-8x22b": dict(num_hidden_layers=56, hidden_size=6144, intermediate_size=16384, num_attention_heads=48,
+                          num_key_value_heads=8, vocab_size=32768, num_experts=8, num_experts_per_tok=2, **_LLAMA),
+    # DeepSeek-V3 (DeepSeek-AI 2024, arXiv:2412.19437, §2 and §4.2; the released config.json):
+    # 61 layers, hidden 7168, the first 3 with a dense MLP of 18432, the other 58 with 256
+    # routed experts of 2048 (top-8) and 1 shared expert of 2048; routing limited to 4 of 8
+    # expert groups (node-limited routing: at most 4 nodes per token); vocab 129,280.
+    # Multi-head latent attention (MLA: low-rank q 1536 and kv 512 projections, 128 heads
+    # with 192-dim queries/keys and 128-dim values) is approximated by grouped-query
+    # attention with the same matmul weights per layer: 128 query heads and 8 K/V heads of
+    # 96 (7168 x (12288 + 2 x 768) + 12288 x 7168 = 187M, as MLA's q_a, q_b, kv_a, kv_b and
+    # o: 187M); the attention core then does 12288/20480 of MLA's score and value work
+    # (12*L*H*Q*T: 37 of 61 GFLOP per 4K-token sequence token). The multi-token-prediction
+    # module is not counted. 671B total, 37B active per token (the paper's numbers).
+    "deepseek-v3": dict(num_hidden_layers=61, hidden_size=7168, intermediate_size=18432, num_attention_heads=128,
+                        num_key_value_heads=8, head_dim=96, vocab_size=129280, num_experts=256,
+                        num_experts_per_tok=8, moe_intermediate_size=2048, num_shared_experts=1,
+                        first_k_dense_replace=3, n_group=8, topk_group=4, **_LLAMA),
     "gpt-1.7b": _gpt_sc21(24, 2304, 24),
     "gpt-3.6b": _gpt_sc21(30, 3072, 32),
     "gpt-7.5b": _gpt_sc21(36, 4096, 32),
@@ -149,6 +186,7 @@ def model_config(raw: dict[str, Any]) -> ModelConfig:
     if cfg.num_attention_heads % cfg.num_key_value_heads:
         raise bad("model.num_key_value_heads", cfg.num_key_value_heads,
                   f"must divide num_attention_heads ({cfg.num_attention_heads})", "use a divisor such as 8")
+    cfg = _check_moe(cfg)
     if not cfg.name:
         cfg = dataclasses.replace(cfg, name="custom")
     return cfg
@@ -158,6 +196,46 @@ def _close(name: str) -> str:
     close = difflib.get_close_matches(name, list(CATALOG), n=3, cutoff=0.6)
     listing = f"`simtrain list models` shows all {len(CATALOG)}"
     return ("did you mean " + " or ".join(repr(c) for c in close) + f"? ({listing})") if close else listing
+
+
+def _check_moe(cfg: ModelConfig) -> ModelConfig:
+    """Mixture-of-experts keys: consistent, defaults filled in (one line when not)."""
+    moe_keys = ("num_experts_per_tok", "moe_intermediate_size", "num_shared_experts", "shared_expert_intermediate_size",
+                "first_k_dense_replace", "n_group", "topk_group")
+    if not cfg.num_experts:
+        extra = [k for k in moe_keys if getattr(cfg, k)] + (["capacity_factor"] if cfg.capacity_factor else [])
+        if extra:
+            raise bad(f"model.{extra[0]}", getattr(cfg, extra[0]), "is a mixture-of-experts key but model.num_experts is 0",
+                      "set model.num_experts (routed experts per layer) or remove the key")
+        return cfg
+    E, k = cfg.num_experts, cfg.num_experts_per_tok
+    if not 1 <= k <= E:
+        raise bad("model.num_experts_per_tok", k, f"must be between 1 and num_experts ({E})",
+                  f"route each token to at most {E} experts, e.g. {min(E, 2)}")
+    if not 0 <= cfg.first_k_dense_replace < cfg.num_hidden_layers:
+        raise bad("model.first_k_dense_replace", cfg.first_k_dense_replace,
+                  f"must leave at least one MoE layer of the {cfg.num_hidden_layers}", "use fewer dense layers first")
+    if cfg.capacity_factor < 0 or (0 < cfg.capacity_factor < 1):
+        raise bad("model.capacity_factor", cfg.capacity_factor, "must be 0 (dropless) or at least 1",
+                  "use e.g. 1.25, or 0 for dropless routing")
+    if cfg.n_group or cfg.topk_group:
+        if cfg.n_group < 1 or E % cfg.n_group:
+            raise bad("model.n_group", cfg.n_group, f"must divide num_experts ({E})", "use a divisor such as 8")
+        if not 1 <= cfg.topk_group <= cfg.n_group:
+            raise bad("model.topk_group", cfg.topk_group, f"must be between 1 and n_group ({cfg.n_group})",
+                      "give the most groups a token may reach, e.g. 4")
+    moe_w = cfg.moe_intermediate_size or cfg.intermediate_size
+    shared = cfg.shared_expert_intermediate_size or cfg.num_shared_experts * moe_w
+    return dataclasses.replace(cfg, moe_intermediate_size=moe_w, shared_expert_intermediate_size=shared)
+
+
+def is_moe(model: ModelConfig) -> bool:
+    return model.num_experts > 0
+
+
+def moe_layers(model: ModelConfig) -> int:
+    """Layers with a mixture-of-experts MLP (the rest are dense)."""
+    return model.num_hidden_layers - model.first_k_dense_replace if is_moe(model) else 0
 
 
 def require_model(name: str) -> ModelConfig:

@@ -1,8 +1,13 @@
 """Parameter counts and model FLOPs per token of a model shape (PaLM's convention for MFU,
-Megatron-LM SC21's for its published hardware FLOPs)."""
+Megatron-LM SC21's for its published hardware FLOPs).
+
+Mixture of experts: a token runs through its top-k routed experts, the shared experts and
+the router only, so model FLOPs count the *active* parameters (6 x N_active, as
+DeepSeek-V3 and Mixtral report "active parameters"); the parameter count is the total."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from simtrain.scenario.models import ModelConfig
@@ -16,9 +21,12 @@ class ModelStats:
     params_per_layer: float
     embedding_params: float  # input embedding (+ learned positions)
     head_params: float  # output projection (0 if tied: shares the embedding)
-    matmul_params_per_layer: float  # weights used in matmuls per layer
+    matmul_params_per_layer: float  # weights used in matmuls per layer (MoE: per MoE layer, all experts)
     model_flops_per_token: float  # training FLOPs per token, PaLM convention (no recomputation)
     formula: str
+    active_params: float = 0.0  # parameters one token runs through (= params for dense models)
+    expert_params_per_layer: float = 0.0  # routed experts' weights of one MoE layer (all experts)
+    dense_params_per_layer: float = 0.0  # a dense (first_k_dense_replace) layer of an MoE model
 
 
 def _layer_matmul_params(m: ModelConfig) -> tuple[float, float]:
@@ -45,9 +53,19 @@ def attended_length(seq_len: int, document_length: int = 0, sliding_window: int 
     return float(context)
 
 
+def moe_mlp_params(m: ModelConfig) -> tuple[float, float, float]:
+    """(all routed experts, active routed experts, shared experts + router) weights of one
+    MoE layer's MLP."""
+    per = (3 if m.mlp == "gated" else 2) * m.hidden_size * m.moe_intermediate_size
+    shared = (3 if m.mlp == "gated" else 2) * m.hidden_size * m.shared_expert_intermediate_size
+    return float(m.num_experts * per), float(m.num_experts_per_tok * per), float(shared + m.hidden_size * m.num_experts)
+
+
 def stats(m: ModelConfig, seq_len: int, document_length: int = 0) -> ModelStats:
     h = m.hidden_size
     attn, mlp = _layer_matmul_params(m)
+    if m.num_experts:
+        return _moe_stats(m, seq_len, document_length)
     q = m.num_attention_heads * m.head_dim
     kv = m.num_key_value_heads * m.head_dim
     bias = (q + 2 * kv + h + (2 if m.mlp == "gated" else 1) * m.intermediate_size + h) if m.bias else 0
@@ -78,6 +96,36 @@ def stats(m: ModelConfig, seq_len: int, document_length: int = 0) -> ModelStats:
         formula="6*N_matmul + 12*L*H*Q*T per token (PaLM, Chowdhery et al. 2022, App. B)"
         + (f"; T = {attended:,.0f} keys per query under the {m.sliding_window:,}-token sliding window (2w - w^2/context)"
            if attended < (document_length if 0 < document_length < seq_len else seq_len) else ""),
+        active_params=float(total),
+        dense_params_per_layer=float(per_layer),
+    )
+
+
+def _moe_stats(m: ModelConfig, seq_len: int, document_length: int) -> ModelStats:
+    """A mixture-of-experts model: first_k_dense_replace dense layers, the rest MoE."""
+    dense = stats(dataclasses.replace(m, num_experts=0), seq_len, document_length)
+    attn, mlp = _layer_matmul_params(m)
+    experts, active, shared = moe_mlp_params(m)
+    n_moe = m.num_hidden_layers - m.first_k_dense_replace
+    n_dense = m.first_k_dense_replace
+    moe_layer = dense.params_per_layer - mlp + experts + shared
+    total = dense.params + n_moe * (moe_layer - dense.params_per_layer)
+    active_total = dense.params + n_moe * (active + shared - mlp)
+    flops = dense.model_flops_per_token + 6 * n_moe * (active + shared - mlp)
+    return ModelStats(
+        params=float(total),
+        params_per_layer=float(moe_layer),
+        embedding_params=dense.embedding_params,
+        head_params=dense.head_params,
+        matmul_params_per_layer=attn + experts + shared,
+        model_flops_per_token=float(flops),
+        formula=(f"6*N_active + 12*L*H*Q*T per token, N_active = {active_total / 1e9:.1f}B of {total / 1e9:.1f}B "
+                 f"parameters (top-{m.num_experts_per_tok} of {m.num_experts} experts"
+                 + (f" + {m.num_shared_experts} shared" if m.num_shared_experts else "")
+                 + (f", {n_dense} dense layers first" if n_dense else "") + "; PaLM, Chowdhery et al. 2022, App. B)"),
+        active_params=float(active_total),
+        expert_params_per_layer=experts,
+        dense_params_per_layer=dense.params_per_layer,
     )
 
 

@@ -42,6 +42,8 @@ from simtrain.scenario.models import ModelConfig, has_dropout
 from simtrain.scenario.units import GIB
 from simtrain.schedule import peak_in_flight
 from simtrain.workload import fp8 as FP8
+from simtrain.workload import moe as MOE
+from simtrain.workload import moe as MOE
 
 PARAM_BYTES = 2.0  # bf16/fp16 weights
 GRAD_BYTES = 4.0  # fp32 main gradients (Megatron accumulates into fp32 main_grad buffers)
@@ -282,6 +284,20 @@ def estimate(plan: Any) -> MemoryReport:
     emb = embedding_activation_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, L.cp)
     head = head_activation_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, L.cp)
     layer_size = {st.index: st.layers * per_layer for st in plan.stages}
+    moe_buffers = 0.0
+    if m.num_experts:  # ---- MoE layers: attention as dense, the MoE block (simtrain.workload.moe)
+        import dataclasses
+
+        imb = s.whatif.expert_imbalance
+        attn_only = layer_activation_bytes(dataclasses.replace(m, intermediate_size=0), seq, L.micro_batch, L.tp,
+                                           par.sequence_parallel, par.recompute, flash, L.cp, **unfused)
+        if fp8:
+            attn_only -= FP8.activation_saving_bytes(dataclasses.replace(m, intermediate_size=0), seq, L.micro_batch,
+                                                     L.tp, par.sequence_parallel, par.recompute, L.cp)
+        moe_layer = attn_only + MOE.moe_activation_bytes(m, par, seq, imb, par.recompute)
+        layer_size = {st.index: st.dense_layers * per_layer + (st.layers - st.dense_layers) * moe_layer
+                      for st in plan.stages}
+        moe_buffers = MOE.dispatch_buffer_bytes(m, par, seq, imb)
     end_size = {st.index: (emb if sched.is_first(st.index) else 0.0) + (head if sched.is_last(st.index) else 0.0)
                 for st in plan.stages}
     counts = peak_in_flight(sched)
@@ -292,8 +308,14 @@ def estimate(plan: Any) -> MemoryReport:
     for r in range(L.pp):
         mine = [st for st in plan.stages if sched.placement[st.index] == r]
         params = sum(st.params for st in mine)
-        p, g, o = model_state_bytes(params, par.zero, shards, plan.grad_bytes)
-        if fp8:  # the FP8 weights and their transposes, resident beside the bf16 ones
+        experts = sum(st.expert_params for st in mine)  # sharded over the edp group, not DP x CP
+        p, g, o = model_state_bytes(params - experts, par.zero, shards, plan.grad_bytes)
+        if experts:
+            pe, ge, oe = model_state_bytes(experts, par.zero, L.edp, plan.grad_bytes)
+            p, g, o = p + pe, g + ge, o + oe
+        if fp8 and m.num_experts:  # the FP8 copies of every layer weight (norms are negligible)
+            p += FP8.FP8_WEIGHT_BYTES * sum(st.params - (st.end_grad_bytes / plan.grad_bytes) for st in mine)
+        elif fp8:  # the FP8 weights and their transposes, resident beside the bf16 ones
             p += FP8.FP8_WEIGHT_BYTES * sum(st.layers for st in mine) * FP8.linear_params_per_layer(m) / L.tp
         acts = sched.actions.get(r, ())
         # Peak of the summed live bytes (layers + ends together: they are born and freed
@@ -302,6 +324,8 @@ def estimate(plan: Any) -> MemoryReport:
         layer_peak = _live_peak(acts, sched, layer_size)
         act, ends = (layer_peak, both - layer_peak)
         transient = 2 * plan.p2p_bytes  # one activation and one gradient receive buffer
+        if any(st.moe is not None and st.layers > st.dense_layers for st in mine):
+            transient += moe_buffers  # the dispatch's send and receive buffers
         if par.recompute == "full":
             transient += full_layer  # the layer being re-materialized for its backward
         if par.zero >= 3:
@@ -318,6 +342,7 @@ def estimate(plan: Any) -> MemoryReport:
         ))
     assumptions = (
         ("FP8 (Transformer Engine): +2 B per linear weight, linear inputs saved in FP8; " if fp8 else "")
+        + (f"experts' states sharded over EP x EDP = {L.ep} x {L.edp}; " if m.num_experts else "")
         + f"mixed-precision Adam 2+{plan.grad_bytes}+12 B/param, ZeRO-{par.zero} over DP*CP = {shards}; activations per "
         f"Korthikanti et al. 2022 ({'FlashAttention' if flash else 'materialized scores'}, recompute "
         f"{par.recompute}, SP {'on' if sp else 'off'}); stack {stack.name}: {stack.workspace_gib:g} GiB workspace + "

@@ -1,0 +1,181 @@
+"""The engine's mixture-of-experts path: a stage with MoE layers runs its layers one by one,
+each MoE layer's MLP block as [pre] dispatch [experts] combine [post] with the expert-
+parallel all-to-alls as flows on the network (simtrain.network.alltoall), recorded as
+`ep` while the main stream waits for them ("exposed EP comm"). The backward runs the
+block in reverse with the gradient exchanges (combine's, then dispatch's). Expert weight
+gradients are reduced over the expert-data-parallel group ("edp"), the rest over DP.
+
+Inside an overlapped pair of a DualPipe schedule (`F&B`: a forward and a backward chunk of
+two micro-batches run together) the all-to-alls go to the communication stream: they
+run alongside the pair's compute and the pair ends when both its compute and its
+exchanges are done, which is DualPipe's design (DeepSeek-V3 §3.2.1: "both all-to-all and
+PP communication can be fully hidden"). Data dependences inside the pair are not kept
+(an approximation that is exact when the exchanges are shorter than the other chunk's
+compute, as DualPipe arranges).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import simpy
+
+from simtrain.engine.plan import StageWork
+from simtrain.engine.primitives import Primitives, Proc
+from simtrain.network.alltoall import dispatch_bytes
+from simtrain.schedule import Action
+
+
+class MoEActions(Primitives):
+    """Forward, backward and weight-gradient actions of stages with MoE layers."""
+
+    def _moe_init(self) -> None:
+        self.pair_open: set[int] = set()  # devices inside an overlapped F&B pair
+        self.ep_inflight: dict[int, list[simpy.Event]] = defaultdict(list)
+        self._a2a: dict = {}
+        self._edeferred: dict[int, float] = defaultdict(float)
+        self.node_limit = self.plan.scenario.parallel.ep_node_limit
+
+    def _a2a_phase(self, dev: int, st: StageWork, token_bytes: float, reverse: bool):
+        group = self._group("ep", dev)
+        key = (group, st.moe.tokens, token_bytes, reverse, st.moe.shares)
+        ph = self._a2a.get(key)
+        if ph is None:
+            mc = st.moe
+            flows = dispatch_bytes(group, self.plan.topology, mc.tokens, token_bytes, mc.k, mc.experts, mc.shares,
+                                   self.node_limit)
+            if reverse:  # the combine: the same copies travel back
+                flows = {(d, s): b for (s, d), b in flows.items()}
+            ph = self._a2a[key] = self.comm.flows(key, flows, self.plan.copies("ep", self._coord(dev).pp))
+        return group, ph
+
+    def _exchange(self, dev: int, group: tuple[int, ...], ph) -> simpy.Event:
+        """Start one all-to-all; per-rank mode: when the group's last member arrives."""
+        if self._all_simulated(group):
+            k = ("ep", group, self.seq[(dev, group)])
+            self.seq[(dev, group)] += 1
+            ev, last = self._arrive(k, len(group))
+            if last:
+                self.net.transfer(ph.key, ph.nbytes, ph.latency).callbacks.append(lambda _e, ev=ev: ev.succeed())
+            return ev
+        return self.net.transfer(ph.key, ph.nbytes, ph.latency)
+
+    def _ep(self, dev: int, st: StageWork, token_bytes: float, reverse: bool, label: str, stage: int, mb: int) -> Proc:
+        """A dispatch (reverse=False) or combine of `dev`'s EP group."""
+        if self.free or len(self._group("ep", dev)) == 1 or st.moe.tokens <= 0:
+            return
+        group, ph = self._a2a_phase(dev, st, token_bytes, reverse)
+        ev = self._exchange(dev, group, ph)
+        if dev in self.pair_open:  # DualPipe: hidden behind the pair's compute
+            self.ep_inflight[dev].append(ev)
+            return
+        t0 = self.env.now
+        yield ev
+        self._rec(dev, "ep", label, t0, stage, mb)
+
+    def _pair_end(self, dev: int) -> Proc:
+        """The end of an overlapped pair: wait for the exchanges it started."""
+        self.pair_open.discard(dev)
+        pending = [e for e in self.ep_inflight.pop(dev, []) if not e.processed]
+        if pending:
+            t0 = self.env.now
+            yield simpy.AllOf(self.env, pending)
+            self._rec(dev, "ep", "all-to-all(ep)", t0)
+
+    def moe_forward(self, dev: int, st: StageWork, a: Action, kind: str = "F") -> Proc:
+        lab = self._label(a) if kind == "F" else f"R{a.microbatch}"
+        mb, mc = a.microbatch, st.moe
+        yield from self._compute(dev, st.embed.fwd if (st.embed and kind == "F") else 0.0, kind, lab, st.index, mb)
+        for i in range(st.layers):
+            lc = st.dense if i < st.dense_layers else st.layer
+            yield from self._compute(dev, lc.fwd[0], kind, lab, st.index, mb)
+            yield from self._tp(dev, 0.0, lab, st.index, mb)
+            if i < st.dense_layers:
+                yield from self._compute(dev, lc.fwd[1], kind, lab, st.index, mb)
+            else:
+                yield from self._compute(dev, mc.pre_fwd, kind, lab, st.index, mb)
+                yield from self._ep(dev, st, mc.dispatch_token_bytes, False, "dispatch(ep)", st.index, mb)
+                yield from self._compute(dev, mc.experts_fwd, kind, lab, st.index, mb)
+                yield from self._ep(dev, st, mc.token_bytes, True, "combine(ep)", st.index, mb)
+                yield from self._compute(dev, mc.post_fwd, kind, lab, st.index, mb)
+            yield from self._tp(dev, 0.0, lab, st.index, mb)
+        yield from self._compute(dev, st.head.fwd if (st.head and kind == "F") else 0.0, kind, lab, st.index, mb)
+
+    def _layer_grads(self, dev: int, st: StageWork, i: int, pending: float) -> float:
+        """Gradients of layer i are complete: dense ones join the DP buckets, experts' go to EDP."""
+        if i < st.dense_layers:
+            return self._grad_ready(dev, pending + st.dense_grad_bytes_per_layer)
+        self._edp_ready(dev, st.expert_grad_bytes_per_layer)
+        return self._grad_ready(dev, pending + st.grad_bytes_per_layer)
+
+    def moe_backward(self, dev: int, st: StageWork, a: Action, with_weight: bool, last: bool) -> Proc:
+        lab, mb, mc = self._label(a), a.microbatch, st.moe
+        if st.head:
+            yield from self._compute(dev, st.head.bwd_input + (st.head.bwd_weight if with_weight else 0.0), "B", lab, st.index, mb)
+        pending = 0.0
+        for i in reversed(range(st.layers)):
+            lc = st.dense if i < st.dense_layers else st.layer
+            if i < st.dense_layers:
+                wg = lc.bwd_weight / 2 if with_weight else 0.0
+                yield from self._compute(dev, lc.bwd_input[1] + wg, "B", lab, st.index, mb)
+            else:
+                wg = (lc.bwd_weight - mc.wgrad) if with_weight else 0.0  # the attention block's share
+                yield from self._compute(dev, mc.post_bwd, "B", lab, st.index, mb)
+                yield from self._ep(dev, st, mc.token_bytes, False, "combine grad(ep)", st.index, mb)
+                yield from self._compute(dev, mc.experts_bwd + (mc.wgrad if with_weight else 0.0), "B", lab, st.index, mb)
+                yield from self._ep(dev, st, mc.token_bytes, True, "dispatch grad(ep)", st.index, mb)
+                yield from self._compute(dev, mc.pre_bwd, "B", lab, st.index, mb)
+            yield from self._tp(dev, 0.0, lab, st.index, mb)
+            yield from self._compute(dev, lc.bwd_input[0] + wg, "B", lab, st.index, mb)
+            yield from self._tp(dev, 0.0, lab, st.index, mb)
+            if last:
+                pending = self._layer_grads(dev, st, i, pending)
+        if st.embed:
+            yield from self._compute(dev, st.embed.bwd_weight if with_weight else 0.0, "B", lab, st.index, mb)
+        if last:
+            self._grad_ready(dev, pending + st.end_grad_bytes, flush=True)
+            self._edp_ready(dev, 0.0, flush=True)
+
+    def moe_weight(self, dev: int, st: StageWork, a: Action, last: bool) -> Proc:
+        lab = self._label(a)
+        extra = (st.head.bwd_weight if st.head else 0.0) + (st.embed.bwd_weight if st.embed else 0.0)
+        pending = 0.0
+        for i in reversed(range(st.layers)):
+            lc = st.dense if i < st.dense_layers else st.layer
+            yield from self._compute(dev, lc.bwd_weight, "W", lab, st.index, a.microbatch)
+            if last:
+                pending = self._layer_grads(dev, st, i, pending)
+        yield from self._compute(dev, extra, "W", lab, st.index, a.microbatch)
+        if last:
+            self._grad_ready(dev, pending + st.end_grad_bytes, flush=True)
+            self._edp_ready(dev, 0.0, flush=True)
+
+    # ---- expert weights: their gradients and parameters live on the edp group ---------------
+
+    def _edp_ready(self, dev: int, nbytes: float, flush: bool = False) -> None:
+        """Expert gradient bytes complete; reduce over EDP in buckets like the DP ones."""
+        self._edeferred[dev] += nbytes
+        if not self.overlap_grad:
+            return  # reduced after the backward pass (Engine.device), as the DP gradients
+        if self._edeferred[dev] >= self.bucket_bytes or (flush and self._edeferred[dev] > 0):
+            op = "all-reduce" if self.zero == 0 else "reduce-scatter"
+            self._edp_launch(dev, op, self._edeferred[dev], f"{op}(edp)")
+            self._edeferred[dev] = 0.0
+
+    def _edp_launch(self, dev: int, op: str, size: float, label: str) -> simpy.Event:
+        """A collective over the EDP group on the DP stream (after what is queued there)."""
+        prev = self.dp_tail.get(dev)
+        done = self.env.event()
+
+        def proc() -> Proc:
+            if prev is not None and not prev.processed:
+                yield prev
+            t0 = self.env.now
+            yield from self.collective(dev, "edp", op, size)
+            self._rec(dev, "dp", label, t0, stream="comm")
+            done.succeed()
+
+        self.env.process(proc())
+        self.dp_tail[dev] = done
+        self.dp_pending[dev].append(done)
+        return done

@@ -1,0 +1,263 @@
+"""Mixture of experts and expert parallelism, against truths from outside the code: the
+published total and active parameter counts, dispatch bytes and routing probabilities
+worked by hand, the all-to-all's closed form on a fat tree and on a torus, hand-counted
+memory, and invariants of the engine."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from math import comb
+
+import pytest
+import simpy
+
+from simtrain.analysis.run import simulate
+from simtrain.hardware.load import load_topology
+from simtrain.network.alltoall import dispatch_bytes, reach
+from simtrain.network.comm import Comm
+from simtrain.network.flows import FlowNetwork
+from simtrain.scenario.config import load_scenario
+from simtrain.scenario.models import model_config, require_model
+from simtrain.workload.flops import stats
+from tests.test_bad_files import assert_one_line_error
+
+MIXTRAL = "mixtral-8x7b-64-h100"
+
+
+@pytest.mark.parametrize("name,total,active,tol", [
+    ("mixtral-8x7b", 46.7e9, 12.9e9, 0.005),   # Jiang et al. 2024: 47B / 13B (46.7 / 12.9 on the model card)
+    ("mixtral-8x22b", 141e9, 39e9, 0.01),      # Mistral: 141B / 39B
+    ("deepseek-v3", 671e9, 37e9, 0.02),        # DeepSeek-V3 report: 671B / 37B
+])
+def test_total_and_active_parameters_are_the_published_ones(name: str, total: float, active: float, tol: float) -> None:
+    s = stats(require_model(name), 4096)
+    assert s.params == pytest.approx(total, rel=tol)
+    assert s.active_params == pytest.approx(active, rel=tol)
+    # model FLOPs count the active matmul weights (the embedding lookup is no matmul):
+    # 6 (N_active - embedding) + 12 L H Q T (PaLM), norms being negligible
+    m = require_model(name)
+    attn = 12 * m.num_hidden_layers * m.num_attention_heads * m.head_dim * 4096
+    assert s.model_flops_per_token == pytest.approx(6 * (s.active_params - s.embedding_params) + attn, rel=1e-3)
+    assert "N_active" in s.formula
+
+
+def test_hf_configs_of_qwen2_moe_and_deepseek(tmp_path) -> None:
+    qwen = {"architectures": ["Qwen2MoeForCausalLM"], "model_type": "qwen2_moe", "num_hidden_layers": 24,
+            "hidden_size": 2048, "intermediate_size": 5632, "num_attention_heads": 16, "num_key_value_heads": 16,
+            "vocab_size": 151936, "num_experts": 60, "num_experts_per_tok": 4, "moe_intermediate_size": 1408,
+            "shared_expert_intermediate_size": 5632, "decoder_sparse_step": 1, "mlp_only_layers": [],
+            "hidden_act": "silu", "rms_norm_eps": 1e-6}
+    p = tmp_path / "Qwen1.5-MoE-A2.7B" / "config.json"
+    p.parent.mkdir()
+    p.write_text(json.dumps(qwen))
+    m = model_config({"hf_config": str(p)})
+    assert (m.num_experts, m.num_experts_per_tok, m.moe_intermediate_size, m.shared_expert_intermediate_size) == (60, 4, 1408, 5632)
+    # Qwen1.5-MoE-A2.7B: 14.3B parameters, 2.7B activated (its model card)
+    s = stats(m, 4096)
+    assert s.params == pytest.approx(14.3e9, rel=0.02) and s.active_params == pytest.approx(2.7e9, rel=0.05)
+    ds = {"architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3", "hidden_size": 7168,
+          "intermediate_size": 18432, "moe_intermediate_size": 2048, "num_hidden_layers": 61, "num_attention_heads": 128,
+          "num_key_value_heads": 128, "n_shared_experts": 1, "n_routed_experts": 256, "num_experts_per_tok": 8,
+          "first_k_dense_replace": 3, "moe_layer_freq": 1, "n_group": 8, "topk_group": 4, "q_lora_rank": 1536,
+          "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128,
+          "vocab_size": 129280, "hidden_act": "silu", "rms_norm_eps": 1e-6}
+    q = tmp_path / "DeepSeek-V3" / "config.json"
+    q.parent.mkdir()
+    q.write_text(json.dumps(ds))
+    d = model_config({"hf_config": str(q)})
+    cat = require_model("deepseek-v3")
+    assert dataclasses.replace(d, name="x", hf_config="") == dataclasses.replace(cat, name="x")
+
+
+# ---------------------------------------------------------------- dispatch traffic by hand
+
+
+def test_dispatch_bytes_of_one_layer_by_hand() -> None:
+    # Mixtral 8x7B, EP8 over one node, 4,096 tokens per rank, top-2, bf16 hidden 4,096:
+    # every (token, expert) copy goes to its expert's rank; balanced, each of the 7 other
+    # ranks gets 4096 * 2 / 8 copies of 4096 * 2 bytes = 8 MiB
+    topo = load_topology("dgx-h100", 8)
+    flows = dispatch_bytes(tuple(range(8)), topo, 4096, 4096 * 2, 2, 8)
+    assert len(flows) == 8 * 7
+    assert all(b == 4096 * 2 / 8 * 4096 * 2 == 8 * 2**20 for b in flows.values())
+    assert sum(b for (s, _), b in flows.items() if s == 0) == pytest.approx(7 / 8 * 4096 * 2 * 8192)
+
+
+def test_node_limited_reach_and_bytes_by_hand() -> None:
+    # DeepSeek-V3: 256 experts on 8 nodes (32 per node, 4 per GPU), top-8, at most 4 nodes.
+    # A token picks 4 of 8 nodes, then 8 of their 128 experts: a given node is used with
+    # probability 4/8 * (1 - C(96, 8) / C(128, 8)); a given GPU with 4/8 * (1 - C(124, 8) / C(128, 8))
+    p_node, p_gpu = reach(256, 8, 8, 8, 4)
+    assert p_node == pytest.approx(0.5 * (1 - comb(96, 8) / comb(128, 8)))
+    assert p_gpu == pytest.approx(0.5 * (1 - comb(124, 8) / comb(128, 8)))
+    # expected nodes per token: 8 * p_node, below the limit of 4 (some chosen node gets none)
+    assert 3.5 < 8 * p_node < 4.0
+    topo = load_topology("dgx-h800", 64)
+    group = tuple(range(64))
+    flows = dispatch_bytes(group, topo, 4096, 7168, 8, 256, node_limit=4)
+    # rank 0 (node 0, local 0) sends once per token and remote node to that node's GPU 0 ...
+    assert flows[(0, 8)] == pytest.approx(4096 * p_node * 7168)
+    assert (0, 9) not in flows  # ... never to another GPU of a remote node directly
+    # ... which forwards over NVLink to each of its node's GPUs: rank 8 -> 9 carries the
+    # tokens relayed from ranks 0, 16, ..., 56 (the 7 other nodes' rail 0) and its own
+    assert flows[(8, 9)] == pytest.approx(8 * 4096 * p_gpu * 7168)
+    # without a limit the network carries more: every one of the 8 nodes may be reached
+    p8, _ = reach(256, 8, 8, 8, 0)
+    assert p8 > p_node
+
+
+# ---------------------------------------------------------------- closed forms on the network
+
+
+def _run_bundle(topo, flows) -> tuple[float, Comm]:
+    env = simpy.Environment()
+    net = FlowNetwork(env, topo)
+    comm = Comm(net, topo)
+    ph = comm.flows("a2a", flows)
+    ev = net.transfer(ph.key, ph.nbytes, ph.latency)
+    env.run(ev)
+    return env.now, comm
+
+
+def test_all_to_all_time_on_a_fat_tree_is_its_closed_form() -> None:
+    # 16 GPUs on 2 DGX H100 nodes, uniform all-to-all of b bytes per pair: a GPU's NIC
+    # carries its 8 remote flows (rail-optimized fabric: own NIC out, destination's NIC in),
+    # its NVLink port 7 local ones; the slowest port sets the time:
+    #     T = max(8 b / B_nic, 7 b / B_nvlink) + one route latency
+    topo = load_topology("dgx-h100", 16)
+    b = 64 * 2**20
+    flows = {(s, d): float(b) for s in range(16) for d in range(16) if s != d}
+    t, comm = _run_bundle(topo, flows)
+    cap = comm.net.capacity
+    b_nic, b_nvl = cap((0, "leaf0")), cap((0, "nvsw0"))
+    alpha = max(topo.route_latency(s, d) for s, d in flows)
+    assert t == pytest.approx(max(8 * b / b_nic, 7 * b / b_nvl) + alpha, rel=1e-9)
+    assert 8 * b / b_nic > 7 * b / b_nvl  # NIC-bound, as an EP group across nodes is
+
+
+def test_all_to_all_time_on_a_torus_is_its_closed_form() -> None:
+    # 4 TPU v4 chips on one ring of the torus, b bytes per pair, dimension-ordered routing
+    # with the distance-2 tie going the + way: the + link i -> i+1 carries i's flows to i+1
+    # and i+2 and the flow i-1 -> i+1: T = 3 b / B_ici + the longest route's latency
+    topo = load_topology("tpu-v4", 64)
+    ring = (0, 1, 2, 3)
+    assert topo.route(0, 2) == ((0, 1), (1, 2))
+    b = 32 * 2**20
+    flows = {(s, d): float(b) for s in ring for d in ring if s != d}
+    t, comm = _run_bundle(topo, flows)
+    alpha = max(topo.route_latency(s, d) for s, d in flows)
+    assert t == pytest.approx(3 * b / comm.net.capacity((0, 1)) + alpha, rel=1e-9)
+
+
+# ---------------------------------------------------------------- the engine
+
+
+def test_mixtral_run_prints_ep_comm_expert_load_and_memory(capsys) -> None:
+    from simtrain.cli import main
+
+    assert main(["run", MIXTRAL]) == 0
+    out = capsys.readouterr().out
+    assert "exposed EP comm" in out and "per-expert load" in out and "peak memory" in out
+    assert main(["run", MIXTRAL, "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["breakdown"]["ep"] > 0 and d["moe"]["ep"] == 8 and d["moe"]["experts_per_rank"] == 1
+    # balanced: each expert gets t * k * EP / E = 4096 * 2 * 8 / 8 tokens per micro-batch
+    assert d["moe"]["tokens_per_expert"] == [8192.0]
+    assert sum(d["breakdown"].values()) == pytest.approx(d["step_time_s"], rel=1e-9)
+
+
+def test_ep_groups_on_nvlink_expose_less_and_compare_says_so() -> None:
+    from simtrain.analysis.compare import attribute, side_from_result
+
+    a = simulate(load_scenario(MIXTRAL))
+    b = simulate(load_scenario(MIXTRAL, ["parallel.order=tp-cp-dp-pp"]))  # EP8 = one node
+    assert b.breakdown["ep"] < a.breakdown["ep"]
+    parts = attribute(side_from_result("a", a), side_from_result("b", b))
+    assert parts["ep"] > 0 and parts["ep"] == max(parts.values())  # the gain is EP communication
+    assert sum(parts.values()) == pytest.approx(b.mfu - a.mfu, abs=1e-12)
+
+
+@pytest.mark.parametrize("ep", [1, 2, 4, 8])
+def test_ep_sweep_keeps_the_model_work(ep: int) -> None:
+    base = simulate(load_scenario(MIXTRAL, ["parallel.ep=1"]))
+    r = simulate(load_scenario(MIXTRAL, [f"parallel.ep={ep}"]))
+    assert r.mfu * r.step_time_s == pytest.approx(base.mfu * base.step_time_s, rel=1e-9)
+    assert (r.breakdown["ep"] > 0) == (ep > 1)
+
+
+def test_sweep_over_ep_from_the_cli(tmp_path, capsys) -> None:
+    from simtrain.cli import main
+
+    out = tmp_path / "ep.csv"
+    assert main(["sweep", MIXTRAL, "--grid", "parallel.ep=2,4,8", "--out", str(out), "--jobs", "1",
+                 "--no-progress"]) == 0
+    text = out.read_text()
+    assert text.count("\n") == 4 and "breakdown_ep" in text.splitlines()[0]
+
+
+def test_per_rank_mode_matches_symmetric_for_moe() -> None:
+    ov = ["cluster.gpus=16", "parallel.pp=2", "parallel.vp=1", "schedule.name=1f1b", "training.global_batch=16",
+          "parallel.ep=4", "model.num_hidden_layers=4", "training.seq_len=1024"]
+    a = simulate(load_scenario(MIXTRAL, ov))
+    b = simulate(load_scenario(MIXTRAL, ov + ['engine.mode="per-rank"']))
+    assert b.step_time_s == pytest.approx(a.step_time_s, rel=1e-9)
+    assert b.breakdown["ep"] == pytest.approx(a.breakdown["ep"], rel=1e-9)
+
+
+def test_expert_imbalance_what_if() -> None:
+    a = simulate(load_scenario(MIXTRAL))
+    b = simulate(load_scenario(MIXTRAL, ["whatif.expert_imbalance=0.25"]))  # 2x the balanced 1/8
+    # the hottest expert gets 0.25 of the t * k * EP = 65,536 copies of its EP group
+    assert b.extra["moe"]["tokens_per_expert"] == [pytest.approx(0.25 * 4096 * 2 * 8)]
+    assert b.step_time_s > a.step_time_s  # every rank waits for the hottest one
+    assert b.mfu * b.step_time_s == pytest.approx(a.mfu * a.step_time_s)  # the same model work
+
+
+def test_dualpipe_hides_the_all_to_all_in_its_overlapped_pairs() -> None:
+    from simtrain.analysis.metrics import summarize
+    from simtrain.engine.actions import Engine
+    from simtrain.engine.plan import make_plan
+
+    ov = ["cluster.gpus=64", "parallel.pp=4", "parallel.vp=2", "schedule.name=dualpipe", "training.global_batch=128",
+          "parallel.ep=8", "parallel.first_stage_layers=-1", "parallel.last_stage_layers=-1"]
+    plan = make_plan(load_scenario(MIXTRAL, ov))
+    with_pairs = summarize(plan, Engine(plan).run())
+    plain = dataclasses.replace(plan, schedule=dataclasses.replace(plan.schedule, overlapped=frozenset()))
+    without = summarize(plain, Engine(plain).run())
+    assert with_pairs.breakdown["ep"] < without.breakdown["ep"]
+    assert with_pairs.step_time_s < without.step_time_s
+
+
+def test_expert_memory_by_hand() -> None:
+    from simtrain.engine.plan import make_plan
+    from simtrain.workload.memory import estimate
+
+    s = load_scenario(MIXTRAL, ["parallel.pp=1", "parallel.vp=1", "schedule.name=1f1b", "parallel.ep=8",
+                                "training.global_batch=64"])
+    mem = estimate(make_plan(s)).per_stage[0]
+    m = s.model
+    expert = 3 * 4096 * 14336  # one expert's weights
+    experts_on_rank = 32 * (8 // 8) * expert  # 32 MoE layers x 1 local expert
+    dense = stats(m, 4096).params - 32 * 8 * expert  # attention, norms, routers, embeddings
+    # bf16 weights and fp32 gradients of everything held; Adam's 12 B sharded: dense over
+    # DP = 64 ranks, experts over EDP = 64 / 8 = 8
+    assert mem.parameters == pytest.approx(2 * (dense + experts_on_rank), rel=1e-6)
+    assert mem.optimizer == pytest.approx(12 * dense / 64 + 12 * experts_on_rank / 8, rel=1e-6)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("sets,fragments", [
+    (["parallel.ep=3"], ("parallel.ep = 3", "does not divide the 8 experts", "e.g. 2")),
+    (["model.num_experts_per_tok=9"], ("model.num_experts_per_tok = 9", "between 1 and num_experts (8)")),
+    (["parallel.ep=2", 'model.name="llama3-8b"'], ("parallel.ep = 2", "has no experts")),
+    (["whatif.expert_imbalance=0.05"], ("whatif.expert_imbalance = 0.05", "between 1/8 and 1")),
+    (["parallel.etp=2"], ("parallel.etp = 2", "must be 1 or tp")),
+])
+def test_bad_moe_input_is_one_line(sets: list[str], fragments: tuple[str, ...], capsys) -> None:
+    argv = ["run", MIXTRAL]
+    for s in sets:
+        argv += ["--set", s]
+    assert_one_line_error(argv, capsys, *fragments)
