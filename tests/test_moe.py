@@ -227,6 +227,9 @@ def test_dualpipe_hides_the_all_to_all_in_its_overlapped_pairs() -> None:
     without = summarize(plain, Engine(plain).run())
     assert with_pairs.breakdown["ep"] < without.breakdown["ep"]
     assert with_pairs.step_time_s < without.step_time_s
+    # engine.overlap_ep_comm = false is the same what-if from a scenario
+    off = simulate(load_scenario(MIXTRAL, ov + ["engine.overlap_ep_comm=false"]))
+    assert off.step_time_s == pytest.approx(without.step_time_s, rel=1e-12)
 
 
 def test_expert_memory_by_hand() -> None:

@@ -33,6 +33,13 @@ NEMO_CSV = "published/nvidia_dgxc_nemo_2409.csv"
 PALM = "PaLM 540B on TPU v4 (Chowdhery et al. 2022)"
 NEMO_NOTE = ("stack megatron-core: its sustained_fraction is fitted on this case alone; "
              "the other NeMo cases are predictions")
+DSV3 = "DeepSeek-V3 report (H800)"
+DSV3_CSV = "published/deepseek_v3_2024.csv"
+NEMO_FP8 = "NeMo 24.07 FP8, H100"
+NEMO_FP8_CSV = "published/nemo_2407_and_long_sequence.csv"
+MB_MOE = "Megatron-Bridge MoE FP8, H100"
+MB_CSV = "published/nemo_megatron_bridge_perf_summary.csv"
+MOE_NOTE = "experts force-balanced by NVIDIA for the benchmark (the table's footnote), as simulated"
 
 # (case = scenario name, CSV file, 1-based data row, group, extra fields)
 CASES: list[tuple[str, str, int, str, dict]] = [
@@ -59,6 +66,21 @@ CASES: list[tuple[str, str, int, str, dict]] = [
       for i, c in enumerate(["8b-8", "8b-128", "70b-64", "70b-512", "70b-2048", "405b-576", "405b-2304",
                              "gpt3-175b-128", "gpt3-175b-2048", "nemotron4-15b-16", "nemotron4-15b-64",
                              "nemotron4-15b-2048"])],
+    # Mixture-of-experts and FP8 runs (issue 17): the DeepSeek-V3 report's pre-training
+    # cost, NeMo 24.07's FP8 rows for layouts simulated in BF16 above, and NVIDIA's
+    # Megatron-Bridge MoE rows on H100 (FP8)
+    ("deepseek-v3-2048-h800", DSV3_CSV, 1, DSV3,
+     {"basis": "step", "calibration_row": True,
+      "note": "step derived from 180K H800 GPU hours per trillion tokens; micro-batch, stage split and the "
+              "multi-token-prediction module not published / not modelled; MLA approximated (models.py)"}),
+    ("nemo-fp8-8b-8", NEMO_FP8_CSV, 11, NEMO_FP8, {"basis": "step"}),
+    ("nemo-fp8-70b-64", NEMO_FP8_CSV, 12, NEMO_FP8, {"basis": "step"}),
+    ("nemo-fp8-gpt3-175b-128", NEMO_FP8_CSV, 3, NEMO_FP8, {"basis": "step", "calibration_row": True}),
+    ("nemo-moe-qwen3-30b-a3b-16", MB_CSV, 50, MB_MOE, {"basis": "step", "calibration_row": True, "note": MOE_NOTE}),
+    ("nemo-moe-qwen3-235b-a22b-256", MB_CSV, 96, MB_MOE, {"basis": "step", "note": MOE_NOTE}),
+    ("nemo-moe-deepseek-v3-1024", MB_CSV, 280, MB_MOE,
+     {"basis": "step", "note": MOE_NOTE + "; the row's FP8 recipe is block-scaled (128x128 weights), simulated "
+                                         "as per-tensor"}),
     ("palm-540b-tpu-v4", "published/palm_2022.csv", 1, PALM,
      {"note": "one of the two pods simulated (97% weak scaling to two); TPU v4 efficiencies assumed, never fitted; "
               "PaLM's parallel block and collective-matmul overlap not modelled; HFU differs because PaLM "

@@ -280,7 +280,7 @@ class Engine(MoEActions):
                     if st.expert_params > 0:
                         self._edp_launch(dev, "all-gather", st.expert_params * 2, "all-gather(edp)")
         for i, a in enumerate(acts):
-            if (c.pp, i) in sch.overlapped:  # DualPipe's F&B: exchanges hidden behind the pair
+            if (c.pp, i) in sch.overlapped and self.overlap_ep:  # DualPipe's F&B: exchanges hidden behind the pair
                 self.pair_open.add(dev)
             st = plan.stages[a.stage]
             mb = a.microbatch

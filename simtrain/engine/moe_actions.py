@@ -35,6 +35,7 @@ class MoEActions(Primitives):
         self._a2a: dict = {}
         self._edeferred: dict[int, float] = defaultdict(float)
         self.node_limit = self.plan.scenario.parallel.ep_node_limit
+        self.overlap_ep = self.plan.scenario.engine.overlap_ep_comm
 
     def _a2a_phase(self, dev: int, st: StageWork, token_bytes: float, reverse: bool):
         group = self._group("ep", dev)

@@ -137,6 +137,9 @@ class EngineConfig:
     # (Megatron's --async-tensor-model-parallel-allreduce, late 2021 on); false: SC21-era, exposed
     async_p2p: bool = True  # sends overlap the sender's next compute; false: the sender waits (SC21-era)
     detail: str = "auto"  # timeline records per "layer" segment, per "action", or "auto" (action above 512 devices)
+    # DualPipe's overlapped F&B pairs hide their expert all-to-alls behind the pair's compute
+    # (DeepSeek-V3 §3.2.1); false runs them exposed, as outside the pairs (a what-if)
+    overlap_ep_comm: bool = True
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,16 @@ CATALOG: dict[str, dict[str, Any]] = {
                         num_key_value_heads=8, head_dim=96, vocab_size=129280, num_experts=256,
                         num_experts_per_tok=8, moe_intermediate_size=2048, num_shared_experts=1,
                         first_k_dense_replace=3, n_group=8, topk_group=4, **_LLAMA),
+    # Qwen3 MoE (Qwen team 2025, Qwen3 technical report; the released config.json files):
+    # 128 SwiGLU experts, top-8, no shared experts, GQA with 4 K/V heads of 128, vocab
+    # 151,936. 30B-A3B: 48 layers, hidden 2048, 32 heads, experts 768 wide (30.5B, 3.3B
+    # active); 235B-A22B: 94 layers, hidden 4096, 64 heads, experts 1536 (235B, 22B active).
+    "qwen3-30b-a3b": dict(num_hidden_layers=48, hidden_size=2048, intermediate_size=6144, num_attention_heads=32,
+                          num_key_value_heads=4, head_dim=128, vocab_size=151936, num_experts=128,
+                          num_experts_per_tok=8, moe_intermediate_size=768, **_LLAMA),
+    "qwen3-235b-a22b": dict(num_hidden_layers=94, hidden_size=4096, intermediate_size=12288, num_attention_heads=64,
+                            num_key_value_heads=4, head_dim=128, vocab_size=151936, num_experts=128,
+                            num_experts_per_tok=8, moe_intermediate_size=1536, **_LLAMA),
     "gpt-1.7b": _gpt_sc21(24, 2304, 24),
     "gpt-3.6b": _gpt_sc21(30, 3072, 32),
     "gpt-7.5b": _gpt_sc21(36, 4096, 32),
