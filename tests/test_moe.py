@@ -159,6 +159,7 @@ def test_mixtral_run_prints_ep_comm_expert_load_and_memory(capsys) -> None:
     assert main(["run", MIXTRAL]) == 0
     out = capsys.readouterr().out
     assert "exposed EP comm" in out and "per-expert load" in out and "peak memory" in out
+    assert "EP all-to-all" in out  # the all-to-all's share of link contention, named as such
     assert main(["run", MIXTRAL, "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["breakdown"]["ep"] > 0 and d["moe"]["ep"] == 8 and d["moe"]["experts_per_rank"] == 1

@@ -159,10 +159,10 @@ def test_full_validation_stays_within_achieved_errors(capsys: pytest.CaptureFixt
                 if c["case"].startswith("nemo-") and not c["case"].startswith(("nemo-fp8-", "nemo-moe-")))
     assert worst <= 0.11, worst  # achieved 10.0% (Nemotron-4 15B on 2,048 GPUs)
     # FP8 and mixture-of-experts runs, never fitted on (README "Validation and calibration")
-    assert mape["NeMo 24.07 FP8, H100"]["mape"] <= 8.0, mape  # achieved 6.8% (-8.5%, -9.0%, +2.8%)
-    assert mape["Megatron-Bridge MoE FP8, H100"]["mape"] <= 8.0, mape  # achieved 6.3% (+0.6%, +6.2%, +12.2%)
-    # DeepSeek-V3 on H800 with DualPipe's overlap as claimed: a known gap, achieved -29.4%
-    assert mape["DeepSeek-V3 report (H800)"]["mape"] <= 32.0, mape
+    assert mape["NeMo 24.07 FP8, H100"]["mape"] <= 8.0, mape  # achieved 7.1% (-9.3%, -8.9%, +3.0%)
+    assert mape["Megatron-Bridge MoE FP8, H100"]["mape"] <= 8.0, mape  # achieved 6.7% (+0.6%, +6.7%, +12.8%)
+    # DeepSeek-V3 on H800 with DualPipe's overlap as claimed: a known gap, achieved -27.0%
+    assert mape["DeepSeek-V3 report (H800)"]["mape"] <= 30.0, mape
     # PaLM 540B on TPU v4: a prediction with assumed TPU constants, achieved +1.0%
     assert mape["PaLM 540B on TPU v4 (Chowdhery et al. 2022)"]["mape"] <= 5.0, mape
     # ZeRO-3 (DeepSpeed 2021) is a known gap: achieved 185% (README); guard against it growing

@@ -56,7 +56,7 @@ def _dims(engine: Engine) -> dict:
     """Process group -> its parallel dimension ("tp", "cp", "dp"), from the engine's groups."""
     out = {}
     for (dim, _dev), group in engine._groups.items():
-        out.setdefault(group, "dp" if dim == "dpcp" else dim)
+        out.setdefault(group, "dp" if dim in ("dpcp", "edp") else dim)
     return out
 
 
@@ -64,6 +64,8 @@ def _dim_of(key, dims: dict) -> str:
     """Parallel dimension of a flow-network bundle type: ((op, algo, group, copies), phase)
     for collectives, (op, algo, (src, dst), copies) for point-to-point sends."""
     head = key[0] if isinstance(key, tuple) and key and isinstance(key[0], tuple) else key
+    if isinstance(key, tuple) and key and key[0] == "flows":  # expert-parallel all-to-all bundles
+        return "ep"
     if isinstance(head, tuple) and len(head) >= 3:
         if head[0] == "send-recv":
             return "pp"

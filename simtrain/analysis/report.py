@@ -20,7 +20,7 @@ PART_NAMES = {
     "bubble": "pipeline bubble",
 }
 
-TRAFFIC = {"tp": "TP", "cp": "CP", "pp": "PP sends", "dp": "DP/FSDP", "other": "other"}
+TRAFFIC = {"tp": "TP", "cp": "CP", "ep": "EP all-to-all", "pp": "PP sends", "dp": "DP/FSDP", "other": "other"}
 
 
 def text_report(r: Result) -> str:

@@ -29,14 +29,15 @@ from simtrain.plots import save_figure
 
 COLORS = {
     "F": "#4C72B0", "B": "#55A868", "W": "#8FD1A8", "R": "#8172B2", "opt": "#64B5CD",
-    "tp": "#DD8452", "cp": "#CCB974", "pp": "#C44E52", "dp": "#937860", "bubble": "#DDDDDD",
+    "tp": "#DD8452", "cp": "#CCB974", "ep": "#DA8BC3", "pp": "#C44E52", "dp": "#937860", "bubble": "#DDDDDD",
 }
 LEGEND = {"F": "forward", "B": "backward", "W": "weight grad", "R": "recompute", "opt": "optimizer",
-          "tp": "exposed TP comm", "cp": "exposed CP comm", "pp": "exposed PP comm", "dp": "exposed DP comm",
+          "tp": "exposed TP comm", "cp": "exposed CP comm", "ep": "exposed EP comm", "pp": "exposed PP comm",
+          "dp": "exposed DP comm",
           "bubble": "bubble / idle"}
 # breakdown part of each kind (simtrain.analysis.metrics.PARTS), for the legend's shares
 PART = {"F": "compute", "B": "compute", "W": "compute", "R": "recompute", "opt": "optimizer",
-        "tp": "tp", "cp": "cp", "pp": "pp", "dp": "dp", "bubble": "bubble"}
+        "tp": "tp", "cp": "cp", "ep": "ep", "pp": "pp", "dp": "dp", "bubble": "bubble"}
 COMPUTE = ("F", "B", "W", "R")
 ORDER = tuple(COLORS)  # stacking order of the sub-pixel strips, bottom up
 COLUMNS = 1600  # pixel columns of the time axis at the default size (16 in at 130 dpi, less margins)
