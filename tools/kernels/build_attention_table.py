@@ -116,6 +116,38 @@ def main() -> None:
     lines += table("hopper.fa3", "FlashAttention-3 (Hopper only): paper forward; backward = forward x cuDNN's measured bwd/fwd ratio",
                    "Shah et al. 2024, FlashAttention-3, H100 forward figure (tools/published/kernels/attention_fa3_paper.csv)",
                    curves)
+    # Hopper kernels without our own measurement, from the papers' H100 figures:
+    # - Triton FlashAttention: the FA3 paper's H100 forward ("Triton": the Triton project's own
+    #   fused-attention kernel of 2024), backward = forward x FA2's measured bwd/fwd ratio (the
+    #   same tiling algorithm; an assumption). flash-attn's older flash_attn_triton (2022, what
+    #   llm-foundry's attn_impl "triton" ran) is not measured on Hopper and is likely slower:
+    #   predictions for it on H100 lean fast;
+    # - FlashAttention v1: the FA2 paper's H100 forward+backward, split by FA2's measured ratio.
+    fa2_ratio = {key: {s: v[0] / v[1] for s, v in m[("flash",) + key].items()} for key in ((hd, c) for hd in (64, 128) for c in (True, False))}
+    curves = {}
+    for hd in (64, 128):
+        for causal in (True, False):
+            fwd = fa3.get(("H100 80GB SXM5", "Triton", hd, causal))
+            if fwd:
+                curves[(hd, causal)] = {s: (f, f / interp(fa2_ratio[(hd, causal)], s)) for s, f in fwd.items()}
+    lines += table("hopper.triton", "Triton FlashAttention on H100: FA3 paper forward; backward = forward / FA2's measured fwd/bwd ratio",
+                   "Shah et al. 2024, FlashAttention-3, H100 forward figure, 'Triton' bars (tools/published/kernels/attention_fa3_paper.csv)",
+                   curves)
+    fb_h100 = published(FA2, "fwd_bwd")
+    curves = {}
+    for hd in (64, 128):
+        for causal in (True, False):
+            c = fb_h100.get(("H100 80GB SXM5", "FlashAttention", hd, causal))
+            if c:
+                pts = {}
+                for s, t in c.items():
+                    r = interp(fa2_ratio[(hd, causal)], s)
+                    fwd = t * (1 + 2.5 * r) / 3.5
+                    pts[s] = (fwd, fwd / r)
+                curves[(hd, causal)] = pts
+    lines += table("hopper.fa1", "FlashAttention v1 on H100: FA2 paper forward+backward, split by FA2's measured H200 fwd/bwd ratio",
+                   "Dao 2023, FlashAttention-2, H100 forward+backward figure (tools/published/kernels/attention_fa2_paper.csv)",
+                   curves)
     # A100: FA2 paper forward+backward, split with FA2's measured H200 forward/backward ratio
     fb = published(FA2, "fwd_bwd")
     ratio = {key: {s: v[0] / v[1] for s, v in m[("flash",) + key].items()} for key in ((hd, c) for hd in (64, 128) for c in (True, False))}
