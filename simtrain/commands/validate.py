@@ -15,7 +15,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "error per source. Cases the simulator cannot run yet are listed as skipped with the reason.",
     )
     p.add_argument("--only", metavar="PATTERN",
-                   help="run only cases whose name (glob, or substring of name or source group) matches, e.g. llama3 or 'megatron-*-1*'")
+                   help="run only cases whose name (glob, or substring of name or source group) matches, e.g. llama3 "
+                        "or 'megatron-*-1*'; extended sweeps run only when selected, e.g. --only 'Aleph Alpha'")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--reference", metavar="FILE", help="reference cases file (default: the shipped simtrain/data/reference.toml)")
     p.add_argument("--max-error", type=float, metavar="PCT",
@@ -44,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         raise SimtrainError(f"--mode {args.mode!r}: unknown reading {unknown[0]!r}; use all or a comma list of {', '.join(MODES)}")
     if "zero-shot" not in modes:
         modes = ("zero-shot",) + modes  # the other readings start from its results
-    cases = select(load_reference(args.reference), args.only)
+    everything = load_reference(args.reference)
+    cases = select(everything, args.only)
     if args.list:
         for c in cases:
             if c.expect_error:
@@ -56,6 +58,11 @@ def run(args: argparse.Namespace) -> int:
             else:
                 pub = f"claim: {c.expect}"
             print(f"{c.name:<32} {c.group:<28} {pub}")
+        left = [c for c in everything if c.extended and c not in cases]
+        if left:
+            groups = sorted({c.group for c in left})
+            print(f"(+{len(left)} cases of extended sweeps, run only when selected: {'; '.join(groups)}; "
+                  f"e.g. --only {groups[0].split(' (')[0]!r})")
         return 0
 
     def progress(i: int, n: int, case, result) -> None:

@@ -13,7 +13,9 @@ A case names a scenario file in scenarios/, or carries its scenario inline as a 
   throughput with the source's own FLOPs formula, which the case's note states).
 `fitted` names the catalog constant that was fitted on this very row: such a row is a fit,
 never a prediction. `calibration_row` marks the one row per source that `validate`'s
-calibrated mode fits the source's constant on.
+calibrated mode fits the source's constant on. `extended` marks a case of a large sweep that
+a plain run leaves out (it would take most of the run's time): a pattern selects it
+(`simtrain validate --only "Aleph Alpha"`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ REFERENCE_PATH = PACKAGE_DIR / "data" / "reference.toml"
 BASES = ("model", "megatron-hfu", "step")
 CLAIMS = ("communication-bound", "compute-bound", "out-of-memory", "fits-in-memory")
 NUMERIC = ("tflops_per_gpu", "mfu", "hfu", "step_time_s")
-FLAGS = ("calibration_row",)
+FLAGS = ("calibration_row", "extended")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class ReferenceCase:
     note: str = ""
     fitted: str = ""  # the catalog constant fitted on this row ("" = a prediction)
     calibration_row: bool = False  # the row the calibrated mode fits its source's constant on
+    extended: bool = False  # left out unless a pattern selects it (a large sweep)
     inline: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -120,9 +123,10 @@ def load_reference(path: str | Path | None = None) -> tuple[ReferenceCase, ...]:
 
 
 def select(cases: tuple[ReferenceCase, ...], pattern: str | None) -> tuple[ReferenceCase, ...]:
-    """Cases whose name or group matches `pattern` (a glob, or a plain substring)."""
+    """Cases whose name or group matches `pattern` (a glob, or a plain substring); without a
+    pattern, every case but the extended ones."""
     if not pattern:
-        return cases
+        return tuple(c for c in cases if not c.extended)
     glob = any(ch in pattern for ch in "*?[")
     chosen = tuple(
         c for c in cases
