@@ -7,6 +7,8 @@ Run from the repository root:  python tools/build_reference.py [CALIBRATION_DIR]
 Each reference case names a scenario in scenarios/ and the CSV row (1-based data row)
 whose published numbers it is judged against; the row's identifying columns are checked
 against the scenario so a reordered CSV cannot silently attach the wrong numbers.
+The cases of tools/reference_sources.py follow them, each carrying its scenario inline
+([cases."NAME".scenario]) and judged on its step time.
 The numbers are copied, never typed in by hand; simulation code never reads this file.
 """
 
@@ -19,6 +21,9 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import reference_sources  # noqa: E402  (tools/ is not a package)
+
 OUT = ROOT / "simtrain" / "data" / "reference.toml"
 
 LLAMA = "Llama 3 Table 4"
@@ -122,6 +127,20 @@ def _toml_value(v: object) -> str:
     return repr(v)
 
 
+def _table(prefix: str, values: dict) -> list[str]:
+    """One TOML table and, after it, its sub-tables (nested dicts), in insertion order."""
+    lines = [f"[{prefix}]"] + [f"{k} = {_toml_value(v)}" for k, v in values.items() if not isinstance(v, dict)]
+    for k, v in values.items():
+        if isinstance(v, dict):
+            lines += _table(f"{prefix}.{k}", v)
+    return lines
+
+
+def _inline_case(case: dict) -> list[str]:
+    fields = {k: v for k, v in case.items() if k != "name"}
+    return _table(f"cases.{json.dumps(case['name'])}", fields) + [""]
+
+
 def build(calibration: Path) -> str:
     lines = [
         "# Published measurements the simulator is validated against (`simtrain validate`).",
@@ -162,6 +181,10 @@ def build(calibration: Path) -> str:
         fields = {"scenario": case, "group": group, "source": SEED4_SOURCE, "basis": "model", "expect": claim, "note": note}
         lines += [f"{k} = {_toml_value(v)}" for k, v in fields.items()]
         lines.append("")
+    lines += ["# Published runs of tools/published/*.csv (tools/reference_sources.py): scenarios inline,",
+              "# judged on step time (basis \"step\"); memory claims (expect) are not simulated.", ""]
+    for case in reference_sources.all_cases():
+        lines += _inline_case(case)
     text = "\n".join(lines)
     tomllib.loads(text)  # must parse
     return text
