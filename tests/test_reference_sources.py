@@ -1,0 +1,144 @@
+"""The published runs of tools/published/*.csv as reference cases (tools/reference_sources.py):
+the shipped reference file is exactly what the builder writes, a handful of cases carry the
+layout their CSV row publishes (checked against numbers copied here by hand from the CSVs),
+and every source has exactly one calibration row. Nothing here simulates."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from simtrain.analysis.validation import REFERENCE_PATH, case_scenario, load_reference
+from simtrain.scenario.layout import make_layout
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import build_reference  # noqa: E402
+import reference_sources  # noqa: E402
+
+CALIBRATION = ROOT.parent / "shared" / "calibration"
+if not CALIBRATION.is_dir():
+    CALIBRATION = Path("/work/shared/calibration")
+
+
+@pytest.fixture(scope="module")
+def cases() -> dict:
+    return {c.name: c for c in load_reference()}
+
+
+@pytest.mark.skipif(not CALIBRATION.is_dir(), reason="calibration CSVs not present")
+def test_build_is_deterministic_and_matches_the_shipped_file(tmp_path: Path) -> None:
+    out = tmp_path / "reference.toml"
+    out.write_text(build_reference.build(CALIBRATION))
+    assert out.read_text() == REFERENCE_PATH.read_text(), "re-run python tools/build_reference.py"
+    assert build_reference.build(CALIBRATION) == out.read_text()
+
+
+# (case, CSV row, GPUs, (tp, pp, cp, dp), micro-batch, accumulation, global batch, seq_len,
+#  (layers, hidden, heads, kv heads, ffn, vocab)), copied by hand from the CSV rows;
+#  accumulation None where the source does not publish it
+HAND_COPIED = [
+    # mosaicml_llmfoundry_mpt.csv row 96: | 7b | 2048 | 8 | a100_80gb | ... | 6 | 2 | 96 | ...
+    ("mpt-7b-a100-80g-8gpu-s2048-mb6", "mosaicml_llmfoundry_mpt.csv row 96", 8, (1, 1, 1, 8), 6, 2, 96, 2048,
+     (32, 4096, 32, 32, 16384, 50368)),
+    # mosaicml_llmfoundry_mpt.csv row 1: | 70b | 2048 | 512 | h100_80gb | ... | 8 | 1 | 4096 | ...
+    ("mpt-70b-h100-512gpu-s2048-mb8-ls", "mosaicml_llmfoundry_mpt.csv row 1", 512, (1, 1, 1, 512), 8, 1, 4096, 2048,
+     (80, 8192, 64, 64, 32768, 50368)),
+    # torchtitan_perf.csv row 30: Llama3 70b on 256 H100s with FSDP=32, TP=8, local batch size 16
+    ("titan-llama3-70b-h100-256gpu-tp8-fullac-compile", "torchtitan_perf.csv row 30", 256, (8, 1, 1, 32), 16, 1, 512,
+     8192, (80, 8192, 64, 8, 28672, 128256)),
+    # korthikanti2022_selective_recompute.csv row 5: 530B, TP 8, PP 35, 280 GPUs, batch 280, micro-batch 1
+    ("korthikanti-530b-280gpu-sp-selective", "korthikanti2022_selective_recompute.csv row 5", 280, (8, 35, 1, 1), 1,
+     280, 280, 2048, (105, 20480, 128, 128, 81920, 51200)),
+    # megatron_lm_readme_h100_2024.csv row 9: 462B | 144 | 18432 | 112 | 8 | 16 | 48 | 6144 | 3072
+    ("megatron-h100-gpt-462b-6144gpu", "megatron_lm_readme_h100_2024.csv row 9", 6144, (8, 16, 1, 48), 1, None, 3072,
+     4096, (112, 18432, 144, 144, 73728, 131072)),
+    # megascale_2024.csv row 13: | 6144 | MegaScale | 3072 | 23.66 | ... (TP 8, PP 8; 128 heads)
+    ("megascale-175b-3072gpu-megascale", "megascale_2024.csv row 13", 3072, (8, 8, 1, 48), 1, None, 6144, 2048,
+     (96, 12288, 128, 128, 49152, 51200)),
+    # flashattention_gpt3_a100.csv row 17: GPT3-2.7B, 1M tokens per batch, micro-batch 4, 20 heads
+    ("flash-gpt3-2.7b-s2048-fa1-readme", "flashattention_gpt3_a100.csv row 17", 8, (1, 1, 1, 8), 4, 16, 512, 2048,
+     (32, 2560, 20, 20, 10240, 50264)),
+    # aleph_alpha_layouts_2023.csv row 100: trial 132178, 64 GPUs, micro-batch 1, TP 1, PP 1; 4M tokens
+    ("aa-13b-2k-64gpu-tp1-pp1-mb1-fa2rms", "aleph_alpha_layouts_2023.csv row 100", 64, (1, 1, 1, 64), 1, 32, 2048,
+     2048, (40, 5120, 40, 40, 13824, 128000)),
+    # single_points_2021_2023.csv row 2: BLOOM, TP=4 PP=12 DP=8 MBS=2, GBS=2048
+    ("bloom-176b-384gpu-iter85376", "single_points_2021_2023.csv row 2", 384, (4, 12, 1, 8), 2, 128, 2048, 2048,
+     (70, 14336, 112, 112, 57344, 250880)),
+    # single_points_2021_2023.csv row 7: GPT-NeoX-20B, TP 2, PP 4, micro-batch 4, accumulation 32
+    ("gpt-neox-20b-96gpu", "single_points_2021_2023.csv row 7", 96, (2, 4, 1, 12), 4, 32, 1536, 2048,
+     (44, 6144, 64, 64, 24576, 50432)),
+]
+
+
+@pytest.mark.parametrize("name,row,gpus,layout,mb,accum,batch,seq,shape", HAND_COPIED, ids=[c[0] for c in HAND_COPIED])
+def test_inline_scenarios_carry_the_published_layout(cases, name, row, gpus, layout, mb, accum, batch, seq, shape) -> None:
+    case = cases[name]
+    assert case.calibration == f"published/{row}" and case.basis == "step" and not case.scenario
+    s = case_scenario(case)
+    p, t, m = s.parallel, s.training, s.model
+    assert (p.tp, p.pp, p.cp, p.dp) == layout
+    assert s.cluster.gpus == gpus == p.tp * p.pp * p.cp * p.dp
+    assert (p.micro_batch, t.global_batch, t.seq_len) == (mb, batch, seq)
+    if accum is not None:
+        assert mb * accum * p.dp == batch
+    assert (m.num_hidden_layers, m.hidden_size, m.num_attention_heads, m.num_key_value_heads,
+            m.intermediate_size, m.vocab_size) == shape
+    assert make_layout(s).world == gpus
+
+
+def test_stack_choices_per_row(cases) -> None:
+    # Aleph Alpha's kernel variants, torchtitan's compile, FlashAttention v1, BLOOM's partition
+    rms = case_scenario(cases["aa-13b-2k-64gpu-tp1-pp1-mb1-fa2rms"])
+    assert rms.stack.name == "aleph-alpha-scaling" and rms.stack.norm == "fused" and rms.parallel.attention_kernel == "fa2"
+    torch = next(c for c in cases.values() if c.name.startswith("aa-") and c.name.endswith("-torch"))
+    assert not case_scenario(torch).parallel.flash_attention and case_scenario(torch).stack.softmax == "unfused"
+    compiled = case_scenario(cases["titan-llama3-8b-h100-8gpu-sacop-compile"])
+    eager = case_scenario(cases["titan-llama3-8b-h100-8gpu-sacop"])
+    assert (compiled.stack.norm, compiled.stack.activation, eager.stack.norm) == ("fused", "fused", "unfused")
+    assert case_scenario(cases["flash-gpt3-1.3b-s2048-fa1"]).parallel.attention_kernel == "fa1"
+    bloom = case_scenario(cases["bloom-176b-384gpu-iter85376"])
+    assert (bloom.parallel.first_stage_layers, bloom.parallel.last_stage_layers) == (5, 5)
+    assert bloom.model.position_embedding == "alibi" and bloom.stack.name == "megatron-deepspeed"
+
+
+def test_out_of_memory_rows_are_memory_claims(cases) -> None:
+    # aleph_alpha_layouts_2023.csv row 1: trial 132852, 'OOM Error', 32 GPUs, micro-batch 8, TP 1, PP 1, SP 1
+    c = cases["aa-13b-2k-32gpu-tp1-pp1-mb8-fa2rms-sp"]
+    assert c.expect == "out-of-memory" and c.step_time_s is None and c.calibration.endswith("csv row 1")
+    claims = [c for c in cases.values() if c.group.startswith("Aleph Alpha") and c.expect == "out-of-memory"]
+    assert len(claims) == 563  # SOURCES.md: 563 oom rows
+
+
+def test_every_source_has_exactly_one_calibration_row() -> None:
+    new = reference_sources.all_cases()
+    groups = {c["group"] for c in new}
+    assert len(groups) == len(reference_sources.CONVERTERS)
+    for g in groups:
+        flagged = [c["name"] for c in new if c["group"] == g and c.get("calibration_row")]
+        assert len(flagged) == 1, (g, flagged)
+        chosen = next(c for c in new if c["name"] == flagged[0])
+        assert chosen.get("step_time_s") and not chosen.get("expect"), chosen["name"]
+
+
+def test_every_case_is_judged_on_its_step_time_or_is_a_memory_claim() -> None:
+    for c in reference_sources.all_cases():
+        assert c["basis"] == "step"
+        assert (c.get("step_time_s") or 0) > 0 or c.get("expect") == "out-of-memory", c["name"]
+        if "step_time_s" in c and "derived" in c["note"].split(":")[0]:
+            assert c["note"].startswith("derived: "), c["name"]
+        sched = c["scenario"]["schedule"]["name"]
+        assert sched == ("interleaved" if c["scenario"]["parallel"]["vp"] > 1 else "1f1b"), c["name"]
+
+
+def test_extended_sweep_runs_only_when_selected(cases) -> None:
+    from simtrain.analysis.validation import select
+
+    every = tuple(cases.values())
+    aleph = [c for c in every if c.group.startswith("Aleph Alpha")]
+    assert aleph and all(c.extended for c in aleph) and not any(c.extended for c in every if c not in aleph)
+    plain = select(every, None)
+    assert len(plain) == len(every) - len(aleph) and not any(c.extended for c in plain)
+    assert len(select(every, "Aleph Alpha")) == len(aleph) == 964
