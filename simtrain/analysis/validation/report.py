@@ -48,7 +48,8 @@ class ValidationReport:
 
     def text(self) -> str:
         lines = ["simtrain validate: published vs simulated, TFLOP/s per GPU on the source's FLOPs basis", ""]
-        head = f"  {'case':<30} {'basis':<13} {'published':>10} {'simulated':>10} {'error':>8}   {'util pub/sim':>13}  {'step s':>7}  {'mem GiB':>8}"
+        w = max(30, min(48, max((len(r.case.name) for r in self.results), default=30)))  # name column
+        head = f"  {'case':<{w}} {'basis':<13} {'published':>10} {'simulated':>10} {'error':>8}   {'util pub/sim':>13}  {'step s':>7}  {'mem GiB':>8}"
         groups: dict[str, list[CaseResult]] = {}
         for r in self.results:
             groups.setdefault(r.case.group, []).append(r)
@@ -57,16 +58,16 @@ class ValidationReport:
             lines.append(f"{g}  ({rs[0].case.source})")
             lines.append(head)
             for r in rs:
-                name = r.case.name[:30]
+                name = r.case.name[:w]
                 c = r.primary
                 if r.status in ("skipped", "error", "refused") or (r.status == "failed" and not r.simulated):
                     label = {"skipped": "skipped", "error": "ERROR", "refused": "refused as expected", "failed": "FAILED"}[r.status]
-                    lines.append(f"  {name:<30} {label}: {r.reason}")
+                    lines.append(f"  {name:<{w}} {label}: {r.reason}")
                     continue
                 sim = r.simulated
                 if "step_time_s" not in sim:  # a memory claim: estimated, not simulated
                     mark = "agrees" if r.status == "ok" else "FAILED"
-                    lines.append(f"  {name:<30} memory {mark}: {r.reason}")
+                    lines.append(f"  {name:<{w}} memory {mark}: {r.reason}")
                     continue
                 util = next((x for x in r.comparisons if x.metric in ("mfu", "hfu")), None)
                 util_s = f"{util.metric.upper()} {100 * util.published:.0f}/{100 * util.simulated:.0f}%" if util else ""
@@ -75,13 +76,14 @@ class ValidationReport:
                 if c is not None:
                     if r.case.fitted:
                         util_s = "FIT " + util_s
-                    lines.append(f"  {name:<30} {r.case.basis:<13} {c.published:>10.1f} {c.simulated:>10.1f} "
+                    fmt = ".4g" if c.metric == "step_time_s" else ".1f"  # seconds: short steps keep their digits
+                    lines.append(f"  {name:<{w}} {r.case.basis:<13} {c.published:>10{fmt}} {c.simulated:>10{fmt}} "
                                  f"{100 * c.error:>+7.1f}%   {util_s:>13}  {sim['step_time_s']:>7.2f}  {mem_s:>8}")
                 else:
-                    lines.append(f"  {name:<30} {r.case.basis:<13} {'—':>10} {sim['tflops_per_gpu']:>10.1f} {'':>8}   "
+                    lines.append(f"  {name:<{w}} {r.case.basis:<13} {'—':>10} {sim['tflops_per_gpu']:>10.1f} {'':>8}   "
                                  f"{'MFU ' + format(100 * sim['mfu'], '.0f') + '%':>13}  {sim['step_time_s']:>7.2f}  {mem_s:>8}")
                 if r.reason:
-                    lines.append(f"  {'':<30} {'FAILED: ' if r.status == 'failed' else ''}{r.reason}")
+                    lines.append(f"  {'':<{w}} {'FAILED: ' if r.status == 'failed' else ''}{r.reason}")
             if g in mape:
                 m, n = mape[g]
                 fits = sum(bool(r.case.fitted) for r in rs)
