@@ -333,8 +333,9 @@ def megascale_cases() -> list[Case]:
         stack = "megascale" if ours else "megatron-lm-2022"
         name = f"megascale-175b-{gpus}gpu-" + ("megascale" if ours else "megatron")
         note = ("published Table 2 iteration time (via a third-party note). "
-                + ("MegaScale's system (stacks/megascale.toml); its parallel transformer block, sliding-window "
-                   "attention and LAMB are not modelled (the block is simulated serial, with full causal attention); "
+                + ("MegaScale's system (stacks/megascale.toml); its parallel transformer block (simulated serial), "
+                   "sliding-window attention (window not in the transcription: full causal attention simulated) and "
+                   "LAMB are not reproduced; "
                    if ours else "Megatron-LM baseline (commit 285068c8, 2023) with MegaScale's network tuning: "
                    "no FlashAttention, ZeRO-2-style sharding (paper), gradient reduction after the backward; ")
                 + "175B of MegaScale Table 1 (128 heads). Assumed (not published): micro-batch 1, 2 virtual stages "
