@@ -131,7 +131,15 @@ def _mpt_attention(row: dict[str, str]) -> tuple[str, str]:
     large = "Large Scale" in row["source_location"]
     if large and row["model"] in ("mpt-1b", "mpt-3b", "mpt-7b", "mpt-70b"):
         return "fa2", "attn_impl flash (FA2) per the large-scale table's sweep.py"
-    return "triton", "attn_impl triton (submit_benchmarks.py default)"
+    # attn_impl "triton" is llm-foundry's copy of flash-attn's flash_attn_triton.py, run on
+    # triton_pre_mlir (llm-foundry's setup.py pins a pre-MLIR Triton fork, sm90 build included):
+    # FlashAttention-1's algorithm with A100-era mma instructions, no Hopper wgmma/TMA. Its
+    # docstring: "Overall Triton forward + backward is slightly slower than CUDA forward +
+    # backward" (the CUDA version being FlashAttention-1), so the FA1 curves stand for it on
+    # both GPUs. The Triton curves (FA2/FA3 papers' "Triton" bars) are OpenAI's later
+    # MLIR-based kernel, much faster on H100.
+    return "fa1", ("attn_impl triton (submit_benchmarks.py default): llm-foundry's "
+                   "flash_attn_triton on pre-MLIR Triton, FA1's speed per its docstring")
 
 
 def mpt_cases() -> list[Case]:
