@@ -60,6 +60,7 @@ class CaseResult:
             "source": self.case.source,
             "calibration": self.case.calibration,
             "basis": self.case.basis,
+            "fitted": self.case.fitted,
             "status": self.status,
             "reason": self.reason,
             "comparisons": [
