@@ -171,15 +171,6 @@ def test_straggler_on_the_critical_path_slows_the_step_by_its_compute_share(pp, 
     assert slowed.mfu < base.mfu
 
 
-def test_straggler_needs_per_rank_mode():
-    from simtrain.analysis.run import simulate
-    from simtrain.scenario.errors import SimtrainError
-
-    ov = [o for o in _whatif_base(1) if not o.startswith("engine.mode")] + ["whatif.slow_devices=[0]", "whatif.slowdown=1.5"]
-    with pytest.raises(SimtrainError, match='engine.mode = "per-rank"'):
-        simulate(load_scenario("llama3-405b-8k", ov))
-
-
 def test_degraded_and_failed_links():
     from simtrain.analysis.run import simulate
     from simtrain.scenario.errors import SimtrainError

@@ -35,7 +35,7 @@ def test_run_names_the_llama3_n(capsys):
     assert main(["run", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["schedule_params"] == {"n": 16}  # PP = 16 divides M = 32
     assert main(["run"]) == 0
-    assert "schedule  llama3, n = 16 (symmetric engine)" in capsys.readouterr().out
+    assert "schedule  llama3, n = 16 (symmetric engine: 16 classes of devices simulated)" in capsys.readouterr().out
 
 
 def test_sweep_table_shows_memory_fit_and_the_layouts_that_do_not_fit(tmp_path, capsys):

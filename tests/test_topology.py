@@ -86,6 +86,11 @@ def _ft(**fabric):
     ({"rail_optimized": False, "nodes_per_leaf": 2, "spines": 2, "tiers": 3, "nodes_per_pod": 4, "cores": 4,
       "spine_oversubscription": 4.0}, 64),
     ({"nodes_per_leaf": 2, "spines": 2, "tiers": 3, "nodes_per_pod": 4, "cores": 2}, 38),
+    # odd counts, partial nodes and units, a node straddling the halves
+    ({"nodes_per_leaf": 3, "spines": 3, "oversubscription": 3.0}, 61),
+    ({"rail_optimized": False, "nodes_per_leaf": 2, "spines": 4, "oversubscription": 2.0}, 37),
+    ({"nodes_per_leaf": 2, "spines": 2, "tiers": 3, "nodes_per_pod": 4, "cores": 2}, 101),
+    ({}, 1), ({}, 3),
 ])
 def test_fat_tree_bisection_reduced_graph_equals_full_max_flow(fabric, n):
     t = topology_from_dict(_ft(**fabric), n)
@@ -260,3 +265,26 @@ def test_aggregated_spine_tier_is_exact(tiers):
             t.route_load = orig
 
     assert run(False) == pytest.approx(run(True), rel=1e-12)
+
+
+@pytest.mark.parametrize("name,n", [("dgx-h100", 512), ("dgx-h100", 100), ("example-3tier", 6144), ("example-3tier", 3100),
+                                    ("example-classic-2to1", 256), ("gb200-nvl72", 144), ("tpu-v5p", 128), ("tpu-v5p", 8),
+                                    ("tpu-v4", 64)])
+def test_closed_form_inventory_equals_counting_the_graph(name, n):
+    t = load_topology(name, n)
+    a, b = t.inventory(), Topology.inventory(t)
+    assert a["switches"] == b["switches"] and a["hosts"] == b["hosts"]
+    assert {k: (c, sorted(set(caps))) for k, (c, caps) in a["links"].items()} == b["links"]
+
+
+def test_topology_summary_of_a_million_gpus_without_the_graph(capsys):
+    from simtrain.cli import main
+
+    assert main(["topology", "dgx-h100", "--gpus", "1048576", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    # by hand: 131,072 DGX nodes; 4,096 scalable units of 32 nodes x 8 rail leaves; 16 spines
+    assert s["hosts"] == 131072 and s["switches"] == {"leaf": 32768, "nvsw": 131072, "spine": 16}
+    assert s["links"]["nic"]["count"] == s["links"]["nvlink"]["count"] == 1048576
+    assert s["links"]["spine"]["count"] == 32768 * 16
+    # non-blocking: the cut carries every NIC of one half, 524,288 x 46 GB/s
+    assert s["bisection_gbytes_per_s"] == pytest.approx(524288 * 46.0, rel=1e-9)

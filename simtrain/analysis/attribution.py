@@ -37,7 +37,6 @@ import bisect
 from typing import Iterable
 
 from simtrain.engine.timeline import Record
-from simtrain.scenario.layout import Coord
 from simtrain.schedule.validate import evaluate
 
 COMM_PARTS = ("tp", "cp", "pp", "dp")
@@ -172,13 +171,10 @@ def free_comm_step(plan, records: list[Record]) -> float:
     sched, L = plan.schedule, plan.layout
     if plan.symmetric:
         chains = [list(plan.simulated)]
-    else:
+    else:  # every class's chain of pipeline neighbours (per-rank: every replica's)
         varied = bool(plan.speed) or plan.scenario.whatif.compute_jitter > 0
         heads = [d for d in plan.simulated if L.coord(d).pp == 0]
-        chains = []
-        for d in heads if varied else heads[:1]:
-            c = L.coord(d)
-            chains.append([L.rank(Coord(c.dp, p, c.cp, c.tp)) for p in range(L.pp)])
+        chains = [[plan.classes.peer(d, p) for p in range(L.pp)] for d in (heads if varied else heads[:1])]
     step = 0.0
     for chain in chains:
         ev = evaluate(sched, lambda a, ch=chain: cost.get((ch[sched.placement[a.stage]], a.stage, a.microbatch, a.kind), 0.0))

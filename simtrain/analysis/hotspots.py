@@ -24,9 +24,15 @@ def hotspots(plan, engine: Engine, result: Result) -> dict:
     if compute:
         dev = max(compute, key=lambda d: (compute[d], -d))
         c = plan.layout.coord(dev)
-        # compare with the devices doing the same work: same pipeline rank
-        peers = sorted(v for d, v in compute.items() if plan.layout.coord(d).pp == c.pp)
-        median = peers[len(peers) // 2]
+        # compare with the devices doing the same work: same pipeline rank (each simulated
+        # device counted as many times as the devices of its class)
+        peers = sorted((v, plan.classes.size(d)) for d, v in compute.items() if plan.layout.coord(d).pp == c.pp)
+        half, seen, median = sum(w for _, w in peers) // 2, 0, peers[-1][0]
+        for v, w in peers:
+            seen += w
+            if seen > half:
+                median = v
+                break
         out["slowest_device"] = {"rank": dev, "pp": c.pp, "dp": c.dp, "tp": c.tp, "cp": c.cp,
                                  "compute_s": compute[dev], "vs_median_of_stage": compute[dev] / median - 1 if median else 0.0}
     path = critical_path(engine, result)
@@ -48,15 +54,16 @@ def hotspots(plan, engine: Engine, result: Result) -> dict:
         links = net._class_links[cid]
         u, v = links[0]
         out["busiest_link"] = {"link": f"{u}-{v}", "kind": plan.topology.link((u, v)).kind, "utilization": util,
-                               "links_alike": len(links)}
+                               "links_alike": len(links) * (engine.comm.periodic.orbit_size if engine.comm.periodic else 1)}
     return out
 
 
 def _dims(engine: Engine) -> dict:
-    """Process group -> its parallel dimension ("tp", "cp", "dp"), from the engine's groups."""
+    """Process group -> its parallel dimension ("tp", "cp", "dp"), from the groups (group
+    classes, simtrain.engine.symmetry) the engine ran."""
     out = {}
-    for (dim, _dev), group in engine._groups.items():
-        out.setdefault(group, "dp" if dim in ("dpcp", "edp") else dim)
+    for (dim, _dev), view in engine.classes._views.items():
+        out.setdefault(view.group, "dp" if dim in ("dpcp", "edp") else dim)
     return out
 
 
@@ -124,10 +131,12 @@ def critical_path(engine: Engine, result: Result) -> dict:
     per_dev: dict[int, float] = {}
     per_kind: dict[str, float] = {}
     eps = 1e-12
+    jumped: set[tuple[int, int]] = set()  # waits already followed to their cause (no cycles at one instant)
+    hi = len(ends[dev])  # records of `dev` not yet on the path: [0, hi)
     for _ in range(10 * len(result.records) + 10):
         if t <= eps:
             break
-        i = bisect.bisect_right(ends[dev], t + eps) - 1
+        i = bisect.bisect_right(ends[dev], t + eps, 0, hi) - 1
         if i < 0:
             per_kind["idle"] = per_kind.get("idle", 0.0) + t
             break
@@ -139,17 +148,19 @@ def critical_path(engine: Engine, result: Result) -> dict:
         # a wait (its last piece may be attributed to the communication that held up the
         # sender: simtrain.analysis.attribution) ends where the engine noted whom it waited for
         cause = engine.waited_on.get((dev, r.end)) if r.kind in ("bubble", "pp", "tp", "dp", "cp") else None
-        if cause is not None and cause[0] != dev:
+        if cause is not None and cause[0] != dev and (dev, i) not in jumped:
+            jumped.add((dev, i))
             sender, sent = cause
             # the transfer itself (send -> arrival) stays on the path as communication
             if r.end > sent:
                 per_kind["pp" if r.kind != "tp" else "tp"] = per_kind.get("pp" if r.kind != "tp" else "tp", 0.0) + r.end - max(sent, 0.0)
             # skip back over this device's whole wait (bubble + pp parts) to the sender
             dev, t = sender, min(sent, r.end)
+            hi = len(ends[dev])
             continue
         per_dev[dev] = per_dev.get(dev, 0.0) + r.duration
         per_kind[r.kind] = per_kind.get(r.kind, 0.0) + r.duration
-        t = r.start
+        t, hi = r.start, i  # a record shorter than eps must not be found again
     L = engine.plan.layout
     top = sorted(per_dev.items(), key=lambda kv: -kv[1])[:5]
     return {

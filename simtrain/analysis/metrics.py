@@ -125,13 +125,16 @@ def summarize(plan: Plan, records: list[Record]) -> Result:
         for d in devices:
             busy = per_dev[d]["compute"] + per_dev[d]["recompute"] + per_dev[d]["optimizer"]
             bound_bubble(per_dev[d], free_step - busy)
-    n = len(devices)
-    breakdown = {p: sum(per_dev[d][p] for d in devices) / n for p in PARTS}
+    # each simulated device stands for its class (plan.classes): the mean over all devices
+    weight = {d: plan.classes.size(d) for d in devices}
+    n = sum(weight.values())
+    breakdown = {p: sum(per_dev[d][p] * weight[d] for d in devices) / n for p in PARTS}
     L = plan.layout
     per_stage = []
     for pr in range(L.pp):
         devs = [d for d in devices if L.coord(d).pp == pr]
-        per_stage.append({p: sum(per_dev[d][p] for d in devs) / max(len(devs), 1) for p in PARTS})
+        w = sum(weight[d] for d in devs)
+        per_stage.append({p: sum(per_dev[d][p] * weight[d] for d in devs) / max(w, 1) for p in PARTS})
     tokens = plan.tokens_per_step
     peak = plan.device.peak_flops
     model_flops = plan.model.model_flops_per_token * tokens
@@ -156,7 +159,7 @@ def summarize(plan: Plan, records: list[Record]) -> Result:
         per_stage=per_stage,
         layout=dict(tp=L.tp, cp=L.cp, pp=L.pp, dp=L.dp, vp=L.vp, micro_batch=L.micro_batch,
                     global_batch=L.global_batch, microbatches_per_replica=L.microbatches,
-                    seq_len=s.training.seq_len, mode=s.engine.mode),
+                    seq_len=s.training.seq_len, mode=s.engine.mode, classes=len(devices)),
         schedule=plan.schedule.name,
         schedule_params=dict(plan.schedule_params),
         device=plan.device.name,

@@ -41,7 +41,10 @@ def text_report(r: Result) -> str:
         f"{L['microbatches_per_replica']} micro-batches per replica, {L['global_batch']:,} x {L['seq_len']:,} tokens per step"
     )
     params = "".join(f", {k} = {v}" for k, v in r.schedule_params.items())
-    lines.append(f"  schedule  {r.schedule}{params} ({L['mode']} engine)")
+    sim = L.get("classes")
+    per = "every device" if sim == r.num_gpus else f"{sim:,} classes of devices"
+    lines.append(f"  schedule  {r.schedule}{params} ({L['mode']} engine: {per} simulated)" if sim
+                 else f"  schedule  {r.schedule}{params} ({L['mode']} engine)")
     if r.extra.get("moe"):
         lines.append(moe_line(r.extra["moe"]))
     lines.append("")

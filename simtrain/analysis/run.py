@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from simtrain.analysis.hotspots import hotspots
+from simtrain.analysis.hotspots import hotspots as find_hotspots
 from simtrain.analysis.metrics import Result, summarize
 from simtrain.analysis.moe_report import moe_summary
 from simtrain.engine.actions import Engine
@@ -27,9 +27,12 @@ def simulate(scenario: Scenario, progress: Callable[[float, int], None] | None =
 
 
 def simulate_plan(plan: Plan, setup: Callable[[Engine], None] | None = None, t0: float | None = None,
-                  progress: Callable[[float, int], None] | None = None, link_series: bool = False) -> Result:
+                  progress: Callable[[float, int], None] | None = None, link_series: bool = False,
+                  details: bool = True) -> Result:
     """Simulate an already built plan. `setup(engine)` may prime the engine before it runs
-    (the sweep hands it routes and link loads cached from an identical layout)."""
+    (the sweep hands it routes and link loads cached from an identical layout);
+    `details=False` skips the memory report, critical path and busiest link (sweeps keep
+    the metrics only)."""
     t0 = time.perf_counter() if t0 is None else t0
     check_supported(plan.scenario)
     engine = Engine(plan)
@@ -43,9 +46,10 @@ def simulate_plan(plan: Plan, setup: Callable[[Engine], None] | None = None, t0:
     result.engine_run_s = engine.run_s
     result.wall_time_s = time.perf_counter() - t0
     result.extra["plan"] = plan
-    result.extra["memory"] = estimate(plan).to_json()
-    result.extra["hotspots"] = hotspots(plan, engine, result)
-    result.extra["warnings"] = placement_warnings(plan)
+    if details:
+        result.extra["memory"] = estimate(plan).to_json()
+        result.extra["hotspots"] = find_hotspots(plan, engine, result)
+        result.extra["warnings"] = placement_warnings(plan)
     if link_series:
         result.extra["_link_series"] = _busiest_series(plan, engine, result.step_time_s)
     moe = moe_summary(plan)

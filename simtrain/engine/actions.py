@@ -32,6 +32,7 @@ import simpy
 from simtrain.engine.moe_actions import MoEActions
 from simtrain.engine.plan import Plan, StageWork
 from simtrain.engine.primitives import Proc
+from simtrain.engine.symmetry import periodic_network
 from simtrain.engine.timeline import Record
 from simtrain.network.comm import Comm
 from simtrain.network.flows import FlowNetwork
@@ -51,7 +52,10 @@ class Engine(MoEActions):
         self.env = simpy.Environment()
         eng = plan.scenario.engine
         self.net = FlowNetwork(self.env, plan.topology, free=eng.comm == "free")
-        self.comm = Comm(self.net, plan.topology, eng.collective_algo, plan.scenario.stack.collective_us * 1e-6)
+        self.periodic = periodic_network(plan)
+        self.comm = Comm(self.net, plan.topology, eng.collective_algo, plan.scenario.stack.collective_us * 1e-6,
+                         self.periodic)
+        self.comm.alone = plan.classes.kind != "pipeline"
         self.records: list[Record] = []
         self.arrivals: dict[Hashable, simpy.Event] = {}
         self.send_start: dict[Hashable, float] = {}
@@ -60,7 +64,8 @@ class Engine(MoEActions):
         self.param_ready: dict[tuple[int, int], simpy.Event] = {}
         self.rdv: dict[Hashable, list] = {}
         self.seq: dict[Hashable, int] = defaultdict(int)
-        self.simset = set(plan.simulated)
+        self.classes = plan.classes
+        self._neighbours: dict[tuple[int, int], tuple[int, int]] = {}
         self.done_at: dict[int, float] = {}
         L = plan.layout
         self.S = L.pp * L.vp
@@ -84,10 +89,9 @@ class Engine(MoEActions):
         self.jitter = plan.scenario.whatif.compute_jitter > 0
         self.varied = bool(plan.speed) or self.jitter
         self.free = self.net.free
-        self._groups: dict[tuple[str, int], tuple[int, ...]] = {}
         self._phases: dict[Hashable, list] = {}
+        self._solo: dict[Hashable, bool] = {}  # collective -> runs on links of its own (primitives)
         self._coords: dict[int, Coord] = {}
-        self._simulated_group: dict[tuple[int, ...], bool] = {}
         self.tp_time: dict[int, float] = {}  # exact TP all-reduce time where coalescing applies
         detail = plan.scenario.engine.detail
         self.coarse = detail == "action" or (detail == "auto" and len(plan.simulated) > 512)
@@ -111,6 +115,15 @@ class Engine(MoEActions):
         if lab is None:  # one string object per action, shared by all its records
             lab = self._labels[a] = repr(a) if self.plan.layout.vp > 1 else f"{a.kind}{a.microbatch}"
         return lab
+
+    def _neighbour(self, dev: int, stage: int) -> tuple[int, int]:
+        """(the device running `stage` for `dev`'s replica, its class's representative)."""
+        key = (dev, stage)
+        hit = self._neighbours.get(key)
+        if hit is None:
+            peer = self._peer_rank(dev, stage)
+            hit = self._neighbours[key] = (peer, self.classes.rep_of(peer))
+        return hit
 
     def forward(self, dev: int, st: StageWork, a: Action, kind: str = "F") -> Proc:
         if st.moe is not None:  # mixture of experts: simtrain.engine.moe_actions
@@ -294,11 +307,11 @@ class Engine(MoEActions):
                     self._rec(dev, "dp", "wait params", t0, a.stage, mb)
                 yield from self.forward(dev, st, a)
                 if not sch.is_last(a.stage):
-                    peer = self._peer(dev, a.stage + 1)
+                    peer, rep = self._neighbour(dev, a.stage + 1)
                     if peer == dev:
-                        self._send_local(("F", peer, a.stage + 1, mb))
+                        self._send_local(("F", dev, a.stage + 1, mb))
                     else:
-                        yield from self._send_blocking(dev, peer, ("F", peer, a.stage + 1, mb), a.stage, mb, "F")
+                        yield from self._send_blocking(dev, peer, ("F", rep, a.stage + 1, mb), a.stage, mb, "F")
             elif a.kind == "B":
                 if not sch.is_last(a.stage):
                     yield from self._wait(dev, ("B", dev, a.stage, mb), a.stage, mb, f"B{mb}")
@@ -314,11 +327,11 @@ class Engine(MoEActions):
                 last = full and self._w_count[(dev, a.stage)] == m
                 yield from self.backward(dev, st, a, with_weight=full, last=last)
                 if not sch.is_first(a.stage):
-                    peer = self._peer(dev, a.stage - 1)
+                    peer, rep = self._neighbour(dev, a.stage - 1)
                     if peer == dev:
-                        self._send_local(("B", peer, a.stage - 1, mb))
+                        self._send_local(("B", dev, a.stage - 1, mb))
                     else:
-                        yield from self._send_blocking(dev, peer, ("B", peer, a.stage - 1, mb), a.stage, mb, "B")
+                        yield from self._send_blocking(dev, peer, ("B", rep, a.stage - 1, mb), a.stage, mb, "B")
             else:  # W
                 self._w_count[(dev, a.stage)] += 1
                 yield from self.weight(dev, st, a, last=self._w_count[(dev, a.stage)] == m)

@@ -38,24 +38,26 @@ class MoEActions(Primitives):
         self.overlap_ep = self.plan.scenario.engine.overlap_ep_comm
 
     def _a2a_phase(self, dev: int, st: StageWork, token_bytes: float, reverse: bool):
-        group = self._group("ep", dev)
-        key = (group, st.moe.tokens, token_bytes, reverse, st.moe.shares)
+        v = self._view("ep", dev)  # the EP group as a class (simtrain.engine.symmetry)
+        key = (v.group, st.moe.tokens, token_bytes, reverse, st.moe.shares)
         ph = self._a2a.get(key)
         if ph is None:
             mc = st.moe
-            flows = dispatch_bytes(group, self.plan.topology, mc.tokens, token_bytes, mc.k, mc.experts, mc.shares,
+            flows = dispatch_bytes(v.group, self.plan.topology, mc.tokens, token_bytes, mc.k, mc.experts, mc.shares,
                                    self.node_limit)
             if reverse:  # the combine: the same copies travel back
                 flows = {(d, s): b for (s, d), b in flows.items()}
-            ph = self._a2a[key] = self.comm.flows(key, flows, self.plan.copies("ep", self._coord(dev).pp))
-        return group, ph
+            ph = self._a2a[key] = self.comm.flows(key, flows, v.copies)
+        return v, ph
 
-    def _exchange(self, dev: int, group: tuple[int, ...], ph) -> simpy.Event:
-        """Start one all-to-all; per-rank mode: when the group's last member arrives."""
-        if self._all_simulated(group):
-            k = ("ep", group, self.seq[(dev, group)])
-            self.seq[(dev, group)] += 1
-            ev, last = self._arrive(k, len(group))
+    def _exchange(self, dev: int, v, ph) -> simpy.Event:
+        """Start one all-to-all; when the EP group spans several classes, when the last of
+        their representatives arrives (every member, in per-rank mode)."""
+        if len(v.reps) > 1:
+            sk = (dev, v.key)
+            k = ("ep", v.key, self.seq[sk])
+            self.seq[sk] += 1
+            ev, last = self._arrive(k, len(v.reps))
             if last:
                 self.net.transfer(ph.key, ph.nbytes, ph.latency).callbacks.append(lambda _e, ev=ev: ev.succeed())
             return ev
@@ -63,10 +65,10 @@ class MoEActions(Primitives):
 
     def _ep(self, dev: int, st: StageWork, token_bytes: float, reverse: bool, label: str, stage: int, mb: int) -> Proc:
         """A dispatch (reverse=False) or combine of `dev`'s EP group."""
-        if self.free or len(self._group("ep", dev)) == 1 or st.moe.tokens <= 0:
+        if self.free or len(self._view("ep", dev).group) == 1 or st.moe.tokens <= 0:
             return
-        group, ph = self._a2a_phase(dev, st, token_bytes, reverse)
-        ev = self._exchange(dev, group, ph)
+        v, ph = self._a2a_phase(dev, st, token_bytes, reverse)
+        ev = self._exchange(dev, v, ph)
         if dev in self.pair_open:  # DualPipe: hidden behind the pair's compute
             self.ep_inflight[dev].append(ev)
             return
@@ -150,6 +152,36 @@ class MoEActions(Primitives):
         if last:
             self._grad_ready(dev, pending + st.end_grad_bytes, flush=True)
             self._edp_ready(dev, 0.0, flush=True)
+
+    def _moe_prepare(self, dev: int, mine) -> None:
+        """Register `dev`'s all-to-alls and expert-gradient collectives before the run (a
+        periodic network must know every bundle: simtrain.network.periodic)."""
+        moe = [st for st in mine if st.moe is not None]
+        if not moe:
+            return
+        if len(self._view("ep", dev).group) > 1:
+            for st in moe:
+                if st.moe.tokens > 0 and st.layers > st.dense_layers:
+                    for tb, rev in ((st.moe.dispatch_token_bytes, False), (st.moe.token_bytes, True), (st.moe.token_bytes, False)):
+                        self._a2a_phase(dev, st, tb, rev)
+        v = self._view("edp", dev)
+        op = "all-reduce" if self.zero == 0 else "reduce-scatter"
+        sizes: dict[str, set[float]] = {op: set()}
+        if not self.overlap_grad:
+            sizes[op].add(sum((st.layers - st.dense_layers) * st.expert_grad_bytes_per_layer for st in moe))
+        else:
+            for st in moe:
+                pending = 0.0
+                for _ in range(st.layers - st.dense_layers):
+                    pending += st.expert_grad_bytes_per_layer
+                    if pending >= self.bucket_bytes:
+                        sizes[op].add(pending)
+                        pending = 0.0
+                sizes[op].add(pending)
+        if self.zero >= 1 and self.plan.layout.dp * self.plan.layout.cp > 1:
+            sizes["all-gather"] = {st.expert_params * 2 for st in moe}
+        for o, xs in sizes.items():
+            self.comm.prepare(o, v.group, v.copies, sorted(x for x in xs if x > 0))
 
     # ---- expert weights: their gradients and parameters live on the edp group ---------------
 

@@ -2,9 +2,11 @@
 
 The plan holds the layout, the topology, the schedule (per-rank action lists), the work
 of every virtual stage (layers, per-layer costs, embedding/output layer), the bytes of
-every transfer, and which devices the engine simulates: in symmetric mode one
-representative per pipeline rank (data-parallel replica 0, CP rank 0, TP rank 0) whose
-collectives carry the traffic of every identical group; in per-rank mode every device.
+every transfer, and which devices the engine simulates (`Plan.classes`,
+simtrain.engine.symmetry): in symmetric mode one representative per class of devices that
+behave alike (per pipeline rank without what-ifs: data-parallel replica 0, CP rank 0, TP
+rank 0), whose collectives carry the traffic of every member's groups; in per-rank mode
+every device.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from dataclasses import dataclass, field
 
 from simtrain import schedule as sched
 from simtrain.schedule.constraints import llama3_default_n
-from simtrain.engine import whatif
+from simtrain.engine import symmetry, whatif
+from simtrain.engine.symmetry import Classes
 from simtrain.hardware.devices import FAMILY, Device, apply_device_table
 from simtrain.hardware.load import load_topology
 from simtrain.hardware.topology import Topology
 from simtrain.scenario.config import Scenario, tier_overrides
-from simtrain.scenario.errors import bad
+from simtrain.scenario.errors import SimtrainError, bad
 from simtrain.scenario.files import resolve_path
 from simtrain.scenario.layout import Coord, Layout, make_layout, split_layers
 from simtrain.workload.kernels import check_attention_kernel
@@ -79,14 +82,12 @@ class Plan:
     model: ModelStats
     schedule: sched.Schedule
     stages: tuple[StageWork, ...]
-    simulated: tuple[int, ...]  # global ranks the engine runs as processes
-    symmetric: bool
+    classes: Classes  # which devices the engine simulates, and what each stands for
     p2p_bytes: float  # activation (or gradient) bytes per micro-batch per TP rank
     grad_bytes: int  # bytes per gradient element in the DP reduction
     optimizer_s: dict[int, float]  # optimizer step time per pipeline rank
     speed: dict[int, float] = field(default_factory=dict)  # compute-time factor per device (what-ifs)
     schedule_params: dict[str, int] = field(default_factory=dict)  # the schedule's parameters in effect (llama3: n)
-    _copies: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def num_gpus(self) -> int:
@@ -96,55 +97,25 @@ class Plan:
     def tokens_per_step(self) -> int:
         return self.layout.global_batch * self.scenario.training.seq_len
 
+    @property
+    def simulated(self) -> tuple[int, ...]:
+        """Global ranks the engine runs as processes: one per class."""
+        return self.classes.reps
+
+    @property
+    def symmetric(self) -> bool:
+        """One representative per pipeline rank (the default without what-ifs)."""
+        return self.classes.kind == "pipeline"
+
     def peer(self, dev: int, stage: int) -> int:
-        """The device holding virtual stage `stage` that `dev` exchanges activations and
-        gradients with (the engine's pipeline neighbour; in symmetric mode that stage's
-        representative)."""
-        L = self.layout
-        rank = self.schedule.placement[stage]
-        if self.symmetric:
-            return L.rank(Coord(0, rank, 0, 0))
-        c = L.coord(dev)
-        return L.rank(Coord(c.dp, rank, c.cp, c.tp))
+        """The simulated device holding virtual stage `stage` that `dev` exchanges
+        activations and gradients with (the representative of its neighbour's class)."""
+        return self.classes.peer(dev, self.schedule.placement[stage])
 
-    def copies(self, kind: str, pp: int) -> tuple[int, ...]:
-        """Rank offsets of the groups that mirror the representative's `kind` group."""
-        key = (kind, pp)
-        hit = self._copies.get(key)
-        if hit is None:
-            hit = self._copies[key] = self._make_copies(kind, pp)
-        return hit
-
-    def _make_copies(self, kind: str, pp: int) -> tuple[int, ...]:
-        L = self.layout
-        if not self.symmetric:
-            return (0,)
-        base = L.rank(Coord(0, pp, 0, 0))
-        if kind == "tp":
-            return tuple(L.rank(Coord(d, pp, c, 0)) - base for d in range(L.dp) for c in range(L.cp))
-        if kind == "dp":
-            return tuple(L.rank(Coord(0, pp, c, t)) - base for c in range(L.cp) for t in range(L.tp))
-        if kind == "dpcp":
-            return tuple(L.rank(Coord(0, pp, 0, t)) - base for t in range(L.tp))
-        if kind == "cp":
-            return tuple(L.rank(Coord(d, pp, 0, t)) - base for d in range(L.dp) for t in range(L.tp))
-        if kind == "pp":
-            return tuple(L.rank(Coord(d, pp, c, t)) - base for d in range(L.dp) for c in range(L.cp) for t in range(L.tp))
-        if kind in ("ep", "edp"):  # every group of the stage, as a translation of the representative's
-            mine = L.group(kind, base)
-            seen, out = set(), []
-            for r in (L.rank(Coord(d, pp, c, t)) for d in range(L.dp) for c in range(L.cp) for t in range(L.tp)):
-                if r in seen:
-                    continue
-                g = L.group(kind, r)
-                seen.update(g)
-                offs = {b - a for a, b in zip(mine, g)}
-                if len(offs) != 1:
-                    raise bad("parallel.ep", L.ep, "makes expert groups that are not translations of one another "
-                              "(symmetric mode needs them)", 'set engine.mode = "per-rank" or an ep aligned with tp*cp')
-                out.append(offs.pop())
-            return tuple(out)
-        raise ValueError(kind)
+    def copies(self, kind: str, pp: int = 0) -> tuple[int, ...]:
+        """Rank offsets of the groups that mirror a pipeline representative's `kind` group
+        on pipeline rank `pp`."""
+        return self.classes.copies(kind, pp) if self.symmetric else (0,)
 
 
 def _schedule(s: Scenario, L: Layout) -> sched.Schedule:
@@ -171,7 +142,10 @@ def schedule_params(s: Scenario, L: Layout) -> dict[str, int]:
 MAX_PER_RANK = 65_536
 
 
-def make_plan(s: Scenario) -> Plan:
+def make_plan(s: Scenario, schedule: sched.Schedule | None = None) -> Plan:
+    """Everything the engine needs for scenario `s`. `schedule` stands in for the
+    scenario's own (the search's bound: a one-micro-batch schedule; the scenario's is
+    checked for validity but not generated)."""
     L = make_layout(s)
     if s.engine.mode != "symmetric" and L.world > MAX_PER_RANK:  # before building a huge topology
         raise bad("engine.mode", s.engine.mode, f"simulates every one of the {L.world:,} devices, above per-rank's limit of "
@@ -198,11 +172,15 @@ def make_plan(s: Scenario) -> Plan:
     FP8.check_fp8(dev, s.training.precision)
     m = s.model
     ms = stats(m, s.training.seq_len, s.training.document_length)
-    S = L.pp * L.vp
-    schedule = _schedule(s, L)
+    if schedule is None:
+        schedule = _schedule(s, L)
+    elif not s.schedule.file:
+        why = sched.check(s.schedule.name, L.pp, L.vp, L.microbatches, **schedule_params(s, L))
+        if why:
+            raise SimtrainError(why)
     # each chain of virtual stages is the whole model (DualPipe: two copies, one per direction)
     layers = split_layers(m.num_hidden_layers, schedule.chain_length, s.parallel.first_stage_layers,
-                          s.parallel.last_stage_layers) * schedule.chains
+                          s.parallel.last_stage_layers, s.parallel.stage_layers) * schedule.chains
     # layer_cost counts attention over `document_length` keys per query when it is below the
     # sequence length: pass the keys a query attends under the document mask and the
     # sliding window together (simtrain.workload.flops.attended_length; a float)
@@ -250,14 +228,64 @@ def make_plan(s: Scenario) -> Plan:
         if FP8.is_fp8(s.training.precision):  # FP8 weight copies cast once per step
             held = sum(st.layers for st in stages if schedule.placement[st.index] == r)
             opt[r] += FP8.weight_cast_seconds(dev, held * FP8.linear_params_per_layer(m) / L.tp)
-    symmetric = s.engine.mode == "symmetric"
-    if symmetric:
-        simulated = tuple(L.rank(Coord(0, r, 0, 0)) for r in range(L.pp))
-    else:
-        simulated = tuple(range(L.world))
     p2p = s.parallel.micro_batch * (s.training.seq_len // L.cp) * m.hidden_size * 2 / L.tp
-    return Plan(s, L, topo, dev, ms, schedule, tuple(stages), simulated, symmetric, float(p2p), grad_bytes, opt,
-                whatif.device_factors(s.whatif, L.world), schedule_params(s, L))
+    speed = whatif.device_factors(s.whatif, L.world)
+    plan = Plan(s, L, topo, dev, ms, schedule, tuple(stages), symmetry.pipeline(L), float(p2p), grad_bytes, opt,
+                speed, schedule_params(s, L))
+    return dataclasses.replace(plan, classes=choose_classes(plan))
+
+
+def choose_classes(plan: Plan) -> Classes:
+    """The partition the engine simulates: every device (`engine.mode = "per-rank"`, or
+    what-ifs that make every device differ), one per pipeline rank (no what-ifs), or the
+    classes the what-ifs leave alike (simtrain.engine.refine). What-if classes do not
+    follow expert groups and their all-to-alls yet: with what-ifs, a mixture-of-experts
+    model simulates every device (exact, as per-rank mode)."""
+    s, L = plan.scenario, plan.layout
+    w = s.whatif
+    if not (s.engine.mode == "per-rank" or w.compute_jitter > 0 or w.random_slowdown_sigma > 0):
+        if not plan.speed and not isinstance(plan.topology, whatif.Degraded):
+            return symmetry.pipeline(L)
+        if not s.model.num_experts:
+            from simtrain.engine.refine import refined
+
+            return refined(plan)
+    from simtrain.engine.refine import per_rank_preload
+
+    check_per_rank_memory(plan)
+    out = symmetry.per_rank(L)
+    per_rank_preload(plan, out)
+    return out
+
+
+# Simulating every device keeps a process, its flows and its timeline records in memory:
+# about 3 records of ~200 bytes per action (the engine's coarse detail above 512 devices)
+# plus ~40 KB per device (measured: 16,384 devices x 32 actions, 1.3 GB). Runs estimated
+# above this are refused with the mode that does them.
+PER_RANK_LIMIT_BYTES = 8 * 2**30
+
+
+def per_rank_bytes(plan: Plan) -> float:
+    actions = sum(len(a) for a in plan.schedule.actions.values()) * plan.layout.world // plan.layout.pp
+    return actions * 3 * 200.0 + plan.layout.world * 40e3
+
+
+def check_per_rank_memory(plan: Plan) -> None:
+    need = per_rank_bytes(plan)
+    if need <= PER_RANK_LIMIT_BYTES:
+        return
+    s, n = plan.scenario, plan.layout.world
+    what = f"about {need / 2**30:.0f} GiB for {n:,} devices, above {PER_RANK_LIMIT_BYTES / 2**30:.0f} GiB"
+    if s.engine.mode == "per-rank":
+        raise bad("engine.mode", "per-rank", f"simulating every device needs {what}",
+                  'use engine.mode = "symmetric" (the default: one device per class of devices that behave alike, '
+                  "exact, what-ifs included)")
+    if not (s.whatif.compute_jitter > 0 or s.whatif.random_slowdown_sigma > 0):  # an MoE model's what-ifs
+        raise bad("model.num_experts", s.model.num_experts, f"with what-ifs a mixture-of-experts model simulates every "
+                  f"device: {what}", "simulate fewer devices, or run it without [whatif]")
+    field = "whatif.compute_jitter" if s.whatif.compute_jitter > 0 else "whatif.random_slowdown_sigma"
+    raise bad(field, getattr(s.whatif, field.split(".")[1]), f"makes every device differ, so all must be simulated: {what}",
+              "simulate fewer devices, or name the slow ones (whatif.slow_devices, random_slow_fraction)")
 
 
 def slowest_of(n: int, sigma: float) -> float:

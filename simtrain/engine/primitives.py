@@ -13,14 +13,16 @@ from typing import Any, Generator, Hashable
 import simpy
 
 from simtrain.engine import whatif
-from simtrain.engine.plan import StageWork
+from simtrain.engine.dpstream import DataParallelStream
 from simtrain.engine.timeline import Record
+from simtrain.network.comm import Comm, NotPeriodic
+from simtrain.network.flows import FlowNetwork
 from simtrain.scenario.layout import Coord
 
 Proc = Generator[simpy.Event, object, None]
 
 
-class Primitives:
+class Primitives(DataParallelStream):
     """Compute, communication and record-keeping steps shared by every action."""
 
     def _rec(self, dev: int, kind: str, label: str, start: float, stage: int = -1, mb: int = -1, stream: str = "main",
@@ -57,41 +59,55 @@ class Primitives:
             c = self._coords[dev] = self.plan.layout.coord(dev)
         return c
 
-    def _group(self, dim: str, dev: int) -> tuple[int, ...]:
-        key = (dim, dev)
-        g = self._groups.get(key)
-        if g is None:
-            g = self._groups[key] = self.plan.layout.group(dim, dev)
-        return g
+    def _view(self, dim: str, dev: int):
+        """`dev`'s `dim` collective as a group class (simtrain.engine.symmetry.GroupView)."""
+        return self.classes.view(dim, dev)
 
     def prepare(self) -> None:
-        """Register every transfer the plan will make, so link classes compile once."""
+        """Register every transfer the plan will make, so link classes compile once. On a
+        periodic network, a phase that is not invariant under the shift (a binary tree over
+        the data-parallel replicas) sends the engine back to routing every flow."""
         if self.free:
             return
+        try:
+            self._prepare()
+        except NotPeriodic:
+            self.periodic = None
+            self.net = FlowNetwork(self.env, self.plan.topology)
+            self.comm = Comm(self.net, self.plan.topology, self.plan.scenario.engine.collective_algo,
+                             self.comm.call_latency_s)
+            self.comm.alone = self.classes.kind != "pipeline"
+            self._phases.clear()
+            self._a2a.clear()  # (the expert all-to-alls: simtrain.engine.moe_actions)
+            self._prepare()
+
+    def _prepare(self) -> None:
         plan = self.plan
-        dp_ops = ("all-reduce",) if self.zero == 0 else ("reduce-scatter", "all-gather")
+        for key, hit in self.classes.preload.items():  # loads the what-if classes summed already
+            self.comm._pair_loads.setdefault(key, hit)
         lc = plan.stages[0].layer
         for dev in plan.simulated:
             pp = self._coord(dev).pp
             if lc.tp_bytes > 0:
+                v = self._view("tp", dev)
                 for op in ("all-reduce", "all-gather", "reduce-scatter") if self.sp else ("all-reduce",):
-                    self.comm.prepare(op, self._group("tp", dev), plan.copies("tp", pp), [lc.tp_bytes])
+                    self.comm.prepare(op, v.group, v.copies, [lc.tp_bytes])
             mine = [st for st in plan.stages if plan.schedule.placement[st.index] == pp]
-            grads = [st.layers * st.grad_bytes_per_layer + st.end_grad_bytes for st in mine]
-            sizes = sorted({min(self.bucket_bytes, g) for g in grads if g > 0})
-            for op in dp_ops:
-                scale = 2 / plan.grad_bytes if op == "all-gather" else 1.0  # bf16 parameters vs gradients
-                self.comm.prepare(op, self._group(self.dp_dim, dev), plan.copies(self.dp_dim, pp), [x * scale for x in sizes])
+            v = self._view(self.dp_dim, dev)
+            for op, sizes in self._dp_sizes(mine).items():
+                self.comm.prepare(op, v.group, v.copies, sorted(sizes))
+            self._moe_prepare(dev, mine)
             if lc.cp_bytes > 0:
+                v = self._view("cp", dev)
                 for op in ("all-gather", "reduce-scatter"):
-                    self.comm.prepare(op, self._group("cp", dev), plan.copies("cp", pp), [lc.cp_bytes])
+                    self.comm.prepare(op, v.group, v.copies, [lc.cp_bytes])
             sch = plan.schedule
             for st in mine:
                 for nb, end in ((st.index - 1, sch.is_first(st.index)), (st.index + 1, sch.is_last(st.index))):
                     if not end:
-                        peer = self._peer(dev, nb)
+                        peer = self._peer_rank(dev, nb)
                         if peer != dev:
-                            self.comm.prepare("send-recv", (dev, peer), plan.copies("pp", pp), [plan.p2p_bytes])
+                            self.comm.prepare("send-recv", (dev, peer), self.classes.p2p_copies(dev, peer), [plan.p2p_bytes])
         self._plan_coalescing()
 
     def _plan_coalescing(self) -> None:
@@ -102,12 +118,15 @@ class Primitives:
         if self.free or self.fsdp or lc.cp_bytes > 0:
             return
         size = 0.0 if self.overlap_tp else lc.tp_bytes
+        speed = self.plan.speed
         for dev in self.plan.simulated:
-            group = self._group("tp", dev)
+            v = self._view("tp", dev)
+            group, copies = v.group, v.copies
             if size <= 0 or len(group) == 1:
                 self.tp_time[dev] = 0.0
                 continue
-            copies = self.plan.copies("tp", self._coord(dev).pp)
+            if self.jitter or len({speed.get(m, 1.0) for m in group}) > 1:
+                continue  # members at different speeds wait for each other at every collective
             times = []
             for op in ("all-reduce", "all-gather", "reduce-scatter") if self.sp else ("all-reduce",):
                 _, phases = self.comm.collective(op, group, size, copies)
@@ -121,39 +140,79 @@ class Primitives:
                     self.tp_split[dev] = (times[1], times[2])
 
     def collective(self, dev: int, dim: str, op: str, size: float) -> Proc:
-        """Run a collective of `dev`'s `dim` group; in per-rank mode members rendezvous."""
-        group = self._group(dim, dev)
-        if len(group) == 1 or size <= 0:
-            return
+        """Run a collective of `dev`'s `dim` group; the representatives of the classes among
+        its members meet first (every device, in per-rank mode; none but `dev` when all
+        members are in its class)."""
+        ev = self._launch(dev, dim, op, size)
+        if ev is not None:
+            yield ev
+
+    def _launch(self, dev: int, dim: str, op: str, size: float) -> simpy.Event | None:
+        """Start `dev`'s part in a collective by callbacks (no process of its own): the
+        event that fires when it is done, or None when there is nothing to wait for."""
+        v = self._view(dim, dev)
+        if len(v.group) == 1 or size <= 0:
+            return None
         ckey = (dim, dev, op, size)
         phases = self._phases.get(ckey)
         if phases is None:
-            _, phases = self.comm.collective(op, group, size, self.plan.copies(dim, self._coord(dev).pp))
+            _, phases = self.comm.collective(op, v.group, size, v.copies)
             self._phases[ckey] = phases
-        if self._all_simulated(group):
-            k = (dim, group, self.seq[(dev, group)])
-            self.seq[(dev, group)] += 1
-            ev, last = self._arrive(k, len(group))
+            self._solo[ckey] = self._exclusive_time(dev, dim, v.group, phases)
+        solo = self._solo[ckey]
+        if len(v.reps) > 1:
+            sk = (dev, v.key)
+            k = (dim, v.key, self.seq[sk])
+            self.seq[sk] += 1
+            ev, last = self._arrive(k, len(v.reps))
             if last:
-                self._chain(phases, ev.succeed)
-            yield ev
-        else:
-            for ph in phases:
-                yield self.net.transfer(ph.key, ph.nbytes, ph.latency)
+                if not solo:
+                    self._chain(phases, ev.succeed)
+                else:
+                    done = None if self.free else self.net.run_alone(phases)
+                    if done is None:
+                        ev.succeed()
+                    else:
+                        done.callbacks.append(lambda _e: ev.succeed())
+            return ev
+        if solo:
+            return None if self.free else self.net.run_alone(phases)
+        ev = self.env.event()
+        self._chain(phases, ev.succeed)
+        return ev
+
+    def _exclusive_time(self, dev: int, dim: str, group: tuple[int, ...], phases) -> bool:
+        """A collective whose links no other bundle type uses takes its idle-network time
+        exactly (no other transfer can share them while it runs: a group runs one at a time):
+        then one event stands for its transfers (FlowNetwork.run_alone). A device's TP and
+        CP collectives (with their copies) run one after another on its main stream, so
+        where no other device takes part in them they may share links with each other.
+        False where the links are shared with anything else, or when the network logs
+        its rates (traces)."""
+        if self.free:
+            return True
+        if self.net.rate_log is not None:
+            return False
+        groups = {group}
+        if dim in ("tp", "cp"):
+            views = [self._view(d, dev) for d in ("tp", "cp")]
+            if all(len(w.reps) == 1 for w in views):
+                groups |= {w.group for w in views}
+        return self.net.exclusive([ph.key for ph in phases], ignore=lambda k: k[0][2] in groups)
 
     def _chain(self, phases, then: Any) -> None:
         """Run `phases` one after another on the flow network, then call `then()`: chained
-        by event callbacks rather than a process (same times, fewer events)."""
-        if len(phases) == 1:  # the common case: one callback, no bookkeeping
+        by callbacks rather than a process or events (same times, fewer events)."""
+        if len(phases) == 1:  # the common case
             ph = phases[0]
-            self.net.transfer(ph.key, ph.nbytes, ph.latency).callbacks.append(lambda _e: then())
+            self.net.transfer(ph.key, ph.nbytes, ph.latency, then=then)
             return
         todo = list(phases)
 
-        def step(_e: Any = None) -> None:
+        def step() -> None:
             if todo:
                 ph = todo.pop(0)
-                self.net.transfer(ph.key, ph.nbytes, ph.latency).callbacks.append(step)
+                self.net.transfer(ph.key, ph.nbytes, ph.latency, then=step)
             else:
                 then()
 
@@ -171,12 +230,12 @@ class Primitives:
             yield from self.collective(dev, dim, op, size)
             self._rec(dev, "cp" if dim == "cp" else "tp", f"{op}({dim})", t0, stage, mb)
             return
-        coll = self.env.process(self.collective(dev, dim, op, size))
-        if hidden > 0:
-            yield self.env.timeout(hidden)
-            self._rec(dev, kind, label, t0, stage, mb)
+        coll = self._launch(dev, dim, op, size)  # runs alongside, by callbacks
+        yield self.env.timeout(hidden)
+        self._rec(dev, kind, label, t0, stage, mb)
         t1 = self.env.now
-        yield coll
+        if coll is not None and not coll.processed:
+            yield coll
         self._rec(dev, "cp" if dim == "cp" else "tp", f"{op}({dim})", t1, stage, mb)
 
     def _tp(self, dev: int, seconds_hidden: float, label: str, stage: int, mb: int, op: str = "all-reduce") -> Proc:
@@ -211,8 +270,7 @@ class Primitives:
         pkey = ("p2p", dev, dst)
         phases = self._phases.get(pkey)
         if phases is None:
-            copies = self.plan.copies("pp", self._coord(dev).pp)
-            phases = self._phases[pkey] = self.comm.p2p(dev, dst, self.plan.p2p_bytes, copies)
+            phases = self._phases[pkey] = self.comm.p2p(dev, dst, self.plan.p2p_bytes, self.classes.p2p_copies(dev, dst))
 
         t0 = self.env.now
         records = self.records
@@ -252,42 +310,20 @@ class Primitives:
         if t1 > split:
             self.records.append(Record(dev, "main", "pp", f"recv {what}", split, t1, stage, mb))
 
-    def _peer(self, dev: int, stage: int) -> int:
-        c = self._coord(dev)
-        rank = self.plan.schedule.placement[stage]
-        L = self.plan.layout
-        if self.plan.symmetric:
-            return L.rank(Coord(0, rank, 0, 0))
-        return L.rank(Coord(c.dp, rank, c.cp, c.tp))
-
-    # ---- data-parallel stream -----------------------------------------------------------
-
-    def _dp_launch(self, dev: int, op: str, size: float, label: str, on_done: simpy.Event | None = None) -> simpy.Event:
-        prev = self.dp_tail.get(dev)
-        done = on_done or self.env.event()
-
-        def proc() -> Proc:
-            if prev is not None and not prev.processed:
-                yield prev
-            t0 = self.env.now
-            yield from self.collective(dev, self.dp_dim, op, size)
-            self._rec(dev, "dp", label, t0, stream="comm", nbytes=size)
-            done.succeed()
-
-        self.env.process(proc())
-        self.dp_tail[dev] = done
-        self.dp_pending[dev].append(done)
-        return done
+    def _peer_rank(self, dev: int, stage: int) -> int:
+        """The device that runs virtual stage `stage` for `dev`'s replica and TP/CP rank."""
+        return self.classes.peer_rank(dev, self.plan.schedule.placement[stage])
 
     # ---- actions ------------------------------------------------------------------------
 
     def _tp_sync(self, dev: int, what: Hashable) -> Proc:
-        """Per-rank mode: the members of a TP group start a coalesced action together."""
-        group = self._group("tp", dev)
-        if len(group) == 1 or not self._all_simulated(group):
+        """The members of a TP group (the representatives of their classes) start a
+        coalesced action together."""
+        v = self._view("tp", dev)
+        if len(v.reps) == 1:
             return
-        k = ("sync", group, what)
-        ev, last = self._arrive(k, len(group))
+        k = ("sync", v.key, what)
+        ev, last = self._arrive(k, len(v.reps))
         if last:
             self.last_arrival[k] = dev
             ev.succeed()
@@ -308,43 +344,6 @@ class Primitives:
             del self.rdv[key]
             return entry[1], True
         return entry[1], False
-
-    def _all_simulated(self, group: tuple[int, ...]) -> bool:
-        v = self._simulated_group.get(group)
-        if v is None:
-            v = self._simulated_group[group] = all(g in self.simset for g in group)
-        return v
-
-    def _fsdp_gathers(self, dev: int, st: StageWork):
-        """torch FSDP: all-gather each layer's parameters (bf16) just ahead of its use,
-        prefetching one layer ahead on the DP stream (FSDP's forward/backward prefetch)."""
-        size = st.grad_bytes_per_layer / self.plan.grad_bytes * 2
-        nxt = self._dp_launch(dev, "all-gather", size, "all-gather(fsdp)")
-        for i in range(st.layers):
-            cur = nxt
-            if i + 1 < st.layers:
-                nxt = self._dp_launch(dev, "all-gather", size, "all-gather(fsdp)")
-            yield cur
-
-    def _wait_gather(self, dev: int, ev: simpy.Event, stage: int, mb: int) -> Proc:
-        if not ev.processed:
-            t0 = self.env.now
-            yield ev
-            self._rec(dev, "dp", "wait params", t0, stage, mb)
-
-    def _grad_ready(self, dev: int, pending: float, flush: bool = False) -> float:
-        """Launch a DP bucket once `pending` gradient bytes fill one (or at the end).
-        Without overlap every gradient waits for the end of the backward pass."""
-        if not self.overlap_grad:
-            if flush:
-                self._deferred[dev] += pending
-                return 0.0
-            return pending
-        if pending >= self.bucket_bytes or (flush and pending > 0):
-            op = "all-reduce" if self.zero == 0 else "reduce-scatter"
-            self._dp_launch(dev, op, pending, f"{op}(dp)")
-            return 0.0
-        return pending
 
     # ---- device process -----------------------------------------------------------------
 

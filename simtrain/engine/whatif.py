@@ -23,8 +23,7 @@ def active(w: WhatIfConfig) -> bool:
 
 
 def check(s: Scenario, world: int) -> None:
-    """Value checks first (a bad value is an error even where it would have no effect),
-    then the engine mode the active what-ifs need."""
+    """Value checks (a bad value is an error even where it would have no effect)."""
     w = s.whatif
     for r in w.slow_devices:
         if not 0 <= r < world:
@@ -37,9 +36,6 @@ def check(s: Scenario, world: int) -> None:
     for name in ("random_slowdown_sigma", "compute_jitter"):
         if getattr(w, name) < 0:
             raise bad(f"whatif.{name}", getattr(w, name), "must be zero or positive", "use e.g. 0.02")
-    if active(w) and s.engine.mode != "per-rank":
-        raise bad("engine.mode", s.engine.mode, "what-ifs in [whatif] make devices differ, so one representative per class is no longer exact",
-                  'set engine.mode = "per-rank"')
 
 
 def device_factors(w: WhatIfConfig, world: int) -> dict[int, float]:
@@ -76,7 +72,7 @@ def _parse_link(text: str, topo: Topology, field: str) -> tuple[Hashable, Hashab
         node: Hashable = int(x) if x.isdigit() else x
         nodes.append(node)
     u, v = nodes
-    if not topo.graph.has_edge(u, v):
+    if not topo.has_link(u, v):
         raise bad(field, text, f"no such link in topology {topo.name!r}",
                   'name a cable as "u-v" with node names from `simtrain topology NAME --json`, e.g. "0-leaf0"')
     return u, v
@@ -100,6 +96,9 @@ class Degraded(Topology):
     def nvlink_domains(self) -> list[int] | None:
         return self.base.nvlink_domains()
 
+    def period(self) -> int | None:  # a thinner or failed cable breaks the translation symmetry
+        return None
+
     def link(self, edge: Link) -> LinkInfo:
         info = self.base.link(edge)
         if edge in self.slow:
@@ -115,9 +114,25 @@ class Degraded(Topology):
             self._reroute(src, dst)  # raises the one-line error
         return tuple(zip(path[:-1], path[1:]))
 
+    @cached_property
+    def detail(self) -> tuple[set, set]:
+        """Fat-tree leaves and pods with a thinner or failed spine (core) link: their flows
+        are listed per link there, so that the one link shows; elsewhere aggregated."""
+        leaves, pods = set(), set()
+        for u, v in self.slow | self.failed:
+            for name in (u, v):
+                if isinstance(name, str) and name.startswith("leaf") and name[4:].isdigit():
+                    if isinstance(u, str) and isinstance(v, str):  # a leaf-spine cable
+                        leaves.add(int(name[4:]))
+                elif isinstance(name, str) and name.startswith("spine") and "_" in name:
+                    other = v if name == u else u
+                    if isinstance(other, str) and other.startswith("core"):
+                        pods.add(int(name[5:].partition("_")[0]))
+        return leaves, pods
+
     def route_load(self, src: int, dst: int) -> list[tuple[Link, float]]:
-        try:  # per-link detail, so a single thinner or failed spine link shows
-            load = self.base.route_load(src, dst, detailed=True)
+        try:  # per-link detail where a what-if touches a spine (core) link
+            load = self.base.route_load(src, dst, detailed=self.detail)
         except TypeError:
             load = self.base.route_load(src, dst)
         if all(l not in self.failed for l, _ in load):

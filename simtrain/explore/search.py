@@ -4,8 +4,11 @@ Search space (each dimension overridable on the command line):
     tp        divisors of the attention heads (and compatible with the key/value heads)
               up to the GPUs of one node (TP stays on NVLink unless --tp says otherwise)
     cp        1, 2, 4, 8 where 2*cp divides the sequence length
-    pp        divisors of the layer count up to the GPUs / (tp*cp)
-    vp        1..8 dividing the layers per pipeline rank (vp > 1 only with pp > 1)
+    pp        divisors of the GPU count up to the layer count: layers that do not divide
+              over pp*vp are split as evenly as possible, the end stages taking the
+              shortfall (simtrain.scenario.layout.split_layers), so PP16 is tried for a
+              126-layer model
+    vp        1..8 with pp*vp at most the layers + 2 (vp > 1 only with pp > 1)
     micro-batch 1, 2, 4, 8;  recompute none, selective, full
     sequence parallelism off and on (when tp > 1)
     schedules 1f1b (vp = 1) and interleaved (vp > 1): Megatron-LM's; --schedules adds
@@ -71,7 +74,7 @@ def default_space(s, world: int, gpus_per_node: int) -> Space:
     tp = tuple(d for d in _divisors(m.num_attention_heads)
                if d <= max(1, gpus_per_node) and world % d == 0 and (kv % d == 0 or d % kv == 0))
     cp = tuple(c for c in (1, 2, 4, 8) if s.training.seq_len % (2 * c) == 0 or c == 1)
-    pp = tuple(d for d in _divisors(m.num_hidden_layers) if world % d == 0)
+    pp = tuple(d for d in _divisors(world) if d <= m.num_hidden_layers)
     return Space(tp, cp, pp, tuple(range(1, 9)), (1, 2, 4, 8), RECOMPUTE, (False, True), DEFAULT_SCHEDULES)
 
 
@@ -99,7 +102,7 @@ def candidates(space: Space, layers: int, world: int, pinned_ends: bool = False)
                 for vp in space.vp:
                     if vp > 1 and pp == 1:
                         continue
-                    if not pinned_ends and layers % (pp * vp):
+                    if pp * vp > layers + 2:  # a middle stage would be empty (split_layers refuses it)
                         continue
                     for mb in space.micro_batch:
                         for rc in space.recompute:
@@ -125,7 +128,7 @@ def search(base: dict[str, Any], space: Space, top: int = 5, jobs: int = 0, exec
            address: str = "", progress: bool = False, layers: int = 0, world: int = 0,
            pinned_ends: bool = False) -> SearchResult:
     from simtrain.explore.sweep.evaluate import Task
-    from simtrain.explore.sweep.executors import ray_session, run_tasks
+    from simtrain.explore.sweep.executors import local_session, ray_session, run_tasks
     from simtrain.explore.sweep.progress import Progress
 
     points = candidates(space, layers, world, pinned_ends)
@@ -133,7 +136,7 @@ def search(base: dict[str, Any], space: Space, top: int = 5, jobs: int = 0, exec
         raise SimtrainError("search: the search space is empty; widen --tp/--pp/--cp/--vp/--micro-batch or check the GPU count")
     tasks = [Task(i, v) for i, v in enumerate(points)]
     k = max(1, top)
-    with ray_session(executor, address, jobs):
+    with ray_session(executor, address, jobs), local_session(base, jobs, executor):
         bar = Progress(len(tasks), "search: bounds", enabled=progress)
         rows = run_tasks(base, tasks, jobs, executor, address, kind="bound", progress=bar)
         bar.close()
@@ -152,38 +155,61 @@ def search(base: dict[str, Any], space: Space, top: int = 5, jobs: int = 0, exec
         live = sorted((r for r in rows if r["mfu_bound"] is not None and r["status"] != "duplicate"),
                       key=lambda r: (-r["mfu_bound"], r["index"]))
         bar = Progress(len(live), "search: simulate", enabled=progress)
-        simulated: list[dict[str, Any]] = []
-        batch = max(4, 2 * (jobs or 1))
-        i = 0
-        while i < len(live):
-            best = sorted((r["mfu"] for r in simulated), reverse=True)
-            threshold = best[k - 1] if len(best) >= k else -1.0
-            chunk = []
-            while i < len(live) and len(chunk) < batch and live[i]["mfu_bound"] >= threshold:
-                chunk.append(live[i])
-                i += 1
-            if not chunk:
-                for r in live[i:]:
-                    r["status"] = "cannot win"
-                    r["reason"] = (f"MFU bound {100 * r['mfu_bound']:.1f}% below the {_ordinal(k)} best "
-                                   f"simulated {100 * threshold:.1f}%")
-                bar.update(len(live) - i)
-                break
-            out = run_tasks(base, [Task(r["index"], points[r["index"]]) for r in chunk], jobs, executor, address, kind="row")
-            for r, o in zip(chunk, out):
-                bound = r["mfu_bound"]
-                r.update(o)
-                r["mfu_bound"] = bound
-                r["status"] = "simulated" if o["simulated"] else "invalid"
-                if o["simulated"]:
-                    simulated.append(r)
-            bar.update(len(chunk))
+        simulated = _simulate_in_bound_order(base, points, live, k, jobs, executor, bar)
         bar.close()
     ranked = sorted(simulated, key=lambda r: (-r["mfu"], r["index"]))
     counts = {"candidates": len(rows)}
     for st in ("invalid", "does not fit", "duplicate", "cannot win", "simulated"):
         counts[st] = sum(1 for r in rows if r["status"] == st)
     return SearchResult(rows, ranked, counts)
+
+
+def _simulate_in_bound_order(base, points, live: list[dict[str, Any]], k: int, jobs: int, executor: str,
+                              bar) -> list[dict[str, Any]]:
+    """Rule 4 in bound order. Candidate j is examined (exact memory, then simulated if it
+    fits) iff its bound reaches the k-th best MFU simulated among the candidates before it;
+    every later one then cannot win. The workers run ahead speculatively (a candidate whose
+    bound already falls below the running threshold is not started), and results are taken
+    in order, so the statuses do not depend on the number of workers or their timing."""
+    from simtrain.explore.sweep.evaluate import Task
+    from simtrain.explore.sweep.executors import Stream
+
+    simulated: list[dict[str, Any]] = []
+    best: list[float] = []
+    results: dict[int, dict[str, Any]] = {}
+    nxt = 0  # next candidate to submit
+    with Stream(base, jobs, executor, "search") as st:
+        for pos, r in enumerate(live):
+            threshold = best[k - 1] if len(best) >= k else -1.0
+            if r["mfu_bound"] < threshold:
+                for q in live[pos:]:
+                    q["status"] = "cannot win"
+                    q["reason"] = (f"MFU bound {100 * q['mfu_bound']:.1f}% below the {_ordinal(k)} best "
+                                   f"simulated {100 * threshold:.1f}%")
+                bar.update(len(live) - pos)
+                break
+            nxt = max(nxt, pos)
+            while nxt < len(live) and st.pending < st.slots and live[nxt]["mfu_bound"] >= threshold:
+                st.submit(Task(live[nxt]["index"], points[live[nxt]["index"]]), threshold=threshold)
+                nxt += 1
+            while r["index"] not in results:
+                o = st.next()
+                results[o["index"]] = o
+            o = results.pop(r["index"])
+            bound = r["mfu_bound"]
+            r.update(o)
+            r["mfu_bound"] = bound
+            r["status"] = ("does not fit" if o["valid"] and o["fits_in_memory"] is False else
+                           "cannot win" if o.get("mfu_bound_schedule") is not None and o["mfu_bound_schedule"] < threshold else
+                           "simulated" if o["simulated"] else "invalid")
+            if r["status"] == "cannot win":
+                r["reason"] = (f"MFU bound on its schedule {100 * o['mfu_bound_schedule']:.1f}% below the {_ordinal(k)} "
+                               f"best simulated {100 * threshold:.1f}%")
+            if r["status"] == "simulated":
+                simulated.append(r)
+                best = sorted(best + [o["mfu"]], reverse=True)
+            bar.update()
+    return simulated  # (speculative runs past the stop end with the worker pool)
 
 
 def _ordinal(k: int) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 import networkx as nx
 
+from simtrain.hardware import fat_tree_cut
 from simtrain.hardware.devices import Device
 from simtrain.hardware.topology import Link, LinkInfo, Topology, TopologySpec, check_link_spec, topology_spec
 from simtrain.scenario.errors import bad
@@ -97,7 +98,9 @@ class FatTree(Topology):
         spine_up = self.leaves_per_pod * per_spine / fabric.spine_oversubscription if self.three_tier else 0.0
         self._core = LinkInfo(spine_up / max(self.cores_per_plane, 1), fabric.latency_us * US, "core")
         self._nic_per_gpu = nic_bw
-        self._build_link_lists()
+        self._names: dict[int, str] = {}
+        self._per_leaf: dict[int, tuple] = {}
+        self._per_pod: dict[int, tuple] = {}
 
     def nvlink_domains(self) -> list[int]:
         """A node's GPUs share its NVSwitch (a GB200 NVL72 rack is one 72-GPU node)."""
@@ -117,37 +120,98 @@ class FatTree(Topology):
     def spine_name(self, pod: int, k: int) -> str:
         return f"spine{pod}_{k}" if self.three_tier else f"spine{k}"
 
-    def _build_link_lists(self) -> None:
-        """Per-leaf and per-pod lists of (link, fraction) for adaptive routing."""
-        S, C = self.num_spines, self.cores_per_plane
-        self._leaf_up: list[list[tuple[Link, float]]] = []
-        self._leaf_down: list[list[tuple[Link, float]]] = []
-        for leaf in range(self.num_leaves):
-            pod, name = self.pod_of_leaf(leaf), f"leaf{leaf}"
-            self._leaf_up.append([((name, self.spine_name(pod, k)), 1.0 / S) for k in range(S)])
-            self._leaf_down.append([((self.spine_name(pod, k), name), 1.0 / S) for k in range(S)])
-        # Aggregated form: perfect adaptive spreading loads the S equal-cost uplinks of a
-        # leaf identically, so for max-min fairness they act as one link of S times the
-        # capacity (exact while every flow spreads evenly; what-ifs that touch a single
-        # spine link use the detailed lists above).
-        self._leaf_up_agg = [[((f"leaf{leaf}", "spines*"), 1.0)] for leaf in range(self.num_leaves)]
-        self._leaf_down_agg = [[(("spines*", f"leaf{leaf}"), 1.0)] for leaf in range(self.num_leaves)]
-        self._pod_up_agg = [[((f"pod{pod}", "cores*"), 1.0)] for pod in range(self.num_pods)] if self.num_cores else []
-        self._pod_down_agg = [[(("cores*", f"pod{pod}"), 1.0)] for pod in range(self.num_pods)] if self.num_cores else []
-        self._pod_up: list[list[tuple[Link, float]]] = []
-        self._pod_down: list[list[tuple[Link, float]]] = []
-        if self.num_cores:
+    def _leaf_name(self, leaf: int) -> str:
+        name = self._names.get(leaf)
+        if name is None:
+            name = self._names[leaf] = f"leaf{leaf}"
+        return name
+
+    def _leaf_lists(self, leaf: int) -> tuple:
+        """(detailed up, detailed down, aggregated up, aggregated down) (link, fraction)
+        lists of one leaf for adaptive routing, built on first use (a 1M-GPU tree has
+        32,768 leaves; a run touches a few)."""
+        hit = self._per_leaf.get(leaf)
+        if hit is None:
+            S, pod, name = self.num_spines, self.pod_of_leaf(leaf), self._leaf_name(leaf)
+            hit = self._per_leaf[leaf] = (
+                [((name, self.spine_name(pod, k)), 1.0 / S) for k in range(S)],
+                [((self.spine_name(pod, k), name), 1.0 / S) for k in range(S)],
+                # Aggregated form: perfect adaptive spreading loads the S equal-cost uplinks
+                # of a leaf identically, so for max-min fairness they act as one link of S
+                # times the capacity (exact while every flow spreads evenly; what-ifs that
+                # touch a single spine link use the detailed lists).
+                [((name, "spines*"), 1.0)],
+                [(("spines*", name), 1.0)])
+        return hit
+
+    def _pod_lists(self, pod: int) -> tuple:
+        """(detailed up, detailed down, aggregated up, aggregated down) of one pod's
+        spine-core links (3 tiers with more than one pod)."""
+        hit = self._per_pod.get(pod)
+        if hit is None:
+            S, C = self.num_spines, self.cores_per_plane
             f = 1.0 / (S * C)
-            for pod in range(self.num_pods):
-                ups, downs = [], []
-                for k in range(S):
-                    sp = self.spine_name(pod, k)
-                    for m in range(C):
-                        core = f"core{k * C + m}"
-                        ups.append(((sp, core), f))
-                        downs.append(((core, sp), f))
-                self._pod_up.append(ups)
-                self._pod_down.append(downs)
+            ups, downs = [], []
+            for k in range(S):
+                sp = self.spine_name(pod, k)
+                for m in range(C):
+                    core = f"core{k * C + m}"
+                    ups.append(((sp, core), f))
+                    downs.append(((core, sp), f))
+            hit = self._per_pod[pod] = (ups, downs, [((f"pod{pod}", "cores*"), 1.0)], [(("cores*", f"pod{pod}"), 1.0)])
+        return hit
+
+    # --- symmetry --------------------------------------------------------------------
+    def period(self) -> int | None:
+        """Adaptive routing treats every scalable unit (2 tiers) or pod (3 tiers) alike, so
+        shifting ranks by one of them is an automorphism when the cluster is whole units
+        (pods) of whole nodes. ECMP hashes flows by rank: no period."""
+        unit = self.gpus_per_node * (self.nodes_per_pod if self.three_tier else self.fabric.nodes_per_leaf)
+        if not self.adaptive or self.num_gpus % unit:
+            return None
+        return unit
+
+    def orbit_link(self, link: Link, period: int) -> Link:
+        g = self.gpus_per_node
+        u, v = link
+        if isinstance(u, int) or isinstance(v, int):  # GPU <-> NVSwitch or leaf
+            gpu, sw = (u, v) if isinstance(u, int) else (v, u)
+            x = gpu % period
+            other = f"nvsw{x // g}" if sw[0] == "n" else self._leaf_name(self.leaf_of(x))
+            return (x, other) if isinstance(u, int) else (other, x)
+        leaves = period // (g * self.fabric.nodes_per_leaf) * (g if self.fabric.rail_optimized else 1)
+        pods = period // (g * self.nodes_per_pod) if self.three_tier else 1
+
+        def canon(name: str) -> str:
+            if name.endswith("*"):
+                return name  # spines*, cores*: every leaf's (pod's) own aggregate link
+            if name.startswith("leaf"):
+                return self._leaf_name(int(name[4:]) % leaves)
+            if name.startswith("pod"):
+                return f"pod{int(name[3:]) % pods}"
+            if name.startswith("spine") and self.three_tier:  # spine{pod}_{k}
+                pod, _, k = name[5:].partition("_")
+                return f"spine{int(pod) % pods}_{k}"
+            return name  # spines*, cores*, spine k (2 tiers), core m: shared by every unit
+        return (canon(u), canon(v))
+
+    def has_link(self, u, v) -> bool:
+        """Arithmetic on the names, without building the graph (1M-device trees)."""
+        if isinstance(u, int) or isinstance(v, int):
+            gpu, sw = (u, v) if isinstance(u, int) else (v, u)
+            if isinstance(sw, int) or not 0 <= gpu < self.num_gpus:
+                return False
+            return sw == f"nvsw{gpu // self.gpus_per_node}" or sw == f"leaf{self.leaf_of(gpu)}"
+        low, high = (u, v) if u.startswith("leaf") or (u.startswith("spine") and v.startswith("core")) else (v, u)
+        if low.startswith("leaf") and low[4:].isdigit() and int(low[4:]) < self.num_leaves:
+            pod = self.pod_of_leaf(int(low[4:]))
+            return any(high == self.spine_name(pod, k) for k in range(self.num_spines))
+        if self.num_cores and low.startswith("spine") and high.startswith("core") and high[4:].isdigit():
+            pod, _, k = low[5:].partition("_")
+            if not (pod.isdigit() and k.isdigit()) or int(pod) >= self.num_pods or int(k) >= self.num_spines:
+                return False
+            return int(k) * self.cores_per_plane <= int(high[4:]) < (int(k) + 1) * self.cores_per_plane
+        return False
 
     @staticmethod
     def _hash(src: int, dst: int) -> int:
@@ -175,24 +239,30 @@ class FatTree(Topology):
         core = f"core{k * self.cores_per_plane + (h // self.num_spines) % self.cores_per_plane}"
         return ((src, a), (a, sp_s), (sp_s, core), (core, sp_d), (sp_d, b), (b, dst))
 
-    def route_load(self, src: int, dst: int, detailed: bool = False) -> list[tuple[Link, float]]:
+    def route_load(self, src: int, dst: int, detailed=False) -> list[tuple[Link, float]]:
         """Adaptive routing: the flow is split evenly over every equal-cost uplink (1/S
         on each leaf-spine link, 1/(S*C) on each spine-core link), which by default is
-        represented by one aggregated link per leaf (and pod) tier; ECMP: `route`."""
+        represented by one aggregated link per leaf (and pod) tier; ECMP: `route`.
+        `detailed`: True lists every spine (and core) link; a pair of sets (leaves, pods)
+        lists them only for those leaves and pods (the ones a what-if touches): both forms
+        are exact for max-min sharing while every flow spreads evenly."""
         if not self.adaptive or src == dst:
             return [(e, 1.0) for e in self.route(src, dst)]
         if src // self.gpus_per_node == dst // self.gpus_per_node:
             return [(e, 1.0) for e in self.route(src, dst)]
         ls, ld = self.leaf_of(src), self.leaf_of(dst)
-        a, b = f"leaf{ls}", f"leaf{ld}"
+        a, b = self._leaf_name(ls), self._leaf_name(ld)
         if ls == ld:
             return [((src, a), 1.0), ((a, dst), 1.0)]
         ps, pd = self.pod_of_leaf(ls), self.pod_of_leaf(ld)
-        if detailed:
-            mid = [] if ps == pd else self._pod_up[ps] + self._pod_down[pd]
-            return [((src, a), 1.0)] + self._leaf_up[ls] + mid + self._leaf_down[ld] + [((b, dst), 1.0)]
-        mid = [] if ps == pd else self._pod_up_agg[ps] + self._pod_down_agg[pd]
-        return [((src, a), 1.0)] + self._leaf_up_agg[ls] + mid + self._leaf_down_agg[ld] + [((b, dst), 1.0)]
+        if detailed is True or detailed is False:
+            up = down = pup = pdown = 0 if detailed else 2
+        else:
+            leaves, pods = detailed
+            up, down = (0 if ls in leaves else 2), (0 if ld in leaves else 2)
+            pup, pdown = (0 if ps in pods else 2), (0 if pd in pods else 2)
+        mid = [] if ps == pd else self._pod_lists(ps)[pup] + self._pod_lists(pd)[pdown + 1]
+        return [((src, a), 1.0)] + self._leaf_lists(ls)[up] + mid + self._leaf_lists(ld)[down + 1] + [((b, dst), 1.0)]
 
     def link(self, edge: Link) -> LinkInfo:
         u, v = edge
@@ -224,10 +294,10 @@ class FatTree(Topology):
     def _fabric_edges(self) -> list[Link]:
         edges: list[Link] = []
         for leaf in range(self.num_leaves):
-            for (e, _f) in self._leaf_up[leaf]:
+            for (e, _f) in self._leaf_lists(leaf)[0]:
                 edges += [e, (e[1], e[0])]
-        for ups in self._pod_up:
-            for (e, _f) in ups:
+        for pod in range(self.num_pods if self.num_cores else 0):
+            for (e, _f) in self._pod_lists(pod)[0]:
                 edges += [e, (e[1], e[0])]
         return edges
 
@@ -259,50 +329,12 @@ class FatTree(Topology):
         return out
 
     def bisection_bandwidth(self) -> float:
-        """Max-flow between the rank-order halves on a reduced graph: every node that lies
-        wholly in one half is folded into the super-source (or sink) with one edge per leaf
-        worth the sum of its NICs on that leaf (its NVSwitch is a dead end there); only a
-        node that straddles the halves keeps its GPUs and NVSwitch. Exact for this graph,
-        and small: leaves + spines + cores."""
-        n = self.num_gpus
-        half = n // 2
-        if half == 0:
-            return 0.0
-        g = self.gpus_per_node
-        H = nx.DiGraph()
-        S, T = ("__source__",), ("__sink__",)
+        """Max-flow between the rank-order halves on a small quotient graph (exact; see
+        simtrain.hardware.fat_tree_cut)."""
+        return fat_tree_cut.bisection(self)
 
-        def add(u, v, c):
-            if H.has_edge(u, v):
-                H[u][v]["capacity"] += c
-            else:
-                H.add_edge(u, v, capacity=c)
-
-        for node in range(self.num_nodes):
-            gpus = range(node * g, min((node + 1) * g, n))
-            side = {0 if x < half else (1 if x < 2 * half else 2) for x in gpus}
-            if side == {0} or side == {1}:
-                for x in gpus:
-                    leaf = f"leaf{self.leaf_of(x)}"
-                    if side == {0}:
-                        add(S, leaf, self._nic.capacity)
-                    else:
-                        add(leaf, T, self._nic.capacity)
-                continue
-            sw = f"nvsw{node}"
-            for x in gpus:
-                leaf = f"leaf{self.leaf_of(x)}"
-                for u, v in ((x, sw), (sw, x), (x, leaf), (leaf, x)):
-                    add(u, v, self.link((u, v)).capacity)
-                if x < half:
-                    H.add_edge(S, x)
-                elif x < 2 * half:
-                    H.add_edge(x, T)
-        for u, v in self._fabric_edges():
-            add(u, v, self.link((u, v)).capacity)
-        if S not in H or T not in H:
-            return 0.0
-        return float(nx.maximum_flow_value(H, S, T))
+    def inventory(self) -> dict[str, Any]:
+        return fat_tree_cut.inventory(self)
 
 
 def build_fat_tree(data: dict[str, Any], num_gpus: int, device_override: str = "", path: str = "topology") -> FatTree:

@@ -3,7 +3,6 @@ per device at each tier and bisection bandwidth (definition in simtrain.hardware
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
 from typing import Any
 
 from simtrain.hardware.topology import Topology
@@ -13,21 +12,17 @@ GB = 1e9
 
 def summarize(topo: Topology) -> dict[str, Any]:
     """A JSON-ready summary; bandwidths in GB/s (1e9 bytes/s) per direction."""
-    G = topo.graph
-    switches = Counter(d.get("kind", "switch") for n, d in G.nodes(data=True) if d.get("kind") != "gpu")
-    cables: dict[str, set] = defaultdict(set)
-    caps: dict[str, set] = defaultdict(set)
-    for u, v, d in G.edges(data=True):
-        cables[d["kind"]].add(frozenset((u, v)))  # a cable = both directions
-        caps[d["kind"]].add(round(d["capacity"] / GB, 6))
-    links = {k: {"count": len(cables[k]), "gbytes_per_s": sorted(caps[k])} for k in sorted(cables)}
+    inv = topo.inventory()
+    switches = inv["switches"]
+    links = {k: {"count": n, "gbytes_per_s": sorted({round(c / GB, 6) for c in caps})}
+             for k, (n, caps) in sorted(inv["links"].items())}
     out: dict[str, Any] = {
         "name": topo.name,
         "description": topo.description,
         "kind": type(topo).__name__.lower(),
         "device": topo.device.name,
         "devices": topo.num_gpus,
-        "hosts": len({topo.node_of(g) for g in range(topo.num_gpus)}),
+        "hosts": inv["hosts"],
         "switches": dict(sorted(switches.items())),
         "links": links,
         "tiers": [{"tier": t, "gbytes_per_s_per_device": bw / GB} for t, bw in topo.tier_bandwidth()],

@@ -87,6 +87,21 @@ class Topology:
         """
         return [(e, 1.0) for e in self.route(src, dst)]
 
+    def period(self) -> int | None:
+        """Translation period T: shifting every device by T (mod num_gpus) maps the network
+        onto itself, routes, fractions, capacities and latencies included; None when there
+        is none (simtrain.network.periodic then routes every flow)."""
+        return None
+
+    def orbit_link(self, link: Link, period: int) -> Link:
+        """The representative of `link`'s orbit under shifts by multiples of `period` (a
+        multiple of `period()`): the image that touches devices [0, period)."""
+        raise NotImplementedError
+
+    def has_link(self, u: Hashable, v: Hashable) -> bool:
+        """Whether the directed link u -> v exists (what-ifs name cables by their ends)."""
+        return self.graph.has_edge(u, v)
+
     def bisection_bandwidth(self) -> float:
         """Bytes/s, one direction, across the min cut between the rank-order halves.
 
@@ -95,6 +110,24 @@ class Topology:
         or a reduced graph (tests check they agree with this generic computation).
         """
         return max_flow_between(self.graph, range(self.num_gpus // 2), range(self.num_gpus // 2, 2 * (self.num_gpus // 2)))
+
+    def inventory(self) -> dict[str, Any]:
+        """Switches by kind, cables by kind as (count, capacities in bytes/s) and hosts, for
+        `simtrain topology`. Generic: counted on `graph`; fat trees and tori count them in
+        closed form (no million-node graph)."""
+        G = self.graph
+        switches: dict[str, int] = {}
+        for _, d in G.nodes(data=True):
+            if d.get("kind") != "gpu":
+                k = d.get("kind", "switch")
+                switches[k] = switches.get(k, 0) + 1
+        cables: dict[str, set] = {}
+        caps: dict[str, set] = {}
+        for u, v, d in G.edges(data=True):
+            cables.setdefault(d["kind"], set()).add(frozenset((u, v)))  # a cable = both directions
+            caps.setdefault(d["kind"], set()).add(d["capacity"])
+        return {"switches": switches, "links": {k: (len(cables[k]), sorted(caps[k])) for k in cables},
+                "hosts": len({self.node_of(g) for g in range(self.num_gpus)})}
 
     def tier_bandwidth(self) -> list[tuple[str, float]]:
         """(tier, bytes/s per device per direction) from the device outwards.

@@ -146,6 +146,23 @@ class Torus(Topology):
     def link(self, edge: Link) -> LinkInfo:
         return self._ici
 
+    def period(self) -> int | None:
+        """One z-plane: shifting ranks by X*Y moves every chip one step along z, an
+        automorphism when z wraps around (dimension-ordered routes, the shorter way round
+        with ties to +, commute with it)."""
+        X, Y, Z = self.shape
+        return X * Y if self.wrap[2] else None
+
+    def orbit_link(self, link: Link, period: int) -> Link:
+        u, v = link
+        shift = u - u % period
+        return (u - shift, (v - shift) % self.num_gpus)
+
+    def has_link(self, u, v) -> bool:
+        if not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < self.num_gpus for x in (u, v)):
+            return False
+        return v in self.neighbours(u)
+
     def neighbours(self, rank: int) -> list[int]:
         c = self.coord(rank)
         out = []
@@ -171,6 +188,16 @@ class Torus(Topology):
         return G
 
     # --- summaries --------------------------------------------------------------------
+    def inventory(self) -> dict[str, Any]:
+        """Every chip links to its neighbours along each axis: an axis of length L has L
+        cables per line with wraparound (L > 2), L - 1 without; N / L lines."""
+        cables = 0
+        for a, L in enumerate(self.shape):
+            if L > 1:
+                cables += (self.num_gpus // L) * (L if self.wrap[a] else L - 1)
+        return {"switches": {}, "links": {"ici": (cables, [self._ici.capacity])} if cables else {},
+                "hosts": -(-self.num_gpus // self.gpus_per_node)}
+
     def tier_bandwidth(self) -> list[tuple[str, float]]:
         links = len(self.neighbours(0))
         return [("ici link", self._ici.capacity), (f"ici per chip ({links} links)", links * self._ici.capacity)]

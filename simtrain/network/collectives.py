@@ -40,6 +40,8 @@ for adaptive routing).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import chain as _chain
 from typing import Sequence
 
 from simtrain.hardware.topology import Link, Topology
@@ -55,11 +57,20 @@ class Phase:
     pairs: tuple[tuple[int, int], ...]  # (src, dst) flows
     nbytes: float  # bytes per flow
     steps: int  # sequential latency steps
+    # > 0: `pairs` are only the flows whose source lies in [0, period) of a set that maps
+    # onto itself under + period (mod the device count): a collective over a whole periodic
+    # topology (simtrain.network.periodic), generated without its millions of flows
+    period: int = 0
+
+    def all_pairs(self, world: int) -> tuple[tuple[int, int], ...]:
+        if not self.period:
+            return self.pairs
+        return tuple(((s + k) % world, (d + k) % world) for k in range(0, world, self.period) for s, d in self.pairs)
 
 
 def _ring_pairs(group: Sequence[int]) -> tuple[tuple[int, int], ...]:
-    n = len(group)
-    return tuple((group[i], group[(i + 1) % n]) for i in range(n))
+    group = list(group)
+    return tuple(zip(group, group[1:] + group[:1]))
 
 
 def ring_channels(group: Sequence[int], topo: Topology | None) -> list[list[int]]:
@@ -80,20 +91,33 @@ def ring_channels(group: Sequence[int], topo: Topology | None) -> list[list[int]
     return [[r for loc in locals_ for r in loc[j:] + loc[:j]] for j in range(g)]
 
 
-def ring(op: str, group: Sequence[int], size: float, topo: Topology | None = None) -> list[Phase]:
+def _window_nodes(n: int, g: int, window: int) -> list[list[int]]:
+    """Nodes 0 .. window/g of a whole topology's rank order (a window's rings end one node on)."""
+    return [list(range(a * g, (a + 1) * g)) for a in range(min(window // g + 1, n // g))]
+
+
+def ring(op: str, group: Sequence[int], size: float, topo: Topology | None = None, window: int = 0) -> list[Phase]:
     """Ring algorithms; with `topo`, all-reduce / reduce-scatter / all-gather over whole
     nodes run NCCL-style channels (`ring_channels`), c rings of S/c each:
-        T = 2(n-1)/n * S/(c * B_nic) + 2(n-1)*alpha when the NICs are the bottleneck."""
+        T = 2(n-1)/n * S/(c * B_nic) + 2(n-1)*alpha when the NICs are the bottleneck.
+    `window` > 0: the group is the whole of a periodic topology in rank order; only the
+    flows leaving ranks [0, window) are listed (Phase.period)."""
     n = len(group)
     if n == 1:
         return []
     if op in ("all-reduce", "reduce-scatter", "all-gather"):
-        chans = ring_channels(group, topo)
-        pairs = tuple(p for ch in chans for p in _ring_pairs(ch))
+        if window:
+            g = topo.gpus_per_node if topo is not None and n % topo.gpus_per_node == 0 and n > topo.gpus_per_node else 1
+            nodes = _window_nodes(n, g, window)
+            chans = [[r for loc in nodes for r in loc[j:] + loc[:j]] for j in range(g)]
+            pairs = tuple(_chain.from_iterable(zip(ch[:window], ch[1:window + 1]) for ch in chans))
+        else:
+            chans = ring_channels(group, topo)
+            pairs = tuple(_chain.from_iterable(_ring_pairs(ch) for ch in chans))
         share = size / len(chans)
         if op == "all-reduce":
-            return [Phase(pairs, 2 * (n - 1) / n * share, 2 * (n - 1))]
-        return [Phase(pairs, (n - 1) / n * share, n - 1)]
+            return [Phase(pairs, 2 * (n - 1) / n * share, 2 * (n - 1), window)]
+        return [Phase(pairs, (n - 1) / n * share, n - 1, window)]
     if op == "broadcast":  # pipelined chain: every link carries S, n-1 hops of latency
         chain = tuple((group[i], group[i + 1]) for i in range(n - 1))
         return [Phase(chain, size, n - 1)]
@@ -179,32 +203,49 @@ def tree(op: str, group: Sequence[int], size: float, topo: Topology | None = Non
 
 
 def _by_node(group: Sequence[int], topo: Topology) -> list[list[int]]:
+    """The group's ranks by node (`node_of(r) = r // gpus_per_node` on every topology), in
+    order of first appearance; memoized, since large groups ask for it once per algorithm."""
+    return [list(x) for x in _nodes_of(tuple(group), topo.gpus_per_node)]
+
+
+@lru_cache(maxsize=256)
+def _nodes_of(group: tuple[int, ...], g: int) -> tuple[tuple[int, ...], ...]:
     by_node: dict[int, list[int]] = {}
     for r in group:
-        by_node.setdefault(topo.node_of(r), []).append(r)
-    return list(by_node.values())
+        by_node.setdefault(r // g, []).append(r)
+    return tuple(tuple(x) for x in by_node.values())
 
 
-def hierarchical(op: str, group: Sequence[int], size: float, topo: Topology) -> list[Phase]:
-    locals_ = _by_node(group, topo)
-    g = len(locals_[0])
-    if len(locals_) == 1 or g == 1 or any(len(x) != g for x in locals_):
-        return ring(op, group, size)
-    k = len(locals_)
+def hierarchical(op: str, group: Sequence[int], size: float, topo: Topology, window: int = 0) -> list[Phase]:
+    if window:
+        g = topo.gpus_per_node
+        k = len(group) // g
+        if k < 2 or g < 2 or len(group) % g:
+            return ring(op, group, size, window=window)
+        nodes = _window_nodes(len(group), g, window)
+        intra_pairs = tuple(_chain.from_iterable(_ring_pairs(loc) for loc in nodes[:window // g]))
+        inter_pairs = tuple(_chain.from_iterable(zip([loc[j] for loc in nodes[:window // g]], [loc[j] for loc in nodes[1:]])
+                                                 for j in range(g)))
+    else:
+        locals_ = _by_node(group, topo)
+        g = len(locals_[0])
+        if len(locals_) == 1 or g == 1 or any(len(x) != g for x in locals_):
+            return ring(op, group, size)
+        k = len(locals_)
+        intra_pairs = tuple(_chain.from_iterable(_ring_pairs(loc) for loc in locals_))
+        inter_pairs = tuple(_chain.from_iterable(_ring_pairs([loc[j] for loc in locals_]) for j in range(g)))
     phases: list[Phase] = []
     if op == "all-reduce":
-        intra_rs = Phase(tuple(p for loc in locals_ for p in _ring_pairs(loc)), (g - 1) / g * size, g - 1)
-        inter = Phase(tuple(p for j in range(g) for p in _ring_pairs([loc[j] for loc in locals_])),
-                      2 * (k - 1) / k * size / g, 2 * (k - 1))
-        intra_ag = Phase(intra_rs.pairs, (g - 1) / g * size, g - 1)
+        intra_rs = Phase(intra_pairs, (g - 1) / g * size, g - 1, window)
+        inter = Phase(inter_pairs, 2 * (k - 1) / k * size / g, 2 * (k - 1), window)
+        intra_ag = Phase(intra_rs.pairs, (g - 1) / g * size, g - 1, window)
         return [intra_rs, inter, intra_ag]
     if op in ("reduce-scatter", "all-gather"):
-        intra = Phase(tuple(p for loc in locals_ for p in _ring_pairs(loc)), (g - 1) / g * size, g - 1)
-        inter = Phase(tuple(p for j in range(g) for p in _ring_pairs([loc[j] for loc in locals_])),
-                      (k - 1) / k * size / g, k - 1)
+        intra = Phase(intra_pairs, (g - 1) / g * size, g - 1, window)
+        inter = Phase(inter_pairs, (k - 1) / k * size / g, k - 1, window)
         phases = [intra, inter] if op == "reduce-scatter" else [inter, intra]
         return phases
-    return ring(op, group, size)
+    return ring(op, group, size, window=window)
 
 
 def torus_phases(op: str, group: Sequence[int], size: float, topo: Topology) -> list[Phase]:
@@ -250,15 +291,17 @@ def torus_phases(op: str, group: Sequence[int], size: float, topo: Topology) -> 
     return ag if op == "all-gather" else rs + ag
 
 
-def phases(op: str, algo: str, group: Sequence[int], size: float, topo: Topology) -> list[Phase]:
+def phases(op: str, algo: str, group: Sequence[int], size: float, topo: Topology, window: int = 0) -> list[Phase]:
+    """The phases of `op` by `algo`. `window` > 0 (ring and hierarchical, over a whole
+    periodic topology in rank order): list only the flows that leave ranks [0, window)."""
     if op not in OPS:
         raise SimtrainError(f"collective op {op!r}: unknown; use one of {', '.join(OPS)}")
     if algo == "ring":
-        return ring(op, group, size, topo)
+        return ring(op, group, size, topo, window if op in ("all-reduce", "reduce-scatter", "all-gather") else 0)
     if algo == "tree":
         return tree(op, group, size, topo)
     if algo == "hierarchical":
-        return hierarchical(op, group, size, topo)
+        return hierarchical(op, group, size, topo, window)
     if algo == "torus":
         return torus_phases(op, group, size, topo)
     raise SimtrainError(f"collective algo {algo!r}: unknown; use one of auto, {', '.join(ALGOS)}")
@@ -274,8 +317,9 @@ def phase_load(phase: Phase, topo: Topology, copies: Sequence[int] = (0,)) -> di
     load: dict[Link, float] = {}
     route_load = getattr(topo, "route_load", None)
     get = load.get
+    pairs = phase.all_pairs(topo.num_gpus)
     for off in copies:
-        for s, d in phase.pairs:
+        for s, d in pairs:
             if route_load is None:
                 for link in topo.route(s + off, d + off):
                     load[link] = get(link, 0.0) + 1.0
@@ -286,5 +330,5 @@ def phase_load(phase: Phase, topo: Topology, copies: Sequence[int] = (0,)) -> di
 
 
 def phase_latency(phase: Phase, topo: Topology) -> float:
-    alpha = max((topo.route_latency(s, d) for s, d in phase.pairs), default=0.0)
+    alpha = max((topo.route_latency(s, d) for s, d in phase.pairs), default=0.0)  # a window: every pair's translate
     return phase.steps * alpha

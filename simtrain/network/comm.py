@@ -35,6 +35,7 @@ from simtrain.hardware.topology import Topology
 from simtrain.network import alltoall as a2a
 from simtrain.network import collectives as coll
 from simtrain.network.flows import FlowNetwork
+from simtrain.network.periodic import Periodic
 
 
 @dataclass(frozen=True)
@@ -44,27 +45,80 @@ class NetPhase:
     latency: float  # alpha steps, seconds
 
 
+def candidates(op: str, group: tuple[int, ...], topo: Topology) -> list[str]:
+    """The `auto` choice's candidate algorithms for `op` over `group`, in order (see above)."""
+    if op not in ("all-reduce", "reduce-scatter", "all-gather"):
+        return ["ring"]
+    algos = ["ring"]
+    if op == "all-reduce" and len(group) > 2:
+        algos.append("tree")
+    nodes = coll._nodes_of(tuple(group), topo.gpus_per_node)
+    if 1 < len(nodes) < len(group):
+        algos.append("hierarchical")
+    extra = getattr(topo, "collective_algos", None)
+    if extra:
+        algos += [a for a in extra(group) if a not in algos]
+    return algos
+
+
+class BundleKey(tuple):
+    """A registered bundle type's key, ((op, algo, group, copies), phase): a tuple whose
+    hash is computed once (groups and copies of a large cluster are tens of thousands of
+    ranks, and the flow network looks keys up at every transfer)."""
+
+    def __new__(cls, items):
+        self = super().__new__(cls, items)
+        self._hash = tuple.__hash__(self)
+        return self
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self):  # rebuild (and rehash) in another process
+        return (BundleKey, (tuple(self),))
+
+
+class NotPeriodic(Exception):
+    """A phase's flows are not invariant under the periodic network's shift (e.g. a binary
+    tree over data-parallel replicas): its caller routes everything in full instead."""
+
+
 class Comm:
-    def __init__(self, net: FlowNetwork, topo: Topology, algo: str = "auto", call_latency_s: float = 0.0):
-        self.net, self.topo, self.algo = net, topo, algo
-        # fixed cost of one collective or send/recv call beyond its transfer (NCCL kernel
-        # launch, stream synchronisation, proxy thread): the software stack's collective_us
+    """`call_latency_s`: fixed cost of one collective or send/recv call beyond its transfer
+    (NCCL kernel launch, stream synchronisation, proxy thread): the software stack's
+    collective_us. `periodic` (simtrain.network.periodic.Periodic): register per-orbit
+    loads computed from one period of each bundle's flows; a phase that is not invariant
+    raises NotPeriodic (build a Comm without it)."""
+
+    def __init__(self, net: FlowNetwork, topo: Topology, algo: str = "auto", call_latency_s: float = 0.0,
+                 periodic: Periodic | None = None, mixed: bool = False):
+        self.net, self.topo, self.algo, self.periodic = net, topo, algo, periodic
         self.call_latency_s = call_latency_s
+        # mixed: route a phase that is not invariant in full instead of raising NotPeriodic
+        # (only for callers whose bundles never share the network, e.g. the nccl bench)
+        self.mixed = mixed
+        # alone: `auto` predicts each candidate's time for the group alone, as NCCL's tuner
+        # does per communicator (per-rank mode and what-if classes), not with its copies
+        self.alone = False
         self._cache: dict[Hashable, tuple[str, list[NetPhase]]] = {}
         self._shapes: dict[Hashable, list[tuple[Hashable, float, float]]] = {}
         self._loads: dict[Hashable, dict] = {}  # bundle key -> link load, shared by forks
         self._solo: dict[Hashable, float] = {}  # bundle key -> per-flow rate on an idle network
-        self._pair_loads: dict[Hashable, tuple[dict, float]] = {}  # (flows, copies) -> (link load, solo rate)
+        self._pair_loads: dict[Hashable, tuple[dict, float, float]] = {}  # (flows, copies) -> (link load, solo rate, alpha)
 
     def fork(self, net: FlowNetwork) -> "Comm":
         """A Comm on another flow network (e.g. a fresh simpy Environment) that reuses the
         phase shapes and link loads computed so far instead of routing them again."""
-        other = Comm(net, self.topo, self.algo, self.call_latency_s)
+        other = Comm(net, self.topo, self.algo, self.call_latency_s, self.periodic, self.mixed)
+        other.alone = self.alone
         other._shapes, other._loads, other._solo = dict(self._shapes), dict(self._loads), dict(self._solo)
         other._pair_loads = dict(self._pair_loads)
-        for key, load in self._loads.items():
-            if self.net.is_registered(key):
-                net.register(key, load)
+        if not self.net._dirty and self.net._loads:
+            net.adopt(self.net)  # registrations and link classes, compiled once
+        else:
+            for key, load in self._loads.items():
+                if self.net.is_registered(key):
+                    net.register(key, load)
         return other
 
     def _shape(self, op: str, algo: str, group: tuple[int, ...], copies: tuple[int, ...]) -> list[tuple[Hashable, float, float]]:
@@ -72,18 +126,26 @@ class Comm:
         skey = (op, algo, group, copies)
         if skey not in self._shapes:
             out = []
-            for i, ph in enumerate(coll.phases(op, algo, group, 1.0, self.topo)):
-                key = (skey, i)
+            per = self.periodic
+            whole = per is not None and len(group) == self.topo.num_gpus and group == tuple(range(len(group)))
+            for i, ph in enumerate(coll.phases(op, algo, group, 1.0, self.topo, per.period if whole else 0)):
+                key = BundleKey((skey, i))
                 # phases with the same flows (a ring's all-reduce, reduce-scatter and
                 # all-gather) load the same links: route them once
                 lkey = (ph.pairs, copies)
                 hit = self._pair_loads.get(lkey)
                 if hit is None:
-                    load = coll.phase_load(ph, self.topo, copies)
+                    if per is not None and per.invariant(ph, copies):
+                        load, alpha = per.load(ph, copies), per.max_latency(ph)
+                    elif per is None or self.mixed:
+                        load = coll.phase_load(ph, self.topo, copies)
+                        alpha = max((self.topo.route_latency(a, b) for a, b in ph.pairs), default=0.0)
+                    else:
+                        raise NotPeriodic(f"{op} {algo} over {len(group)} ranks")
                     cap = self.net.capacity
-                    hit = self._pair_loads[lkey] = (load, min((cap(l) / m for l, m in load.items()), default=float("inf")))
-                self._loads[key], self._solo[key] = hit
-                out.append((key, ph.nbytes, coll.phase_latency(ph, self.topo)))
+                    hit = self._pair_loads[lkey] = (load, min((cap(l) / m for l, m in load.items()), default=float("inf")), alpha)
+                self._loads[key], self._solo[key], alpha = hit
+                out.append((key, ph.nbytes, ph.steps * alpha))
             self._shapes[skey] = out
         return self._shapes[skey]
 
@@ -102,18 +164,7 @@ class Comm:
                 self.net.register(k, self._loads[k])
 
     def candidates(self, op: str, group: tuple[int, ...]) -> list[str]:
-        if op not in ("all-reduce", "reduce-scatter", "all-gather"):
-            return ["ring"]
-        algos = ["ring"]
-        if op == "all-reduce" and len(group) > 2:
-            algos.append("tree")
-        nodes = {self.topo.node_of(r) for r in group}
-        if 1 < len(nodes) < len(group):
-            algos.append("hierarchical")
-        extra = getattr(self.topo, "collective_algos", None)
-        if extra:
-            algos += [a for a in extra(group) if a not in algos]
-        return algos
+        return candidates(op, group, self.topo)
 
     def prepare(self, op: str, group: Sequence[int], copies: Sequence[int] = (0,), sizes: Sequence[float] = ()) -> None:
         """Choose and register the algorithm for each expected size ahead of the run, so
@@ -135,7 +186,7 @@ class Comm:
         if algo == "auto":
             best = None
             for a in self.candidates(op, group):
-                t = self._time(self._shape(op, a, group, copies), size)
+                t = self._time(self._shape(op, a, group, (0,) if self.alone else copies), size)
                 if best is None or t < best[0]:
                     best = (t, a)
             algo = best[1] if best else "ring"
@@ -148,12 +199,22 @@ class Comm:
 
     def flows(self, name: Hashable, flows: dict[tuple[int, int], float], copies: Sequence[int] = (0,)) -> NetPhase:
         """One bundle of unequal flows that start and finish together (an expert-parallel
-        dispatch or combine: simtrain.network.alltoall), registered once under `name`."""
+        dispatch or combine: simtrain.network.alltoall), registered once under `name`. On a
+        periodic network its per-orbit load comes from one period of its flows (raises
+        NotPeriodic when they are not invariant under the shift)."""
         key = ("flows", name, tuple(copies))
         hit = self._cache.get(key)
         if hit is None:
             unit = max(flows.values(), default=0.0)
-            load = a2a.flows_load(flows, self.topo, unit, copies) if unit > 0 else {}
+            per = self.periodic
+            if unit <= 0:
+                load = {}
+            elif per is not None and per.flows_invariant(flows, copies):
+                load = per.flows_load(flows, copies, unit)
+            elif per is None or self.mixed:
+                load = a2a.flows_load(flows, self.topo, unit, copies)
+            else:
+                raise NotPeriodic(f"all-to-all over {len({s for s, _ in flows})} ranks")
             self._loads[key] = load
             if not self.net.is_registered(key):
                 self.net.register(key, load)

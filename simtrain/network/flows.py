@@ -18,38 +18,48 @@ With identical data-parallel replicas this folds thousands of links into a handf
 
 from __future__ import annotations
 
-import heapq
 import itertools
+from heapq import heappush
 from operator import attrgetter
 from collections import defaultdict
 from typing import Any, Callable, Hashable, Iterable
 
 import simpy
+from simpy.events import NORMAL
 
 from simtrain.hardware.topology import Link, Topology
+from simtrain.network.flowinfo import Introspection
+from simtrain.network.maxmin import max_min_rates  # noqa: F401  (re-exported: its users import it from here)
 
 EPS = 1e-12
 _seq = attrgetter("seq")
 
 
 class _Bundle:
-    __slots__ = ("key", "remaining", "rate", "updated", "event", "version", "classes", "seq", "started", "nbytes")
+    __slots__ = ("key", "remaining", "rate", "updated", "event", "version", "classes", "seq", "start", "then", "nbytes")
     _next = itertools.count()
 
-    def __init__(self, key: Hashable, nbytes: float, event: simpy.Event, now: float, classes):
+    def __init__(self, key: Hashable, nbytes: float, event: simpy.Event | None, now: float, classes, then=None):
         self.seq = next(_Bundle._next)  # start order: sets of bundles are visited in it (deterministic runs)
         self.key = key
         self.remaining = nbytes
         self.nbytes = nbytes
         self.rate = 0.0
         self.updated = now
-        self.started = now
+        self.start = now  # when it begins to move bytes (later than now: started alone, see transfer)
         self.event = event
+        self.then = then  # called when done, instead of triggering `event`
         self.version = 0
         self.classes = classes  # list of (class id, multiplicity)
 
+    def done(self) -> None:
+        if self.then is not None:
+            self.then()
+        else:
+            self.event.succeed()
 
-class FlowNetwork:
+
+class FlowNetwork(Introspection):
     def __init__(self, env: simpy.Environment, topology: Topology | None, free: bool = False):
         self.env = env
         self.topo = topology
@@ -68,6 +78,7 @@ class FlowNetwork:
         self.bytes_moved = 0.0
         self.transfers = 0
         self.link_busy: dict[int, float] = defaultdict(float)  # class id -> byte-seconds carried
+        self._alone_rate: dict[Hashable, float] = {}  # bundle type -> its per-flow rate alone (compiled classes)
         # bundle type -> seconds its transfers took beyond their idle-network time (link
         # sharing with other traffic); hotspots reports it per parallel dimension
         self.contention: dict[Hashable, float] = {}
@@ -84,6 +95,19 @@ class FlowNetwork:
         self._key_id.setdefault(key, len(self._key_id))
         self._solo_rate.pop(key, None)
         self._dirty = True
+
+    def adopt(self, other: "FlowNetwork") -> None:
+        """Take the registrations and compiled link classes of `other` (same topology, no
+        transfer yet): a sweep's identical layouts compile once. Nothing shared is mutated
+        (registering more copies the dicts first, compiling builds new ones)."""
+        if other._dirty or self.active:
+            return
+        self._loads, self._key_id = dict(other._loads), dict(other._key_id)
+        self._solo_rate, self._cap = dict(other._solo_rate), dict(other._cap)
+        self._classes, self._class_capacity = other._classes, other._class_capacity
+        self._class_links, self._class_users = other._class_links, other._class_users
+        self._alone_rate = dict(other._alone_rate)
+        self._dirty = False
 
     def capacity(self, link: Link) -> float:
         c = self._cap.get(link)
@@ -122,6 +146,7 @@ class FlowNetwork:
             self._classes.setdefault(k, [])
         self._class_capacity = caps
         self._class_links = links
+        self._alone_rate = {}
         users_of: list[set[Hashable]] = [set() for _ in caps]
         for key, cls in classes.items():
             for cid in cls:
@@ -135,41 +160,128 @@ class FlowNetwork:
         self._dirty = False
 
     # ---- transfers --------------------------------------------------------------------
-    def transfer(self, key: Hashable, nbytes: float, latency: float = 0.0) -> simpy.Event:
+    def transfer(self, key: Hashable, nbytes: float, latency: float = 0.0, then: Callable[[], None] | None = None):
         """An event that fires when a bundle of type `key` has moved `nbytes` per flow,
-        after `latency` seconds of start-up (the alpha term)."""
-        done = self.env.event()
+        after `latency` seconds of start-up (the alpha term); with `then`, no event: `then()`
+        is called when it is done (returns None).
+
+        A bundle whose links are idle when it is sent is started at once, moving bytes
+        from now + latency at its rate alone: one event (its finish) instead of two. Should
+        another bundle start on its links before that moment, it is put back to start then
+        (`_reschedule`); if after, it has been moving alone since, as it would have."""
+        done = self.env.event() if then is None else None
         self.transfers += 1
-        if self.free:
-            done.succeed()
-            return done
-        if nbytes <= 0:
-            if latency > 0:
-                self.env.timeout(latency).callbacks.append(lambda _e: done.succeed())
+        if self.free or nbytes <= 0:
+            ev = done if done is not None else self.env.event()
+            if then is not None:
+                ev.callbacks.append(lambda _e: then())
+            if latency > 0 and not self.free:
+                self.env.timeout(latency).callbacks.append(lambda _e: ev.succeed())
             else:
-                done.succeed()
+                ev.succeed()
             return done
         if latency > 0:
-            self.env.timeout(latency).callbacks.append(lambda _e: self._start(key, nbytes, done))
+            if self._dirty:
+                self._advance(self.active)
+                self._compile()
+            classes = self._classes.get(key)
+            alone = bool(classes)
+            users = self._users
+            for cid, _ in classes or ():
+                if users[cid]:
+                    alone = False
+                    break
+            if alone and self.rate_log is None:  # (a logged run keeps its rate changes in time order)
+                self._start_alone(key, nbytes, latency, done, then, classes)
+            else:
+                self.env.timeout(latency).callbacks.append(lambda _e: self._start(key, nbytes, done, then))
         else:
-            self._start(key, nbytes, done)
+            self._start(key, nbytes, done, then)
         return done
 
-    def _start(self, key: Hashable, nbytes: float, done: simpy.Event) -> None:
+    def _start_alone(self, key, nbytes: float, latency: float, done, then, classes) -> None:
+        now = self.env.now
+        b = _Bundle(key, nbytes, done, now + latency, classes, then)
+        self.bytes_moved += nbytes
+        self.active.add(b)
+        users = self._users
+        for cid, _ in classes:
+            users[cid].add(b)
+        rate = self._alone_rate.get(key)
+        if rate is None:
+            caps = self._class_capacity
+            rate = self._alone_rate[key] = min(caps[cid] / m for cid, m in classes)
+        b.rate = rate
+        b.version = 1
+        # at (now + latency) + nbytes / rate, the very float a start after the latency gives
+        self._at(b.start + nbytes / rate, (b, 1)).callbacks.append(self._finish)
+
+    def run_alone(self, phases) -> simpy.Event | None:
+        """Run `phases` (key, nbytes, latency) one after another on links no other bundle
+        type uses (`exclusive`): they take their time alone, as `transfer` would give it
+        (the same float arithmetic), and their bytes are charged to the links. One event
+        at the end, or None when that takes no time."""
+        if self._dirty:
+            self._advance(self.active)
+            self._compile()
+        now = t = self.env.now
+        caps = self._class_capacity
+        for ph in phases:
+            t = t + ph.latency if ph.latency > 0 else t
+            self.transfers += 1
+            classes = self._classes.get(ph.key)
+            if ph.nbytes > 0 and classes:
+                rate = self._alone_rate.get(ph.key)
+                if rate is None:
+                    rate = self._alone_rate[ph.key] = min(caps[cid] / m for cid, m in classes)
+                t = t + ph.nbytes / rate
+                self.bytes_moved += ph.nbytes
+                for cid, m in classes:
+                    self.link_busy[cid] += ph.nbytes * m
+        return None if t == now else self._at(t, None)
+
+    def _at(self, t: float, value: Any) -> simpy.Event:
+        """An event processed at time `t` (not now + (t - now), which may round otherwise)."""
+        ev = simpy.Event(self.env)
+        ev._ok, ev._value = True, value
+        heappush(self.env._queue, (t, NORMAL, next(self.env._eid), ev))
+        return ev
+
+    def _start(self, key: Hashable, nbytes: float, done: simpy.Event | None, then=None) -> None:
         if self._dirty:
             self._advance(self.active)
             self._compile()
         if key not in self._classes:
             raise KeyError(f"bundle type {key!r} was never registered")
-        b = _Bundle(key, nbytes, done, self.env.now, self._classes[key])
+        b = _Bundle(key, nbytes, done, self.env.now, self._classes[key], then)
         self.bytes_moved += nbytes
         if not b.classes:  # no links at all (same device): instant
+            if done is None:
+                done = b.event = self.env.event()
+                done.callbacks.append(lambda _e: then())
             done.succeed()
             return
         self.active.add(b)
         for cid, _ in b.classes:
             self._users[cid].add(b)
         self._reschedule(self._component([b]))
+
+    def _put_back(self, b: _Bundle) -> None:
+        """A bundle started alone whose start-up has not elapsed: out of the network
+        until then (its finish is void), in again at its start."""
+        self.active.discard(b)
+        for cid, _ in b.classes:
+            self._users[cid].discard(b)
+        b.version += 1
+
+        def activate(_e: Any) -> None:
+            self.active.add(b)
+            for cid, _ in b.classes:
+                self._users[cid].add(b)
+            b.rate = 0.0
+            self._reschedule(self._component([b]))
+
+        self._at(b.start, None).callbacks.append(activate)
 
     def _component(self, seeds: Iterable[_Bundle]) -> set[_Bundle]:
         comp: set[_Bundle] = set()
@@ -189,6 +301,8 @@ class FlowNetwork:
     def _advance(self, bundles: Iterable[_Bundle]) -> None:
         now = self.env.now
         for b in bundles:
+            if b.start > now:  # started alone, still in its start-up: nothing moved yet
+                continue
             dt = now - b.updated
             if dt > 0 and b.rate > 0:
                 moved = b.rate * dt
@@ -198,6 +312,14 @@ class FlowNetwork:
             b.updated = now
 
     def _reschedule(self, comp: set[_Bundle]) -> None:
+        now = self.env.now
+        waiting = [b for b in comp if b.start > now]
+        if waiting:  # others now share the links of bundles still in their start-up
+            for b in waiting:
+                self._put_back(b)
+            comp = comp.difference(waiting)
+            if not comp:
+                return
         self._advance(comp)
         if len(comp) == 1:  # alone on its links: the bottleneck class sets the rate
             (b,) = comp
@@ -217,139 +339,35 @@ class FlowNetwork:
             b.rate = r
             b.version += 1
             if log is not None:
-                log.append((self.env.now, b.seq, r, b.key))
+                log.append((now, b.seq, r, b.key))
             v = b.version
             dt = max(b.remaining, 0.0) / r if r > 0 else float("inf")
             if dt == float("inf"):
                 continue
-            self.env.timeout(dt).callbacks.append(self._finisher(b, v))
+            self.env.timeout(dt, (b, v)).callbacks.append(self._finish)
 
-    def _finisher(self, b: _Bundle, version: int) -> Callable[[Any], None]:
-        def finish(_e: Any) -> None:
-            if b.version != version or b not in self.active:
-                return
-            self._advance([b])
-            self.active.discard(b)
-            caps = self._class_capacity
-            extra = self.env.now - b.started - b.nbytes / min(caps[cid] / m for cid, m in b.classes)
-            if extra > 1e-12:
-                self.contention[b.key] = self.contention.get(b.key, 0.0) + extra
-            if self.rate_log is not None:
-                self.rate_log.append((self.env.now, b.seq, 0.0, b.key))
-            neighbours: set[_Bundle] = set()
-            for cid, _ in b.classes:
-                users = self._users[cid]
-                users.discard(b)
+    def _finish(self, ev: simpy.Event) -> None:
+        """A bundle's finish, scheduled with (bundle, version): void if rescheduled since."""
+        b, version = ev._value
+        if b.version != version or b not in self.active:
+            return
+        self._advance((b,))
+        self.active.discard(b)
+        now = self.env.now
+        extra = now - b.start - b.nbytes / min(self._class_capacity[cid] / m for cid, m in b.classes)
+        if extra > 1e-12:
+            self.contention[b.key] = self.contention.get(b.key, 0.0) + extra
+        if self.rate_log is not None:
+            self.rate_log.append((now, b.seq, 0.0, b.key))
+        neighbours: set[_Bundle] = set()
+        for cid, _ in b.classes:
+            users = self._users[cid]
+            users.discard(b)
+            if users:
                 neighbours |= users
+        if b.then is None:
             b.event.succeed()
-            if neighbours:
-                self._reschedule(self._component(neighbours))
-
-        return finish
-
-    # ---- introspection ----------------------------------------------------------------
-    def link_series(self, links: Iterable[Link]) -> dict[Link, list[tuple[float, float]]]:
-        """Utilisation (0..1) over time of each of `links`, from `rate_log`: steps at every
-        rate change of a bundle crossing the link (its load on the link x its per-flow rate,
-        summed, over the link's capacity)."""
-        links = list(links)
-        out: dict[Link, list[tuple[float, float]]] = {l: [(0.0, 0.0)] for l in links}
-        if not self.rate_log:
-            return out
-        current: dict[Link, dict[int, float]] = {l: {} for l in links}
-        for t, seq, rate, key in self.rate_log:
-            load = self._loads.get(key, {})
-            for l in links:
-                m = load.get(l)
-                if not m:
-                    continue
-                cur = current[l]
-                if rate > 0:
-                    cur[seq] = m * rate
-                else:
-                    cur.pop(seq, None)
-                u = sum(cur.values()) / self.capacity(l)
-                series = out[l]
-                if series[-1][0] == t:
-                    series[-1] = (t, u)
-                else:
-                    series.append((t, u))
-        return out
-
-    def exclusive(self, keys: Iterable[Hashable], ignore: Callable[[Hashable], bool] = lambda k: False) -> bool:
-        """True when no bundle type outside `keys` (and not `ignore`d: e.g. the same group's
-        alternative algorithms, which never run at the same time) uses any link that `keys`
-        use: their transfers then always run at their idle-network speed, exactly."""
-        keys = set(keys)
-        if self._dirty:
-            self._advance(self.active)
-            self._compile()
-        for k in keys:
-            for cid, _ in self._classes[k]:
-                for other in self._class_users[cid]:
-                    if other not in keys and not ignore(other):
-                        return False
-        return True
-
-    def uncontended_time(self, key: Hashable, nbytes: float, latency: float = 0.0) -> float:
-        """Time a bundle would take alone on an idle network (for algorithm choice)."""
-        if self.free:
-            return 0.0
-        if nbytes <= 0 or not self._loads[key]:
-            return latency
-        rate = self._solo_rate.get(key)
-        if rate is None:
-            rate = self._solo_rate[key] = min(self.capacity(l) / m for l, m in self._loads[key].items())
-        return latency + nbytes / rate
-
-
-def max_min_rates(bundles: dict[Any, list[tuple[int, float]]], capacity: list[float]) -> dict[Any, float]:
-    """Weighted max-min fair rates by progressive filling.
-
-    `bundles[b]` lists (link class, multiplicity m); a bundle at rate r puts m*r on that
-    class. All unfrozen bundles rise together; when a class saturates, the bundles on it
-    freeze at the current level. The next class to saturate comes from a heap of class
-    levels (capacity left / weight of unfrozen bundles), refreshed lazily: freezing only
-    raises the level of the other classes a frozen bundle uses, so a stale entry is never
-    too high. Ties go to the class first seen, as a linear scan in that order would.
-    """
-    rates: dict[Any, float] = {}
-    unfrozen = set(bundles)
-    used: dict[int, float] = {}
-    weight: dict[int, float] = {}
-    order: dict[int, int] = {}
-    members: dict[int, list[Any]] = defaultdict(list)
-    for b, cls in bundles.items():
-        for cid, m in cls:
-            if cid not in weight:
-                order[cid], weight[cid], used[cid] = len(order), 0.0, 0.0
-            weight[cid] += m
-            members[cid].append(b)
-    heap = [(capacity[cid] / w, order[cid], cid) for cid, w in weight.items() if w > EPS]
-    heapq.heapify(heap)
-    while unfrozen:
-        while heap:  # drop classes with nothing left on them, refresh stale levels
-            lv, o, cid = heap[0]
-            w = weight[cid]
-            if w <= EPS:
-                heapq.heappop(heap)
-                continue
-            cur = (capacity[cid] - used[cid]) / w
-            if cur != lv:
-                heapq.heapreplace(heap, (cur, o, cid))
-                continue
-            break
-        if not heap:
-            for b in unfrozen:
-                rates[b] = float("inf")
-            break
-        level, _, best = heapq.heappop(heap)
-        level = max(level, 0.0)
-        for b in members[best]:
-            if b in unfrozen:
-                unfrozen.discard(b)
-                rates[b] = level
-                for cid, m in bundles[b]:
-                    weight[cid] -= m
-                    used[cid] += m * level
-    return rates
+        if neighbours:
+            self._reschedule(self._component(neighbours))
+        if b.then is not None:
+            b.then()

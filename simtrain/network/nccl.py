@@ -27,6 +27,7 @@ import simpy
 from simtrain.hardware.topology import Topology
 from simtrain.network import collectives as coll
 from simtrain.network.comm import Comm
+from simtrain.network.periodic import Periodic
 from simtrain.network.flows import FlowNetwork
 from simtrain.scenario.errors import SimtrainError, bad
 from simtrain.scenario.stack import Stack
@@ -101,13 +102,23 @@ class CollectiveBench:
                           "(it would run as ring)", "omit --algo (auto) or use --algo ring")
         # every call pays NCCL's fixed per-call cost, as the default software stack states it
         self.call_latency_s = Stack().collective_us * 1e-6
-        self._base = Comm(FlowNetwork(simpy.Environment(), topo), topo, algo, self.call_latency_s)
+        self._base = self._comm(topo, algo, n, self.call_latency_s)
         if op == "send-recv":
             ph = coll.Phase(coll._ring_pairs(self.group), 1.0, 1)
             self._sendrecv = (("nccl-sendrecv", n), coll.phase_load(ph, topo),
                               coll.phase_latency(ph, topo) + self.call_latency_s)
         else:
-            self._base.prepare(op, self.group)
+            self._base.collective(op, self.group, 1.0)  # every candidate's shape, once
+
+    @staticmethod
+    def _comm(topo: Topology, algo: str, n: int, call_latency_s: float) -> Comm:
+        """Over the whole of a periodic topology, one period of the flows stands for all
+        (simtrain.network.periodic); a phase that is not invariant (a binary tree) routes
+        every flow instead."""
+        period = topo.period() if n == topo.num_gpus else None
+        if period and period < n:  # only one bundle is ever in flight: mixed loads are exact
+            return Comm(FlowNetwork(simpy.Environment(), topo), topo, algo, call_latency_s, Periodic(topo, period), mixed=True)
+        return Comm(FlowNetwork(simpy.Environment(), topo), topo, algo, call_latency_s)
 
     def run(self, size: float) -> BenchRow:
         env = CountingEnvironment()

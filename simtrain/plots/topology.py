@@ -45,11 +45,12 @@ def draw_topology(topo, path: str | Path) -> Path:
     path = Path(path)
     if path.suffix.lower() not in (".png", ".svg"):
         raise SimtrainError(f"--draw {str(path)!r}: unsupported format; end the name with .png or .svg")
-    G = topo.graph
-    if G.number_of_nodes() > MAX_NODES:
+    nodes = topo.num_gpus + sum(topo.inventory()["switches"].values())  # counted before building the graph
+    if nodes > MAX_NODES:
         raise SimtrainError(
-            f"--draw: the graph has {G.number_of_nodes():,} nodes, too many to draw legibly (limit {MAX_NODES}); use fewer --gpus"
+            f"--draw: the graph has {nodes:,} nodes, too many to draw legibly (limit {MAX_NODES}); use fewer --gpus"
         )
+    G = topo.graph
     pos = layout(topo)
     fig, ax = plt.subplots(figsize=(11, 6))
     try:

@@ -85,6 +85,9 @@ class ParallelConfig:
     # (all-gather again in backward, every micro-batch); false = Llama 3's FSDP: gathered once per step
     first_stage_layers: int = -1  # -1: even split; else layers on the first virtual stage
     last_stage_layers: int = -1  # -1: even split; else layers on the last virtual stage
+    # Layers per virtual stage in model order (pp*vp entries); empty: the balanced split of
+    # simtrain.scenario.layout.split_layers (the end stages take the shortfall)
+    stage_layers: tuple[int, ...] = ()
     flash_attention: bool = True  # FlashAttention kernels (False: unfused QK^T, softmax, AV as in Megatron 2021)
     # fused-attention kernel (measured curves in simtrain/data/attention.toml): "fa2",
     # "cudnn", "fa3" (Hopper only), "fa1", "triton" (flash-attn's Triton kernel), "xformers"

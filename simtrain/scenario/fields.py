@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import tomllib
 import typing
@@ -67,10 +68,16 @@ def _coerce(path: str, value: Any, typ: type) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=None)
+def _schema(cls: type) -> tuple[dict[str, Any], list[str]]:
+    """A dataclass's field types and names (resolving the annotations is slow; sweeps and
+    searches parse thousands of scenarios)."""
+    return get_type_hints(cls), [f.name for f in fields(cls)]
+
+
 def parse_dataclass(cls: type, data: dict[str, Any], prefix: str, base: Any = None) -> Any:
     """Check keys and value types of one TOML table against a frozen dataclass."""
-    hints = get_type_hints(cls)
-    valid = [f.name for f in fields(cls)]
+    hints, valid = _schema(cls)
     kwargs = {}
     for key, value in data.items():
         if key not in valid:

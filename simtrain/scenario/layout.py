@@ -87,6 +87,10 @@ class Layout:
     def size(self, dim: str) -> int:
         return getattr(self, dim)
 
+    def stride(self, dim: str) -> int:
+        """Rank distance between neighbours along `dim` (tp, cp, pp or dp)."""
+        return self._strides[DIMS.index(dim)]  # type: ignore[attr-defined]
+
     def rank(self, c: Coord) -> int:
         st, sc, sp, sd = self._strides  # type: ignore[attr-defined]
         return c.tp * st + c.cp * sc + c.pp * sp + c.dp * sd
@@ -117,17 +121,19 @@ class Layout:
         their DP peers, so gradients are reduced (and optimizer state sharded) over DP x CP.
         """
         c = self.coord(rank)
-        if dim == "dpcp":
-            return tuple(self.rank(Coord(d, c.pp, k, c.tp)) for d in range(self.dp) for k in range(self.cp))
         if dim in ("ep", "edp"):
             et, e, ed = self.expert_coord(rank)
             if dim == "ep":
                 return tuple(self._unflat(et + self.etp * (i + self.ep * ed), c.pp) for i in range(self.ep))
             return tuple(self._unflat(et + self.etp * (e + self.ep * i), c.pp) for i in range(self.edp))
-        out = []
-        for i in range(self.size(dim)):
-            out.append(self.rank(Coord(**{**c.__dict__, dim: i})))
-        return tuple(out)
+        # rank is linear in the coordinates (strides from parallel.order): a group is arithmetic
+        if dim == "dpcp":
+            sd, sc = self.stride("dp"), self.stride("cp")
+            base = rank - c.dp * sd - c.cp * sc
+            return tuple(base + d * sd + k * sc for d in range(self.dp) for k in range(self.cp))
+        step = self.stride(dim)
+        base = rank - getattr(c, dim) * step
+        return tuple(range(base, base + self.size(dim) * step, step))
 
     def groups(self, dim: str) -> Iterator[tuple[int, ...]]:
         """Every process group of dimension `dim` once."""
@@ -243,9 +249,27 @@ def _divisor_hint(n: int, near: int) -> int:
     return min(divs, key=lambda d: (abs(d - near), d))
 
 
-def split_layers(num_layers: int, stages: int, first: int = -1, last: int = -1) -> list[int]:
-    """Layers per virtual stage along the model. `first`/`last` pin the end stages
-    (Llama 3 put one layer fewer on the first and last stage: 126 = 16*8 - 2)."""
+def split_layers(num_layers: int, stages: int, first: int = -1, last: int = -1,
+                 explicit: tuple[int, ...] = ()) -> list[int]:
+    """Transformer layers per virtual stage, in model order (virtual stage v runs on
+    pipeline rank v % pp in the interleaved schedules).
+
+    - `explicit` (`parallel.stage_layers`): one count per virtual stage, checked: pp*vp
+      entries that add up to the model's layers, none negative, and zero only on the first
+      or last virtual stage (which still hold the embedding or the output layer).
+    - `first`/`last` (`parallel.first_stage_layers`/`last_stage_layers`, -1 = not pinned)
+      pin the end stages (Llama 3 put one layer fewer on the first and last stage:
+      126 = 16*8 - 2), as Megatron-Core's --decoder-first/last-pipeline-num-layers do; the
+      other stages share the rest.
+    - The rest is split as evenly as possible: every stage gets floor(L/S) layers and,
+      when S does not divide L, the S - L mod S stages that get one layer fewer are taken
+      from the ends inward (first, last, second, second-to-last, ...), since the end stages
+      also run the embedding and the output layer: 60 layers on 8 stages are
+      [7, 7, 8, 8, 8, 8, 7, 7]; 126 layers on 128 stages (PP16 VP8) are 0 on the first and
+      last and 1 elsewhere, Llama 3's layout. No middle stage is left empty.
+    """
+    if explicit:
+        return _check_explicit(num_layers, stages, tuple(explicit), first, last)
     if stages == 1:
         for key, pinned in (("first_stage_layers", first), ("last_stage_layers", last)):
             if pinned >= 0 and pinned != num_layers:  # would be silently ignored
@@ -261,20 +285,46 @@ def split_layers(num_layers: int, stages: int, first: int = -1, last: int = -1) 
                 f"parallel.first_stage_layers/last_stage_layers = {first}/{last}: they must add up to the {num_layers} layers when there are only 2 stages; fix one of them"
             )
         return [first, last]
-    if rest_layers < 0 or rest_layers % rest_stages:
-        per = num_layers / stages
-        hint = (
-            "set parallel.first_stage_layers and parallel.last_stage_layers so the rest divides evenly"
-            if not fixed else "change first_stage_layers/last_stage_layers"
-        )
-        raise bad("model.num_hidden_layers", num_layers,
-                  f"cannot split evenly over pp*vp = {stages} virtual stages ({per:.2f} each)"
+    if rest_layers < 0:
+        raise bad("parallel.first_stage_layers", first,
+                  f"with last_stage_layers = {last} the end stages hold more than the model's {num_layers} layers",
+                  "lower first_stage_layers or last_stage_layers")
+    middle = balanced(rest_layers, rest_stages)
+    if (0 in middle[1:-1]) or (fixed and 0 in middle):
+        raise bad("parallel.pp", f"{stages} virtual stages",
+                  f"more virtual stages than the {num_layers} layers can fill"
                   + ("" if not fixed else f" with {first}/{last} on the first/last stage"),
-                  hint)
-    each = rest_layers // rest_stages
-    out = [each] * stages
-    if first >= 0:
-        out[0] = first
-    if last >= 0:
-        out[-1] = last
+                  "use fewer pipeline stages (pp) or virtual stages (vp)")
+    return ([first] if first >= 0 else []) + middle + ([last] if last >= 0 else [])
+
+
+def balanced(layers: int, stages: int) -> list[int]:
+    """`layers` over `stages` as evenly as possible, the shortfall at the ends (see
+    `split_layers`)."""
+    each, extra = divmod(layers, stages)
+    out = [each + 1] * stages
+    short = stages - extra if extra else 0
+    if not extra:
+        return [each] * stages
+    for i in range(short):  # first, last, second, second-to-last, ...
+        out[i // 2 if i % 2 == 0 else stages - 1 - i // 2] = each
     return out
+
+
+def _check_explicit(num_layers: int, stages: int, split: tuple[int, ...], first: int, last: int) -> list[int]:
+    field = "parallel.stage_layers"
+    if first >= 0 or last >= 0:
+        raise bad(field, list(split), "given together with first_stage_layers/last_stage_layers",
+                  "give the whole split in stage_layers and set the other two to -1")
+    if len(split) != stages:
+        raise bad(field, list(split), f"has {len(split)} entries for pp*vp = {stages} virtual stages",
+                  f"give {stages} layer counts, one per virtual stage in model order")
+    for i, n in enumerate(split):
+        if n < 0 or (n == 0 and 0 < i < stages - 1):
+            raise bad(f"{field}[{i}]", n, "a virtual stage must hold at least one layer"
+                      + (" (only the first and last may hold none: they still run the embedding or output layer)" if n == 0 else ""),
+                      "give every middle stage one layer or more")
+    if sum(split) != num_layers:
+        raise bad(field, list(split), f"adds up to {sum(split)} layers, not the model's {num_layers}",
+                  f"make the entries sum to {num_layers}")
+    return list(split)

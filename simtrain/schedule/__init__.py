@@ -59,7 +59,8 @@ _single_chunk = constraints.single_chunk  # kept for callers of the old private 
 REGISTRY: dict[str, ScheduleKind] = {}
 
 
-def _generate(kind: ScheduleKind, name: str, pp: int, vp: int, microbatches: int, params: dict) -> Schedule:
+def _generate(kind: ScheduleKind, name: str, pp: int, vp: int, microbatches: int, params: dict,
+              check_valid: bool = True) -> Schedule:
     lists = kind.generate(pp, microbatches, vp=vp, **params)
     actions: dict[int, tuple[Action, ...]] = {}
     overlapped = set()
@@ -74,8 +75,20 @@ def _generate(kind: ScheduleKind, name: str, pp: int, vp: int, microbatches: int
         actions[r] = tuple(flat)
     placement = kind.placement(pp, vp) if kind.placement else ()
     sched = Schedule(name, pp, vp, microbatches, actions, placement, kind.chains, frozenset(overlapped), kind.mixed)
-    validate(sched)
+    if check_valid:
+        validate(sched)
     return sched
+
+
+def generate_unvalidated(name: str, pp: int, vp: int, microbatches: int, **params: object) -> Schedule:
+    """Schedule `name` as `build` makes it, its constraints checked but the schedule not
+    validated (sweeps validate only the ones they simulate: `validate`)."""
+    params = {k: v for k, v in params.items() if v is not None}
+    _kind(name)
+    why = check(name, pp, vp, microbatches, **params)
+    if why:
+        raise SimtrainError(why)
+    return _generate(REGISTRY[name], name, pp, vp, microbatches, params, check_valid=False)
 
 
 @lru_cache(maxsize=256)
@@ -217,6 +230,6 @@ def _kind(name: str) -> ScheduleKind:
 
 __all__ = [
     "Action", "Schedule", "ScheduleError", "ScheduleKind", "REGISTRY", "build", "check",
-    "evaluate", "from_text", "load_schedule_file", "names", "peak_in_flight", "register",
+    "evaluate", "from_text", "generate_unvalidated", "load_schedule_file", "names", "peak_in_flight", "register",
     "validate",
 ]

@@ -59,8 +59,8 @@ class CommCache:
         e = s.engine
         return (s.cluster.topology, s.cluster.device, tuple(tier_overrides(s.cluster).items()), L.world, L.tp, L.cp,
                 L.pp, L.dp, L.vp, L.order,
-                tuple(plan.schedule.placement), plan.symmetric, e.comm, e.collective_algo,
-                s.parallel.zero == 0)
+                tuple(plan.schedule.placement), plan.classes.kind, e.comm, e.collective_algo,
+                s.parallel.zero == 0, L.ep, L.etp, s.stack.collective_us, s.whatif)
 
     def get(self, key: Hashable) -> Any:
         hit = self._d.get(key)
@@ -124,24 +124,32 @@ class Caches:
 _SCHEDULES: OrderedDict[Hashable, Any] = OrderedDict()
 
 
+_VALID: set[int] = set()  # ids of cached schedules already validated
+
+
 @contextmanager
 def schedule_cache(size: int = 512) -> Iterator[None]:
-    """Memoize `simtrain.schedule.build` while sweep code builds plans in this process.
+    """Memoize `simtrain.schedule.build` while sweep code builds plans in this process,
+    and defer validation to `validated` (before a simulation).
 
     A schedule is a pure function of (name, pp, vp, micro-batches, parameters), and its
-    validation is 90% of `make_plan` at a few hundred micro-batches; a sweep or search
-    builds the same ones many times. Scoped: the original function is back on exit."""
+    validation costs about ten times its generation; a sweep or search builds the same
+    ones many times, and a search looks at the memory of many layouts it never simulates.
+    The constraints of each schedule are still checked here. Scoped: the original
+    function is back on exit."""
     from simtrain import schedule as sched
 
     orig = sched.build
 
     def build(name: str, pp: int, vp: int, microbatches: int, **params: object):
-        key = (name, pp, vp, microbatches, tuple(sorted((k, v) for k, v in params.items() if v is not None)))
+        params = {k: v for k, v in params.items() if v is not None}
+        key = (name, pp, vp, microbatches, tuple(sorted(params.items())))
         hit = _SCHEDULES.get(key)
         if hit is None:
-            hit = _SCHEDULES[key] = orig(name, pp, vp, microbatches, **params)
+            hit = _SCHEDULES[key] = sched.generate_unvalidated(name, pp, vp, microbatches, **params)
             if len(_SCHEDULES) > size:
-                _SCHEDULES.popitem(last=False)
+                gone = _SCHEDULES.popitem(last=False)[1]
+                _VALID.discard(id(gone))
         return hit
 
     sched.build = build
@@ -149,6 +157,16 @@ def schedule_cache(size: int = 512) -> Iterator[None]:
         yield
     finally:
         sched.build = orig
+
+
+def validated(schedule) -> None:
+    """Validate a schedule `schedule_cache` built (once per schedule); raises ScheduleError."""
+    from simtrain.schedule import validate
+
+    if id(schedule) not in _VALID:
+        validate(schedule)
+        if any(s is schedule for s in _SCHEDULES.values()):
+            _VALID.add(id(schedule))
 
 
 def simulate_plan(plan, cache: CommCache | None = None) -> Result:
@@ -168,9 +186,11 @@ def simulate_plan(plan, cache: CommCache | None = None) -> Result:
             engine.comm = proto.fork(engine.net)
         else:
             engine.prepare()  # run() prepares again: a no-op on registered shapes
-            cache.put(key, engine.comm.fork(FlowNetwork(simpy.Environment(), plan.topology)))
+            proto = engine.comm.fork(FlowNetwork(simpy.Environment(), plan.topology))
+            proto.net.exclusive([])  # compile its link classes once, for every later fork
+            cache.put(key, proto)
 
-    return run_plan(plan, setup)
+    return run_plan(plan, setup, details=False)
 
 
 def _layout_fields(s, plan=None) -> dict[str, Any]:
@@ -245,6 +265,16 @@ def evaluate(base: dict[str, Any], task: Task, caches: Caches | None = None, sim
     if plan is None:
         return row
     if not mem.fits_in_memory and not simulate_unfit:
+        return row
+    return simulate_row(row, plan, caches)
+
+
+def simulate_row(row: dict[str, Any], plan, caches: Caches | None = None) -> dict[str, Any]:
+    """Validate the plan's schedule and simulate it into `row` (metrics, or the reason)."""
+    try:
+        validated(plan.schedule)
+    except SimtrainError as e:
+        row.update(valid=False, reason=_first_line(e))
         return row
     caches = caches or Caches(None, None)
     key = sim_key(plan) if caches.results is not None else None

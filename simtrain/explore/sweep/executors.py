@@ -19,7 +19,7 @@ from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Callable, Hashable, Iterator
 
-from simtrain.explore.sweep.bound import bound_task
+from simtrain.explore.sweep.bound import bound_task, search_task
 from simtrain.explore.sweep.evaluate import Caches, Task, evaluate, precheck
 from simtrain.explore.sweep.progress import Progress
 from simtrain.scenario.errors import SimtrainError
@@ -35,6 +35,8 @@ def _worker_fn(kind: str) -> Callable[..., Any]:
         return evaluate
     if kind == "bound":
         return bound_task
+    if kind == "search":
+        return search_task
     raise ValueError(kind)
 
 
@@ -50,6 +52,35 @@ def _init(base: dict[str, Any], kind: str, opts: dict[str, Any]) -> None:
 
 def _work(chunk: list[Task]) -> list[dict[str, Any]]:
     return _run_chunk(_STATE["base"], chunk, _STATE["kind"], _STATE["opts"])
+
+
+def _work_in_session(job: tuple[str, dict[str, Any], list[Task]]) -> list[dict[str, Any]]:
+    kind, opts, chunk = job
+    return _run_chunk(_STATE["base"], chunk, kind, opts)
+
+
+_SESSION: dict[str, Any] = {}  # a pool kept across run_tasks calls (local_session)
+
+
+@contextmanager
+def local_session(base: dict[str, Any], jobs: int = 0, executor: str = "local") -> Iterator[None]:
+    """Keep one pool of local worker processes (and their caches: routes, schedules,
+    simulations) across several run_tasks calls on `base`, as the search makes: one
+    for its bounds, then one per round of simulations."""
+    jobs = jobs or default_jobs()
+    if executor != "local" or jobs == 1 or _SESSION:
+        yield
+        return
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context("fork" if "fork" in methods else "spawn")
+    pool = ctx.Pool(jobs, initializer=_init, initargs=(base, "row", {}))
+    _SESSION.update(pool=pool, base=base, jobs=jobs)
+    try:
+        yield
+    finally:
+        _SESSION.clear()
+        pool.terminate()
+        pool.join()
 
 
 def default_jobs() -> int:
@@ -102,6 +133,9 @@ def run_tasks(base: dict[str, Any], tasks: list[Task], jobs: int = 0, executor: 
 
     if executor == "ray":
         _run_ray(base, chunks, jobs, address, kind, opts, collect)
+    elif _SESSION.get("base") is base and len(todo) > 1:
+        for rows in _SESSION["pool"].imap_unordered(_work_in_session, [(kind, opts, c) for c in chunks]):
+            collect(rows)
     elif jobs == 1 or len(todo) <= 1:
         caches = Caches()
         fn = _worker_fn(kind)
@@ -113,6 +147,76 @@ def run_tasks(base: dict[str, Any], tasks: list[Task], jobs: int = 0, executor: 
             for rows in pool.imap_unordered(_work, chunks):
                 collect(rows)
     return [out[t.index] for t in tasks]
+
+
+class Stream:
+    """Tasks submitted one at a time and answered as they finish, on the local session's
+    pool (`local_session`), on Ray, or here when neither runs: what the search's second
+    phase needs to keep every worker busy while its threshold rises.
+
+        with Stream(base, jobs, executor, kind, opts) as st:
+            st.submit(task); row = st.next()   # rows come back in completion order
+    """
+
+    def __init__(self, base: dict[str, Any], jobs: int = 0, executor: str = "local", kind: str = "row",
+                 opts: dict[str, Any] | None = None):
+        import queue
+
+        self.base, self.kind, self.opts = base, kind, dict(opts or {})
+        self.executor = executor
+        self.pending = 0
+        self._done: Any = queue.Queue()
+        self._serial: list[Task] = []
+        self._caches = Caches()
+        self._pool = _SESSION.get("pool") if executor == "local" and _SESSION.get("base") is base else None
+        self._ray: list = []
+        self.slots = 2 * (_SESSION.get("jobs", 1) if self._pool else (jobs or default_jobs()) if executor == "ray" else 1)
+        if executor == "ray":
+            import ray
+
+            self._remote = ray.remote(_run_chunk)
+            self._base_ref = ray.put(base)
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._ray:
+            import ray
+
+            for ref in self._ray:
+                ray.cancel(ref, force=True)
+
+    def submit(self, task: Task, **opts: Any) -> None:
+        """Start `task` (with `opts` on top of the stream's)."""
+        self.pending += 1
+        opts = {**self.opts, **opts}
+        if self._pool is not None:
+            self._pool.apply_async(_work_in_session, ((self.kind, opts, [task]),),
+                                   callback=lambda rows: self._done.put(rows[0]),
+                                   error_callback=lambda e: self._done.put(e))
+        elif self.executor == "ray":
+            self._ray.append(self._remote.remote(self._base_ref, [task], self.kind, opts))
+        else:
+            self._serial.append((task, opts))
+
+    def next(self) -> dict[str, Any]:
+        """The row of a finished task (blocks until one is)."""
+        if not self.pending:
+            raise RuntimeError("no task in flight")
+        self.pending -= 1
+        if self._pool is not None:
+            row = self._done.get()
+            if isinstance(row, BaseException):
+                raise row
+            return row
+        if self.executor == "ray":
+            import ray
+
+            done, self._ray = ray.wait(self._ray, num_returns=1)
+            return ray.get(done[0])[0]
+        task, opts = self._serial.pop(0)
+        return _worker_fn(self.kind)(self.base, task, self._caches, **opts)
 
 
 def _ray_init(address: str, jobs: int) -> bool:

@@ -1,0 +1,110 @@
+"""The data-parallel stream of a simulated device: gradient buckets reduced as the last
+backward fills them, parameter all-gathers overlapped with the forward (distributed
+optimizer), torch FSDP's per-layer traffic; launched one after another on their own
+stream. Part of the engine's primitives (simtrain.engine.primitives), which it extends."""
+
+from __future__ import annotations
+
+from typing import Generator
+
+import simpy
+
+from simtrain.engine.plan import StageWork
+
+Proc = Generator[simpy.Event, object, None]
+
+
+class DataParallelStream:
+    def _dp_sizes(self, mine) -> dict[str, set[float]]:
+        """Every size of data-parallel collective a device holding stages `mine` will launch
+        (gradient buckets as `_grad_ready` fills them, the deferred reduction, parameter
+        all-gathers, FSDP's per-layer traffic), so that each size's algorithm is chosen and
+        registered before the run and the link classes compile once."""
+        plan = self.plan
+        grad_op = "all-reduce" if self.zero == 0 else "reduce-scatter"
+        out: dict[str, set[float]] = {grad_op: set()}
+        if self.fsdp:
+            out["all-gather"] = {st.grad_bytes_per_layer / plan.grad_bytes * 2 for st in mine}
+            out["reduce-scatter"] = out.get("reduce-scatter", set()) | {st.grad_bytes_per_layer for st in mine}
+        if not self.overlap_grad:
+            total = sum(sum(_layer_grads(st)) + st.end_grad_bytes for st in mine)
+            if total > 0:
+                out[grad_op].add(total)
+        elif self.fsdp:  # layers reduce-scatter as they go; the ends at the flush
+            out[grad_op] |= {st.end_grad_bytes for st in mine}
+        else:
+            for st in mine:
+                pending = 0.0
+                for g in _layer_grads(st):
+                    pending += g
+                    if pending >= self.bucket_bytes:
+                        out[grad_op].add(pending)
+                        pending = 0.0
+                if pending + st.end_grad_bytes > 0:
+                    out[grad_op].add(pending + st.end_grad_bytes)
+        if self.zero >= 1 and not self.fsdp:
+            bucket = self.bucket_bytes / plan.grad_bytes
+            gathers = out.setdefault("all-gather", set())
+            for st in mine:
+                dense = st.params - st.expert_params  # an MoE model's experts: over their edp group
+                first = min(bucket, dense)
+                gathers.add(first * 2)
+                if dense > first:
+                    gathers.add((dense - first) * 2)
+        return {op: {x for x in sizes if x > 0} for op, sizes in out.items()}
+
+    def _dp_launch(self, dev: int, op: str, size: float, label: str, on_done: simpy.Event | None = None) -> simpy.Event:
+        prev = self.dp_tail.get(dev)
+        done = on_done or self.env.event()
+
+        def proc() -> Proc:
+            if prev is not None and not prev.processed:
+                yield prev
+            t0 = self.env.now
+            yield from self.collective(dev, self.dp_dim, op, size)
+            self._rec(dev, "dp", label, t0, stream="comm", nbytes=size)
+            done.succeed()
+
+        self.env.process(proc())
+        self.dp_tail[dev] = done
+        self.dp_pending[dev].append(done)
+        return done
+
+    def _fsdp_gathers(self, dev: int, st: StageWork):
+        """torch FSDP: all-gather each layer's parameters (bf16) just ahead of its use,
+        prefetching one layer ahead on the DP stream (FSDP's forward/backward prefetch)."""
+        size = st.grad_bytes_per_layer / self.plan.grad_bytes * 2
+        nxt = self._dp_launch(dev, "all-gather", size, "all-gather(fsdp)")
+        for i in range(st.layers):
+            cur = nxt
+            if i + 1 < st.layers:
+                nxt = self._dp_launch(dev, "all-gather", size, "all-gather(fsdp)")
+            yield cur
+
+    def _wait_gather(self, dev: int, ev: simpy.Event, stage: int, mb: int) -> Proc:
+        if not ev.processed:
+            t0 = self.env.now
+            yield ev
+            self._rec(dev, "dp", "wait params", t0, stage, mb)
+
+    def _grad_ready(self, dev: int, pending: float, flush: bool = False) -> float:
+        """Launch a DP bucket once `pending` gradient bytes fill one (or at the end).
+        Without overlap every gradient waits for the end of the backward pass."""
+        if not self.overlap_grad:
+            if flush:
+                self._deferred[dev] += pending
+                return 0.0
+            return pending
+        if pending >= self.bucket_bytes or (flush and pending > 0):
+            op = "all-reduce" if self.zero == 0 else "reduce-scatter"
+            self._dp_launch(dev, op, pending, f"{op}(dp)")
+            return 0.0
+        return pending
+
+
+
+def _layer_grads(st: StageWork) -> list[float]:
+    """DP gradient bytes of a stage's layers in the order the backward completes them (the
+    last layer first; an MoE model's dense first layers reduce their own size)."""
+    moe = st.layers - st.dense_layers
+    return [st.grad_bytes_per_layer] * moe + [st.dense_grad_bytes_per_layer if st.moe else st.grad_bytes_per_layer] * st.dense_layers
