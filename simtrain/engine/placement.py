@@ -16,25 +16,25 @@ topologies without such a tier (TPU tori) are not checked.
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 from typing import Any
+
+import numpy as np
 
 from simtrain.scenario.layout import DIMS, Layout
 
 CHECKED = ("tp", "cp")
 
 
-def straddling(L: Layout, dim: str, domains: list[int]) -> tuple[int, int]:
-    """(groups of `dim` whose ranks lie in more than one domain, all groups of `dim`)."""
-    by_group: dict[int, int] = {}
-    split: set[int] = set()
-    for r in range(L.world):
-        c = L.coord(r)
-        key = L.rank(dataclasses.replace(c, **{dim: 0}))
-        d = domains[r]
-        if by_group.setdefault(key, d) != d:
-            split.add(key)
-    return len(split), len(by_group)
+def straddling(L: Layout, dim: str, domains) -> tuple[int, int]:
+    """(groups of `dim` whose ranks lie in more than one domain, all groups of `dim`).
+    Vectorized (a million devices in well under a second): the ranks of a group are its
+    first one plus multiples of the dimension's stride."""
+    d = np.asarray(domains[:L.world])
+    ranks = np.arange(L.world)
+    step, size = L.stride(dim), L.size(dim)
+    first = ranks[(ranks // step) % size == 0]
+    members = d[first[:, None] + step * np.arange(size)[None, :]]
+    return int((members != members[:, :1]).any(axis=1).sum()), len(first)
 
 
 def _order_fix(L: Layout, dim: str) -> tuple[str, ...]:
@@ -89,7 +89,9 @@ def placement_warnings(plan: Any) -> list[str]:
     if not domains:
         return []
     L = plan.layout
-    size_text = f"{Counter(Counter(domains[:L.world]).values()).most_common(1)[0][0]}-GPU"  # the usual domain size
+    _, sizes = np.unique(np.asarray(domains[:L.world]), return_counts=True)
+    counts, freq = np.unique(sizes, return_counts=True)
+    size_text = f"{int(counts[np.argmax(freq)])}-GPU"  # the usual domain size (the smallest of equally usual ones)
     out = []
     for dim in CHECKED:
         if getattr(L, dim) < 2:
