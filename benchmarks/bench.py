@@ -12,8 +12,12 @@ event loop alone, the latter also as a share of the baseline rate), peak RSS. Tw
 are measured beside the baseline: the events/s of a bare timeout that appends one timeline
 record, and of a two-party rendezvous plus a record, the least work a timeline-keeping
 engine does per event.
-Targets (issue 6): 405B on 16,384 GPUs symmetric <= 1.0x baseline; 70B on 1,024 GPUs
-per-rank <= 20x; 16,384 GPUs per-rank completes within 4 GB.
+Targets (issue 16): 405B on 16,384 GPUs with one straggler and with one thinner leaf
+uplink, default mode, each <= 3x the baseline and equal to per-rank mode on a 1,024-GPU
+version (checked here: `equal to per-rank` line); 1,048,576 GPUs in the default mode
+<= 3x and under 1 GB; 16,384 GPUs per-rank <= 20x. (Issue 6: 405B on 16,384 GPUs
+symmetric <= 1.0x; 70B on 1,024 GPUs per-rank <= 20x.) `benchmarks/search_bench.py` and
+`benchmarks/sweep_bench.py` measure the search and the sweep.
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ SMALL = ['model.name="llama3-8b"', "cluster.gpus=64", "parallel.tp=2", "parallel
          "parallel.first_stage_layers=-1", "parallel.last_stage_layers=-1", "training.global_batch=64", "training.seq_len=2048",
          "parallel.vp=1", 'schedule.name="1f1b"']
 PER_RANK = ['engine.mode="per-rank"']
+STRAGGLER = ["whatif.slow_devices=[6]", "whatif.slowdown=1.2"]
+UPLINK = ['whatif.degraded_links=["leaf0-spine3"]', "whatif.link_bandwidth_factor=0.5"]  # a leaf's uplink at half speed
+MILLION = ["cluster.gpus=1048576", "parallel.dp=8192", "training.global_batch=262144"]  # row 1's layout, 32 micro-batches
+K1024 = ["cluster.gpus=1024", "parallel.dp=8", "training.global_batch=256"] + ONE_F_ONE_B  # 32 micro-batches per replica
 
 FULL = [
     ("405B Table 4 row 1", ROW1),
@@ -45,7 +53,12 @@ FULL = [
     ("70B TP8 PP8 DP16", L70),
     ("70B TP8 PP8 DP16", L70 + PER_RANK),
     ("405B row 2, 1F1B", ROW2 + ONE_F_ONE_B + PER_RANK),
+    ("405B row 2, 1F1B, straggler", ROW2 + ONE_F_ONE_B + STRAGGLER),
+    ("405B row 2, 1F1B, thin uplink", ROW2 + ONE_F_ONE_B + UPLINK),
+    ("405B row 1 layout, 1M GPUs", MILLION),
 ]
+# what-if classes against simulating every device, on a size per-rank mode runs quickly
+EQUAL = [("straggler", K1024 + STRAGGLER), ("thin uplink", K1024 + UPLINK)]
 QUICK = [
     ("8B TP2 PP4 DP8", SMALL),
     ("8B TP2 PP4 DP8", SMALL + PER_RANK),
@@ -63,7 +76,8 @@ try:  # this process's own high-water mark (ru_maxrss keeps the parent's across 
     rss = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 except (OSError, StopIteration):
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps(dict(gpus=r.num_gpus, mode=r.layout["mode"], step=r.step_time_s, wall=wall, events=r.events, run=r.engine_run_s, rss=rss, mfu=r.mfu)))
+print(json.dumps(dict(gpus=r.num_gpus, mode=r.layout["mode"], step=r.step_time_s, wall=wall, events=r.events, run=r.engine_run_s, rss=rss, mfu=r.mfu,
+                      classes=r.layout.get("classes", 0))))
 """
 
 
@@ -160,24 +174,33 @@ def main(argv: list[str] | None = None) -> int:
         r.update(name=name, ratio=r["wall"] / base, events_per_s=r["events"] / r["wall"],
                  loop_events_per_s=r["events"] / r["run"] if r["run"] > 0 else 0.0)
         rows.append(r)
+    equal = []
+    for name, ov in ([] if args.quick else EQUAL):
+        print(f"[equal] {name} at 1,024 GPUs, default and per-rank ...", file=sys.stderr, flush=True)
+        a, b = run_case(ov), run_case(ov + PER_RANK)
+        equal.append(dict(name=name, step=a["step"], per_rank_step=b["step"], classes=a["classes"],
+                          rel_diff=abs(a["step"] - b["step"]) / b["step"]))
     if args.json:
         print(json.dumps({"baseline_s": base, "baseline_events_per_s": 1e6 / base,
-                          "floor_events_per_s": floor, "rows": rows}, indent=2))
+                          "floor_events_per_s": floor, "rows": rows, "equal": equal}, indent=2))
         return 0
     rate = 1e6 / base
     print(f"baseline: 1,000,000 raw simpy timeouts in {base:.2f} s ({rate:,.0f} events/s)")
     print(f"floors:   timeout + timeline record {floor['record']:,.0f} events/s ({100 * floor['record'] / rate:.0f}% of baseline); "
           f"+ two-party rendezvous {floor['rendezvous']:,.0f} events/s ({100 * floor['rendezvous'] / rate:.0f}%)")
-    hdr = (f"{'scenario':<26} {'GPUs':>6} {'mode':<9} {'step s':>8} {'wall s':>8} {'x base':>7} {'events':>9} {'events/s':>10} "
-           f"{'loop ev/s':>10} {'% base':>6} {'peak RSS':>9} {'MFU':>6}")
+    hdr = (f"{'scenario':<30} {'GPUs':>9} {'mode':<9} {'classes':>7} {'step s':>8} {'wall s':>8} {'x base':>7} {'events':>9} "
+           f"{'events/s':>10} {'loop ev/s':>10} {'% base':>6} {'peak RSS':>9} {'MFU':>6}")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
-        print(f"{r['name']:<26} {r['gpus']:>6} {r['mode']:<9} {r['step']:>8.3f} {r['wall']:>8.2f} {r['ratio']:>7.2f} "
+        print(f"{r['name']:<30} {r['gpus']:>9,} {r['mode']:<9} {r['classes']:>7,} {r['step']:>8.3f} {r['wall']:>8.2f} {r['ratio']:>7.2f} "
               f"{r['events']:>9,} {r['events_per_s']:>10,.0f} {r['loop_events_per_s']:>10,.0f} {100 * r['loop_events_per_s'] / rate:>5.0f}% "
               f"{r['rss'] / 2**30:>8.2f}G {100 * r['mfu']:>5.1f}%")
     print("events/s: events over the case's whole wall time; loop ev/s: over the event loop alone "
-          "(the engine event rate), with its share of the baseline rate")
+          "(the engine event rate), with its share of the baseline rate; classes: devices simulated")
+    for e in equal:
+        print(f"equal to per-rank (405B, 1,024 GPUs, {e['name']}): step {e['step']:.6f} s with {e['classes']} classes vs "
+              f"{e['per_rank_step']:.6f} s per-rank, relative difference {e['rel_diff']:.1e}")
     return 0
 
 

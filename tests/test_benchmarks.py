@@ -41,3 +41,10 @@ def test_plots_benchmark_quick(capsys):
     bench = _load("plots_bench")
     assert bench.main(["--quick"]) == 0
     assert "Gantt PNG" in capsys.readouterr().out
+
+
+def test_search_benchmark_quick(capsys):
+    bench = _load("search_bench")
+    assert bench.main(["--quick", "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "x baseline" in out and "simulated" in out and "winner:" in out
