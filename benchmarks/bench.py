@@ -160,14 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small cases only (for CI)")
     ap.add_argument("--json", action="store_true", help="print rows as JSON")
     args = ap.parse_args(argv)
-    base = baseline()
-    floor = floors()
+    # quick mode (CI, so the script cannot rot) measures once; figures come from a full run
+    reps = 1 if args.quick else 3
+    base = baseline(reps)
+    floor = floors(reps)
     rows = []
     cases = QUICK if args.quick else FULL
     for i, (name, ov) in enumerate(cases, 1):
         print(f"[{i}/{len(cases)}] {name} ...", file=sys.stderr, flush=True)
         r = run_case(ov)
-        for _ in range(2 if r["wall"] < 20 else 0):  # best of 3 where cheap, as the baseline
+        for _ in range(reps - 1 if r["wall"] < 20 else 0):  # best of 3 where cheap, as the baseline
             again = run_case(ov)
             if again["wall"] < r["wall"]:
                 r = again

@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="a search dimension, e.g. pp=1,2,4,8,16 (passed as --pp 1,2,4,8,16)")
     ap.add_argument("--quick", action="store_true", help="a small scenario (CI)")
     a = ap.parse_args(argv)
-    base = baseline()
+    base = baseline(1 if a.quick else 3)
     scenario = QUICK[0] if a.quick else a.scenario
-    extra = []
+    extra = ["--tp", "1,2", "--pp", "1,2"] if a.quick else []  # quick: a small space, so CI stays fast
     for item in a.set:
         dim, _, values = item.partition("=")
         extra += [f"--{dim.replace('_', '-')}", values]

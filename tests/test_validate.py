@@ -156,32 +156,54 @@ def test_nemo_scenarios_match_their_published_rows() -> None:
         assert data["cluster"]["stack"] == "megatron-core" and "sustained_fraction" not in data["cluster"]
 
 
+# The four slowest cases (about 90 of the 128 CPU-seconds of the cases with scenario files:
+# thousands of micro-batches, or MoE all-to-alls in every layer) run in
+# test_slow_validation_cases, which CI skips; `simtrain validate` runs them all.
+SLOW_CASES = ("nemo-moe-qwen3-235b-a22b-256", "megatron-sc21-t2-530b-ptdp-560",
+              "megatron-sc21-t2-530b-ptdp-1120", "megatron-sc21-gpt-1t")
+
+
 def test_full_validation_stays_within_achieved_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    # thresholds set from what the simulator achieves (README "Validation and calibration");
-    # the cases with scenario files (the published runs of tools/reference_sources.py, with
-    # inline scenarios, have their own group errors: tests/test_reference_sources.py)
-    report = run_validation(tuple(c for c in load_reference() if not c.inline), modes=("zero-shot",))
+    # thresholds set from what the simulator achieves on these cases (README "Validation and
+    # calibration"); the published runs of tools/reference_sources.py, with inline
+    # scenarios, have their own group errors: tests/test_reference_sources.py
+    cases = tuple(c for c in load_reference() if not c.inline and c.name not in SLOW_CASES)
+    report = run_validation(cases, modes=("zero-shot",))
     out = json.loads(json.dumps(report.to_json()))
     mape = out["mape_percent"]
-    assert mape["Llama 3 Table 4"]["mape"] <= 2.0, mape  # achieved 0.4% (row 1 fitted)
-    assert mape["Megatron-LM SC21 Table 1"]["mape"] <= 7.5, mape  # achieved 6.4%, never fitted on
-    assert mape["Megatron-LM SC21 Table 2, PTD-P"]["mape"] <= 12.0, mape  # achieved 11.0%, never fitted on
+    assert mape["Llama 3 Table 4"]["mape"] <= 2.0, mape  # achieved 0.5% (row 1 fitted)
+    err = {c["case"]: c["comparisons"][0]["error"] for c in out["cases"] if c["comparisons"]}
+    assert abs(err["llama3-405b-128k"]) <= 0.03, err  # row 3, never fitted on: achieved -0.8%
+    assert mape["Megatron-LM SC21 Table 1"]["mape"] <= 7.5, mape  # achieved 5.6% on 9 runs, never fitted on
+    assert mape["Megatron-LM SC21 Table 2, PTD-P"]["mape"] <= 8.0, mape  # achieved 5.5% on 4 runs, never fitted on
     # NeMo 24.09 on H100: one stack constant fitted on the 175B/128-GPU case, 11 predictions
-    assert mape["NVIDIA DGX Cloud, NeMo 24.09"]["mape"] <= 7.5, mape  # achieved 6.4%
+    assert mape["NVIDIA DGX Cloud, NeMo 24.09"]["mape"] <= 7.5, mape  # achieved 6.8%
     worst = max(abs(c["comparisons"][0]["error"]) for c in out["cases"]
                 if c["case"].startswith("nemo-") and not c["case"].startswith(("nemo-fp8-", "nemo-moe-")))
-    assert worst <= 0.11, worst  # achieved 10.0% (Nemotron-4 15B on 2,048 GPUs)
+    assert worst <= 0.11, worst  # achieved 9.5% (Nemotron-4 15B on 64 GPUs)
     # FP8 and mixture-of-experts runs, never fitted on (README "Validation and calibration")
     assert mape["NeMo 24.07 FP8, H100"]["mape"] <= 8.0, mape  # achieved 7.1% (-9.3%, -8.9%, +3.0%)
-    assert mape["Megatron-Bridge MoE FP8, H100"]["mape"] <= 8.0, mape  # achieved 6.7% (+0.6%, +6.7%, +12.8%)
-    # DeepSeek-V3 on H800 with DualPipe's overlap as claimed: a known gap, achieved -27.0%
-    assert mape["DeepSeek-V3 report (H800)"]["mape"] <= 30.0, mape
-    # PaLM 540B on TPU v4: a prediction with assumed TPU constants, achieved +1.0%
+    assert mape["Megatron-Bridge MoE FP8, H100"]["mape"] <= 8.0, mape  # achieved 6.7% (+0.6%, +12.8%)
+    # DeepSeek-V3 on H800 with DualPipe's overlap as claimed: a known gap, achieved -28.5%
+    assert mape["DeepSeek-V3 report (H800)"]["mape"] <= 32.0, mape
+    # PaLM 540B on TPU v4: a prediction with assumed TPU constants, achieved -2.3%
     assert mape["PaLM 540B on TPU v4 (Chowdhery et al. 2022)"]["mape"] <= 5.0, mape
-    # ZeRO-3 (DeepSpeed 2021) is a known gap: achieved 185% (README); guard against it growing
+    # ZeRO-3 (DeepSpeed 2021) is a known gap: achieved 193% (README); guard against it growing
     assert mape["Megatron-LM SC21 Table 2, ZeRO-3"]["mape"] <= 210.0, mape
     statuses = {c["case"]: c["status"] for c in out["cases"]}
     assert statuses["llama3-70b-tpu-v5p-fsdp"] == "ok" and statuses["llama3-70b-tpu-v5p-fsdp-tp4"] == "ok"
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("SIMTRAIN_SLOW_TESTS"),
+                    reason="about 90 CPU-seconds; set SIMTRAIN_SLOW_TESTS=1 (simtrain validate runs these too)")
+def test_slow_validation_cases() -> None:
+    cases = tuple(c for c in load_reference() if c.name in SLOW_CASES)
+    out = json.loads(json.dumps(run_validation(cases, modes=("zero-shot",)).to_json()))
+    err = {c["case"]: c["comparisons"][0]["error"] for c in out["cases"]}
+    assert abs(err["nemo-moe-qwen3-235b-a22b-256"]) <= 0.08, err  # achieved +6.7%
+    assert abs(err["megatron-sc21-t2-530b-ptdp-560"]) <= 0.13, err  # achieved +10.8% (TFLOP/s basis)
+    assert abs(err["megatron-sc21-t2-530b-ptdp-1120"]) <= 0.14, err  # achieved +11.7%
+    assert abs(err["megatron-sc21-gpt-1t"]) <= 0.10, err  # achieved +7.4%
 
 
 def test_calibrated_and_leave_one_source_out_readings() -> None:
