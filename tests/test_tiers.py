@@ -86,3 +86,31 @@ def test_explicit_topology_without_that_kind_of_link_says_what_it_has(capsys):
                            "--set", "cluster.gpus=4", "--set", "parallel.pp=2", "--set", "parallel.tp=2",
                            "--set", "parallel.dp=0"],
                           capsys, "topology 'example-explicit' (explicit) has no ici tier", "cluster.nic_gbps")
+
+
+def test_topology_and_collective_commands_take_link_what_ifs(capsys):
+    # 2 nodes of 8: a ring all-reduce of 1 GiB crosses the NICs; at 800 Gb/s instead of 400
+    # the inter-node part halves, so the whole collective gets faster but not 2x (NVLink legs
+    # stay). The topology summary shows the NIC tier at 800 Gb/s x the file's efficiency.
+    def busbw(extra):
+        assert main(["collective", "all-reduce", "--gpus", "16", "--size", "1G", "--json", *extra]) == 0
+        return json.loads(capsys.readouterr().out)[0]["busbw_gbps"]
+
+    base, fast = busbw([]), busbw(["--set", "cluster.nic_gbps=800"])
+    assert base < fast < 2 * base
+    assert main(["topology", "dgx-h100", "--gpus", "16", "--json", "--set", "cluster.nic_gbps=800"]) == 0
+    wide = json.loads(capsys.readouterr().out)
+    assert main(["topology", "dgx-h100", "--gpus", "16", "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    nic = lambda d: next(t["gbytes_per_s_per_device"] for t in d["tiers"] if t["tier"] == "nic")
+    assert nic(wide) == pytest.approx(2 * nic(plain), rel=1e-9)  # same efficiency, twice the rate
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["topology", "dgx-h100", "--set", "nic=3"], "is not a link what-if"),
+    (["topology", "dgx-h100", "--set", "cluster.nic_gbps"], "expects cluster.KEY=VALUE"),
+    (["collective", "all-reduce", "--set", "cluster.nic_gbps=fast"], "is not a number"),
+    (["topology", "tpu-v5p", "--set", "cluster.nic_gbps=5"], "has no nic tier"),
+])
+def test_bad_link_what_ifs_on_commands_get_one_line(argv, fragment, capsys):
+    assert_one_line_error(argv, capsys, fragment)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from simtrain.commands.link_whatifs import add_set_option, parse_link_whatifs
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from simtrain.network.collectives import ALGOS, OPS
@@ -25,6 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--device", default="", help="override the topology's device type")
     p.add_argument("--json", action="store_true",
                    help="print JSON rows with size_bytes, time_s, algbw_gbps, busbw_gbps (GB/s, 1e9 bytes/s), algo")
+    add_set_option(p)
     return p
 
 
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         from simtrain.scenario.errors import bad
 
         raise bad("--gpus", args.gpus, "need at least 2 devices", "use --gpus 2 or more")
-    topo = load_topology(args.topology, args.gpus, args.device)
+    topo = load_topology(args.topology, args.gpus, args.device, tiers=parse_link_whatifs(args.set))
     bench = CollectiveBench(topo, args.op, args.gpus, args.algo)
     rows = bench.sweep(sizes)
     used = sorted({r.algo for r in rows})

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from simtrain.commands.link_whatifs import add_set_option, parse_link_whatifs
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
@@ -19,6 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--device", default="", help="override the topology's device type")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--draw", metavar="FILE", help="draw the graph (.png or .svg; small graphs only, up to 512 nodes)")
+    add_set_option(p)
     return p
 
 
@@ -27,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from simtrain.hardware.summary import summarize, text
     from simtrain.scenario.errors import SimtrainError
 
-    topo = load_topology(args.name, 8 if args.gpus is None else args.gpus, args.device)
+    topo = load_topology(args.name, 8 if args.gpus is None else args.gpus, args.device,
+                         tiers=parse_link_whatifs(args.set))
     if args.gpus is not None and topo.num_gpus < args.gpus:
         from simtrain.scenario.errors import bad
 
