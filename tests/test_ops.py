@@ -40,3 +40,24 @@ def test_run_ops_prints_the_table_and_json(small_overrides, capsys):
     assert sum(r["share"] for r in rows) == pytest.approx(1.0, rel=1e-9)
     assert {r["kind"] for r in rows} == {"gemm", "attention", "memory"}
     assert data["ops"]["stack"] == "llama3-meta"
+
+
+def test_op_selective_recompute_is_torchtitans_every_second_matmul(small_overrides):
+    # torchtitan's op-level SAC recomputes the 2nd, 4th and 6th matmul of a Llama block (wk,
+    # wo, w3) and every elementwise op, and keeps the other matmuls' and SDPA's outputs.
+    # Llama 3 8B (h = q = 4096, kv = 1024, f = 14336) on TP2, 2,048 tokens of micro-batch 1:
+    # recomputed FLOPs = 2 * tokens * (h*kv + q*h + h*f) / TP.
+    from simtrain.workload.memory import layer_activation_bytes
+
+    s = load_scenario(None, small_overrides + ['parallel.recompute="op-selective"'])
+    lc = make_plan(s).stages[0].layer
+    assert lc.recompute_flops == pytest.approx(2 * 2048 * (4096 * 1024 + 4096 * 4096 + 4096 * 14336) / 2, rel=1e-12)
+    none = make_plan(load_scenario(None, small_overrides)).stages[0].layer
+    full = make_plan(load_scenario(None, small_overrides + ['parallel.recompute="full"'])).stages[0].layer
+    assert 0 < lc.recompute < full.recompute and none.recompute == 0
+    # saved per token, TP1: block input 2h + w2 output 2h + wq 2q + SDPA output 2q + wv 2kv
+    # + w1 2f + log-sum-exp 4 B per head = 63,616 B, against about 139 kB without recomputation
+    m = s.model
+    op = layer_activation_bytes(m, 2048, 1, 1, False, "op-selective")
+    assert op == 2048 * (4 * 4096 + 4 * 4096 + 2 * 1024 + 2 * 14336 + 4 * 32)
+    assert layer_activation_bytes(m, 2048, 1, 1, False, "full") < op < layer_activation_bytes(m, 2048, 1, 1, False, "none")

@@ -190,14 +190,14 @@ TITAN_FUSED_RMSNORM = {("llama3-8b", "A100-80GB"), ("llama2-13b", "A100-80GB")}
 
 
 def _titan_recompute(text: str) -> str | None:
-    """full -> full; op-level selective AC -> selective; per-layer selective AC -> None."""
+    """full -> full; op-level selective AC -> op-selective; per-layer selective AC -> None."""
     if text.startswith("full"):
         return "full"
     if text == "none":
         return "none"
     if "layer" in text:
         return None  # every n-th block fully recomputed: no simtrain equivalent (skipped)
-    return "selective"
+    return "op-selective"
 
 
 def torchtitan_cases() -> list[Case]:
@@ -220,14 +220,14 @@ def torchtitan_cases() -> list[Case]:
         training = dict(seq_len=int(r["seq_len"]), global_batch=int(r["global_batch_seqs"]), grad_precision="fp32")
         engine = dict(overlap_tp_comm=async_tp) if tp > 1 else None
         model = r["model"].replace("llama3.1", "llama3")
-        ac = {"full": "fullac", "selective": "sacop", "none": "noac"}[recompute]
+        ac = {"full": "fullac", "op-selective": "sacop", "none": "noac"}[recompute]
         name = (f"titan-{model}-{gpu[:4].lower()}-{gpus}gpu" + (f"-tp{tp}" if tp > 1 else "") + f"-{ac}"
                 + ("-compile" if compiled else "") + ("-asynctp" if async_tp else ""))
         note = ("derived: step = global_batch x seq_len / (tokens/s/GPU x GPUs) (the CSV's step_time_s). "
                 + ("torch.compile per block; " if compiled else "eager (no torch.compile); ")
                 + f"RMSNorm {'fused' if fused_norm else 'eager'}; "
-                + ("op-level selective AC also recomputes every second matmul, which simtrain's selective "
-                   "recomputation (attention core only) does not model; " if recompute == "selective" else "")
+                + ("op-level selective AC (every second matmul and the elementwise ops recomputed): "
+                   "recompute op-selective; " if recompute == "op-selective" else "")
                 + ("H100 here = Meta's HBM2e 94-96 GB, 500 W variant, simulated as an H100-SXM; " if gpu == "H100" else "")
                 + ("async TP (TP collectives overlapped); " if async_tp else "")
                 + ("compile not stated for this row (the toml enables it): eager assumed; " if n == 9 else "")

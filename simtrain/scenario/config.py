@@ -79,7 +79,7 @@ class ParallelConfig:
     vp: int = 1  # virtual stages (model chunks) per pipeline rank
     micro_batch: int = 1  # sequences per micro-batch
     sequence_parallel: bool = False  # Korthikanti et al. 2022: TP all-reduce -> reduce-scatter + all-gather
-    recompute: str = "none"  # "none", "selective" or "full" activation recomputation
+    recompute: str = "none"  # "none", "selective" (Megatron: attention core), "op-selective" (torchtitan: every 2nd matmul and the elementwise ops) or "full"
     zero: int = 1  # 0: plain DP all-reduce; 1/2: distributed optimizer (reduce-scatter + all-gather); 3: FSDP
     reshard_after_forward: bool = True  # zero = 3: torch FSDP frees gathered parameters after each layer's use
     # (all-gather again in backward, every micro-batch); false = Llama 3's FSDP: gathered once per step

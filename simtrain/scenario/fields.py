@@ -19,7 +19,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.mlp": ("gated", "plain"),
     "model.position_embedding": ("rope", "learned", "alibi"),
     "model.norm": ("rmsnorm", "layernorm"),
-    "parallel.recompute": ("none", "selective", "full"),
+    "parallel.recompute": ("none", "selective", "op-selective", "full"),
     "parallel.cp_algo": ("allgather", "ring"),
     "parallel.attention_kernel": ("fa2", "cudnn", "fa3", "fa1", "triton", "xformers"),
     "engine.mode": ("symmetric", "per-rank"),

@@ -92,6 +92,8 @@ def layer_cost(model: ModelConfig, par: ParallelConfig, dev: Device, seq_len: in
         # FlashAttention recomputes its scores anyway, so there is nothing left to do
         recompute = kf * sum(o.seconds for o in ops if o.recompute and o.phase == "fwd")
         recompute_flops = 0.0 if par.flash_attention else att_full
+    elif par.recompute == "op-selective":
+        recompute, recompute_flops = _op_selective(ops, model, kf)
     else:
         recompute, recompute_flops = 0.0, 0.0
     tp_bytes = float(t * h * BF16) if tp > 1 else 0.0
@@ -102,6 +104,32 @@ def layer_cost(model: ModelConfig, par: ParallelConfig, dev: Device, seq_len: in
     cp_bytes = float(2 * b * seq_len * kv_heads * hd * BF16) if cp > 1 else 0.0
     return LayerCost(fwd, bwd, wgrad, recompute, tp_bytes, model_flops, recompute_flops, cp_bytes, att_f, att_b,
                      (kf, kb))
+
+
+def op_selective_gemm_shares(model: ModelConfig) -> dict[str, float]:
+    """torchtitan's op-level selective activation checkpointing (torchtitan/models/llama3/
+    infra/parallelize.py, `_custom_policy`): inside each checkpointed block, "saves output of
+    all compute ops, except every second mm" (mm and SDPA outputs are saved; every other op
+    is recomputed). A Llama block runs its matmuls in the order wq, wk, wv, wo, w1, w3, w2,
+    so the 2nd, 4th and 6th are recomputed: wk, wo and w3 (plain MLP: w1, w2 are the 5th and
+    6th, so w2). Returned: the share of each simtrain GEMM that is recomputed ("qkv" fuses
+    wq, wk, wv: wk's share is kv / (q + 2 kv); "mlp up" fuses w1 and w3: half)."""
+    q = model.num_attention_heads * model.head_dim
+    kv = model.num_key_value_heads * model.head_dim
+    if model.mlp == "gated":
+        return {"qkv": kv / (q + 2 * kv), "out proj": 1.0, "mlp up": 0.5}
+    return {"qkv": kv / (q + 2 * kv), "out proj": 1.0, "mlp down": 1.0}
+
+
+def _op_selective(ops: tuple[O.Op, ...], model: ModelConfig, kf: float) -> tuple[float, float]:
+    """Recompute time and FLOPs of op-level selective checkpointing: the recomputed GEMM
+    shares (op_selective_gemm_shares) and every memory-bound forward op (norms, rotary,
+    activation, residual adds); attention (SDPA) is saved, so it is not run again."""
+    shares = op_selective_gemm_shares(model)
+    t = sum(o.seconds * shares.get(o.name, 0.0) for o in ops if o.phase == "fwd" and o.kind == "gemm")
+    t += sum(o.seconds for o in ops if o.phase == "fwd" and o.kind == "memory")
+    flops = sum(o.flops * shares.get(o.name, 0.0) for o in ops if o.phase == "fwd" and o.kind == "gemm")
+    return kf * t, flops
 
 
 def _end(ops: tuple[O.Op, ...], stack: Stack, model_flops: float) -> EndCost:

@@ -100,7 +100,7 @@ def activation_saving_bytes(model, seq_len: int, micro_batch: int, tp: int, sequ
     counts them at 2 B: the QKV and MLP-up inputs h each, /tp with sequence parallelism, the
     output-projection input q/tp and the MLP-down input f/tp). Full recomputation keeps only
     the layer input: nothing to save."""
-    if recompute == "full":
+    if recompute in ("full", "op-selective"):  # op-selective: counted at its own saved tensors, none FP8
         return 0.0
     t = max(1, tp)
     sp = sequence_parallel and t > 1

@@ -77,8 +77,9 @@ def layer_activation_bytes(
     each line is "per token" and is multiplied by the rank's tokens b*s/cp at the end.
     For a GPT layer (MLP 4h, heads = key/value heads, dropout) the sum is 34*h + 5*a*s.
     """
-    if recompute not in ("none", "selective", "full"):
-        raise SimtrainError(f"parallel.recompute = {recompute!r}: not a recomputation mode; use none, selective or full")
+    if recompute not in ("none", "selective", "op-selective", "full"):
+        raise SimtrainError(f"parallel.recompute = {recompute!r}: not a recomputation mode; "
+                            "use none, selective, op-selective or full")
     h = model.hidden_size
     hd = model.head_dim or h // model.num_attention_heads
     a = model.num_attention_heads
@@ -96,6 +97,16 @@ def layer_activation_bytes(
         # Only the layer input is checkpointed: 2*s*b*h bytes (Korthikanti Table 2),
         # kept sequence-parallel-sharded (/t) when SP is on.
         return tokens * 2 * h / (t if sp else 1)
+
+    if recompute == "op-selective":
+        # torchtitan's op-level policy (simtrain.workload.costs.op_selective_gemm_shares)
+        # keeps the block input 2h and the outputs of the saved matmuls and of SDPA; all else
+        # is recomputed from them. Saved mm outputs: wq 2q, wv 2kv, w1 2f, w2 2h (gated MLP;
+        # plain: w1 2f, w2 recomputed); SDPA: its output 2q and fp32 log-sum-exp 4 per head.
+        kv_local = hd if kv_heads < t else kv / t
+        replicated = 2 * h + (2 * h if model.mlp == "gated" else 0)
+        split = 4 * q / t + 2 * kv_local + 2 * f / t + 4.0 * a / t
+        return tokens * (replicated / (t if sp else 1) + split)
 
     # Tensors of width h that every TP rank holds in full unless SP shards them (/t):
     #   norm 1 input 2h + QKV GEMM input (norm 1 output) 2h + norm 2 input 2h
