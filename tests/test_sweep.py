@@ -38,7 +38,7 @@ def test_grid_values_are_typed_and_expanded_last_axis_fastest():
     ("parallel.tp=x", "parallel.tp = 'x': expected a whole number"),
     ("parallel.tpp=1,2", "unknown key parallel.tpp; did you mean 'tp'?"),
     ("paralel.tp=1", "unknown section 'paralel'; did you mean 'parallel'?"),
-    ("parallel.recompute=none,some", "'some': not a valid choice; use one of none, selective, full"),
+    ("parallel.recompute=none,some", "'some': not a valid choice; use one of none, selective, op-selective, full"),
     ("parallel.tp", "expected section.key=v1,v2,..."),
     ("parallel.tp=1,,2", "empty value"),
     ("parallel.tp=1,1", "appears twice"),
