@@ -230,6 +230,12 @@ def test_calibrated_and_leave_one_source_out_readings() -> None:
     assert report.mape_by_group()[nemo][1] == 1
     s = summary(report.modes)
     assert set(s) == {"zero-shot", "calibrated", "loso"} and s["loso"]["rows"] == 4
+    # the bias has one sign for every source, negative = simulated too fast: NeMo compares
+    # step times (kept as they are), SC21 TFLOP/s (a high throughput is a short step: flipped)
+    errs = {r.case.name: r.primary.error for r in loso.results}
+    assert s["loso"]["by_source"][nemo]["bias"] == pytest.approx(50 * (errs["nemo-8b-8"] + errs["nemo-gpt3-175b-128"]))
+    assert s["loso"]["by_source"][sc21]["bias"] == pytest.approx(
+        -50 * (errs["megatron-sc21-gpt-1.7b"] + errs["megatron-sc21-gpt-3.6b"]))
 
 
 @pytest.mark.parametrize("case_name", ["nemo-fp8-8b-8", "nemo-fp8-70b-64", "nemo-fp8-gpt3-175b-128",

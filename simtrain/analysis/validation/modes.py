@@ -75,6 +75,16 @@ class ModeResults:
     def mape_by_group(self) -> dict[str, tuple[float, int]]:
         return {g: (100 * sum(map(abs, e)) / len(e), len(e)) for g, e in self.errors_by_group().items()}
 
+    def bias_by_group(self) -> dict[str, float]:
+        """Mean signed error of the step per source, in per cent, one sign for every source:
+        negative = simulated too fast (a throughput error counts with its sign flipped)."""
+        out: dict[str, list[float]] = {}
+        for r in self.results:
+            c = r.primary
+            if r.status in ("ok", "failed") and c is not None and not self.excluded(r):
+                out.setdefault(r.case.group, []).append(c.error if c.metric == "step_time_s" else -c.error)
+        return {g: 100 * sum(e) / len(e) for g, e in out.items()}
+
 
 def calibrate_sources(cases: tuple[ReferenceCase, ...], zero: dict[str, CaseResult],
                       progress: Callable[[str], None] | None = None) -> dict[str, SourceFit]:
@@ -139,10 +149,10 @@ def summary(modes: dict[str, ModeResults]) -> dict[str, Any]:
     """Per source and overall (mean of the sources' MAPEs, and over all rows) for each mode."""
     out: dict[str, Any] = {}
     for name, m in modes.items():
-        per = m.mape_by_group()
+        per, bias = m.mape_by_group(), m.bias_by_group()
         rows = [abs(e) for errs in m.errors_by_group().values() for e in errs]
         out[name] = {
-            "by_source": {g: {"mape": v, "cases": n} for g, (v, n) in per.items()},
+            "by_source": {g: {"mape": v, "cases": n, "bias": bias[g]} for g, (v, n) in per.items()},
             "mean_of_sources": sum(v for v, _ in per.values()) / len(per) if per else None,
             "over_rows": 100 * sum(rows) / len(rows) if rows else None,
             "rows": len(rows),
