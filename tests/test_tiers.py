@@ -107,7 +107,8 @@ def test_topology_and_collective_commands_take_link_what_ifs(capsys):
 
 
 @pytest.mark.parametrize("argv, fragment", [
-    (["topology", "dgx-h100", "--set", "nic=3"], "is not a link what-if"),
+    (["topology", "dgx-h100", "--set", "nic=3"], "expects cluster.KEY=VALUE"),
+    (["topology", "dgx-h100", "--set", "cluster.tp=3"], "is not a link what-if"),
     (["topology", "dgx-h100", "--set", "cluster.nic_gbps"], "expects cluster.KEY=VALUE"),
     (["collective", "all-reduce", "--set", "cluster.nic_gbps=fast"], "is not a number"),
     (["topology", "tpu-v5p", "--set", "cluster.nic_gbps=5"], "has no nic tier"),

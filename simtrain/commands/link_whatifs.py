@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from simtrain.scenario.config import TIER_FIELDS
+from simtrain.scenario.config import TIER_FIELDS, apply_overrides
 from simtrain.scenario.errors import bad
 
 
@@ -18,21 +18,21 @@ def add_set_option(p: argparse.ArgumentParser) -> None:
 
 
 def parse_link_whatifs(items: list[str]) -> dict[str, float]:
-    """['cluster.nic_gbps=800'] -> {'nic_gbps': 800.0}; one line naming the fix otherwise."""
+    """['cluster.nic_gbps=800'] -> {'nic_gbps': 800.0}, parsed as `run --set` parses them
+    (simtrain.scenario.config.apply_overrides); one line naming the fix otherwise."""
+    for item in items:  # anything but cluster.KEY=VALUE gets this command's fix, not run's
+        key, eq, _ = item.partition("=")
+        if not eq or not key.strip().startswith("cluster."):
+            raise bad("--set", item, "expects cluster.KEY=VALUE, a link what-if",
+                      f"e.g. --set cluster.nic_gbps=800; keys: {', '.join(TIER_FIELDS)}")
     out: dict[str, float] = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        name = key.strip().removeprefix("cluster.")
-        if not eq:
-            raise bad("--set", item, "expects cluster.KEY=VALUE", "e.g. --set cluster.nic_gbps=800")
+    for name, v in apply_overrides({}, items).get("cluster", {}).items():
         if name not in TIER_FIELDS:
-            raise bad("--set", key.strip(), "is not a link what-if of this command",
+            raise bad("--set", f"cluster.{name}", "is not a link what-if of this command",
                       f"use one of {', '.join('cluster.' + f for f in TIER_FIELDS)}")
-        try:
-            v = float(value)
-        except ValueError:
-            raise bad(f"cluster.{name}", value, "is not a number", "give a number, e.g. 800") from None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise bad(f"cluster.{name}", v, "is not a number", "give a number, e.g. 800")
         if not math.isfinite(v):
-            raise bad(f"cluster.{name}", value, "is not a finite number", "give a finite number")
-        out[name] = v
+            raise bad(f"cluster.{name}", v, "is not a finite number", "give a finite number, e.g. 800")
+        out[name] = float(v)
     return out
