@@ -14,7 +14,7 @@ from simtrain.schedule.action import Action, Schedule, parse_schedule_text
 from simtrain.schedule.interleaved import flexible_interleaved
 from simtrain.schedule.validate import ScheduleError, evaluate, peak_in_flight, validate
 
-ALL = ["gpipe", "1f1b", "interleaved", "bfs", "llama3", "zb-h1"]
+ALL = ["gpipe", "1f1b", "interleaved", "interleaved-ep-overlap", "bfs", "llama3", "zb-h1"]
 SINGLE_CHUNK = {"gpipe", "1f1b", "zb-h1"}
 MS = [1, 2, 3, 4, 5, 7, 8, 9, 12, 13, 16]  # includes values not divisible by p
 
@@ -139,7 +139,7 @@ def _documented_ok(name: str, p: int, v: int, m: int, n: int | None = None) -> b
     """The constraints as the package docstring states them, re-derived here."""
     if name in SINGLE_CHUNK:
         return v == 1
-    if name == "interleaved":
+    if name in ("interleaved", "interleaved-ep-overlap"):
         return v == 1 or m % p == 0
     if name == "llama3" and n is not None:
         if not 1 <= n <= m:

@@ -8,6 +8,8 @@ Registered schedules and what they support (M = micro-batches per data-parallel 
     1f1b         vp = 1; any M
     zb-h1        vp = 1; any M (splits the backward into B and W)
     interleaved  vp >= 1; M a multiple of pp when vp > 1 (vp = 1 is 1f1b)
+    interleaved-ep-overlap  as interleaved; steady-state F and B as overlapped pairs
+                 (Megatron-Core's expert-parallel all-to-all overlap)
     bfs          vp >= 1; any M (vp = 1 is gpipe)
     llama3       vp >= 1; any M; schedule.n = N in [pp, M] with M % N = 0 or >= pp, or N = M
                  (default N = pp when pp divides M; vp = 1 is 1f1b)
@@ -31,7 +33,7 @@ from simtrain.schedule import constraints
 from simtrain.schedule.action import Action, Schedule, parse_text, v_placement
 from simtrain.schedule.basic import gpipe, one_f_one_b
 from simtrain.schedule.dualpipe import dualpipe, dualpipe_v
-from simtrain.schedule.interleaved import interleaved, llama3, looped_bfs
+from simtrain.schedule.interleaved import interleaved, interleaved_ep_overlap, llama3, looped_bfs
 from simtrain.schedule.validate import ScheduleError, evaluate, peak_in_flight, validate
 from simtrain.schedule.zero_bubble import interleaved_zb, zb_h1, zb_v
 
@@ -111,6 +113,10 @@ for _kind_ in (
                  constraints.single_chunk("1f1b")),
     ScheduleKind("interleaved", interleaved, True,
                  "interleaved 1F1B, depth-first over vp chunks (Narayanan et al. 2021; Megatron-LM)",
+                 constraints.interleaved),
+    ScheduleKind("interleaved-ep-overlap", interleaved_ep_overlap, True,
+                 "interleaved 1F1B whose steady-state forward and backward run as overlapped pairs, "
+                 "hiding expert all-to-alls (Megatron-Core --overlap-moe-expert-parallel-comm)",
                  constraints.interleaved),
     ScheduleKind("bfs", looped_bfs, True,
                  "looped breadth-first: all micro-batches through a chunk before the next "

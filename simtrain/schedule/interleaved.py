@@ -92,6 +92,31 @@ def interleaved(pp: int, microbatches: int, vp: int = 1, **_: object) -> dict[in
     return flexible_interleaved(pp, microbatches, vp, pp)
 
 
+def interleaved_ep_overlap(pp: int, microbatches: int, vp: int = 1, **_: object) -> list | dict:
+    """Interleaved 1F1B with Megatron-Core's expert-parallel all-to-all overlap
+    (`--overlap-moe-expert-parallel-comm`, the "combined 1F1B" of
+    megatron/core/pipeline_parallel/combined_1f1b.py): in the steady state each forward and
+    the backward that follows it, of two different micro-batches, run as one overlapped
+    pair (`F&B`, as DualPipe's), so that one's dispatch and combine hide behind the other's
+    compute (not when the backward is of the forward's own micro-batch, which it needs).
+    Same order, memory and bubble as `interleaved`."""
+    out: dict[int, list] = {}
+    for r, acts in interleaved(pp, microbatches, vp).items():
+        steps: list = []
+        i = 0
+        while i < len(acts):
+            a, b = acts[i], acts[i + 1] if i + 1 < len(acts) else None
+            # a backward never overlaps a forward of its own micro-batch (it needs it)
+            if b is not None and a.kind == "F" and b.kind == "B" and a.microbatch != b.microbatch:
+                steps.append((a, b))
+                i += 2
+            else:
+                steps.append(acts[i])
+                i += 1
+        out[r] = steps
+    return out
+
+
 def llama3(
     pp: int, microbatches: int, vp: int = 1, n: int | None = None, **_: object
 ) -> dict[int, list[Action]]:
