@@ -37,7 +37,10 @@ def test_total_and_active_parameters_are_the_published_ones(name: str, total: fl
     # model FLOPs count the active matmul weights (the embedding lookup is no matmul):
     # 6 (N_active - embedding) + 12 L H Q T (PaLM), norms being negligible
     m = require_model(name)
-    attn = 12 * m.num_hidden_layers * m.num_attention_heads * m.head_dim * 4096
+    # H*Q: the query width, except for DeepSeek-V3's multi-head latent attention, whose 128
+    # heads score with 192 dims and return 128: H*(192 + 128)/2 (simtrain.workload.flops)
+    hq = 128 * (192 + 128) / 2 if name == "deepseek-v3" else m.num_attention_heads * m.head_dim
+    attn = 12 * m.num_hidden_layers * hq * 4096
     assert s.model_flops_per_token == pytest.approx(6 * (s.active_params - s.embedding_params) + attn, rel=1e-3)
     assert "N_active" in s.formula
 

@@ -183,9 +183,12 @@ def test_full_validation_stays_within_achieved_errors(capsys: pytest.CaptureFixt
     assert worst <= 0.11, worst  # achieved 9.5% (Nemotron-4 15B on 64 GPUs)
     # FP8 and mixture-of-experts runs, never fitted on (README "Validation and calibration")
     assert mape["NeMo 24.07 FP8, H100"]["mape"] <= 8.0, mape  # achieved 7.1% (-9.3%, -8.9%, +3.0%)
-    assert mape["Megatron-Bridge MoE FP8, H100"]["mape"] <= 8.0, mape  # achieved 6.7% (+0.6%, +12.8%)
-    # DeepSeek-V3 on H800 with DualPipe's overlap as claimed: a known gap, achieved -28.5%
-    assert mape["DeepSeek-V3 report (H800)"]["mape"] <= 32.0, mape
+    # achieved 10.0% (Qwen3 30B +0.6%, DeepSeek-V3 +19.4%: its exact MLA makes that row
+    # slower; its all-to-alls run exposed, as the preset of the time ran them)
+    assert mape["Megatron-Bridge MoE FP8, H100"]["mape"] <= 11.0, mape
+    # DeepSeek-V3 on H800 with DualPipe's overlap as claimed: a known gap, achieved -17.4%
+    # (multi-head latent attention modelled exactly, DeepSeek's recomputation; -28.5% before)
+    assert mape["DeepSeek-V3 report (H800)"]["mape"] <= 20.0, mape
     # PaLM 540B on TPU v4: a prediction with assumed TPU constants, achieved -2.3%
     assert mape["PaLM 540B on TPU v4 (Chowdhery et al. 2022)"]["mape"] <= 5.0, mape
     # ZeRO-3 (DeepSpeed 2021) is a known gap: achieved 193% (README); guard against it growing

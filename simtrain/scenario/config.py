@@ -80,6 +80,9 @@ class ParallelConfig:
     micro_batch: int = 1  # sequences per micro-batch
     sequence_parallel: bool = False  # Korthikanti et al. 2022: TP all-reduce -> reduce-scatter + all-gather
     recompute: str = "none"  # "none", "selective" (Megatron: attention core), "op-selective" (torchtitan: every 2nd matmul and the elementwise ops) or "full"
+    # What "selective" recomputes, as Megatron-Core's --recompute-modules (empty: its default,
+    # core_attn): core_attn, layernorm, mla_up_proj, mlp, moe_act (simtrain.workload.recompute)
+    recompute_modules: tuple[str, ...] = ()
     zero: int = 1  # 0: plain DP all-reduce; 1/2: distributed optimizer (reduce-scatter + all-gather); 3: FSDP
     reshard_after_forward: bool = True  # zero = 3: torch FSDP frees gathered parameters after each layer's use
     # (all-gather again in backward, every micro-batch); false = Llama 3's FSDP: gathered once per step
@@ -295,6 +298,7 @@ def scenario_from_dict(data: dict[str, Any], name: str = "scenario", source: str
             sections[section] = device_table(raw)
         else:
             sections[section] = build_section(section, raw)
+    _check_recompute_modules(sections["parallel"], sections["model"])
     return Scenario(
         **sections,
         stack=stack,
@@ -302,6 +306,19 @@ def scenario_from_dict(data: dict[str, Any], name: str = "scenario", source: str
         description=str(data.get("description", "")),
         source=source,
     )
+
+
+def _check_recompute_modules(par: ParallelConfig, model: Any) -> None:
+    mods = par.recompute_modules
+    if mods and par.recompute != "selective":
+        raise bad("parallel.recompute_modules", list(mods), f"applies to recompute = \"selective\" only "
+                  f"(recompute is {par.recompute!r})", 'set parallel.recompute = "selective" or remove the key')
+    if "mla_up_proj" in mods and not model.kv_lora_rank:
+        raise bad("parallel.recompute_modules", list(mods), f"mla_up_proj needs multi-head latent attention "
+                  f"(model {model.name!r} has none)", "remove mla_up_proj")
+    if "moe_act" in mods and not model.num_experts:
+        raise bad("parallel.recompute_modules", list(mods), f"moe_act needs a mixture-of-experts model "
+                  f"(model {model.name!r} has no experts)", "remove moe_act")
 
 
 DEFAULT_SCENARIO = "llama3-405b-8k"

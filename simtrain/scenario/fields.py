@@ -20,6 +20,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.position_embedding": ("rope", "learned", "alibi"),
     "model.norm": ("rmsnorm", "layernorm"),
     "parallel.recompute": ("none", "selective", "op-selective", "full"),
+    "parallel.recompute_modules": ("core_attn", "layernorm", "mla_up_proj", "mlp", "moe_act"),
     "parallel.cp_algo": ("allgather", "ring"),
     "parallel.attention_kernel": ("fa2", "cudnn", "fa3", "fa1", "triton", "xformers"),
     "engine.mode": ("symmetric", "per-rank"),
@@ -42,7 +43,11 @@ def _coerce(path: str, value: Any, typ: type) -> Any:
         inner = typing.get_args(typ)[0]
         if not isinstance(value, (list, tuple)):
             raise bad(path, value, "expected a list", f"write {path.split('.')[-1]} = [ ... ]")
-        return tuple(_coerce(f"{path}[{i}]", v, inner) for i, v in enumerate(value))
+        items = tuple(_coerce(f"{path}[{i}]", v, inner) for i, v in enumerate(value))
+        bad_items = [v for v in items if path in CHOICES and v not in CHOICES[path]]
+        if bad_items:
+            raise bad(path, list(value), f"{bad_items[0]!r} is not a valid choice", f"use some of {', '.join(CHOICES[path])}")
+        return items
     if typ is bool:
         if isinstance(value, bool):
             return value

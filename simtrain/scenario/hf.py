@@ -26,9 +26,8 @@ Mixture of experts:
     first_k_dense_replace, n_group, topk_group (DeepSeek)   copied
   Qwen2-MoE's `decoder_sparse_step` other than 1 and `mlp_only_layers`, and DeepSeek's
   `moe_layer_freq` other than 1, fail with one line (not modelled).
-DeepSeek's multi-head latent attention (kv_lora_rank) becomes grouped-query attention
-with the same matmul weights (its heads, num_heads/16 K/V heads, the head width that
-matches q_a, q_b, kv_a, kv_b and o), as the deepseek-v3 catalog entry explains.
+DeepSeek's multi-head latent attention: q_lora_rank, kv_lora_rank, qk_nope_head_dim,
+qk_rope_head_dim, v_head_dim copied (DeepSeek-V2 ships qk_nope 128, rope 64, v 128).
 
 Accepted but not modelled: `use_parallel_residual` (GPT-NeoX: same GEMMs and FLOPs, only
 the order of the residual adds differs), `rope_scaling`, Qwen2's q/k/v biases (a few
@@ -168,7 +167,7 @@ def hf_to_model(cfg: dict[str, Any], path: str = "config.json") -> dict[str, Any
         out["bias"] = _flag(cfg, "attention_bias", False, path) or _flag(cfg, "mlp_bias", False, path)
     out.update(_moe_keys(cfg, path))
     if cfg.get("kv_lora_rank"):
-        out.update(_mla_as_gqa(cfg, path))
+        out.update(_mla(cfg))
     return out
 
 
@@ -197,16 +196,12 @@ def _moe_keys(cfg: dict[str, Any], path: str) -> dict[str, Any]:
     return out
 
 
-def _mla_as_gqa(cfg: dict[str, Any], path: str) -> dict[str, Any]:
-    """Multi-head latent attention -> grouped-query attention with the same matmul weights."""
-    h, heads = cfg["hidden_size"], cfg["num_attention_heads"]
-    nope, rope = cfg.get("qk_nope_head_dim", 128), cfg.get("qk_rope_head_dim", 64)
-    v, kv_lora, q_lora = cfg.get("v_head_dim", 128), cfg["kv_lora_rank"], cfg.get("q_lora_rank") or 0
-    q = (h * q_lora + q_lora * heads * (nope + rope)) if q_lora else h * heads * (nope + rope)
-    params = q + h * (kv_lora + rope) + kv_lora * heads * (nope + v) + heads * v * h
-    kv_heads = max(1, heads // 16)
-    hd = max(8, round(params / (2 * h * (heads + kv_heads)) / 8) * 8)
-    return {"num_key_value_heads": kv_heads, "head_dim": hd}
+def _mla(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Multi-head latent attention's widths (modeling_deepseek.py defaults where absent);
+    every head gets its own up-projected key and value."""
+    return {"q_lora_rank": cfg.get("q_lora_rank") or 0, "kv_lora_rank": cfg["kv_lora_rank"],
+            "qk_nope_head_dim": cfg.get("qk_nope_head_dim", 128), "qk_rope_head_dim": cfg.get("qk_rope_head_dim", 64),
+            "v_head_dim": cfg.get("v_head_dim", 128), "num_key_value_heads": cfg["num_attention_heads"]}
 
 
 def default_name(path: str) -> str:

@@ -58,6 +58,16 @@ class ModelConfig:
     capacity_factor: float = 0.0  # 0: dropless; else each expert takes at most cf x its balanced share
     n_group: int = 0  # DeepSeek's group-limited routing: experts in n_group groups ...
     topk_group: int = 0  # ... and each token routed to at most topk_group of them (0: unlimited)
+    # Multi-head latent attention (DeepSeek-V2/V3; DeepSeek-AI 2024, arXiv:2405.04434 §2.1):
+    # kv_lora_rank > 0 turns it on. Queries go through a low-rank bottleneck of q_lora_rank
+    # (0: a plain query projection), keys and values through one of kv_lora_rank plus a
+    # shared rotary key of qk_rope_head_dim; each head scores with qk_nope_head_dim +
+    # qk_rope_head_dim dimensions and returns v_head_dim values (attention_linears).
+    q_lora_rank: int = 0
+    kv_lora_rank: int = 0
+    qk_nope_head_dim: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
 
 
 _LLAMA = dict(mlp="gated", bias=False, position_embedding="rope", norm="rmsnorm")
@@ -108,17 +118,15 @@ CATALOG: dict[str, dict[str, Any]] = {
     # 61 layers, hidden 7168, the first 3 with a dense MLP of 18432, the other 58 with 256
     # routed experts of 2048 (top-8) and 1 shared expert of 2048; routing limited to 4 of 8
     # expert groups (node-limited routing: at most 4 nodes per token); vocab 129,280.
-    # Multi-head latent attention (MLA: low-rank q 1536 and kv 512 projections, 128 heads
-    # with 192-dim queries/keys and 128-dim values) is approximated by grouped-query
-    # attention with the same matmul weights per layer: 128 query heads and 8 K/V heads of
-    # 96 (7168 x (12288 + 2 x 768) + 12288 x 7168 = 187M, as MLA's q_a, q_b, kv_a, kv_b and
-    # o: 187M); the attention core then does 12288/20480 of MLA's score and value work
-    # (12*L*H*Q*T: 37 of 61 GFLOP per 4K-token sequence token). The multi-token-prediction
-    # module is not counted. 671B total, 37B active per token (the paper's numbers).
+    # Multi-head latent attention: queries through a rank-1536 bottleneck, keys and values
+    # through a rank-512 one plus a 64-dim shared rotary key; 128 heads score with 128 + 64
+    # = 192 dims and return 128 (q_a, q_b, kv_a, kv_b and o: 187M weights per layer). The
+    # multi-token-prediction module is not counted. 671B total, 37B active per token.
     "deepseek-v3": dict(num_hidden_layers=61, hidden_size=7168, intermediate_size=18432, num_attention_heads=128,
-                        num_key_value_heads=8, head_dim=96, vocab_size=129280, num_experts=256,
+                        num_key_value_heads=128, head_dim=192, vocab_size=129280, num_experts=256,
                         num_experts_per_tok=8, moe_intermediate_size=2048, num_shared_experts=1,
-                        first_k_dense_replace=3, n_group=8, topk_group=4, **_LLAMA),
+                        first_k_dense_replace=3, n_group=8, topk_group=4, q_lora_rank=1536, kv_lora_rank=512,
+                        qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128, **_LLAMA),
     # Qwen3 MoE (Qwen team 2025, Qwen3 technical report; the released config.json files):
     # 128 SwiGLU experts, top-8, no shared experts, GQA with 4 K/V heads of 128, vocab
     # 151,936. 30B-A3B: 48 layers, hidden 2048, 32 heads, experts 768 wide (30.5B, 3.3B
@@ -197,6 +205,7 @@ def model_config(raw: dict[str, Any]) -> ModelConfig:
         raise bad("model.num_key_value_heads", cfg.num_key_value_heads,
                   f"must divide num_attention_heads ({cfg.num_attention_heads})", "use a divisor such as 8")
     cfg = _check_moe(cfg)
+    cfg = _check_mla(cfg)
     if not cfg.name:
         cfg = dataclasses.replace(cfg, name="custom")
     return cfg
@@ -237,6 +246,60 @@ def _check_moe(cfg: ModelConfig) -> ModelConfig:
     moe_w = cfg.moe_intermediate_size or cfg.intermediate_size
     shared = cfg.shared_expert_intermediate_size or cfg.num_shared_experts * moe_w
     return dataclasses.replace(cfg, moe_intermediate_size=moe_w, shared_expert_intermediate_size=shared)
+
+
+def _check_mla(cfg: ModelConfig) -> ModelConfig:
+    """Multi-head latent attention keys: all widths given when kv_lora_rank is (one line when
+    not); head_dim becomes the query/key width the attention kernel runs at."""
+    keys = ("q_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+    if not cfg.kv_lora_rank:
+        extra = [k for k in keys if getattr(cfg, k)]
+        if extra:
+            raise bad(f"model.{extra[0]}", getattr(cfg, extra[0]), "is a multi-head latent attention key but "
+                      "model.kv_lora_rank is 0", "set model.kv_lora_rank (DeepSeek-V3: 512) or remove the key")
+        return cfg
+    for k in ("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
+        if getattr(cfg, k) <= 0:
+            raise bad(f"model.{k}", getattr(cfg, k), "missing: multi-head latent attention needs it",
+                      f"set model.{k} (DeepSeek-V3: {dict(qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128)[k]})")
+    if cfg.num_key_value_heads != cfg.num_attention_heads:
+        raise bad("model.num_key_value_heads", cfg.num_key_value_heads, "multi-head latent attention up-projects "
+                  "keys and values for every head", f"set it to num_attention_heads ({cfg.num_attention_heads}) or omit it")
+    return dataclasses.replace(cfg, head_dim=cfg.qk_nope_head_dim + cfg.qk_rope_head_dim)
+
+
+def is_mla(model: ModelConfig) -> bool:
+    return model.kv_lora_rank > 0
+
+
+def qk_head_dim(model: ModelConfig) -> int:
+    """Dimensions each head scores queries against keys with (MLA: nope + rope)."""
+    return model.qk_nope_head_dim + model.qk_rope_head_dim if is_mla(model) else model.head_dim
+
+
+def v_head_dim(model: ModelConfig) -> int:
+    """Dimensions of each head's values and output (MLA: v_head_dim)."""
+    return model.v_head_dim if is_mla(model) else model.head_dim
+
+
+def attention_linears(model: ModelConfig) -> tuple[tuple[str, int, int, bool], ...]:
+    """The attention block's weight matrices in the order a layer runs them, whole-model
+    sizes: (name, input width, output width, split over TP). Standard and grouped-query
+    attention: one fused QKV projection (column-parallel) and the output projection
+    (row-parallel). Multi-head latent attention (DeepSeek-V2 §2.1; the released
+    modeling_deepseek.py): q_a (down, h -> q_lora), q_b (up, q_lora -> heads x qk),
+    kv_a (down, h -> kv_lora + rope), kv_b (up, kv_lora -> heads x (nope + v)) and o
+    (heads x v -> h). Megatron-Core keeps the two down projections whole on every TP rank
+    (they are narrow) and splits the rest by heads."""
+    h, H = model.hidden_size, model.num_attention_heads
+    if not is_mla(model):
+        hd, kv = model.head_dim, model.num_key_value_heads
+        return (("qkv", h, (H + 2 * kv) * hd, True), ("out proj", H * hd, h, True))
+    qk, v, rope, kvr = qk_head_dim(model), model.v_head_dim, model.qk_rope_head_dim, model.kv_lora_rank
+    q = ((("q down", h, model.q_lora_rank, False), ("q up", model.q_lora_rank, H * qk, True))
+         if model.q_lora_rank else (("q", h, H * qk, True),))
+    return q + (("kv down", h, kvr + rope, False), ("kv up", kvr, H * (model.qk_nope_head_dim + v), True),
+                ("out proj", H * v, h, True))
 
 
 def is_moe(model: ModelConfig) -> bool:

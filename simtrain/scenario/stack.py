@@ -55,6 +55,10 @@ class Stack:
     # Megatron's distributed optimizer) or "foreach" (torch's default foreach AdamW: several
     # passes over the states; 2.6x slower measured, tools/kernels/README.md).
     optimizer: str = "fused"
+    # Adam's first and second moments: "fp32" (4 B each, every mixed-precision recipe) or
+    # "bf16" (2 B each: DeepSeek-V3 §3.3.3, "Low-Precision Optimizer States"); fp32 master
+    # weights either way (simtrain.workload.memory)
+    optimizer_moments: str = "fp32"
     # Share of the benchmarked kernel throughput (GEMMs, fused attention) this stack sustains
     # in a full training step: the stack's kernel choices and tuning beyond what the kernel
     # model knows. 1.0 = as measured in isolation; a calibration may find more than 1 when
@@ -75,7 +79,7 @@ class Stack:
 
 STACK_CHOICES = {
     "norm": FUSION, "rope": FUSION, "activation": FUSION, "bias_dropout_add": FUSION, "softmax": FUSION,
-    "cross_entropy": FUSION, "optimizer": ("fused", "foreach"),
+    "cross_entropy": FUSION, "optimizer": ("fused", "foreach"), "optimizer_moments": ("fp32", "bf16"),
 }
 POSITIVE = ("sustained_fraction",)
 # Published H100 MFU spans 33-62%: a stack sustaining under 5% of its kernels' throughput is

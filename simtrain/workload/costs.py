@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 from simtrain.hardware.devices import Device
 from simtrain.scenario.config import ParallelConfig
-from simtrain.scenario.models import ModelConfig
+from simtrain.scenario.models import ModelConfig, attention_linears, qk_head_dim, v_head_dim
 from simtrain.scenario.stack import Stack
 from simtrain.workload import ops as O
+from simtrain.workload import recompute as R
 from simtrain.workload.compute import gemm_flops
 from simtrain.workload.kernels import OPTIMIZER_BYTES, OPTIMIZER_KERNELS
 from simtrain.workload.compute import memory_time
@@ -81,17 +82,21 @@ def layer_cost(model: ModelConfig, par: ParallelConfig, dev: Device, seq_len: in
     kv_heads = max(1, model.num_key_value_heads // tp)
     # model FLOPs, PaLM convention (fwd + 2x bwd of every matmul, attention without causal
     # halving): the layer GEMMs and QK^T + AV over the attended keys
-    gemm_f = sum(o.flops for o in ops if o.kind == "gemm" and o.phase == "fwd" and o.name in ("qkv", "out proj", "mlp up", "mlp down"))
+    layer_gemms = {name for name, *_ in attention_linears(model)} | {"mlp up", "mlp down"}
+    gemm_f = sum(o.flops for o in ops if o.kind == "gemm" and o.phase == "fwd" and o.name in layer_gemms)
     attended = document_length if 0 < document_length < seq_len else seq_len
-    att_full = 4.0 * t * attended * hd * heads
+    att_full = 2.0 * t * attended * (qk_head_dim(model) + v_head_dim(model)) * heads  # 4 t T hd heads when d_qk = d_v
     model_flops = 3 * gemm_f + 3 * att_full
     if par.recompute == "full":
         recompute, recompute_flops = fwd[0] + fwd[1], gemm_f + att_full
     elif par.recompute == "selective":
         # Korthikanti et al. 2022: recompute only the attention core (QK^T, softmax, AV);
-        # FlashAttention recomputes its scores anyway, so there is nothing left to do
-        recompute = kf * sum(o.seconds for o in ops if o.recompute and o.phase == "fwd")
-        recompute_flops = 0.0 if par.flash_attention else att_full
+        # FlashAttention recomputes its scores anyway, so there is nothing left to do.
+        # Megatron-Core's recompute_modules add norms, MLA up-projections, the dense MLP
+        # (simtrain.workload.recompute)
+        redo = R.forward_ops(ops, R.selected(par), par.flash_attention)
+        recompute = kf * sum(o.seconds for o in redo)
+        recompute_flops = sum(o.flops for o in redo)
     elif par.recompute == "op-selective":
         recompute, recompute_flops = _op_selective(ops, model, kf)
     else:
@@ -101,7 +106,8 @@ def layer_cost(model: ModelConfig, par: ParallelConfig, dev: Device, seq_len: in
     # tokens (causal load balance) and all-gathers K and V of the whole sequence before
     # attention: 2 (K, V) * b * s * kv_heads_local * head_dim * 2 bytes; the backward
     # reduce-scatters dK, dV of the same size. GQA keeps this small (8 KV heads of 128).
-    cp_bytes = float(2 * b * seq_len * kv_heads * hd * BF16) if cp > 1 else 0.0
+    # (MLA: each head's up-projected key of d_qk and value of d_v)
+    cp_bytes = float(b * seq_len * kv_heads * (qk_head_dim(model) + v_head_dim(model)) * BF16) if cp > 1 else 0.0
     return LayerCost(fwd, bwd, wgrad, recompute, tp_bytes, model_flops, recompute_flops, cp_bytes, att_f, att_b,
                      (kf, kb))
 
@@ -112,13 +118,20 @@ def op_selective_gemm_shares(model: ModelConfig) -> dict[str, float]:
     all compute ops, except every second mm" (mm and SDPA outputs are saved; every other op
     is recomputed). A Llama block runs its matmuls in the order wq, wk, wv, wo, w1, w3, w2,
     so the 2nd, 4th and 6th are recomputed: wk, wo and w3 (plain MLP: w1, w2 are the 5th and
-    6th, so w2). Returned: the share of each simtrain GEMM that is recomputed ("qkv" fuses
-    wq, wk, wv: wk's share is kv / (q + 2 kv); "mlp up" fuses w1 and w3: half)."""
+    6th, so w2); multi-head latent attention runs q_a, q_b, kv_a, kv_b, wo first. Returned:
+    the share of each simtrain GEMM that is recomputed ("qkv" fuses wq, wk, wv: wk's share
+    is kv / (q + 2 kv); "mlp up" fuses w1 and w3: half each)."""
     q = model.num_attention_heads * model.head_dim
     kv = model.num_key_value_heads * model.head_dim
-    if model.mlp == "gated":
-        return {"qkv": kv / (q + 2 * kv), "out proj": 1.0, "mlp up": 0.5}
-    return {"qkv": kv / (q + 2 * kv), "out proj": 1.0, "mlp down": 1.0}
+    names = [n for n, *_ in attention_linears(model)]
+    mms = ([("qkv", q / (q + 2 * kv)), ("qkv", kv / (q + 2 * kv)), ("qkv", kv / (q + 2 * kv))] if names[0] == "qkv"
+           else [(n, 1.0) for n in names[:-1]]) + [("out proj", 1.0)]
+    mms += [("mlp up", 0.5), ("mlp up", 0.5)] if model.mlp == "gated" else [("mlp up", 1.0)]
+    mms.append(("mlp down", 1.0))
+    shares: dict[str, float] = {}
+    for name, share in mms[1::2]:  # every second matmul is recomputed
+        shares[name] = shares.get(name, 0.0) + share
+    return shares
 
 
 def _op_selective(ops: tuple[O.Op, ...], model: ModelConfig, kf: float) -> tuple[float, float]:

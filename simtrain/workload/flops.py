@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from simtrain.scenario.models import ModelConfig
+from simtrain.scenario.models import ModelConfig, attention_linears, is_mla, qk_head_dim, v_head_dim
 
 
 @dataclass(frozen=True)
@@ -31,9 +31,7 @@ class ModelStats:
 
 def _layer_matmul_params(m: ModelConfig) -> tuple[float, float]:
     """(attention, mlp) weight-matrix parameters of one layer."""
-    q = m.num_attention_heads * m.head_dim
-    kv = m.num_key_value_heads * m.head_dim
-    attn = m.hidden_size * q + 2 * m.hidden_size * kv + q * m.hidden_size  # Wq, Wk, Wv, Wo
+    attn = sum(i * o for _, i, o, _ in attention_linears(m))  # Wq, Wk, Wv, Wo (MLA: q_a, q_b, kv_a, kv_b, o)
     mlp = (3 if m.mlp == "gated" else 2) * m.hidden_size * m.intermediate_size
     return float(attn), float(mlp)
 
@@ -53,6 +51,13 @@ def attended_length(seq_len: int, document_length: int = 0, sliding_window: int 
     return float(context)
 
 
+def attention_width(m: ModelConfig) -> float:
+    """PaLM's H*Q of the attention term 12*L*H*Q*T: QK^T does 2*T*H*d_qk and AV 2*T*H*d_v
+    FLOPs per query forward, so H*Q = H*(d_qk + d_v)/2 (= the query width when d_qk = d_v;
+    multi-head latent attention scores with 192 dims and returns 128)."""
+    return m.num_attention_heads * (qk_head_dim(m) + v_head_dim(m)) / 2
+
+
 def moe_mlp_params(m: ModelConfig) -> tuple[float, float, float]:
     """(all routed experts, active routed experts, shared experts + router) weights of one
     MoE layer's MLP."""
@@ -70,6 +75,8 @@ def stats(m: ModelConfig, seq_len: int, document_length: int = 0) -> ModelStats:
     kv = m.num_key_value_heads * m.head_dim
     bias = (q + 2 * kv + h + (2 if m.mlp == "gated" else 1) * m.intermediate_size + h) if m.bias else 0
     norms = (2 if m.norm == "layernorm" else 1) * 2 * h
+    if is_mla(m):  # RMSNorms on the q and kv bottlenecks
+        norms += m.q_lora_rank + m.kv_lora_rank
     per_layer = attn + mlp + bias + norms
     embed = m.vocab_size * h + (m.max_position_embeddings * h if m.position_embedding == "learned" else 0)
     head = 0 if m.tie_word_embeddings else m.vocab_size * h
@@ -85,7 +92,7 @@ def stats(m: ModelConfig, seq_len: int, document_length: int = 0) -> ModelStats:
     # sliding window T counts the keys in the window (attended_length).
     attended = attended_length(seq_len, document_length, m.sliding_window)
     n_mm = m.num_hidden_layers * (attn + mlp) + m.vocab_size * h
-    flops = 6 * n_mm + 12 * m.num_hidden_layers * q * attended
+    flops = 6 * n_mm + 12 * m.num_hidden_layers * attention_width(m) * attended
     return ModelStats(
         params=float(total),
         params_per_layer=float(per_layer),

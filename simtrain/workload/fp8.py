@@ -39,6 +39,7 @@ from functools import lru_cache
 
 from simtrain.hardware.devices import Device
 from simtrain.scenario.errors import bad
+from simtrain.scenario.models import attention_linears, v_head_dim
 
 CAST_TRANSPOSE_BYTES = 5.2  # per element: read bf16, write FP8 + FP8 transpose (4 B) x1.3
 WEIGHT_CAST_BYTES = 5.2  # per parameter per step: the same cast-transpose of the weights
@@ -87,14 +88,13 @@ def scale_update_seconds(dev: Device) -> float:
 def linear_params_per_layer(model) -> float:
     """Weights of one layer's FP8 linears (QKV, output projection, MLP up and down), all TP
     ranks together: every matmul weight of the layer (norm weights and biases stay bf16)."""
-    h, hd = model.hidden_size, model.head_dim
-    q, kv = model.num_attention_heads * hd, model.num_key_value_heads * hd
+    h = model.hidden_size
     up = (2 if model.mlp == "gated" else 1) * model.intermediate_size
-    return float(h * (q + 2 * kv) + q * h + h * up + model.intermediate_size * h)
+    return float(sum(i * o for _, i, o, _ in attention_linears(model)) + h * up + model.intermediate_size * h)
 
 
 def activation_saving_bytes(model, seq_len: int, micro_batch: int, tp: int, sequence_parallel: bool,
-                            recompute: str, cp: int = 1) -> float:
+                            recompute: str, cp: int = 1, modules: frozenset[str] = frozenset()) -> float:
     """Bytes per layer and micro-batch that FP8 saves on one rank: the input of each linear
     kept for its weight gradient in FP8 (1 B) instead of bf16 (2 B) (simtrain.workload.memory
     counts them at 2 B: the QKV and MLP-up inputs h each, /tp with sequence parallelism, the
@@ -104,6 +104,11 @@ def activation_saving_bytes(model, seq_len: int, micro_batch: int, tp: int, sequ
         return 0.0
     t = max(1, tp)
     sp = sequence_parallel and t > 1
-    h, q, f = model.hidden_size, model.num_attention_heads * model.head_dim, model.intermediate_size
+    # q: the output projection's input width (MLA: heads x v_head_dim)
+    h, q, f = model.hidden_size, model.num_attention_heads * v_head_dim(model), model.intermediate_size
     tokens = micro_batch * seq_len / cp
-    return tokens * (2 * h / (t if sp else 1) + q / t + f / t)
+    # selective modules that do not keep a linear's input leave nothing to save on it:
+    # layernorm (the QKV and MLP-up inputs), mlp (the MLP-down input)
+    normed = 0 if "layernorm" in modules else 2 * h / (t if sp else 1)
+    down = 0 if "mlp" in modules else f / t
+    return tokens * (normed + q / t + down)

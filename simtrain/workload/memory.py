@@ -38,20 +38,30 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from simtrain.scenario.errors import SimtrainError
-from simtrain.scenario.models import ModelConfig, has_dropout
+from simtrain.scenario.models import ModelConfig, has_dropout, is_mla, qk_head_dim, v_head_dim
 from simtrain.scenario.units import GIB
 from simtrain.schedule import peak_in_flight
 from simtrain.workload import fp8 as FP8
 from simtrain.workload import moe as MOE
-from simtrain.workload import moe as MOE
+from simtrain.workload import recompute as R
 
 PARAM_BYTES = 2.0  # bf16/fp16 weights
 GRAD_BYTES = 4.0  # fp32 main gradients (Megatron accumulates into fp32 main_grad buffers)
 BF16_GRAD_BYTES = 2.0  # training.grad_precision = "bf16": gradients held and reduced in bf16
 
 OPTIMIZER_BYTES = 12.0  # fp32 master weights (4) + Adam first (4) and second (4) moments
+# The stack's optimizer_moments = "bf16" keeps Adam's moments in bf16 (DeepSeek-V3 §3.3.3,
+# "Low-Precision Optimizer States"): 4 + 2 + 2 = 8 bytes per parameter.
+MOMENT_BYTES = {"fp32": 4.0, "bf16": 2.0}
 
 # The workspace and fragmentation allowances are the software stack's (simtrain.scenario.stack).
+
+
+class _Par:
+    """The two ParallelConfig fields simtrain.workload.recompute.selected reads."""
+
+    def __init__(self, recompute: str, recompute_modules: tuple[str, ...]) -> None:
+        self.recompute, self.recompute_modules = recompute, recompute_modules
 
 
 def grad_element_bytes(grad_precision: str) -> int:
@@ -70,6 +80,7 @@ def layer_activation_bytes(
     cp: int = 1,
     unfused_norm: bool = False,
     unfused_activation: bool = False,
+    recompute_modules: tuple[str, ...] = (),
 ) -> float:
     """Bytes one transformer layer keeps for the backward pass, per micro-batch, on one rank.
 
@@ -120,6 +131,13 @@ def layer_activation_bytes(
     # input (counted above) and one fp32 scale per token.
     if unfused_norm and model.norm == "rmsnorm":
         replicated += 12 * h
+    # Selective recomputation's modules (simtrain.workload.recompute; Megatron-Core's
+    # --recompute-modules): layernorm drops the two norm outputs (the QKV and MLP-up GEMM
+    # inputs, 4h, and an unfused norm's intermediates), mlp the MLP's inner tensors (it
+    # keeps its input), mla_up_proj Q, K, V and the bottleneck norms' outputs.
+    mods = R.selected(_Par(recompute, recompute_modules))
+    if "layernorm" in mods:
+        replicated -= 4 * h + (12 * h if unfused_norm and model.norm == "rmsnorm" else 0)
     # Tensors split over TP heads / MLP columns (always /t):
     #   Q 2q and K 2*kv saved for QK^T, V 2*kv saved for scores x V,
     #   O-projection input (attention context) 2q                  MHA: 8h; GQA: 4q + 4kv
@@ -128,8 +146,21 @@ def layer_activation_bytes(
     # GPT: 8h + 16h = 24h, Korthikanti's "24/t". Llama 3 405B (q = h, kv = h/16,
     # f = 3.25h): 4h + 0.25h + 19.5h = 23.75h.
     # With GQA and tp > key/value heads, each rank holds one replicated K/V head.
-    kv_local = hd if kv_heads < t else kv / t
-    split = (4 * q) / t + 4 * kv_local + (4 * f if model.mlp == "plain" else 6 * f) / t
+    # Multi-head latent attention (d_qk = 192, d_v = 128 for DeepSeek-V3): Q and K of d_qk,
+    # V and the O-projection input of d_v per head, and what its bottlenecks keep, whole on
+    # every TP rank (sharded like the norms under sequence parallelism, since Megatron-Core
+    # runs the down projections on the sequence shard): the q and kv down-projection
+    # outputs (q_lora, kv_lora + rope) and their RMSNorm outputs, the up-projections' inputs.
+    dqk, dv = qk_head_dim(model), v_head_dim(model)
+    kv_local = (dqk + dv) / 2 if kv_heads < t else kv / t * (dqk + dv) / (2 * hd)
+    split = 2 * a * (dqk + dv) / t + 4 * kv_local + (4 * f if model.mlp == "plain" else 6 * f) / t
+    if is_mla(model):
+        replicated += 4 * model.q_lora_rank + 2 * (model.kv_lora_rank + model.qk_rope_head_dim) + 2 * model.kv_lora_rank
+        if "mla_up_proj" in mods:  # only the O-projection input (2 d_v per head) and the down outputs stay
+            split -= 2 * a * dqk / t + 4 * kv_local
+            replicated -= 2 * model.q_lora_rank + 2 * model.kv_lora_rank
+    if "mlp" in mods:
+        split -= (4 * f if model.mlp == "plain" else 6 * f) / t + (2 * f / t if unfused_activation and model.mlp == "gated" else 0)
     # An unfused SwiGLU (F.silu(g) * u) also keeps silu(g) for the multiply's backward: +2f.
     if unfused_activation and model.mlp == "gated":
         split += 2 * f / t
@@ -141,7 +172,7 @@ def layer_activation_bytes(
     # (4 bytes per head) next to Q, K, V and the output already counted above.
     if flash_attention:
         scores = 4.0 * a / t
-    elif recompute == "selective":
+    elif "core_attn" in mods:
         scores = 0.0
     else:
         scores = (5 if dropout else 2) * a * s_kv / t
@@ -168,7 +199,7 @@ def head_activation_bytes(model: ModelConfig, seq_len: int, micro_batch: int, tp
 
 
 def model_state_bytes(params: float, zero: int, shards: int,
-                      grad_bytes: float = GRAD_BYTES) -> tuple[float, float, float]:
+                      grad_bytes: float = GRAD_BYTES, optimizer_bytes: float = OPTIMIZER_BYTES) -> tuple[float, float, float]:
     """(parameter, gradient, optimizer-state) bytes of `params` parameters on one rank
     under ZeRO stage `zero`, sharded over `shards` data-parallel (x CP) ranks, with
     `grad_bytes` per gradient element (4 fp32, 2 bf16)."""
@@ -177,7 +208,7 @@ def model_state_bytes(params: float, zero: int, shards: int,
     n = max(1, shards)
     p = params * PARAM_BYTES / (n if zero >= 3 else 1)
     g = params * grad_bytes / (n if zero >= 2 else 1)
-    o = params * OPTIMIZER_BYTES / (n if zero >= 1 else 1)
+    o = params * optimizer_bytes / (n if zero >= 1 else 1)
     return p, g, o
 
 
@@ -284,11 +315,13 @@ def estimate(plan: Any) -> MemoryReport:
     sp = par.sequence_parallel and L.tp > 1
     stack = s.stack
     unfused = dict(unfused_norm=stack.norm == "unfused", unfused_activation=stack.activation == "unfused")
+    unfused["recompute_modules"] = par.recompute_modules
     per_layer = layer_activation_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, par.recompute, flash, L.cp,
                                        **unfused)
     fp8 = FP8.is_fp8(s.training.precision)
     if fp8:  # Transformer Engine keeps the linears' inputs in FP8 (simtrain.workload.fp8)
-        per_layer -= FP8.activation_saving_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, par.recompute, L.cp)
+        per_layer -= FP8.activation_saving_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, par.recompute, L.cp,
+                                                 R.selected(par))
     full_layer = layer_activation_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, "none", flash, L.cp,
                                         **unfused)
     workspace, fragmentation = stack.workspace_gib * GIB, stack.fragmentation
@@ -304,14 +337,15 @@ def estimate(plan: Any) -> MemoryReport:
                                            par.sequence_parallel, par.recompute, flash, L.cp, **unfused)
         if fp8:
             attn_only -= FP8.activation_saving_bytes(dataclasses.replace(m, intermediate_size=0), seq, L.micro_batch,
-                                                     L.tp, par.sequence_parallel, par.recompute, L.cp)
-        moe_layer = attn_only + MOE.moe_activation_bytes(m, par, seq, imb, par.recompute)
+                                                     L.tp, par.sequence_parallel, par.recompute, L.cp, R.selected(par))
+        moe_layer = attn_only + MOE.moe_activation_bytes(m, par, seq, imb, par.recompute, fp8)
         layer_size = {st.index: st.dense_layers * per_layer + (st.layers - st.dense_layers) * moe_layer
                       for st in plan.stages}
         moe_buffers = MOE.dispatch_buffer_bytes(m, par, seq, imb)
     end_size = {st.index: (emb if sched.is_first(st.index) else 0.0) + (head if sched.is_last(st.index) else 0.0)
                 for st in plan.stages}
     counts = peak_in_flight(sched)
+    opt_bytes = 4.0 + 2 * MOMENT_BYTES[stack.optimizer_moments]  # fp32 master weights + Adam's two moments
     shards = L.dp * L.cp
     params_per_layer = plan.model.params_per_layer / L.tp
     tokens = L.micro_batch * seq / L.cp
@@ -320,9 +354,9 @@ def estimate(plan: Any) -> MemoryReport:
         mine = [st for st in plan.stages if sched.placement[st.index] == r]
         params = sum(st.params for st in mine)
         experts = sum(st.expert_params for st in mine)  # sharded over the edp group, not DP x CP
-        p, g, o = model_state_bytes(params - experts, par.zero, shards, plan.grad_bytes)
+        p, g, o = model_state_bytes(params - experts, par.zero, shards, plan.grad_bytes, opt_bytes)
         if experts:
-            pe, ge, oe = model_state_bytes(experts, par.zero, L.edp, plan.grad_bytes)
+            pe, ge, oe = model_state_bytes(experts, par.zero, L.edp, plan.grad_bytes, opt_bytes)
             p, g, o = p + pe, g + ge, o + oe
         if fp8 and m.num_experts:  # the FP8 copies of every layer weight (norms are negligible)
             p += FP8.FP8_WEIGHT_BYTES * sum(st.params - (st.end_grad_bytes / plan.grad_bytes) for st in mine)
@@ -354,9 +388,12 @@ def estimate(plan: Any) -> MemoryReport:
     assumptions = (
         ("FP8 (Transformer Engine): +2 B per linear weight, linear inputs saved in FP8; " if fp8 else "")
         + (f"experts' states sharded over EP x EDP = {L.ep} x {L.edp}; " if m.num_experts else "")
-        + f"mixed-precision Adam 2+{plan.grad_bytes}+12 B/param, ZeRO-{par.zero} over DP*CP = {shards}; activations per "
+        + f"mixed-precision Adam 2+{plan.grad_bytes}+{opt_bytes:g} B/param"
+        + (" (bf16 moments)" if stack.optimizer_moments == "bf16" else "")
+        + f", ZeRO-{par.zero} over DP*CP = {shards}; activations per "
         f"Korthikanti et al. 2022 ({'FlashAttention' if flash else 'materialized scores'}, recompute "
-        f"{par.recompute}, SP {'on' if sp else 'off'}); stack {stack.name}: {stack.workspace_gib:g} GiB workspace + "
+        f"{par.recompute}" + (f" [{', '.join(sorted(R.selected(par)))}]" if R.selected(par) else "")
+        + f", SP {'on' if sp else 'off'}); stack {stack.name}: {stack.workspace_gib:g} GiB workspace + "
         f"{100 * stack.fragmentation:g}% fragmentation"
     )
     return MemoryReport(tuple(out), float(plan.device.memory_bytes), plan.device.name, assumptions)

@@ -37,6 +37,7 @@ from simtrain.scenario.config import ParallelConfig
 from simtrain.scenario.errors import bad
 from simtrain.scenario.models import ModelConfig
 from simtrain.workload import fp8 as FP8
+from simtrain.workload import recompute as R
 from simtrain.workload.compute import gemm_flops, gemm_time, memory_time, op_time
 
 PERMUTE_BYTES = 5.2  # per element moved by permute / unpermute: read 2 + write 2, x1.3
@@ -62,6 +63,7 @@ class MoECost:
     shares: tuple[float, ...]  # share of the (token, expert) copies each EP rank receives
     expert_tokens: tuple[float, ...]  # tokens per local expert on the hottest rank
     model_flops: float  # fwd + bwd model FLOPs of the MLP block (active experts)
+    act_fwd: float = 0.0  # the local experts' activation kernel, forward (what moe_act recomputes)
 
     @property
     def fwd(self) -> float:
@@ -170,11 +172,11 @@ def moe_cost(model: ModelConfig, par: ParallelConfig, dev: Device, fused_norm: b
     flops = 3 * per_tok * t / par.tp
     tb = 2.0 * h
     return MoECost(pre_f, experts_f, perm + res, pre_b, experts_b, perm + res, wgrad, t_r,
-                   (1.0 if fp8 else 2.0) * h, tb, k, E, shares, per_expert, flops)
+                   (1.0 if fp8 else 2.0) * h, tb, k, E, shares, per_expert, flops, ex_act_f)
 
 
 def moe_activation_bytes(model: ModelConfig, par: ParallelConfig, seq_len: int, imbalance: float = 0.0,
-                         recompute: str = "none") -> float:
+                         recompute: str = "none", fp8: bool = False) -> float:
     """Bytes the MLP block of one MoE layer keeps for the backward, one micro-batch, the
     hottest rank: the router's fp32 logits, each received token copy's expert input (2h)
     and its gate/up outputs and down input (3 x 2 fe, SwiGLU; 2 x 2 fe plain), the shared
@@ -185,9 +187,16 @@ def moe_activation_bytes(model: ModelConfig, par: ParallelConfig, seq_len: int, 
     fe = model.moe_intermediate_size // par.etp
     fs = model.shared_expert_intermediate_size // par.tp
     inner = 6 if model.mlp == "gated" else 4
+    # moe_act (simtrain.workload.recompute): the experts' activation output (2 fe, the down
+    # projection's input) is recomputed, not kept
+    act_out = 0 if "moe_act" in R.selected(par, recompute) else 2  # the activation output, 2 B per element
+    # FP8 (Transformer Engine's rule for every linear, simtrain.workload.fp8): each expert
+    # GEMM input is kept in FP8, 1 byte: the token copy (h) and the down projection's input
+    inp, act_out = (1, act_out / 2) if fp8 else (2, act_out)
+    inner_e = inner - 2 + act_out
     t = par.micro_batch * seq_len / par.cp
     t_r, _, per_expert = routing(model, par, seq_len, imbalance)
-    return t_r * model.num_experts * ROUTER_BYTES + sum(per_expert) * (2 * h + inner * fe) + t * inner * fs
+    return t_r * model.num_experts * ROUTER_BYTES + sum(per_expert) * (inp * h + inner_e * fe) + t * inner * fs
 
 
 def dispatch_buffer_bytes(model: ModelConfig, par: ParallelConfig, seq_len: int, imbalance: float = 0.0) -> float:
@@ -218,6 +227,12 @@ def moe_layer_costs(model: ModelConfig, par: ParallelConfig, dev: Device, seq_le
     mc = moe_cost(model, par, dev, stack.norm == "fused", stack.activation == "fused", seq_len, precision, imbalance)
     attn_w = lc.launch_factor[1] * O.seconds(ops, "wgrad", 0)
     mlp_flops = 3 * sum(o.flops for o in ops if o.kind == "gemm" and o.phase == "fwd" and o.name in ("mlp up", "mlp down"))
+    recompute, recompute_flops = lc.recompute, lc.recompute_flops
+    mods = R.selected(par)
+    if mods:  # selective modules of an MoE layer: `mlp` leaves the experts alone, moe_act redoes their activation
+        redo = R.forward_ops(ops, mods, par.flash_attention, dense_mlp=False)
+        recompute = lc.launch_factor[0] * sum(o.seconds for o in redo) + (mc.act_fwd if "moe_act" in mods else 0.0)
+        recompute_flops = sum(o.flops for o in redo)
     return dataclasses.replace(lc, fwd=(lc.fwd[0], mc.fwd), bwd_input=(lc.bwd_input[0], mc.bwd),
-                               bwd_weight=attn_w + mc.wgrad,
+                               bwd_weight=attn_w + mc.wgrad, recompute=recompute, recompute_flops=recompute_flops,
                                model_flops=lc.model_flops - mlp_flops + mc.model_flops), mc

@@ -9,6 +9,9 @@ sequence parallelism else t, h = hidden, f = FFN width / TP, heads and KV heads 
       -> attention core -> O GEMM -> [TP collective] -> residual or bias-dropout-add (t_sp*h)
   segment 1 (MLP block): norm -> up GEMM (gate+up for SwiGLU) -> activation (t*f)
       -> down GEMM -> [TP collective] -> residual or bias-dropout-add
+Multi-head latent attention (DeepSeek) replaces the QKV GEMM by its down projections (on
+the sequence shard, each with an RMSNorm) and up projections (split by heads); its heads
+score with d_qk = nope + rope dimensions and return d_v (simtrain.scenario.models).
 The backward has each operator's backward kernels (input gradient) and, for GEMMs, a
 weight-gradient GEMM (its own phase, so zero-bubble schedules can defer it).
 Attention core: a fused kernel (measured curves per kernel, sequence length, head dim and
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 
 from simtrain.hardware.devices import Device
 from simtrain.scenario.config import ParallelConfig
-from simtrain.scenario.models import ModelConfig, has_dropout
+from simtrain.scenario.models import ModelConfig, attention_linears, has_dropout, is_mla, qk_head_dim, v_head_dim
 from simtrain.scenario.stack import Stack
 from simtrain.workload import fp8 as FP8
 from simtrain.workload.compute import attention_time, gemm_flops, gemm_time, op_time
@@ -77,13 +80,14 @@ def _mem(dev: Device, name: str, seg: int, op: str, fused: bool, elements: float
 def attention_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack, seq_len: int,
                   document_length: int = 0) -> list[Op]:
     """The attention core of one layer (segment 0)."""
-    b, hd, cp, tp = par.micro_batch, model.head_dim, par.cp, par.tp
+    b, hd, cp, tp = par.micro_batch, qk_head_dim(model), par.cp, par.tp
     s_local = seq_len // cp
     heads = model.num_attention_heads // tp
     # With documents of d tokens packed under a document mask (training.document_length) a
     # token attends only its document (Llama 3 §3.2): a fused kernel runs per document.
     attended = document_length if 0 < document_length < seq_len else seq_len
-    full = 4.0 * b * s_local * attended * hd * heads  # QK^T and AV, every query x key
+    # QK^T (2 d_qk) and AV (2 d_v) FLOPs for every query x key: 4 hd when d_qk = d_v = hd
+    full = 2.0 * b * s_local * attended * (hd + v_head_dim(model)) * heads
     if par.flash_attention:
         executed = 0.5 * full  # causal: the kernels skip the masked half
         blocks = b * heads * math.ceil(s_local / 128)
@@ -129,11 +133,25 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
     ops: list[Op] = []
     # segment 0: attention block
     ops += _mem(dev, "input norm", 0, norm, fused_norm, t_sp * h)
-    ops += _gemm(dev, "qkv", 0, t, (heads + 2 * kv_heads) * hd, h, fp8)
+    if is_mla(model):
+        # multi-head latent attention (simtrain.scenario.models.attention_linears): the down
+        # projections whole on every TP rank, run on the sequence shard (Megatron-Core then
+        # all-gathers the narrow bottleneck), each followed by its RMSNorm; the up
+        # projections split by heads over all tokens
+        for name, k, n, split in attention_linears(model)[:-1]:
+            down = name.endswith("down")
+            ops += _gemm(dev, name, 0, t_sp if down else t, n // tp if split else n, k, fp8)
+            if down:
+                width = model.q_lora_rank if name == "q down" else model.kv_lora_rank
+                ops += _mem(dev, name.replace("down", "norm"), 0, norm, fused_norm, t_sp * width)
+        rotated = (heads + 1) * model.qk_rope_head_dim  # Q's rope dims per head and the one shared rope key
+    else:
+        ops += _gemm(dev, "qkv", 0, t, (heads + 2 * kv_heads) * hd, h, fp8)
+        rotated = (heads + kv_heads) * hd
     if model.position_embedding == "rope":
-        ops += _mem(dev, "rotary", 0, "rope", stack.rope == "fused", t * (heads + kv_heads) * hd)
+        ops += _mem(dev, "rotary", 0, "rope", stack.rope == "fused", t * rotated)
     ops += attention_ops(model, par, dev, stack, seq_len, document_length)
-    ops += _gemm(dev, "out proj", 0, t, h, heads * hd, fp8)
+    ops += _gemm(dev, "out proj", 0, t, h, heads * v_head_dim(model), fp8)
     ops += _mem(dev, resid.replace("_", "-"), 0, resid, fused_resid, t_sp * h)
     # segment 1: MLP block
     ops += _mem(dev, "post-attn norm", 1, norm, fused_norm, t_sp * h)

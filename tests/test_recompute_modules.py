@@ -1,0 +1,139 @@
+"""Selective recomputation by module (Megatron-Core's --recompute-modules), the MoE memory
+rules that go with FP8 and DeepSeek-V3's bf16 optimizer moments, and Megatron-Core's
+expert-parallel all-to-all overlap schedule: each against a hand count."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import pytest
+
+import simtrain.schedule as S
+from simtrain.engine.plan import make_plan
+from simtrain.hardware.devices import get_device
+from simtrain.scenario.config import ParallelConfig, load_scenario
+from simtrain.scenario.models import require_model
+from simtrain.scenario.stack import Stack
+from simtrain.schedule.validate import validate
+from simtrain.workload.costs import layer_cost
+from simtrain.workload.memory import estimate, layer_activation_bytes
+from simtrain.workload.moe import moe_activation_bytes, routing
+from simtrain.workload.ops import layer_ops
+from tests.test_bad_files import assert_one_line_error
+
+LLAMA = require_model("llama3-70b")  # h 8192, f 28672, 64 heads / 8 KV heads, no dropout
+DSV3 = require_model("deepseek-v3")
+SEQ = 4096
+
+
+def _bytes(model, mods, **kw) -> float:
+    return layer_activation_bytes(model, SEQ, 1, recompute="selective", recompute_modules=mods, **kw)
+
+
+def test_layernorm_module_drops_the_two_norm_outputs() -> None:
+    # the QKV and MLP-up GEMM inputs: 2 bytes x h each per token (no TP, no SP)
+    saved = _bytes(LLAMA, ()) - _bytes(LLAMA, ("core_attn", "layernorm"))
+    assert saved == pytest.approx(SEQ * 4 * 8192, rel=1e-12)
+    # with TP4 and sequence parallelism they are sequence-sharded: /4
+    kw = dict(tp=4, sequence_parallel=True)
+    assert _bytes(LLAMA, (), **kw) - _bytes(LLAMA, ("layernorm",), **kw) == pytest.approx(SEQ * 4 * 8192 / 4, rel=1e-12)
+
+
+def test_mlp_module_keeps_only_the_mlp_input() -> None:
+    # SwiGLU: gate and up outputs and the down projection's input, 2 bytes x f each
+    saved = _bytes(LLAMA, ()) - _bytes(LLAMA, ("core_attn", "mlp"))
+    assert saved == pytest.approx(SEQ * 6 * 28672, rel=1e-12)
+
+
+def test_default_selective_is_core_attention() -> None:
+    assert _bytes(LLAMA, ()) == _bytes(LLAMA, ("core_attn",))
+    # without FlashAttention the scores (2 bytes x s per head, no dropout) go
+    full = layer_activation_bytes(LLAMA, SEQ, 1, recompute="none", flash_attention=False)
+    sel = layer_activation_bytes(LLAMA, SEQ, 1, recompute="selective", flash_attention=False)
+    assert full - sel == pytest.approx(SEQ * 2 * 64 * SEQ, rel=1e-12)
+
+
+def test_mla_up_proj_module_by_hand() -> None:
+    no_mlp = dataclasses.replace(DSV3, intermediate_size=0)
+    saved = _bytes(no_mlp, ()) - _bytes(no_mlp, ("mla_up_proj",))
+    # Q (128 x 192) and K (128 x 192) and V (128 x 128), 2 bytes each, and the two
+    # bottleneck norms' outputs (1536 and 512)
+    assert saved == pytest.approx(SEQ * 2 * (128 * 192 + 128 * 192 + 128 * 128 + 1536 + 512), rel=1e-12)
+
+
+def test_recompute_time_and_flops_are_the_modules_forward_kernels() -> None:
+    dev = get_device("H100-SXM")
+    base = layer_cost(LLAMA, ParallelConfig(recompute="selective"), dev, SEQ, Stack())
+    assert base.recompute == 0.0 and base.recompute_flops == 0.0  # FlashAttention: nothing to redo
+    mlp = layer_cost(LLAMA, ParallelConfig(recompute="selective", recompute_modules=("mlp",)), dev, SEQ, Stack())
+    # gate+up (2 x 2 t h f) and down (2 t f h) forward GEMMs
+    assert mlp.recompute_flops == pytest.approx(6 * SEQ * 8192 * 28672, rel=1e-12)
+    assert 0 < mlp.recompute < mlp.fwd[1]  # the MLP block's forward minus its norm and residual
+    norms = layer_cost(LLAMA, ParallelConfig(recompute="selective", recompute_modules=("layernorm",)), dev, SEQ,
+                       Stack())
+    ops = {o.name: o.seconds for o in layer_ops(LLAMA, ParallelConfig(), dev, Stack(), SEQ) if o.phase == "fwd"}
+    assert norms.recompute_flops == 0.0
+    assert norms.recompute == pytest.approx(ops["input norm"] + ops["post-attn norm"], rel=1e-12)
+    # each norm reads and writes t x h bf16 values at most at HBM speed
+    assert norms.recompute >= 2 * 4 * SEQ * 8192 / dev.hbm_bytes_per_s
+
+
+def test_moe_act_and_fp8_expert_inputs_by_hand() -> None:
+    par = ParallelConfig(ep=8, recompute="selective")
+    mix = require_model("mixtral-8x7b")
+    _, _, per_expert = routing(mix, par, SEQ)
+    copies = sum(per_expert)
+    fe, h = 14336, 4096
+    bf16 = moe_activation_bytes(mix, par, SEQ, 0.0, "selective")
+    act = moe_activation_bytes(mix, dataclasses.replace(par, recompute_modules=("moe_act",)), SEQ, 0.0, "selective")
+    assert bf16 - act == pytest.approx(copies * 2 * fe, rel=1e-12)  # the SwiGLU output, bf16
+    fp8 = moe_activation_bytes(mix, par, SEQ, 0.0, "selective", fp8=True)
+    assert bf16 - fp8 == pytest.approx(copies * (h + fe), rel=1e-12)  # both expert GEMM inputs at 1 byte
+
+
+def test_bf16_moments_make_the_optimizer_state_8_bytes_per_parameter() -> None:
+    s = load_scenario("mixtral-8x7b-64-h100")
+    a = estimate(make_plan(s))
+    b = estimate(make_plan(load_scenario(s, ['stack.optimizer_moments="bf16"'])))
+    for x, y in zip(a.per_stage, b.per_stage):
+        assert y.optimizer == pytest.approx(x.optimizer * 8 / 12, rel=1e-12)
+        assert y.parameters == x.parameters and y.gradients == x.gradients
+
+
+@pytest.mark.parametrize("p,v,m", [c for c in itertools.product(range(1, 6), range(1, 4), [4, 6, 8, 12])
+                                   if c[1] == 1 or c[2] % c[0] == 0])
+def test_ep_overlap_schedule_pairs_steady_state_f_and_b(p: int, v: int, m: int) -> None:
+    s, ref = S.build("interleaved-ep-overlap", p, v, m), S.build("interleaved", p, v, m)
+    validate(s)
+    assert s.actions == ref.actions  # same order, so the same memory and bubble
+    for r, i in s.overlapped:
+        a, b = s.actions[r][i], s.actions[r][i + 1]
+        assert (a.kind, b.kind) == ("F", "B") and a.microbatch != b.microbatch
+    # every F immediately followed by a B of another micro-batch is paired (steady state)
+    expected = {(r, i) for r, acts in s.actions.items() for i in range(len(acts) - 1)
+                if acts[i].kind == "F" and acts[i + 1].kind == "B" and acts[i].microbatch != acts[i + 1].microbatch}
+    # pairs do not chain: a pair's B cannot open the next pair
+    assert s.overlapped <= expected and all((r, i + 1) not in s.overlapped for r, i in s.overlapped)
+
+
+def test_ep_overlap_hides_expert_all_to_alls() -> None:
+    from simtrain.analysis.run import simulate
+
+    s = load_scenario("mixtral-8x7b-64-h100")
+    plain = simulate(s)
+    over = simulate(load_scenario(s, ['schedule.name="interleaved-ep-overlap"']))
+    assert over.breakdown["ep"] < 0.5 * plain.breakdown["ep"]
+    assert over.step_time_s < plain.step_time_s
+
+
+@pytest.mark.parametrize("sets,words", [
+    (['parallel.recompute_modules=["mlp"]'], 'applies to recompute = "selective" only'),
+    (['parallel.recompute="selective"', 'parallel.recompute_modules=["mlpp"]'], "'mlpp' is not a valid choice"),
+    (['parallel.recompute="selective"', 'parallel.recompute_modules=["mla_up_proj"]'], "mla_up_proj needs multi-head latent attention"),
+])
+def test_bad_recompute_modules_are_one_line(capsys, sets: list[str], words: str) -> None:
+    argv = ["run", "nemo-8b-8"]
+    for x in sets:
+        argv += ["--set", x]
+    assert_one_line_error(argv, capsys, words)
