@@ -70,6 +70,12 @@ HAND_COPIED = [
     # single_points_2021_2023.csv row 7: GPT-NeoX-20B, TP 2, PP 4, micro-batch 4, accumulation 32
     ("gpt-neox-20b-96gpu", "single_points_2021_2023.csv row 7", 96, (2, 4, 1, 12), 4, 32, 1536, 2048,
      (44, 6144, 64, 64, 24576, 50432)),
+    # megatron_core_moe_mixtral_h100.csv row 1: | Mixtral 8x7B(Dropless) | 32K | ... | 64 | 4096 | 1 | 8 | 4 | 8 | 1 | 256 |
+    ("mcore-mixtral-8x7b-64gpu-dropless", "megatron_core_moe_mixtral_h100.csv row 1", 64, (1, 4, 1, 16), 1, 16, 256,
+     4096, (32, 4096, 32, 8, 14336, 32000)),
+    # megatron_core_moe_mixtral_h100.csv row 4: [Mixtral-8x22B]=" 2 8 8 1 7 1 256 56 ... 16 ...", Llama 2 tokenizer
+    ("mcore-mixtral-8x22b-128gpu-balanced", "megatron_core_moe_mixtral_h100.csv row 4", 128, (2, 8, 1, 8), 1, 32, 256,
+     4096, (56, 6144, 48, 8, 16384, 32000)),
 ]
 
 
@@ -142,3 +148,36 @@ def test_extended_sweep_runs_only_when_selected(cases) -> None:
     plain = select(every, None)
     assert len(plain) == len(every) - len(aleph) and not any(c.extended for c in plain)
     assert len(select(every, "Aleph Alpha")) == len(aleph) == 964
+
+
+def test_megatron_moe_flops_counts_every_matmul() -> None:
+    # Megatron-LM's num_floating_point_operations against a count by hand: 6 FLOPs per
+    # active matmul weight per token (Q, O: h x h; K, V: h x 128g; top-2 of the SwiGLU
+    # experts: 3 h x F each; the output layer h x V) plus 12*s*h per layer for QK^T and AV
+    # (fwd + bwd), halved for the causal mask from Megatron-LM 8873b55d6a on.
+    L, h, a, g, F, V, s, B = 32, 4096, 32, 8, 14336, 32000, 4096, 256
+    weights = L * (2 * h * h + 2 * h * (h // a) * g + 2 * 3 * h * F) + h * V
+    for half in (False, True):
+        by_hand = B * s * (6 * weights + 12 * L * s * h * (0.5 if half else 1.0))
+        got = reference_sources.megatron_moe_flops(L, h, a, g, F, 2, V, s, B, half)
+        assert got == pytest.approx(by_hand, rel=1e-12)
+
+
+def test_mixtral_cases_carry_the_moe_settings(cases) -> None:
+    # megatron_core_moe_mixtral_h100.csv rows 1 and 3-6 (rows 2 and 7 superseded)
+    mix = {n: case_scenario(c) for n, c in cases.items() if n.startswith("mcore-mixtral-")}
+    assert sorted(mix) == ["mcore-mixtral-8x22b-128gpu-balanced", "mcore-mixtral-8x22b-128gpu-dropless",
+                           "mcore-mixtral-8x22b-128gpu-fp8", "mcore-mixtral-8x22b-128gpu-tokendrop",
+                           "mcore-mixtral-8x7b-64gpu-dropless"]
+    for s in mix.values():
+        assert s.parallel.ep == 8 and s.parallel.order == "tp-cp-dp-pp" and s.stack.name == "megatron-core"
+        assert s.model.num_experts == 8 and s.model.num_experts_per_tok == 2
+    assert (mix["mcore-mixtral-8x22b-128gpu-balanced"].parallel.vp, mix["mcore-mixtral-8x7b-64gpu-dropless"].parallel.vp) == (7, 8)
+    assert mix["mcore-mixtral-8x22b-128gpu-fp8"].training.precision == "fp8"
+    assert not mix["mcore-mixtral-8x22b-128gpu-fp8"].engine.overlap_tp_comm
+    assert mix["mcore-mixtral-8x22b-128gpu-balanced"].engine.overlap_tp_comm
+    assert mix["mcore-mixtral-8x22b-128gpu-tokendrop"].model.capacity_factor == 1.0
+    assert mix["mcore-mixtral-8x22b-128gpu-balanced"].model.capacity_factor == 0.0
+    # step derived from the printed TFLOP/s: 468 (8x7B, row 1) and 465 (8x22B, row 4)
+    assert cases["mcore-mixtral-8x7b-64gpu-dropless"].step_time_s == pytest.approx(2.9032, abs=1e-4)
+    assert cases["mcore-mixtral-8x22b-128gpu-balanced"].step_time_s == pytest.approx(4.2663, abs=1e-4)

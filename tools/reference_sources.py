@@ -569,9 +569,91 @@ def single_point_cases() -> list[Case]:
     return [SINGLE_CONVERTERS[r["model"]](n, r) for n, r in numbered(SINGLE_FILE) if r["model"] in SINGLE_CONVERTERS]
 
 
+# --- Megatron-Core MoE: Mixtral 8x7B and 8x22B on H100 ------------------------------------
+
+MIXTRAL_FILE = "megatron_core_moe_mixtral_h100.csv"
+MIXTRAL_GROUP = "Megatron-Core MoE Mixtral (H100)"
+# Calibration row: Mixtral 8x22B, dropless with forced balancing, BF16 (data row 4): the
+# experts are exactly balanced, as simulated, and the precision is the stack's own.
+MIXTRAL_CALIBRATION_ROW = 4
+
+
+def megatron_moe_flops(layers: int, hidden: int, heads: int, kv_heads: int, ffn: int, topk: int, vocab: int,
+                       seq: int, batch: int, causal_half: bool) -> float:
+    """Megatron-LM training.py num_floating_point_operations for a SwiGLU MoE transformer with
+    grouped-query attention, per iteration: 12*B*s*L*h^2*((1 + g/a + s/h) + (F/h)*k*3/2 +
+    V/(2hL)); from 8873b55d6a (2025-03) the attention score term is halved (causal, s/2h)."""
+    s_term = seq / hidden / (2 if causal_half else 1)
+    return (12 * batch * seq * layers * hidden**2
+            * ((1 + kv_heads / heads + s_term) + ffn / hidden * topk * 1.5 + vocab / (2 * layers * hidden)))
+
+
+def mixtral_cases() -> list[Case]:
+    """The Megatron-Core MoE README's Mixtral 8x7B figure (MCore v0.9) and the Megatron-MoE-
+    ModelZoo's Mixtral 8x22B figures (Dec 2025): model TFLOP/s per GPU, step derived with the
+    Megatron-LM FLOPs formula of each date. Left out: the superseded rows (older software or a
+    same-day correction)."""
+    out = []
+    for n, r in numbered(MIXTRAL_FILE):
+        if r["status"] != "ok":
+            continue
+        layers, hidden, heads, kv = int(r["layers"]), int(r["hidden"]), int(r["heads"]), int(r["kv_heads"])
+        ffn, vocab, seq, batch = int(r["ffn_hidden"]), int(r["vocab"]), int(r["seq_len"]), int(r["global_batch_seqs"])
+        gpus, tp, pp, vp, ep = (int(r[k]) for k in ("num_gpus", "tp", "pp", "vp", "ep"))
+        half = "causal attention halved" in r["tflops_basis"]
+        flops = megatron_moe_flops(layers, hidden, heads, kv, ffn, 2, vocab, seq, batch, half)
+        step = round(flops / (num(r["tflops_per_gpu"]) * 1e12 * gpus), 4)
+        assert abs(step - num(r["step_time_s"])) < 1e-3, (n, step, r["step_time_s"])
+        model: dict[str, Any] = {"name": r["model"]}
+        if r["model"] == "mixtral-8x22b":
+            model["vocab_size"] = vocab  # the ModelZoo's Llama 2 tokenizer (32,000), not the released 32,768
+        drop = "capacity-factor" in r["quoted_line"]
+        if drop:
+            model["capacity_factor"] = 1.0
+        fp8 = r["precision"].startswith("FP8")
+        # Megatron-Core's default rank order tp-cp-ep-dp-pp: each EP group of 8 is 8 consecutive
+        # data-parallel ranks, one node's NVLink domain here.
+        parallel = dict(tp=tp, pp=pp, vp=vp, ep=ep, dp=int(r["dp"]), micro_batch=int(r["micro_batch"]),
+                        sequence_parallel=tp > 1, recompute="none", zero=1, order="tp-cp-dp-pp")
+        training: dict[str, Any] = dict(seq_len=seq, global_batch=batch)
+        if fp8:
+            training["precision"] = "fp8"
+        engine = {"overlap_tp_comm": False} if fp8 else None
+        size = r["model"].split("-")[1]
+        kind = "fp8" if fp8 else ("tokendrop" if drop else ("balanced" if "forced balancing" in r["quoted_line"]
+                                                              else "dropless"))
+        name = f"mcore-mixtral-{size}-{gpus}gpu-{kind}"
+        caveats = {
+            "dropless": "dropless with the aux-loss router: the expert load of the run is not published and is "
+                        "simulated balanced (engine.expert_imbalance 0), so the simulation is an optimistic bound",
+            "balanced": "forced load balancing (--moe-router-force-load-balancing): experts balanced, as simulated",
+            "fp8": "blockwise FP8 (128x128 weight blocks) with forced balancing, simulated as simtrain's per-tensor "
+                   "FP8; no --tp-comm-overlap in the FP8 command (engine.overlap_tp_comm = false)",
+            "tokendrop": "capacity factor 1.0 with expert inputs padded to capacity (model.capacity_factor = 1)",
+        }[kind]
+        if r["model"] == "mixtral-8x7b":
+            shape = ("the README's 8x7B reference mapping (TP1 EP8 PP4 VP8, MBS 1, GBS 256, 4K, BF16, all-to-all, "
+                     "dropless) and its H100 servers; the headline figure does not restate the layout. Not published: "
+                     "recomputation (none assumed), distributed optimizer (assumed, as the README recommends), load "
+                     "balance (aux-loss router; simulated balanced)")
+        else:
+            shape = ("ModelZoo runtime.conf and Mixtral-8x22B.yaml (TP2 PP8 VPP7 EP8 ETP1, MBS 1, GBS 256, 4K, "
+                     "sequence parallel, distributed optimizer with overlapped reduce/gather, no recomputation, "
+                     "--use-flash-attn, under which Transformer Engine picks its fused attention backend: the stack's cuDNN attention is used); 'around' figures; " + caveats)
+        note = (f"derived: step = Megatron-LM num_floating_point_operations "
+                f"({'causal-halved, 2025-03 on' if half else '2024, attention not halved'}) = {flops:.4g} / "
+                f"({r['tflops_per_gpu']}e12 x {gpus}). Layout: {shape}. Megatron-Core rank order (EP groups within "
+                "a node)")
+        extra = {"calibration_row": True} if n == MIXTRAL_CALIBRATION_ROW else {}
+        out.append(case(name, MIXTRAL_GROUP, MIXTRAL_FILE, n, r,
+                        scenario(model, "H100", gpus, "megatron-core", parallel, training, engine=engine),
+                        note, step, **extra))
+    return out
+
+
 CONVERTERS: tuple[Callable[[], list[Case]], ...] = (
     mpt_cases, torchtitan_cases, korthikanti_cases, megatron_h100_cases, megascale_cases, flashattention_cases,
-    aleph_alpha_cases, single_point_cases,
+    aleph_alpha_cases, single_point_cases, mixtral_cases,
 )
 
 
