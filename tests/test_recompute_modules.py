@@ -137,3 +137,37 @@ def test_bad_recompute_modules_are_one_line(capsys, sets: list[str], words: str)
     for x in sets:
         argv += ["--set", x]
     assert_one_line_error(argv, capsys, words)
+
+
+# ---------------------------------------------------------------- TP-overlap SMs (userbuffers)
+
+
+def test_overlapped_gemms_run_on_the_sms_the_communication_leaves() -> None:
+    # NeMo's Llama 3 70B config: proj_fprop pipelined on 24 of 132 SMs, fc2_fprop 16,
+    # qkv_wgrad bulk 24; ring-exchange overlaps (copy engines) take none
+    dev = get_device("H100-SXM")
+    sms = (4, 24, 2, 4, 0, 0, 0, 0, 24, 16)
+    par = ParallelConfig(tp=4, sequence_parallel=True)
+    base = {(o.name, o.phase): o.seconds for o in layer_ops(LLAMA, par, dev, Stack(), SEQ)}
+    ub = {(o.name, o.phase): o.seconds for o in layer_ops(LLAMA, par, dev, Stack(tp_overlap_sms=sms), SEQ)}
+    assert dev.sms == 132
+    for key, n in {("out proj", "fwd"): 24, ("mlp down", "fwd"): 16, ("qkv", "wgrad"): 24, ("qkv", "bwd"): 4,
+                   ("mlp up", "bwd"): 2, ("mlp up", "wgrad"): 4}.items():
+        assert ub[key] == pytest.approx(base[key] * 132 / (132 - n), rel=1e-12), key
+    for key in (("qkv", "fwd"), ("out proj", "bwd"), ("mlp up", "fwd"), ("mlp down", "bwd"), ("attention", "fwd")):
+        assert ub[key] == base[key], key
+    # no tensor parallelism: nothing to overlap
+    one = ParallelConfig()
+    assert [o.seconds for o in layer_ops(LLAMA, one, dev, Stack(tp_overlap_sms=sms), SEQ)] == \
+        [o.seconds for o in layer_ops(LLAMA, one, dev, Stack(), SEQ)]
+
+
+def test_tp_overlap_sms_only_with_overlapped_tp() -> None:
+    s = load_scenario("nemo-70b-64")
+    assert s.stack.tp_overlap_sms == (4, 24, 2, 4, 0, 0, 0, 0, 24, 16)
+    assert load_scenario(s, ["engine.overlap_tp_comm=false"]).stack.tp_overlap_sms == ()
+
+
+def test_bad_tp_overlap_sms_is_one_line(capsys) -> None:
+    assert_one_line_error(["run", "nemo-70b-64", "--set", "stack.tp_overlap_sms=[1, 2]"], capsys,
+                          "stack.tp_overlap_sms", "needs 10 SM counts")

@@ -130,6 +130,19 @@ def _text(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _toml(v) -> str:
+    """A TOML value: strings quoted, booleans lower-case, floats exact, lists for tuples."""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, (tuple, list)):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    return str(v)
+
+
 def _write_stack(path: Path, scenario, r: dict) -> None:
     from dataclasses import fields
 
@@ -148,11 +161,10 @@ def _write_stack(path: Path, scenario, r: dict) -> None:
         lines.append(f"#   {x['scenario']} {' '.join(x['set'])}: measured {x['measured_s']:g} s, residual {100 * x['error']:+.2f}%")
     lines.append("")
     for k, v in values.items():
-        lines.append(f"{k} = {json.dumps(v) if isinstance(v, str) else repr(float(v)) if isinstance(v, float) else repr(v)}")
+        lines.append(f"{k} = {_toml(v)}")
     defaults = _stack_defaults(scenario)
     for section, table in defaults.items():
-        lines += ["", f"[defaults.{section}]"] + [f"{k} = {json.dumps(v) if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else v}"
-                                                  for k, v in table.items()]
+        lines += ["", f"[defaults.{section}]"] + [f"{k} = {_toml(v)}" for k, v in table.items()]
     try:
         path.write_text("\n".join(lines) + "\n")
     except OSError as e:

@@ -299,6 +299,8 @@ def scenario_from_dict(data: dict[str, Any], name: str = "scenario", source: str
         else:
             sections[section] = build_section(section, raw)
     _check_recompute_modules(sections["parallel"], sections["model"])
+    if stack.tp_overlap_sms and not (sections["engine"].overlap_tp_comm and sections["parallel"].tp > 1):
+        stack = dataclasses.replace(stack, tp_overlap_sms=())  # no overlapped TP communication: no SMs taken
     return Scenario(
         **sections,
         stack=stack,

@@ -64,6 +64,13 @@ class Stack:
     # model knows. 1.0 = as measured in isolation; a calibration may find more than 1 when
     # the kernel model is pessimistic for this stack (at most 2).
     sustained_fraction: float = 1.0
+    # Streaming multiprocessors the overlapped tensor-parallel communication kernels take from
+    # the GEMM they overlap (Transformer Engine userbuffers, Megatron-Core --tp-comm-overlap),
+    # in the field order of NeMo's TransformerLayerTPOverlapCfg: qkv_dgrad, qkv_wgrad,
+    # fc1_dgrad, fc1_wgrad, qkv_fprop, proj_dgrad, fc1_fprop, fc2_dgrad, proj_fprop, fc2_fprop.
+    # That GEMM runs at (SMs - n) / SMs of its speed (simtrain.workload.ops). Empty: none.
+    # Only with TP > 1 and engine.overlap_tp_comm.
+    tp_overlap_sms: tuple[int, ...] = ()
     # Memory the framework does not allocate as tensors (GiB): the CUDA context with its
     # module images (~0.5 GiB on Hopper), cuBLAS/cuBLASLt workspaces (32 MiB per handle and
     # stream on Hopper, CUBLAS_WORKSPACE_CONFIG) and NCCL's per-communicator buffers
@@ -82,6 +89,10 @@ STACK_CHOICES = {
     "cross_entropy": FUSION, "optimizer": ("fused", "foreach"), "optimizer_moments": ("fp32", "bf16"),
 }
 POSITIVE = ("sustained_fraction",)
+# NeMo's TransformerLayerTPOverlapCfg fields (nemo/collections/llm/recipes/tp_overlap_configs/
+# userbuffers.py): the order of Stack.tp_overlap_sms
+TP_OVERLAP_GEMMS = ("qkv_dgrad", "qkv_wgrad", "fc1_dgrad", "fc1_wgrad", "qkv_fprop", "proj_dgrad", "fc1_fprop",
+                    "fc2_dgrad", "proj_fprop", "fc2_fprop")
 # Published H100 MFU spans 33-62%: a stack sustaining under 5% of its kernels' throughput is
 # a typo (it would yield a step of centuries), refused.
 MIN_SUSTAINED = 0.05
@@ -102,6 +113,9 @@ def _check(stack: Stack, where: str) -> Stack:
     for key in NON_NEGATIVE:
         if getattr(stack, key) < 0:
             raise bad(f"{where}.{key}", getattr(stack, key), "must not be negative", f"use 0 or more")
+    if stack.tp_overlap_sms and (len(stack.tp_overlap_sms) != len(TP_OVERLAP_GEMMS) or min(stack.tp_overlap_sms) < 0):
+        raise bad(f"{where}.tp_overlap_sms", list(stack.tp_overlap_sms), f"needs {len(TP_OVERLAP_GEMMS)} SM counts, "
+                  "none negative", f"give one per GEMM in the order {', '.join(TP_OVERLAP_GEMMS)}, or [] for none")
     if stack.fragmentation >= 1:
         raise bad(f"{where}.fragmentation", stack.fragmentation, "must be below 1", "use e.g. 0.05 (5%)")
     return stack

@@ -22,13 +22,14 @@ Which memory-bound kernels are fused is the software stack's choice (scenario/st
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 from simtrain.hardware.devices import Device
 from simtrain.scenario.config import ParallelConfig
 from simtrain.scenario.models import ModelConfig, attention_linears, has_dropout, is_mla, qk_head_dim, v_head_dim
-from simtrain.scenario.stack import Stack
+from simtrain.scenario.stack import TP_OVERLAP_GEMMS, Stack
 from simtrain.workload import fp8 as FP8
 from simtrain.workload.compute import attention_time, gemm_flops, gemm_time, op_time
 from simtrain.workload.kernels import mem_op
@@ -160,10 +161,32 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
     ops += _mem(dev, act.replace("_", "-"), 1, act, stack.activation == "fused", t * ffn)
     ops += _gemm(dev, "mlp down", 1, t, h, ffn, fp8)
     ops += _mem(dev, resid.replace("_", "-"), 1, resid, fused_resid, t_sp * h)
+    if stack.tp_overlap_sms and tp > 1:
+        ops = _tp_overlap_sms(ops, stack.tp_overlap_sms, dev.sms)
     if fp8:  # ---- the amax reduction and scale update after each pass (simtrain.workload.fp8)
         ops += [Op("fp8 scale update", "memory", 1, ph, FP8.scale_update_seconds(dev), FP8.SCALE_KERNELS_PER_PASS)
                 for ph in ("fwd", "bwd")]
     return tuple(ops)
+
+
+# simtrain's (GEMM, phase) -> NeMo's userbuffers name (simtrain.scenario.stack.TP_OVERLAP_GEMMS)
+_UB_NAMES = {("qkv", "fwd"): "qkv_fprop", ("qkv", "bwd"): "qkv_dgrad", ("qkv", "wgrad"): "qkv_wgrad",
+             ("out proj", "fwd"): "proj_fprop", ("out proj", "bwd"): "proj_dgrad",
+             ("mlp up", "fwd"): "fc1_fprop", ("mlp up", "bwd"): "fc1_dgrad", ("mlp up", "wgrad"): "fc1_wgrad",
+             ("mlp down", "fwd"): "fc2_fprop", ("mlp down", "bwd"): "fc2_dgrad"}
+
+
+def _tp_overlap_sms(ops: list[Op], sms_taken: tuple[int, ...], sms: int) -> list[Op]:
+    """Each GEMM a TP collective overlaps (Transformer Engine userbuffers) runs on the SMs the
+    communication kernels leave it: time x SMs / (SMs - n). Pipelined overlaps reserve them
+    for the whole GEMM (set_sm_margin); bulk ones hold them while the collective runs, taken
+    here as the whole GEMM too (an upper bound)."""
+    taken = dict(zip(TP_OVERLAP_GEMMS, sms_taken))
+    out = []
+    for o in ops:
+        n = taken.get(_UB_NAMES.get((o.name, o.phase), ""), 0) if o.kind == "gemm" else 0
+        out.append(dataclasses.replace(o, seconds=o.seconds * sms / (sms - n)) if 0 < n < sms else o)
+    return out
 
 
 def head_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack, seq_len: int) -> tuple[Op, ...]:
