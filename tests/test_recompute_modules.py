@@ -171,3 +171,16 @@ def test_tp_overlap_sms_only_with_overlapped_tp() -> None:
 def test_bad_tp_overlap_sms_is_one_line(capsys) -> None:
     assert_one_line_error(["run", "nemo-70b-64", "--set", "stack.tp_overlap_sms=[1, 2]"], capsys,
                           "stack.tp_overlap_sms", "needs 10 SM counts")
+
+
+def test_fp8_cached_swiglu_input_halves_the_gate_and_up_outputs() -> None:
+    # DeepSeek-V3 §3.3.3: the experts' SwiGLU input (gate and up outputs, 2 x fe per copy)
+    # kept in FP8, 1 byte instead of 2
+    par = ParallelConfig(ep=8)
+    mix = require_model("mixtral-8x7b")
+    copies = sum(routing(mix, par, SEQ)[2])
+    te = moe_activation_bytes(mix, par, SEQ, 0.0, "none", fp8=True)
+    ds = moe_activation_bytes(mix, par, SEQ, 0.0, "none", fp8=True, fp8_act_input=True)
+    assert te - ds == pytest.approx(copies * 2 * 14336, rel=1e-12)
+    # not an FP8 run: nothing changes
+    assert moe_activation_bytes(mix, par, SEQ, 0.0, "none", fp8_act_input=True) == moe_activation_bytes(mix, par, SEQ)

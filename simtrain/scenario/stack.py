@@ -59,6 +59,11 @@ class Stack:
     # "bf16" (2 B each: DeepSeek-V3 §3.3.3, "Low-Precision Optimizer States"); fp32 master
     # weights either way (simtrain.workload.memory)
     optimizer_moments: str = "fp32"
+    # FP8 runs: the experts' activation (SwiGLU) input, the gate and up outputs, cached in
+    # FP8 for the backward instead of bf16 (DeepSeek-V3 §3.3.3, "Low-Precision Storage":
+    # "we cache the inputs of the SwiGLU operator ... stored in FP8"); Transformer Engine
+    # keeps them in bf16
+    fp8_moe_act_input: bool = False
     # Share of the benchmarked kernel throughput (GEMMs, fused attention) this stack sustains
     # in a full training step: the stack's kernel choices and tuning beyond what the kernel
     # model knows. 1.0 = as measured in isolation; a calibration may find more than 1 when

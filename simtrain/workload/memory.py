@@ -338,7 +338,7 @@ def estimate(plan: Any) -> MemoryReport:
         if fp8:
             attn_only -= FP8.activation_saving_bytes(dataclasses.replace(m, intermediate_size=0), seq, L.micro_batch,
                                                      L.tp, par.sequence_parallel, par.recompute, L.cp, R.selected(par))
-        moe_layer = attn_only + MOE.moe_activation_bytes(m, par, seq, imb, par.recompute, fp8)
+        moe_layer = attn_only + MOE.moe_activation_bytes(m, par, seq, imb, par.recompute, fp8, stack.fp8_moe_act_input)
         layer_size = {st.index: st.dense_layers * per_layer + (st.layers - st.dense_layers) * moe_layer
                       for st in plan.stages}
         moe_buffers = MOE.dispatch_buffer_bytes(m, par, seq, imb)

@@ -176,7 +176,7 @@ def moe_cost(model: ModelConfig, par: ParallelConfig, dev: Device, fused_norm: b
 
 
 def moe_activation_bytes(model: ModelConfig, par: ParallelConfig, seq_len: int, imbalance: float = 0.0,
-                         recompute: str = "none", fp8: bool = False) -> float:
+                         recompute: str = "none", fp8: bool = False, fp8_act_input: bool = False) -> float:
     """Bytes the MLP block of one MoE layer keeps for the backward, one micro-batch, the
     hottest rank: the router's fp32 logits, each received token copy's expert input (2h)
     and its gate/up outputs and down input (3 x 2 fe, SwiGLU; 2 x 2 fe plain), the shared
@@ -193,7 +193,10 @@ def moe_activation_bytes(model: ModelConfig, par: ParallelConfig, seq_len: int, 
     # FP8 (Transformer Engine's rule for every linear, simtrain.workload.fp8): each expert
     # GEMM input is kept in FP8, 1 byte: the token copy (h) and the down projection's input
     inp, act_out = (1, act_out / 2) if fp8 else (2, act_out)
-    inner_e = inner - 2 + act_out
+    # the activation's input (gate and up outputs, 2 x fe for SwiGLU): bf16, or FP8 where the
+    # stack caches it so (DeepSeek-V3 §3.3.3)
+    act_in = (inner - 2) / (2 if fp8 and fp8_act_input else 1)
+    inner_e = act_in + act_out
     t = par.micro_batch * seq_len / par.cp
     t_r, _, per_expert = routing(model, par, seq_len, imbalance)
     return t_r * model.num_experts * ROUTER_BYTES + sum(per_expert) * (inp * h + inner_e * fe) + t * inner * fs
