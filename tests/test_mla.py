@@ -98,3 +98,24 @@ def test_bad_mla_keys_are_one_line(tmp_path, capsys, key: str, value: int, words
     p.write_text(f'[model]\nname = "llama3-8b"\nnum_key_value_heads = 32\n{key} = {value}\n'
                  '[cluster]\ntopology = "dgx-h100"\ngpus = 8\n[training]\nseq_len = 4096\nglobal_batch = 8\n')
     assert_one_line_error(["run", str(p)], capsys, words)
+
+
+def test_multi_token_prediction_adds_a_layer_a_projection_and_the_head_to_the_last_stage() -> None:
+    # DeepSeek-V3 §2.2: one MTP module = projection M (2h -> h), one transformer layer and the
+    # shared output head again; compute and memory on the last stage, not model FLOPs
+    from simtrain.engine.plan import make_plan
+    from simtrain.scenario.config import load_scenario
+    from simtrain.workload.compute import gemm_time
+
+    s = load_scenario("deepseek-v3-2048-h800")
+    assert s.model.num_nextn_predict_layers == 1
+    with_mtp, without = make_plan(s), make_plan(load_scenario(s, ["model.num_nextn_predict_layers=0"]))
+    last = [i for i, st in enumerate(with_mtp.stages) if st.head is not None]
+    for i in last:
+        a, b = with_mtp.stages[i], without.stages[i]
+        lc, t = a.layer, 4096
+        proj = gemm_time(with_mtp.device, t, 7168, 2 * 7168)
+        assert a.head.fwd - b.head.fwd == pytest.approx(sum(lc.fwd) + proj + b.head.fwd, rel=1e-9)
+        assert a.head.model_flops == b.head.model_flops
+        assert a.params > b.params
+    assert sum(st.model_flops for st in with_mtp.stages) == sum(st.model_flops for st in without.stages)

@@ -64,7 +64,7 @@ def test_hf_configs_of_qwen2_moe_and_deepseek(tmp_path) -> None:
           "num_key_value_heads": 128, "n_shared_experts": 1, "n_routed_experts": 256, "num_experts_per_tok": 8,
           "first_k_dense_replace": 3, "moe_layer_freq": 1, "n_group": 8, "topk_group": 4, "q_lora_rank": 1536,
           "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128,
-          "vocab_size": 129280, "hidden_act": "silu", "rms_norm_eps": 1e-6}
+          "vocab_size": 129280, "hidden_act": "silu", "rms_norm_eps": 1e-6, "num_nextn_predict_layers": 1}
     q = tmp_path / "DeepSeek-V3" / "config.json"
     q.parent.mkdir()
     q.write_text(json.dumps(ds))

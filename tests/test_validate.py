@@ -186,9 +186,10 @@ def test_full_validation_stays_within_achieved_errors(capsys: pytest.CaptureFixt
     # achieved 10.0% (Qwen3 30B +0.6%, DeepSeek-V3 +19.4%: its exact MLA makes that row
     # slower; its all-to-alls run exposed, as the preset of the time ran them)
     assert mape["Megatron-Bridge MoE FP8, H100"]["mape"] <= 11.0, mape
-    # DeepSeek-V3 on H800 with DualPipe's overlap as claimed: a known gap, achieved -17.4%
-    # (multi-head latent attention modelled exactly, DeepSeek's recomputation; -28.5% before)
-    assert mape["DeepSeek-V3 report (H800)"]["mape"] <= 20.0, mape
+    # DeepSeek-V3 on H800 with DualPipe's overlap as claimed: a known gap, achieved -13.0%
+    # (exact multi-head latent attention, multi-token prediction, DeepSeek's recomputation;
+    # -28.5% before)
+    assert mape["DeepSeek-V3 report (H800)"]["mape"] <= 16.0, mape
     # PaLM 540B on TPU v4: a prediction with assumed TPU constants, achieved -2.3%
     assert mape["PaLM 540B on TPU v4 (Chowdhery et al. 2022)"]["mape"] <= 5.0, mape
     # ZeRO-3 (DeepSpeed 2021) is a known gap: achieved 193% (README); guard against it growing

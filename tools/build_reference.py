@@ -76,8 +76,8 @@ CASES: list[tuple[str, str, int, str, dict]] = [
     # Megatron-Bridge MoE rows on H100 (FP8)
     ("deepseek-v3-2048-h800", DSV3_CSV, 1, DSV3,
      {"basis": "step", "calibration_row": True,
-      "note": "step derived from 180K H800 GPU hours per trillion tokens; micro-batch, stage split and the "
-              "multi-token-prediction module not published / not modelled"}),
+      "note": "step derived from 180K H800 GPU hours per trillion tokens; micro-batch and stage split "
+              "not published (assumed)"}),
     ("nemo-fp8-8b-8", NEMO_FP8_CSV, 11, NEMO_FP8, {"basis": "step"}),
     ("nemo-fp8-70b-64", NEMO_FP8_CSV, 12, NEMO_FP8, {"basis": "step"}),
     ("nemo-fp8-gpt3-175b-128", NEMO_FP8_CSV, 3, NEMO_FP8, {"basis": "step", "calibration_row": True}),

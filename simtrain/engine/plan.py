@@ -28,7 +28,7 @@ from simtrain.scenario.errors import SimtrainError, bad
 from simtrain.scenario.files import resolve_path
 from simtrain.scenario.layout import Coord, Layout, make_layout, split_layers
 from simtrain.workload.kernels import check_attention_kernel
-from simtrain.workload.costs import EndCost, LayerCost, embedding_cost, head_cost, layer_cost, optimizer_time
+from simtrain.workload.costs import EndCost, LayerCost, embedding_cost, head_cost, layer_cost, mtp_cost, optimizer_time
 from simtrain.workload.flops import ModelStats, attended_length, stats
 from simtrain.workload.moe import MoECost, check_imbalance, expert_params_per_layer, moe_layer_costs
 from simtrain.workload import fp8 as FP8
@@ -214,6 +214,16 @@ def make_plan(s: Scenario, schedule: sched.Schedule | None = None) -> Plan:
             (ms.head_params or ms.embedding_params) / L.tp if last and (ms.head_params or schedule.chain_length > 1) else 0.0
         )
         kw = dict(moe_kw[i])
+        if last and m.num_nextn_predict_layers:  # DeepSeek's multi-token prediction modules (costs.mtp_cost)
+            d = m.num_nextn_predict_layers
+            mtp = mtp_cost(m, s.parallel, dev, s.training.seq_len, lc, head)
+            head = EndCost(head.fwd + mtp.fwd, head.bwd_input + mtp.bwd_input, head.bwd_weight + mtp.bwd_weight,
+                           head.model_flops)
+            # its layer's weights (experts reduced over their edp group) and the 2h x h projection
+            end_params += d * (per_layer_params - (experts if m.num_experts else 0.0) + 2 * m.hidden_size ** 2 / L.tp)
+            if kw and m.num_experts:
+                kw["expert_params"] = kw["expert_params"] + d * experts
+                kw["_params"] = kw["_params"] + d * experts
         body = kw.pop("_params", n * per_layer_params)
         dense_grad = (per_layer_params - kw["expert_params"] / max(1, n - kw["dense_layers"])) if kw and n > kw["dense_layers"] else per_layer_params
         stages.append(StageWork(i, n, lc, emb, head, body + end_params,

@@ -168,6 +168,8 @@ def hf_to_model(cfg: dict[str, Any], path: str = "config.json") -> dict[str, Any
     out.update(_moe_keys(cfg, path))
     if cfg.get("kv_lora_rank"):
         out.update(_mla(cfg))
+    if cfg.get("num_nextn_predict_layers"):  # DeepSeek-V3's multi-token prediction modules
+        out["num_nextn_predict_layers"] = cfg["num_nextn_predict_layers"]
     return out
 
 

@@ -58,6 +58,10 @@ class ModelConfig:
     capacity_factor: float = 0.0  # 0: dropless; else each expert takes at most cf x its balanced share
     n_group: int = 0  # DeepSeek's group-limited routing: experts in n_group groups ...
     topk_group: int = 0  # ... and each token routed to at most topk_group of them (0: unlimited)
+    # Multi-token prediction (DeepSeek-V3 §2.2): this many extra modules on the last pipeline
+    # stage, each a projection (2h -> h), one transformer layer and the shared output head
+    # again. Trained compute and memory, not model FLOPs (DeepSeek's 37B active exclude it).
+    num_nextn_predict_layers: int = 0
     # Multi-head latent attention (DeepSeek-V2/V3; DeepSeek-AI 2024, arXiv:2405.04434 §2.1):
     # kv_lora_rank > 0 turns it on. Queries go through a low-rank bottleneck of q_lora_rank
     # (0: a plain query projection), keys and values through one of kv_lora_rank plus a
@@ -120,13 +124,15 @@ CATALOG: dict[str, dict[str, Any]] = {
     # expert groups (node-limited routing: at most 4 nodes per token); vocab 129,280.
     # Multi-head latent attention: queries through a rank-1536 bottleneck, keys and values
     # through a rank-512 one plus a 64-dim shared rotary key; 128 heads score with 128 + 64
-    # = 192 dims and return 128 (q_a, q_b, kv_a, kv_b and o: 187M weights per layer). The
-    # multi-token-prediction module is not counted. 671B total, 37B active per token.
+    # = 192 dims and return 128 (q_a, q_b, kv_a, kv_b and o: 187M weights per layer). One
+    # multi-token-prediction module (§2.2; its 14B weights are outside the 671B total, 37B
+    # active per token, as the paper counts).
     "deepseek-v3": dict(num_hidden_layers=61, hidden_size=7168, intermediate_size=18432, num_attention_heads=128,
                         num_key_value_heads=128, head_dim=192, vocab_size=129280, num_experts=256,
                         num_experts_per_tok=8, moe_intermediate_size=2048, num_shared_experts=1,
                         first_k_dense_replace=3, n_group=8, topk_group=4, q_lora_rank=1536, kv_lora_rank=512,
-                        qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128, **_LLAMA),
+                        qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128, num_nextn_predict_layers=1,
+                        **_LLAMA),
     # Qwen3 MoE (Qwen team 2025, Qwen3 technical report; the released config.json files):
     # 128 SwiGLU experts, top-8, no shared experts, GQA with 4 K/V heads of 128, vocab
     # 151,936. 30B-A3B: 48 layers, hidden 2048, 32 heads, experts 768 wide (30.5B, 3.3B
@@ -152,7 +158,7 @@ CATALOG: dict[str, dict[str, Any]] = {
 MAX_LAYERS = 10_000  # far past any real model; refused so that a typo cannot hang the simulator
 # Widths far past any published model (the largest hidden size is ~25,600, the largest
 # vocabulary ~256,000), refused so that a typo is not simulated as a real model.
-MAX_DIMS = {"hidden_size": 1 << 20, "intermediate_size": 1 << 22, "num_attention_heads": 1 << 16,
+MAX_DIMS = {"num_nextn_predict_layers": 64, "hidden_size": 1 << 20, "intermediate_size": 1 << 22, "num_attention_heads": 1 << 16,
             "num_key_value_heads": 1 << 16, "head_dim": 1 << 16, "vocab_size": 1 << 24, "max_position_embeddings": 1 << 24}
 _REQUIRED = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "vocab_size")
 

@@ -25,7 +25,7 @@ from simtrain.scenario.models import ModelConfig, attention_linears, qk_head_dim
 from simtrain.scenario.stack import Stack
 from simtrain.workload import ops as O
 from simtrain.workload import recompute as R
-from simtrain.workload.compute import gemm_flops
+from simtrain.workload.compute import gemm_flops, gemm_time
 from simtrain.workload.kernels import OPTIMIZER_BYTES, OPTIMIZER_KERNELS
 from simtrain.workload.compute import memory_time
 
@@ -163,6 +163,22 @@ def head_cost(model: ModelConfig, par: ParallelConfig, dev: Device, seq_len: int
     t = par.micro_batch * seq_len // par.cp
     ops = O.head_ops(model, par, dev, stack or Stack(), seq_len)
     return _end(ops, stack or Stack(), 3 * gemm_flops(t, model.vocab_size // par.tp, model.hidden_size))
+
+
+def mtp_cost(model: ModelConfig, par: ParallelConfig, dev: Device, seq_len: int, layer: LayerCost,
+             head: EndCost) -> EndCost:
+    """Multi-token prediction modules on the last stage (DeepSeek-V3 §2.2, Figure 3), each:
+    the projection M of [RMSNorm(h_prev); RMSNorm(embedding)] (2h -> h, a GEMM), one
+    transformer layer (`layer`, as the model's last layers) and the shared output head and
+    cross-entropy again (`head`). Compute only: its expert all-to-alls are not simulated, and
+    its FLOPs are not model FLOPs (DeepSeek's active parameters exclude the module)."""
+    d = model.num_nextn_predict_layers
+    t = par.micro_batch * seq_len // par.cp
+    h = model.hidden_size
+    proj = (gemm_time(dev, t, h // par.tp, 2 * h), gemm_time(dev, t, 2 * h, h // par.tp), gemm_time(dev, 2 * h, h // par.tp, t))
+    return EndCost(d * (sum(layer.fwd) + proj[0] + head.fwd),
+                   d * (sum(layer.bwd_input) + layer.recompute + proj[1] + head.bwd_input),
+                   d * (layer.bwd_weight + proj[2] + head.bwd_weight), 0.0)
 
 
 def optimizer_time(dev: Device, params_on_rank: float, stack: Stack | None = None) -> float:

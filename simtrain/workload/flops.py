@@ -129,7 +129,9 @@ def _moe_stats(m: ModelConfig, seq_len: int, document_length: int) -> ModelStats
         formula=(f"6*N_active + 12*L*H*Q*T per token, N_active = {active_total / 1e9:.1f}B of {total / 1e9:.1f}B "
                  f"parameters (top-{m.num_experts_per_tok} of {m.num_experts} experts"
                  + (f" + {m.num_shared_experts} shared" if m.num_shared_experts else "")
-                 + (f", {n_dense} dense layers first" if n_dense else "") + "; PaLM, Chowdhery et al. 2022, App. B)"),
+                 + (f", {n_dense} dense layers first" if n_dense else "") + "; PaLM, Chowdhery et al. 2022, App. B)"
+                 + (f"; {m.num_nextn_predict_layers} multi-token-prediction module(s) simulated, not in model FLOPs"
+                    if m.num_nextn_predict_layers else "")),
         active_params=float(active_total),
         expert_params_per_layer=experts,
         dense_params_per_layer=dense.params_per_layer,
