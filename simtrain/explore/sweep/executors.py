@@ -23,6 +23,7 @@ from simtrain.explore.sweep.bound import bound_task, search_task
 from simtrain.explore.sweep.evaluate import Caches, Task, evaluate, precheck
 from simtrain.explore.sweep.progress import Progress
 from simtrain.scenario.errors import SimtrainError
+from simtrain.scenario.files import memoized
 
 EXECUTORS = ("local", "ray")
 
@@ -43,11 +44,15 @@ def _worker_fn(kind: str) -> Callable[..., Any]:
 def _run_chunk(base: dict[str, Any], chunk: list[Task], kind: str, opts: dict[str, Any]) -> list[dict[str, Any]]:
     caches = _STATE.setdefault("caches", Caches())
     fn = _worker_fn(kind)
-    return [fn(base, t, caches, **opts) for t in chunk]
+    with memoized():
+        return [fn(base, t, caches, **opts) for t in chunk]
 
 
 def _init(base: dict[str, Any], kind: str, opts: dict[str, Any]) -> None:
     _STATE.update(base=base, kind=kind, opts=opts, caches=Caches())
+    memo = memoized()  # input files are found and read once per worker (it ends with the sweep)
+    memo.__enter__()
+    _STATE["memo"] = memo
 
 
 def _work(chunk: list[Task]) -> list[dict[str, Any]]:
@@ -107,6 +112,12 @@ def run_tasks(base: dict[str, Any], tasks: list[Task], jobs: int = 0, executor: 
               address: str = "", kind: str = "row", opts: dict[str, Any] | None = None,
               progress: Progress | None = None) -> list[dict[str, Any]]:
     """Rows for `tasks`, in task order."""
+    with memoized():
+        return _run_tasks(base, tasks, jobs, executor, address, kind, opts, progress)
+
+
+def _run_tasks(base: dict[str, Any], tasks: list[Task], jobs: int, executor: str, address: str, kind: str,
+               opts: dict[str, Any] | None, progress: Progress | None) -> list[dict[str, Any]]:
     opts = dict(opts or {})
     jobs = jobs or default_jobs()
     if jobs < 1:
