@@ -97,6 +97,7 @@ class Engine(MoEActions):
         self.coarse = detail == "action" or (detail == "auto" and len(plan.simulated) > 512)
         self._labels: dict[Action, str] = {}
         self._seg_cache: dict[Hashable, tuple] = {}
+        self._programs: dict[Hashable, object] = {}  # (simtrain.engine.program)
         # critical-path bookkeeping: who sent what, and which wait ended because of whom
         self.sender: dict[Hashable, int] = {}
         self.waited_on: dict[tuple[int, float], tuple[int, float]] = {}
@@ -147,6 +148,11 @@ class Engine(MoEActions):
                 segs = self._seg_cache[key] = self._pack([(kind, pre), *one * st.layers, (kind, post)])
             yield from self._segments(dev, segs, lab, st.index, mb)
             return
+        if not self.fsdp and self._programs_on():
+            prog = self._forward_program(dev, st, kind)
+            if prog is not None:
+                yield from self._run_program(dev, prog, lab, st.index, mb)
+                return
         yield from self._compute(dev, pre, kind, lab, st.index, mb)
         gather = self._fsdp_gathers(dev, st) if self.fsdp else None
         for _ in range(st.layers):
@@ -199,11 +205,21 @@ class Engine(MoEActions):
             return
         lab = self._label(a)
         lc, mb = st.layer, a.microbatch
-        if st.head:
-            yield from self._compute(dev, st.head.bwd_input + (st.head.bwd_weight if with_weight else 0.0), "B", lab, st.index, mb)
         wg = lc.bwd_weight / 2 if with_weight else 0.0
         pending = 0.0
         tpt = self.tp_time.get(dev)
+        if (not self._fast(lc) and tpt is None and not self.fsdp and not (last and self.overlap_grad)
+                and self._programs_on()):
+            prog = self._backward_program(dev, st, with_weight)
+            if prog is not None:
+                yield from self._run_program(dev, prog, lab, st.index, mb)
+                if last:
+                    for _ in range(st.layers):
+                        pending = self._grad_ready(dev, pending + st.grad_bytes_per_layer)
+                    self._grad_ready(dev, pending + st.end_grad_bytes, flush=True)
+                return
+        if st.head:
+            yield from self._compute(dev, st.head.bwd_input + (st.head.bwd_weight if with_weight else 0.0), "B", lab, st.index, mb)
         if self._fast(lc) and not (last and self.overlap_grad) and not self.fsdp:
             yield from self._compute(dev, st.layers * (sum(lc.bwd_input) + 2 * wg), "B", lab, st.index, mb)
             pending = st.layers * st.grad_bytes_per_layer if last else 0.0

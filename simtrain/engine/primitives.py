@@ -153,13 +153,7 @@ class Primitives(DataParallelStream):
         v = self._view(dim, dev)
         if len(v.group) == 1 or size <= 0:
             return None
-        ckey = (dim, dev, op, size)
-        phases = self._phases.get(ckey)
-        if phases is None:
-            _, phases = self.comm.collective(op, v.group, size, v.copies)
-            self._phases[ckey] = phases
-            self._solo[ckey] = self._exclusive_time(dev, dim, v.group, phases)
-        solo = self._solo[ckey]
+        phases, solo = self._coll_phases(dev, dim, op, size)
         if len(v.reps) > 1:
             sk = (dev, v.key)
             k = (dim, v.key, self.seq[sk])
@@ -180,6 +174,17 @@ class Primitives(DataParallelStream):
         ev = self.env.event()
         self._chain(phases, ev.succeed)
         return ev
+
+    def _coll_phases(self, dev: int, dim: str, op: str, size: float) -> tuple[list, bool]:
+        """The phases of `dev`'s `dim` collective, and whether they run on links of their own."""
+        ckey = (dim, dev, op, size)
+        phases = self._phases.get(ckey)
+        if phases is None:
+            v = self._view(dim, dev)
+            _, phases = self.comm.collective(op, v.group, size, v.copies)
+            self._phases[ckey] = phases
+            self._solo[ckey] = self._exclusive_time(dev, dim, v.group, phases)
+        return phases, self._solo[ckey]
 
     def _exclusive_time(self, dev: int, dim: str, group: tuple[int, ...], phases) -> bool:
         """A collective whose links no other bundle type uses takes its idle-network time
