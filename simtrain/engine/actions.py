@@ -170,12 +170,13 @@ class Engine(MoEActions):
     def _pack(self, segs: list[tuple[str, float]]) -> tuple[tuple[tuple[str, float], ...], float]:
         """Segments without empty ones (merged to one per kind in coarse mode), and their total."""
         segs = [(k, d) for k, d in segs if d > 0]
+        total = sum(d for _, d in segs)  # the same span in either detail
         if self.coarse:  # one record per kind: totals exact, per-layer order dropped
             sums: dict[str, float] = {}
             for kind, d in segs:
                 sums[kind] = sums.get(kind, 0.0) + d
             segs = list(sums.items())
-        return tuple(segs), sum(d for _, d in segs)
+        return tuple(segs), total
 
     def _segments(self, dev: int, packed: tuple[tuple[tuple[str, float], ...], float], label: str, stage: int, mb: int) -> Proc:
         """Run consecutive main-stream segments (from `_pack`) as one timeout; record each."""
@@ -188,9 +189,11 @@ class Engine(MoEActions):
         t = self.env.now
         yield self.env.timeout(total)
         recs = self.records
-        for kind, d in segs:
+        end, last = self.env.now, len(segs) - 1
+        for n, (kind, d) in enumerate(segs):
             if d > 0:
-                recs.append(Record(dev, "main", kind, "all-reduce(tp)" if kind == "tp" else label, t, t + d, stage, mb))
+                e = end if (n == last and self.coarse) else t + d  # coarse: the last record ends with the span
+                recs.append(Record(dev, "main", kind, "all-reduce(tp)" if kind == "tp" else label, t, e, stage, mb))
                 t += d
 
     def _fast(self, lc) -> bool:
