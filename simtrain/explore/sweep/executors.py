@@ -127,7 +127,9 @@ def _run_tasks(base: dict[str, Any], tasks: list[Task], jobs: int, executor: str
     out: dict[int, dict[str, Any]] = {}
     todo: list[tuple[float, Hashable, Task]] = []
     for t in tasks:
-        row, cost, key = precheck(base, t)
+        # a search's bounds check validity themselves (as cheaply as the check here): no
+        # second scenario per candidate in this process, which dispatches nothing meanwhile
+        row, cost, key = (None, 1.0, _sizes(t)) if kind == "bound" else precheck(base, t)
         if row is not None:
             out[t.index] = row
             if progress:
@@ -158,6 +160,12 @@ def _run_tasks(base: dict[str, Any], tasks: list[Task], jobs: int, executor: str
             for rows in pool.imap_unordered(_work, chunks):
                 collect(rows)
     return [out[t.index] for t in tasks]
+
+
+def _sizes(task: Task) -> Hashable:
+    """The layout sizes a point sets (its group key without building its scenario)."""
+    v = task.values
+    return tuple(v.get(f"parallel.{k}") for k in ("tp", "cp", "pp", "dp", "vp", "micro_batch"))
 
 
 class Stream:
