@@ -167,35 +167,6 @@ class Engine(MoEActions):
             yield from self._tp(dev, 0.0, lab, st.index, mb)
         yield from self._compute(dev, post, kind, lab, st.index, mb)
 
-    def _pack(self, segs: list[tuple[str, float]]) -> tuple[tuple[tuple[str, float], ...], float]:
-        """Segments without empty ones (merged to one per kind in coarse mode), and their total."""
-        segs = [(k, d) for k, d in segs if d > 0]
-        total = sum(d for _, d in segs)  # the same span in either detail
-        if self.coarse:  # one record per kind: totals exact, per-layer order dropped
-            sums: dict[str, float] = {}
-            for kind, d in segs:
-                sums[kind] = sums.get(kind, 0.0) + d
-            segs = list(sums.items())
-        return tuple(segs), total
-
-    def _segments(self, dev: int, packed: tuple[tuple[tuple[str, float], ...], float], label: str, stage: int, mb: int) -> Proc:
-        """Run consecutive main-stream segments (from `_pack`) as one timeout; record each."""
-        segs, total = packed
-        if self.varied:
-            segs = tuple((k, d if k == "tp" else self._scale(dev, d, k, stage, mb)) for k, d in segs)
-            total = sum(d for _, d in segs)
-        if total <= 0:
-            return
-        t = self.env.now
-        yield self.env.timeout(total)
-        recs = self.records
-        end, last = self.env.now, len(segs) - 1
-        for n, (kind, d) in enumerate(segs):
-            if d > 0:
-                e = end if (n == last and self.coarse) else t + d  # coarse: the last record ends with the span
-                recs.append(Record(dev, "main", kind, "all-reduce(tp)" if kind == "tp" else label, t, e, stage, mb))
-                t += d
-
     def _fast(self, lc) -> bool:
         """No collective inside the layers: run a whole action as one compute span."""
         return self.free or ((lc.tp_bytes <= 0 or self.overlap_tp) and lc.cp_bytes <= 0)

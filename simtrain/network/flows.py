@@ -225,6 +225,10 @@ class FlowNetwork(Introspection, Leasing):
         # at (now + latency) + nbytes / rate, the very float a start after the latency gives
         self._at(b.start + nbytes / rate, (b, 1)).callbacks.append(self._finish)
 
+    def _bundle(self, key: Hashable, nbytes: float, start: float, classes, then: Callable[[], None]) -> _Bundle:
+        """A bundle that calls `then()` when done, moving bytes from `start` (lease.materialize)."""
+        return _Bundle(key, nbytes, None, start, classes, then)
+
     def run_alone(self, phases) -> simpy.Event | None:
         """Run `phases` (key, nbytes, latency) one after another on links no other bundle
         type uses (`exclusive`): they take their time alone, as `transfer` would give it

@@ -96,8 +96,6 @@ class Leasing:
     def materialize(self, key: Hashable, nbytes: float, latency: float, start: float, then: Callable[[], None]) -> None:
         """Put on the network the phase sent alone at `start` (not after now) and not
         finished yet, in the state `transfer` would have it in now; `then()` when done."""
-        from simtrain.network.flows import _Bundle
-
         self.transfers += 1
         classes = self._classes.get(key)
         if nbytes <= 0 or not classes:  # no bytes on links: done after the start-up
@@ -105,7 +103,7 @@ class Leasing:
             if nbytes > 0:
                 self.bytes_moved += nbytes
             return
-        b = _Bundle(key, nbytes, None, start + latency if latency > 0 else start, classes, then)
+        b = self._bundle(key, nbytes, start + latency if latency > 0 else start, classes, then)
         self.bytes_moved += nbytes
         self.active.add(b)
         users = self._users
