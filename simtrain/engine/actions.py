@@ -97,6 +97,7 @@ class Engine(MoEActions):
         self.coarse = detail == "action" or (detail == "auto" and len(plan.simulated) > 512)
         self._labels: dict[Action, str] = {}
         self._seg_cache: dict[Hashable, tuple] = {}
+        self._programs: dict[Hashable, object] = {}  # (simtrain.engine.program)
         # critical-path bookkeeping: who sent what, and which wait ended because of whom
         self.sender: dict[Hashable, int] = {}
         self.waited_on: dict[tuple[int, float], tuple[int, float]] = {}
@@ -147,6 +148,11 @@ class Engine(MoEActions):
                 segs = self._seg_cache[key] = self._pack([(kind, pre), *one * st.layers, (kind, post)])
             yield from self._segments(dev, segs, lab, st.index, mb)
             return
+        if not self.fsdp and self._programs_on():
+            prog = self._forward_program(dev, st, kind)
+            if prog is not None:
+                yield from self._run_program(dev, prog, lab, st.index, mb)
+                return
         yield from self._compute(dev, pre, kind, lab, st.index, mb)
         gather = self._fsdp_gathers(dev, st) if self.fsdp else None
         for _ in range(st.layers):
@@ -161,32 +167,6 @@ class Engine(MoEActions):
             yield from self._tp(dev, 0.0, lab, st.index, mb)
         yield from self._compute(dev, post, kind, lab, st.index, mb)
 
-    def _pack(self, segs: list[tuple[str, float]]) -> tuple[tuple[tuple[str, float], ...], float]:
-        """Segments without empty ones (merged to one per kind in coarse mode), and their total."""
-        segs = [(k, d) for k, d in segs if d > 0]
-        if self.coarse:  # one record per kind: totals exact, per-layer order dropped
-            sums: dict[str, float] = {}
-            for kind, d in segs:
-                sums[kind] = sums.get(kind, 0.0) + d
-            segs = list(sums.items())
-        return tuple(segs), sum(d for _, d in segs)
-
-    def _segments(self, dev: int, packed: tuple[tuple[tuple[str, float], ...], float], label: str, stage: int, mb: int) -> Proc:
-        """Run consecutive main-stream segments (from `_pack`) as one timeout; record each."""
-        segs, total = packed
-        if self.varied:
-            segs = tuple((k, d if k == "tp" else self._scale(dev, d, k, stage, mb)) for k, d in segs)
-            total = sum(d for _, d in segs)
-        if total <= 0:
-            return
-        t = self.env.now
-        yield self.env.timeout(total)
-        recs = self.records
-        for kind, d in segs:
-            if d > 0:
-                recs.append(Record(dev, "main", kind, "all-reduce(tp)" if kind == "tp" else label, t, t + d, stage, mb))
-                t += d
-
     def _fast(self, lc) -> bool:
         """No collective inside the layers: run a whole action as one compute span."""
         return self.free or ((lc.tp_bytes <= 0 or self.overlap_tp) and lc.cp_bytes <= 0)
@@ -199,11 +179,21 @@ class Engine(MoEActions):
             return
         lab = self._label(a)
         lc, mb = st.layer, a.microbatch
-        if st.head:
-            yield from self._compute(dev, st.head.bwd_input + (st.head.bwd_weight if with_weight else 0.0), "B", lab, st.index, mb)
         wg = lc.bwd_weight / 2 if with_weight else 0.0
         pending = 0.0
         tpt = self.tp_time.get(dev)
+        if (not self._fast(lc) and tpt is None and not self.fsdp and not (last and self.overlap_grad)
+                and self._programs_on()):
+            prog = self._backward_program(dev, st, with_weight)
+            if prog is not None:
+                yield from self._run_program(dev, prog, lab, st.index, mb)
+                if last:
+                    for _ in range(st.layers):
+                        pending = self._grad_ready(dev, pending + st.grad_bytes_per_layer)
+                    self._grad_ready(dev, pending + st.end_grad_bytes, flush=True)
+                return
+        if st.head:
+            yield from self._compute(dev, st.head.bwd_input + (st.head.bwd_weight if with_weight else 0.0), "B", lab, st.index, mb)
         if self._fast(lc) and not (last and self.overlap_grad) and not self.fsdp:
             yield from self._compute(dev, st.layers * (sum(lc.bwd_input) + 2 * wg), "B", lab, st.index, mb)
             pending = st.layers * st.grad_bytes_per_layer if last else 0.0

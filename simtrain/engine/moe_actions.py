@@ -21,12 +21,13 @@ from collections import defaultdict
 import simpy
 
 from simtrain.engine.plan import StageWork
-from simtrain.engine.primitives import Primitives, Proc
+from simtrain.engine.primitives import Proc
+from simtrain.engine.program import Programs
 from simtrain.network.alltoall import dispatch_bytes
 from simtrain.schedule import Action
 
 
-class MoEActions(Primitives):
+class MoEActions(Programs):
     """Forward, backward and weight-gradient actions of stages with MoE layers."""
 
     def _moe_init(self) -> None:

@@ -153,13 +153,7 @@ class Primitives(DataParallelStream):
         v = self._view(dim, dev)
         if len(v.group) == 1 or size <= 0:
             return None
-        ckey = (dim, dev, op, size)
-        phases = self._phases.get(ckey)
-        if phases is None:
-            _, phases = self.comm.collective(op, v.group, size, v.copies)
-            self._phases[ckey] = phases
-            self._solo[ckey] = self._exclusive_time(dev, dim, v.group, phases)
-        solo = self._solo[ckey]
+        phases, solo = self._coll_phases(dev, dim, op, size)
         if len(v.reps) > 1:
             sk = (dev, v.key)
             k = (dim, v.key, self.seq[sk])
@@ -180,6 +174,17 @@ class Primitives(DataParallelStream):
         ev = self.env.event()
         self._chain(phases, ev.succeed)
         return ev
+
+    def _coll_phases(self, dev: int, dim: str, op: str, size: float) -> tuple[list, bool]:
+        """The phases of `dev`'s `dim` collective, and whether they run on links of their own."""
+        ckey = (dim, dev, op, size)
+        phases = self._phases.get(ckey)
+        if phases is None:
+            v = self._view(dim, dev)
+            _, phases = self.comm.collective(op, v.group, size, v.copies)
+            self._phases[ckey] = phases
+            self._solo[ckey] = self._exclusive_time(dev, dim, v.group, phases)
+        return phases, self._solo[ckey]
 
     def _exclusive_time(self, dev: int, dim: str, group: tuple[int, ...], phases) -> bool:
         """A collective whose links no other bundle type uses takes its idle-network time
@@ -237,6 +242,35 @@ class Primitives(DataParallelStream):
         if coll is not None and not coll.processed:
             yield coll
         self._rec(dev, "cp" if dim == "cp" else "tp", f"{op}({dim})", t1, stage, mb)
+
+    def _pack(self, segs: list[tuple[str, float]]) -> tuple[tuple[tuple[str, float], ...], float]:
+        """Segments without empty ones (merged to one per kind in coarse mode), and their total."""
+        segs = [(k, d) for k, d in segs if d > 0]
+        total = sum(d for _, d in segs)  # the same span in either detail
+        if self.coarse:  # one record per kind: totals exact, per-layer order dropped
+            sums: dict[str, float] = {}
+            for kind, d in segs:
+                sums[kind] = sums.get(kind, 0.0) + d
+            segs = list(sums.items())
+        return tuple(segs), total
+
+    def _segments(self, dev: int, packed: tuple[tuple[tuple[str, float], ...], float], label: str, stage: int, mb: int) -> Proc:
+        """Run consecutive main-stream segments (from `_pack`) as one timeout; record each."""
+        segs, total = packed
+        if self.varied:
+            segs = tuple((k, d if k == "tp" else self._scale(dev, d, k, stage, mb)) for k, d in segs)
+            total = sum(d for _, d in segs)
+        if total <= 0:
+            return
+        t = self.env.now
+        yield self.env.timeout(total)
+        recs = self.records
+        end, last = self.env.now, len(segs) - 1
+        for n, (kind, d) in enumerate(segs):
+            if d > 0:
+                e = end if (n == last and self.coarse) else t + d  # coarse: the last record ends with the span
+                recs.append(Record(dev, "main", kind, "all-reduce(tp)" if kind == "tp" else label, t, e, stage, mb))
+                t += d
 
     def _tp(self, dev: int, seconds_hidden: float, label: str, stage: int, mb: int, op: str = "all-reduce") -> Proc:
         """A TP collective on the main stream; `seconds_hidden` of weight-gradient compute runs

@@ -130,6 +130,17 @@ def search(base: dict[str, Any], space: Space, top: int = 5, jobs: int = 0, exec
     from simtrain.explore.sweep.evaluate import Task
     from simtrain.explore.sweep.executors import local_session, ray_session, run_tasks
     from simtrain.explore.sweep.progress import Progress
+    from simtrain.scenario.files import memoized
+
+    with memoized():  # the scenario's files, found and read once (they do not change meanwhile)
+        return _search(base, space, top, jobs, executor, address, progress, layers, world, pinned_ends)
+
+
+def _search(base: dict[str, Any], space: Space, top: int, jobs: int, executor: str, address: str, progress: bool,
+            layers: int, world: int, pinned_ends: bool) -> SearchResult:
+    from simtrain.explore.sweep.evaluate import Task
+    from simtrain.explore.sweep.executors import local_session, ray_session, run_tasks
+    from simtrain.explore.sweep.progress import Progress
 
     points = candidates(space, layers, world, pinned_ends)
     if not points:

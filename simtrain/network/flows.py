@@ -29,6 +29,7 @@ from simpy.events import NORMAL
 
 from simtrain.hardware.topology import Link, Topology
 from simtrain.network.flowinfo import Introspection
+from simtrain.network.lease import Lease, Leasing
 from simtrain.network.maxmin import max_min_rates  # noqa: F401  (re-exported: its users import it from here)
 
 EPS = 1e-12
@@ -59,7 +60,7 @@ class _Bundle:
             self.event.succeed()
 
 
-class FlowNetwork(Introspection):
+class FlowNetwork(Introspection, Leasing):
     def __init__(self, env: simpy.Environment, topology: Topology | None, free: bool = False):
         self.env = env
         self.topo = topology
@@ -85,6 +86,8 @@ class FlowNetwork(Introspection):
         # (time, bundle seq, per-flow rate, bundle type) at every rate change when a list is
         # set here (traces: link utilisation over time); None: no log, no cost
         self.rate_log: list[tuple[float, int, float, Hashable]] | None = None
+        self._leases: dict[int, Lease] = {}  # link class -> the lease on it (simtrain.network.lease)
+        self.generation = 0  # how many times the link classes were compiled (class ids change)
 
     # ---- registration ---------------------------------------------------------------
     def register(self, key: Hashable, load: dict[Link, float]) -> None:
@@ -108,6 +111,7 @@ class FlowNetwork(Introspection):
         self._class_links, self._class_users = other._class_links, other._class_users
         self._alone_rate = dict(other._alone_rate)
         self._dirty = False
+        self.generation += 1
 
     def capacity(self, link: Link) -> float:
         c = self._cap.get(link)
@@ -119,6 +123,9 @@ class FlowNetwork(Introspection):
         return key in self._loads
 
     def _compile(self) -> None:
+        if self._leases:  # class ids change: leased spans go on the network as bundles first
+            self._break_all()
+        self.generation += 1
         signature: dict[Link, list[tuple[int, float]]] = defaultdict(list)
         ids = self._key_id
         for key, load in self._loads.items():
@@ -185,6 +192,8 @@ class FlowNetwork(Introspection):
                 self._advance(self.active)
                 self._compile()
             classes = self._classes.get(key)
+            if self._leases and classes:
+                self._claim(classes)
             alone = bool(classes)
             users = self._users
             for cid, _ in classes or ():
@@ -215,6 +224,10 @@ class FlowNetwork(Introspection):
         b.version = 1
         # at (now + latency) + nbytes / rate, the very float a start after the latency gives
         self._at(b.start + nbytes / rate, (b, 1)).callbacks.append(self._finish)
+
+    def _bundle(self, key: Hashable, nbytes: float, start: float, classes, then: Callable[[], None]) -> _Bundle:
+        """A bundle that calls `then()` when done, moving bytes from `start` (lease.materialize)."""
+        return _Bundle(key, nbytes, None, start, classes, then)
 
     def run_alone(self, phases) -> simpy.Event | None:
         """Run `phases` (key, nbytes, latency) one after another on links no other bundle
@@ -253,6 +266,8 @@ class FlowNetwork(Introspection):
             self._compile()
         if key not in self._classes:
             raise KeyError(f"bundle type {key!r} was never registered")
+        if self._leases:
+            self._claim(self._classes[key])
         b = _Bundle(key, nbytes, done, self.env.now, self._classes[key], then)
         self.bytes_moved += nbytes
         if not b.classes:  # no links at all (same device): instant
@@ -275,6 +290,8 @@ class FlowNetwork(Introspection):
         b.version += 1
 
         def activate(_e: Any) -> None:
+            if self._leases:
+                self._claim(b.classes)
             self.active.add(b)
             for cid, _ in b.classes:
                 self._users[cid].add(b)

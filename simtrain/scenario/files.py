@@ -17,9 +17,10 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Hashable, Iterator
 
 from simtrain.scenario.catalogs import CATALOGS, PACKAGED
 from simtrain.scenario.errors import SimtrainError, bad
@@ -75,6 +76,17 @@ def catalog_dir(name: str) -> Path:
 def available(catalog: str, near: str | Path | None = None) -> dict[str, Root]:
     """Every entry of `catalog` by name (the file stem), with the folder it is taken from
     (the first one that has it)."""
+    memo = _MEMO
+    if memo is not None:
+        key = ("available", catalog, str(near) if near else None, os.getcwd(), os.environ.get("SIMTRAIN_HOME"))
+        hit = memo.get(key)
+        if hit is None:
+            hit = memo[key] = _available(catalog, near)
+        return dict(hit)
+    return _available(catalog, near)
+
+
+def _available(catalog: str, near: str | Path | None = None) -> dict[str, Root]:
     suffix = CATALOGS[catalog]
     out: dict[str, Root] = {}
     for root in catalog_roots(catalog, near):
@@ -99,9 +111,52 @@ def suggest(name: str, names: list[str] | dict, catalog: str, what: str, count: 
     return f"give a file path or a name from `simtrain list {catalog}` ({count} there)"
 
 
+# Lookups and file contents kept while `memoized()` is active (None: off)
+_MEMO: dict[Hashable, Any] | None = None
+
+
+@contextmanager
+def memoized() -> Iterator[None]:
+    """Within this block, `resolve_path` answers and `read_toml` contents are kept and
+    reused: a sweep or search builds thousands of scenarios from the same few files
+    (stack, topology, device), and finding and parsing them cost more than the rest of a
+    scenario. The files must not change meanwhile; the memo is dropped when the outermost
+    block ends. Nested blocks share it."""
+    global _MEMO
+    outer = _MEMO is None
+    if outer:
+        _MEMO = {}
+    try:
+        yield
+    finally:
+        if outer:
+            _MEMO = None
+
+
+def _copy(v: Any) -> Any:
+    """A copy of parsed TOML that the caller may mutate (tables and arrays are copied)."""
+    if isinstance(v, dict):
+        return {k: _copy(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_copy(x) for x in v]
+    return v
+
+
 def resolve_path(source: str | Path, catalog: str, what: str, field_name: str, near: str | Path | None = None) -> Path:
     """The file `source` names: a path as given (relative to the current directory, then to
     the folder of `near`), else a catalog entry by name (see the module docstring)."""
+    memo = _MEMO
+    if memo is None:
+        return _resolve_path(source, catalog, what, field_name, near)
+    key = ("path", str(source), catalog, what, field_name, str(near) if near else None, os.getcwd(),
+           os.environ.get("SIMTRAIN_HOME"))
+    hit = memo.get(key)
+    if hit is None:
+        hit = memo[key] = _resolve_path(source, catalog, what, field_name, near)
+    return hit
+
+
+def _resolve_path(source: str | Path, catalog: str, what: str, field_name: str, near: str | Path | None = None) -> Path:
     suffix = CATALOGS[catalog]
     if not str(source).strip():
         raise bad(field_name, str(source), "is empty", f"give a {what} file path or a name from `simtrain list {catalog}`")
@@ -122,6 +177,17 @@ def resolve_path(source: str | Path, catalog: str, what: str, field_name: str, n
 
 
 def read_toml(path: Path, field_name: str) -> dict[str, Any]:
+    memo = _MEMO
+    if memo is None:
+        return _read_toml(path, field_name)
+    key = ("toml", os.path.abspath(path))
+    hit = memo.get(key)
+    if hit is None:
+        hit = memo[key] = _read_toml(path, field_name)
+    return _copy(hit)
+
+
+def _read_toml(path: Path, field_name: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)

@@ -38,6 +38,24 @@ def dependencies(a: Action, schedule: Schedule) -> tuple[Action, ...]:
     return (Action(a.stage, "B", a.microbatch),)
 
 
+_DEPS: dict[int, tuple[Schedule, dict]] = {}  # id(schedule) -> (schedule, its dependencies)
+
+
+def _rank_dependencies(schedule: Schedule) -> dict[tuple[int, Action], tuple[tuple[Action, bool], ...]]:
+    """(rank, action) -> its dependencies, each with whether it crosses ranks (a send):
+    worked out once per schedule (evaluations of one schedule with several costs reuse it)."""
+    hit = _DEPS.get(id(schedule))
+    if hit is not None and hit[0] is schedule:
+        return hit[1]
+    place = schedule.placement
+    out = {(r, a): tuple((d, place[d.stage] != r) for d in dependencies(a, schedule))
+           for r, acts in schedule.actions.items() for a in acts}
+    if len(_DEPS) >= 64:
+        _DEPS.clear()
+    _DEPS[id(schedule)] = (schedule, out)
+    return out
+
+
 def format_grid(
     schedule: Schedule, mark: tuple[int, int] | None = None, context: int | None = None
 ) -> str:
@@ -164,6 +182,7 @@ def evaluate(
     busy = {r: 0.0 for r in range(schedule.pp)}
     total = sum(len(v) for v in schedule.actions.values())
     done = 0
+    deps = _rank_dependencies(schedule)
     while done < total:
         progressed = False
         for r in range(schedule.pp):
@@ -173,14 +192,15 @@ def evaluate(
                 group = acts[ptr[r]:ptr[r] + (2 if pair else 1)]
                 ready = free[r]
                 ok = True
-                for d in (d for a in group for d in dependencies(a, schedule)):
+                for d, cross in (dc for a in group for dc in deps[(r, a)]):
                     t = end.get(d)
                     if t is None:
                         ok = False
                         break
-                    if schedule.placement[d.stage] != r:
+                    if cross:
                         t += comm
-                    ready = max(ready, t)
+                    if t > ready:
+                        ready = t
                 if not ok:
                     break
                 c = overlap_cost(*group) if pair else cost(group[0])

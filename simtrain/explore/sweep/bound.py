@@ -131,9 +131,7 @@ def _alone(plan, dim: str, rep: int, op: str, size: float) -> float:
     """Idle-network time of `rep`'s `dim` collective alone, the fastest algorithm's
     (memoized per worker: candidates share groups)."""
     L, sc = plan.layout, plan.scenario
-    w = sc.whatif
-    tkey = (sc.cluster.topology, sc.cluster.device, tuple(tier_overrides(sc.cluster).items()), plan.topology.num_gpus,
-            sc.engine.collective_algo, sc.stack.collective_us, w.degraded_links, w.link_bandwidth_factor, w.failed_links)
+    tkey = _network_key(plan)
     key = (tkey, dim, L.tp, L.cp, L.pp, L.order, rep, op, size)
     hit = _TIMES.get(key)
     if hit is None:
@@ -141,6 +139,21 @@ def _alone(plan, dim: str, rep: int, op: str, size: float) -> float:
         if len(_TIMES) > 100_000:
             _TIMES.clear()
     return hit
+
+
+_LAST_KEY: list = [None, None]  # (scenario, its network key): one plan's collectives are asked in a row
+
+
+def _network_key(plan) -> tuple:
+    """What a collective's idle-network time depends on besides its group, op and size."""
+    sc = plan.scenario
+    if _LAST_KEY[0] is sc:
+        return _LAST_KEY[1]
+    w = sc.whatif
+    tkey = (sc.cluster.topology, sc.cluster.device, tuple(tier_overrides(sc.cluster).items()), plan.topology.num_gpus,
+            sc.engine.collective_algo, sc.stack.collective_us, w.degraded_links, w.link_bandwidth_factor, w.failed_links)
+    _LAST_KEY[:] = [sc, tkey]
+    return tkey
 
 
 def _alone_time(plan, tkey, group: tuple[int, ...], op: str, size: float) -> float:

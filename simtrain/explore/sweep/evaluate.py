@@ -171,13 +171,16 @@ def validated(schedule) -> None:
 
 def simulate_plan(plan, cache: CommCache | None = None) -> Result:
     """`simtrain.analysis.run.simulate_plan` with the worker's Comm cache: an identical layout's
-    routes and link loads are reused instead of routed again."""
+    routes and link loads are reused instead of routed again. The timeline is kept per
+    action (engine.detail = "action"): the same step, its breakdown summed from fewer
+    records (equal to `simtrain run`'s to float rounding)."""
     import simpy
 
     from simtrain.analysis.run import simulate_plan as run_plan
     from simtrain.network.flows import FlowNetwork
 
     def setup(engine) -> None:
+        engine.coarse = True  # records per action, not per layer: a row needs the metrics only
         if cache is None or engine.free:
             return
         key = cache.key(plan)

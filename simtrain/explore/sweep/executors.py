@@ -23,6 +23,7 @@ from simtrain.explore.sweep.bound import bound_task, search_task
 from simtrain.explore.sweep.evaluate import Caches, Task, evaluate, precheck
 from simtrain.explore.sweep.progress import Progress
 from simtrain.scenario.errors import SimtrainError
+from simtrain.scenario.files import memoized
 
 EXECUTORS = ("local", "ray")
 
@@ -43,11 +44,15 @@ def _worker_fn(kind: str) -> Callable[..., Any]:
 def _run_chunk(base: dict[str, Any], chunk: list[Task], kind: str, opts: dict[str, Any]) -> list[dict[str, Any]]:
     caches = _STATE.setdefault("caches", Caches())
     fn = _worker_fn(kind)
-    return [fn(base, t, caches, **opts) for t in chunk]
+    with memoized():
+        return [fn(base, t, caches, **opts) for t in chunk]
 
 
 def _init(base: dict[str, Any], kind: str, opts: dict[str, Any]) -> None:
     _STATE.update(base=base, kind=kind, opts=opts, caches=Caches())
+    memo = memoized()  # input files are found and read once per worker (it ends with the sweep)
+    memo.__enter__()
+    _STATE["memo"] = memo
 
 
 def _work(chunk: list[Task]) -> list[dict[str, Any]]:
@@ -107,6 +112,12 @@ def run_tasks(base: dict[str, Any], tasks: list[Task], jobs: int = 0, executor: 
               address: str = "", kind: str = "row", opts: dict[str, Any] | None = None,
               progress: Progress | None = None) -> list[dict[str, Any]]:
     """Rows for `tasks`, in task order."""
+    with memoized():
+        return _run_tasks(base, tasks, jobs, executor, address, kind, opts, progress)
+
+
+def _run_tasks(base: dict[str, Any], tasks: list[Task], jobs: int, executor: str, address: str, kind: str,
+               opts: dict[str, Any] | None, progress: Progress | None) -> list[dict[str, Any]]:
     opts = dict(opts or {})
     jobs = jobs or default_jobs()
     if jobs < 1:
@@ -116,7 +127,9 @@ def run_tasks(base: dict[str, Any], tasks: list[Task], jobs: int = 0, executor: 
     out: dict[int, dict[str, Any]] = {}
     todo: list[tuple[float, Hashable, Task]] = []
     for t in tasks:
-        row, cost, key = precheck(base, t)
+        # a search's bounds check validity themselves (as cheaply as the check here): no
+        # second scenario per candidate in this process, which dispatches nothing meanwhile
+        row, cost, key = (None, 1.0, _sizes(t)) if kind == "bound" else precheck(base, t)
         if row is not None:
             out[t.index] = row
             if progress:
@@ -147,6 +160,12 @@ def run_tasks(base: dict[str, Any], tasks: list[Task], jobs: int = 0, executor: 
             for rows in pool.imap_unordered(_work, chunks):
                 collect(rows)
     return [out[t.index] for t in tasks]
+
+
+def _sizes(task: Task) -> Hashable:
+    """The layout sizes a point sets (its group key without building its scenario)."""
+    v = task.values
+    return tuple(v.get(f"parallel.{k}") for k in ("tp", "cp", "pp", "dp", "vp", "micro_batch"))
 
 
 class Stream:
