@@ -184,3 +184,12 @@ def test_fp8_cached_swiglu_input_halves_the_gate_and_up_outputs() -> None:
     assert te - ds == pytest.approx(copies * 2 * 14336, rel=1e-12)
     # not an FP8 run: nothing changes
     assert moe_activation_bytes(mix, par, SEQ, 0.0, "none", fp8_act_input=True) == moe_activation_bytes(mix, par, SEQ)
+
+
+def test_selective_with_flash_attention_costs_exactly_what_none_costs() -> None:
+    # the search and sweeps share one simulation between such layouts (sim_key): the costs
+    # must be equal field for field, types included (0.0, not 0)
+    dev = get_device("H100-SXM")
+    none = layer_cost(LLAMA, ParallelConfig(tp=8), dev, SEQ, Stack())
+    sel = layer_cost(LLAMA, ParallelConfig(tp=8, recompute="selective"), dev, SEQ, Stack())
+    assert repr(none) == repr(sel)

@@ -96,7 +96,7 @@ def layer_cost(model: ModelConfig, par: ParallelConfig, dev: Device, seq_len: in
         # (simtrain.workload.recompute)
         redo = R.forward_ops(ops, R.selected(par), par.flash_attention)
         recompute = kf * sum(o.seconds for o in redo)
-        recompute_flops = sum(o.flops for o in redo)
+        recompute_flops = float(sum(o.flops for o in redo))
     elif par.recompute == "op-selective":
         recompute, recompute_flops = _op_selective(ops, model, kf)
     else:
