@@ -320,3 +320,26 @@ def test_schedule_file_errors_are_one_line(tmp_path) -> None:
     with pytest.raises(ScheduleError) as e:
         S.load_schedule_file(f, 1, 1, 2)
     assert len(str(e.value).splitlines()) == 1  # the grid is for `simtrain schedules`, not the error line
+
+
+@pytest.mark.parametrize("name,pp,vp,m", [("gpipe", 4, 1, 8), ("1f1b", 4, 1, 8), ("interleaved", 4, 2, 8), ("zb-h1", 4, 1, 8),
+                                          ("zb-v", 4, 2, 8), ("dualpipe", 4, 2, 8), ("llama3", 4, 2, 8)])
+def test_rank_ends_equal_evaluate(name: str, pp: int, vp: int, m: int) -> None:
+    from simtrain.schedule.validate import rank_ends
+
+    sched = S.build(name, pp, vp, m)
+    cost = lambda a: 1.0 + 0.37 * a.stage + 0.11 * a.microbatch + (0.5 if a.kind == "B" else 0.0)  # noqa: E731
+    ev = evaluate(sched, cost)
+    ends = rank_ends(sched, [[cost(a) for a in sched.actions.get(r, ())] for r in range(pp)])
+    assert ends == [[ev.end[a] for a in sched.actions.get(r, ())] for r in range(pp)]
+
+
+def test_rank_ends_raises_on_deadlock_and_missing_actions() -> None:
+    from simtrain.schedule.validate import rank_ends
+
+    deadlocked = Schedule("bad", 2, 1, 2, _acts("0: 0F0 0B0 0F1 0B1\n1: 1F1 1F0 1B0 1B1\n"))
+    with pytest.raises(ScheduleError, match="deadlock"):
+        rank_ends(deadlocked, [[1.0] * 4, [1.0] * 4])
+    missing = Schedule("bad", 2, 1, 1, _acts("0: 0F0 0B0\n1: 1B0\n"))
+    with pytest.raises(ScheduleError):
+        rank_ends(missing, [[1.0] * 2, [1.0]])

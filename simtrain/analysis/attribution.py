@@ -37,7 +37,7 @@ import bisect
 from typing import Iterable
 
 from simtrain.engine.timeline import Record
-from simtrain.schedule.validate import evaluate
+from simtrain.schedule.validate import rank_ends
 
 COMM_PARTS = ("tp", "cp", "pp", "dp")
 # What a wait is blamed on: only stalls on the data-parallel stream (FSDP gathers, a DP
@@ -119,11 +119,14 @@ def attribute_waits(plan, records: list[Record]) -> tuple[list[Record], _Timelin
     if not waits:
         return records, tl
     S = len(plan.schedule.placement)
+    peers: dict[tuple[int, int], int] = {}
     for r in sorted(waits, key=lambda r: (r.end, r.start)):
         stage = _sender_stage(r)
         if stage is None or not 0 <= stage < S:
             continue
-        sender = plan.peer(r.device, stage)
+        sender = peers.get((r.device, stage))
+        if sender is None:
+            sender = peers[(r.device, stage)] = plan.peer(r.device, stage)
         if sender == r.device:
             continue
         pieces = _merge(tl.kinds(sender, r.start, r.end))
@@ -176,10 +179,13 @@ def free_comm_step(plan, records: list[Record]) -> float:
         heads = [d for d in plan.simulated if L.coord(d).pp == 0]
         chains = [[plan.classes.peer(d, p) for p in range(L.pp)] for d in (heads if varied else heads[:1])]
     step = 0.0
+    place, get = sched.placement, cost.get
     for chain in chains:
-        ev = evaluate(sched, lambda a, ch=chain: cost.get((ch[sched.placement[a.stage]], a.stage, a.microbatch, a.kind), 0.0))
-        for rank, acts in sched.actions.items():
-            end = max((ev.end[a] for a in acts), default=0.0)
+        costs = [[get((chain[place[a.stage]], a.stage, a.microbatch, a.kind), 0.0) for a in sched.actions.get(r, ())]
+                 for r in range(sched.pp)]
+        ends = rank_ends(sched, costs)
+        for rank in sched.actions:
+            end = max(ends[rank], default=0.0)
             step = max(step, end + opt.get(chain[rank], 0.0))
     return step
 

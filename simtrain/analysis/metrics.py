@@ -103,6 +103,9 @@ def _part(r: Record) -> str | None:
     return r.kind
 
 
+_PARTS = {"F": "compute", "B": "compute", "W": "compute", "R": "recompute", "opt": "optimizer"}  # others: their kind
+
+
 def summarize(plan: Plan, records: list[Record]) -> Result:
     devices = plan.simulated
     end = max((r.end for r in records), default=0.0)
@@ -110,12 +113,14 @@ def summarize(plan: Plan, records: list[Record]) -> Result:
     records, attributed = attribute_waits(plan, records)
     per_dev: dict[int, dict[str, float]] = {d: defaultdict(float) for d in devices}
     last_end: dict[int, float] = defaultdict(float)
-    for r in records:
-        part = _part(r)
-        if part is None:
+    parts = _PARTS
+    for r in records:  # (_part, inlined: a record at a time adds up)
+        if r.stream != "main":
             continue
-        per_dev[r.device][part] += r.duration
-        last_end[r.device] = max(last_end[r.device], r.end)
+        kind, dev, end = r.kind, r.device, r.end
+        per_dev[dev][parts.get(kind, kind)] += end - r.start
+        if end > last_end[dev]:
+            last_end[dev] = end
     last = max(devices, key=lambda d: (last_end[d], -d)) if devices else None
     for d in devices:  # idle while other stages finish: blamed on what the last one was doing
         for part, sec in tail_blame(attributed, last, last_end[d], step).items():

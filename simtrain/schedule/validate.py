@@ -56,6 +56,67 @@ def _rank_dependencies(schedule: Schedule) -> dict[tuple[int, Action], tuple[tup
     return out
 
 
+_INDEX: dict[int, tuple[Schedule, list | None]] = {}  # id(schedule) -> (schedule, rank_ends' dependencies)
+
+
+def _indexed(schedule: Schedule) -> list | None:
+    """Per rank, per action: its dependencies as (rank, position) pairs; None when one is
+    missing from the lists (`evaluate` then explains the deadlock)."""
+    hit = _INDEX.get(id(schedule))
+    if hit is not None and hit[0] is schedule:
+        return hit[1]
+    pos = {a: (r, i) for r, acts in schedule.actions.items() for i, a in enumerate(acts)}
+    out: list | None = []
+    try:
+        for r in range(schedule.pp):
+            out.append([tuple(pos[d] for d in dependencies(a, schedule)) for a in schedule.actions.get(r, ())])
+    except KeyError:
+        out = None
+    if len(_INDEX) >= 64:
+        _INDEX.clear()
+    _INDEX[id(schedule)] = (schedule, out)
+    return out
+
+
+def rank_ends(schedule: Schedule, costs: list[list[float]]) -> list[list[float]]:
+    """`evaluate(schedule, cost)`'s end times, by rank and position, where `costs[r][i]`
+    is the cost of rank r's i-th action (no communication, no overlapped pairs): the same
+    floats, from lists instead of dicts of actions (the breakdown evaluates a schedule per
+    simulation). Raises ScheduleError as `evaluate` does."""
+    deps = _indexed(schedule)
+    if deps is None:
+        evaluate(schedule)  # raises: an action waits for one that never runs
+        raise AssertionError("unreachable")
+    pp = schedule.pp
+    ends: list[list[float]] = [[-1.0] * len(d) for d in deps]
+    ptr, free = [0] * pp, [0.0] * pp
+    total, done = sum(len(d) for d in deps), 0
+    while done < total:
+        progressed = False
+        for r in range(pp):
+            dr, er, cr, i, n, f = deps[r], ends[r], costs[r], ptr[r], len(deps[r]), free[r]
+            while i < n:
+                ready = f
+                for q, j in dr[i]:
+                    t = ends[q][j]
+                    if t < 0.0:
+                        break
+                    if t > ready:
+                        ready = t
+                else:
+                    f = er[i] = ready + cr[i]
+                    i += 1
+                    done += 1
+                    progressed = True
+                    continue
+                break
+            ptr[r], free[r] = i, f
+        if not progressed:
+            evaluate(schedule)  # raises the deadlock
+            raise AssertionError("unreachable")
+    return ends
+
+
 def format_grid(
     schedule: Schedule, mark: tuple[int, int] | None = None, context: int | None = None
 ) -> str:
