@@ -32,6 +32,7 @@ import simpy
 from simtrain.engine.moe_actions import MoEActions
 from simtrain.engine.plan import Plan, StageWork
 from simtrain.engine.primitives import Proc
+from simtrain.engine.steps import rank_steps
 from simtrain.engine.symmetry import periodic_network
 from simtrain.engine.timeline import Record
 from simtrain.network.comm import Comm
@@ -265,9 +266,7 @@ class Engine(MoEActions):
     def device(self, dev: int) -> Proc:
         plan = self.plan
         c = self._coord(dev)
-        acts = plan.schedule.actions[c.pp]
-        sch = plan.schedule
-        m = sch.stage_microbatches  # micro-batches through each stage (M / chains)
+        m = plan.schedule.stage_microbatches  # micro-batches through each stage (M / chains)
         # distributed optimizer: parameters all-gathered per chunk, overlapped with forward
         # (Megatron's overlap_param_gather): each chunk's first bucket must arrive before its
         # first forward; the rest streams in behind it while the forward runs.
@@ -282,50 +281,55 @@ class Engine(MoEActions):
                         self._dp_launch(dev, "all-gather", (dense - first) * 2, "all-gather(dp)")
                     if st.expert_params > 0:
                         self._edp_launch(dev, "all-gather", st.expert_params * 2, "all-gather(edp)")
-        for i, a in enumerate(acts):
-            if (c.pp, i) in sch.overlapped and self.overlap_ep:  # DualPipe's F&B: exchanges hidden behind the pair
+        w_count = self._w_count
+        steps = self._step_lists.get(c.pp)
+        if steps is None:  # every device of a pipeline rank walks the same list
+            steps = self._step_lists[c.pp] = rank_steps(plan, c.pp, self.overlap_ep)
+        for a, st, mb, kind, wait_label, end, full, pair_open, pair_end in steps:
+            if pair_open:  # DualPipe's F&B: exchanges hidden behind the pair
                 self.pair_open.add(dev)
-            st = plan.stages[a.stage]
-            mb = a.microbatch
-            if a.kind == "F":
-                if not sch.is_first(a.stage):
-                    yield from self._wait(dev, ("F", dev, a.stage, mb), a.stage, mb, f"F{mb}")
+            if kind == "F":
+                if wait_label is not None:
+                    key = ("F", dev, a.stage, mb)
+                    if not self._event(key).processed:
+                        yield from self._wait(dev, key, a.stage, mb, wait_label)
                 ready = self.param_ready.pop((dev, a.stage), None)
                 if ready is not None and not ready.processed:
                     t0 = self.env.now
                     yield ready
                     self._rec(dev, "dp", "wait params", t0, a.stage, mb)
                 yield from self.forward(dev, st, a)
-                if not sch.is_last(a.stage):
+                if not end:
                     peer, rep = self._neighbour(dev, a.stage + 1)
                     if peer == dev:
                         self._send_local(("F", dev, a.stage + 1, mb))
                     else:
                         yield from self._send_blocking(dev, peer, ("F", rep, a.stage + 1, mb), a.stage, mb, "F")
-            elif a.kind == "B":
-                if not sch.is_last(a.stage):
-                    yield from self._wait(dev, ("B", dev, a.stage, mb), a.stage, mb, f"B{mb}")
+            elif kind == "B":
+                if wait_label is not None:
+                    key = ("B", dev, a.stage, mb)
+                    if not self._event(key).processed:
+                        yield from self._wait(dev, key, a.stage, mb, wait_label)
                 if st.layer.recompute > 0:
                     if self.full_recompute:  # the whole forward again, TP collectives included
                         yield from self.forward(dev, st, a, kind="R")
                     else:  # selective: only the attention core (QK^T, softmax, AV) is recomputed
                         yield from self._compute(dev, st.layers * st.layer.recompute, "R", f"R{mb}", a.stage, mb)
                 # a full backward (no W of its own to come) completes the weight gradient
-                full = not sch.has_w(a.stage, mb)
                 if full:
-                    self._w_count[(dev, a.stage)] += 1
-                last = full and self._w_count[(dev, a.stage)] == m
+                    w_count[(dev, a.stage)] += 1
+                last = full and w_count[(dev, a.stage)] == m
                 yield from self.backward(dev, st, a, with_weight=full, last=last)
-                if not sch.is_first(a.stage):
+                if not end:
                     peer, rep = self._neighbour(dev, a.stage - 1)
                     if peer == dev:
                         self._send_local(("B", dev, a.stage - 1, mb))
                     else:
                         yield from self._send_blocking(dev, peer, ("B", rep, a.stage - 1, mb), a.stage, mb, "B")
             else:  # W
-                self._w_count[(dev, a.stage)] += 1
-                yield from self.weight(dev, st, a, last=self._w_count[(dev, a.stage)] == m)
-            if (c.pp, i - 1) in sch.overlapped:
+                w_count[(dev, a.stage)] += 1
+                yield from self.weight(dev, st, a, last=w_count[(dev, a.stage)] == m)
+            if pair_end:
                 yield from self._pair_end(dev)
         if not self.overlap_grad and self._deferred[dev] > 0:
             op = "all-reduce" if self.zero == 0 else "reduce-scatter"
@@ -346,6 +350,7 @@ class Engine(MoEActions):
         PROGRESS_EVERY events when given (the CLI draws it on a terminal)."""
         self._deferred: dict[int, float] = defaultdict(float)
         self._w_count: dict[tuple[int, int], int] = defaultdict(int)
+        self._step_lists: dict[int, list[tuple]] = {}
         self.prepare()
         for dev in self.plan.simulated:
             self.env.process(self.device(dev))

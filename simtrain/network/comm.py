@@ -142,8 +142,9 @@ class Comm:
                         alpha = max((self.topo.route_latency(a, b) for a, b in ph.pairs), default=0.0)
                     else:
                         raise NotPeriodic(f"{op} {algo} over {len(group)} ranks")
-                    cap = self.net.capacity
-                    hit = self._pair_loads[lkey] = (load, min((cap(l) / m for l, m in load.items()), default=float("inf")), alpha)
+                    cap, caps = self.net.capacity, self.net._cap  # (the capacity cache, read inline)
+                    hit = self._pair_loads[lkey] = (load, min(((caps.get(l) or cap(l)) / m for l, m in load.items()),
+                                                              default=float("inf")), alpha)
                 self._loads[key], self._solo[key], alpha = hit
                 out.append((key, ph.nbytes, ph.steps * alpha))
             self._shapes[skey] = out

@@ -137,8 +137,9 @@ class FlowNetwork(Introspection, Leasing):
         caps: list[float] = []
         links: list[list[Link]] = []
         classes: dict[Hashable, dict[int, float]] = defaultdict(dict)
+        known = self._cap
         for link, users in signature.items():
-            cap = self.capacity(link)
+            cap = known.get(link) or self.capacity(link)
             sig = (cap, tuple(users))  # users are appended in key order: already canonical
             cid = cls_of_sig.get(sig)
             if cid is None:
