@@ -195,7 +195,7 @@ class Programs(Primitives):
         pieces, net, env = prog.pieces, self.net, self.env
         n, i = len(pieces), 0
         while i < n:
-            cids = self._link_classes(prog)
+            cids = prog.cids if prog.generation == net.generation else self._link_classes(prog)
             if not net.idle(cids):
                 yield from self._piece(dev, pieces[i], label, stage, mb)
                 i += 1
