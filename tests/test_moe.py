@@ -268,3 +268,19 @@ def test_bad_moe_input_is_one_line(sets: list[str], fragments: tuple[str, ...], 
     for s in sets:
         argv += ["--set", s]
     assert_one_line_error(argv, capsys, *fragments)
+
+
+def test_ops_table_of_an_moe_model_shows_the_moe_block() -> None:
+    # `run --ops` on Mixtral: the attention block's kernels, then the MoE block's parts as
+    # the plan costs them (the hottest EP rank), no dense MLP rows
+    from simtrain.analysis.ops_table import layer_op_rows, ops_text
+    from simtrain.engine.plan import make_plan
+
+    plan = make_plan(load_scenario(MIXTRAL))
+    rows = {(r["phase"], r["kernel"]): r for r in layer_op_rows(plan)}
+    mc = next(st.moe for st in plan.stages if st.moe is not None)
+    assert rows[("fwd", "experts")]["seconds"] == mc.experts_fwd
+    assert rows[("bwd", "moe pre")]["seconds"] == mc.pre_bwd and rows[("wgrad", "experts")]["seconds"] == mc.wgrad
+    assert not any(k in ("mlp up", "mlp down", "swiglu") for _, k in rows)
+    assert sum(r["share"] for r in rows.values()) == pytest.approx(1.0)
+    assert "MoE block" in ops_text(plan)
