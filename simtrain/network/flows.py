@@ -367,25 +367,45 @@ class FlowNetwork(Introspection, Leasing):
     def _finish(self, ev: simpy.Event) -> None:
         """A bundle's finish, scheduled with (bundle, version): void if rescheduled since."""
         b, version = ev._value
-        if b.version != version or b not in self.active:
+        active = self.active
+        if b.version != version or b not in active:
             return
-        self._advance((b,))
-        self.active.discard(b)
         now = self.env.now
-        extra = now - b.start - b.nbytes / min(self._class_capacity[cid] / m for cid, m in b.classes)
+        if b.start <= now:  # (as _advance((b,)))
+            dt = now - b.updated
+            if dt > 0 and b.rate > 0:
+                moved = b.rate * dt
+                b.remaining -= moved
+                busy = self.link_busy
+                for cid, mult in b.classes:
+                    busy[cid] += moved * mult
+            b.updated = now
+        active.discard(b)
+        key, classes = b.key, b.classes
+        # its rate alone: cached per type while its classes are the compiled ones
+        current = classes is self._classes.get(key)
+        alone = self._alone_rate.get(key) if current else None
+        if alone is None:
+            caps = self._class_capacity
+            alone = min(caps[cid] / m for cid, m in classes)
+            if current:
+                self._alone_rate[key] = alone
+        extra = now - b.start - b.nbytes / alone
         if extra > 1e-12:
-            self.contention[b.key] = self.contention.get(b.key, 0.0) + extra
+            self.contention[key] = self.contention.get(key, 0.0) + extra
         if self.rate_log is not None:
-            self.rate_log.append((now, b.seq, 0.0, b.key))
+            self.rate_log.append((now, b.seq, 0.0, key))
         neighbours: set[_Bundle] = set()
-        for cid, _ in b.classes:
-            users = self._users[cid]
+        all_users = self._users
+        for cid, _ in classes:
+            users = all_users[cid]
             users.discard(b)
             if users:
                 neighbours |= users
-        if b.then is None:
+        then = b.then
+        if then is None:
             b.event.succeed()
         if neighbours:
             self._reschedule(self._component(neighbours))
-        if b.then is not None:
-            b.then()
+        if then is not None:
+            then()
