@@ -230,30 +230,6 @@ class FlowNetwork(Introspection, Leasing):
         """A bundle that calls `then()` when done, moving bytes from `start` (lease.materialize)."""
         return _Bundle(key, nbytes, None, start, classes, then)
 
-    def run_alone(self, phases) -> simpy.Event | None:
-        """Run `phases` (key, nbytes, latency) one after another on links no other bundle
-        type uses (`exclusive`): they take their time alone, as `transfer` would give it
-        (the same float arithmetic), and their bytes are charged to the links. One event
-        at the end, or None when that takes no time."""
-        if self._dirty:
-            self._advance(self.active)
-            self._compile()
-        now = t = self.env.now
-        caps = self._class_capacity
-        for ph in phases:
-            t = t + ph.latency if ph.latency > 0 else t
-            self.transfers += 1
-            classes = self._classes.get(ph.key)
-            if ph.nbytes > 0 and classes:
-                rate = self._alone_rate.get(ph.key)
-                if rate is None:
-                    rate = self._alone_rate[ph.key] = min(caps[cid] / m for cid, m in classes)
-                t = t + ph.nbytes / rate
-                self.bytes_moved += ph.nbytes
-                for cid, m in classes:
-                    self.link_busy[cid] += ph.nbytes * m
-        return None if t == now else self._at(t, None)
-
     def _at(self, t: float, value: Any) -> simpy.Event:
         """An event processed at time `t` (not now + (t - now), which may round otherwise)."""
         ev = simpy.Event(self.env)
