@@ -187,9 +187,17 @@ class Programs(SpanRecords, Primitives):
         prog.kinds = tuple((k, lab, d) for k, (lab, d) in kinds.items())
         prog.charge_all = (count, nbytes, tuple(busy.items()))
 
-    def _rel_span(self, prog: Program, t: float) -> list[tuple[float, float, Any, float]]:
-        """The whole program's timing from time t (its timing from 0, shifted)."""
-        return [(t + a, t + b, None if ends is None else [t + x for x in ends], t + h) for a, b, ends, h in prog.rel]
+    def _rel_span(self, prog: Program, t: float, until: float | None = None) -> list[tuple[float, float, Any, float]]:
+        """The whole program's timing from time t (its timing from 0, shifted); with
+        `until`, only up to the first piece that ends after it."""
+        if until is None:
+            return [(t + a, t + b, None if ends is None else [t + x for x in ends], t + h) for a, b, ends, h in prog.rel]
+        out = []
+        for a, b, ends, h in prog.rel:
+            out.append((t + a, t + b, None if ends is None else [t + x for x in ends], t + h))
+            if t + b > until:
+                break
+        return out
 
     # ---- running ------------------------------------------------------------------------
     def _run_program(self, dev: int, prog: Program, label: str, stage: int, mb: int) -> Proc:
@@ -267,7 +275,7 @@ class Programs(SpanRecords, Primitives):
         if span is None:
             if t + prog.total <= now:  # everything ends by now: the span's own event finishes it
                 return
-            span = self._rel_span(prog, t)
+            span = self._rel_span(prog, t, until=now)  # (up to the piece in progress: all a break reads)
         j = next((k for k in range(i, len(pieces)) if span[k - i][1] > now), None)
         if j is None:
             return
