@@ -21,7 +21,7 @@ from simtrain.hardware.devices import Device
 from simtrain.hardware.topology import Link, LinkInfo, Topology, TopologySpec, check_link_spec, topology_spec
 from simtrain.scenario.errors import bad
 
-_MEMO_MAX = 1 << 20  # entries per route memo (cleared when full: a huge tree touches few pairs per run)
+_MEMO_MAX = 1 << 17  # entries per route memo (cleared when full: bounds its memory on huge trees)
 from simtrain.scenario.fields import parse_dataclass
 from simtrain.scenario.units import US, gbps_to_bytes_per_s
 
