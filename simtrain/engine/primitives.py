@@ -119,6 +119,7 @@ class Primitives(DataParallelStream):
             return
         size = 0.0 if self.overlap_tp else lc.tp_bytes
         speed = self.plan.speed
+        seen: dict[tuple, list[float] | None] = {}  # (group, copies) -> times (None: shared links)
         for dev in self.plan.simulated:
             v = self._view("tp", dev)
             group, copies = v.group, v.copies
@@ -127,17 +128,27 @@ class Primitives(DataParallelStream):
                 continue
             if self.jitter or len({speed.get(m, 1.0) for m in group}) > 1:
                 continue  # members at different speeds wait for each other at every collective
-            times = []
-            for op in ("all-reduce", "all-gather", "reduce-scatter") if self.sp else ("all-reduce",):
-                _, phases = self.comm.collective(op, group, size, copies)
-                # keys are ((op, algo, group, copies), phase): the group's other algorithms don't count
-                if not self.net.exclusive([ph.key for ph in phases], ignore=lambda k, g=group: k[0][2] == g):
-                    break
-                times.append(sum(self.net.uncontended_time(ph.key, ph.nbytes, ph.latency) for ph in phases))
+            gkey = (group, copies)
+            if gkey in seen:  # a group's members ask the same
+                times = seen[gkey]
             else:
+                times = seen[gkey] = self._tp_times(group, copies, size)
+            if times is not None:
                 self.tp_time[dev] = times[0]
                 if self.sp:
                     self.tp_split[dev] = (times[1], times[2])
+
+    def _tp_times(self, group: tuple[int, ...], copies: tuple[int, ...], size: float) -> list[float] | None:
+        """Idle-network seconds of the group's TP collectives, or None when one of them
+        shares links with other bundle types."""
+        times = []
+        for op in ("all-reduce", "all-gather", "reduce-scatter") if self.sp else ("all-reduce",):
+            _, phases = self.comm.collective(op, group, size, copies)
+            # keys are ((op, algo, group, copies), phase): the group's other algorithms don't count
+            if not self.net.exclusive([ph.key for ph in phases], ignore=lambda k, g=group: k[0][2] == g):
+                return None
+            times.append(sum(self.net.uncontended_time(ph.key, ph.nbytes, ph.latency) for ph in phases))
+        return times
 
     def collective(self, dev: int, dim: str, op: str, size: float) -> Proc:
         """Run a collective of `dev`'s `dim` group; the representatives of the classes among

@@ -23,6 +23,7 @@ import simpy
 
 from simtrain.engine.plan import StageWork
 from simtrain.engine.primitives import Primitives, Proc
+from simtrain.engine.spanrecords import SpanRecords
 from simtrain.engine.timeline import Record
 
 # a piece: (0, kind, seconds) compute, or
@@ -50,7 +51,7 @@ class Program:
         self.charge_all: tuple[int, float, tuple[tuple[int, float], ...]] = (0, 0.0, ())
 
 
-class Programs(Primitives):
+class Programs(SpanRecords, Primitives):
     """Building and running action programs (see the module docstring)."""
 
     leases = True  # False: every action piece by piece (tests compare the two)
@@ -186,9 +187,17 @@ class Programs(Primitives):
         prog.kinds = tuple((k, lab, d) for k, (lab, d) in kinds.items())
         prog.charge_all = (count, nbytes, tuple(busy.items()))
 
-    def _rel_span(self, prog: Program, t: float) -> list[tuple[float, float, Any, float]]:
-        """The whole program's timing from time t (its timing from 0, shifted)."""
-        return [(t + a, t + b, None if ends is None else [t + x for x in ends], t + h) for a, b, ends, h in prog.rel]
+    def _rel_span(self, prog: Program, t: float, until: float | None = None) -> list[tuple[float, float, Any, float]]:
+        """The whole program's timing from time t (its timing from 0, shifted); with
+        `until`, only up to the first piece that ends after it."""
+        if until is None:
+            return [(t + a, t + b, None if ends is None else [t + x for x in ends], t + h) for a, b, ends, h in prog.rel]
+        out = []
+        for a, b, ends, h in prog.rel:
+            out.append((t + a, t + b, None if ends is None else [t + x for x in ends], t + h))
+            if t + b > until:
+                break
+        return out
 
     # ---- running ------------------------------------------------------------------------
     def _run_program(self, dev: int, prog: Program, label: str, stage: int, mb: int) -> Proc:
@@ -222,22 +231,6 @@ class Programs(Primitives):
             else:
                 self._span_done(dev, prog, i, n, span or self._rel_span(prog, t), label, stage, mb)
             return
-
-    def _whole_done(self, dev: int, prog: Program, t: float, end: float, label: str, stage: int, mb: int) -> None:
-        """Coarse records of the whole program run alone from t to end (one per kind, laid
-        out in the order the kinds first appear, the last one ending with the span), charged."""
-        net = self.net
-        count, nbytes, busy = prog.charge_all
-        net.transfers += count
-        net.bytes_moved += nbytes
-        link_busy = net.link_busy
-        for cid, amount in busy:
-            link_busy[cid] += amount
-        recs, last = self.records, len(prog.kinds) - 1
-        for n, (kind, lab, d) in enumerate(prog.kinds):
-            e = end if n == last else t + d
-            recs.append(Record(dev, "main", kind, lab or label, t, e, stage, mb))
-            t = e
 
     def _piece(self, dev: int, p: Piece, label: str, stage: int, mb: int) -> Proc:
         if p[0] == 0:
@@ -274,45 +267,6 @@ class Programs(Primitives):
             t = e
         return out
 
-    def _span_done(self, dev: int, prog: Program, i: int, j: int, span: list, label: str, stage: int, mb: int) -> None:
-        """Records of pieces i..j-1 of a span (all done; in coarse detail one per kind, as
-        `_segments` lays them out), their collectives charged to the links."""
-        pieces, net = prog.pieces, self.net
-        parts: list[tuple[str, str, float, float]] = []  # (kind, label, start, end)
-        busy = net.link_busy
-        for k in range(i, j):
-            p = pieces[k]
-            t0, e, _, t1 = span[k - i]
-            if p[0] == 0:
-                if e > t0:
-                    parts.append((p[1], label, t0, e))
-                continue
-            count, nbytes, charges = prog.charges[k]
-            net.transfers += count
-            net.bytes_moved += nbytes
-            for cid, amount in charges:
-                busy[cid] += amount
-            if t1 > t0:
-                parts.append((p[4], label, t0, t1))
-            if e > t1:
-                parts.append((p[7], p[8], t1, e))
-        recs = self.records
-        if not self.coarse or len(parts) < 2:
-            recs.extend(Record(dev, "main", kind, lab, a, b, stage, mb) for kind, lab, a, b in parts)
-            return
-        sums: dict[str, list] = {}
-        for kind, lab, a, b in parts:
-            hit = sums.get(kind)
-            if hit is None:
-                sums[kind] = [lab, b - a]
-            else:
-                hit[1] += b - a
-        t, last = parts[0][2], parts[-1][3]
-        for n, (kind, (lab, d)) in enumerate(sums.items(), 1):
-            e = last if n == len(sums) else t + d
-            recs.append(Record(dev, "main", kind, lab, t, e, stage, mb))
-            t = e
-
     def _break_span(self, prog: Program, i: int, t: float, span: list | None, proc: simpy.Process) -> None:
         """A bundle comes onto the span's links now: put the collective in flight on the
         network and interrupt the device with (piece in progress, its collective's event,
@@ -321,7 +275,7 @@ class Programs(Primitives):
         if span is None:
             if t + prog.total <= now:  # everything ends by now: the span's own event finishes it
                 return
-            span = self._rel_span(prog, t)
+            span = self._rel_span(prog, t, until=now)  # (up to the piece in progress: all a break reads)
         j = next((k for k in range(i, len(pieces)) if span[k - i][1] > now), None)
         if j is None:
             return

@@ -20,6 +20,8 @@ from simtrain.hardware import fat_tree_cut
 from simtrain.hardware.devices import Device
 from simtrain.hardware.topology import Link, LinkInfo, Topology, TopologySpec, check_link_spec, topology_spec
 from simtrain.scenario.errors import bad
+
+_MEMO_MAX = 1 << 17  # entries per route memo (cleared when full: bounds its memory on huge trees)
 from simtrain.scenario.fields import parse_dataclass
 from simtrain.scenario.units import US, gbps_to_bytes_per_s
 
@@ -101,6 +103,8 @@ class FatTree(Topology):
         self._names: dict[int, str] = {}
         self._per_leaf: dict[int, tuple] = {}
         self._per_pod: dict[int, tuple] = {}
+        self._rl: dict[tuple[int, int], list[tuple[Link, float]]] = {}  # (src, dst) -> route_load (default detail)
+        self._rlat: dict[tuple[int, int], float] = {}  # (src, dst) -> route_latency
 
     def nvlink_domains(self) -> list[int]:
         """A node's GPUs share its NVSwitch (a GB200 NVL72 rack is one 72-GPU node)."""
@@ -278,7 +282,15 @@ class FatTree(Topology):
         return self._up
 
     def route_latency(self, src: int, dst: int) -> float:
-        """Sum of hop latencies along `route`, by case, without building the path."""
+        """Sum of hop latencies along `route`, by case, without building the path (memoized)."""
+        hit = self._rlat.get((src, dst))
+        if hit is None:
+            if len(self._rlat) >= _MEMO_MAX:
+                self._rlat.clear()
+            hit = self._rlat[(src, dst)] = self._route_latency(src, dst)
+        return hit
+
+    def _route_latency(self, src: int, dst: int) -> float:
         if src == dst:
             return 0.0
         g = self.gpus_per_node

@@ -230,30 +230,6 @@ class FlowNetwork(Introspection, Leasing):
         """A bundle that calls `then()` when done, moving bytes from `start` (lease.materialize)."""
         return _Bundle(key, nbytes, None, start, classes, then)
 
-    def run_alone(self, phases) -> simpy.Event | None:
-        """Run `phases` (key, nbytes, latency) one after another on links no other bundle
-        type uses (`exclusive`): they take their time alone, as `transfer` would give it
-        (the same float arithmetic), and their bytes are charged to the links. One event
-        at the end, or None when that takes no time."""
-        if self._dirty:
-            self._advance(self.active)
-            self._compile()
-        now = t = self.env.now
-        caps = self._class_capacity
-        for ph in phases:
-            t = t + ph.latency if ph.latency > 0 else t
-            self.transfers += 1
-            classes = self._classes.get(ph.key)
-            if ph.nbytes > 0 and classes:
-                rate = self._alone_rate.get(ph.key)
-                if rate is None:
-                    rate = self._alone_rate[ph.key] = min(caps[cid] / m for cid, m in classes)
-                t = t + ph.nbytes / rate
-                self.bytes_moved += ph.nbytes
-                for cid, m in classes:
-                    self.link_busy[cid] += ph.nbytes * m
-        return None if t == now else self._at(t, None)
-
     def _at(self, t: float, value: Any) -> simpy.Event:
         """An event processed at time `t` (not now + (t - now), which may round otherwise)."""
         ev = simpy.Event(self.env)
@@ -367,25 +343,45 @@ class FlowNetwork(Introspection, Leasing):
     def _finish(self, ev: simpy.Event) -> None:
         """A bundle's finish, scheduled with (bundle, version): void if rescheduled since."""
         b, version = ev._value
-        if b.version != version or b not in self.active:
+        active = self.active
+        if b.version != version or b not in active:
             return
-        self._advance((b,))
-        self.active.discard(b)
         now = self.env.now
-        extra = now - b.start - b.nbytes / min(self._class_capacity[cid] / m for cid, m in b.classes)
+        if b.start <= now:  # (as _advance((b,)))
+            dt = now - b.updated
+            if dt > 0 and b.rate > 0:
+                moved = b.rate * dt
+                b.remaining -= moved
+                busy = self.link_busy
+                for cid, mult in b.classes:
+                    busy[cid] += moved * mult
+            b.updated = now
+        active.discard(b)
+        key, classes = b.key, b.classes
+        # its rate alone: cached per type while its classes are the compiled ones
+        current = classes is self._classes.get(key)
+        alone = self._alone_rate.get(key) if current else None
+        if alone is None:
+            caps = self._class_capacity
+            alone = min(caps[cid] / m for cid, m in classes)
+            if current:
+                self._alone_rate[key] = alone
+        extra = now - b.start - b.nbytes / alone
         if extra > 1e-12:
-            self.contention[b.key] = self.contention.get(b.key, 0.0) + extra
+            self.contention[key] = self.contention.get(key, 0.0) + extra
         if self.rate_log is not None:
-            self.rate_log.append((now, b.seq, 0.0, b.key))
+            self.rate_log.append((now, b.seq, 0.0, key))
         neighbours: set[_Bundle] = set()
-        for cid, _ in b.classes:
-            users = self._users[cid]
+        all_users = self._users
+        for cid, _ in classes:
+            users = all_users[cid]
             users.discard(b)
             if users:
                 neighbours |= users
-        if b.then is None:
+        then = b.then
+        if then is None:
             b.event.succeed()
         if neighbours:
             self._reschedule(self._component(neighbours))
-        if b.then is not None:
-            b.then()
+        if then is not None:
+            then()

@@ -8,12 +8,15 @@ recompilation of the link classes first break it: the owner's `on_break()` is ca
 that moment and puts the collective it is in the middle of on the network as the bundle
 `transfer` would have made for it (`materialize`), so the newcomer shares the links with
 it from then on exactly as without the lease. Phases taken alone are charged to the links
-(`charge`) as `run_alone` charges them.
+(`charge`) as `run_alone` charges them. `run_alone` itself (phases on links of their
+own, one event at the end) is here too.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Hashable, Iterable
+
+import simpy
 
 
 class Lease:
@@ -112,3 +115,27 @@ class Leasing:
         b.rate = self.rate_alone(key, classes)
         b.version = 1
         self._at(b.start + nbytes / b.rate, (b, 1)).callbacks.append(self._finish)
+
+    def run_alone(self, phases) -> simpy.Event | None:
+        """Run `phases` (key, nbytes, latency) one after another on links no other bundle
+        type uses (`exclusive`): they take their time alone, as `transfer` would give it
+        (the same float arithmetic), and their bytes are charged to the links. One event
+        at the end, or None when that takes no time."""
+        if self._dirty:
+            self._advance(self.active)
+            self._compile()
+        now = t = self.env.now
+        caps = self._class_capacity
+        for ph in phases:
+            t = t + ph.latency if ph.latency > 0 else t
+            self.transfers += 1
+            classes = self._classes.get(ph.key)
+            if ph.nbytes > 0 and classes:
+                rate = self._alone_rate.get(ph.key)
+                if rate is None:
+                    rate = self._alone_rate[ph.key] = min(caps[cid] / m for cid, m in classes)
+                t = t + ph.nbytes / rate
+                self.bytes_moved += ph.nbytes
+                for cid, m in classes:
+                    self.link_busy[cid] += ph.nbytes * m
+        return None if t == now else self._at(t, None)

@@ -80,6 +80,7 @@ class Schedule:
             object.__setattr__(self, "placement", looped_placement(self.pp, self.vp))
         w = frozenset((a.stage, a.microbatch) for acts in self.actions.values() for a in acts if a.kind == "W")
         object.__setattr__(self, "_w", w)
+        object.__setattr__(self, "_chain_length", self.pp * self.vp // max(1, self.chains))
 
     def has_w(self, stage: int, microbatch: int) -> bool:
         """Is the backward of (stage, micro-batch) split, its weight gradient a W of its own?"""
@@ -96,7 +97,7 @@ class Schedule:
     @property
     def chain_length(self) -> int:
         """Virtual stages along one route (the whole model): S / chains."""
-        return self.num_stages // max(1, self.chains)
+        return self._chain_length  # type: ignore[attr-defined]  (set once: is_first and is_last ask per action)
 
     @property
     def stage_microbatches(self) -> int:

@@ -189,8 +189,9 @@ def simulate_plan(plan, cache: CommCache | None = None) -> Result:
             engine.comm = proto.fork(engine.net)
         else:
             engine.prepare()  # run() prepares again: a no-op on registered shapes
+            engine.net.exclusive([])  # compile the link classes once: the prototype adopts them
             proto = engine.comm.fork(FlowNetwork(simpy.Environment(), plan.topology))
-            proto.net.exclusive([])  # compile its link classes once, for every later fork
+            proto.net.exclusive([])  # (compiled already, unless the engine's were not adoptable)
             cache.put(key, proto)
 
     return run_plan(plan, setup, details=False)

@@ -10,6 +10,7 @@ alone on one core.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import multiprocessing as mp
@@ -41,10 +42,24 @@ def _worker_fn(kind: str) -> Callable[..., Any]:
     raise ValueError(kind)
 
 
+@contextmanager
+def gc_tuned() -> Iterator[None]:
+    """Fewer garbage collections while a worker evaluates points: the young generation
+    collected every 50,000 net allocations instead of 700, the oldest after 10 middle
+    ones (a sweep's worker spent 4% of its time in about a thousand collections that
+    found next to nothing; garbage still goes, in bounded batches). Rows are unchanged."""
+    threshold = gc.get_threshold()
+    gc.set_threshold(50_000, 20, 10)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+
+
 def _run_chunk(base: dict[str, Any], chunk: list[Task], kind: str, opts: dict[str, Any]) -> list[dict[str, Any]]:
     caches = _STATE.setdefault("caches", Caches())
     fn = _worker_fn(kind)
-    with memoized():
+    with memoized(), gc_tuned():
         return [fn(base, t, caches, **opts) for t in chunk]
 
 
@@ -152,7 +167,8 @@ def _run_tasks(base: dict[str, Any], tasks: list[Task], jobs: int, executor: str
     elif jobs == 1 or len(todo) <= 1:
         caches = Caches()
         fn = _worker_fn(kind)
-        collect(fn(base, t, caches, **opts) for c in chunks for t in c)
+        with gc_tuned():
+            collect(fn(base, t, caches, **opts) for c in chunks for t in c)
     else:
         methods = mp.get_all_start_methods()
         ctx = mp.get_context("fork" if "fork" in methods else "spawn")
