@@ -193,3 +193,9 @@ def test_selective_with_flash_attention_costs_exactly_what_none_costs() -> None:
     none = layer_cost(LLAMA, ParallelConfig(tp=8), dev, SEQ, Stack())
     sel = layer_cost(LLAMA, ParallelConfig(tp=8, recompute="selective"), dev, SEQ, Stack())
     assert repr(none) == repr(sel)
+
+
+def test_tp_overlap_sms_beyond_the_device_is_one_line(capsys) -> None:
+    # a GEMM left with no SMs cannot run: refused, not silently ignored
+    assert_one_line_error(["run", "nemo-70b-64", "--set", "stack.tp_overlap_sms=[200, 0, 0, 0, 0, 0, 0, 0, 0, 0]"],
+                          capsys, "stack.tp_overlap_sms", "has 132", "fewer than 132")

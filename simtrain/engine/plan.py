@@ -170,6 +170,10 @@ def make_plan(s: Scenario, schedule: sched.Schedule | None = None) -> Plan:
     dev = dataclasses.replace(dev, sustained_fraction=dev.sustained_fraction * s.stack.sustained_fraction / slowest,
                               memory_efficiency=dev.memory_efficiency / slowest)
     FP8.check_fp8(dev, s.training.precision)
+    taken = max(s.stack.tp_overlap_sms, default=0)
+    if taken >= dev.sms:  # the GEMM would have no SMs left (simtrain.workload.ops._tp_overlap_sms)
+        raise bad("stack.tp_overlap_sms", list(s.stack.tp_overlap_sms), f"takes {taken} SMs from a GEMM but the "
+                  f"{dev.name} has {dev.sms}", f"give each GEMM fewer than {dev.sms} SMs taken")
     m = s.model
     ms = stats(m, s.training.seq_len, s.training.document_length)
     if schedule is None:

@@ -92,7 +92,7 @@ def interleaved(pp: int, microbatches: int, vp: int = 1, **_: object) -> dict[in
     return flexible_interleaved(pp, microbatches, vp, pp)
 
 
-def interleaved_ep_overlap(pp: int, microbatches: int, vp: int = 1, **_: object) -> list | dict:
+def interleaved_ep_overlap(pp: int, microbatches: int, vp: int = 1, **_: object) -> dict[int, list]:
     """Interleaved 1F1B with Megatron-Core's expert-parallel all-to-all overlap
     (`--overlap-moe-expert-parallel-comm`, the "combined 1F1B" of
     megatron/core/pipeline_parallel/combined_1f1b.py): in the steady state each forward and

@@ -12,13 +12,6 @@ from simtrain.scenario.models import ModelConfig, has_dropout, is_mla, qk_head_d
 from simtrain.workload import recompute as R
 
 
-class _Par:
-    """The two ParallelConfig fields simtrain.workload.recompute.selected reads."""
-
-    def __init__(self, recompute: str, recompute_modules: tuple[str, ...]) -> None:
-        self.recompute, self.recompute_modules = recompute, recompute_modules
-
-
 def layer_activation_bytes(
     model: ModelConfig,
     seq_len: int,
@@ -85,7 +78,7 @@ def layer_activation_bytes(
     # --recompute-modules): layernorm drops the two norm outputs (the QKV and MLP-up GEMM
     # inputs, 4h, and an unfused norm's intermediates), mlp the MLP's inner tensors (it
     # keeps its input), mla_up_proj Q, K, V and the bottleneck norms' outputs.
-    mods = R.selected(_Par(recompute, recompute_modules))
+    mods = R.modules(recompute, recompute_modules)
     if "layernorm" in mods:
         replicated -= 4 * h + (12 * h if unfused_norm and model.norm == "rmsnorm" else 0)
     # Tensors split over TP heads / MLP columns (always /t):

@@ -31,12 +31,17 @@ _OPS = {
 }
 
 
-def selected(par: Any, recompute: str | None = None) -> frozenset[str]:
-    """The modules `par` recomputes (empty unless recompute = "selective")."""
-    if (recompute or par.recompute) != "selective":
+def modules(recompute: str, recompute_modules: tuple[str, ...] = ()) -> frozenset[str]:
+    """The modules a `recompute` mode with `recompute_modules` reruns (empty unless
+    "selective"; an empty list is Megatron-Core's default, core_attn)."""
+    if recompute != "selective":
         return frozenset()
-    mods = getattr(par, "recompute_modules", ())
-    return frozenset(mods) if mods else DEFAULT
+    return frozenset(recompute_modules) if recompute_modules else DEFAULT
+
+
+def selected(par: Any, recompute: str | None = None) -> frozenset[str]:
+    """The modules `par` (a ParallelConfig) recomputes; `recompute` overrides its mode."""
+    return modules(recompute or par.recompute, par.recompute_modules)
 
 
 def forward_ops(ops: Any, modules: frozenset[str], flash: bool, dense_mlp: bool = True) -> list:
