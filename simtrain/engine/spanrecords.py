@@ -45,20 +45,24 @@ class SpanRecords:
         sums: dict[str, list] = {}
         first = last = None
         n = 0
+
+        def add(kind: str, lab: str, a: float, b: float) -> None:
+            nonlocal first, last, n
+            hit = sums.get(kind)
+            if hit is None:
+                sums[kind] = [lab, b - a]
+            else:
+                hit[1] += b - a
+            if first is None:
+                first = a
+            last, n = b, n + 1
+
         for k in range(i, j):
             p = pieces[k]
             t0, e, _, t1 = span[k - i]
             if p[0] == 0:
                 if e > t0:
-                    kind = p[1]
-                    hit = sums.get(kind)
-                    if hit is None:
-                        sums[kind] = [label, e - t0]
-                    else:
-                        hit[1] += e - t0
-                    if first is None:
-                        first = t0
-                    last, n = e, n + 1
+                    add(p[1], label, t0, e)
                 continue
             count, nbytes, charges = charges_of[k]
             net.transfers += count
@@ -66,25 +70,9 @@ class SpanRecords:
             for cid, amount in charges:
                 busy[cid] += amount
             if t1 > t0:
-                kind = p[4]
-                hit = sums.get(kind)
-                if hit is None:
-                    sums[kind] = [label, t1 - t0]
-                else:
-                    hit[1] += t1 - t0
-                if first is None:
-                    first = t0
-                last, n = t1, n + 1
+                add(p[4], label, t0, t1)
             if e > t1:
-                kind = p[7]
-                hit = sums.get(kind)
-                if hit is None:
-                    sums[kind] = [p[8], e - t1]
-                else:
-                    hit[1] += e - t1
-                if first is None:
-                    first = t1
-                last, n = e, n + 1
+                add(p[7], p[8], t1, e)
         recs = self.records
         if n < 2:
             if n == 1:
