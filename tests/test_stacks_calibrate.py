@@ -112,6 +112,11 @@ def test_several_runs_fit_launch_cost_or_say_they_cannot(tmp_path, capsys):
     res = json.loads(captured.out)
     assert res["sustained_fraction"] == pytest.approx(0.8, rel=0.02)
     assert "cannot tell the launch cost apart" in captured.err
+    # not constrained: the stack's own launch cost is kept (not the grid point that won by a
+    # hair), and the fraction is the one fitted at that launch cost
+    stack_launch = load_scenario(None, SMALL).stack.launch_us
+    assert res["launch_us"] == stack_launch and res["launch_us_fitted"] is False
+    assert "is kept" in captured.err
 
 
 def test_contradicting_runs_are_refused(tmp_path, capsys):

@@ -152,7 +152,7 @@ def test_nemo_scenarios_match_their_published_rows() -> None:
             assert p[key] == int(r[key]), (case.name, key)
         assert p["micro_batch"] == int(r["micro_batch"]) and t["global_batch"] == int(r["global_batch_seqs"])
         assert t["seq_len"] == int(r["seq_len"]) and data["model"]["name"] == r["model"]
-        # one stack for every NeMo case, whose one constant is fitted on one of them
+        # one stack for every NeMo case, whose one constant is fitted on all of them together
         assert data["cluster"]["stack"] == "megatron-core" and "sustained_fraction" not in data["cluster"]
 
 
@@ -176,20 +176,23 @@ def test_full_validation_stays_within_achieved_errors(capsys: pytest.CaptureFixt
     assert abs(err["llama3-405b-128k"]) <= 0.03, err  # row 3, never fitted on: achieved -0.8%
     assert mape["Megatron-LM SC21 Table 1"]["mape"] <= 7.5, mape  # achieved 5.6% on 9 runs, never fitted on
     assert mape["Megatron-LM SC21 Table 2, PTD-P"]["mape"] <= 8.0, mape  # achieved 5.5% on 4 runs, never fitted on
-    # NeMo 24.09 on H100: one stack constant fitted on the 175B/128-GPU case, 11 predictions
-    assert mape["NVIDIA DGX Cloud, NeMo 24.09"]["mape"] <= 7.5, mape  # achieved 6.8%
-    worst = max(abs(c["comparisons"][0]["error"]) for c in out["cases"]
-                if c["case"].startswith("nemo-") and not c["case"].startswith(("nemo-fp8-", "nemo-moe-")))
-    assert worst <= 0.11, worst  # achieved 9.5% (Nemotron-4 15B on 64 GPUs)
+    # NeMo 24.09 on H100: the megatron-core stack's one constant is fitted on all 12 runs
+    # together, so every row is a fit (left out of the zero-shot error); its residuals
+    nemo = [c for c in out["cases"] if c["group"] == "NVIDIA DGX Cloud, NeMo 24.09"]
+    assert len(nemo) == 12 and all(c["fitted"] for c in nemo), nemo
+    assert "NVIDIA DGX Cloud, NeMo 24.09" not in mape, mape
+    worst = max(abs(c["comparisons"][0]["error"]) for c in nemo)
+    assert worst <= 0.07, worst  # achieved 5.6% (GPT-3 175B on 128 GPUs), 2.6% RMS
     # FP8 and mixture-of-experts runs, never fitted on (README "Validation and calibration")
-    assert mape["NeMo 24.07 FP8, H100"]["mape"] <= 8.0, mape  # achieved 7.1% (-9.3%, -8.9%, +3.0%)
-    # achieved 10.0% (Qwen3 30B +0.6%, DeepSeek-V3 +19.4%: its exact MLA makes that row
-    # slower; its all-to-alls run exposed, as the preset of the time ran them)
-    assert mape["Megatron-Bridge MoE FP8, H100"]["mape"] <= 11.0, mape
-    # DeepSeek-V3 on H800 with DualPipe's overlap as claimed: a known gap, achieved -13.0%
-    # (exact multi-head latent attention, multi-token prediction, DeepSeek's recomputation;
-    # -28.5% before)
-    assert mape["DeepSeek-V3 report (H800)"]["mape"] <= 16.0, mape
+    assert mape["NeMo 24.07 FP8, H100"]["mape"] <= 7.0, mape  # achieved 5.9% (-6.1%, -3.4%, +8.2%)
+    # achieved (without the slow Qwen3 235B row) 11.8%: Qwen3 30B +2.0%, DeepSeek-V3
+    # +21.5% (its exact MLA makes that row slower; its all-to-alls run exposed, as the
+    # preset of the time ran them)
+    assert mape["Megatron-Bridge MoE FP8, H100"]["mape"] <= 13.0, mape
+    # DeepSeek-V3 on H800 with DualPipe's overlap as claimed: achieved -8.9% (exact
+    # multi-head latent attention, multi-token prediction, DeepSeek's recomputation, the
+    # megatron-core constant fitted on NeMo's 12 runs; -13.0% with it fitted on one run)
+    assert mape["DeepSeek-V3 report (H800)"]["mape"] <= 10.0, mape
     # PaLM 540B on TPU v4: a prediction with assumed TPU constants, achieved -2.3%
     assert mape["PaLM 540B on TPU v4 (Chowdhery et al. 2022)"]["mape"] <= 5.0, mape
     # ZeRO-3 (DeepSpeed 2021) is a known gap: achieved 193% (README); guard against it growing
@@ -204,7 +207,7 @@ def test_slow_validation_cases() -> None:
     cases = tuple(c for c in load_reference() if c.name in SLOW_CASES)
     out = json.loads(json.dumps(run_validation(cases, modes=("zero-shot",)).to_json()))
     err = {c["case"]: c["comparisons"][0]["error"] for c in out["cases"]}
-    assert abs(err["nemo-moe-qwen3-235b-a22b-256"]) <= 0.08, err  # achieved +6.7%
+    assert abs(err["nemo-moe-qwen3-235b-a22b-256"]) <= 0.10, err  # achieved +8.6%
     assert abs(err["megatron-sc21-t2-530b-ptdp-560"]) <= 0.13, err  # achieved +10.8% (TFLOP/s basis)
     assert abs(err["megatron-sc21-t2-530b-ptdp-1120"]) <= 0.14, err  # achieved +11.7%
     assert abs(err["megatron-sc21-gpt-1t"]) <= 0.10, err  # achieved +7.4%
@@ -212,7 +215,7 @@ def test_slow_validation_cases() -> None:
 
 def test_calibrated_and_leave_one_source_out_readings() -> None:
     # two sources, a few rows each: calibration fits each source's constant on its flagged
-    # row (NeMo: the GPT-3 175B run the megatron-core stack was fitted on), which then
+    # row (NeMo: the GPT-3 175B run, its calibration_row), which then
     # reproduces that row and is left out of the calibrated error; leave-one-source-out
     # predicts each source with the other source's fitted fraction
     from simtrain.analysis.validation.modes import summary
@@ -230,8 +233,8 @@ def test_calibrated_and_leave_one_source_out_readings() -> None:
     assert loso.fraction_used[nemo] == pytest.approx(cal.fits[sc21].fraction, rel=1e-12)
     assert loso.fraction_used[sc21] == pytest.approx(cal.fits[nemo].fraction, rel=1e-12)
     assert loso.mape_by_group()[nemo][1] == 2  # no constant of its own: both rows are predictions
-    # zero-shot leaves out the row the catalog constant was fitted on
-    assert report.mape_by_group()[nemo][1] == 1
+    # zero-shot leaves out the rows the catalog constant was fitted on: every NeMo row
+    assert nemo not in report.mape_by_group() and report.mape_by_group()[sc21][1] == 2
     s = summary(report.modes)
     assert set(s) == {"zero-shot", "calibrated", "loso"} and s["loso"]["rows"] == 4
     # the bias has one sign for every source, negative = simulated too fast: NeMo compares

@@ -36,8 +36,8 @@ NEMO = "NVIDIA DGX Cloud, NeMo 24.09"
 # copy; file names with a "/" are read relative to tools/ instead of the calibration folder.
 NEMO_CSV = "published/nvidia_dgxc_nemo_2409.csv"
 PALM = "PaLM 540B on TPU v4 (Chowdhery et al. 2022)"
-NEMO_NOTE = ("stack megatron-core: its sustained_fraction is fitted on this case alone; "
-             "the other NeMo cases are predictions")
+NEMO_NOTE = ("stack megatron-core: its sustained_fraction is fitted on the 12 NeMo 24.09 runs together "
+             "(simtrain calibrate --runs): every row of this source is a fit, none a prediction")
 DSV3 = "DeepSeek-V3 report (H800)"
 DSV3_CSV = "published/deepseek_v3_2024.csv"
 NEMO_FP8 = "NeMo 24.07 FP8, H100"
@@ -66,8 +66,8 @@ CASES: list[tuple[str, str, int, str, dict]] = [
     # NVIDIA's published NeMo 24.09 H100 runs: step time is the measurement compared (the
     # READMEs' MFU formulas differ slightly from the PaLM convention, see the CSV's notes)
     *[(f"nemo-{c}", NEMO_CSV, i + 1, NEMO,
-       {"note": NEMO_NOTE, "fitted": "stacks/megatron-core.toml sustained_fraction", "calibration_row": True}
-       if c == "gpt3-175b-128" else {})
+       {"note": NEMO_NOTE, "fitted": "stacks/megatron-core.toml sustained_fraction"}
+       | ({"calibration_row": True} if c == "gpt3-175b-128" else {}))
       for i, c in enumerate(["8b-8", "8b-128", "70b-64", "70b-512", "70b-2048", "405b-576", "405b-2304",
                              "gpt3-175b-128", "gpt3-175b-2048", "nemotron4-15b-16", "nemotron4-15b-64",
                              "nemotron4-15b-2048"])],

@@ -85,8 +85,13 @@ class StackFit:
     simulations: int
 
 
-def fit_stack(factories: list[Factory], targets: list[float], start: float = 1.0) -> StackFit:
-    """Fit the sustained fraction (one run) or the fraction and the launch cost (several)."""
+def fit_stack(factories: list[Factory], targets: list[float], start: float = 1.0,
+              current_launch_us: float | None = None) -> StackFit:
+    """Fit the sustained fraction (one run) or the fraction and the launch cost (several).
+    When the runs cannot tell the launch cost apart from the fraction, the launch cost is
+    not fitted: the stack's own `current_launch_us` is kept (launch_us None in the result)
+    and the fraction is the one fitted at that launch cost, rather than whichever grid
+    point happened to fit best by a hair."""
     if len(factories) == 1:
         f = fit_fraction(factories[0], targets[0], start)
         warn = (f"the fitted fraction hit its bound {f.fraction:g}: the simulated step cannot reach "
@@ -95,7 +100,9 @@ def fit_stack(factories: list[Factory], targets: list[float], start: float = 1.0
     sims = 0
     best: tuple[float, float, float, list[float]] | None = None  # (rms, launch, fraction, residuals)
     table: dict[float, tuple[float, list[float]]] = {}
-    for launch in LAUNCH_GRID_US:
+    fractions: dict[float, float] = {}
+    grid = sorted(set(LAUNCH_GRID_US) | ({current_launch_us} if current_launch_us is not None else set()))
+    for launch in grid:
         extra = (f"stack.launch_us={launch!r}",)
         # each run's own fraction, then their geometric mean (least squares in log space
         # when the step time is proportional to 1/fraction), then every run's residual
@@ -108,17 +115,24 @@ def fit_stack(factories: list[Factory], targets: list[float], start: float = 1.0
             sims += 1
         rms = math.sqrt(sum(math.log1p(r) ** 2 for r in res) / len(res))
         table[launch] = (rms, res)
+        fractions[launch] = fraction_l
         if best is None or rms < best[0]:
             best = (rms, launch, fraction_l, res)
     assert best is not None
     rms, launch, fraction, res = best
     warnings = []
     spread = max(v[0] for v in table.values()) - min(v[0] for v in table.values())
+    fitted_launch: float | None = launch
     if spread < 0.005:
+        kept = f"; the stack's {current_launch_us:g} us is kept" if current_launch_us is not None else ""
         warnings.append("the runs cannot tell the launch cost apart from the sustained fraction (every launch cost "
-                        f"from {LAUNCH_GRID_US[0]:g} to {LAUNCH_GRID_US[-1]:g} us fits within 0.5%): the launch cost is "
-                        "not constrained; add a run with a small model or micro-batch")
+                        f"from {grid[0]:g} to {grid[-1]:g} us fits within 0.5%): the launch cost is "
+                        f"not constrained{kept}; add a run with a small model or micro-batch")
+        if current_launch_us is not None:
+            fitted_launch = None
+            rms, res = table[current_launch_us]
+            fraction = fractions[current_launch_us]
     if rms > 0.10:
         warnings.append(f"the runs contradict each other: the best fit still leaves {100 * rms:.0f}% RMS error; "
                         "check that they are the same stack and that their layouts are transcribed right")
-    return StackFit(fraction, launch, tuple(res), rms, tuple(warnings), sims)
+    return StackFit(fraction, fitted_launch, tuple(res), rms, tuple(warnings), sims)

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     factories = [lambda ov, n=name, s=sets: load_scenario(n, s + ov) for name, sets, _ in runs]
     targets = [t for _, _, t in runs]
     start = scenarios[0].stack.sustained_fraction
-    fit = fit_stack(factories, targets, start)
+    fit = fit_stack(factories, targets, start, scenarios[0].stack.launch_us)
     if len(runs) > 1 and fit.rms_log_error > 0.10:
         raise SimtrainError(f"--runs: the runs contradict each other: the best fit leaves {100 * fit.rms_log_error:.0f}% RMS "
                             "error; check that they ran the same stack and that their layouts are transcribed right")
@@ -119,7 +119,9 @@ def run(args: argparse.Namespace) -> int:
 def _text(r: dict) -> str:
     lines = [f"simtrain calibrate: stack {r['stack']}, {r['runs']} measured run{'s' if r['runs'] != 1 else ''}",
              f"  sustained_fraction  {r['sustained_fraction']:.4f}",
-             f"  launch_us           {r['launch_us']:g}" + ("  (fitted)" if r["launch_us_fitted"] else "  (kept: one run cannot fit it)"),
+             f"  launch_us           {r['launch_us']:g}" + ("  (fitted)" if r["launch_us_fitted"] else
+                                                         "  (kept: one run cannot fit it)" if r["runs"] == 1 else
+                                                         "  (kept: these runs cannot fit it)"),
              "  run                                   measured s  residual"]
     for x in r["residuals"]:
         label = (x["scenario"] + (" " + " ".join(x["set"]) if x["set"] else ""))[:36]
