@@ -75,7 +75,10 @@ def test_mixtral_config_is_a_mixture_of_experts(tmp_path):
 
 
 @pytest.mark.parametrize("cfg, key", [
-    ({**MIXTRAL, "decoder_sparse_step": 2}, "decoder_sparse_step"),
+    ({**MIXTRAL, "decoder_sparse_step": 0}, "decoder_sparse_step"),
+    ({**MIXTRAL, "interleave_moe_layer_step": -2}, "interleave_moe_layer_step"),
+    ({**MIXTRAL, "mlp_only_layers": "3"}, "mlp_only_layers"),
+    ({**MIXTRAL, "moe_layer_freq": 0}, "moe_layer_freq"),
     ({**LLAMA3_8B, "architectures": ["MambaForCausalLM"], "model_type": "mamba"}, "architectures"),
     ({**LLAMA3_8B, "architectures": [], "model_type": "mamba"}, "model_type"),
     ({**LLAMA3_8B, "hidden_act": "tanh"}, "hidden_act"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from simtrain.engine.plan import Plan
+from simtrain.scenario.models import moe_layers
 
 
 def moe_summary(plan: Plan) -> dict[str, Any] | None:
@@ -26,7 +27,7 @@ def moe_summary(plan: Plan) -> dict[str, Any] | None:
         "rank_shares": list(mc.shares),  # share of the copies each EP rank receives
         "dispatch_bytes_per_rank": mc.tokens * mc.k * mc.dispatch_token_bytes * (1 - 1 / L.ep) if L.ep > 1 else 0.0,
         "moe_layers": sum(s.layers - s.dense_layers for s in plan.stages) // plan.schedule.chains,
-        "dense_layers": m.first_k_dense_replace,
+        "dense_layers": m.num_hidden_layers - moe_layers(m),
         "active_params": plan.model.active_params,
     }
 

@@ -27,6 +27,7 @@ from simtrain.scenario.config import Scenario, tier_overrides
 from simtrain.scenario.errors import SimtrainError, bad
 from simtrain.scenario.files import resolve_path
 from simtrain.scenario.layout import Coord, Layout, make_layout, split_layers
+from simtrain.scenario.models import moe_layer_flags
 from simtrain.workload.kernels import check_attention_kernel
 from simtrain.workload.costs import EndCost, LayerCost, embedding_cost, head_cost, layer_cost, mtp_cost, optimizer_time
 from simtrain.workload.flops import ModelStats, attended_length, stats
@@ -202,9 +203,12 @@ def make_plan(s: Scenario, schedule: sched.Schedule | None = None) -> Plan:
                                  s.training.precision, s.whatif.expert_imbalance)
         experts = expert_params_per_layer(m, s.parallel)
         per_layer_params = (ms.params_per_layer - ms.expert_params_per_layer) / L.tp + experts
+        flags = moe_layer_flags(m)  # per layer along a chain: experts or a dense MLP
         for i, n in enumerate(layers):
             start = sum(layers[i - i % schedule.chain_length:i])  # layer index along the chain
-            dense_n = max(0, min(n, m.first_k_dense_replace - start))
+            # the stage's dense layers (the engine runs them before its MoE ones: the same
+            # work and all-to-alls as in the model's order, slightly different overlap)
+            dense_n = n - sum(flags[start:start + n])
             moe_kw[i] = dict(moe=mc, dense=dense_lc, dense_layers=dense_n,
                              expert_params=(n - dense_n) * experts, expert_grad_bytes_per_layer=experts * grad_bytes,
                              dense_grad_bytes_per_layer=dense_params * grad_bytes,

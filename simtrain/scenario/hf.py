@@ -1,7 +1,8 @@
 """Hugging Face `config.json` -> [model] keys (`model.hf_config = "path/config.json"`).
 
-Decoder-only transformers: Llama (1/2/3), Mistral, Qwen2 and GPT-NeoX style configs, and
-the mixture-of-experts ones of Mixtral, Qwen2-MoE and DeepSeek-V2/V3. The mapping:
+Decoder-only transformers: Llama (1/2/3), Mistral, Qwen2/Qwen3, OLMo 2, Phi-3 and GPT-NeoX
+style configs, and the mixture-of-experts ones of Mixtral, Qwen2-MoE, Qwen3-MoE, Llama 4
+and DeepSeek-V2/V3. The mapping:
 
     num_hidden_layers, hidden_size, intermediate_size, num_attention_heads,
     num_key_value_heads, vocab_size, head_dim, tie_word_embeddings   copied as they are
@@ -24,8 +25,16 @@ Mixture of experts:
     moe_intermediate_size (Qwen2-MoE, DeepSeek; Mixtral's experts are intermediate_size)
     shared_expert_intermediate_size (Qwen2-MoE), n_shared_experts (DeepSeek)
     first_k_dense_replace, n_group, topk_group (DeepSeek)   copied
-  Qwen2-MoE's `decoder_sparse_step` other than 1 and `mlp_only_layers`, and DeepSeek's
-  `moe_layer_freq` other than 1, fail with one line (not modelled).
+    decoder_sparse_step (Qwen2/3-MoE), interleave_moe_layer_step (Llama 4) -> moe_layer_step:
+                experts on layer i when (i + 1) % step == 0 (Llama 4 Maverick: every second)
+    mlp_only_layers (Qwen), moe_layer_freq (DeepSeek, counted from first_k_dense_replace),
+    moe_layers (Llama 4, when listed)              -> mlp_only_layers (the dense layers)
+Llama 4 (Llama4ForConditionalGeneration: its text_config is the language model): experts
+and the shared expert are intermediate_size wide, dense layers intermediate_size_mlp; its
+chunked local attention (attention_chunk_size, on three of four layers) and the layers
+without rotary embeddings are not modelled: exact for sequences up to the chunk (8,192).
+Qwen3, Qwen3-MoE, OLMo 2 and Phi-3 read as Llama-style configs (their per-head q/k norms
+are a few thousand parameters and a small memory-bound kernel, not modelled).
 DeepSeek's multi-head latent attention: q_lora_rank, kv_lora_rank, qk_nope_head_dim,
 qk_rope_head_dim, v_head_dim copied (DeepSeek-V2 ships qk_nope 128, rope 64, v 128).
 
@@ -52,11 +61,18 @@ ARCHITECTURES = {
     "Qwen2MoeForCausalLM": "qwen2_moe",
     "DeepseekV2ForCausalLM": "deepseek_v2",
     "DeepseekV3ForCausalLM": "deepseek_v3",
+    "Qwen3ForCausalLM": "qwen3",
+    "Qwen3MoeForCausalLM": "qwen3_moe",
+    "Olmo2ForCausalLM": "olmo2",
+    "Phi3ForCausalLM": "phi3",
+    "Llama4ForCausalLM": "llama4_text",
+    "Llama4ForConditionalGeneration": "llama4",
 }
 MODEL_TYPES = set(ARCHITECTURES.values())
 EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")  # routed experts, by family
 MOE_INTS = ("num_experts_per_tok", "moe_intermediate_size", "shared_expert_intermediate_size", "n_shared_experts",
-            "first_k_dense_replace", "n_group", "topk_group", "decoder_sparse_step", "moe_layer_freq")
+            "first_k_dense_replace", "n_group", "topk_group", "decoder_sparse_step", "moe_layer_freq",
+            "interleave_moe_layer_step", "intermediate_size_mlp")
 GATED_ACTS = ("silu", "swiglu", "swish")
 PLAIN_ACTS = ("gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "relu", "gelu_python")
 COPIED = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "vocab_size")
@@ -83,7 +99,7 @@ def read_hf_config(path: str) -> dict[str, Any]:
 
 def _fail(path: str, key: str, value: Any, problem: str) -> SimtrainError:
     return SimtrainError(
-        f"{FIELD} = {path!r}: {key} = {value!r} {problem}; simtrain reads dense decoder configs "
+        f"{FIELD} = {path!r}: {key} = {value!r} {problem}; simtrain reads decoder-only configs "
         f"(architectures {', '.join(ARCHITECTURES)}) or give the shape inline in [model]"
     )
 
@@ -119,6 +135,15 @@ def hf_to_model(cfg: dict[str, Any], path: str = "config.json") -> dict[str, Any
     if not archs and not mtype:
         raise SimtrainError(f"{FIELD} = {path!r}: has neither architectures nor model_type; give a Hugging Face config.json of a Llama, Mistral, Qwen2 or GPT-NeoX model")
     family = mtype or ARCHITECTURES[archs[0]]
+    if family == "llama4":  # the multimodal config: the language model is its text_config
+        text = cfg.get("text_config")
+        if not isinstance(text, dict):
+            raise _fail(path, "text_config", text, "is missing or not a table; give the Llama 4 config.json as published")
+        cfg, family = text, "llama4_text"
+        for key in EXPERT_KEYS + MOE_INTS:
+            v = cfg.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise _fail(path, f"text_config.{key}", v, "is not a whole number")
     out: dict[str, Any] = {}
     for key in COPIED:
         if key not in cfg:
@@ -165,7 +190,7 @@ def hf_to_model(cfg: dict[str, Any], path: str = "config.json") -> dict[str, Any
         out["bias"] = _flag(cfg, "use_bias", True, path)
     else:
         out["bias"] = _flag(cfg, "attention_bias", False, path) or _flag(cfg, "mlp_bias", False, path)
-    out.update(_moe_keys(cfg, path))
+    out.update(_moe_keys(cfg, path, family))
     if cfg.get("kv_lora_rank"):
         out.update(_mla(cfg))
     if cfg.get("num_nextn_predict_layers"):  # DeepSeek-V3's multi-token prediction modules
@@ -173,22 +198,51 @@ def hf_to_model(cfg: dict[str, Any], path: str = "config.json") -> dict[str, Any
     return out
 
 
-def _moe_keys(cfg: dict[str, Any], path: str) -> dict[str, Any]:
+def _moe_keys(cfg: dict[str, Any], path: str, family: str = "") -> dict[str, Any]:
     experts = next((cfg[k] for k in EXPERT_KEYS if cfg.get(k)), 0)
     if not experts or experts < 2:
         return {}
-    for key, ok in (("decoder_sparse_step", 1), ("moe_layer_freq", 1)):
-        if cfg.get(key, ok) != ok:
-            raise _fail(path, key, cfg[key], "(MoE only every few layers) is not modelled")
-    if cfg.get("mlp_only_layers"):
-        raise _fail(path, "mlp_only_layers", cfg["mlp_only_layers"], "(dense layers among the MoE ones) is not modelled")
+    layers = cfg.get("num_hidden_layers")
+    out: dict[str, Any] = {}
+    # which layers have experts: every k-th (Qwen2/3-MoE decoder_sparse_step, Llama 4
+    # interleave_moe_layer_step: layer i when (i + 1) % k == 0), minus mlp_only_layers
+    # (Qwen); DeepSeek's moe_layer_freq counts from first_k_dense_replace (i % k == 0)
+    step_key = "interleave_moe_layer_step" if "interleave_moe_layer_step" in cfg else "decoder_sparse_step"
+    step = cfg.get(step_key, 1)
+    if step is None or step < 1:
+        raise _fail(path, step_key, step, "is not a positive whole number")
+    if step != 1:
+        out["moe_layer_step"] = step
+    dense = cfg.get("mlp_only_layers") or []
+    if not isinstance(dense, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in dense):
+        raise _fail(path, "mlp_only_layers", dense, "is not a list of layer indices")
+    freq = cfg.get("moe_layer_freq", 1)
+    if freq < 1:
+        raise _fail(path, "moe_layer_freq", freq, "is not a positive whole number")
+    if freq != 1 and isinstance(layers, int):
+        first = cfg.get("first_k_dense_replace") or 0
+        dense = sorted(set(dense) | {i for i in range(first, layers) if (i - first) % freq})
+    explicit = cfg.get("moe_layers")  # Llama 4 may list its MoE layers outright
+    if isinstance(explicit, list) and isinstance(layers, int):
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in explicit):
+            raise _fail(path, "moe_layers", explicit, "is not a list of layer indices")
+        dense, out = sorted(set(range(layers)) - set(explicit)), {}
+    if dense:
+        out["mlp_only_layers"] = dense
     if not cfg.get("num_experts_per_tok"):
         raise SimtrainError(f"{FIELD} = {path!r}: missing key num_experts_per_tok for its {experts} experts; "
                             "add it to the file or give [model] num_experts_per_tok inline")
-    out: dict[str, Any] = {"num_experts": experts, "num_experts_per_tok": cfg["num_experts_per_tok"]}
+    out.update({"num_experts": experts, "num_experts_per_tok": cfg["num_experts_per_tok"]})
     for key in ("moe_intermediate_size", "shared_expert_intermediate_size", "first_k_dense_replace", "n_group", "topk_group"):
         if cfg.get(key):
             out[key] = cfg[key]
+    if family == "llama4_text":
+        # Llama 4 (transformers' modeling_llama4.py): experts and the one shared expert are
+        # intermediate_size wide; the dense layers' MLP is intermediate_size_mlp wide
+        out["moe_intermediate_size"] = cfg["intermediate_size"]
+        out["num_shared_experts"] = 1
+        if cfg.get("intermediate_size_mlp"):
+            out["intermediate_size"] = cfg["intermediate_size_mlp"]
     if cfg.get("n_shared_experts"):
         out["num_shared_experts"] = cfg["n_shared_experts"]
     elif cfg.get("shared_expert_intermediate_size"):

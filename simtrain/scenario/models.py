@@ -55,6 +55,13 @@ class ModelConfig:
     num_shared_experts: int = 0
     shared_expert_intermediate_size: int = 0  # total width of the shared experts; 0: num_shared_experts x moe width
     first_k_dense_replace: int = 0
+    # MoE on every `moe_layer_step`-th layer only: layer i (0-based) has experts when
+    # (i + 1) % moe_layer_step == 0, as Qwen2-MoE's decoder_sparse_step and Llama 4's
+    # interleave_moe_layer_step place them (Llama 4 Maverick: 2, dense and MoE alternate);
+    # `mlp_only_layers` lists further dense layers (Qwen2-MoE). The dense layers' MLP has
+    # width intermediate_size.
+    moe_layer_step: int = 1
+    mlp_only_layers: tuple[int, ...] = ()
     capacity_factor: float = 0.0  # 0: dropless; else each expert takes at most cf x its balanced share
     n_group: int = 0  # DeepSeek's group-limited routing: experts in n_group groups ...
     topk_group: int = 0  # ... and each token routed to at most topk_group of them (0: unlimited)
@@ -226,9 +233,10 @@ def _close(name: str) -> str:
 def _check_moe(cfg: ModelConfig) -> ModelConfig:
     """Mixture-of-experts keys: consistent, defaults filled in (one line when not)."""
     moe_keys = ("num_experts_per_tok", "moe_intermediate_size", "num_shared_experts", "shared_expert_intermediate_size",
-                "first_k_dense_replace", "n_group", "topk_group")
+                "first_k_dense_replace", "n_group", "topk_group", "mlp_only_layers")
     if not cfg.num_experts:
-        extra = [k for k in moe_keys if getattr(cfg, k)] + (["capacity_factor"] if cfg.capacity_factor else [])
+        extra = ([k for k in moe_keys if getattr(cfg, k)] + (["capacity_factor"] if cfg.capacity_factor else [])
+                 + (["moe_layer_step"] if cfg.moe_layer_step != 1 else []))
         if extra:
             raise bad(f"model.{extra[0]}", getattr(cfg, extra[0]), "is a mixture-of-experts key but model.num_experts is 0",
                       "set model.num_experts (routed experts per layer) or remove the key")
@@ -240,6 +248,16 @@ def _check_moe(cfg: ModelConfig) -> ModelConfig:
     if not 0 <= cfg.first_k_dense_replace < cfg.num_hidden_layers:
         raise bad("model.first_k_dense_replace", cfg.first_k_dense_replace,
                   f"must leave at least one MoE layer of the {cfg.num_hidden_layers}", "use fewer dense layers first")
+    if not 1 <= cfg.moe_layer_step <= cfg.num_hidden_layers:
+        raise bad("model.moe_layer_step", cfg.moe_layer_step, f"must be between 1 and num_hidden_layers ({cfg.num_hidden_layers})",
+                  "use 1 (every layer has experts) or e.g. 2 (every second layer)")
+    bad_index = [i for i in cfg.mlp_only_layers if not 0 <= i < cfg.num_hidden_layers]
+    if bad_index:
+        raise bad("model.mlp_only_layers", list(cfg.mlp_only_layers), f"layer {bad_index[0]} is not a layer index "
+                  f"(0 .. {cfg.num_hidden_layers - 1})", "list 0-based indices of the dense layers")
+    if not any(moe_layer_flags(cfg)):
+        raise bad("model.moe_layer_step", cfg.moe_layer_step, "with first_k_dense_replace and mlp_only_layers leaves no "
+                  "MoE layer", "keep at least one layer with experts")
     if cfg.capacity_factor < 0 or (0 < cfg.capacity_factor < 1):
         raise bad("model.capacity_factor", cfg.capacity_factor, "must be 0 (dropless) or at least 1",
                   "use e.g. 1.25, or 0 for dropless routing")
@@ -312,9 +330,20 @@ def is_moe(model: ModelConfig) -> bool:
     return model.num_experts > 0
 
 
+def moe_layer_flags(model: ModelConfig) -> tuple[bool, ...]:
+    """Per layer (0-based), whether its MLP is a mixture of experts: past the first
+    `first_k_dense_replace` layers, on every `moe_layer_step`-th layer ((i + 1) % step == 0,
+    Qwen2-MoE's and Llama 4's rule), and not in `mlp_only_layers`."""
+    if not is_moe(model):
+        return (False,) * model.num_hidden_layers
+    dense = set(model.mlp_only_layers)
+    return tuple(i >= model.first_k_dense_replace and (i + 1) % model.moe_layer_step == 0 and i not in dense
+                 for i in range(model.num_hidden_layers))
+
+
 def moe_layers(model: ModelConfig) -> int:
     """Layers with a mixture-of-experts MLP (the rest are dense)."""
-    return model.num_hidden_layers - model.first_k_dense_replace if is_moe(model) else 0
+    return sum(moe_layer_flags(model))
 
 
 def require_model(name: str) -> ModelConfig:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from simtrain.scenario.models import ModelConfig, attention_linears, is_mla, qk_head_dim, v_head_dim
+from simtrain.scenario.models import ModelConfig, attention_linears, is_mla, moe_layers, qk_head_dim, v_head_dim
 
 
 @dataclass(frozen=True)
@@ -109,12 +109,12 @@ def stats(m: ModelConfig, seq_len: int, document_length: int = 0) -> ModelStats:
 
 
 def _moe_stats(m: ModelConfig, seq_len: int, document_length: int) -> ModelStats:
-    """A mixture-of-experts model: first_k_dense_replace dense layers, the rest MoE."""
+    """A mixture-of-experts model: its MoE layers (models.moe_layer_flags), the rest dense."""
     dense = stats(dataclasses.replace(m, num_experts=0), seq_len, document_length)
     attn, mlp = _layer_matmul_params(m)
     experts, active, shared = moe_mlp_params(m)
-    n_moe = m.num_hidden_layers - m.first_k_dense_replace
-    n_dense = m.first_k_dense_replace
+    n_moe = moe_layers(m)
+    n_dense = m.num_hidden_layers - n_moe
     moe_layer = dense.params_per_layer - mlp + experts + shared
     total = dense.params + n_moe * (moe_layer - dense.params_per_layer)
     active_total = dense.params + n_moe * (active + shared - mlp)
@@ -129,7 +129,8 @@ def _moe_stats(m: ModelConfig, seq_len: int, document_length: int) -> ModelStats
         formula=(f"6*N_active + 12*L*H*Q*T per token, N_active = {active_total / 1e9:.1f}B of {total / 1e9:.1f}B "
                  f"parameters (top-{m.num_experts_per_tok} of {m.num_experts} experts"
                  + (f" + {m.num_shared_experts} shared" if m.num_shared_experts else "")
-                 + (f", {n_dense} dense layers first" if n_dense else "") + "; PaLM, Chowdhery et al. 2022, App. B)"
+                 + (f", {n_dense} dense layers" + (" first" if n_dense == m.first_k_dense_replace else "") if n_dense else "")
+                 + "; PaLM, Chowdhery et al. 2022, App. B)"
                  + (f"; {m.num_nextn_predict_layers} multi-token-prediction module(s) simulated, not in model FLOPs"
                     if m.num_nextn_predict_layers else "")),
         active_params=float(active_total),
