@@ -651,9 +651,72 @@ def mixtral_cases() -> list[Case]:
     return out
 
 
+# --- Nemotron-4 technical reports: 15B and 340B batch-ramp stages on DGX H100 ------------
+
+NEMOTRON_FILE = "nemotron4_reports_2024.csv"
+NEMOTRON_GROUP = "Nemotron-4 technical reports (H100)"
+# Calibration row: Nemotron-4 15B on 768 GPUs (data row 1): the report's primary text, and
+# no pipeline, so neither the assumed interleaving depth nor the pipeline schedule of the
+# 340B rows enters the fit.
+NEMOTRON_CALIBRATION_ROW = 1
+# Not published for either model (assumed, as the case notes say): one sequence per
+# micro-batch, Megatron's usual setting for these runs (NVIDIA's own 340B launcher config,
+# nemotron_340b.yaml, sets micro_batch_size 1), and for the 340B's "12-way pipeline
+# parallelism with interleaving" one layer per virtual stage (96 layers / (PP 12 x VP 8)),
+# the depth NVIDIA's NeMo 340B configs use (PP 8 x VP 12 = 96 chunks of one layer).
+NEMOTRON_MICRO_BATCH = 1
+NEMOTRON_340B_VP = 8
+
+
+def nemotron340b_model() -> dict[str, Any]:
+    """Nemotron-4 340B: 96 layers, hidden 18432, 96 heads / 8 KV heads (head dim 192), squared-
+    ReLU MLP of 73,728 (two matrices: simtrain's "plain"), RoPE, no biases, untied embeddings,
+    LayerNorm, vocabulary 256,000 (the report via the notes cited in SOURCES.md; FFN from NeMo's
+    Nemotron4Config340B)."""
+    return dict(num_hidden_layers=96, hidden_size=18432, intermediate_size=73728, num_attention_heads=96,
+                num_key_value_heads=8, vocab_size=256000, mlp="plain", bias=False, position_embedding="rope",
+                norm="layernorm", tie_word_embeddings=False)
+
+
+def nemotron_cases() -> list[Case]:
+    """The Nemotron-4 15B report's Table 2 (primary text) and the 340B report's Table 2 (via
+    agreeing third-party notes): published iteration time per batch-ramp stage. Layout TP 8 x
+    DP (15B) and TP 8 x PP 12 interleaved x DP (340B) as published, with the distributed
+    optimizer; micro-batch, interleaving depth and sequence parallelism assumed."""
+    out = []
+    for n, r in numbered(NEMOTRON_FILE):
+        gpus, tp, pp, dp = int(r["num_gpus"]), int(r["tp"]), int(r["pp"]), int(r["dp"])
+        big = r["model"] == "nemotron4-340b"
+        # squared ReLU, two matrices, is simulated as simtrain's plain MLP: same GEMMs, and the
+        # stack's fused activation kernel stands for relu(x)**2 (its elementwise cost differs
+        # from GELU's little)
+        model = nemotron340b_model() if big else {"name": "nemotron4-15b"}
+        vp = NEMOTRON_340B_VP if big else 1
+        parallel = dict(tp=tp, pp=pp, vp=vp, dp=dp, micro_batch=NEMOTRON_MICRO_BATCH, sequence_parallel=True,
+                        recompute="none", zero=1)
+        training = dict(seq_len=int(r["seq_len"]), global_batch=int(r["global_batch_seqs"]))
+        size = r["model"].split("-")[1]
+        name = f"nemotron4-{size}-report-{gpus}gpu"
+        layout = (f"TP 8 x PP 12 with interleaving x DP {dp} (published), {vp} virtual stages per pipeline rank (one layer "
+                  "each; the depth is not published: assumed)" if big else f"TP 8 x DP {dp} (published; no pipeline)")
+        note = (f"published iteration time (Table 2, batch-ramp stage of {r['global_batch_seqs']} sequences; "
+                + ("the 340B report's table via third-party notes, SOURCES.md" if big else "the 15B report's text")
+                + f"). Layout: {layout}; distributed optimizer (published). Assumed (not published): micro-batch "
+                  f"{NEMOTRON_MICRO_BATCH}, sequence parallelism, no recomputation, bf16 (the MFU is against the bf16 "
+                  "peak), the megatron-core stack's 2024 defaults (Transformer Engine kernels, cuDNN attention, TP "
+                  "communication overlapped with GEMMs, overlapped gradient reduce-scatter and parameter all-gather). "
+                  "Squared-ReLU MLP simulated as the plain two-matrix MLP (same GEMMs); RoPE on all head dims (NeMo "
+                  "configs apply it to half); LayerNorm (layernorm1p's zero-centred gamma costs the same)")
+        extra = {"calibration_row": True} if n == NEMOTRON_CALIBRATION_ROW else {}
+        out.append(case(name, NEMOTRON_GROUP, NEMOTRON_FILE, n, r,
+                        scenario(model, "H100", gpus, "megatron-core", parallel, training),
+                        note, num(r["step_time_s"]), **extra))
+    return out
+
+
 CONVERTERS: tuple[Callable[[], list[Case]], ...] = (
     mpt_cases, torchtitan_cases, korthikanti_cases, megatron_h100_cases, megascale_cases, flashattention_cases,
-    aleph_alpha_cases, single_point_cases, mixtral_cases,
+    aleph_alpha_cases, single_point_cases, mixtral_cases, nemotron_cases,
 )
 
 
