@@ -714,9 +714,55 @@ def nemotron_cases() -> list[Case]:
     return out
 
 
+# --- NVIDIA DGX Cloud benchmarks (GSW 24.11, NeMo 24.09): Nemotron-4 340B on H100 ----------
+
+DGXC340_FILE = "nvidia_dgxc_nemotron4_340b_2411.csv"
+DGXC340_GROUP = "NVIDIA DGX Cloud 24.11, Nemotron-4 340B (H100)"
+# Calibration row: BF16 on 128 GPUs (data row 1): the stack's own precision, and the smallest
+# data-parallel degree, so the least gradient traffic enters the fit.
+DGXC340_CALIBRATION_ROW = 1
+
+
+def dgxc_nemotron340b_cases() -> list[Case]:
+    """The DGX Cloud benchmarking recipe's Nemotron-4 340B tables (BF16 and FP8, 128..2048
+    H100s): published step time, every layout setting from the recipe's launch scripts and
+    config (README_340b.md, configure.sh, nemotron4-340b-synth.yaml at the same commit)."""
+    out = []
+    for n, r in numbered(DGXC340_FILE):
+        gpus, tp, pp, vp, dp = (int(r[k]) for k in ("num_gpus", "tp", "pp", "vp", "dp"))
+        fp8 = r["precision"] == "FP8"
+        parallel = dict(tp=tp, pp=pp, vp=vp, dp=dp, micro_batch=int(r["micro_batch"]), sequence_parallel=True,
+                        recompute="selective", zero=1, attention_kernel="fa2")
+        # optim.grad_sync_dtype: bf16 (Apex DistributedFusedAdam keeps its gradient buckets and
+        # reduce-scatters them in that dtype): simtrain's bf16 gradients
+        training: dict[str, Any] = dict(seq_len=int(r["seq_len"]), global_batch=int(r["global_batch_seqs"]),
+                                        grad_precision="bf16")
+        if fp8:
+            training["precision"] = "fp8"
+        name = f"dgxc-nemotron4-340b-{gpus}gpu-{'fp8' if fp8 else 'bf16'}"
+        note = ("published step time (the recipe's last-step train_step_timing). README: TP 8, PP 8, VP 12, MBS 1, GA 16, "
+                f"GBS {r['global_batch_seqs']} (DP {dp} derived). configure.sh / nemotron4-340b-synth.yaml: sequence "
+                "parallelism, userbuffers TP-communication overlap (no per-model ub config: Transformer Engine's default SM "
+                "split, the stack's), overlapped P2P, selective recomputation (core attention), NVTE_FUSED_ATTN=0 (TE's "
+                "flash-attn backend: attention_kernel fa2), NeMo's distributed optimizer (distributed_fused_adam) with "
+                "grad_sync_dtype bf16 (bf16 gradient buckets and reduce-scatter: training.grad_precision bf16), overlapped "
+                "gradient reduce-scatter and parameter all-gather"
+                + ("; FP8 hybrid (delayed per-tensor scaling, simtrain's FP8) with fp8_params (parameters gathered in FP8: "
+                   "not modelled, gathered in bf16)" if fp8 else "; BF16")
+                + ". Not modelled: squared ReLU's second elementwise kernel (Megatron-Core fuses only GELU/SwiGLU; simulated "
+                  "as the plain MLP's one activation kernel), RoPE on half of each head (simulated on all), the layer-norm SM "
+                  "margins; synthetic data, 50 steps")
+        extra = {"calibration_row": True} if n == DGXC340_CALIBRATION_ROW else {}
+        out.append(case(name, DGXC340_GROUP, DGXC340_FILE, n, r,
+                        scenario(nemotron340b_model(), "H100", gpus, "megatron-core", parallel, training),
+                        note, num(r["step_time_s"]), **extra))
+    return out
+
+
 CONVERTERS: tuple[Callable[[], list[Case]], ...] = (
     mpt_cases, torchtitan_cases, korthikanti_cases, megatron_h100_cases, megascale_cases, flashattention_cases,
     aleph_alpha_cases, single_point_cases, mixtral_cases, nemotron_cases,
+    dgxc_nemotron340b_cases,
 )
 
 
