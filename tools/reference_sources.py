@@ -759,10 +759,55 @@ def dgxc_nemotron340b_cases() -> list[Case]:
     return out
 
 
+# --- NVIDIA DGX Cloud benchmarks 25.04 (NeMo 25.02.01): Nemotron-4 15B and 340B on H100 ----
+
+DGXC2504_FILE = "nvidia_dgxc_nemotron4_2504.csv"
+DGXC2504_GROUP = "NVIDIA DGX Cloud 25.04, Nemotron-4 15B and 340B (H100)"
+# Calibration row: 15B BF16 on 16 GPUs (data row 1): the stack's own precision, no pipeline,
+# and the smallest data-parallel degree.
+DGXC2504_CALIBRATION_ROW = 1
+
+
+def dgxc2504_nemotron_cases() -> list[Case]:
+    """The DGX Cloud benchmarking recipe's Nemotron-4 tables of release 25.04 (NeMo 2's
+    performance scripts in the NeMo 25.02.01 container): published step times, every layout
+    setting from launch.sh and the NeMo scripts it runs (SOURCES.md)."""
+    out = []
+    for n, r in numbered(DGXC2504_FILE):
+        gpus, tp, pp, dp, mb = (int(r[k]) for k in ("num_gpus", "tp", "pp", "dp", "micro_batch"))
+        vp = int(r["vp"]) if r["vp"] else 1
+        big = r["model"] == "nemotron4-340b"
+        fp8 = r["precision"] == "FP8"
+        model = nemotron340b_model() if big else {"name": "nemotron4-15b"}
+        parallel = dict(tp=tp, pp=pp, vp=vp, dp=dp, micro_batch=mb, sequence_parallel=tp > 1, recompute="none", zero=1)
+        # performance_mode sets grad_reduce_in_fp32 = False (and the FP8 plugin likewise)
+        training: dict[str, Any] = dict(seq_len=int(r["seq_len"]), global_batch=int(r["global_batch_seqs"]),
+                                        grad_precision="bf16")
+        if fp8:
+            training["precision"] = "fp8"
+        size = r["model"].split("-")[1]
+        name = f"dgxc2504-nemotron4-{size}-{gpus}gpu-{'fp8' if fp8 else 'bf16'}"
+        note = (f"published step time (last-step train_step_timing). launch.sh: TP {tp}, PP {pp}"
+                + (f", VP {vp} (the README's layout table says NA; the script passes -vp 12)" if big else "")
+                + f", MBS {mb}, GBS {r['global_batch_seqs']} (DP {dp}, GA {int(r['global_batch_seqs']) // (dp * mb)} "
+                  "derived). NeMo's performance recipe: userbuffers TP-communication overlap with Transformer Engine's default "
+                  "SM split (no H100 config: the stack's), sequence parallelism, distributed optimizer with overlapped "
+                  "gradient reduce and parameter gather, bf16 gradient reduction (grad_reduce_in_fp32 False), no "
+                  "recomputation, cuDNN fused attention, no CUDA graphs"
+                + ("; FP8 (delayed per-tensor scaling: simtrain's FP8)" if fp8 else "; BF16")
+                + (". Not modelled: the deferred embedding weight-gradient GEMMs" if big else "")
+                + ". Squared ReLU simulated as the plain MLP's one activation kernel; RoPE on all head dims")
+        extra = {"calibration_row": True} if n == DGXC2504_CALIBRATION_ROW else {}
+        out.append(case(name, DGXC2504_GROUP, DGXC2504_FILE, n, r,
+                        scenario(model, "H100", gpus, "megatron-core", parallel, training),
+                        note, num(r["step_time_s"]), **extra))
+    return out
+
+
 CONVERTERS: tuple[Callable[[], list[Case]], ...] = (
     mpt_cases, torchtitan_cases, korthikanti_cases, megatron_h100_cases, megascale_cases, flashattention_cases,
     aleph_alpha_cases, single_point_cases, mixtral_cases, nemotron_cases,
-    dgxc_nemotron340b_cases,
+    dgxc_nemotron340b_cases, dgxc2504_nemotron_cases,
 )
 
 
