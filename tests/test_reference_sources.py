@@ -85,6 +85,9 @@ HAND_COPIED = [
     # nvidia_dgxc_nemotron4_340b_2411.csv row 1: Nemotron4 340b 24.11 BF16 (TP=8, PP=8, MBS=1, GA=16, VP=12), 128x (GBS=32)
     ("dgxc-nemotron4-340b-128gpu-bf16", "nvidia_dgxc_nemotron4_340b_2411.csv row 1", 128, (8, 8, 1, 2), 1, 16, 32, 4096,
      (96, 18432, 96, 8, 73728, 256000)),
+    # nvidia_dgxc_nemotron4_2504.csv row 8: | 15b | BF16/FP8 | 2048 | 4096 | 32 | 2 | 1 | 1 | NA | 1024| NA | 2 | 8192 | 4 |
+    ("dgxc2504-nemotron4-15b-2048gpu-bf16", "nvidia_dgxc_nemotron4_2504.csv row 8", 2048, (2, 1, 1, 1024), 2, 4, 8192,
+     4096, (32, 6144, 48, 8, 24576, 256000)),
 ]
 
 
@@ -205,3 +208,8 @@ def test_nemotron_cases_carry_the_published_settings(cases) -> None:
         assert (p.tp, p.pp, p.vp, p.dp, p.recompute, p.attention_kernel) == (8, 8, 12, 32, "selective", "fa2")
         assert s.training.grad_precision == "bf16" and s.training.global_batch == 512
     assert (bf16.training.precision, fp8.training.precision) == ("bf16", "fp8")
+
+    # DGX Cloud 25.04: launch.sh passes -vp 12 for 340B (the README's layout table says NA)
+    v2504 = case_scenario(cases["dgxc2504-nemotron4-340b-256gpu-fp8"])
+    assert (v2504.parallel.pp, v2504.parallel.vp, v2504.parallel.dp, v2504.parallel.recompute) == (8, 12, 4, "none")
+    assert (v2504.training.precision, v2504.training.grad_precision, v2504.parallel.attention_kernel) == ("fp8", "bf16", "cudnn")
