@@ -663,7 +663,9 @@ NEMOTRON_CALIBRATION_ROW = 1
 # micro-batch, Megatron's usual setting for these runs (NVIDIA's own 340B launcher config,
 # nemotron_340b.yaml, sets micro_batch_size 1), and for the 340B's "12-way pipeline
 # parallelism with interleaving" one layer per virtual stage (96 layers / (PP 12 x VP 8)),
-# the depth NVIDIA's NeMo 340B configs use (PP 8 x VP 12 = 96 chunks of one layer).
+# the depth NVIDIA's NeMo 340B configs use (PP 8 x VP 12 = 96 chunks of one layer); NeMo 2's
+# nemotron4_340b pretrain_recipe defaults to exactly TP 8, PP 12, VP 8 (with CP 2, 768 nodes,
+# GBS 2,304, MBS 1; nemo/collections/llm/recipes/nemotron4_340b.py at d2b21556f2).
 NEMOTRON_MICRO_BATCH = 1
 NEMOTRON_340B_VP = 8
 
@@ -698,7 +700,8 @@ def nemotron_cases() -> list[Case]:
         size = r["model"].split("-")[1]
         name = f"nemotron4-{size}-report-{gpus}gpu"
         layout = (f"TP 8 x PP 12 with interleaving x DP {dp} (published), {vp} virtual stages per pipeline rank (one layer "
-                  "each; the depth is not published: assumed)" if big else f"TP 8 x DP {dp} (published; no pipeline)")
+                  "each; the depth is not published: assumed, as NeMo 2's nemotron4_340b pretrain_recipe defaults to PP 12 x "
+                  "VP 8)" if big else f"TP 8 x DP {dp} (published; no pipeline)")
         note = (f"published iteration time (Table 2, batch-ramp stage of {r['global_batch_seqs']} sequences; "
                 + ("the 340B report's table via third-party notes, SOURCES.md" if big else "the 15B report's text")
                 + f"). Layout: {layout}; distributed optimizer (published). Assumed (not published): micro-batch "
