@@ -76,6 +76,18 @@ HAND_COPIED = [
     # megatron_core_moe_mixtral_h100.csv row 4: [Mixtral-8x22B]=" 2 8 8 1 7 1 256 56 ... 16 ...", Llama 2 tokenizer
     ("mcore-mixtral-8x22b-128gpu-balanced", "megatron_core_moe_mixtral_h100.csv row 4", 128, (2, 8, 1, 8), 1, 32, 256,
      4096, (56, 6144, 48, 8, 16384, 32000)),
+    # nemotron4_reports_2024.csv row 1: 96 768 0.57 34.3 384 200 0.8 (TP 8; micro-batch not published)
+    ("nemotron4-15b-report-768gpu", "nemotron4_reports_2024.csv row 1", 768, (8, 1, 1, 96), 1, None, 384, 4096,
+     (32, 6144, 48, 8, 24576, 256000)),
+    # nemotron4_reports_2024.csv row 6: | $64$ | $6144$ | $8.0$ | $41.0\%$ | $2304$ | $7600$ | (TP 8, PP 12)
+    ("nemotron4-340b-report-6144gpu", "nemotron4_reports_2024.csv row 6", 6144, (8, 12, 1, 64), 1, None, 2304, 4096,
+     (96, 18432, 96, 8, 73728, 256000)),
+    # nvidia_dgxc_nemotron4_340b_2411.csv row 1: Nemotron4 340b 24.11 BF16 (TP=8, PP=8, MBS=1, GA=16, VP=12), 128x (GBS=32)
+    ("dgxc-nemotron4-340b-128gpu-bf16", "nvidia_dgxc_nemotron4_340b_2411.csv row 1", 128, (8, 8, 1, 2), 1, 16, 32, 4096,
+     (96, 18432, 96, 8, 73728, 256000)),
+    # nvidia_dgxc_nemotron4_2504.csv row 8: | 15b | BF16/FP8 | 2048 | 4096 | 32 | 2 | 1 | 1 | NA | 1024| NA | 2 | 8192 | 4 |
+    ("dgxc2504-nemotron4-15b-2048gpu-bf16", "nvidia_dgxc_nemotron4_2504.csv row 8", 2048, (2, 1, 1, 1024), 2, 4, 8192,
+     4096, (32, 6144, 48, 8, 24576, 256000)),
 ]
 
 
@@ -181,3 +193,23 @@ def test_mixtral_cases_carry_the_moe_settings(cases) -> None:
     # step derived from the printed TFLOP/s: 468 (8x7B, row 1) and 465 (8x22B, row 4)
     assert cases["mcore-mixtral-8x7b-64gpu-dropless"].step_time_s == pytest.approx(2.9032, abs=1e-4)
     assert cases["mcore-mixtral-8x22b-128gpu-balanced"].step_time_s == pytest.approx(4.2663, abs=1e-4)
+
+
+def test_nemotron_cases_carry_the_published_settings(cases) -> None:
+    # 340B report: "12-way pipeline parallelism with interleaving" (depth not published: 8 assumed)
+    rep = case_scenario(cases["nemotron4-340b-report-1536gpu"])
+    assert (rep.parallel.pp, rep.parallel.vp, rep.parallel.zero) == (12, 8, 1) and rep.schedule.name == "interleaved"
+    assert rep.model.mlp == "plain" and not rep.model.tie_word_embeddings and rep.stack.name == "megatron-core"
+    # DGX Cloud recipe: VP 12, selective recomputation, NVTE_FUSED_ATTN=0, grad_sync_dtype bf16, FP8 tables
+    bf16 = case_scenario(cases["dgxc-nemotron4-340b-2048gpu-bf16"])
+    fp8 = case_scenario(cases["dgxc-nemotron4-340b-2048gpu-fp8"])
+    for s in (bf16, fp8):
+        p = s.parallel
+        assert (p.tp, p.pp, p.vp, p.dp, p.recompute, p.attention_kernel) == (8, 8, 12, 32, "selective", "fa2")
+        assert s.training.grad_precision == "bf16" and s.training.global_batch == 512
+    assert (bf16.training.precision, fp8.training.precision) == ("bf16", "fp8")
+
+    # DGX Cloud 25.04: launch.sh passes -vp 12 for 340B (the README's layout table says NA)
+    v2504 = case_scenario(cases["dgxc2504-nemotron4-340b-256gpu-fp8"])
+    assert (v2504.parallel.pp, v2504.parallel.vp, v2504.parallel.dp, v2504.parallel.recompute) == (8, 12, 4, "none")
+    assert (v2504.training.precision, v2504.training.grad_precision, v2504.parallel.attention_kernel) == ("fp8", "bf16", "cudnn")

@@ -651,9 +651,166 @@ def mixtral_cases() -> list[Case]:
     return out
 
 
+# --- Nemotron-4 technical reports: 15B and 340B batch-ramp stages on DGX H100 ------------
+
+NEMOTRON_FILE = "nemotron4_reports_2024.csv"
+NEMOTRON_GROUP = "Nemotron-4 technical reports (H100)"
+# Calibration row: Nemotron-4 15B on 768 GPUs (data row 1): the report's primary text, and
+# no pipeline, so neither the assumed interleaving depth nor the pipeline schedule of the
+# 340B rows enters the fit.
+NEMOTRON_CALIBRATION_ROW = 1
+# Not published for either model (assumed, as the case notes say): one sequence per
+# micro-batch, Megatron's usual setting for these runs (NVIDIA's own 340B launcher config,
+# nemotron_340b.yaml, sets micro_batch_size 1), and for the 340B's "12-way pipeline
+# parallelism with interleaving" one layer per virtual stage (96 layers / (PP 12 x VP 8)),
+# the depth NVIDIA's NeMo 340B configs use (PP 8 x VP 12 = 96 chunks of one layer); NeMo 2's
+# nemotron4_340b pretrain_recipe defaults to exactly TP 8, PP 12, VP 8 (with CP 2, 768 nodes,
+# GBS 2,304, MBS 1; nemo/collections/llm/recipes/nemotron4_340b.py at d2b21556f2).
+NEMOTRON_MICRO_BATCH = 1
+NEMOTRON_340B_VP = 8
+
+
+def nemotron340b_model() -> dict[str, Any]:
+    """Nemotron-4 340B: 96 layers, hidden 18432, 96 heads / 8 KV heads (head dim 192), squared-
+    ReLU MLP of 73,728 (two matrices: simtrain's "plain"), RoPE, no biases, untied embeddings,
+    LayerNorm, vocabulary 256,000 (the report via the notes cited in SOURCES.md; FFN from NeMo's
+    Nemotron4Config340B)."""
+    return dict(num_hidden_layers=96, hidden_size=18432, intermediate_size=73728, num_attention_heads=96,
+                num_key_value_heads=8, vocab_size=256000, mlp="plain", bias=False, position_embedding="rope",
+                norm="layernorm", tie_word_embeddings=False)
+
+
+def nemotron_cases() -> list[Case]:
+    """The Nemotron-4 15B report's Table 2 (primary text) and the 340B report's Table 2 (via
+    agreeing third-party notes): published iteration time per batch-ramp stage. Layout TP 8 x
+    DP (15B) and TP 8 x PP 12 interleaved x DP (340B) as published, with the distributed
+    optimizer; micro-batch, interleaving depth and sequence parallelism assumed."""
+    out = []
+    for n, r in numbered(NEMOTRON_FILE):
+        gpus, tp, pp, dp = int(r["num_gpus"]), int(r["tp"]), int(r["pp"]), int(r["dp"])
+        big = r["model"] == "nemotron4-340b"
+        # squared ReLU, two matrices, is simulated as simtrain's plain MLP: same GEMMs, and the
+        # stack's fused activation kernel stands for relu(x)**2 (its elementwise cost differs
+        # from GELU's little)
+        model = nemotron340b_model() if big else {"name": "nemotron4-15b"}
+        vp = NEMOTRON_340B_VP if big else 1
+        parallel = dict(tp=tp, pp=pp, vp=vp, dp=dp, micro_batch=NEMOTRON_MICRO_BATCH, sequence_parallel=True,
+                        recompute="none", zero=1)
+        training = dict(seq_len=int(r["seq_len"]), global_batch=int(r["global_batch_seqs"]))
+        size = r["model"].split("-")[1]
+        name = f"nemotron4-{size}-report-{gpus}gpu"
+        layout = (f"TP 8 x PP 12 with interleaving x DP {dp} (published), {vp} virtual stages per pipeline rank (one layer "
+                  "each; the depth is not published: assumed, as NeMo 2's nemotron4_340b pretrain_recipe defaults to PP 12 x "
+                  "VP 8)" if big else f"TP 8 x DP {dp} (published; no pipeline)")
+        note = (f"published iteration time (Table 2, batch-ramp stage of {r['global_batch_seqs']} sequences; "
+                + ("the 340B report's table via third-party notes, SOURCES.md" if big else "the 15B report's text")
+                + f"). Layout: {layout}; distributed optimizer (published). Assumed (not published): micro-batch "
+                  f"{NEMOTRON_MICRO_BATCH}, sequence parallelism, no recomputation, bf16 (the MFU is against the bf16 "
+                  "peak), the megatron-core stack's 2024 defaults (Transformer Engine kernels, cuDNN attention, TP "
+                  "communication overlapped with GEMMs, overlapped gradient reduce-scatter and parameter all-gather). "
+                  "Squared-ReLU MLP simulated as the plain two-matrix MLP (same GEMMs); RoPE on all head dims (NeMo "
+                  "configs apply it to half); LayerNorm (layernorm1p's zero-centred gamma costs the same)")
+        extra = {"calibration_row": True} if n == NEMOTRON_CALIBRATION_ROW else {}
+        out.append(case(name, NEMOTRON_GROUP, NEMOTRON_FILE, n, r,
+                        scenario(model, "H100", gpus, "megatron-core", parallel, training),
+                        note, num(r["step_time_s"]), **extra))
+    return out
+
+
+# --- NVIDIA DGX Cloud benchmarks (GSW 24.11, NeMo 24.09): Nemotron-4 340B on H100 ----------
+
+DGXC340_FILE = "nvidia_dgxc_nemotron4_340b_2411.csv"
+DGXC340_GROUP = "NVIDIA DGX Cloud 24.11, Nemotron-4 340B (H100)"
+# Calibration row: BF16 on 128 GPUs (data row 1): the stack's own precision, and the smallest
+# data-parallel degree, so the least gradient traffic enters the fit.
+DGXC340_CALIBRATION_ROW = 1
+
+
+def dgxc_nemotron340b_cases() -> list[Case]:
+    """The DGX Cloud benchmarking recipe's Nemotron-4 340B tables (BF16 and FP8, 128..2048
+    H100s): published step time, every layout setting from the recipe's launch scripts and
+    config (README_340b.md, configure.sh, nemotron4-340b-synth.yaml at the same commit)."""
+    out = []
+    for n, r in numbered(DGXC340_FILE):
+        gpus, tp, pp, vp, dp = (int(r[k]) for k in ("num_gpus", "tp", "pp", "vp", "dp"))
+        fp8 = r["precision"] == "FP8"
+        parallel = dict(tp=tp, pp=pp, vp=vp, dp=dp, micro_batch=int(r["micro_batch"]), sequence_parallel=True,
+                        recompute="selective", zero=1, attention_kernel="fa2")
+        # optim.grad_sync_dtype: bf16 (Apex DistributedFusedAdam keeps its gradient buckets and
+        # reduce-scatters them in that dtype): simtrain's bf16 gradients
+        training: dict[str, Any] = dict(seq_len=int(r["seq_len"]), global_batch=int(r["global_batch_seqs"]),
+                                        grad_precision="bf16")
+        if fp8:
+            training["precision"] = "fp8"
+        name = f"dgxc-nemotron4-340b-{gpus}gpu-{'fp8' if fp8 else 'bf16'}"
+        note = ("published step time (the recipe's last-step train_step_timing). README: TP 8, PP 8, VP 12, MBS 1, GA 16, "
+                f"GBS {r['global_batch_seqs']} (DP {dp} derived). configure.sh / nemotron4-340b-synth.yaml: sequence "
+                "parallelism, userbuffers TP-communication overlap (no per-model ub config: Transformer Engine's default SM "
+                "split, the stack's), overlapped P2P, selective recomputation (core attention), NVTE_FUSED_ATTN=0 (TE's "
+                "flash-attn backend: attention_kernel fa2), NeMo's distributed optimizer (distributed_fused_adam) with "
+                "grad_sync_dtype bf16 (bf16 gradient buckets and reduce-scatter: training.grad_precision bf16), overlapped "
+                "gradient reduce-scatter and parameter all-gather"
+                + ("; FP8 hybrid (delayed per-tensor scaling, simtrain's FP8) with fp8_params (parameters gathered in FP8: "
+                   "not modelled, gathered in bf16)" if fp8 else "; BF16")
+                + ". Not modelled: squared ReLU's second elementwise kernel (Megatron-Core fuses only GELU/SwiGLU; simulated "
+                  "as the plain MLP's one activation kernel), RoPE on half of each head (simulated on all), the layer-norm SM "
+                  "margins; synthetic data, 50 steps")
+        extra = {"calibration_row": True} if n == DGXC340_CALIBRATION_ROW else {}
+        out.append(case(name, DGXC340_GROUP, DGXC340_FILE, n, r,
+                        scenario(nemotron340b_model(), "H100", gpus, "megatron-core", parallel, training),
+                        note, num(r["step_time_s"]), **extra))
+    return out
+
+
+# --- NVIDIA DGX Cloud benchmarks 25.04 (NeMo 25.02.01): Nemotron-4 15B and 340B on H100 ----
+
+DGXC2504_FILE = "nvidia_dgxc_nemotron4_2504.csv"
+DGXC2504_GROUP = "NVIDIA DGX Cloud 25.04, Nemotron-4 15B and 340B (H100)"
+# Calibration row: 15B BF16 on 16 GPUs (data row 1): the stack's own precision, no pipeline,
+# and the smallest data-parallel degree.
+DGXC2504_CALIBRATION_ROW = 1
+
+
+def dgxc2504_nemotron_cases() -> list[Case]:
+    """The DGX Cloud benchmarking recipe's Nemotron-4 tables of release 25.04 (NeMo 2's
+    performance scripts in the NeMo 25.02.01 container): published step times, every layout
+    setting from launch.sh and the NeMo scripts it runs (SOURCES.md)."""
+    out = []
+    for n, r in numbered(DGXC2504_FILE):
+        gpus, tp, pp, dp, mb = (int(r[k]) for k in ("num_gpus", "tp", "pp", "dp", "micro_batch"))
+        vp = int(r["vp"]) if r["vp"] else 1
+        big = r["model"] == "nemotron4-340b"
+        fp8 = r["precision"] == "FP8"
+        model = nemotron340b_model() if big else {"name": "nemotron4-15b"}
+        parallel = dict(tp=tp, pp=pp, vp=vp, dp=dp, micro_batch=mb, sequence_parallel=tp > 1, recompute="none", zero=1)
+        # performance_mode sets grad_reduce_in_fp32 = False (and the FP8 plugin likewise)
+        training: dict[str, Any] = dict(seq_len=int(r["seq_len"]), global_batch=int(r["global_batch_seqs"]),
+                                        grad_precision="bf16")
+        if fp8:
+            training["precision"] = "fp8"
+        size = r["model"].split("-")[1]
+        name = f"dgxc2504-nemotron4-{size}-{gpus}gpu-{'fp8' if fp8 else 'bf16'}"
+        note = (f"published step time (last-step train_step_timing). launch.sh: TP {tp}, PP {pp}"
+                + (f", VP {vp} (the README's layout table says NA; the script passes -vp 12)" if big else "")
+                + f", MBS {mb}, GBS {r['global_batch_seqs']} (DP {dp}, GA {int(r['global_batch_seqs']) // (dp * mb)} "
+                  "derived). NeMo's performance recipe: userbuffers TP-communication overlap with Transformer Engine's default "
+                  "SM split (no H100 config: the stack's), sequence parallelism, distributed optimizer with overlapped "
+                  "gradient reduce and parameter gather, bf16 gradient reduction (grad_reduce_in_fp32 False), no "
+                  "recomputation, cuDNN fused attention, no CUDA graphs"
+                + ("; FP8 (delayed per-tensor scaling: simtrain's FP8)" if fp8 else "; BF16")
+                + (". Not modelled: the deferred embedding weight-gradient GEMMs" if big else "")
+                + ". Squared ReLU simulated as the plain MLP's one activation kernel; RoPE on all head dims")
+        extra = {"calibration_row": True} if n == DGXC2504_CALIBRATION_ROW else {}
+        out.append(case(name, DGXC2504_GROUP, DGXC2504_FILE, n, r,
+                        scenario(model, "H100", gpus, "megatron-core", parallel, training),
+                        note, num(r["step_time_s"]), **extra))
+    return out
+
+
 CONVERTERS: tuple[Callable[[], list[Case]], ...] = (
     mpt_cases, torchtitan_cases, korthikanti_cases, megatron_h100_cases, megascale_cases, flashattention_cases,
-    aleph_alpha_cases, single_point_cases, mixtral_cases,
+    aleph_alpha_cases, single_point_cases, mixtral_cases, nemotron_cases,
+    dgxc_nemotron340b_cases, dgxc2504_nemotron_cases,
 )
 
 
