@@ -151,3 +151,27 @@ def test_a_renamed_device_keeps_its_attention_family():
 
     plan = make_plan(load_scenario("llama3-405b-8k", ["device.hbm_gbytes_per_s=4000"]))
     assert FAMILY.get(plan.device.name) == "hopper"
+
+
+def test_grand_teton_h100_is_h100_sxm_at_its_published_bandwidth_and_bounded_peak():
+    # torchtitan's H100s: 2.4 TB/s HBM2e (the benchmark file) against the SXM part's 3.35,
+    # and a compute peak "between SXM and NVL" (989 and 835 TFLOP/s dense BF16): streaming
+    # kernels take 3350/2400 as long, a compute-bound GEMM 989/912, all else equal
+    from simtrain.workload.compute import gemm_time, memory_time
+
+    sxm, gt = get_device("H100-SXM"), get_device("H100-HBM2e")
+    assert gt.name == "H100-SXM-HBM2e" and gt.sms == sxm.sms
+    assert 835e12 < gt.peak_flops < 989e12
+    big = 1 << 30  # bytes: far above the per-kernel overhead
+    ratio = (memory_time(gt, big) - gt.kernel_overhead_s) / (memory_time(sxm, big) - sxm.kernel_overhead_s)
+    assert ratio == pytest.approx(3350 / 2400, rel=1e-9)
+    g = [gemm_time(d, 8192, 8192, 8192) - d.kernel_overhead_s for d in (gt, sxm)]
+    assert g[0] / g[1] == pytest.approx(989 / 912, rel=1e-9)
+    # and a whole step on it is slower than on the SXM part, faster than at the NVL's peak
+    sets = ['model.name="llama3-8b"', "cluster.gpus=8", "parallel.dp=8", "parallel.tp=1", "parallel.pp=1",
+            "training.global_batch=16", "parallel.vp=1", 'schedule.name="1f1b"', "parallel.first_stage_layers=-1",
+            "parallel.last_stage_layers=-1"]
+    t_sxm = simulate(load_scenario(None, sets)).step_time_s
+    t_gt = simulate(load_scenario(None, sets + ['cluster.device="H100-HBM2e"'])).step_time_s
+    t_nvl = simulate(load_scenario(None, sets + ['cluster.device="H100-HBM2e"', "device.peak_tflops=835"])).step_time_s
+    assert t_sxm < t_gt < t_nvl

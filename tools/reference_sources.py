@@ -69,7 +69,9 @@ def llama_model(row: dict[str, str], vocab: int = 0) -> dict[str, Any]:
 # GPU -> (topology, device override): A100-80GB and A100-40GB on DGX A100 (8 x HDR 200 Gb/s
 # per node), H100 on DGX H100 (8 x NDR 400 Gb/s), H200 on DGX H200.
 TOPOLOGY = {"A100-80GB": ("dgx-a100", ""), "A100-40GB": ("dgx-a100", "A100-40GB"),
-            "H100": ("dgx-h100", ""), "H200": ("dgx-h200", "")}
+            "H100": ("dgx-h100", ""), "H200": ("dgx-h200", ""),
+            # Meta's Grand Teton H100s (96 GB HBM2e, 500 W; 400 Gb/s RDMA per GPU as DGX H100)
+            "H100-HBM2e": ("dgx-h100", "H100-SXM-HBM2e")}
 
 
 def scenario(model: dict, gpu: str, gpus: int, stack: str, parallel: dict, training: dict,
@@ -206,7 +208,9 @@ def torchtitan_cases() -> list[Case]:
         recompute = _titan_recompute(r["recompute"])
         if not r["precision"].startswith("bf16") or recompute is None:
             continue  # float8 rows; per-layer selective AC (rows 1 and 5, SOURCES.md)
-        gpu = r["gpu"] if r["gpu"].startswith("A100") else "H100"
+        # every H100 row of torchtitan ran on Grand Teton's 96 GB HBM2e, 500 W H100s
+        # (devices/H100-SXM-HBM2e.toml, from the benchmark file's "Hardware" section)
+        gpu = r["gpu"] if r["gpu"].startswith("A100") else "H100-HBM2e" if "HBM2e" in r["gpu"] else "H100"
         gpus, tp = int(r["num_gpus"]), int(r["tp"])
         compiled = "torch.compile on" in r["notes"] or "torch.compile +" in r["notes"]
         async_tp = "Async TP tokens/sec' column" in r["notes"]
@@ -228,7 +232,8 @@ def torchtitan_cases() -> list[Case]:
                 + f"RMSNorm {'fused' if fused_norm else 'eager'}; "
                 + ("op-level selective AC (every second matmul and the elementwise ops recomputed): "
                    "recompute op-selective; " if recompute == "op-selective" else "")
-                + ("H100 here = Meta's HBM2e 94-96 GB, 500 W variant, simulated as an H100-SXM; " if gpu == "H100" else "")
+                + ("H100 here = Meta's HBM2e 96 GB, 500 W variant (devices/H100-SXM-HBM2e.toml: 2.4 TB/s, "
+                   "peak between SXM and NVL as the benchmark file says, its midpoint); " if gpu == "H100-HBM2e" else "")
                 + ("async TP (TP collectives overlapped); " if async_tp else "")
                 + ("compile not stated for this row (the toml enables it): eager assumed; " if n == 9 else "")
                 + "SDPA's FlashAttention-2 backend; FSDP2 bf16 parameters, fp32 gradient reduction")
