@@ -509,12 +509,17 @@ def _bloom(n: int, r: dict[str, str]) -> Case:
     # blocks, so the first and last stages hold 5 transformer blocks, the others 6 (README)
     parallel = dict(tp=4, pp=12, dp=8, micro_batch=2, recompute="full", first_stage_layers=5, last_stage_layers=5)
     scen = scenario(model, "A100-80GB", 384, "megatron-deepspeed", parallel, dict(seq_len=2048, global_batch=2048))
+    # Jean Zay's A100 nodes: "4 OmniPath links" of 100 Gb/s per node of 8 GPUs (bigscience
+    # tr11-176B-ml README "Hardware"; BLOOM paper, arXiv:2211.05100 §3.4.1): 50 Gb/s per GPU
+    # when all eight send at once, as in a training step (DGX A100: 200 Gb/s per GPU)
+    scen["cluster"]["nic_gbps"] = 50.0
     it = r["quoted_line"].split("iteration")[1].split("/")[0].strip()
     note = (f"published log line, iteration {it}: elapsed time per iteration. tr11-176B-ml.slurm: TP4 PP12 DP8, "
             "micro-batch 2, global batch 2048, --checkpoint-activations, --bf16, ALiBi, --embed-layernorm (its extra "
             "LayerNorm not modelled), vocab padded to 250,880, Megatron's default dropout 0.1 (no dropout flag), "
             "DeepSpeed bf16 optimizer (ZeRO-1 equivalent); CUDA_LAUNCH_BLOCKING=1 in the script (synchronous "
-            "launches, not modelled); Jean Zay's Omni-Path network simulated as DGX A100 InfiniBand")
+            "launches, not modelled); Jean Zay's Omni-Path network (4 x 100 Gb/s per 8-GPU node) simulated as "
+            "DGX A100's fat tree at 50 Gb/s per GPU")
     extra = {"calibration_row": True} if n == SINGLE_CALIBRATION_ROW else {}
     return case(f"bloom-176b-384gpu-iter{it}", SINGLE_GROUP, SINGLE_FILE, n, r, scen, note,
                 num(r["step_time_s"]), **extra)
@@ -540,13 +545,17 @@ def _neox(n: int, r: dict[str, str]) -> Case:
     parallel = dict(tp=2, pp=4, dp=12, micro_batch=4, recompute="full")
     training = dict(seq_len=seq, global_batch=batch, precision="fp16")
     scen = scenario(model, "A100-40GB", gpus, "megatron-deepspeed", parallel, training)
+    # GPT-NeoX-20B paper §3: each node's eight GPUs reach the InfiniBand fabric "through one
+    # of four ConnectX-6 HCAs" (HDR 200 Gb/s): 100 Gb/s per GPU (DGX A100: 200)
+    scen["cluster"]["nic_gbps"] = 100.0
     note = (f"derived: step = B*s*(6*N + 60*s*h*L) / (TFLOP/s x GPUs) = {flops:.4g} / (117e12 x 96), N = "
             f"{NEOX_PARAMS:,} (model card); the formula is ASSUMED: gpt-neox's logger of 2022 (get_flops: "
             "6*params + 60*s*h*L per token), the 117 TFLOP/s coming from a secondary note that states none "
             "(Megatron's hardware formula would give ~9% more). configs/20B.yml: TP2 PP4, micro-batch 4 x 32 "
             "accumulation x DP 12, full checkpointing, ZeRO-1, fp16, no dropout, untied embeddings, rotary on 25% "
             "of each head (simulated on all), parallel attention + MLP (gpt_j_residual; simulated serial), "
-            "synchronize-each-layer (not modelled); vocab padded to 50,432")
+            "synchronize-each-layer (not modelled); vocab padded to 50,432; 4 HDR HCAs per 8-GPU node (paper §3): "
+            "100 Gb/s per GPU")
     return case("gpt-neox-20b-96gpu", SINGLE_GROUP, SINGLE_FILE, n, r, scen, note, step)
 
 
