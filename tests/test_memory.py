@@ -172,3 +172,21 @@ def test_allowance_is_workspace_plus_fragmentation_of_the_peak_rank() -> None:
     assert rep.allowance_gib * GIB == pytest.approx(2 * GIB + 0.05 * tensors, rel=1e-12)
     assert (rep.peak_memory_gib - rep.allowance_gib) * GIB == pytest.approx(tensors, rel=1e-12)
     assert rep.to_json()["allowance_gib"] == rep.allowance_gib
+
+
+@pytest.mark.parametrize("stack_bytes, saved, transient", [(6.0, 4.0, 2.0), (10.0, 4.0, 6.0), (2.0, 2.0, 0.0)])
+def test_the_loss_holds_its_stacks_bytes_per_logit(stack_bytes, saved, transient):
+    # Megatron's vocab-parallel cross-entropy (6 B per logit: bf16 logits + the fp32 softmax
+    # it keeps), PyTorch eager F.cross_entropy(logits.float()) (10: + the fp32 copy beside
+    # log_softmax's output) and flash-attn's in-place Triton loss (2: the bf16 logits only)
+    # on the last stage: tokens x V / t x bytes, by hand
+    sets = ['model.name="llama3-8b"', "cluster.gpus=16", "parallel.tp=2", "parallel.pp=2", "parallel.dp=4",
+            "parallel.vp=1", 'schedule.name="1f1b"', "parallel.first_stage_layers=-1", "parallel.last_stage_layers=-1",
+            "training.global_batch=32", "training.seq_len=4096", "parallel.micro_batch=2"]
+    base = estimate(make_plan(load_scenario(None, sets + ["stack.loss_logit_bytes=0"]))).per_stage[-1]
+    rep = estimate(make_plan(load_scenario(None, sets + [f"stack.loss_logit_bytes={stack_bytes}"]))).per_stage[-1]
+    logits = 2 * 4096 * 128256 / 2  # micro-batch x sequence x vocabulary / TP
+    assert rep.end_activations - base.end_activations == pytest.approx(saved * logits, rel=1e-9)
+    assert rep.transient - base.transient == pytest.approx(transient * logits, rel=1e-9)
+    first = estimate(make_plan(load_scenario(None, sets + [f"stack.loss_logit_bytes={stack_bytes}"]))).per_stage[0]
+    assert first.transient == estimate(make_plan(load_scenario(None, sets))).per_stage[0].transient  # last stage only

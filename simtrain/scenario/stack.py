@@ -87,6 +87,15 @@ class Stack:
     # and recomputation (STWeaver, arXiv:2507.16274). Default 5% of the allocated bytes, a
     # typical steady-state gap with expandable segments.
     fragmentation: float = 0.05
+    # Bytes per logit (per token and vocabulary entry on the rank) the loss holds at its
+    # peak on the last stage. 6: Megatron's vocab-parallel cross-entropy, fused or not
+    # (megatron/core/fusions/fused_cross_entropy.py: the bf16 logits, 2, upcast to fp32 and
+    # worked in place into the softmax it saves, 4). 10: PyTorch eager
+    # F.cross_entropy(logits.float()) as torchtitan and Composer call it: the bf16 logits, an
+    # fp32 copy and log_softmax's fp32 output saved for the backward. 2: a loss kernel that
+    # reads the bf16 logits and writes their gradient in place (flash-attn's Triton
+    # CrossEntropyLoss). The part above 4 is transient; up to 4 is kept until the backward.
+    loss_logit_bytes: float = 6.0
 
 
 STACK_CHOICES = {
@@ -101,7 +110,7 @@ TP_OVERLAP_GEMMS = ("qkv_dgrad", "qkv_wgrad", "fc1_dgrad", "fc1_wgrad", "qkv_fpr
 # Published H100 MFU spans 33-62%: a stack sustaining under 5% of its kernels' throughput is
 # a typo (it would yield a step of centuries), refused.
 MIN_SUSTAINED = 0.05
-NON_NEGATIVE = ("launch_us", "collective_us", "fsdp_unit_us", "workspace_gib", "fragmentation")
+NON_NEGATIVE = ("launch_us", "collective_us", "fsdp_unit_us", "workspace_gib", "fragmentation", "loss_logit_bytes")
 
 
 def _check(stack: Stack, where: str) -> Stack:

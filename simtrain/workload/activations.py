@@ -132,10 +132,19 @@ def embedding_activation_bytes(model: ModelConfig, seq_len: int, micro_batch: in
 
 
 def head_activation_bytes(model: ModelConfig, seq_len: int, micro_batch: int, tp: int,
-                          sequence_parallel: bool, cp: int = 1) -> float:
+                          sequence_parallel: bool, cp: int = 1, loss_logit_bytes: float = 6.0) -> float:
     """Last stage (Korthikanti §4.3): final-norm input 2h and output-projection input 2h
-    (/t with SP), and the cross-entropy's fp32 logits over the vocabulary shard, 4*V/t."""
+    (/t with SP), and what the loss keeps for its backward over the vocabulary shard: the
+    fp32 softmax, 4*V/t, or less for a loss that keeps only its bf16 logits
+    (`Stack.loss_logit_bytes`; the rest of it is transient, `loss_transient_bytes`)."""
     t = max(1, tp)
     tokens = micro_batch * seq_len / cp
     sp = sequence_parallel and t > 1
-    return tokens * (4 * model.hidden_size / (t if sp else 1) + 4 * model.vocab_size / t)
+    return tokens * (4 * model.hidden_size / (t if sp else 1) + min(4.0, loss_logit_bytes) * model.vocab_size / t)
+
+
+def loss_transient_bytes(model: ModelConfig, tokens: float, tp: int, loss_logit_bytes: float = 6.0) -> float:
+    """The loss's logits-sized buffers beyond what it keeps for the backward, alive only
+    while it runs: Megatron's bf16 logits before the fp32 cast (2*V/t), or eager
+    PyTorch's bf16 logits and fp32 copy beside log_softmax's output (6*V/t)."""
+    return tokens * max(0.0, loss_logit_bytes - 4.0) * model.vocab_size / max(1, tp)

@@ -44,7 +44,7 @@ from simtrain.workload import fp8 as FP8
 from simtrain.workload import moe as MOE
 from simtrain.workload import recompute as R
 from simtrain.workload.activations import (  # noqa: F401  (re-exported: the per-layer formulas)
-    embedding_activation_bytes, head_activation_bytes, layer_activation_bytes,
+    embedding_activation_bytes, head_activation_bytes, layer_activation_bytes, loss_transient_bytes,
 )
 
 PARAM_BYTES = 2.0  # bf16/fp16 weights
@@ -192,7 +192,7 @@ def estimate(plan: Any) -> MemoryReport:
                                         **unfused)
     workspace, fragmentation = stack.workspace_gib * GIB, stack.fragmentation
     emb = embedding_activation_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, L.cp)
-    head = head_activation_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, L.cp)
+    head = head_activation_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, L.cp, stack.loss_logit_bytes)
     layer_size = {st.index: st.layers * per_layer for st in plan.stages}
     moe_buffers = 0.0
     if m.num_experts:  # ---- MoE layers: attention as dense, the MoE block (simtrain.workload.moe)
@@ -247,7 +247,7 @@ def estimate(plan: Any) -> MemoryReport:
             # its unsharded gradient (training.grad_precision) until the reduce-scatter.
             transient += params_per_layer * (2 * PARAM_BYTES + plan.grad_bytes)
         if any(sched.is_last(st.index) for st in mine):
-            transient += tokens * 2 * m.vocab_size / L.tp  # bf16 logits before the fp32 cast
+            transient += loss_transient_bytes(m, tokens, L.tp, stack.loss_logit_bytes)  # the loss's own buffers
         allocated = p + g + o + act + ends + transient
         out.append(StageMemory(
             rank=r, layers=sum(st.layers for st in mine), params=params, peak_in_flight=counts.get(r, 0),
