@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--known-gap", action="append", default=[],
                     help="source group left out of the second summary line (repeatable)")
     a = ap.parse_args(argv)
-    modes = json.load(open(a.report)).get("modes") or {}
+    report = json.load(open(a.report))
+    modes = report.get("modes") or {}
     if "zero-shot" not in modes:
         raise SystemExit(f"{a.report}: no per-mode summary; run simtrain validate --json (any --mode)")
     src = {m: modes[m]["by_source"] for m, _ in MODES if m in modes}
@@ -36,8 +37,22 @@ def main(argv: list[str] | None = None) -> int:
 
     print("| source | cases | zero-shot MAPE (bias: − = simulated too fast) | calibrated | leave-one-source-out |")
     print("|---|---|---|---|---|")
-    for g, v in src["zero-shot"].items():
-        print(f"| {g} | {v['cases']} | {v['mape']:.1f}% ({v['bias']:+.1f}%) | {cell('calibrated', g)} | {cell('loso', g)} |")
+    # every source, in the order of the cases; one whose rows are all fits (a catalog
+    # constant fitted on them) has no zero-shot prediction: say so, with its fit residual
+    fitted: dict[str, list[float]] = {}
+    order: list[str] = []
+    for c in report.get("cases", []):
+        g = c.get("group", "")
+        if g and g not in order:
+            order.append(g)
+        if c.get("fitted") and c.get("comparisons"):
+            fitted.setdefault(g, []).append(abs(c["comparisons"][0]["error"]) * 100)
+    for g in [g for g in order if g in src["zero-shot"] or g in fitted]:
+        v = src["zero-shot"].get(g)
+        zs = (f"{v['mape']:.1f}% ({v['bias']:+.1f}%)" if v else
+              f"fit: all {len(fitted[g])} rows ({sum(fitted[g]) / len(fitted[g]):.1f}% residual)")
+        n = v["cases"] if v else len(fitted[g])
+        print(f"| {g} | {n} | {zs} | {cell('calibrated', g)} | {cell('loso', g)} |")
     for label, gap in (("all sources", set()), ("without " + ", ".join(a.known_gap), set(a.known_gap))):
         if gap or label == "all sources":
             parts = []
