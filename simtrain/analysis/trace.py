@@ -149,7 +149,8 @@ def stage_activation_bytes(plan) -> dict[int, float]:
     flash = bool(getattr(par, "flash_attention", True))
     per_layer = layer_activation_bytes(s.model, seq, L.micro_batch, L.tp, par.sequence_parallel, par.recompute, flash, L.cp)
     emb = embedding_activation_bytes(s.model, seq, L.micro_batch, L.tp, par.sequence_parallel, L.cp)
-    head = head_activation_bytes(s.model, seq, L.micro_batch, L.tp, par.sequence_parallel, L.cp, s.stack.loss_logit_bytes)
+    head = head_activation_bytes(s.model, seq, L.micro_batch, L.tp, par.sequence_parallel, L.cp,
+                                 s.stack.loss_logit_bytes)
     last = len(plan.stages) - 1
     return {st.index: st.layers * per_layer + (emb if st.index == 0 else 0.0) + (head if st.index == last else 0.0)
             for st in plan.stages}
