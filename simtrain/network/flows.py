@@ -289,7 +289,9 @@ class FlowNetwork(Introspection, Leasing):
             for cid, _ in b.classes:
                 if cid not in seen_cls:
                     seen_cls.add(cid)
-                    stack.extend(self._users[cid] - comp)
+                    users = self._users[cid]
+                    if len(users) > 1:  # (a class of b's alone leads nowhere else)
+                        stack.extend(users - comp)
         return comp
 
     def _advance(self, bundles: Iterable[_Bundle]) -> None:
@@ -324,7 +326,7 @@ class FlowNetwork(Introspection, Leasing):
             # in start order, not set order (object ids): simultaneous finishes, and so
             # the timeline's record order, are then the same in every run
             order = sorted(comp, key=_seq)
-            rates = max_min_rates({b: b.classes for b in order}, self._class_capacity)
+            rates = max_min_rates({b: b.classes for b in order}, self._class_capacity, self._users)
         log = self.rate_log
         for b in order:
             r = rates[b]
