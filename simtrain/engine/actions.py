@@ -198,10 +198,11 @@ class Engine(MoEActions):
         if self._fast(lc) and not (last and self.overlap_grad) and not self.fsdp:
             yield from self._compute(dev, st.layers * (sum(lc.bwd_input) + 2 * wg), "B", lab, st.index, mb)
             pending = st.layers * st.grad_bytes_per_layer if last else 0.0
-        elif tpt is not None and not (last and self.overlap_grad):
-            yield from self._tp_sync(dev, ("B", a))
+        elif tpt is not None and not (last and self.overlap_grad and self._fast(lc)):
+            by_layer = last and self.overlap_grad  # gradient buckets fill as each layer ends
+            yield from self._tp_sync(dev, ("B", a), cause=not by_layer)
             # each TP all-reduce of input gradients runs alongside half the weight-gradient GEMMs
-            key = ("B", st.index, tpt, wg)
+            key = ("B", st.index, tpt, wg, by_layer)
             segs = self._seg_cache.get(key)
             if segs is None:
                 if self.sp and tpt > 0:
@@ -214,9 +215,14 @@ class Engine(MoEActions):
                 else:
                     hidden = [("B", wg), ("tp", max(0.0, tpt - wg) if self.async_tp else tpt)]
                     one = [("B", lc.bwd_input[1])] + hidden + [("B", lc.bwd_input[0])] + hidden
-                segs = self._seg_cache[key] = self._pack(one * st.layers)
-            yield from self._segments(dev, segs, lab, st.index, mb)
-            pending = st.layers * st.grad_bytes_per_layer if last else 0.0
+                segs = self._seg_cache[key] = self._pack(one if by_layer else one * st.layers)
+            if by_layer:  # one span per layer (not one per collective and compute piece)
+                for _ in range(st.layers):
+                    yield from self._segments(dev, segs, lab, st.index, mb)
+                    pending = self._grad_ready(dev, pending + st.grad_bytes_per_layer)
+            else:
+                yield from self._segments(dev, segs, lab, st.index, mb)
+                pending = st.layers * st.grad_bytes_per_layer if last else 0.0
         else:
             gather = self._fsdp_gathers(dev, st) if self.fsdp else None
             hid = wg if self.async_tp else 0.0

@@ -361,9 +361,11 @@ class Primitives(DataParallelStream):
 
     # ---- actions ------------------------------------------------------------------------
 
-    def _tp_sync(self, dev: int, what: Hashable) -> Proc:
+    def _tp_sync(self, dev: int, what: Hashable, cause: bool = True) -> Proc:
         """The members of a TP group (the representatives of their classes) start a
-        coalesced action together."""
+        coalesced action together. `cause=False`: the wait is not noted as caused by the
+        last member (critical path), as for the first TP collective of an action run
+        piece by piece, which this sync stands for."""
         v = self._view("tp", dev)
         if len(v.reps) == 1:
             return
@@ -375,7 +377,8 @@ class Primitives(DataParallelStream):
         if not ev.processed:
             t0 = self.env.now
             yield ev
-            self.waited_on[(dev, self.env.now)] = (self.last_arrival[k], self.env.now)
+            if cause:
+                self.waited_on[(dev, self.env.now)] = (self.last_arrival[k], self.env.now)
             self._rec(dev, "tp", "wait tp peers", t0)
 
     def _arrive(self, key: Hashable, n: int) -> tuple[simpy.Event, bool]:
