@@ -27,48 +27,57 @@ def max_min_rates(bundles: dict[Any, list[tuple[int, float]]], capacity: list[fl
     freezes, so all of a bundle's own classes count as one entry at their lowest level
     (the same float). A collective's ring crosses hundreds of classes that only it uses;
     a point-to-point transfer beside it shares one or two: the filling then visits only
-    the shared ones (per-rank mode solves such components at every transfer).
+    the shared ones (per-rank mode solves such components at every transfer; the flow
+    network keeps each bundle's shared classes as it goes: simtrain.network.sharing).
     """
+    if users is None:
+        return fill(bundles, {}, capacity)
+    shared: dict[Any, list[tuple[int, float]]] = {}
+    own: dict[Any, float] = {}
+    for b, cls in bundles.items():
+        keep = shared[b] = []
+        for c in cls:
+            if len(users[c[0]]) == 1:
+                lv = capacity[c[0]] / c[1]
+                if b not in own or lv < own[b]:
+                    own[b] = lv
+            else:
+                keep.append(c)
+    return fill(shared, own, capacity)
+
+
+def fill(shared: dict[Any, list[tuple[int, float]]], own: Mapping[Any, float | None], capacity: list[float]) -> dict[Any, float]:
+    """`max_min_rates` on classes shared by several bundles (`shared[b]`: (class, m)) and
+    one entry per bundle for the classes only it uses (`own[b]`: their lowest cap/m, or
+    None / absent when it has none)."""
     rates: dict[Any, float] = {}
-    unfrozen = set(bundles)
+    unfrozen = set(shared)
     used: dict[int, float] = {}
     weight: dict[int, float] = {}
     order: dict[int, int] = {}
     members: dict[int, list[Any]] = defaultdict(list)
-    shared: dict[Any, list[tuple[int, float]]] = {}
-    own: list[tuple[float, int, int]] = []  # (lowest level of its own classes, order, -1 - index)
+    mine: list[tuple[float, int, int]] = []  # (level of its own classes, order, -1 - index in owners)
     owners: list[Any] = []
-    for b, cls in bundles.items():
-        mine = None
-        if users is None:
-            keep = cls
-        else:
-            keep = []
-            for c in cls:
-                if len(users[c[0]]) == 1:
-                    lv = capacity[c[0]] / c[1]
-                    if mine is None:
-                        mine = [lv, len(order) + len(own)]
-                    elif lv < mine[0]:
-                        mine[0] = lv
-                else:
-                    keep.append(c)
-        shared[b] = keep
-        for cid, m in keep:
+    n = 0  # entries seen (the order of first sight breaks ties)
+    for b, cls in shared.items():
+        lv = own.get(b)
+        if lv is not None:
+            mine.append((lv, n, -1 - len(owners)))
+            owners.append(b)
+            n += 1
+        for cid, m in cls:
             if cid not in weight:
-                order[cid], weight[cid], used[cid] = len(order) + len(own), 0.0, 0.0
+                order[cid], weight[cid], used[cid] = n, 0.0, 0.0
+                n += 1
             weight[cid] += m
             members[cid].append(b)
-        if mine is not None:
-            own.append((mine[0], mine[1], -1 - len(owners)))
-            owners.append(b)
     heap = [(capacity[cid] / w, order[cid], cid) for cid, w in weight.items() if w > EPS]
-    heap += own
+    heap += mine
     heapq.heapify(heap)
     while unfrozen:
         while heap:  # drop classes with nothing left on them, refresh stale levels
             lv, o, cid = heap[0]
-            if cid < 0:  # a bundle's own classes: fixed level while it is unfrozen
+            if cid < 0:  # a bundle's own classes: a fixed level while it is unfrozen
                 if owners[-1 - cid] not in unfrozen:
                     heapq.heappop(heap)
                     continue
