@@ -256,7 +256,18 @@ class FlowNetwork(Introspection, Leasing, Sharing):
             return
         self.active.add(b)
         self._join(b)
-        self._reschedule(self._component([b]))
+        self._enter(b)
+
+    def _enter(self, b: _Bundle) -> None:
+        """Rates once `b` (joined) moves: its own rate alone beside the others where it
+        fits in their spare capacity (Sharing._fits), else the component solved anew."""
+        x = self._fits(b)
+        if x is None:
+            self._reschedule(self._component([b]))
+            return
+        b.rate = x
+        b.version += 1
+        self.env.timeout(max(b.remaining, 0.0) / x, (b, b.version)).callbacks.append(self._finish)
 
     def _put_back(self, b: _Bundle) -> None:
         """A bundle started alone whose start-up has not elapsed: out of the network
@@ -271,7 +282,7 @@ class FlowNetwork(Introspection, Leasing, Sharing):
             self.active.add(b)
             self._join(b)
             b.rate = 0.0
-            self._reschedule(self._component([b]))
+            self._enter(b)
 
         self._at(b.start, None).callbacks.append(activate)
 

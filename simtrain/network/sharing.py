@@ -44,14 +44,20 @@ class Sharing:
                     other.shared.discard(cid)
         b.shared = set()
 
-    def _split(self, b: Any) -> tuple[list[tuple[int, float]], float | None]:
-        """`b`'s shared classes with their multiplicities, and the lowest cap/m over the
-        classes only it uses (None: it shares all of them). Its classes sorted by that
-        level are kept per compilation of the classes (most often the first is its own)."""
+    def _levels(self, b: Any) -> tuple:
+        """(classes, classes sorted by cap/m as (cap/m, class), class -> multiplicity) of
+        `b`, kept per compilation of the classes."""
         cached = b.levels
         if cached is None or cached[0] is not b.classes:
             caps = self._class_capacity
             cached = b.levels = (b.classes, sorted((caps[cid] / m, cid) for cid, m in b.classes), dict(b.classes))
+        return cached
+
+    def _split(self, b: Any) -> tuple[list[tuple[int, float]], float | None]:
+        """`b`'s shared classes with their multiplicities, and the lowest cap/m over the
+        classes only it uses (None: it shares all of them; most often the first class by
+        that level is its own)."""
+        cached = self._levels(b)
         shared, mult = b.shared, cached[2]
         own = None
         for lv, cid in cached[1]:
@@ -59,3 +65,36 @@ class Sharing:
                 own = lv
                 break
         return [(cid, mult[cid]) for cid in shared], own
+
+    def _fits(self, b: Any) -> float | None:
+        """The max-min rate of newcomer `b` when it can take what its classes have to spare
+        with every other rate as it is, else None (then the component is solved anew).
+        Every other bundle keeps a saturated class on which it is the fastest (b only adds
+        load where there is spare capacity, so not on those), and b gets one: its tightest
+        class, where no other bundle may then be faster than b. That allocation is max-min
+        fair, and the max-min fair allocation is unique: it is what the filling computes
+        (to rounding), without revisiting the whole component. Not when a co-user is still
+        in its start-up (the component would put it back), nor for logged runs."""
+        if not b.shared or self.rate_log is not None:
+            return None
+        users, caps, now = self._users, self._class_capacity, self.env.now
+        shared = b.shared
+        x, tight = float("inf"), -1
+        for cid, m in b.classes:
+            load = 0.0
+            if cid in shared:
+                for other in users[cid]:
+                    if other is not b:
+                        if other.start > now:
+                            return None
+                        load += self._levels(other)[2][cid] * other.rate
+            lv = (caps[cid] - load) / m
+            if lv < x:
+                x, tight = lv, cid
+        if not 0.0 < x < float("inf"):
+            return None
+        if tight in shared:
+            for other in users[tight]:
+                if other is not b and other.rate > x:
+                    return None
+        return x
