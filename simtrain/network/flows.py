@@ -388,6 +388,8 @@ class FlowNetwork(Introspection, Leasing, Sharing):
         for cid in b.shared:
             neighbours |= all_users[cid]
         neighbours.discard(b)
+        if neighbours and self._unchanged_without(b, neighbours):  # (Sharing: nobody's rate changes)
+            neighbours = set()
         self._leave(b)
         then = b.then
         if then is None:

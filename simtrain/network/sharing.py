@@ -98,3 +98,35 @@ class Sharing:
                 if other is not b and other.rate > x:
                     return None
         return x
+
+    def _unchanged_without(self, b: Any, neighbours: set) -> bool:
+        """Whether every rate stays as it is when `b` (still joined) leaves: each neighbour
+        keeps a saturated class that `b` does not use on which no bundle is faster than it
+        (its own classes' level, or a shared class). Then the allocation without `b` is
+        max-min fair, hence the one a solve would give (to rounding). Saturated: within
+        1e-12 of capacity; a neighbour tied with another within rounding is solved anew."""
+        if self.rate_log is not None:
+            return False
+        users, caps, now = self._users, self._class_capacity, self.env.now
+        mine = b.shared
+        for o in neighbours:
+            if o.start > now:
+                return False
+            shared, own = self._split(o)
+            if own is not None and o.rate == own:
+                continue
+            r = o.rate
+            for cid, _ in shared:
+                if cid in mine:
+                    continue
+                load, top = 0.0, True
+                for u in users[cid]:
+                    if u.rate > r:
+                        top = False
+                        break
+                    load += self._levels(u)[2][cid] * u.rate
+                if top and load >= caps[cid] * (1 - 1e-12):
+                    break
+            else:
+                return False
+        return True
