@@ -5,9 +5,13 @@ A collective's ring crosses hundreds of link classes that no other active bundle
 a point-to-point transfer beside it shares one or two. In per-rank mode such components
 are solved at every transfer that joins or leaves them: the search for the component
 (`FlowNetwork._component`) follows shared classes only, and the max-min filling takes a
-bundle's own classes as one entry at their lowest level (simtrain.network.maxmin).
-FlowNetwork extends this and calls `_join` / `_leave` wherever a bundle enters or leaves
-the users of its classes.
+bundle's own classes as one entry at their lowest level (simtrain.network.maxmin). Most
+often nothing needs solving at all: a newcomer that fits in the spare capacity beside
+unchanged rates (`_fits`), or a bundle leaving neighbours that all keep a bottleneck
+without it (`_unchanged_without`), leaves every other rate as it is; both test the
+conditions of max-min fairness, whose allocation is unique, so the rates are those a
+solve gives (to rounding). FlowNetwork extends this and calls `_join` / `_leave`
+wherever a bundle enters or leaves the users of its classes.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from typing import Any
 class Sharing:
     _users: Any  # link class -> set of active bundles on it (FlowNetwork)
     _class_capacity: list[float]
+    env: Any
+    rate_log: list | None
 
     def _join(self, b: Any) -> None:
         """`b` becomes a user of its classes: note the classes it shares, and those its
