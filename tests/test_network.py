@@ -136,3 +136,26 @@ def test_max_min_rates_are_feasible_and_every_bundle_has_a_bottleneck(seed: int)
             and all(rates[o] <= rates[b] * (1 + 1e-9) for o, ocls in bundles.items() if any(oc == c for oc, _ in ocls))
         ]
         assert bottlenecks, (seed, b, rates[b])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_max_min_rates_fold_each_bundles_own_classes(seed: int) -> None:
+    """Given the users of each class, a bundle's classes that no other bundle uses count as
+    one entry at their lowest level: the rates are those of the full filling (to 1e-12;
+    ties between classes at one level may be taken in another order)."""
+    import random
+
+    rng = random.Random(seed)
+    n_cls = rng.randint(1, 40)
+    capacity = [rng.choice([1.0, 2.5, 10.0, 40.0]) * rng.uniform(0.5, 1.5) for _ in range(n_cls)]
+    bundles = {}
+    for b in range(rng.randint(1, 12)):
+        chosen = rng.sample(range(n_cls), rng.randint(1, min(12, n_cls)))
+        bundles[b] = [(c, float(rng.choice([1, 1, 2, 3]))) for c in chosen]
+    users: dict[int, set] = {}
+    for b, cls in bundles.items():
+        for c, _ in cls:
+            users.setdefault(c, set()).add(b)
+    full = max_min_rates(bundles, capacity)
+    folded = max_min_rates(bundles, capacity, users)
+    assert folded == pytest.approx(full, rel=1e-12)

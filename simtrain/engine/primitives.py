@@ -14,6 +14,7 @@ import simpy
 
 from simtrain.engine import whatif
 from simtrain.engine.dpstream import DataParallelStream
+from simtrain.engine.spans import Spans
 from simtrain.engine.timeline import Record
 from simtrain.network.comm import Comm, NotPeriodic
 from simtrain.network.flows import FlowNetwork
@@ -22,7 +23,7 @@ from simtrain.scenario.layout import Coord
 Proc = Generator[simpy.Event, object, None]
 
 
-class Primitives(DataParallelStream):
+class Primitives(Spans, DataParallelStream):
     """Compute, communication and record-keeping steps shared by every action."""
 
     def _rec(self, dev: int, kind: str, label: str, start: float, stage: int = -1, mb: int = -1, stream: str = "main",
@@ -265,24 +266,6 @@ class Primitives(DataParallelStream):
             segs = list(sums.items())
         return tuple(segs), total
 
-    def _segments(self, dev: int, packed: tuple[tuple[tuple[str, float], ...], float], label: str, stage: int, mb: int) -> Proc:
-        """Run consecutive main-stream segments (from `_pack`) as one timeout; record each."""
-        segs, total = packed
-        if self.varied:
-            segs = tuple((k, d if k == "tp" else self._scale(dev, d, k, stage, mb)) for k, d in segs)
-            total = sum(d for _, d in segs)
-        if total <= 0:
-            return
-        t = self.env.now
-        yield self.env.timeout(total)
-        recs = self.records
-        end, last = self.env.now, len(segs) - 1
-        for n, (kind, d) in enumerate(segs):
-            if d > 0:
-                e = end if (n == last and self.coarse) else t + d  # coarse: the last record ends with the span
-                recs.append(Record(dev, "main", kind, "all-reduce(tp)" if kind == "tp" else label, t, e, stage, mb))
-                t += d
-
     def _tp(self, dev: int, seconds_hidden: float, label: str, stage: int, mb: int, op: str = "all-reduce") -> Proc:
         """A TP collective on the main stream; `seconds_hidden` of weight-gradient compute runs
         alongside. In the forward, sequence parallelism's all-gather + reduce-scatter pair
@@ -360,23 +343,6 @@ class Primitives(DataParallelStream):
         return self.classes.peer_rank(dev, self.plan.schedule.placement[stage])
 
     # ---- actions ------------------------------------------------------------------------
-
-    def _tp_sync(self, dev: int, what: Hashable) -> Proc:
-        """The members of a TP group (the representatives of their classes) start a
-        coalesced action together."""
-        v = self._view("tp", dev)
-        if len(v.reps) == 1:
-            return
-        k = ("sync", v.key, what)
-        ev, last = self._arrive(k, len(v.reps))
-        if last:
-            self.last_arrival[k] = dev
-            ev.succeed()
-        if not ev.processed:
-            t0 = self.env.now
-            yield ev
-            self.waited_on[(dev, self.env.now)] = (self.last_arrival[k], self.env.now)
-            self._rec(dev, "tp", "wait tp peers", t0)
 
     def _arrive(self, key: Hashable, n: int) -> tuple[simpy.Event, bool]:
         """Rendezvous of `n` members on `key`: the shared event, and whether this arrival

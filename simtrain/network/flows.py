@@ -30,14 +30,16 @@ from simpy.events import NORMAL
 from simtrain.hardware.topology import Link, Topology
 from simtrain.network.flowinfo import Introspection
 from simtrain.network.lease import Lease, Leasing
-from simtrain.network.maxmin import max_min_rates  # noqa: F401  (re-exported: its users import it from here)
+from simtrain.network.maxmin import fill, max_min_rates  # noqa: F401  (max_min_rates re-exported: its users import it from here)
+from simtrain.network.sharing import Sharing
 
 EPS = 1e-12
 _seq = attrgetter("seq")
 
 
 class _Bundle:
-    __slots__ = ("key", "remaining", "rate", "updated", "event", "version", "classes", "seq", "start", "then", "nbytes")
+    __slots__ = ("key", "remaining", "rate", "updated", "event", "version", "classes", "seq", "start", "then", "nbytes",
+                 "shared", "levels")
     _next = itertools.count()
 
     def __init__(self, key: Hashable, nbytes: float, event: simpy.Event | None, now: float, classes, then=None):
@@ -52,6 +54,8 @@ class _Bundle:
         self.then = then  # called when done, instead of triggering `event`
         self.version = 0
         self.classes = classes  # list of (class id, multiplicity)
+        self.shared: set[int] = set()  # classes another active bundle uses too (simtrain.network.sharing)
+        self.levels = None  # (classes, sorted (cap / m, class id), multiplicities) for Sharing._split
 
     def done(self) -> None:
         if self.then is not None:
@@ -60,7 +64,7 @@ class _Bundle:
             self.event.succeed()
 
 
-class FlowNetwork(Introspection, Leasing):
+class FlowNetwork(Introspection, Leasing, Sharing):
     def __init__(self, env: simpy.Environment, topology: Topology | None, free: bool = False):
         self.env = env
         self.topo = topology
@@ -163,8 +167,7 @@ class FlowNetwork(Introspection, Leasing):
         self._users = defaultdict(set)
         for b in self.active:
             b.classes = self._classes[b.key]
-            for cid, _ in b.classes:
-                self._users[cid].add(b)
+            self._join(b)
         self._dirty = False
 
     # ---- transfers --------------------------------------------------------------------
@@ -214,9 +217,7 @@ class FlowNetwork(Introspection, Leasing):
         b = _Bundle(key, nbytes, done, now + latency, classes, then)
         self.bytes_moved += nbytes
         self.active.add(b)
-        users = self._users
-        for cid, _ in classes:
-            users[cid].add(b)
+        self._join(b)
         rate = self._alone_rate.get(key)
         if rate is None:
             caps = self._class_capacity
@@ -254,26 +255,34 @@ class FlowNetwork(Introspection, Leasing):
             done.succeed()
             return
         self.active.add(b)
-        for cid, _ in b.classes:
-            self._users[cid].add(b)
-        self._reschedule(self._component([b]))
+        self._join(b)
+        self._enter(b)
+
+    def _enter(self, b: _Bundle) -> None:
+        """Rates once `b` (joined) moves: its own rate alone beside the others where it
+        fits in their spare capacity (Sharing._fits), else the component solved anew."""
+        x = self._fits(b)
+        if x is None:
+            self._reschedule(self._component([b]))
+            return
+        b.rate = x
+        b.version += 1
+        self.env.timeout(max(b.remaining, 0.0) / x, (b, b.version)).callbacks.append(self._finish)
 
     def _put_back(self, b: _Bundle) -> None:
         """A bundle started alone whose start-up has not elapsed: out of the network
         until then (its finish is void), in again at its start."""
         self.active.discard(b)
-        for cid, _ in b.classes:
-            self._users[cid].discard(b)
+        self._leave(b)
         b.version += 1
 
         def activate(_e: Any) -> None:
             if self._leases:
                 self._claim(b.classes)
             self.active.add(b)
-            for cid, _ in b.classes:
-                self._users[cid].add(b)
+            self._join(b)
             b.rate = 0.0
-            self._reschedule(self._component([b]))
+            self._enter(b)
 
         self._at(b.start, None).callbacks.append(activate)
 
@@ -286,7 +295,7 @@ class FlowNetwork(Introspection, Leasing):
             if b in comp:
                 continue
             comp.add(b)
-            for cid, _ in b.classes:
+            for cid in b.shared:  # (a class of b's alone leads nowhere else)
                 if cid not in seen_cls:
                     seen_cls.add(cid)
                     stack.extend(self._users[cid] - comp)
@@ -324,7 +333,10 @@ class FlowNetwork(Introspection, Leasing):
             # in start order, not set order (object ids): simultaneous finishes, and so
             # the timeline's record order, are then the same in every run
             order = sorted(comp, key=_seq)
-            rates = max_min_rates({b: b.classes for b in order}, self._class_capacity)
+            shared, own = {}, {}
+            for b in order:
+                shared[b], own[b] = self._split(b)
+            rates = fill(shared, own, self._class_capacity)
         log = self.rate_log
         for b in order:
             r = rates[b]
@@ -373,11 +385,12 @@ class FlowNetwork(Introspection, Leasing):
             self.rate_log.append((now, b.seq, 0.0, key))
         neighbours: set[_Bundle] = set()
         all_users = self._users
-        for cid, _ in classes:
-            users = all_users[cid]
-            users.discard(b)
-            if users:
-                neighbours |= users
+        for cid in b.shared:
+            neighbours |= all_users[cid]
+        neighbours.discard(b)
+        if neighbours and self._unchanged_without(b, neighbours):  # (Sharing: nobody's rate changes)
+            neighbours = set()
+        self._leave(b)
         then = b.then
         if then is None:
             b.event.succeed()

@@ -109,9 +109,7 @@ class Leasing:
         b = self._bundle(key, nbytes, start + latency if latency > 0 else start, classes, then)
         self.bytes_moved += nbytes
         self.active.add(b)
-        users = self._users
-        for cid, _ in classes:
-            users[cid].add(b)
+        self._join(b)
         b.rate = self.rate_alone(key, classes)
         b.version = 1
         self._at(b.start + nbytes / b.rate, (b, 1)).callbacks.append(self._finish)

@@ -1,0 +1,107 @@
+"""Coalesced main-stream spans: a stretch of compute and TP collectives on idle links
+taken as one timeout, with its records laid out arithmetically (`_segments`), the TP
+group's rendezvous before one (`_tp_sync`), and the TP group's span taken once for all
+its members (`_group_segments`): in per-rank mode the eight members of a group would
+otherwise meet on one event and then each wait out the same seconds on a timeout of its
+own (nine events and fifteen resumptions per action); here they all wait on one event,
+which the last to arrive schedules for the span's end (one event, eight resumptions). Each member keeps
+its own records, the same floats. Part of the engine's primitives."""
+
+from __future__ import annotations
+
+from typing import Generator, Hashable
+
+import simpy
+from simpy.events import NORMAL
+
+from simtrain.engine.timeline import Record
+
+Proc = Generator[simpy.Event, object, None]
+Packed = tuple[tuple[tuple[str, float], ...], float]
+
+
+class Spans:
+    """Mixed into `Primitives`, which sets env, records, coarse, varied, rdv, waited_on,
+    last_arrival and provides _scale, _view, _arrive and _rec."""
+
+    env: simpy.Environment
+    records: list[Record]
+    coarse: bool
+    varied: bool
+    rdv: dict[Hashable, list]
+    waited_on: dict[tuple[int, float], tuple[int, float]]
+    last_arrival: dict[Hashable, int]
+
+    def _segments(self, dev: int, packed: Packed, label: str, stage: int, mb: int) -> Proc:
+        """Run consecutive main-stream segments (from `_pack`) as one timeout; record each."""
+        segs, total = packed
+        if self.varied:
+            segs = tuple((k, d if k == "tp" else self._scale(dev, d, k, stage, mb)) for k, d in segs)
+            total = sum(d for _, d in segs)
+        if total <= 0:
+            return
+        t = self.env.now
+        yield self.env.timeout(total)
+        self._lay_out(dev, segs, t, label, stage, mb)
+
+    def _lay_out(self, dev: int, segs: tuple[tuple[str, float], ...], t: float, label: str, stage: int, mb: int) -> None:
+        """Records of segments run from t to now."""
+        recs = self.records
+        end, last = self.env.now, len(segs) - 1
+        for n, (kind, d) in enumerate(segs):
+            if d > 0:
+                e = end if (n == last and self.coarse) else t + d  # coarse: the last record ends with the span
+                recs.append(Record(dev, "main", kind, "all-reduce(tp)" if kind == "tp" else label, t, e, stage, mb))
+                t += d
+
+    def _tp_sync(self, dev: int, what: Hashable, cause: bool = True) -> Proc:
+        """The members of a TP group (the representatives of their classes) start a
+        coalesced action together. `cause=False`: the wait is not noted as caused by the
+        last member (critical path), as for the first TP collective of an action run
+        piece by piece, which this sync stands for."""
+        v = self._view("tp", dev)
+        if len(v.reps) == 1:
+            return
+        k = ("sync", v.key, what)
+        ev, last = self._arrive(k, len(v.reps))
+        if last:
+            self.last_arrival[k] = dev
+            ev.succeed()
+        if not ev.processed:
+            t0 = self.env.now
+            yield ev
+            if cause:
+                self.waited_on[(dev, self.env.now)] = (self.last_arrival[k], self.env.now)
+            self._rec(dev, "tp", "wait tp peers", t0)
+
+    def _group_segments(self, dev: int, what: Hashable, packed: Packed, label: str, stage: int, mb: int) -> Proc:
+        """`_tp_sync` then `_segments`, as one event for the whole group: the members wait
+        on one event, which the last to arrive schedules for the span's end. Same floats
+        (now + seconds, as a timeout), same waits noted and recorded, and the members
+        resume in the order `_tp_sync` then their timeouts would wake them (those that
+        waited in arrival order, then the last)."""
+        v = self._view("tp", dev)
+        segs, total = packed
+        if len(v.reps) == 1 or self.varied or total <= 0:  # (scaled spans: each member its own)
+            yield from self._tp_sync(dev, what)
+            yield from self._segments(dev, packed, label, stage, mb)
+            return
+        k = ("sync", v.key, what)
+        entry = self.rdv.get(k)
+        if entry is None:
+            entry = self.rdv[k] = [0, self.env.event(), 0.0]  # arrivals, the span's end, its start
+        entry[0] += 1
+        t0 = self.env.now
+        end = entry[1]
+        if entry[0] == len(v.reps):
+            del self.rdv[k]
+            self.last_arrival[k] = dev
+            entry[2] = t0
+            end._ok, end._value = True, None  # (what a timeout is: an event scheduled `total` ahead)
+            self.env.schedule(end, NORMAL, total)
+        yield end
+        start = entry[2]
+        self.waited_on[(dev, start)] = (self.last_arrival[k], start)  # (as _tp_sync notes it)
+        if start > t0:
+            self.records.append(Record(dev, "main", "tp", "wait tp peers", t0, start, stage, mb))
+        self._lay_out(dev, segs, start, label, stage, mb)

@@ -1,0 +1,73 @@
+"""The flow network's bookkeeping of shared link classes (simtrain.network.sharing): a
+newcomer that fits in the spare capacity of its links, leaving every other rate as it is,
+gets the rate a full max-min solve of its component gives, and a bundle whose neighbours
+all keep a bottleneck without it leaves their rates as they are; random traffic on
+random links finishes at the same times either way."""
+
+import random
+from types import SimpleNamespace
+
+import pytest
+import simpy
+
+from simtrain.network.flows import FlowNetwork
+
+
+class Links:
+    """A stand-in topology: link -> capacity (bytes/s)."""
+
+    def __init__(self, caps: dict):
+        self.caps = caps
+
+    def link(self, edge):
+        return SimpleNamespace(capacity=self.caps[edge])
+
+
+def run(seed: int, shortcut: bool) -> tuple[list[float], int]:
+    rng = random.Random(seed)
+    links = [("l", i) for i in range(rng.randint(3, 10))]
+    caps = {l: rng.choice([1.0, 2.0, 5.0]) * rng.uniform(0.8, 1.2) for l in links}
+    env = simpy.Environment()
+    net = FlowNetwork(env, Links(caps))
+    kinds = []
+    for k in range(rng.randint(2, 8)):  # bundle types: a long "ring" or a short "transfer"
+        n = rng.randint(1, len(links)) if rng.random() < 0.3 else rng.randint(1, 2)
+        net.register(("kind", k), {l: float(rng.choice([1, 1, 2])) for l in rng.sample(links, n)})
+        kinds.append(("kind", k))
+    fitted = [0]
+    fits, unchanged = net._fits, net._unchanged_without
+
+    def counted(b):
+        x = fits(b) if shortcut else None
+        fitted[0] += x is not None
+        return x
+
+    def kept(b, neighbours):
+        same = unchanged(b, neighbours) if shortcut else False
+        fitted[0] += same
+        return same
+
+    net._fits, net._unchanged_without = counted, kept
+    done: list[float] = []
+
+    def send(key, nbytes: float, latency: float, at: float):
+        yield env.timeout(at)
+        yield net.transfer(key, nbytes, latency)
+        done.append(env.now)
+
+    for _ in range(rng.randint(5, 40)):
+        env.process(send(rng.choice(kinds), rng.uniform(0.1, 3.0), rng.choice([0.0, 0.0, 0.05]), rng.uniform(0.0, 4.0)))
+    env.run()
+    return sorted(done), fitted[0]
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_rates_kept_where_max_min_keeps_them_finish_as_solved_anew(seed: int) -> None:
+    fast, _ = run(seed, True)
+    full, never = run(seed, False)
+    assert never == 0
+    assert fast == pytest.approx(full, rel=1e-9)
+
+
+def test_the_shortcuts_are_taken():
+    assert sum(run(seed, True)[1] for seed in range(60)) > 40
