@@ -4,6 +4,7 @@ devices' timelines and the busiest link (`run --json`'s `hotspots`)."""
 from __future__ import annotations
 
 import bisect
+from operator import attrgetter
 
 from simtrain.analysis.metrics import Result
 from simtrain.engine.actions import Engine
@@ -94,22 +95,25 @@ def contention(plan, engine: Engine) -> dict:
     for key, extra in net.contention.items():
         d = _dim_of(key, dims)
         seconds[d] = seconds.get(d, 0.0) + extra
-    users = net._class_users
+    # each link class's set of traffic kinds, worked out once (not once per kind reported)
+    users = [{_dim_of(k, dims) for k in keys} for keys in net._class_users]
     out = {}
     for d, sec in sorted(seconds.items(), key=lambda kv: -kv[1]):
         others: set[str] = set()
         kinds: set[str] = set()
-        for cid, keys in enumerate(users):
-            mine = [k for k in keys if _dim_of(k, dims) == d]
-            if not mine:
+        for cid, present in enumerate(users):
+            if d not in present:
                 continue
-            theirs = {_dim_of(k, dims) for k in keys} - {d}
+            theirs = present - {d}
             if theirs:
                 others |= theirs
                 u, v = net._class_links[cid][0]
                 kinds.add(plan.topology.link((u, v)).kind)
         out[d] = {"seconds": sec, "shared_with": sorted(others), "link_kinds": sorted(kinds)}
     return out
+
+
+_END = attrgetter("end")  # C-level key and getter: cheaper than a lambda per record
 
 
 def critical_path(engine: Engine, result: Result) -> dict:
@@ -124,8 +128,8 @@ def critical_path(engine: Engine, result: Result) -> dict:
     if not by_dev:
         return {}
     for recs in by_dev.values():
-        recs.sort(key=lambda r: r.end)
-    ends = {d: [r.end for r in recs] for d, recs in by_dev.items()}
+        recs.sort(key=_END)
+    ends = {d: list(map(_END, recs)) for d, recs in by_dev.items()}
     dev = max(by_dev, key=lambda d: (ends[d][-1], -d))
     t = ends[dev][-1]
     per_dev: dict[int, float] = {}

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from simtrain.analysis.attribution import attribute_waits, bound_bubble, free_comm_step, tail_blame
 from simtrain.engine.plan import Plan
 from simtrain.engine.timeline import Record
 
+_END = attrgetter("end")  # C-level getter: cheaper than a generator over millions of records
 PARTS = ("compute", "recompute", "optimizer", "tp", "cp", "ep", "pp", "dp", "bubble")
 
 
@@ -106,9 +108,33 @@ def _part(r: Record) -> str | None:
 _PARTS = {"F": "compute", "B": "compute", "W": "compute", "R": "recompute", "opt": "optimizer"}  # others: their kind
 
 
+def tail_parts(attributed, last: int | None, last_end: dict[int, float], step: float) -> dict[int, dict[str, float]]:
+    """Each device's idle time at the end of the step (from `last_end[d]` to `step`), blamed
+    on what the last device to finish was doing meanwhile (`tail_blame`). Devices that
+    finish at the same instant (per-rank: every data-parallel replica) get the same blame,
+    so it is worked out once per distinct finishing time; the dicts are shared, read-only."""
+    blame: dict[float, dict[str, float]] = {}
+    out = {}
+    for d, t0 in last_end.items():
+        tail = blame.get(t0)
+        if tail is None:
+            tail = blame[t0] = tail_blame(attributed, last, t0, step)
+        out[d] = tail
+    return out
+
+
+def devices_by_stage(L, devices) -> dict[int, list[int]]:
+    """Pipeline rank -> its devices in the order of `devices`, with one coordinate look-up
+    per device (per-rank runs have thousands of devices and sixteen or more stages)."""
+    out: dict[int, list[int]] = {}
+    for d in devices:
+        out.setdefault(L.coord(d).pp, []).append(d)
+    return out
+
+
 def summarize(plan: Plan, records: list[Record]) -> Result:
     devices = plan.simulated
-    end = max((r.end for r in records), default=0.0)
+    end = max(map(_END, records), default=0.0)
     step = end
     records, attributed = attribute_waits(plan, records)
     per_dev: dict[int, dict[str, float]] = {d: defaultdict(float) for d in devices}
@@ -122,8 +148,8 @@ def summarize(plan: Plan, records: list[Record]) -> Result:
         if end > last_end[dev]:
             last_end[dev] = end
     last = max(devices, key=lambda d: (last_end[d], -d)) if devices else None
-    for d in devices:  # idle while other stages finish: blamed on what the last one was doing
-        for part, sec in tail_blame(attributed, last, last_end[d], step).items():
+    for d, tail in tail_parts(attributed, last, {d: last_end[d] for d in devices}, step).items():
+        for part, sec in tail.items():  # idle while other stages finish
             per_dev[d][part] += sec
     if plan.scenario.engine.comm != "free" and devices:
         free_step = free_comm_step(plan, records)
@@ -136,8 +162,9 @@ def summarize(plan: Plan, records: list[Record]) -> Result:
     breakdown = {p: sum(per_dev[d][p] * weight[d] for d in devices) / n for p in PARTS}
     L = plan.layout
     per_stage = []
+    by_stage = devices_by_stage(L, devices)
     for pr in range(L.pp):
-        devs = [d for d in devices if L.coord(d).pp == pr]
+        devs = by_stage.get(pr, [])
         w = sum(weight[d] for d in devs)
         per_stage.append({p: sum(per_dev[d][p] * weight[d] for d in devs) / max(w, 1) for p in PARTS})
     tokens = plan.tokens_per_step

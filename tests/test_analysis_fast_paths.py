@@ -1,0 +1,91 @@
+"""The analysis shortcuts for large per-rank runs give what the direct computations give.
+
+Each shortcut (blame for the end-of-step idle time shared between devices that finish
+together, stages grouped with one look-up per device, attributed records spliced from
+slices, the traffic kinds of each link class worked out once) is compared here with the
+plain per-device / per-record computation it replaced, on small per-rank runs where the
+shortcut has something to do.
+"""
+
+from simtrain.analysis import attribution, hotspots as hs
+from simtrain.analysis.metrics import devices_by_stage, tail_parts
+from simtrain.analysis.run import simulate
+from simtrain.engine.actions import Engine
+from simtrain.engine.plan import make_plan
+from simtrain.scenario.config import load_scenario
+
+# Llama 3 8B, TP2 PP4 DP8 per-rank (the bench's quick per-rank case), with a straggler so
+# that devices finish at different instants; FSDP so that some waits are blamed on DP
+SMALL = ['model.name="llama3-8b"', "cluster.gpus=64", "parallel.tp=2", "parallel.pp=4", "parallel.dp=8",
+         "parallel.first_stage_layers=-1", "parallel.last_stage_layers=-1", "training.global_batch=64",
+         "training.seq_len=2048", "parallel.vp=1", 'schedule.name="1f1b"', 'engine.mode="per-rank"',
+         "whatif.slow_devices=[6]", "whatif.slowdown=1.2"]
+
+
+def _plan_and_records(extra=()):
+    plan = make_plan(load_scenario(None, SMALL + list(extra)))
+    engine = Engine(plan)
+    return plan, engine, engine.run(None)
+
+
+def test_attributed_records_are_the_originals_with_each_replaced_wait_spliced_in_place():
+    plan, _, records = _plan_and_records(["parallel.zero=3"])
+    out, tl = attribution.attribute_waits(plan, records)
+    assert tl.replaced, "the case must have attributed waits"
+    expected = [p for r in records for p in tl.replaced.get(id(r), (r,))]
+    assert out == expected
+    assert len(out) > len(records) or any(a is not b for a, b in zip(out, records))
+
+
+def test_shared_tail_blame_equals_blame_worked_out_per_device():
+    plan, _, records = _plan_and_records()
+    recs, tl = attribution.attribute_waits(plan, records)
+    last_end: dict[int, float] = {}
+    for r in recs:
+        if r.stream == "main":
+            last_end[r.device] = max(last_end.get(r.device, 0.0), r.end)
+    step = max(r.end for r in recs)
+    last = max(last_end, key=lambda d: (last_end[d], -d))
+    got = tail_parts(tl, last, last_end, step)
+    assert len(set(last_end.values())) < len(last_end), "some devices must finish together"
+    assert any(got[d] for d in got), "some devices must idle at the end"
+    assert got == {d: attribution.tail_blame(tl, last, t0, step) for d, t0 in last_end.items()}
+
+
+def test_devices_by_stage_equals_filtering_every_stage():
+    plan, _, _ = _plan_and_records()
+    L, devices = plan.layout, plan.simulated
+    got = devices_by_stage(L, devices)
+    assert len(got) == L.pp > 1
+    for pr in range(L.pp):
+        assert got[pr] == [d for d in devices if L.coord(d).pp == pr]
+
+
+def _contention_reference(plan, engine) -> dict:
+    """The former computation: every link class's keys classified once per kind reported."""
+    net, dims = engine.net, hs._dims(engine)
+    seconds: dict[str, float] = {}
+    for key, extra in net.contention.items():
+        d = hs._dim_of(key, dims)
+        seconds[d] = seconds.get(d, 0.0) + extra
+    out = {}
+    for d, sec in sorted(seconds.items(), key=lambda kv: -kv[1]):
+        others, kinds = set(), set()
+        for cid, keys in enumerate(net._class_users):
+            if not [k for k in keys if hs._dim_of(k, dims) == d]:
+                continue
+            theirs = {hs._dim_of(k, dims) for k in keys} - {d}
+            if theirs:
+                others |= theirs
+                u, v = net._class_links[cid][0]
+                kinds.add(plan.topology.link((u, v)).kind)
+        out[d] = {"seconds": sec, "shared_with": sorted(others), "link_kinds": sorted(kinds)}
+    return out
+
+
+def test_contention_equals_classifying_every_key_per_kind():
+    # two traffic kinds sharing links: data-parallel reductions beside pipeline sends
+    plan, engine, _ = _plan_and_records(['cluster.topology="example-classic-2to1"'])
+    got = hs.contention(plan, engine)
+    assert got, "the case must have contention"
+    assert got == _contention_reference(plan, engine)
