@@ -88,14 +88,24 @@ class _Timeline:
         i = max(0, bisect.bisect_right(starts, t0) - 1)
         out: list[tuple[float, float, str]] = []
         t = t0
-        while i < len(recs) and recs[i].start < t1:
-            for p in self.replaced.get(id(recs[i]), (recs[i],)):
-                a, b = max(p.start, t), min(p.end, t1)
+        n, replaced, blamed = len(recs), self.replaced, BLAMED
+        # (called once per pipeline wait: max/min and the attribute look-ups are inlined,
+        # with the tie-breaking of max and min, which return their first argument on a tie)
+        while i < n:
+            r = recs[i]
+            if r.start >= t1:
+                break
+            rep = replaced.get(id(r))
+            for p in (r,) if rep is None else rep:
+                ps, pe = p.start, p.end
+                a = t if t > ps else ps
+                b = t1 if t1 < pe else pe
                 if b <= a:
                     continue
                 if a > t:
                     out.append((t, a, "bubble"))
-                out.append((a, b, _blame_kind(p.kind)))
+                k = p.kind
+                out.append((a, b, k if k in blamed else "bubble"))
                 t = b
             i += 1
         if t < t1:
@@ -116,25 +126,32 @@ def _merge(pieces: list[tuple[float, float, str]]) -> list[tuple[float, float, s
 def attribute_waits(plan, records: list[Record]) -> tuple[list[Record], _Timeline]:
     """Records with every pipeline-wait bubble split by blame (see the module docstring),
     and the attributed timeline (for `tail_blame`). Record order is kept."""
-    # (position, record): the output is spliced from slices of `records` at these positions
-    waits = [(i, r) for i, r in enumerate(records)
-             if r.kind == "bubble" and r.stream == "main" and _sender_stage(r) is not None]
+    # (end, start, position, sender stage, record): sorted as tuples, in order of end and
+    # start with ties in record order, as a stable sort by (end, start) would leave them;
+    # the output is spliced from slices of `records` at the positions
+    waits = [(r.end, r.start, i, stage, r) for i, r in enumerate(records)
+             if r.kind == "bubble" and r.stream == "main" and (stage := _sender_stage(r)) is not None]
     tl = _Timeline(records)
     if not waits:
         return records, tl
     S = len(plan.schedule.placement)
     peers: dict[tuple[int, int], int] = {}
     at: dict[int, list[Record]] = {}  # position in `records` -> the attributed pieces
-    for i, r in sorted(waits, key=lambda w: (w[1].end, w[1].start)):
-        stage = _sender_stage(r)
-        if stage is None or not 0 <= stage < S:
+    waits.sort()
+    for _, _, i, stage, r in waits:
+        if not 0 <= stage < S:
             continue
         sender = peers.get((r.device, stage))
         if sender is None:
             sender = peers[(r.device, stage)] = plan.peer(r.device, stage)
         if sender == r.device:
             continue
-        pieces = _merge(tl.kinds(sender, r.start, r.end))
+        pieces = tl.kinds(sender, r.start, r.end)
+        # the pieces cover the wait without gaps, so with none blamed on anything they would
+        # merge into one bubble: the wait stays as it is (the usual case; no merge needed)
+        if pieces and all(k == "bubble" for _, _, k in pieces):
+            continue
+        pieces = _merge(pieces)
         if len(pieces) == 1 and pieces[0][2] == "bubble":
             continue
         tl.replaced[id(r)] = at[i] = [r._replace(kind=k, start=a, end=b) for a, b, k in pieces]
