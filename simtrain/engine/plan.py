@@ -138,7 +138,7 @@ def schedule_params(s: Scenario, L: Layout) -> dict[str, int]:
     return {}
 
 
-# Per-rank mode simulates every device: 16,384 GPUs take ~100 s and 1.3 GB (README, Speed),
+# Per-rank mode simulates every device: 16,384 GPUs take ~1 minute and 1.4 GB (README, Speed),
 # growing about linearly, so 100,000 would take tens of minutes and ~8 GB.
 MAX_PER_RANK = 65_536
 
@@ -150,7 +150,7 @@ def make_plan(s: Scenario, schedule: sched.Schedule | None = None) -> Plan:
     L = make_layout(s)
     if s.engine.mode != "symmetric" and L.world > MAX_PER_RANK:  # before building a huge topology
         raise bad("engine.mode", s.engine.mode, f"simulates every one of the {L.world:,} devices, above per-rank's limit of "
-                  f"{MAX_PER_RANK:,} (16,384 take ~100 s and 1.3 GB)",
+                  f"{MAX_PER_RANK:,} (16,384 take ~1 minute and 1.4 GB)",
                   'use engine.mode = "symmetric" (exact for identical replicas) or fewer GPUs')
     topo = load_topology(s.cluster.topology, L.world, s.cluster.device, near=s.source or None,
                          tiers=tier_overrides(s.cluster))
