@@ -262,6 +262,8 @@ def test_expert_memory_by_hand() -> None:
     (["parallel.ep=2", 'model.name="llama3-8b"'], ("parallel.ep = 2", "has no experts")),
     (["whatif.expert_imbalance=0.05"], ("whatif.expert_imbalance = 0.05", "between 1/8 and 1")),
     (["parallel.etp=2"], ("parallel.etp = 2", "must be 1 or tp")),
+    # a what-if with nothing to act on is refused, not silently ignored
+    (['model.name="llama3-8b"', "parallel.ep=1", "whatif.expert_imbalance=0.5"], ("whatif.expert_imbalance = 0.5", "has no experts")),
 ])
 def test_bad_moe_input_is_one_line(sets: list[str], fragments: tuple[str, ...], capsys) -> None:
     argv = ["run", MIXTRAL]

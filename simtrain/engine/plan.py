@@ -196,6 +196,9 @@ def make_plan(s: Scenario, schedule: sched.Schedule | None = None) -> Plan:
     grad_bytes = grad_element_bytes(s.training.grad_precision)
     per_layer_params = ms.params_per_layer / L.tp
     moe_kw: list[dict] = [{} for _ in layers]
+    if s.whatif.expert_imbalance and not m.num_experts:  # a what-if with nothing to act on
+        raise bad("whatif.expert_imbalance", s.whatif.expert_imbalance, f"model {m.name or 'custom'} has no experts",
+                  "remove the key, or use a mixture-of-experts model (model.num_experts)")
     if m.num_experts:  # ---- mixture of experts: MoE layers, dense first layers, expert weights
         check_imbalance(s.whatif.expert_imbalance, m.num_experts)
         dense_lc, dense_params = lc, ms.dense_params_per_layer / L.tp
