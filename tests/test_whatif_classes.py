@@ -90,8 +90,23 @@ def test_what_ifs_that_make_every_device_differ_simulate_every_device():
 
 
 def test_no_what_if_keeps_one_device_per_pipeline_rank():
-    r = simulate(load_scenario(None, _small(extra=["whatif.slowdown=1.5"])))  # no device named: no what-if
+    r = simulate(load_scenario(None, _small()))
     assert r.extra["plan"].classes.kind == "pipeline" and len(r.extra["plan"].simulated) == 2
+
+
+@pytest.mark.parametrize("extra,field", [
+    (["whatif.slowdown=1.5"], "whatif.slowdown"),  # no device named
+    (["whatif.slow_devices=[1]"], "whatif.slow_devices"),  # slowdown left at 1.0
+    (["whatif.random_slow_fraction=0.5"], "whatif.random_slow_fraction"),
+    (['whatif.degraded_links=["0-leaf0"]'], "whatif.degraded_links"),  # bandwidth factor left at 1.0
+    (["whatif.link_bandwidth_factor=0.5"], "whatif.link_bandwidth_factor"),  # no link named
+])
+def test_half_a_what_if_is_refused_not_ignored(extra, field):
+    from simtrain.engine.plan import make_plan
+    from simtrain.scenario.errors import SimtrainError
+
+    with pytest.raises(SimtrainError, match=f"^{field} = .*so .* would"):
+        make_plan(load_scenario(None, _small(extra=extra)))
 
 
 @pytest.mark.parametrize("name", ["failed link and a straggler", "straggler, TP2 CP2", "degraded NIC"])

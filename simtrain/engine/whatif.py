@@ -36,6 +36,21 @@ def check(s: Scenario, world: int) -> None:
     for name in ("random_slowdown_sigma", "compute_jitter"):
         if getattr(w, name) < 0:
             raise bad(f"whatif.{name}", getattr(w, name), "must be zero or positive", "use e.g. 0.02")
+    # half a what-if would silently change nothing: refuse it
+    chosen = bool(w.slow_devices) or w.random_slow_fraction > 0
+    if w.slowdown != 1.0 and not chosen:
+        raise bad("whatif.slowdown", w.slowdown, "but no device is chosen to slow, so nothing would change",
+                  "name them in whatif.slow_devices (e.g. [0]) or give whatif.random_slow_fraction (e.g. 0.01)")
+    if chosen and w.slowdown == 1.0:
+        key, value = ("slow_devices", list(w.slow_devices)) if w.slow_devices else ("random_slow_fraction", w.random_slow_fraction)
+        raise bad(f"whatif.{key}", value, "but whatif.slowdown is 1.0, so they would run at full speed",
+                  "set whatif.slowdown, e.g. 1.2 for 20% slower compute")
+    if w.link_bandwidth_factor != 1.0 and not w.degraded_links:
+        raise bad("whatif.link_bandwidth_factor", w.link_bandwidth_factor, "but no link is named, so nothing would change",
+                  'name the cables in whatif.degraded_links, e.g. ["0-leaf0"]')
+    if w.degraded_links and w.link_bandwidth_factor == 1.0:
+        raise bad("whatif.degraded_links", list(w.degraded_links), "but whatif.link_bandwidth_factor is 1.0, so they "
+                  "would keep their bandwidth", "set whatif.link_bandwidth_factor, e.g. 0.5 for half bandwidth")
 
 
 def device_factors(w: WhatIfConfig, world: int) -> dict[int, float]:
