@@ -113,7 +113,7 @@ MIN_SUSTAINED = 0.05
 NON_NEGATIVE = ("launch_us", "collective_us", "fsdp_unit_us", "workspace_gib", "fragmentation", "loss_logit_bytes")
 
 
-def _check(stack: Stack, where: str) -> Stack:
+def check_stack(stack: Stack, where: str) -> Stack:
     for key, choices in STACK_CHOICES.items():
         value = getattr(stack, key)
         if value not in choices:
@@ -161,4 +161,4 @@ def build_stack(file_values: dict[str, Any], overrides: dict[str, Any], where: s
             raise SimtrainError(f"unknown key {key} = {file_values[key]!r} in stack {where!r}: {_suggest(key, valid)}")
     stack = parse_dataclass(Stack, file_values, "stack")
     stack = parse_dataclass(Stack, overrides, "stack", stack)
-    return _check(stack, "stack")
+    return check_stack(stack, "stack")

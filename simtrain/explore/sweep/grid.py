@@ -6,9 +6,13 @@ import itertools
 from dataclasses import fields
 from typing import Any
 
-from simtrain.scenario.config import SECTIONS
+from simtrain.scenario.config import SECTIONS, STACK_SECTION
 from simtrain.scenario.errors import SimtrainError
 from simtrain.scenario.fields import _parse_value, _suggest, parse_dataclass
+from simtrain.scenario.stack import Stack, check_stack
+
+# the scenario's sections, and [stack] (overrides of its software stack's values)
+GRID_SECTIONS: dict[str, type] = {**SECTIONS, STACK_SECTION: Stack}
 
 Axis = tuple[str, tuple[Any, ...]]  # ("parallel.tp", (1, 2, 4, 8))
 
@@ -20,11 +24,11 @@ def parse_axis(spec: str, opt: str = "--grid") -> Axis:
     if not sep or not key or not raw.strip():
         raise SimtrainError(f"{opt} {spec!r}: expected section.key=v1,v2,...; {example}")
     section, dot, name = key.partition(".")
-    if not dot or section not in SECTIONS:
-        raise SimtrainError(f"{opt} {spec!r}: unknown section {section!r}; {_suggest(section, list(SECTIONS))}")
+    if not dot or section not in GRID_SECTIONS:
+        raise SimtrainError(f"{opt} {spec!r}: unknown section {section!r}; {_suggest(section, list(GRID_SECTIONS))}")
     if section == "device":  # a key table, not a dataclass (simtrain.scenario.device_keys)
         return axis_from_values(key, [_parse_value(t.strip()) for t in raw.split(",")], opt)
-    cls = SECTIONS[section]
+    cls = GRID_SECTIONS[section]
     valid = [f.name for f in fields(cls)]
     if name not in valid:
         raise SimtrainError(f"{opt} {spec!r}: unknown key {key}; {_suggest(name, valid)}")
@@ -35,7 +39,7 @@ def parse_axis(spec: str, opt: str = "--grid") -> Axis:
             raise SimtrainError(f"{opt} {spec!r}: empty value in the list; separate values by single commas")
         v = _parse_value(text)
         try:
-            v = getattr(parse_dataclass(cls, {name: v}, section), name)
+            v = getattr(_typed(cls, section, name, v), name)
         except SimtrainError as e:
             raise SimtrainError(f"{opt} {spec!r}: {e}") from None
         if v in values:
@@ -44,14 +48,21 @@ def parse_axis(spec: str, opt: str = "--grid") -> Axis:
     return key, tuple(values)
 
 
+def _typed(cls: type, section: str, name: str, value: Any) -> Any:
+    """The section's dataclass with `name` = `value`, typed and checked (a stack's choices
+    and ranges as its file's are)."""
+    out = parse_dataclass(cls, {name: value}, section)
+    return check_stack(out, section) if cls is Stack else out
+
+
 def axis_from_values(key: str, values: Any, opt: str = "grid") -> Axis:
     """An axis from Python values (the API's {"parallel.tp": [1, 2, 4]}), checked as
     `--grid` checks its text: a known key, values of the field's type, no repeats."""
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
         values = [values]
     section, dot, name = str(key).partition(".")
-    if not dot or section not in SECTIONS:
-        raise SimtrainError(f"{opt} {key!r}: unknown section {section!r}; {_suggest(section, list(SECTIONS))}")
+    if not dot or section not in GRID_SECTIONS:
+        raise SimtrainError(f"{opt} {key!r}: unknown section {section!r}; {_suggest(section, list(GRID_SECTIONS))}")
     out = []
     for v in values:
         if section == "device":
@@ -59,12 +70,12 @@ def axis_from_values(key: str, values: Any, opt: str = "grid") -> Axis:
 
             check_device_table({name: v})
         else:
-            cls = SECTIONS[section]
+            cls = GRID_SECTIONS[section]
             valid = [f.name for f in fields(cls)]
             if name not in valid:
                 raise SimtrainError(f"{opt} {key!r}: unknown key {key}; {_suggest(name, valid)}")
             try:
-                v = getattr(parse_dataclass(cls, {name: v}, section), name)
+                v = getattr(_typed(cls, section, name, v), name)
             except SimtrainError as e:
                 raise SimtrainError(f"{opt} {key!r}: {e}") from None
         if v in out:
