@@ -529,10 +529,15 @@ def _mtnlg(n: int, r: dict[str, str]) -> Case:
     gpus = int(r["num_gpus"])
     model = gpt_model(105, 20480, 128, 51200, 2048)
     parallel = dict(tp=8, pp=35, dp=int(r["dp"]), micro_batch=1, recompute="full")
-    scen = scenario(model, "A100-80GB", gpus, "megatron-deepspeed", parallel, dict(seq_len=2048, global_batch=1920))
+    # fp16: the DeepSpeed of MT-NLG's 2021 training had no bf16 (v0.5.4, 2021-10: fp16 and
+    # amp only; bf16 with the pipeline engine arrived in 56c522386, "bf16+pipeline
+    # parallelism (#1801)", 2022-04-19); its ZeRO-1 reduces the fp16 gradients as they are
+    training = dict(seq_len=2048, global_batch=1920, precision="fp16", grad_precision="fp16")
+    scen = scenario(model, "A100-80GB", gpus, "megatron-deepspeed", parallel, training)
     note = ("published §2.4 iteration time (secondary quotation). TP8 PP35, global batch 1920. Assumed (not "
             "transcribed): micro-batch 1, full recomputation, ZeRO-1 (DeepSpeed's pipeline engine supports no "
-            "higher stage), vocab 51,200 (GPT-2's padded as Megatron pads it at TP 8), bf16; A100-80GB per the "
+            "higher stage), vocab 51,200 (GPT-2's padded as Megatron pads it at TP 8); fp16 with fp16 gradients "
+            "reduced (DeepSpeed had no bf16 before 2022-04, 56c522386); A100-80GB per the "
             "Microsoft/NVIDIA announcement (the quoting repo says 40GB)")
     return case(f"mt-nlg-530b-{gpus}gpu", SINGLE_GROUP, SINGLE_FILE, n, r, scen, note, num(r["step_time_s"]))
 
@@ -543,7 +548,8 @@ def _neox(n: int, r: dict[str, str]) -> Case:
     step = round(flops / (num(r["tflops_per_gpu"]) * 1e12 * gpus), 4)
     model = gpt_model(layers, hidden, 64, 50432, seq, tie=False, dropout=0.0, position="rope")
     parallel = dict(tp=2, pp=4, dp=12, micro_batch=4, recompute="full")
-    training = dict(seq_len=seq, global_batch=batch, precision="fp16")
+    # DeepSpeed ZeRO-1 of an fp16 run reduces the fp16 gradients as they are (zero/stage2.py)
+    training = dict(seq_len=seq, global_batch=batch, precision="fp16", grad_precision="fp16")
     scen = scenario(model, "A100-40GB", gpus, "megatron-deepspeed", parallel, training)
     # GPT-NeoX-20B paper §3: each node's eight GPUs reach the InfiniBand fabric "through one
     # of four ConnectX-6 HCAs" (HDR 200 Gb/s): 100 Gb/s per GPU (DGX A100: 200)

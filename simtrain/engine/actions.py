@@ -86,6 +86,13 @@ class Engine(MoEActions):
         self.sp = plan.scenario.parallel.sequence_parallel and plan.layout.tp > 1
         self.tp_split: dict[int, tuple[float, float]] = {}  # coalesced SP: (all-gather, reduce-scatter) s
         self.async_p2p = plan.scenario.engine.async_p2p
+        # The software stack's DP gradient path (simtrain.scenario.stack: dp_reduce_bf16,
+        # param_gather, grad_accum_bytes*), e.g. DeepSpeed's pipeline engine of 2021-2022
+        stack, bf16 = plan.scenario.stack, plan.scenario.training.precision == "bf16"
+        self.grad_op = ("all-reduce" if self.zero == 0 or (bf16 and stack.dp_reduce_bf16 == "all-reduce")
+                        else "reduce-scatter")
+        self.gather_in_step = stack.param_gather == "in-step"
+        self.accum_s = grad_accum_seconds(plan)
         self.full_recompute = par.recompute == "full"
         self.jitter = plan.scenario.whatif.compute_jitter > 0
         self.varied = bool(plan.speed) or self.jitter
@@ -275,7 +282,8 @@ class Engine(MoEActions):
         # distributed optimizer: parameters all-gathered per chunk, overlapped with forward
         # (Megatron's overlap_param_gather): each chunk's first bucket must arrive before its
         # first forward; the rest streams in behind it while the forward runs.
-        if self.zero >= 1 and plan.layout.dp * plan.layout.cp > 1 and not self.free and not self.fsdp:
+        if (self.zero >= 1 and plan.layout.dp * plan.layout.cp > 1 and not self.free and not self.fsdp
+                and not self.gather_in_step):
             bucket = self.bucket_bytes / plan.grad_bytes  # parameters per bucket
             for st in plan.stages:
                 if plan.schedule.placement[st.index] == c.pp:
@@ -325,6 +333,8 @@ class Engine(MoEActions):
                     w_count[(dev, a.stage)] += 1
                 last = full and w_count[(dev, a.stage)] == m
                 yield from self.backward(dev, st, a, with_weight=full, last=last)
+                if full and self.accum_s:
+                    yield from self._compute(dev, self.accum_s[st.index], "B", "grad-accum", a.stage, mb)
                 if not end:
                     peer, rep = self._neighbour(dev, a.stage - 1)
                     if peer == dev:
@@ -334,10 +344,12 @@ class Engine(MoEActions):
             else:  # W
                 w_count[(dev, a.stage)] += 1
                 yield from self.weight(dev, st, a, last=w_count[(dev, a.stage)] == m)
+                if self.accum_s:
+                    yield from self._compute(dev, self.accum_s[st.index], "W", "grad-accum", a.stage, mb)
             if pair_end:
                 yield from self._pair_end(dev)
         if not self.overlap_grad and self._deferred[dev] > 0:
-            op = "all-reduce" if self.zero == 0 else "reduce-scatter"
+            op = self.grad_op
             self._dp_launch(dev, op, self._deferred[dev], f"{op}(dp)")
         if not self.overlap_grad and self._edeferred[dev] > 0:
             op = "all-reduce" if self.zero == 0 else "reduce-scatter"
@@ -348,6 +360,22 @@ class Engine(MoEActions):
             yield simpy.AllOf(self.env, pending)
             self._rec(dev, "dp", "wait dp", t0)
         yield from self._compute(dev, plan.optimizer_s[c.pp], "opt", "optimizer", -1, -1)
+        if self.gather_in_step and self.zero >= 1 and plan.layout.dp * plan.layout.cp > 1 and not self.free and not self.fsdp:
+            # ZeRO-1 as DeepSpeed runs it: the updated parameters all-gathered inside
+            # optimizer.step(), in buckets, before the step ends (exposed)
+            bucket = self.bucket_bytes / plan.grad_bytes
+            for st in plan.stages:
+                if plan.schedule.placement[st.index] == c.pp:
+                    dense = st.params - st.expert_params
+                    first = min(bucket, dense)
+                    self._dp_launch(dev, "all-gather", first * 2, "all-gather(dp)")
+                    if dense > first:
+                        self._dp_launch(dev, "all-gather", (dense - first) * 2, "all-gather(dp)")
+            pending = [e for e in self.dp_pending[dev] if not e.processed]
+            if pending:
+                t0 = self.env.now
+                yield simpy.AllOf(self.env, pending)
+                self._rec(dev, "dp", "wait params", t0)
         self.done_at[dev] = self.env.now
 
     def run(self, progress: Callable[[float, int], None] | None = None) -> list[Record]:
@@ -392,3 +420,25 @@ class Engine(MoEActions):
                 progress(env.now, done)  # events processed so far
         except simpy.core.EmptySchedule:
             pass
+
+
+# Parameter tensors of one GPT-style layer: the QKV, output, fc1 and fc2 weights and biases
+# and the two LayerNorms' weight and bias (one accumulation kernel each, or two where the
+# gradient is first converted to fp32)
+TENSORS_PER_LAYER = 12
+
+
+def grad_accum_seconds(plan: Plan) -> dict[int, float]:
+    """Per virtual stage: the memory-bound gradient-accumulation pass the stack runs after
+    every micro-batch's backward (stack.grad_accum_bytes, or grad_accum_bytes_bf16 in bf16),
+    over the parameters the stage holds on one rank. Empty when the stack has none."""
+    from simtrain.workload.compute import memory_time
+
+    stack = plan.scenario.stack
+    bf16 = plan.scenario.training.precision == "bf16" and stack.grad_accum_bytes_bf16 >= 0
+    per_param = stack.grad_accum_bytes_bf16 if bf16 else stack.grad_accum_bytes
+    if per_param <= 0:
+        return {}
+    kernels = 2 if bf16 else 1  # bf16: .to(fp32) then add_
+    return {st.index: memory_time(plan.device, per_param * st.params, kernels * TENSORS_PER_LAYER * max(1, st.layers))
+            for st in plan.stages}

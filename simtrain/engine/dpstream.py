@@ -21,7 +21,7 @@ class DataParallelStream:
         all-gathers, FSDP's per-layer traffic), so that each size's algorithm is chosen and
         registered before the run and the link classes compile once."""
         plan = self.plan
-        grad_op = "all-reduce" if self.zero == 0 else "reduce-scatter"
+        grad_op = self.grad_op
         out: dict[str, set[float]] = {grad_op: set()}
         if self.fsdp:
             out["all-gather"] = {st.grad_bytes_per_layer / plan.grad_bytes * 2 for st in mine}
@@ -96,7 +96,7 @@ class DataParallelStream:
                 return 0.0
             return pending
         if pending >= self.bucket_bytes or (flush and pending > 0):
-            op = "all-reduce" if self.zero == 0 else "reduce-scatter"
+            op = self.grad_op
             self._dp_launch(dev, op, pending, f"{op}(dp)")
             return 0.0
         return pending

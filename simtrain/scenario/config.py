@@ -117,7 +117,8 @@ class TrainingConfig:
     precision: str = "bf16"
     # Gradient buffers and their data-parallel reduction: "fp32" (Megatron-LM's main_grad,
     # forced for bf16 runs) or "bf16" (torch FSDP's default reduce dtype, Megatron-Core's
-    # --grad-reduce-in-bf16): 4 or 2 bytes per parameter held and reduced.
+    # --grad-reduce-in-bf16), or "fp16" (DeepSpeed ZeRO-1 of fp16 runs, 2021-2022: the fp16
+    # param.grad reduced as is, zero/stage2.py @v0.5.4): 4 or 2 bytes per parameter held and reduced.
     grad_precision: str = "fp32"
     # Documents packed into each sequence under a document attention mask (Llama 3 §3.2:
     # no attention across documents), each this many tokens; 0: one document per sequence.

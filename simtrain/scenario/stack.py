@@ -96,11 +96,34 @@ class Stack:
     # reads the bf16 logits and writes their gradient in place (flash-attn's Triton
     # CrossEntropyLoss). The part above 4 is transient; up to 4 is kept until the backward.
     loss_logit_bytes: float = 6.0
+    # Gradient accumulation outside the weight-gradient GEMM: HBM bytes moved per parameter
+    # held after every micro-batch's backward (a memory-bound pass on the compute stream).
+    # 0: the GEMM accumulates in place (Megatron-Core's gradient_accumulation_fusion) or not
+    # modelled. 6: PyTorch autograd's AccumulateGrad adds each new fp16/bf16 gradient into
+    # param.grad in place (read 2 + 2, write 2), as DeepSpeed's ZeRO-1 keeps them.
+    grad_accum_bytes: float = 0.0
+    # The same with training.precision = "bf16", where it differs (< 0: as grad_accum_bytes).
+    # 18: DeepSpeed's BF16_Optimizer.update_hp_grads after every backward,
+    # hp_grad.add_(lp.grad.to(fp32)): read bf16 2, write and read the fp32 copy 4 + 4, read
+    # and write the fp32 accumulator 4 + 4 (deepspeed/runtime/bf16_optimizer.py @5ea1c60f8).
+    grad_accum_bytes_bf16: float = -1.0
+    # Data-parallel gradient reduction with training.precision = "bf16" under ZeRO-1:
+    # "reduce-scatter" (each rank receives the reduced shard it updates) or "all-reduce"
+    # (DeepSpeed's pipeline engine with its BF16_Optimizer all-reduces the fp32 gradients of
+    # every parameter, _bf16_reduce_grads -> buffered_allreduce_fallback, then each rank
+    # updates its shard: deepspeed/runtime/pipe/engine.py @5ea1c60f8).
+    dp_reduce_bf16: str = "reduce-scatter"
+    # ZeRO-1's all-gather of the updated parameters: "overlapped" with the next step's
+    # forward (Megatron's distributed optimizer with overlap_param_gather) or "in-step":
+    # inside optimizer.step(), exposed before the step ends (DeepSpeed ZeRO stage 1/2
+    # all_gather_partitions, BF16_Optimizer all_gather_dp_groups).
+    param_gather: str = "overlapped"
 
 
 STACK_CHOICES = {
     "norm": FUSION, "rope": FUSION, "activation": FUSION, "bias_dropout_add": FUSION, "softmax": FUSION,
     "cross_entropy": FUSION, "optimizer": ("fused", "foreach"), "optimizer_moments": ("fp32", "bf16"),
+    "dp_reduce_bf16": ("reduce-scatter", "all-reduce"), "param_gather": ("overlapped", "in-step"),
 }
 POSITIVE = ("sustained_fraction",)
 # NeMo's TransformerLayerTPOverlapCfg fields (nemo/collections/llm/recipes/tp_overlap_configs/
@@ -110,7 +133,8 @@ TP_OVERLAP_GEMMS = ("qkv_dgrad", "qkv_wgrad", "fc1_dgrad", "fc1_wgrad", "qkv_fpr
 # Published H100 MFU spans 33-62%: a stack sustaining under 5% of its kernels' throughput is
 # a typo (it would yield a step of centuries), refused.
 MIN_SUSTAINED = 0.05
-NON_NEGATIVE = ("launch_us", "collective_us", "fsdp_unit_us", "workspace_gib", "fragmentation", "loss_logit_bytes")
+NON_NEGATIVE = ("launch_us", "collective_us", "fsdp_unit_us", "workspace_gib", "fragmentation", "loss_logit_bytes",
+                "grad_accum_bytes")
 
 
 def check_stack(stack: Stack, where: str) -> Stack:

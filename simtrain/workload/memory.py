@@ -61,7 +61,7 @@ MOMENT_BYTES = {"fp32": 4.0, "bf16": 2.0}
 
 def grad_element_bytes(grad_precision: str) -> int:
     """Bytes per gradient element for `training.grad_precision`."""
-    return int(BF16_GRAD_BYTES if grad_precision == "bf16" else GRAD_BYTES)
+    return int(BF16_GRAD_BYTES if grad_precision in ("bf16", "fp16") else GRAD_BYTES)
 
 
 def model_state_bytes(params: float, zero: int, shards: int,
