@@ -30,7 +30,7 @@ from typing import Callable, Hashable
 import simpy
 
 from simtrain.engine.moe_actions import MoEActions
-from simtrain.engine.plan import Plan, StageWork
+from simtrain.engine.plan import Plan, StageWork, grad_accum_seconds
 from simtrain.engine.primitives import Proc
 from simtrain.engine.steps import rank_steps
 from simtrain.engine.symmetry import periodic_network
@@ -282,18 +282,8 @@ class Engine(MoEActions):
         # distributed optimizer: parameters all-gathered per chunk, overlapped with forward
         # (Megatron's overlap_param_gather): each chunk's first bucket must arrive before its
         # first forward; the rest streams in behind it while the forward runs.
-        if (self.zero >= 1 and plan.layout.dp * plan.layout.cp > 1 and not self.free and not self.fsdp
-                and not self.gather_in_step):
-            bucket = self.bucket_bytes / plan.grad_bytes  # parameters per bucket
-            for st in plan.stages:
-                if plan.schedule.placement[st.index] == c.pp:
-                    dense = st.params - st.expert_params  # experts: over their edp group
-                    first = min(bucket, dense)
-                    self.param_ready[(dev, st.index)] = self._dp_launch(dev, "all-gather", first * 2, "all-gather(dp)")
-                    if dense > first:
-                        self._dp_launch(dev, "all-gather", (dense - first) * 2, "all-gather(dp)")
-                    if st.expert_params > 0:
-                        self._edp_launch(dev, "all-gather", st.expert_params * 2, "all-gather(edp)")
+        if self._gathers_params() and not self.gather_in_step:
+            self._param_gathers(dev, c.pp, first_ready=True)
         w_count = self._w_count
         steps = self._step_lists.get(c.pp)
         if steps is None:  # every device of a pipeline rank walks the same list
@@ -354,28 +344,11 @@ class Engine(MoEActions):
         if not self.overlap_grad and self._edeferred[dev] > 0:
             op = "all-reduce" if self.zero == 0 else "reduce-scatter"
             self._edp_launch(dev, op, self._edeferred[dev], f"{op}(edp)")
-        pending = [e for e in self.dp_pending[dev] if not e.processed]
-        if pending:
-            t0 = self.env.now
-            yield simpy.AllOf(self.env, pending)
-            self._rec(dev, "dp", "wait dp", t0)
+        yield from self._wait_dp(dev, "wait dp")
         yield from self._compute(dev, plan.optimizer_s[c.pp], "opt", "optimizer", -1, -1)
-        if self.gather_in_step and self.zero >= 1 and plan.layout.dp * plan.layout.cp > 1 and not self.free and not self.fsdp:
-            # ZeRO-1 as DeepSpeed runs it: the updated parameters all-gathered inside
-            # optimizer.step(), in buckets, before the step ends (exposed)
-            bucket = self.bucket_bytes / plan.grad_bytes
-            for st in plan.stages:
-                if plan.schedule.placement[st.index] == c.pp:
-                    dense = st.params - st.expert_params
-                    first = min(bucket, dense)
-                    self._dp_launch(dev, "all-gather", first * 2, "all-gather(dp)")
-                    if dense > first:
-                        self._dp_launch(dev, "all-gather", (dense - first) * 2, "all-gather(dp)")
-            pending = [e for e in self.dp_pending[dev] if not e.processed]
-            if pending:
-                t0 = self.env.now
-                yield simpy.AllOf(self.env, pending)
-                self._rec(dev, "dp", "wait params", t0)
+        if self._gathers_params() and self.gather_in_step:  # inside optimizer.step(), exposed
+            self._param_gathers(dev, c.pp, first_ready=False)
+            yield from self._wait_dp(dev, "wait params")
         self.done_at[dev] = self.env.now
 
     def run(self, progress: Callable[[float, int], None] | None = None) -> list[Record]:
@@ -421,24 +394,3 @@ class Engine(MoEActions):
         except simpy.core.EmptySchedule:
             pass
 
-
-# Parameter tensors of one GPT-style layer: the QKV, output, fc1 and fc2 weights and biases
-# and the two LayerNorms' weight and bias (one accumulation kernel each, or two where the
-# gradient is first converted to fp32)
-TENSORS_PER_LAYER = 12
-
-
-def grad_accum_seconds(plan: Plan) -> dict[int, float]:
-    """Per virtual stage: the memory-bound gradient-accumulation pass the stack runs after
-    every micro-batch's backward (stack.grad_accum_bytes, or grad_accum_bytes_bf16 in bf16),
-    over the parameters the stage holds on one rank. Empty when the stack has none."""
-    from simtrain.workload.compute import memory_time
-
-    stack = plan.scenario.stack
-    bf16 = plan.scenario.training.precision == "bf16" and stack.grad_accum_bytes_bf16 >= 0
-    per_param = stack.grad_accum_bytes_bf16 if bf16 else stack.grad_accum_bytes
-    if per_param <= 0:
-        return {}
-    kernels = 2 if bf16 else 1  # bf16: .to(fp32) then add_
-    return {st.index: memory_time(plan.device, per_param * st.params, kernels * TENSORS_PER_LAYER * max(1, st.layers))
-            for st in plan.stages}

@@ -70,6 +70,37 @@ class DataParallelStream:
         self.dp_pending[dev].append(done)
         return done
 
+    def _gathers_params(self) -> bool:
+        """ZeRO-1/2: the updated parameters are all-gathered over DP once per step."""
+        return self.zero >= 1 and self.plan.layout.dp * self.plan.layout.cp > 1 and not self.free and not self.fsdp
+
+    def _param_gathers(self, dev: int, pp_rank: int, first_ready: bool) -> None:
+        """Launch the all-gathers of the parameters this pipeline rank updates (bf16, 2 bytes
+        each), one bucket then the rest per chunk. `first_ready`: each chunk's first forward
+        waits for its first bucket (Megatron's overlap_param_gather at the step's start);
+        otherwise they run inside optimizer.step() (stack.param_gather = "in-step")."""
+        plan = self.plan
+        bucket = self.bucket_bytes / plan.grad_bytes  # parameters per bucket
+        for st in plan.stages:
+            if plan.schedule.placement[st.index] == pp_rank:
+                dense = st.params - st.expert_params  # experts: over their edp group
+                first = min(bucket, dense)
+                ev = self._dp_launch(dev, "all-gather", first * 2, "all-gather(dp)")
+                if first_ready:
+                    self.param_ready[(dev, st.index)] = ev
+                if dense > first:
+                    self._dp_launch(dev, "all-gather", (dense - first) * 2, "all-gather(dp)")
+                if st.expert_params > 0:
+                    self._edp_launch(dev, "all-gather", st.expert_params * 2, "all-gather(edp)")
+
+    def _wait_dp(self, dev: int, label: str) -> Proc:
+        """The main stream waits for every DP collective this device has launched."""
+        pending = [e for e in self.dp_pending[dev] if not e.processed]
+        if pending:
+            t0 = self.env.now
+            yield simpy.AllOf(self.env, pending)
+            self._rec(dev, "dp", label, t0)
+
     def _fsdp_gathers(self, dev: int, st: StageWork):
         """torch FSDP: all-gather each layer's parameters (bf16) just ahead of its use,
         prefetching one layer ahead on the DP stream (FSDP's forward/backward prefetch)."""

@@ -33,6 +33,7 @@ from simtrain.workload.costs import EndCost, LayerCost, embedding_cost, head_cos
 from simtrain.workload.flops import ModelStats, attended_length, stats
 from simtrain.workload.moe import MoECost, check_imbalance, expert_params_per_layer, moe_layer_costs
 from simtrain.workload import fp8 as FP8
+from simtrain.workload.compute import memory_time
 from simtrain.workload.memory import grad_element_bytes
 
 
@@ -326,3 +327,23 @@ def check_supported(s: Scenario) -> None:
                   "use cp = 1 (or a longer micro-batch)")
     if s.model.num_experts and s.parallel.zero == 3:
         raise bad("parallel.zero", 3, "FSDP of mixture-of-experts layers is not modelled", "use zero = 1 (Megatron-Core's distributed optimizer)")
+
+
+# Parameter tensors of one GPT-style layer: the QKV, output, fc1 and fc2 weights and biases
+# and the two LayerNorms' weight and bias (one accumulation kernel each, or two where the
+# gradient is first converted to fp32)
+TENSORS_PER_LAYER = 12
+
+
+def grad_accum_seconds(plan: "Plan") -> dict[int, float]:
+    """Per virtual stage: the memory-bound gradient-accumulation pass the stack runs after
+    every micro-batch's backward (stack.grad_accum_bytes, or grad_accum_bytes_bf16 in bf16),
+    over the parameters the stage holds on one rank. Empty when the stack has none."""
+    stack = plan.scenario.stack
+    bf16 = plan.scenario.training.precision == "bf16" and stack.grad_accum_bytes_bf16 >= 0
+    per_param = stack.grad_accum_bytes_bf16 if bf16 else stack.grad_accum_bytes
+    if per_param <= 0:
+        return {}
+    kernels = 2 if bf16 else 1  # bf16: .to(fp32) then add_
+    return {st.index: memory_time(plan.device, per_param * st.params, kernels * TENSORS_PER_LAYER * max(1, st.layers))
+            for st in plan.stages}
