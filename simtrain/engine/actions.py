@@ -393,4 +393,3 @@ class Engine(MoEActions):
                 progress(env.now, done)  # events processed so far
         except simpy.core.EmptySchedule:
             pass
-
