@@ -92,7 +92,7 @@ class Engine(MoEActions):
         self.grad_op = ("all-reduce" if self.zero == 0 or (bf16 and stack.dp_reduce_bf16 == "all-reduce")
                         else "reduce-scatter")
         self.gather_in_step = stack.param_gather == "in-step"
-        self.accum_s = grad_accum_seconds(plan)
+        self.accum_s, self.accum_first = grad_accum_seconds(plan)
         self.full_recompute = par.recompute == "full"
         self.jitter = plan.scenario.whatif.compute_jitter > 0
         self.varied = bool(plan.speed) or self.jitter
@@ -323,7 +323,7 @@ class Engine(MoEActions):
                     w_count[(dev, a.stage)] += 1
                 last = full and w_count[(dev, a.stage)] == m
                 yield from self.backward(dev, st, a, with_weight=full, last=last)
-                if full and self.accum_s:
+                if full and self.accum_s and (self.accum_first or w_count[(dev, a.stage)] > 1):
                     yield from self._compute(dev, self.accum_s[st.index], "B", "grad-accum", a.stage, mb)
                 if not end:
                     peer, rep = self._neighbour(dev, a.stage - 1)
@@ -334,7 +334,7 @@ class Engine(MoEActions):
             else:  # W
                 w_count[(dev, a.stage)] += 1
                 yield from self.weight(dev, st, a, last=w_count[(dev, a.stage)] == m)
-                if self.accum_s:
+                if self.accum_s and (self.accum_first or w_count[(dev, a.stage)] > 1):
                     yield from self._compute(dev, self.accum_s[st.index], "W", "grad-accum", a.stage, mb)
             if pair_end:
                 yield from self._pair_end(dev)

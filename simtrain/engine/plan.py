@@ -335,15 +335,20 @@ def check_supported(s: Scenario) -> None:
 TENSORS_PER_LAYER = 12
 
 
-def grad_accum_seconds(plan: "Plan") -> dict[int, float]:
-    """Per virtual stage: the memory-bound gradient-accumulation pass the stack runs after
-    every micro-batch's backward (stack.grad_accum_bytes, or grad_accum_bytes_bf16 in bf16),
-    over the parameters the stage holds on one rank. Empty when the stack has none."""
+def grad_accum_seconds(plan: "Plan") -> tuple[dict[int, float], bool]:
+    """Per virtual stage: the memory-bound gradient-accumulation pass the stack runs after a
+    micro-batch's backward (stack.grad_accum_bytes, or grad_accum_bytes_bf16 in bf16), over
+    the parameters the stage holds on one rank (their shard under ZeRO-3); and whether the
+    first micro-batch runs it too. Autograd's AccumulateGrad (grad_accum_bytes) takes the
+    first micro-batch's gradient as it is and adds only the later ones; an explicit add into
+    an fp32 buffer (grad_accum_bytes_bf16) runs every time. Empty when the stack has none."""
     stack = plan.scenario.stack
     bf16 = plan.scenario.training.precision == "bf16" and stack.grad_accum_bytes_bf16 >= 0
     per_param = stack.grad_accum_bytes_bf16 if bf16 else stack.grad_accum_bytes
     if per_param <= 0:
-        return {}
+        return {}, False
     kernels = 2 if bf16 else 1  # bf16: .to(fp32) then add_
-    return {st.index: memory_time(plan.device, per_param * st.params, kernels * TENSORS_PER_LAYER * max(1, st.layers))
-            for st in plan.stages}
+    L = plan.layout
+    shards = L.dp * L.cp if plan.scenario.parallel.zero >= 3 else 1  # FSDP accumulates its shard
+    return ({st.index: memory_time(plan.device, per_param * st.params / shards, kernels * TENSORS_PER_LAYER * max(1, st.layers))
+             for st in plan.stages}, bf16)
