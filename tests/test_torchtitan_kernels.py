@@ -73,3 +73,14 @@ def test_fsdp2_copy_out_once_per_all_gather(small_overrides):
     s = load_scenario(None, over + ['parallel.recompute="full"'])
     lc = make_plan(s).stages[0].layer
     assert lc.recompute == pytest.approx(sum(lc.fwd) - f.seconds, rel=1e-9)
+
+
+def test_async_tp_sums_the_received_chunks(small_overrides):
+    _, _, ops = _ops(small_overrides, 'parallel.sequence_parallel=true', 'stack.async_tp_reduce=true')
+    sums = [o for o in ops if o.name == "tp chunk sum"]
+    # two matmul-reduce-scatters per pass (out proj, mlp down; backward: qkv and mlp up input
+    # gradients), each summing the full tokens x hidden partial output: read 2 B + write 2/TP B
+    # (TP 8: 2.25 B), x1.3 = 2.9 B per element
+    assert len(sums) == 4 and {o.phase for o in sums} == {"fwd", "bwd"}
+    assert sum(o.nbytes for o in sums) == pytest.approx(4 * 2.9 * T * H)
+    assert 2.9 == pytest.approx((2 + 2 / 8) * 1.3, abs=0.03)  # 2.925

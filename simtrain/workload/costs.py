@@ -144,7 +144,7 @@ NOT_RERUN = {"fsdp copy-out"}
 # sequence-dim copies per block, the all-gather's (its output feeds the GEMMs whose outputs
 # are not all saved) is rerun with the all-gather; the reduce-scatter's output is saved
 # (torchtitan _save_list holds reduce_scatter_tensor), so its input copy is not rerun
-OP_SELECTIVE_SHARE = {"tp cat copy": 0.5}
+OP_SELECTIVE_SHARE = {"tp cat copy": 0.5, "tp chunk sum": 0.0}  # the reduce-scatter output is saved
 
 
 def _op_selective(ops: tuple[O.Op, ...], model: ModelConfig, kf: float) -> tuple[float, float]:

@@ -86,6 +86,10 @@ MEM_OPS: dict[str, tuple[MemOp, MemOp]] = {
     # n_rep copies (read 2, write 2 / n_rep); taken as 2 B + 2 B / n_rep ~ 2.5 B at n_rep 4-8,
     # x1.3. One kernel each for K and V.
     "repeat_kv": (MemOp(3.3, 3.3, 2, 2), MemOp(3.3, 3.3, 2, 2)),
+    # The sum over TP ranks' received partial chunks of async TP's matmul-reduce-scatter
+    # (stack.async_tp_reduce), per element of the full partial output: read 2 B, write
+    # 2 B / TP (0.25 B at TP 8), x1.3
+    "tp_chunk_sum": (MemOp(2.9, 2.9, 1, 1), MemOp(2.9, 2.9, 1, 1)),
     # A plain copy of bf16 elements (read 2, write 2), x1.3: torch.cat around DTensor's
     # sequence-dim collectives and FSDP2's all-gather copy-out (stack.py)
     "copy": (MemOp(5.2, 5.2, 1, 1), MemOp(5.2, 5.2, 1, 1)),

@@ -171,6 +171,11 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
         # before the first GEMM, scatter after the last) and in the backward (their adjoints)
         for seg in (0, 1):
             ops += _mem(dev, "tp cat copy", seg, "copy", True, 2 * t * h)
+    if stack.async_tp_reduce and tp > 1 and par.sequence_parallel:
+        # async TP sums the received partial chunks of each matmul-reduce-scatter: forward
+        # after out proj and mlp down, backward after the input gradients of qkv and mlp up
+        for seg in (0, 1):
+            ops += _mem(dev, "tp chunk sum", seg, "tp_chunk_sum", True, t * h)
     if stack.fsdp_copy_out and par.zero == 3 and par.dp * par.cp > 1:
         # FSDP2 copies each all-gathered layer out of its flat buffer into the parameters:
         # before the forward (segment 0) and before the backward (segment 1) of the layer
