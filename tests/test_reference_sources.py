@@ -116,6 +116,13 @@ def test_stack_choices_per_row(cases) -> None:
     compiled = case_scenario(cases["titan-llama3-8b-h100-8gpu-sacop-compile"])
     eager = case_scenario(cases["titan-llama3-8b-h100-8gpu-sacop"])
     assert (compiled.stack.norm, compiled.stack.activation, eager.stack.norm) == ("fused", "fused", "unfused")
+    # the complex rotary stays eager under compile (Inductor falls back on complex ops)
+    assert compiled.stack.rope == eager.stack.rope == "complex"
+    # DTensor's cat copies around sequence-dim TP collectives: vanilla TP only
+    tp = "titan-llama3-8b-h100-64gpu-tp8-sacop-compile"
+    assert case_scenario(cases[tp]).stack.tp_shard_dim_copies
+    assert not case_scenario(cases[tp + "-asynctp"]).stack.tp_shard_dim_copies
+    assert case_scenario(cases[tp + "-asynctp"]).stack.async_tp_reduce and not case_scenario(cases[tp]).stack.async_tp_reduce
     assert case_scenario(cases["flash-gpt3-1.3b-s2048-fa1"]).parallel.attention_kernel == "fa1"
     bloom = case_scenario(cases["bloom-176b-384gpu-iter85376"])
     assert (bloom.parallel.first_stage_layers, bloom.parallel.last_stage_layers) == (5, 5)

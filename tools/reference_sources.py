@@ -216,8 +216,11 @@ def torchtitan_cases() -> list[Case]:
         async_tp = "Async TP tokens/sec' column" in r["notes"]
         fused_norm = compiled or (r["model"], gpu) in TITAN_FUSED_RMSNORM
         stack = dict(norm="fused" if fused_norm else "unfused")
-        if compiled:  # per-block torch.compile fuses rotary and SwiGLU too (stacks/torchtitan.toml)
-            stack.update(rope="fused", activation="fused")
+        if compiled:  # per-block torch.compile fuses SwiGLU too; the complex rotary stays eager
+            stack.update(activation="fused")  # (Inductor falls back on complex ops: stacks/torchtitan.toml)
+        if async_tp:  # micro-pipeline TP's fused all-gather-matmul / matmul-reduce-scatter take the
+            stack.update(tp_shard_dim_copies=False,  # sequence-dim layout without DTensor's cat copies,
+                         async_tp_reduce=True)  # but a sum kernel after each matmul-reduce-scatter
         parallel = dict(tp=tp, pp=int(r["pp"]), cp=int(r["cp"]), dp=int(r["dp"]), micro_batch=int(r["micro_batch"]),
                         sequence_parallel=tp > 1, recompute=recompute, zero=3, reshard_after_forward=True,
                         flash_attention=True, attention_kernel="fa2")

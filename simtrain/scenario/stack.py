@@ -33,7 +33,7 @@ class Stack:
     # traffic (Apex/Transformer Engine/torch.compile); "unfused" = the eager PyTorch ops of a
     # plain implementation (e.g. Hugging Face's LlamaRMSNorm: 7 kernels, fp32 intermediates).
     norm: str = "fused"  # RMSNorm (LayerNorm is one kernel in every framework)
-    rope: str = "fused"  # rotary embedding on Q and K
+    rope: str = "fused"  # rotary embedding on Q and K ("complex": Meta Llama's view_as_complex form)
     activation: str = "fused"  # SwiGLU / bias-GELU in one kernel
     bias_dropout_add: str = "fused"  # GPT-style bias + dropout + residual add in one kernel
     softmax: str = "fused"  # unfused attention only: Megatron's scale-mask-softmax kernel
@@ -118,10 +118,32 @@ class Stack:
     # inside optimizer.step(), exposed before the step ends (DeepSpeed ZeRO stage 1/2
     # all_gather_partitions, BF16_Optimizer all_gather_dp_groups).
     param_gather: str = "overlapped"
+    # Grouped-query attention with K and V expanded to every query head before the attention
+    # kernel (Meta Llama / torchtitan `repeat_kv`: expand + reshape materialises a copy; its
+    # backward sums the copies): a copy of K and V per layer and pass (simtrain.workload.ops)
+    gqa_repeat_kv: bool = False
+    # Tensor parallelism through DTensor with sequence-sharded activations (Shard(1)): torch's
+    # functional collectives gather and scatter along dim 0 only, so an all-gather along the
+    # sequence is followed by torch.cat(torch.chunk(out, tp), dim=1) and a reduce-scatter is
+    # preceded by the inverse chunk + cat (torch/distributed/_functional_collectives.py,
+    # all_gather_tensor / reduce_scatter_tensor): one copy of the full activation per TP
+    # collective. Not with async TP, whose fused ops take the layout (case definitions)
+    tp_shard_dim_copies: bool = False
+    # PyTorch's async TP (micro-pipeline TP, torch/distributed/_symmetric_memory,
+    # _fused_matmul_reduce_scatter_impl): each rank's partial output chunk is sent to its
+    # owner, which sums the TP received chunks in a separate kernel (torch.sum(dim=0)): one
+    # reduction over the full tokens x hidden partial output per matmul-reduce-scatter, two
+    # per layer and pass (simtrain.workload.ops). Only with async TP (case definitions)
+    async_tp_reduce: bool = False
+    # FSDP2 (fully_shard): the all-gather lands in one flat buffer that is copied out into
+    # the unsharded parameters on the compute stream (torch/distributed/_composable/fsdp/
+    # _fsdp_collectives.py, foreach_all_gather_copy_out: split_with_sizes_copy), once per
+    # all-gather of a layer (simtrain.workload.ops). FSDP1's flat parameter needs no copy.
+    fsdp_copy_out: bool = False
 
 
 STACK_CHOICES = {
-    "norm": FUSION, "rope": FUSION, "activation": FUSION, "bias_dropout_add": FUSION, "softmax": FUSION,
+    "norm": FUSION, "rope": FUSION + ("complex",), "activation": FUSION, "bias_dropout_add": FUSION, "softmax": FUSION,
     "cross_entropy": FUSION, "optimizer": ("fused", "foreach"), "optimizer_moments": ("fp32", "bf16"),
     "dp_reduce_bf16": ("reduce-scatter", "all-reduce"), "param_gather": ("overlapped", "in-step"),
 }

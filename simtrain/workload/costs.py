@@ -88,7 +88,10 @@ def layer_cost(model: ModelConfig, par: ParallelConfig, dev: Device, seq_len: in
     att_full = 2.0 * t * attended * (qk_head_dim(model) + v_head_dim(model)) * heads  # 4 t T hd heads when d_qk = d_v
     model_flops = 3 * gemm_f + 3 * att_full
     if par.recompute == "full":
-        recompute, recompute_flops = fwd[0] + fwd[1], gemm_f + att_full
+        # the whole forward again, after the backward's own all-gather: FSDP's copy-out is
+        # not repeated
+        recompute = fwd[0] + fwd[1] - kf * sum(o.seconds for o in ops if o.phase == "fwd" and o.name in NOT_RERUN)
+        recompute_flops = gemm_f + att_full
     elif par.recompute == "selective":
         # Korthikanti et al. 2022: recompute only the attention core (QK^T, softmax, AV);
         # FlashAttention recomputes its scores anyway, so there is nothing left to do.
@@ -134,13 +137,24 @@ def op_selective_gemm_shares(model: ModelConfig) -> dict[str, float]:
     return shares
 
 
+# forward kernels recomputation never runs again: FSDP's copy-out belongs to the all-gather,
+# which the backward does anyway
+NOT_RERUN = {"fsdp copy-out"}
+# forward kernels op-level selective recomputation runs at this share: of DTensor's two
+# sequence-dim copies per block, the all-gather's (its output feeds the GEMMs whose outputs
+# are not all saved) is rerun with the all-gather; the reduce-scatter's output is saved
+# (torchtitan _save_list holds reduce_scatter_tensor), so its input copy is not rerun
+OP_SELECTIVE_SHARE = {"tp cat copy": 0.5, "tp chunk sum": 0.0}  # the reduce-scatter output is saved
+
+
 def _op_selective(ops: tuple[O.Op, ...], model: ModelConfig, kf: float) -> tuple[float, float]:
     """Recompute time and FLOPs of op-level selective checkpointing: the recomputed GEMM
     shares (op_selective_gemm_shares) and every memory-bound forward op (norms, rotary,
     activation, residual adds); attention (SDPA) is saved, so it is not run again."""
     shares = op_selective_gemm_shares(model)
     t = sum(o.seconds * shares.get(o.name, 0.0) for o in ops if o.phase == "fwd" and o.kind == "gemm")
-    t += sum(o.seconds for o in ops if o.phase == "fwd" and o.kind == "memory")
+    t += sum(o.seconds * OP_SELECTIVE_SHARE.get(o.name, 1.0) for o in ops
+             if o.phase == "fwd" and o.kind == "memory" and o.name not in NOT_RERUN)
     flops = sum(o.flops * shares.get(o.name, 0.0) for o in ops if o.phase == "fwd" and o.kind == "gemm")
     return kf * t, flops
 

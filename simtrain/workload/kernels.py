@@ -71,6 +71,28 @@ MEM_OPS: dict[str, tuple[MemOp, MemOp]] = {
     # neg, cat, two muls, add, with cos/sin broadcast): 440 / 465 us for 8192 x 4096 -> 55 / 58 B.
     # Fused (Apex/TE fused RoPE): minimum 4 B each way, x1.3.
     "rope": (MemOp(5.2, 5.2, 1, 1), MemOp(55.0, 58.0, 6, 6)),
+    # Rotary embedding in Meta Llama's complex form (torchtitan models/llama/model.py,
+    # apply_rotary_emb at 9dec370 and 820504e): per tensor x.float() (read 2, write 4),
+    # view_as_complex(x) * freqs_cis (complex64: read 4, write 4; freqs_cis is s x hd/2, small)
+    # and view_as_real(..).type_as(x) (read 4, write 2): 3 kernels, 20 B minimum; the
+    # backward runs the same three in reverse (cast, multiply by conj(freqs_cis), cast).
+    # x1.3 as the unmeasured entries. torch.compile does not change it: Inductor "does not
+    # support code generation for complex operators" and falls back to the eager kernel
+    # (torch/_inductor/lowering.py, unsupported_input_tensor), so the casts around it stay
+    # separate kernels (the mm before them is an extern kernel). Same entry both ways.
+    "rope_complex": (MemOp(26.0, 26.0, 6, 6), MemOp(26.0, 26.0, 6, 6)),
+    # GQA repeat_kv (expand + reshape) before SDPA, per element of the expanded K or V (all
+    # query heads): forward a copy (read 2 / n_rep, write 2), backward the sum over the
+    # n_rep copies (read 2, write 2 / n_rep); taken as 2 B + 2 B / n_rep ~ 2.5 B at n_rep 4-8,
+    # x1.3. One kernel each for K and V.
+    "repeat_kv": (MemOp(3.3, 3.3, 2, 2), MemOp(3.3, 3.3, 2, 2)),
+    # The sum over TP ranks' received partial chunks of async TP's matmul-reduce-scatter
+    # (stack.async_tp_reduce), per element of the full partial output: read 2 B, write
+    # 2 B / TP (0.25 B at TP 8), x1.3
+    "tp_chunk_sum": (MemOp(2.9, 2.9, 1, 1), MemOp(2.9, 2.9, 1, 1)),
+    # A plain copy of bf16 elements (read 2, write 2), x1.3: torch.cat around DTensor's
+    # sequence-dim collectives and FSDP2's all-gather copy-out (stack.py)
+    "copy": (MemOp(5.2, 5.2, 1, 1), MemOp(5.2, 5.2, 1, 1)),
     # Softmax over attention scores (unfused attention only, per score element). Fused
     # (Megatron's scale-mask-softmax, bf16 in/out): minimum 4 B fwd, 6 B bwd, x1.3.
     # Unfused (PyTorch standard attention: causal masked_fill, softmax, cast): 27.5 B fwd +

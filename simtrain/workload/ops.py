@@ -150,7 +150,11 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
         ops += _gemm(dev, "qkv", 0, t, (heads + 2 * kv_heads) * hd, h, fp8)
         rotated = (heads + kv_heads) * hd
     if model.position_embedding == "rope":
-        ops += _mem(dev, "rotary", 0, "rope", stack.rope == "fused", t * rotated)
+        rope = "rope_complex" if stack.rope == "complex" else "rope"
+        ops += _mem(dev, "rotary", 0, rope, stack.rope == "fused", t * rotated)
+    if stack.gqa_repeat_kv and not is_mla(model) and kv_heads < heads:
+        # K and V expanded to every local query head (stack.gqa_repeat_kv)
+        ops += _mem(dev, "repeat kv", 0, "repeat_kv", True, t * heads * hd)
     ops += attention_ops(model, par, dev, stack, seq_len, document_length)
     ops += _gemm(dev, "out proj", 0, t, h, heads * v_head_dim(model), fp8)
     ops += _mem(dev, resid.replace("_", "-"), 0, resid, fused_resid, t_sp * h)
@@ -161,12 +165,37 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
     ops += _mem(dev, act.replace("_", "-"), 1, act, stack.activation == "fused", t * ffn)
     ops += _gemm(dev, "mlp down", 1, t, h, ffn, fp8)
     ops += _mem(dev, resid.replace("_", "-"), 1, resid, fused_resid, t_sp * h)
+    if stack.tp_shard_dim_copies and tp > 1 and par.sequence_parallel:
+        # DTensor's sequence-dim all-gather and reduce-scatter each copy the full activation
+        # once (stack.tp_shard_dim_copies): per block one of each in the forward (gather
+        # before the first GEMM, scatter after the last) and in the backward (their adjoints)
+        for seg in (0, 1):
+            ops += _mem(dev, "tp cat copy", seg, "copy", True, 2 * t * h)
+    if stack.async_tp_reduce and tp > 1 and par.sequence_parallel:
+        # async TP sums the received partial chunks of each matmul-reduce-scatter: forward
+        # after out proj and mlp down, backward after the input gradients of qkv and mlp up
+        for seg in (0, 1):
+            ops += _mem(dev, "tp chunk sum", seg, "tp_chunk_sum", True, t * h)
+    if stack.fsdp_copy_out and par.zero == 3 and par.dp * par.cp > 1:
+        # FSDP2 copies each all-gathered layer out of its flat buffer into the parameters:
+        # before the forward (segment 0) and before the backward (segment 1) of the layer
+        w = layer_weight_elements(model, tp)
+        ops += [o for o in _mem(dev, "fsdp copy-out", 0, "copy", True, w) if o.phase == "fwd"]
+        ops += [o for o in _mem(dev, "fsdp copy-out", 1, "copy", True, w) if o.phase == "bwd"]
     if stack.tp_overlap_sms and tp > 1:
         ops = _tp_overlap_sms(ops, stack.tp_overlap_sms, dev.sms)
     if fp8:  # ---- the amax reduction and scale update after each pass (simtrain.workload.fp8)
         ops += [Op("fp8 scale update", "memory", 1, ph, FP8.scale_update_seconds(dev), FP8.SCALE_KERNELS_PER_PASS)
                 for ph in ("fwd", "bwd")]
     return tuple(ops)
+
+
+def layer_weight_elements(model: ModelConfig, tp: int) -> float:
+    """Weight elements of one dense layer's linears on a TP rank (the attention linears of
+    simtrain.scenario.models.attention_linears and the MLP; norms are negligible)."""
+    att = sum(k * (n // tp if split else n) for _, k, n, split in attention_linears(model))
+    ffn = model.intermediate_size // tp
+    return float(att + (3 if model.mlp == "gated" else 2) * ffn * model.hidden_size)
 
 
 # simtrain's (GEMM, phase) -> NeMo's userbuffers name (simtrain.scenario.stack.TP_OVERLAP_GEMMS)

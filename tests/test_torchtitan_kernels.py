@@ -1,0 +1,86 @@
+"""torchtitan's extra kernels (stacks/torchtitan.toml), each against a hand calculation:
+the complex-form rotary, GQA's repeat_kv copy, DTensor's sequence-dim cat copies around TP
+collectives and FSDP2's all-gather copy-out."""
+
+from __future__ import annotations
+
+import pytest
+
+from simtrain.engine.plan import make_plan
+from simtrain.scenario.config import load_scenario
+from simtrain.workload.kernels import mem_op
+from simtrain.workload.ops import layer_ops, layer_weight_elements
+
+# Llama 3 8B on 16 H100s, TP2 PP4 DP2, 2,048 tokens of micro-batch 1 (conftest small_overrides)
+T, H, HD, HEADS, KV, F, TP = 2048, 4096, 128, 32, 8, 14336, 2
+
+
+def _ops(small_overrides, *extra):
+    s = load_scenario(None, small_overrides + list(extra))
+    plan = make_plan(s)
+    return s, plan, layer_ops(s.model, s.parallel, plan.device, s.stack, s.training.seq_len)
+
+
+def _op(ops, name, phase):
+    return [o for o in ops if o.name == name and o.phase == phase]
+
+
+def test_complex_rotary_is_three_kernels_per_tensor_of_20_bytes(small_overrides):
+    # x.float() 2+4 B, complex multiply 4+4 B, .type_as(x) 4+2 B per element = 20 B, x1.3
+    m = mem_op("rope_complex", True)
+    assert m.fwd_bytes == m.bwd_bytes == pytest.approx(20 * 1.3)
+    assert (m.fwd_kernels, m.bwd_kernels) == (6, 6)  # Q and K
+    assert mem_op("rope_complex", False) == m  # Inductor falls back on complex ops: compiled = eager
+    s, plan, ops = _ops(small_overrides, 'stack.rope="complex"')
+    rot = _op(ops, "rotary", "fwd")[0]
+    assert rot.nbytes == pytest.approx(20 * 1.3 * T * ((HEADS + KV) // TP) * HD)
+    # about half HF's rotate_half form (55 B), five times a fused kernel (5.2 B)
+    assert mem_op("rope", False).fwd_bytes / m.fwd_bytes == pytest.approx(2.1, abs=0.1)
+
+
+def test_repeat_kv_copies_k_and_v_to_every_query_head(small_overrides):
+    _, _, off = _ops(small_overrides)
+    assert not _op(off, "repeat kv", "fwd")
+    _, _, ops = _ops(small_overrides, "stack.gqa_repeat_kv=true")
+    (fwd,), (bwd,) = _op(ops, "repeat kv", "fwd"), _op(ops, "repeat kv", "bwd")
+    # expanded elements: tokens x local query heads x head dim; 2 B + 2 B / n_rep (4) ~ 2.5 B, x1.3
+    assert fwd.nbytes == bwd.nbytes == pytest.approx(3.3 * T * (HEADS // TP) * HD)
+    assert fwd.kernels == 2
+
+
+def test_dtensor_sequence_dim_collectives_copy_the_activation_once_each(small_overrides):
+    seq = ['parallel.sequence_parallel=true', 'stack.tp_shard_dim_copies=true']
+    _, _, ops = _ops(small_overrides, *seq)
+    copies = [o for o in ops if o.name == "tp cat copy"]
+    # per block and pass one all-gather and one reduce-scatter, each a copy of the full
+    # (gathered) tokens x hidden activation: read 2 + write 2 B, x1.3
+    assert len(copies) == 4
+    assert sum(o.nbytes for o in copies) == pytest.approx(4 * 2 * T * H * 5.2)
+    _, _, plain = _ops(small_overrides, 'parallel.sequence_parallel=true')
+    assert not [o for o in plain if o.name == "tp cat copy"]
+
+
+def test_fsdp2_copy_out_once_per_all_gather(small_overrides):
+    over = small_overrides + ["parallel.zero=3", "stack.fsdp_copy_out=true"]
+    _, _, ops = _ops(over)
+    w = layer_weight_elements(load_scenario(None, small_overrides).model, TP)
+    # Llama 3 8B layer on TP2: (q + 2 kv) h + q h + 3 h f, halved
+    assert w == (H * (HEADS + 2 * KV) * HD + HEADS * HD * H + 3 * H * F) / TP
+    (f,), (b,) = _op(ops, "fsdp copy-out", "fwd"), _op(ops, "fsdp copy-out", "bwd")
+    assert f.nbytes == b.nbytes == pytest.approx(5.2 * w)
+    assert (f.segment, b.segment) == (0, 1)  # before the layer's forward and its backward
+    # full recomputation reruns the forward after the backward's all-gather, not its copy-out
+    s = load_scenario(None, over + ['parallel.recompute="full"'])
+    lc = make_plan(s).stages[0].layer
+    assert lc.recompute == pytest.approx(sum(lc.fwd) - f.seconds, rel=1e-9)
+
+
+def test_async_tp_sums_the_received_chunks(small_overrides):
+    _, _, ops = _ops(small_overrides, 'parallel.sequence_parallel=true', 'stack.async_tp_reduce=true')
+    sums = [o for o in ops if o.name == "tp chunk sum"]
+    # two matmul-reduce-scatters per pass (out proj, mlp down; backward: qkv and mlp up input
+    # gradients), each summing the full tokens x hidden partial output: read 2 B + write 2/TP B
+    # (TP 8: 2.25 B), x1.3 = 2.9 B per element
+    assert len(sums) == 4 and {o.phase for o in sums} == {"fwd", "bwd"}
+    assert sum(o.nbytes for o in sums) == pytest.approx(4 * 2.9 * T * H)
+    assert 2.9 == pytest.approx((2 + 2 / 8) * 1.3, abs=0.03)  # 2.925
