@@ -153,7 +153,12 @@ def main() -> None:
     ratio = {key: {s: v[0] / v[1] for s, v in m[("flash",) + key].items()} for key in ((hd, c) for hd in (64, 128) for c in (True, False))}
     for paper, kernel, comment in (("FlashAttention-2", "fa2", "FlashAttention-2"),
                                    ("FlashAttention", "fa1", "FlashAttention v1"),
-                                   ("FlashAttention Triton", "triton", "Triton FlashAttention (flash-attn's flash_attn_triton, as llm-foundry's attn_impl=triton)"),
+                                   # the paper's "Triton" bars are OpenAI's triton.ops.flash_attention (MLIR
+                                   # Triton, 2023): flash-attention benchmarks/benchmark_flash_attention.py
+                                   # (60499ab) line 17 "from triton.ops.flash_attention import attention as
+                                   # attention_triton". NOT flash-attn's flash_attn_triton.py (llm-foundry's
+                                   # attn_impl "triton"), whose speed no transcribed source measures.
+                                   ("FlashAttention Triton", "triton", "Triton FlashAttention (OpenAI's triton.ops.flash_attention, MLIR Triton 2023; not flash-attn's flash_attn_triton)"),
                                    ("xformers", "xformers", "xFormers memory-efficient attention")):
         curves = {}
         for hd in (64, 128):
