@@ -157,13 +157,20 @@ def mpt_cases() -> list[Case]:
         kernel, why = _mpt_attention(r)
         shard = q["Sharding Strategy"]
         zero = 3 if shard == "FULL_SHARD" else 2  # SHARD_GRAD_OP = ZeRO-2 (SOURCES.md)
-        pure = q["MP Mode"] == "PURE"  # FSDP MixedPrecision PURE reduces gradients in bf16
+        # Gradient reduction dtype. Composer (v0.16.3 composer/trainer/mosaic_fsdp_utils.py,
+        # get_mixed_precision) maps MP mode PURE to MixedPrecision(param_dtype, reduce_dtype,
+        # buffer_dtype all = bf16) and DEFAULT to param_dtype = buffer_dtype = bf16 with
+        # reduce_dtype left None; FSDP then reduces in param_dtype (torch.distributed.fsdp.api
+        # MixedPrecision docstring: "If this is None but param_dtype is not None, then this takes
+        # on the param_dtype value, still running gradient reduction in low precision"). Only FULL
+        # (param_dtype None) reduces fp32. So PURE and DEFAULT both reduce gradients in bf16.
+        low_precision_reduce = q["MP Mode"] in ("PURE", "DEFAULT")
         parallel = dict(micro_batch=mb, recompute="full" if r["recompute"] == "full" else "none", zero=zero,
                         flash_attention=True, attention_kernel=kernel)
         if zero == 3:
             parallel["reshard_after_forward"] = True
         training = dict(seq_len=seq, global_batch=int(r["global_batch_seqs"]),
-                        grad_precision="bf16" if pure else "fp32")
+                        grad_precision="bf16" if low_precision_reduce else "fp32")
         name = f"mpt-{r['model'][4:]}-{tag}-{gpus}gpu-s{seq}-mb{mb}"
         if "Large Scale" in r["source_location"]:
             name += "-ls"
