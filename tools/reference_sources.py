@@ -139,7 +139,19 @@ def _mpt_attention(row: dict[str, str]) -> tuple[str, str]:
     # docstring: "Overall Triton forward + backward is slightly slower than CUDA forward +
     # backward" (the CUDA version being FlashAttention-1), so the FA1 curves stand for it on
     # both GPUs. The Triton curves (FA2/FA3 papers' "Triton" bars) are OpenAI's later
-    # MLIR-based kernel, much faster on H100.
+    # MLIR-based kernel (flash-attention benchmarks/benchmark_flash_attention.py @60499ab
+    # imports triton.ops.flash_attention), much faster on H100.
+    # Other statements of its speed, none a measurement at these shapes: llm-foundry v0.3.0
+    # TUTORIAL.md "In our experiance, `triton` is slightly faster than `flash`" (flash =
+    # flash-attn 1.0.9, FA1, in v0.3.0's [gpu] extra); tridao in insuhan/hyper-attn PR #1
+    # (2023-11-30): FA2's CUDA kernel "about 2x faster than the triton implementation", as
+    # FA2 is ~2x FA1. All agree with FA1's speed overall, so FA1 stays. Open question (see
+    # the validation's long-sequence rows): the docstring also says the Triton FORWARD is
+    # faster than FA1's and its backward slower; the forward's work partition is FA2's (one
+    # program per 128-query block over batch x heads x query blocks, one pass over K/V, only
+    # the LSE stored), and FA1's head-dim-128 penalty (FA2 paper figure: FA1 hd128 ~15% below
+    # hd64; OpenAI's Triton kernel shows none) may not apply. The per-pass split is unmeasured
+    # (needs the pre-MLIR Triton fork on an A100/H100), so no curve is built from it.
     return "fa1", ("attn_impl triton (submit_benchmarks.py default): llm-foundry's "
                    "flash_attn_triton on pre-MLIR Triton, FA1's speed per its docstring")
 
