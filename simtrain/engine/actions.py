@@ -21,7 +21,6 @@ neighbour's transfer is in flight and as `bubble` before it has started.
 
 from __future__ import annotations
 
-import gc
 import time
 
 from collections import defaultdict
@@ -29,6 +28,8 @@ from typing import Callable, Hashable
 
 import simpy
 
+from simtrain.engine.gcpause import paused_gc
+from simtrain.engine.loop import drain
 from simtrain.engine.moe_actions import MoEActions
 from simtrain.engine.plan import Plan, StageWork
 from simtrain.engine.primitives import Proc
@@ -360,21 +361,11 @@ class Engine(MoEActions):
         for dev in self.plan.simulated:
             self.env.process(self.device(dev))
         t0 = time.perf_counter()
-        # The loop allocates millions of short-lived events and records. CPython's cyclic
-        # collector would traverse the whole growing heap again and again (a 16,384-GPU
-        # per-rank run spent about a third of its time there): freeze what exists, collect
-        # the young generation 70x less often, restore both afterwards. Results are unchanged.
-        threshold = gc.get_threshold()
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 1_000)
-        try:
+        with paused_gc():  # (millions of short-lived objects: simtrain.engine.gcpause)
             if progress is None:
-                self.env.run()
+                drain(self.env)
             else:
                 self._run_reporting(progress)
-        finally:
-            gc.set_threshold(*threshold)
-            gc.unfreeze()
         self.run_s = time.perf_counter() - t0  # event loop only (benchmarks: engine event rate)
         missing = [d for d in self.plan.simulated if d not in self.done_at]
         if missing:
