@@ -193,7 +193,7 @@ class FlowNetwork(Introspection, Leasing, Sharing):
             return done
         if latency > 0:
             if self._dirty:
-                self._advance(self.active)
+                self._advance(self.in_start_order())
                 self._compile()
             classes = self._classes.get(key)
             if self._leases and classes:
@@ -240,7 +240,7 @@ class FlowNetwork(Introspection, Leasing, Sharing):
 
     def _start(self, key: Hashable, nbytes: float, done: simpy.Event | None, then=None) -> None:
         if self._dirty:
-            self._advance(self.active)
+            self._advance(self.in_start_order())
             self._compile()
         if key not in self._classes:
             raise KeyError(f"bundle type {key!r} was never registered")
@@ -316,23 +316,22 @@ class FlowNetwork(Introspection, Leasing, Sharing):
 
     def _reschedule(self, comp: set[_Bundle]) -> None:
         now = self.env.now
-        waiting = [b for b in comp if b.start > now]
+        # in start order, not set order (object ids): simultaneous finishes (the record
+        # order) and the bytes summed per link class are the same in every run
+        order = sorted(comp, key=_seq) if len(comp) > 1 else tuple(comp)
+        waiting = [b for b in order if b.start > now]
         if waiting:  # others now share the links of bundles still in their start-up
             for b in waiting:
                 self._put_back(b)
-            comp = comp.difference(waiting)
-            if not comp:
+            order = [b for b in order if b.start <= now]
+            if not order:
                 return
-        self._advance(comp)
-        if len(comp) == 1:  # alone on its links: the bottleneck class sets the rate
-            (b,) = comp
+        self._advance(order)
+        if len(order) == 1:  # alone on its links: the bottleneck class sets the rate
+            (b,) = order
             caps = self._class_capacity
             rates = {b: min(caps[cid] / m for cid, m in b.classes)}
-            order = (b,)
         else:
-            # in start order, not set order (object ids): simultaneous finishes, and so
-            # the timeline's record order, are then the same in every run
-            order = sorted(comp, key=_seq)
             shared, own = {}, {}
             for b in order:
                 shared[b], own[b] = self._split(b)
