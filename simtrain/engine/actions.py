@@ -97,7 +97,8 @@ class Engine(MoEActions):
         self.tp_time: dict[int, float] = {}  # exact TP all-reduce time where coalescing applies
         detail = plan.scenario.engine.detail
         self.coarse = detail == "action" or (detail == "auto" and len(plan.simulated) > 512)
-        self._labels: dict[Action, str] = {}
+        self._labels: dict[int, str] = {}  # id of an Action of the schedule (kept alive by it) -> label
+        self._tp_views: dict[int, object] = {}  # (simtrain.engine.spans)
         self._seg_cache: dict[Hashable, tuple] = {}
         self._programs: dict[Hashable, object] = {}  # (simtrain.engine.program)
         # critical-path bookkeeping: who sent what, and which wait ended because of whom
@@ -114,9 +115,9 @@ class Engine(MoEActions):
 
     # ---- helpers ------------------------------------------------------------------------
     def _label(self, a: Action) -> str:
-        lab = self._labels.get(a)
+        lab = self._labels.get(id(a))  # (by identity: an Action hashes its fields in Python)
         if lab is None:  # one string object per action, shared by all its records
-            lab = self._labels[a] = repr(a) if self.plan.layout.vp > 1 else f"{a.kind}{a.microbatch}"
+            lab = self._labels[id(a)] = repr(a) if self.plan.layout.vp > 1 else f"{a.kind}{a.microbatch}"
         return lab
 
     def _neighbour(self, dev: int, stage: int) -> tuple[int, int]:
@@ -147,7 +148,8 @@ class Engine(MoEActions):
             if segs is None:
                 one = ((kind, lc.fwd[0]), ("tp", tpt), (kind, lc.fwd[1]), ("tp", tpt))
                 segs = self._seg_cache[key] = self._pack([(kind, pre), *one * st.layers, (kind, post)])
-            yield from self._group_segments(dev, (kind, a), segs, lab, st.index, mb)
+            # (the action by identity: a pipeline rank's devices walk the same Action objects)
+            yield from self._group_segments(dev, (kind, id(a)), segs, lab, st.index, mb)
             return
         if not self.fsdp and self._programs_on():
             prog = self._forward_program(dev, st, kind)
@@ -216,12 +218,12 @@ class Engine(MoEActions):
                     one = [("B", lc.bwd_input[1])] + hidden + [("B", lc.bwd_input[0])] + hidden
                 segs = self._seg_cache[key] = self._pack(one if by_layer else one * st.layers)
             if by_layer:  # one span per layer (not one per collective and compute piece)
-                yield from self._tp_sync(dev, ("B", a), cause=False)
+                yield from self._tp_sync(dev, ("B", id(a)), cause=False)
                 for _ in range(st.layers):
                     yield from self._segments(dev, segs, lab, st.index, mb)
                     pending = self._grad_ready(dev, pending + st.grad_bytes_per_layer)
             else:
-                yield from self._group_segments(dev, ("B", a), segs, lab, st.index, mb)
+                yield from self._group_segments(dev, ("B", id(a)), segs, lab, st.index, mb)
                 pending = st.layers * st.grad_bytes_per_layer if last else 0.0
         else:
             gather = self._fsdp_gathers(dev, st) if self.fsdp else None
@@ -288,6 +290,7 @@ class Engine(MoEActions):
                     if st.expert_params > 0:
                         self._edp_launch(dev, "all-gather", st.expert_params * 2, "all-gather(edp)")
         w_count = self._w_count
+        arrivals, async_p2p = self.arrivals, self.async_p2p
         steps = self._step_lists.get(c.pp)
         if steps is None:  # every device of a pipeline rank walks the same list
             steps = self._step_lists[c.pp] = rank_steps(plan, c.pp, self.overlap_ep)
@@ -297,8 +300,9 @@ class Engine(MoEActions):
             if kind == "F":
                 if wait_label is not None:
                     key = ("F", dev, a.stage, mb)
-                    if not self._event(key).processed:
-                        yield from self._wait(dev, key, a.stage, mb, wait_label)
+                    ev = arrivals.get(key) or self._event(key)
+                    if ev.callbacks is not None:  # (not processed)
+                        yield from self._wait(dev, key, a.stage, mb, wait_label, ev)
                 ready = self.param_ready.pop((dev, a.stage), None)
                 if ready is not None and not ready.processed:
                     t0 = self.env.now
@@ -309,13 +313,16 @@ class Engine(MoEActions):
                     peer, rep = self._neighbour(dev, a.stage + 1)
                     if peer == dev:
                         self._send_local(("F", dev, a.stage + 1, mb))
+                    elif async_p2p:
+                        self._send(dev, peer, ("F", rep, a.stage + 1, mb), a.stage, mb, "F")
                     else:
                         yield from self._send_blocking(dev, peer, ("F", rep, a.stage + 1, mb), a.stage, mb, "F")
             elif kind == "B":
                 if wait_label is not None:
                     key = ("B", dev, a.stage, mb)
-                    if not self._event(key).processed:
-                        yield from self._wait(dev, key, a.stage, mb, wait_label)
+                    ev = arrivals.get(key) or self._event(key)
+                    if ev.callbacks is not None:  # (not processed)
+                        yield from self._wait(dev, key, a.stage, mb, wait_label, ev)
                 if st.layer.recompute > 0:
                     if self.full_recompute:  # the whole forward again, TP collectives included
                         yield from self.forward(dev, st, a, kind="R")
@@ -330,6 +337,8 @@ class Engine(MoEActions):
                     peer, rep = self._neighbour(dev, a.stage - 1)
                     if peer == dev:
                         self._send_local(("B", dev, a.stage - 1, mb))
+                    elif async_p2p:
+                        self._send(dev, peer, ("B", rep, a.stage - 1, mb), a.stage, mb, "B")
                     else:
                         yield from self._send_blocking(dev, peer, ("B", rep, a.stage - 1, mb), a.stage, mb, "B")
             else:  # W

@@ -15,7 +15,7 @@ import simpy
 from simtrain.engine import whatif
 from simtrain.engine.dpstream import DataParallelStream
 from simtrain.engine.spans import Spans
-from simtrain.engine.timeline import Record
+from simtrain.engine.timeline import record
 from simtrain.network.comm import Comm, NotPeriodic
 from simtrain.network.flows import FlowNetwork
 from simtrain.scenario.layout import Coord
@@ -30,7 +30,7 @@ class Primitives(Spans, DataParallelStream):
              nbytes: float = 0.0) -> None:
         end = self.env.now
         if end > start:
-            self.records.append(Record(dev, stream, kind, label, start, end, stage, mb, nbytes))
+            self.records.append(record(dev, stream, kind, label, start, end, stage, mb, nbytes))
 
     def _scale(self, dev: int, seconds: float, kind: str, stage: int, mb: int) -> float:
         """Compute time on this device under the what-ifs (straggler factor, jitter)."""
@@ -306,7 +306,7 @@ class Primitives(Spans, DataParallelStream):
         def sent() -> None:
             end = self.env.now
             if end > t0:
-                records.append(Record(dev, "comm", "pp", f"send {kind}{mb}", t0, end, stage, mb, self.plan.p2p_bytes))
+                records.append(record(dev, "comm", "pp", f"send {kind}{mb}", t0, end, stage, mb, self.plan.p2p_bytes))
             ev.succeed()
 
         self._chain(phases, sent)
@@ -322,9 +322,11 @@ class Primitives(Spans, DataParallelStream):
                 yield ev
                 self._rec(dev, "pp", f"send {kind}{mb}", t0, stage, mb)
 
-    def _wait(self, dev: int, key: Hashable, stage: int, mb: int, what: str) -> Proc:
-        ev = self._event(key)
-        if ev.processed:
+    def _wait(self, dev: int, key: Hashable, stage: int, mb: int, what: str, ev: simpy.Event | None = None) -> Proc:
+        """Wait for the arrival `key` (its event `ev` when the caller has it)."""
+        if ev is None:
+            ev = self._event(key)
+        if ev.callbacks is None:  # (processed)
             return
         t0 = self.env.now
         yield ev
@@ -334,9 +336,9 @@ class Primitives(Spans, DataParallelStream):
         if key in self.sender:  # the wait ends because this device sent at `ss`
             self.waited_on[(dev, t1)] = (self.sender[key], ss)
         if split > t0:
-            self.records.append(Record(dev, "main", "bubble", f"wait {what}", t0, split, stage, mb))
+            self.records.append(record(dev, "main", "bubble", f"wait {what}", t0, split, stage, mb))
         if t1 > split:
-            self.records.append(Record(dev, "main", "pp", f"recv {what}", split, t1, stage, mb))
+            self.records.append(record(dev, "main", "pp", f"recv {what}", split, t1, stage, mb))
 
     def _peer_rank(self, dev: int, stage: int) -> int:
         """The device that runs virtual stage `stage` for `dev`'s replica and TP/CP rank."""
