@@ -93,3 +93,54 @@ def test_collector_paused_inside_and_restored_after():
         assert not gc.isenabled()  # a collector the caller switched off stays off
     finally:
         gc.enable()
+
+
+def test_batched_finishes_equal_one_event_per_finish(monkeypatch):
+    from simtrain.network.flows import FlowNetwork
+
+    for extra in ([], ["parallel.tp=4", "parallel.dp=4"]):
+        fast, eng = _records(extra)
+        with monkeypatch.context() as m:
+            m.setattr(FlowNetwork, "_at_finish", lambda self, t, b: self._at(t, (b, 1)).callbacks.append(self._finish))
+            plain, eng2 = _records(extra)
+        assert fast == plain, extra
+        assert next(eng.env._eid) == next(eng2.env._eid)
+
+
+def test_batched_finishes_yield_to_an_urgent_event_scheduled_meanwhile():
+    """A finish that schedules an urgent event at the same instant: the rest of the batch
+    waits for it, as separate events would."""
+    from heapq import heappush
+
+    from simpy.events import NORMAL, URGENT
+
+    from simtrain.network.batch import Batching
+
+    def run(batched: bool) -> list[str]:
+        env, log = simpy.Environment(), []
+
+        class Net(Batching):
+            def __init__(self):
+                self.env = env
+
+            def _end(self, b, version):
+                log.append(b)
+                if b in ("a", "c"):
+                    ev = simpy.Event(env)
+                    ev._ok, ev._value = True, None
+                    ev.callbacks.append(lambda _e, b=b: log.append("urgent after " + b))
+                    env.schedule(ev, URGENT if b == "a" else NORMAL)
+
+        net = Net()
+        for b in "abcd":
+            if batched:
+                net._at_finish(1.0, b)
+            else:
+                ev = simpy.Event(env)
+                ev._ok, ev._value = True, (b, 1)
+                ev.callbacks.append(lambda e: net._end(*e._value))
+                heappush(env._queue, (1.0, NORMAL, next(env._eid), ev))
+        actions.drain(env)
+        return log
+
+    assert run(True) == run(False) == ["a", "urgent after a", "b", "c", "d", "urgent after c"]

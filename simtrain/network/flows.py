@@ -28,6 +28,7 @@ import simpy
 from simpy.events import NORMAL
 
 from simtrain.hardware.topology import Link, Topology
+from simtrain.network.batch import Batching
 from simtrain.network.flowinfo import Introspection
 from simtrain.network.lease import Lease, Leasing
 from simtrain.network.maxmin import fill, max_min_rates  # noqa: F401  (max_min_rates re-exported: its users import it from here)
@@ -64,7 +65,7 @@ class _Bundle:
             self.event.succeed()
 
 
-class FlowNetwork(Introspection, Leasing, Sharing):
+class FlowNetwork(Introspection, Leasing, Sharing, Batching):
     def __init__(self, env: simpy.Environment, topology: Topology | None, free: bool = False):
         self.env = env
         self.topo = topology
@@ -224,8 +225,7 @@ class FlowNetwork(Introspection, Leasing, Sharing):
             rate = self._alone_rate[key] = min(caps[cid] / m for cid, m in classes)
         b.rate = rate
         b.version = 1
-        # at (now + latency) + nbytes / rate, the very float a start after the latency gives
-        self._at(b.start + nbytes / rate, (b, 1)).callbacks.append(self._finish)
+        self._at_finish(b.start + nbytes / rate, b)  # (now + latency) + nbytes / rate: as a start then
 
     def _bundle(self, key: Hashable, nbytes: float, start: float, classes, then: Callable[[], None]) -> _Bundle:
         """A bundle that calls `then()` when done, moving bytes from `start` (lease.materialize)."""
@@ -270,8 +270,7 @@ class FlowNetwork(Introspection, Leasing, Sharing):
         self.env.timeout(max(b.remaining, 0.0) / x, (b, b.version)).callbacks.append(self._finish)
 
     def _put_back(self, b: _Bundle) -> None:
-        """A bundle started alone whose start-up has not elapsed: out of the network
-        until then (its finish is void), in again at its start."""
+        """Started alone, still in its start-up: out (its finish void), in again at its start."""
         self.active.discard(b)
         self._leave(b)
         b.version += 1
@@ -352,8 +351,10 @@ class FlowNetwork(Introspection, Leasing, Sharing):
             self.env.timeout(dt, (b, v)).callbacks.append(self._finish)
 
     def _finish(self, ev: simpy.Event) -> None:
-        """A bundle's finish, scheduled with (bundle, version): void if rescheduled since."""
-        b, version = ev._value
+        self._end(*ev._value)  # (bundle, version)
+
+    def _end(self, b: _Bundle, version: int) -> None:
+        """A bundle's finish: void if rescheduled since."""
         active = self.active
         if b.version != version or b not in active:
             return
