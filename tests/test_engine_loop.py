@@ -144,3 +144,44 @@ def test_batched_finishes_yield_to_an_urgent_event_scheduled_meanwhile():
         return log
 
     assert run(True) == run(False) == ["a", "urgent after a", "b", "c", "d", "urgent after c"]
+
+
+def test_arrivals_in_one_entry_equal_succeeding_each(monkeypatch):
+    from simtrain.engine.loop import Arrivals
+
+    for extra in ([], ["parallel.tp=4", "parallel.dp=4"]):
+        fast, eng = _records(extra)
+        with monkeypatch.context() as m:
+            m.setattr(Arrivals, "succeed", lambda self, ev: ev.succeed())
+            plain, eng2 = _records(extra)
+        assert fast == plain, extra
+        assert next(eng.env._eid) == next(eng2.env._eid)
+
+
+def test_arrivals_yield_to_an_urgent_event_scheduled_meanwhile():
+    from simpy.events import URGENT
+
+    from simtrain.engine.loop import Arrivals
+
+    def run(batched: bool) -> list[str]:
+        env, log = simpy.Environment(), []
+        arrived = Arrivals(env)
+        evs = {b: env.event() for b in "abcd"}
+        for b, ev in evs.items():
+            def cb(_e, b=b):
+                log.append(b)
+                if b == "a":
+                    u = simpy.Event(env)
+                    u._ok, u._value = True, None
+                    u.callbacks.append(lambda _u: log.append("urgent"))
+                    env.schedule(u, URGENT)
+            ev.callbacks.append(cb)
+
+        def start(_e):
+            for ev in evs.values():
+                arrived.succeed(ev) if batched else ev.succeed()
+        env.timeout(1.0).callbacks.append(start)
+        actions.drain(env)
+        return log
+
+    assert run(True) == run(False) == ["a", "urgent", "b", "c", "d"]

@@ -29,7 +29,7 @@ from typing import Callable, Hashable
 import simpy
 
 from simtrain.engine.gcpause import paused_gc
-from simtrain.engine.loop import drain
+from simtrain.engine.loop import Arrivals, drain
 from simtrain.engine.moe_actions import MoEActions
 from simtrain.engine.plan import Plan, StageWork
 from simtrain.engine.primitives import Proc
@@ -60,6 +60,7 @@ class Engine(MoEActions):
         self.comm.alone = plan.classes.kind != "pipeline"
         self.records: list[Record] = []
         self.arrivals: dict[Hashable, simpy.Event] = {}
+        self.arrived = Arrivals(self.env)  # (succeeds them: simtrain.engine.loop)
         self.send_start: dict[Hashable, float] = {}
         self.dp_tail: dict[int, simpy.Event] = {}
         self.dp_pending: dict[int, list[simpy.Event]] = defaultdict(list)

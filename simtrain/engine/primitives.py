@@ -307,7 +307,7 @@ class Primitives(Spans, DataParallelStream):
             end = self.env.now
             if end > t0:
                 records.append(record(dev, "comm", "pp", f"send {kind}{mb}", t0, end, stage, mb, self.plan.p2p_bytes))
-            ev.succeed()
+            self.arrived.succeed(ev)  # (ev.succeed(), a TP group's arrivals in one entry: engine.loop)
 
         self._chain(phases, sent)
 
