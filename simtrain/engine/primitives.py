@@ -15,12 +15,13 @@ import simpy
 from simtrain.engine import whatif
 from simtrain.engine.dpstream import DataParallelStream
 from simtrain.engine.spans import Spans
-from simtrain.engine.timeline import record
+from simtrain.engine.timeline import Record, record
 from simtrain.network.comm import Comm, NotPeriodic
 from simtrain.network.flows import FlowNetwork
 from simtrain.scenario.layout import Coord
 
 Proc = Generator[simpy.Event, object, None]
+_new = tuple.__new__  # (Record(...) without its generated __new__: simtrain.engine.timeline.record)
 
 
 class Primitives(Spans, DataParallelStream):
@@ -306,7 +307,7 @@ class Primitives(Spans, DataParallelStream):
         def sent() -> None:
             end = self.env.now
             if end > t0:
-                records.append(record(dev, "comm", "pp", f"send {kind}{mb}", t0, end, stage, mb, self.plan.p2p_bytes))
+                records.append(_new(Record, (dev, "comm", "pp", f"send {kind}{mb}", t0, end, stage, mb, self.plan.p2p_bytes)))
             self.arrived.succeed(ev)  # (ev.succeed(), a TP group's arrivals in one entry: engine.loop)
 
         self._chain(phases, sent)
@@ -335,10 +336,10 @@ class Primitives(Spans, DataParallelStream):
         split = min(max(ss, t0), t1)
         if key in self.sender:  # the wait ends because this device sent at `ss`
             self.waited_on[(dev, t1)] = (self.sender[key], ss)
-        if split > t0:
-            self.records.append(record(dev, "main", "bubble", f"wait {what}", t0, split, stage, mb))
+        if split > t0:  # (record(...) inlined: the same tuples)
+            self.records.append(_new(Record, (dev, "main", "bubble", f"wait {what}", t0, split, stage, mb, 0.0)))
         if t1 > split:
-            self.records.append(record(dev, "main", "pp", f"recv {what}", split, t1, stage, mb))
+            self.records.append(_new(Record, (dev, "main", "pp", f"recv {what}", split, t1, stage, mb, 0.0)))
 
     def _peer_rank(self, dev: int, stage: int) -> int:
         """The device that runs virtual stage `stage` for `dev`'s replica and TP/CP rank."""

@@ -16,6 +16,8 @@ from simpy.events import NORMAL
 
 from simtrain.engine.timeline import Record, record
 
+_new = tuple.__new__
+
 Proc = Generator[simpy.Event, object, None]
 Packed = tuple[tuple[tuple[str, float], ...], float]
 
@@ -47,12 +49,13 @@ class Spans:
 
     def _lay_out(self, dev: int, segs: tuple[tuple[str, float], ...], t: float, label: str, stage: int, mb: int) -> None:
         """Records of segments run from t to now."""
-        recs = self.records
+        add = self.records.append
         end, last = self.env.now, len(segs) - 1
         for n, (kind, d) in enumerate(segs):
             if d > 0:
                 e = end if (n == last and self.coarse) else t + d  # coarse: the last record ends with the span
-                recs.append(record(dev, "main", kind, "all-reduce(tp)" if kind == "tp" else label, t, e, stage, mb))
+                # (record(...) inlined: the same tuple)
+                add(_new(Record, (dev, "main", kind, "all-reduce(tp)" if kind == "tp" else label, t, e, stage, mb, 0.0)))
                 t += d
 
     def _tp_sync(self, dev: int, what: Hashable, cause: bool = True) -> Proc:

@@ -18,7 +18,6 @@ With identical data-parallel replicas this folds thousands of links into a handf
 
 from __future__ import annotations
 
-import itertools
 from heapq import heappush
 from operator import attrgetter
 from collections import defaultdict
@@ -29,6 +28,7 @@ from simpy.events import NORMAL
 
 from simtrain.hardware.topology import Link, Topology
 from simtrain.network.batch import Batching
+from simtrain.network.bundle import _Bundle
 from simtrain.network.flowinfo import Introspection
 from simtrain.network.lease import Lease, Leasing
 from simtrain.network.maxmin import fill, max_min_rates  # noqa: F401  (max_min_rates re-exported: its users import it from here)
@@ -36,33 +36,6 @@ from simtrain.network.sharing import Sharing
 
 EPS = 1e-12
 _seq = attrgetter("seq")
-
-
-class _Bundle:
-    __slots__ = ("key", "remaining", "rate", "updated", "event", "version", "classes", "seq", "start", "then", "nbytes",
-                 "shared", "levels")
-    _next = itertools.count()
-
-    def __init__(self, key: Hashable, nbytes: float, event: simpy.Event | None, now: float, classes, then=None):
-        self.seq = next(_Bundle._next)  # start order: sets of bundles are visited in it (deterministic runs)
-        self.key = key
-        self.remaining = nbytes
-        self.nbytes = nbytes
-        self.rate = 0.0
-        self.updated = now
-        self.start = now  # when it begins to move bytes (later than now: started alone, see transfer)
-        self.event = event
-        self.then = then  # called when done, instead of triggering `event`
-        self.version = 0
-        self.classes = classes  # list of (class id, multiplicity)
-        self.shared: set[int] = set()  # classes another active bundle uses too (simtrain.network.sharing)
-        self.levels = None  # (classes, sorted (cap / m, class id), multiplicities) for Sharing._split
-
-    def done(self) -> None:
-        if self.then is not None:
-            self.then()
-        else:
-            self.event.succeed()
 
 
 class FlowNetwork(Introspection, Leasing, Sharing, Batching):
@@ -167,7 +140,7 @@ class FlowNetwork(Introspection, Leasing, Sharing, Batching):
         self._class_users = users_of
         self._users = defaultdict(set)
         for b in self.active:
-            b.classes = self._classes[b.key]
+            b.classes, b.alone = self._classes[b.key], None
             self._join(b)
         self._dirty = False
 
@@ -223,7 +196,7 @@ class FlowNetwork(Introspection, Leasing, Sharing, Batching):
         if rate is None:
             caps = self._class_capacity
             rate = self._alone_rate[key] = min(caps[cid] / m for cid, m in classes)
-        b.rate = rate
+        b.rate = b.alone = rate
         b.version = 1
         self._at_finish(b.start + nbytes / rate, b)  # (now + latency) + nbytes / rate: as a start then
 
@@ -370,9 +343,12 @@ class FlowNetwork(Introspection, Leasing, Sharing, Batching):
             b.updated = now
         active.discard(b)
         key, classes = b.key, b.classes
-        # its rate alone: cached per type while its classes are the compiled ones
-        current = classes is self._classes.get(key)
-        alone = self._alone_rate.get(key) if current else None
+        # its rate alone: noted on it when started alone, else cached per type while its
+        # classes are the compiled ones (a compilation clears both)
+        alone = b.alone
+        if alone is None:
+            current = classes is self._classes.get(key)
+            alone = self._alone_rate.get(key) if current else None
         if alone is None:
             caps = self._class_capacity
             alone = min(caps[cid] / m for cid, m in classes)
