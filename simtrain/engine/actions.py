@@ -383,13 +383,16 @@ class Engine(MoEActions):
         return self.records
 
     def _run_reporting(self, progress: Callable[[float, int], None]) -> None:
-        """env.run(), in slices of PROGRESS_EVERY events with a report after each."""
-        env, step, done = self.env, self.env.step, 0
+        """env.run(), with a report each time another PROGRESS_EVERY events are processed
+        (those processed inside a shared queue entry count one by one)."""
+        env, step, steps, due = self.env, self.env.step, 0, PROGRESS_EVERY
         try:
             while True:
-                for _ in range(PROGRESS_EVERY):
-                    step()
-                done += PROGRESS_EVERY
-                progress(env.now, done)  # events processed so far
+                step()
+                steps += 1
+                done = steps + self.net.folded + self.arrived.folded
+                if done >= due:
+                    due += PROGRESS_EVERY
+                    progress(env.now, done)  # events processed so far
         except simpy.core.EmptySchedule:
             pass

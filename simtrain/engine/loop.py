@@ -37,6 +37,7 @@ class Arrivals:
     def __init__(self, env: simpy.Environment):
         self.env = env
         self._last: list | None = None  # [time, last number, entry event]
+        self.folded = 0  # events processed inside an entry after its first
 
     def succeed(self, ev: simpy.Event) -> None:
         """`ev.succeed()`, in the same place of simpy's order."""
@@ -68,6 +69,7 @@ class Arrivals:
                     rest.callbacks.append(self._process)
                     heappush(queue, (t, NORMAL, eid, rest))
                     return
+                self.folded += 1  # (events processed inside the entry, for progress reports)
             callbacks, ev.callbacks = ev.callbacks, None
             for callback in callbacks:
                 callback(ev)

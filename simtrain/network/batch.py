@@ -23,6 +23,7 @@ from simpy.events import NORMAL
 class Batching:
     env: simpy.Environment
     _batch: list | None = None  # [time, last number, event] of the newest batched entry
+    folded = 0  # finishes processed inside an entry after its first (each counts as an event)
 
     def _end(self, b: Any, version: int) -> None:  # (FlowNetwork: a bundle's finish)
         raise NotImplementedError
@@ -54,4 +55,5 @@ class Batching:
                     rest.callbacks.append(self._finish_batch)
                     heappush(queue, (t, NORMAL, eid, rest))
                     return
+                self.folded += 1  # (events processed inside the entry, for progress reports)
             self._end(b, 1)
