@@ -218,8 +218,9 @@ def _free_comm_step_every_record(plan, records):
 
 
 def test_free_comm_step_reading_only_the_chains_devices_equals_summing_every_device():
-    for extra, sets in (([], SMALL), (["whatif.slow_devices=[]"], SMALL)):
-        plan = make_plan(load_scenario(None, sets + extra))
+    plain = [o for o in SMALL if not o.startswith("whatif.")]  # no straggler: one replica's chain
+    for sets in (SMALL, plain):
+        plan = make_plan(load_scenario(None, sets))
         records = Engine(plan).run(None)
         assert not plan.symmetric
         assert attribution.free_comm_step(plan, records) == _free_comm_step_every_record(plan, records)
