@@ -145,3 +145,93 @@ def test_attribution_equals_the_reference_computation():
             bounds = sorted({r.start for r in tl.by_dev[d]} | {r.end for r in tl.by_dev[d]})
             for t0, t1 in zip(bounds[::7], bounds[3::7]):
                 assert tl.kinds(d, t0, t1) == _reference_kinds(tl, d, t0, t1)
+
+
+def test_waits_skipped_without_blamed_overlap_equal_walking_every_sender(monkeypatch):
+    """attribute_waits asks BlamedSpans before walking a sender's records: the same
+    output as walking them for every wait, with FSDP (many blamed gathers) and without."""
+    from simtrain.analysis import blamed
+
+    for extra in (["parallel.zero=3"], []):
+        plan, _, records = _plan_and_records(extra)
+        fast, tl = attribution.attribute_waits(plan, records)
+        with monkeypatch.context() as m:
+            m.setattr(blamed.BlamedSpans, "overlaps", lambda self, dev, t0, t1: True)
+            slow, tl2 = attribution.attribute_waits(plan, records)
+        assert fast == slow
+        assert [[tuple(p) for p in v] for v in tl.replaced.values()] == [[tuple(p) for p in v] for v in tl2.replaced.values()]
+        if extra:
+            assert tl.replaced, "the case must have attributed waits"
+
+
+def test_blamed_spans_overlap_equals_checking_every_span():
+    import random
+
+    from simtrain.analysis.blamed import BlamedSpans
+    from simtrain.engine.timeline import Record
+
+    rng = random.Random(7)
+    spans: dict[int, list[tuple[float, float]]] = {0: [], 1: []}
+    recs = []
+    for _ in range(40):
+        d, s = rng.randrange(2), rng.uniform(0, 10)
+        e = s + rng.uniform(0.01, 2)
+        spans[d].append((s, e))
+        recs.append(Record(d, "main", "dp", "wait dp", s, e))
+    b = BlamedSpans(recs)
+    for step in range(400):
+        if step % 40 == 0:  # pieces of attributed waits join as they are attributed
+            d, s = rng.randrange(3), rng.uniform(0, 10)
+            e = s + rng.uniform(0.01, 1)
+            spans.setdefault(d, []).append((s, e))
+            b.add(d, s, e)
+        d, t0 = rng.randrange(3), rng.uniform(-1, 11)
+        t1 = t0 + rng.uniform(0.001, 1)
+        assert b.overlaps(d, t0, t1) == any(min(t1, e) > max(t0, s) for s, e in spans.get(d, ())), (d, t0, t1)
+
+
+def _free_comm_step_every_record(plan, records):
+    """free_comm_step as it was: every device's records summed, then the chains read."""
+    from simtrain.schedule.validate import rank_ends
+
+    cost, opt = {}, {}
+    for r in records:
+        if r.stream != "main":
+            continue
+        if r.kind in ("F", "B", "W", "R"):
+            key = (r.device, r.stage, r.microbatch, "B" if r.kind == "R" else r.kind)
+            cost[key] = cost.get(key, 0.0) + r.end - r.start
+        elif r.kind == "opt":
+            opt[r.device] = opt.get(r.device, 0.0) + r.end - r.start
+    sched, L = plan.schedule, plan.layout
+    varied = bool(plan.speed) or plan.scenario.whatif.compute_jitter > 0
+    heads = [d for d in plan.simulated if L.coord(d).pp == 0]
+    chains = [[plan.classes.peer(d, p) for p in range(L.pp)] for d in (heads if varied else heads[:1])]
+    step = 0.0
+    for chain in chains:
+        costs = [[cost.get((chain[sched.placement[a.stage]], a.stage, a.microbatch, a.kind), 0.0)
+                  for a in sched.actions.get(r, ())] for r in range(sched.pp)]
+        ends = rank_ends(sched, costs)
+        for rank in sched.actions:
+            step = max(step, max(ends[rank], default=0.0) + opt.get(chain[rank], 0.0))
+    return step
+
+
+def test_free_comm_step_reading_only_the_chains_devices_equals_summing_every_device():
+    plain = [o for o in SMALL if not o.startswith("whatif.")]  # no straggler: one replica's chain
+    for sets in (SMALL, plain):
+        plan = make_plan(load_scenario(None, sets))
+        records = Engine(plan).run(None)
+        assert not plan.symmetric
+        assert attribution.free_comm_step(plan, records) == _free_comm_step_every_record(plan, records)
+
+
+def test_slowest_device_from_the_shared_grouping_equals_summing_every_record():
+    r = simulate(load_scenario(None, SMALL))
+    compute: dict[int, float] = {}
+    for rec in r.records:
+        if rec.stream == "main" and rec.kind in ("F", "B", "W", "R"):
+            compute[rec.device] = compute.get(rec.device, 0.0) + rec.duration
+    dev = max(compute, key=lambda d: (compute[d], -d))
+    got = r.extra["hotspots"]["slowest_device"]
+    assert (got["rank"], got["compute_s"]) == (dev, compute[dev])

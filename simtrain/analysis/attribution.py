@@ -37,6 +37,7 @@ import bisect
 from operator import attrgetter
 from typing import Iterable
 
+from simtrain.analysis.blamed import BlamedSpans
 from simtrain.engine.timeline import Record
 from simtrain.schedule.validate import rank_ends
 
@@ -134,6 +135,7 @@ def attribute_waits(plan, records: list[Record]) -> tuple[list[Record], _Timelin
     tl = _Timeline(records)
     if not waits:
         return records, tl
+    blamed = BlamedSpans(r for r in records if r.kind in BLAMED and r.stream == "main")
     S = len(plan.schedule.placement)
     peers: dict[tuple[int, int], int] = {}
     at: dict[int, list[Record]] = {}  # position in `records` -> the attributed pieces
@@ -146,6 +148,8 @@ def attribute_waits(plan, records: list[Record]) -> tuple[list[Record], _Timelin
             sender = peers[(r.device, stage)] = plan.peer(r.device, stage)
         if sender == r.device:
             continue
+        if not blamed.overlaps(sender, r.start, r.end):  # every piece would be a bubble
+            continue
         pieces = tl.kinds(sender, r.start, r.end)
         # the pieces cover the wait without gaps, so with none blamed on anything they would
         # merge into one bubble: the wait stays as it is (the usual case; no merge needed)
@@ -155,6 +159,9 @@ def attribute_waits(plan, records: list[Record]) -> tuple[list[Record], _Timelin
         if len(pieces) == 1 and pieces[0][2] == "bubble":
             continue
         tl.replaced[id(r)] = at[i] = [r._replace(kind=k, start=a, end=b) for a, b, k in pieces]
+        for a, b, k in pieces:
+            if k in BLAMED:
+                blamed.add(r.device, a, b)
     if not tl.replaced:
         return records, tl
     # the records between replaced ones are copied a slice at a time (no per-record Python work)
@@ -183,17 +190,6 @@ def free_comm_step(plan, records: list[Record]) -> float:
     """The step time with free communication and the recorded compute: each pipeline
     chain's schedule evaluated as a dependency graph with its devices' recorded F, B (with
     recomputation) and W seconds per (stage, micro-batch), plus each rank's optimizer."""
-    cost: dict[tuple[int, int, int, str], float] = {}
-    opt: dict[int, float] = {}
-    for r in records:
-        if r.stream != "main":
-            continue
-        k = r.kind
-        if k in ("F", "B", "W", "R"):
-            key = (r.device, r.stage, r.microbatch, "B" if k == "R" else k)
-            cost[key] = cost.get(key, 0.0) + r.end - r.start
-        elif k == "opt":
-            opt[r.device] = opt.get(r.device, 0.0) + r.end - r.start
     sched, L = plan.schedule, plan.layout
     if plan.symmetric:
         chains = [list(plan.simulated)]
@@ -201,6 +197,19 @@ def free_comm_step(plan, records: list[Record]) -> float:
         varied = bool(plan.speed) or plan.scenario.whatif.compute_jitter > 0
         heads = [d for d in plan.simulated if L.coord(d).pp == 0]
         chains = [[plan.classes.peer(d, p) for p in range(L.pp)] for d in (heads if varied else heads[:1])]
+    # only the chains' devices' records count (per-rank without what-ifs: one replica's)
+    needed = {d for chain in chains for d in chain}
+    cost: dict[tuple[int, int, int, str], float] = {}
+    opt: dict[int, float] = {}
+    for r in records:
+        if r.device not in needed or r.stream != "main":
+            continue
+        k = r.kind
+        if k in ("F", "B", "W", "R"):
+            key = (r.device, r.stage, r.microbatch, "B" if k == "R" else k)
+            cost[key] = cost.get(key, 0.0) + r.end - r.start
+        elif k == "opt":
+            opt[r.device] = opt.get(r.device, 0.0) + r.end - r.start
     step = 0.0
     place, get = sched.placement, cost.get
     for chain in chains:

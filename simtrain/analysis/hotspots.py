@@ -17,10 +17,16 @@ def hotspots(plan, engine: Engine, result: Result) -> dict:
     identical devices every one ties. The busiest link carried the most bytes relative to
     what it could have carried over the whole step.
     """
+    by_dev = main_by_device(result.records)
     compute: dict[int, float] = {}
-    for r in result.records:
-        if r.stream == "main" and r.kind in ("F", "B", "W", "R"):
-            compute[r.device] = compute.get(r.device, 0.0) + r.duration
+    work = ("F", "B", "W", "R")
+    for d, recs in by_dev.items():  # (each device's records in record order: the same sums)
+        c = None
+        for r in recs:
+            if r.kind in work:
+                c = (0.0 if c is None else c) + (r.end - r.start)
+        if c is not None:
+            compute[d] = c
     out: dict = {}
     if compute:
         dev = max(compute, key=lambda d: (compute[d], -d))
@@ -36,7 +42,7 @@ def hotspots(plan, engine: Engine, result: Result) -> dict:
                 break
         out["slowest_device"] = {"rank": dev, "pp": c.pp, "dp": c.dp, "tp": c.tp, "cp": c.cp,
                                  "compute_s": compute[dev], "vs_median_of_stage": compute[dev] / median - 1 if median else 0.0}
-    path = critical_path(engine, result)
+    path = critical_path(engine, result, by_dev)
     if path:
         out["critical_path"] = path
     net = engine.net
@@ -116,15 +122,23 @@ def contention(plan, engine: Engine) -> dict:
 _END = attrgetter("end")  # C-level key and getter: cheaper than a lambda per record
 
 
-def critical_path(engine: Engine, result: Result) -> dict:
+def main_by_device(records) -> dict[int, list]:
+    """Each device's main-stream records, in record order."""
+    by_dev: dict[int, list] = {}
+    for r in records:
+        if r.stream == "main":
+            by_dev.setdefault(r.device, []).append(r)
+    return by_dev
+
+
+def critical_path(engine: Engine, result: Result, by_dev: dict[int, list] | None = None) -> dict:
     """Walk back from the last device to finish: through its own main-stream intervals,
     and across to the sender whenever it was waiting for a pipeline neighbour (or to the
     last-arriving member when it waited for its TP peers). Returns the seconds each device
-    and each kind of work contributes to the path (they add up to the step time)."""
-    by_dev: dict[int, list] = {}
-    for r in result.records:
-        if r.stream == "main":
-            by_dev.setdefault(r.device, []).append(r)
+    and each kind of work contributes to the path (they add up to the step time).
+    `by_dev`: `main_by_device(result.records)` when the caller has it (sorted here)."""
+    if by_dev is None:
+        by_dev = main_by_device(result.records)
     if not by_dev:
         return {}
     for recs in by_dev.values():

@@ -9,6 +9,7 @@ from simtrain.analysis.hotspots import hotspots as find_hotspots
 from simtrain.analysis.metrics import Result, summarize
 from simtrain.analysis.moe_report import moe_summary
 from simtrain.engine.actions import Engine
+from simtrain.engine.gcpause import paused_gc
 from simtrain.engine.placement import placement_warnings
 from simtrain.engine.plan import Plan, check_supported, make_plan
 from simtrain.scenario.config import Scenario
@@ -34,6 +35,12 @@ def simulate_plan(plan: Plan, setup: Callable[[Engine], None] | None = None, t0:
     `details=False` skips the memory report, critical path and busiest link (sweeps keep
     the metrics only)."""
     t0 = time.perf_counter() if t0 is None else t0
+    with paused_gc():  # the engine and the analysis of its records (simtrain.engine.gcpause)
+        return _simulate_plan(plan, setup, t0, progress, link_series, details)
+
+
+def _simulate_plan(plan: Plan, setup: Callable[[Engine], None] | None, t0: float,
+                   progress: Callable[[float, int], None] | None, link_series: bool, details: bool) -> Result:
     check_supported(plan.scenario)
     engine = Engine(plan)
     if setup is not None:

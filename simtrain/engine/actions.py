@@ -21,7 +21,6 @@ neighbour's transfer is in flight and as `bubble` before it has started.
 
 from __future__ import annotations
 
-import gc
 import time
 
 from collections import defaultdict
@@ -29,6 +28,8 @@ from typing import Callable, Hashable
 
 import simpy
 
+from simtrain.engine.gcpause import paused_gc
+from simtrain.engine.loop import Arrivals, drain
 from simtrain.engine.moe_actions import MoEActions
 from simtrain.engine.plan import Plan, StageWork, grad_accum_seconds
 from simtrain.engine.primitives import Proc
@@ -59,6 +60,7 @@ class Engine(MoEActions):
         self.comm.alone = plan.classes.kind != "pipeline"
         self.records: list[Record] = []
         self.arrivals: dict[Hashable, simpy.Event] = {}
+        self.arrived = Arrivals(self.env)  # (succeeds them: simtrain.engine.loop)
         self.send_start: dict[Hashable, float] = {}
         self.dp_tail: dict[int, simpy.Event] = {}
         self.dp_pending: dict[int, list[simpy.Event]] = defaultdict(list)
@@ -103,7 +105,8 @@ class Engine(MoEActions):
         self.tp_time: dict[int, float] = {}  # exact TP all-reduce time where coalescing applies
         detail = plan.scenario.engine.detail
         self.coarse = detail == "action" or (detail == "auto" and len(plan.simulated) > 512)
-        self._labels: dict[Action, str] = {}
+        self._labels: dict[int, str] = {}  # id of an Action of the schedule (kept alive by it) -> label
+        self._tp_views: dict[int, object] = {}  # (simtrain.engine.spans)
         self._seg_cache: dict[Hashable, tuple] = {}
         self._programs: dict[Hashable, object] = {}  # (simtrain.engine.program)
         # critical-path bookkeeping: who sent what, and which wait ended because of whom
@@ -120,9 +123,9 @@ class Engine(MoEActions):
 
     # ---- helpers ------------------------------------------------------------------------
     def _label(self, a: Action) -> str:
-        lab = self._labels.get(a)
+        lab = self._labels.get(id(a))  # (by identity: an Action hashes its fields in Python)
         if lab is None:  # one string object per action, shared by all its records
-            lab = self._labels[a] = repr(a) if self.plan.layout.vp > 1 else f"{a.kind}{a.microbatch}"
+            lab = self._labels[id(a)] = repr(a) if self.plan.layout.vp > 1 else f"{a.kind}{a.microbatch}"
         return lab
 
     def _neighbour(self, dev: int, stage: int) -> tuple[int, int]:
@@ -153,7 +156,8 @@ class Engine(MoEActions):
             if segs is None:
                 one = ((kind, lc.fwd[0]), ("tp", tpt), (kind, lc.fwd[1]), ("tp", tpt))
                 segs = self._seg_cache[key] = self._pack([(kind, pre), *one * st.layers, (kind, post)])
-            yield from self._group_segments(dev, (kind, a), segs, lab, st.index, mb)
+            # (the action by identity: a pipeline rank's devices walk the same Action objects)
+            yield from self._group_segments(dev, (kind, id(a)), segs, lab, st.index, mb)
             return
         if not self.fsdp and self._programs_on():
             prog = self._forward_program(dev, st, kind)
@@ -222,12 +226,12 @@ class Engine(MoEActions):
                     one = [("B", lc.bwd_input[1])] + hidden + [("B", lc.bwd_input[0])] + hidden
                 segs = self._seg_cache[key] = self._pack(one if by_layer else one * st.layers)
             if by_layer:  # one span per layer (not one per collective and compute piece)
-                yield from self._tp_sync(dev, ("B", a), cause=False)
+                yield from self._tp_sync(dev, ("B", id(a)), cause=False)
                 for _ in range(st.layers):
                     yield from self._segments(dev, segs, lab, st.index, mb)
                     pending = self._grad_ready(dev, pending + st.grad_bytes_per_layer)
             else:
-                yield from self._group_segments(dev, ("B", a), segs, lab, st.index, mb)
+                yield from self._group_segments(dev, ("B", id(a)), segs, lab, st.index, mb)
                 pending = st.layers * st.grad_bytes_per_layer if last else 0.0
         else:
             gather = self._fsdp_gathers(dev, st) if self.fsdp else None
@@ -285,6 +289,7 @@ class Engine(MoEActions):
         if self._gathers_params() and not self.gather_in_step:
             self._param_gathers(dev, c.pp, first_ready=True)
         w_count = self._w_count
+        arrivals, async_p2p = self.arrivals, self.async_p2p
         steps = self._step_lists.get(c.pp)
         if steps is None:  # every device of a pipeline rank walks the same list
             steps = self._step_lists[c.pp] = rank_steps(plan, c.pp, self.overlap_ep)
@@ -294,8 +299,9 @@ class Engine(MoEActions):
             if kind == "F":
                 if wait_label is not None:
                     key = ("F", dev, a.stage, mb)
-                    if not self._event(key).processed:
-                        yield from self._wait(dev, key, a.stage, mb, wait_label)
+                    ev = arrivals.get(key) or self._event(key)
+                    if ev.callbacks is not None:  # (not processed)
+                        yield from self._wait(dev, key, a.stage, mb, wait_label, ev)
                 ready = self.param_ready.pop((dev, a.stage), None)
                 if ready is not None and not ready.processed:
                     t0 = self.env.now
@@ -306,13 +312,16 @@ class Engine(MoEActions):
                     peer, rep = self._neighbour(dev, a.stage + 1)
                     if peer == dev:
                         self._send_local(("F", dev, a.stage + 1, mb))
+                    elif async_p2p:
+                        self._send(dev, peer, ("F", rep, a.stage + 1, mb), a.stage, mb, "F")
                     else:
                         yield from self._send_blocking(dev, peer, ("F", rep, a.stage + 1, mb), a.stage, mb, "F")
             elif kind == "B":
                 if wait_label is not None:
                     key = ("B", dev, a.stage, mb)
-                    if not self._event(key).processed:
-                        yield from self._wait(dev, key, a.stage, mb, wait_label)
+                    ev = arrivals.get(key) or self._event(key)
+                    if ev.callbacks is not None:  # (not processed)
+                        yield from self._wait(dev, key, a.stage, mb, wait_label, ev)
                 if st.layer.recompute > 0:
                     if self.full_recompute:  # the whole forward again, TP collectives included
                         yield from self.forward(dev, st, a, kind="R")
@@ -329,6 +338,8 @@ class Engine(MoEActions):
                     peer, rep = self._neighbour(dev, a.stage - 1)
                     if peer == dev:
                         self._send_local(("B", dev, a.stage - 1, mb))
+                    elif async_p2p:
+                        self._send(dev, peer, ("B", rep, a.stage - 1, mb), a.stage, mb, "B")
                     else:
                         yield from self._send_blocking(dev, peer, ("B", rep, a.stage - 1, mb), a.stage, mb, "B")
             else:  # W
@@ -361,21 +372,11 @@ class Engine(MoEActions):
         for dev in self.plan.simulated:
             self.env.process(self.device(dev))
         t0 = time.perf_counter()
-        # The loop allocates millions of short-lived events and records. CPython's cyclic
-        # collector would traverse the whole growing heap again and again (a 16,384-GPU
-        # per-rank run spent about a third of its time there): freeze what exists, collect
-        # the young generation 70x less often, restore both afterwards. Results are unchanged.
-        threshold = gc.get_threshold()
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 1_000)
-        try:
+        with paused_gc():  # (millions of short-lived objects: simtrain.engine.gcpause)
             if progress is None:
-                self.env.run()
+                drain(self.env)
             else:
                 self._run_reporting(progress)
-        finally:
-            gc.set_threshold(*threshold)
-            gc.unfreeze()
         self.run_s = time.perf_counter() - t0  # event loop only (benchmarks: engine event rate)
         missing = [d for d in self.plan.simulated if d not in self.done_at]
         if missing:
@@ -383,13 +384,16 @@ class Engine(MoEActions):
         return self.records
 
     def _run_reporting(self, progress: Callable[[float, int], None]) -> None:
-        """env.run(), in slices of PROGRESS_EVERY events with a report after each."""
-        env, step, done = self.env, self.env.step, 0
+        """env.run(), with a report each time another PROGRESS_EVERY events are processed
+        (those processed inside a shared queue entry count one by one)."""
+        env, step, steps, due = self.env, self.env.step, 0, PROGRESS_EVERY
         try:
             while True:
-                for _ in range(PROGRESS_EVERY):
-                    step()
-                done += PROGRESS_EVERY
-                progress(env.now, done)  # events processed so far
+                step()
+                steps += 1
+                done = steps + self.net.folded + self.arrived.folded
+                if done >= due:
+                    due += PROGRESS_EVERY
+                    progress(env.now, done)  # events processed so far
         except simpy.core.EmptySchedule:
             pass

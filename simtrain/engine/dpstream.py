@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Generator
 
 import simpy
+from simpy.events import URGENT
 
 from simtrain.engine.plan import StageWork
 
@@ -54,18 +55,32 @@ class DataParallelStream:
         return {op: {x for x in sizes if x > 0} for op, sizes in out.items()}
 
     def _dp_launch(self, dev: int, op: str, size: float, label: str, on_done: simpy.Event | None = None) -> simpy.Event:
+        """Queue a collective on `dev`'s DP stream: it starts when the previous one is done
+        and triggers the returned event when it ends. Driven by callbacks where a simpy
+        process would resume (`_stream_start`): the same order, without a generator and
+        the process's end event (whose number is still drawn, so that the `events` a run
+        reports, simpy's event count, stays the same figure as with a process)."""
         prev = self.dp_tail.get(dev)
         done = on_done or self.env.event()
+        env = self.env
 
-        def proc() -> Proc:
-            if prev is not None and not prev.processed:
-                yield prev
-            t0 = self.env.now
-            yield from self.collective(dev, self.dp_dim, op, size)
+        def finish(t0: float) -> None:
             self._rec(dev, "dp", label, t0, stream="comm", nbytes=size)
             done.succeed()
+            next(env._eid)  # (the process's end event, scheduled after `done`: see above)
 
-        self.env.process(proc())
+        def start(_e: object = None) -> None:
+            if prev is not None and prev.callbacks is not None:  # (not processed yet)
+                prev.callbacks.append(start)
+                return
+            t0 = env.now
+            ev = self._launch(dev, self.dp_dim, op, size)
+            if ev is not None and ev.callbacks is not None:
+                ev.callbacks.append(lambda _e: finish(t0))
+            else:
+                finish(t0)
+
+        _stream_start(env, start)
         self.dp_tail[dev] = done
         self.dp_pending[dev].append(done)
         return done
@@ -132,6 +147,15 @@ class DataParallelStream:
             return 0.0
         return pending
 
+
+
+def _stream_start(env: simpy.Environment, start) -> None:
+    """Call `start(event)` where a process created now would first run: an event of
+    urgent priority scheduled now, as simpy's Initialize is."""
+    ev = simpy.Event(env)
+    ev._ok, ev._value = True, None
+    ev.callbacks.append(start)
+    env.schedule(ev, URGENT)
 
 
 def _layer_grads(st: StageWork) -> list[float]:

@@ -15,12 +15,13 @@ import simpy
 from simtrain.engine import whatif
 from simtrain.engine.dpstream import DataParallelStream
 from simtrain.engine.spans import Spans
-from simtrain.engine.timeline import Record
+from simtrain.engine.timeline import Record, record
 from simtrain.network.comm import Comm, NotPeriodic
 from simtrain.network.flows import FlowNetwork
 from simtrain.scenario.layout import Coord
 
 Proc = Generator[simpy.Event, object, None]
+_new = tuple.__new__  # (Record(...) without its generated __new__: simtrain.engine.timeline.record)
 
 
 class Primitives(Spans, DataParallelStream):
@@ -30,7 +31,7 @@ class Primitives(Spans, DataParallelStream):
              nbytes: float = 0.0) -> None:
         end = self.env.now
         if end > start:
-            self.records.append(Record(dev, stream, kind, label, start, end, stage, mb, nbytes))
+            self.records.append(record(dev, stream, kind, label, start, end, stage, mb, nbytes))
 
     def _scale(self, dev: int, seconds: float, kind: str, stage: int, mb: int) -> float:
         """Compute time on this device under the what-ifs (straggler factor, jitter)."""
@@ -306,8 +307,8 @@ class Primitives(Spans, DataParallelStream):
         def sent() -> None:
             end = self.env.now
             if end > t0:
-                records.append(Record(dev, "comm", "pp", f"send {kind}{mb}", t0, end, stage, mb, self.plan.p2p_bytes))
-            ev.succeed()
+                records.append(_new(Record, (dev, "comm", "pp", f"send {kind}{mb}", t0, end, stage, mb, self.plan.p2p_bytes)))
+            self.arrived.succeed(ev)  # (ev.succeed(), a TP group's arrivals in one entry: engine.loop)
 
         self._chain(phases, sent)
 
@@ -322,9 +323,11 @@ class Primitives(Spans, DataParallelStream):
                 yield ev
                 self._rec(dev, "pp", f"send {kind}{mb}", t0, stage, mb)
 
-    def _wait(self, dev: int, key: Hashable, stage: int, mb: int, what: str) -> Proc:
-        ev = self._event(key)
-        if ev.processed:
+    def _wait(self, dev: int, key: Hashable, stage: int, mb: int, what: str, ev: simpy.Event | None = None) -> Proc:
+        """Wait for the arrival `key` (its event `ev` when the caller has it)."""
+        if ev is None:
+            ev = self._event(key)
+        if ev.callbacks is None:  # (processed)
             return
         t0 = self.env.now
         yield ev
@@ -333,10 +336,10 @@ class Primitives(Spans, DataParallelStream):
         split = min(max(ss, t0), t1)
         if key in self.sender:  # the wait ends because this device sent at `ss`
             self.waited_on[(dev, t1)] = (self.sender[key], ss)
-        if split > t0:
-            self.records.append(Record(dev, "main", "bubble", f"wait {what}", t0, split, stage, mb))
+        if split > t0:  # (record(...) inlined: the same tuples)
+            self.records.append(_new(Record, (dev, "main", "bubble", f"wait {what}", t0, split, stage, mb, 0.0)))
         if t1 > split:
-            self.records.append(Record(dev, "main", "pp", f"recv {what}", split, t1, stage, mb))
+            self.records.append(_new(Record, (dev, "main", "pp", f"recv {what}", split, t1, stage, mb, 0.0)))
 
     def _peer_rank(self, dev: int, stage: int) -> int:
         """The device that runs virtual stage `stage` for `dev`'s replica and TP/CP rank."""

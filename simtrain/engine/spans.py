@@ -14,7 +14,9 @@ from typing import Generator, Hashable
 import simpy
 from simpy.events import NORMAL
 
-from simtrain.engine.timeline import Record
+from simtrain.engine.timeline import Record, record
+
+_new = tuple.__new__
 
 Proc = Generator[simpy.Event, object, None]
 Packed = tuple[tuple[tuple[str, float], ...], float]
@@ -31,6 +33,7 @@ class Spans:
     rdv: dict[Hashable, list]
     waited_on: dict[tuple[int, float], tuple[int, float]]
     last_arrival: dict[Hashable, int]
+    _tp_views: dict[int, object]  # device -> its TP group view (_view("tp", dev), looked up once)
 
     def _segments(self, dev: int, packed: Packed, label: str, stage: int, mb: int) -> Proc:
         """Run consecutive main-stream segments (from `_pack`) as one timeout; record each."""
@@ -46,12 +49,13 @@ class Spans:
 
     def _lay_out(self, dev: int, segs: tuple[tuple[str, float], ...], t: float, label: str, stage: int, mb: int) -> None:
         """Records of segments run from t to now."""
-        recs = self.records
+        add = self.records.append
         end, last = self.env.now, len(segs) - 1
         for n, (kind, d) in enumerate(segs):
             if d > 0:
                 e = end if (n == last and self.coarse) else t + d  # coarse: the last record ends with the span
-                recs.append(Record(dev, "main", kind, "all-reduce(tp)" if kind == "tp" else label, t, e, stage, mb))
+                # (record(...) inlined: the same tuple)
+                add(_new(Record, (dev, "main", kind, "all-reduce(tp)" if kind == "tp" else label, t, e, stage, mb, 0.0)))
                 t += d
 
     def _tp_sync(self, dev: int, what: Hashable, cause: bool = True) -> Proc:
@@ -80,7 +84,9 @@ class Spans:
         (now + seconds, as a timeout), same waits noted and recorded, and the members
         resume in the order `_tp_sync` then their timeouts would wake them (those that
         waited in arrival order, then the last)."""
-        v = self._view("tp", dev)
+        v = self._tp_views.get(dev)
+        if v is None:
+            v = self._tp_views[dev] = self._view("tp", dev)
         segs, total = packed
         if len(v.reps) == 1 or self.varied or total <= 0:  # (scaled spans: each member its own)
             yield from self._tp_sync(dev, what)
@@ -103,5 +109,5 @@ class Spans:
         start = entry[2]
         self.waited_on[(dev, start)] = (self.last_arrival[k], start)  # (as _tp_sync notes it)
         if start > t0:
-            self.records.append(Record(dev, "main", "tp", "wait tp peers", t0, start, stage, mb))
+            self.records.append(record(dev, "main", "tp", "wait tp peers", t0, start, stage, mb))
         self._lay_out(dev, segs, start, label, stage, mb)

@@ -5,12 +5,19 @@ network so that each module reads in one sitting."""
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Callable, Hashable, Iterable
 
 from simtrain.hardware.topology import Link
 
 
 class Introspection:
+    def in_start_order(self) -> list:
+        """The active bundles in the order they started: set order follows where the
+        objects lie in memory, so sums over a set (bytes per link class) could differ
+        between runs and between versions of the code in their last bit."""
+        return sorted(self.active, key=attrgetter("seq"))
+
     def link_series(self, links: Iterable[Link]) -> dict[Link, list[tuple[float, float]]]:
         """Utilisation (0..1) over time of each of `links`, from `rate_log`: steps at every
         rate change of a bundle crossing the link (its load on the link x its per-flow rate,
@@ -45,7 +52,7 @@ class Introspection:
         use: their transfers then always run at their idle-network speed, exactly."""
         keys = set(keys)
         if self._dirty:
-            self._advance(self.active)
+            self._advance(self.in_start_order())
             self._compile()
         for k in keys:
             for cid, _ in self._classes[k]:

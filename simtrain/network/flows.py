@@ -18,7 +18,6 @@ With identical data-parallel replicas this folds thousands of links into a handf
 
 from __future__ import annotations
 
-import itertools
 from heapq import heappush
 from operator import attrgetter
 from collections import defaultdict
@@ -28,6 +27,8 @@ import simpy
 from simpy.events import NORMAL
 
 from simtrain.hardware.topology import Link, Topology
+from simtrain.network.batch import Batching
+from simtrain.network.bundle import _Bundle
 from simtrain.network.flowinfo import Introspection
 from simtrain.network.lease import Lease, Leasing
 from simtrain.network.maxmin import fill, max_min_rates  # noqa: F401  (max_min_rates re-exported: its users import it from here)
@@ -37,34 +38,7 @@ EPS = 1e-12
 _seq = attrgetter("seq")
 
 
-class _Bundle:
-    __slots__ = ("key", "remaining", "rate", "updated", "event", "version", "classes", "seq", "start", "then", "nbytes",
-                 "shared", "levels")
-    _next = itertools.count()
-
-    def __init__(self, key: Hashable, nbytes: float, event: simpy.Event | None, now: float, classes, then=None):
-        self.seq = next(_Bundle._next)  # start order: sets of bundles are visited in it (deterministic runs)
-        self.key = key
-        self.remaining = nbytes
-        self.nbytes = nbytes
-        self.rate = 0.0
-        self.updated = now
-        self.start = now  # when it begins to move bytes (later than now: started alone, see transfer)
-        self.event = event
-        self.then = then  # called when done, instead of triggering `event`
-        self.version = 0
-        self.classes = classes  # list of (class id, multiplicity)
-        self.shared: set[int] = set()  # classes another active bundle uses too (simtrain.network.sharing)
-        self.levels = None  # (classes, sorted (cap / m, class id), multiplicities) for Sharing._split
-
-    def done(self) -> None:
-        if self.then is not None:
-            self.then()
-        else:
-            self.event.succeed()
-
-
-class FlowNetwork(Introspection, Leasing, Sharing):
+class FlowNetwork(Introspection, Leasing, Sharing, Batching):
     def __init__(self, env: simpy.Environment, topology: Topology | None, free: bool = False):
         self.env = env
         self.topo = topology
@@ -166,7 +140,7 @@ class FlowNetwork(Introspection, Leasing, Sharing):
         self._class_users = users_of
         self._users = defaultdict(set)
         for b in self.active:
-            b.classes = self._classes[b.key]
+            b.classes, b.alone = self._classes[b.key], None
             self._join(b)
         self._dirty = False
 
@@ -193,7 +167,7 @@ class FlowNetwork(Introspection, Leasing, Sharing):
             return done
         if latency > 0:
             if self._dirty:
-                self._advance(self.active)
+                self._advance(self.in_start_order())
                 self._compile()
             classes = self._classes.get(key)
             if self._leases and classes:
@@ -222,10 +196,9 @@ class FlowNetwork(Introspection, Leasing, Sharing):
         if rate is None:
             caps = self._class_capacity
             rate = self._alone_rate[key] = min(caps[cid] / m for cid, m in classes)
-        b.rate = rate
+        b.rate = b.alone = rate
         b.version = 1
-        # at (now + latency) + nbytes / rate, the very float a start after the latency gives
-        self._at(b.start + nbytes / rate, (b, 1)).callbacks.append(self._finish)
+        self._at_finish(b.start + nbytes / rate, b)  # (now + latency) + nbytes / rate: as a start then
 
     def _bundle(self, key: Hashable, nbytes: float, start: float, classes, then: Callable[[], None]) -> _Bundle:
         """A bundle that calls `then()` when done, moving bytes from `start` (lease.materialize)."""
@@ -240,7 +213,7 @@ class FlowNetwork(Introspection, Leasing, Sharing):
 
     def _start(self, key: Hashable, nbytes: float, done: simpy.Event | None, then=None) -> None:
         if self._dirty:
-            self._advance(self.active)
+            self._advance(self.in_start_order())
             self._compile()
         if key not in self._classes:
             raise KeyError(f"bundle type {key!r} was never registered")
@@ -270,8 +243,7 @@ class FlowNetwork(Introspection, Leasing, Sharing):
         self.env.timeout(max(b.remaining, 0.0) / x, (b, b.version)).callbacks.append(self._finish)
 
     def _put_back(self, b: _Bundle) -> None:
-        """A bundle started alone whose start-up has not elapsed: out of the network
-        until then (its finish is void), in again at its start."""
+        """Started alone, still in its start-up: out (its finish void), in again at its start."""
         self.active.discard(b)
         self._leave(b)
         b.version += 1
@@ -316,23 +288,22 @@ class FlowNetwork(Introspection, Leasing, Sharing):
 
     def _reschedule(self, comp: set[_Bundle]) -> None:
         now = self.env.now
-        waiting = [b for b in comp if b.start > now]
+        # in start order, not set order (object ids): simultaneous finishes (the record
+        # order) and the bytes summed per link class are the same in every run
+        order = sorted(comp, key=_seq) if len(comp) > 1 else tuple(comp)
+        waiting = [b for b in order if b.start > now]
         if waiting:  # others now share the links of bundles still in their start-up
             for b in waiting:
                 self._put_back(b)
-            comp = comp.difference(waiting)
-            if not comp:
+            order = [b for b in order if b.start <= now]
+            if not order:
                 return
-        self._advance(comp)
-        if len(comp) == 1:  # alone on its links: the bottleneck class sets the rate
-            (b,) = comp
+        self._advance(order)
+        if len(order) == 1:  # alone on its links: the bottleneck class sets the rate
+            (b,) = order
             caps = self._class_capacity
             rates = {b: min(caps[cid] / m for cid, m in b.classes)}
-            order = (b,)
         else:
-            # in start order, not set order (object ids): simultaneous finishes, and so
-            # the timeline's record order, are then the same in every run
-            order = sorted(comp, key=_seq)
             shared, own = {}, {}
             for b in order:
                 shared[b], own[b] = self._split(b)
@@ -353,8 +324,10 @@ class FlowNetwork(Introspection, Leasing, Sharing):
             self.env.timeout(dt, (b, v)).callbacks.append(self._finish)
 
     def _finish(self, ev: simpy.Event) -> None:
-        """A bundle's finish, scheduled with (bundle, version): void if rescheduled since."""
-        b, version = ev._value
+        self._end(*ev._value)  # (bundle, version)
+
+    def _end(self, b: _Bundle, version: int) -> None:
+        """A bundle's finish: void if rescheduled since."""
         active = self.active
         if b.version != version or b not in active:
             return
@@ -370,9 +343,12 @@ class FlowNetwork(Introspection, Leasing, Sharing):
             b.updated = now
         active.discard(b)
         key, classes = b.key, b.classes
-        # its rate alone: cached per type while its classes are the compiled ones
-        current = classes is self._classes.get(key)
-        alone = self._alone_rate.get(key) if current else None
+        # its rate alone: noted on it when started alone, else cached per type while its
+        # classes are the compiled ones (a compilation clears both)
+        alone = b.alone
+        if alone is None:
+            current = classes is self._classes.get(key)
+            alone = self._alone_rate.get(key) if current else None
         if alone is None:
             caps = self._class_capacity
             alone = min(caps[cid] / m for cid, m in classes)

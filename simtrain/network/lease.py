@@ -31,7 +31,7 @@ class Leasing:
     def phase_classes(self, key: Hashable) -> list[tuple[int, float]]:
         """(link class, multiplicity) of a registered bundle type, compiled now."""
         if self._dirty:
-            self._advance(self.active)
+            self._advance(self.in_start_order())
             self._compile()
         return self._classes.get(key) or []
 
@@ -120,7 +120,7 @@ class Leasing:
         (the same float arithmetic), and their bytes are charged to the links. One event
         at the end, or None when that takes no time."""
         if self._dirty:
-            self._advance(self.active)
+            self._advance(self.in_start_order())
             self._compile()
         now = t = self.env.now
         caps = self._class_capacity
