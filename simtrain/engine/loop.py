@@ -5,10 +5,12 @@ failed and was not handled by a callback stops the run with its exception."""
 
 from __future__ import annotations
 
-from heapq import heappop, heappush
+from heapq import heappop
 
 import simpy
-from simpy.events import NORMAL, PENDING
+from simpy.events import PENDING
+
+from simtrain.network.batch import SameInstant
 
 
 def drain(env: simpy.Environment) -> None:
@@ -29,47 +31,26 @@ def drain(env: simpy.Environment) -> None:
 class Arrivals:
     """Events succeeded now, one right after the other (a TP group's activations landing
     together: their sends finish in one batch, simtrain.network.batch), as one entry of
-    the queue: numbers consecutive at the same instant and priority, so nothing comes
-    between them in simpy's order; each draws its own number, is triggered at once and
-    processed in its turn. If an event comes first meanwhile (an urgent one scheduled at
-    that instant by a callback), the rest goes back under the next one's own number."""
+    the queue (simtrain.network.batch.SameInstant): each draws its own number, is
+    triggered at once and processed in its turn, in simpy's order."""
 
     def __init__(self, env: simpy.Environment):
         self.env = env
-        self._last: list | None = None  # [time, last number, entry event]
-        self.folded = 0  # events processed inside an entry after its first
+        self._same = SameInstant(env, _run_callbacks)
+
+    @property
+    def folded(self) -> int:  # events processed inside an entry after its first
+        return self._same.folded
 
     def succeed(self, ev: simpy.Event) -> None:
         """`ev.succeed()`, in the same place of simpy's order."""
         if ev._value is not PENDING:
             raise RuntimeError(f"{ev} has already been triggered")
-        env = self.env
         ev._ok, ev._value = True, None
-        eid = next(env._eid)
-        now = env._now
-        last = self._last
-        if last is not None and last[1] == eid - 1 and last[0] == now and last[2].callbacks is not None:
-            last[2]._value.append((ev, eid))
-            last[1] = eid
-            return
-        entry = simpy.Event(env)
-        entry._ok, entry._value = True, [(ev, eid)]
-        entry.callbacks.append(self._process)
-        heappush(env._queue, (now, NORMAL, eid, entry))
-        self._last = [now, eid, entry]
+        self._same.push(self.env._now, ev)
 
-    def _process(self, entry: simpy.Event) -> None:
-        items, queue, t = entry._value, self.env._queue, self.env._now
-        for j, (ev, eid) in enumerate(items):
-            if j and queue:
-                top = queue[0]
-                if (top[0], top[1], top[2]) < (t, NORMAL, eid):
-                    rest = simpy.Event(self.env)
-                    rest._ok, rest._value = True, items[j:]
-                    rest.callbacks.append(self._process)
-                    heappush(queue, (t, NORMAL, eid, rest))
-                    return
-                self.folded += 1  # (events processed inside the entry, for progress reports)
-            callbacks, ev.callbacks = ev.callbacks, None
-            for callback in callbacks:
-                callback(ev)
+
+def _run_callbacks(ev: simpy.Event) -> None:
+    callbacks, ev.callbacks = ev.callbacks, None
+    for callback in callbacks:
+        callback(ev)

@@ -14,46 +14,70 @@ finish's own number, where its event would have been: the order stays simpy's ex
 from __future__ import annotations
 
 from heapq import heappush
-from typing import Any
+from typing import Any, Callable
 
 import simpy
 from simpy.events import NORMAL
 
 
-class Batching:
-    env: simpy.Environment
-    _batch: list | None = None  # [time, last number, event] of the newest batched entry
-    folded = 0  # finishes processed inside an entry after its first (each counts as an event)
+class SameInstant:
+    """Items due at one instant whose events were scheduled one right after the other,
+    as one entry of simpy's queue: each draws its own number (`next(env._eid)`), and the
+    entry is processed in the first one's place; `handle(item)` runs for each in turn. If
+    an event comes before the next item meanwhile (an urgent one scheduled at that instant
+    by a handler), the rest goes back in the queue under that item's own number."""
 
-    def _end(self, b: Any, version: int) -> None:  # (FlowNetwork: a bundle's finish)
-        raise NotImplementedError
+    def __init__(self, env: simpy.Environment, handle: Callable[[Any], None]):
+        self.env = env
+        self.handle = handle
+        self._last: list | None = None  # [time, last number, entry event]
+        self.folded = 0  # items processed inside an entry after its first (for progress reports)
 
-    def _at_finish(self, t: float, b: Any) -> None:
-        """Bundle `b`'s finish (version 1) at time `t`."""
+    def push(self, t: float, item: Any) -> None:
         env = self.env
         eid = next(env._eid)
-        last = self._batch
+        last = self._last
         if last is not None and last[1] == eid - 1 and last[0] == t and last[2].callbacks is not None:
-            last[2]._value.append((b, eid))
+            last[2]._value.append((item, eid))
             last[1] = eid
             return
         ev = simpy.Event(env)
-        ev._ok, ev._value = True, [(b, eid)]
-        ev.callbacks.append(self._finish_batch)
+        ev._ok, ev._value = True, [(item, eid)]
+        ev.callbacks.append(self._process)
         heappush(env._queue, (t, NORMAL, eid, ev))
-        self._batch = [t, eid, ev]
+        self._last = [t, eid, ev]
 
-    def _finish_batch(self, ev: simpy.Event) -> None:
-        entries = ev._value
-        queue, t = self.env._queue, self.env._now
-        for j, (b, eid) in enumerate(entries):
+    def _process(self, ev: simpy.Event) -> None:
+        items, queue, t = ev._value, self.env._queue, self.env._now
+        handle = self.handle
+        for j, (item, eid) in enumerate(items):
             if j and queue:
                 top = queue[0]
                 if (top[0], top[1], top[2]) < (t, NORMAL, eid):  # comes first now: the rest waits its turn
                     rest = simpy.Event(self.env)
-                    rest._ok, rest._value = True, entries[j:]
-                    rest.callbacks.append(self._finish_batch)
+                    rest._ok, rest._value = True, items[j:]
+                    rest.callbacks.append(self._process)
                     heappush(queue, (t, NORMAL, eid, rest))
                     return
-                self.folded += 1  # (events processed inside the entry, for progress reports)
-            self._end(b, 1)
+                self.folded += 1
+            handle(item)
+
+
+class Batching:
+    """FlowNetwork's finishes through a `SameInstant` queue (made on first use)."""
+    env: simpy.Environment
+    _same: SameInstant | None = None
+
+    def _end(self, b: Any, version: int) -> None:  # (FlowNetwork: a bundle's finish)
+        raise NotImplementedError
+
+    @property
+    def folded(self) -> int:  # finishes processed inside an entry after its first (each counts as an event)
+        return self._same.folded if self._same is not None else 0
+
+    def _at_finish(self, t: float, b: Any) -> None:
+        """Bundle `b`'s finish (version 1) at time `t`."""
+        same = self._same
+        if same is None:
+            same = self._same = SameInstant(self.env, lambda b: self._end(b, 1))
+        same.push(t, b)
