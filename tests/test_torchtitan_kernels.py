@@ -76,7 +76,8 @@ def test_fsdp2_copy_out_once_per_all_gather(small_overrides):
 
 
 def test_async_tp_sums_the_received_chunks(small_overrides):
-    _, _, ops = _ops(small_overrides, 'parallel.sequence_parallel=true', 'stack.async_tp_reduce=true')
+    _, _, ops = _ops(small_overrides, 'parallel.sequence_parallel=true', 'stack.async_tp_reduce=true',
+                     "engine.overlap_tp_comm=true")  # (only with async TP: simtrain.scenario.config)
     sums = [o for o in ops if o.name == "tp chunk sum"]
     # two matmul-reduce-scatters per pass (out proj, mlp down; backward: qkv and mlp up input
     # gradients), each summing the full tokens x hidden partial output: read 2 B + write 2/TP B
@@ -84,3 +85,15 @@ def test_async_tp_sums_the_received_chunks(small_overrides):
     assert len(sums) == 4 and {o.phase for o in sums} == {"fwd", "bwd"}
     assert sum(o.nbytes for o in sums) == pytest.approx(4 * 2.9 * T * H)
     assert 2.9 == pytest.approx((2 + 2 / 8) * 1.3, abs=0.03)  # 2.925
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_pytorch_tp_kernels_follow_whether_tp_communication_is_overlapped(small_overrides, overlap):
+    """The torchtitan stack carries both: without async TP, DTensor's cat copy around each
+    sequence-dim collective; with it (engine.overlap_tp_comm), micro-pipeline TP's sum
+    kernel instead (its fused ops take the layout). Nothing else is set by hand."""
+    s, _, ops = _ops(small_overrides, 'cluster.stack="torchtitan"', "parallel.sequence_parallel=true",
+                     f"engine.overlap_tp_comm={'true' if overlap else 'false'}")
+    assert s.stack.async_tp_reduce is overlap and s.stack.tp_shard_dim_copies is (not overlap)
+    names = {o.name for o in ops}
+    assert ("tp chunk sum" in names) is overlap and ("tp cat copy" in names) is (not overlap), sorted(names)

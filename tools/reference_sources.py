@@ -237,9 +237,8 @@ def torchtitan_cases() -> list[Case]:
         stack = dict(norm="fused" if fused_norm else "unfused")
         if compiled:  # per-block torch.compile fuses SwiGLU too; the complex rotary stays eager
             stack.update(activation="fused")  # (Inductor falls back on complex ops: stacks/torchtitan.toml)
-        if async_tp:  # micro-pipeline TP's fused all-gather-matmul / matmul-reduce-scatter take the
-            stack.update(tp_shard_dim_copies=False,  # sequence-dim layout without DTensor's cat copies,
-                         async_tp_reduce=True)  # but a sum kernel after each matmul-reduce-scatter
+        # async TP (engine.overlap_tp_comm below): the stack drops DTensor's cat copies and adds
+        # micro-pipeline TP's sum kernel by itself (stacks/torchtitan.toml)
         parallel = dict(tp=tp, pp=int(r["pp"]), cp=int(r["cp"]), dp=int(r["dp"]), micro_batch=int(r["micro_batch"]),
                         sequence_parallel=tp > 1, recompute=recompute, zero=3, reshard_after_forward=True,
                         flash_attention=True, attention_kernel="fa2")

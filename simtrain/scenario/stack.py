@@ -127,13 +127,15 @@ class Stack:
     # sequence is followed by torch.cat(torch.chunk(out, tp), dim=1) and a reduce-scatter is
     # preceded by the inverse chunk + cat (torch/distributed/_functional_collectives.py,
     # all_gather_tensor / reduce_scatter_tensor): one copy of the full activation per TP
-    # collective. Not with async TP, whose fused ops take the layout (case definitions)
+    # collective. Only without overlapped TP communication: async TP's fused ops take the
+    # layout (dropped when engine.overlap_tp_comm is on; simtrain.scenario.config)
     tp_shard_dim_copies: bool = False
     # PyTorch's async TP (micro-pipeline TP, torch/distributed/_symmetric_memory,
     # _fused_matmul_reduce_scatter_impl): each rank's partial output chunk is sent to its
     # owner, which sums the TP received chunks in a separate kernel (torch.sum(dim=0)): one
     # reduction over the full tokens x hidden partial output per matmul-reduce-scatter, two
-    # per layer and pass (simtrain.workload.ops). Only with async TP (case definitions)
+    # per layer and pass (simtrain.workload.ops). Only with async TP: dropped unless
+    # engine.overlap_tp_comm is on (simtrain.scenario.config)
     async_tp_reduce: bool = False
     # FSDP2 (fully_shard): the all-gather lands in one flat buffer that is copied out into
     # the unsharded parameters on the compute stream (torch/distributed/_composable/fsdp/
