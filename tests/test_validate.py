@@ -195,8 +195,9 @@ def test_full_validation_stays_within_achieved_errors(capsys: pytest.CaptureFixt
     assert mape["DeepSeek-V3 report (H800)"]["mape"] <= 10.0, mape
     # PaLM 540B on TPU v4: a prediction with assumed TPU constants, achieved -2.3%
     assert mape["PaLM 540B on TPU v4 (Chowdhery et al. 2022)"]["mape"] <= 5.0, mape
-    # ZeRO-3 (DeepSpeed 2021) is a known gap: achieved 193% (README); guard against it growing
-    assert mape["Megatron-LM SC21 Table 2, ZeRO-3"]["mape"] <= 210.0, mape
+    # ZeRO-3 (DeepSpeed 2021) is a known gap: achieved 66.5% with DeepSpeed v0.3's per-tensor
+    # list collectives (stacks/deepspeed-zero3-2021.toml; 193% without them); guard against it growing
+    assert mape["Megatron-LM SC21 Table 2, ZeRO-3"]["mape"] <= 70.0, mape
     statuses = {c["case"]: c["status"] for c in out["cases"]}
     assert statuses["llama3-70b-tpu-v5p-fsdp"] == "ok" and statuses["llama3-70b-tpu-v5p-fsdp-tp4"] == "ok"
 

@@ -58,7 +58,7 @@ class EndCost:
 
 
 def _launch_factor(ops: tuple[O.Op, ...], phases: tuple[str, ...], stack: Stack, extra_host_s: float = 0.0) -> float:
-    gpu = sum(o.seconds for o in ops if o.phase in phases)
+    gpu = sum(o.seconds for o in ops if o.phase in phases and o.kind != "host")
     host = sum(o.kernels for o in ops if o.phase in phases) * stack.launch_us * 1e-6 + extra_host_s
     return max(1.0, host / gpu) if gpu > 0 else 1.0
 
@@ -70,8 +70,12 @@ def layer_cost(model: ModelConfig, par: ParallelConfig, dev: Device, seq_len: in
     hooks = stack.fsdp_unit_us * 1e-6 if par.zero == 3 else 0.0
     kf = _launch_factor(ops, ("fwd",), stack, hooks)
     kb = _launch_factor(ops, ("bwd", "wgrad"), stack, hooks)
-    fwd = (kf * O.seconds(ops, "fwd", 0), kf * O.seconds(ops, "fwd", 1))
-    bwd = (kb * O.seconds(ops, "bwd", 0), kb * O.seconds(ops, "bwd", 1))
+    # GPU work scaled when the host's launches bound it; "host" ops (time the GPU waits for
+    # the host with the device drained, simtrain.workload.zero3) add on top
+    gpu = tuple(o for o in ops if o.kind != "host")
+    host = tuple(o for o in ops if o.kind == "host")
+    fwd = tuple(kf * O.seconds(gpu, "fwd", i) + O.seconds(host, "fwd", i) for i in (0, 1))
+    bwd = tuple(kb * O.seconds(gpu, "bwd", i) + O.seconds(host, "bwd", i) for i in (0, 1))
     wgrad = kb * O.seconds(ops, "wgrad")
     att_f = kf * sum(o.seconds for o in ops if o.kind == "attention" and o.phase == "fwd")
     att_b = kb * sum(o.seconds for o in ops if o.kind == "attention" and o.phase == "bwd")

@@ -31,6 +31,7 @@ from simtrain.scenario.config import ParallelConfig
 from simtrain.scenario.models import ModelConfig, attention_linears, has_dropout, is_mla, qk_head_dim, v_head_dim
 from simtrain.scenario.stack import TP_OVERLAP_GEMMS, Stack
 from simtrain.workload import fp8 as FP8
+from simtrain.workload import zero3 as Z3
 from simtrain.workload.compute import attention_time, gemm_flops, gemm_time, op_time
 from simtrain.workload.kernels import mem_op
 
@@ -40,7 +41,7 @@ PHASES = ("fwd", "bwd", "wgrad")
 @dataclass(frozen=True)
 class Op:
     name: str  # "qkv", "attention", "norm", ...
-    kind: str  # "gemm" | "attention" | "memory"
+    kind: str  # "gemm" | "attention" | "memory" | "host" (host time the GPU waits for, not GPU work)
     segment: int  # 0: attention block, 1: MLP block
     phase: str  # "fwd", "bwd" (input gradient) or "wgrad" (weight gradient)
     seconds: float  # GPU time
@@ -182,6 +183,13 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
         w = layer_weight_elements(model, tp)
         ops += [o for o in _mem(dev, "fsdp copy-out", 0, "copy", True, w) if o.phase == "fwd"]
         ops += [o for o in _mem(dev, "fsdp copy-out", 1, "copy", True, w) if o.phase == "bwd"]
+    if Z3.applies(par, stack):
+        # DeepSpeed v0.3.x ZeRO-3: the host's per-rank loop over each tensor's gather and
+        # reduce-scatter, with the device drained (simtrain.workload.zero3)
+        per_call = Z3.host_seconds_per_call(par, stack)
+        for (phase, seg), calls in Z3.calls_per_segment(model, par, stack).items():
+            if calls:
+                ops.append(Op("zero3 list collectives", "host", seg, phase, calls * per_call, 0))
     if stack.tp_overlap_sms and tp > 1:
         ops = _tp_overlap_sms(ops, stack.tp_overlap_sms, dev.sms)
     if fp8:  # ---- the amax reduction and scale update after each pass (simtrain.workload.fp8)
