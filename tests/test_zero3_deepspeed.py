@@ -14,6 +14,7 @@ from simtrain.workload import zero3 as Z3
 from simtrain.workload.costs import layer_cost
 
 SCENARIO = "megatron-sc21-t2-175b-zero3-1536"
+OFF = ["stack.zero3_gather_rank_ops=0", "stack.zero3_reduce_rank_ops=0"]
 
 
 def _plan(extra: list[str] | None = None):
@@ -30,39 +31,43 @@ def test_gpt3_175b_calls_by_hand():
     1.21e9) yes; fc2 (0) is kept. Segment 0: 2 + 2 = 4; segment 1: 2 + 1 = 3."""
     plan = _plan()
     s = plan.scenario
-    assert Z3.calls_per_segment(s.model, s.parallel, s.stack) == {
-        ("fwd", 0): 2, ("fwd", 1): 2, ("bwd", 0): 4, ("bwd", 1): 3}
+    assert Z3.calls_per_segment(s.model, s.parallel, s.stack) == {   # (gathers, reduce-scatters)
+        ("fwd", 0): (2, 0), ("fwd", 1): (2, 0), ("bwd", 0): (2, 2), ("bwd", 1): (1, 2)}
     # without recomputation nothing is kept: every tensor is gathered again for its backward
     par = load_scenario(SCENARIO, ['parallel.recompute="none"']).parallel
     assert Z3.calls_per_segment(s.model, par, s.stack) == {
-        ("fwd", 0): 2, ("fwd", 1): 2, ("bwd", 0): 4, ("bwd", 1): 4}
+        ("fwd", 0): (2, 0), ("fwd", 1): (2, 0), ("bwd", 0): (2, 2), ("bwd", 1): (2, 2)}
 
 
 def test_host_time_per_call_and_layer_cost_by_hand():
-    """Per call: 1,536 ranks x 2 operations (the narrow in DeepSpeed's loop, the backend's
-    copy) x 7 us = 21.504 ms; the layer's forward gains 4 calls, its backward 7 and its
-    recomputation (the forward again) 4, exactly, against the same stack without them."""
+    """Per gather: 1,536 ranks x 2 operations (the narrow in DeepSpeed's loop, the backend's
+    copy back) x 7 us = 21.504 ms; per reduce-scatter 3 (view, narrow, the backend's copy
+    in) = 32.256 ms. The layer's forward gains 4 gathers, its recomputation (the forward
+    again) 4, its backward 3 gathers and 4 reduce-scatters, exactly, against the same
+    stack without them."""
     plan = _plan()
     s = plan.scenario
-    per_call = Z3.host_seconds_per_call(s.parallel, s.stack)
-    assert per_call == pytest.approx(1536 * 2 * 7e-6, rel=1e-12)
+    g, r = 1536 * 2 * 7e-6, 1536 * 3 * 7e-6
+    assert Z3.host_seconds(s.parallel, s.stack, 1, 0) == pytest.approx(g, rel=1e-12)
+    assert Z3.host_seconds(s.parallel, s.stack, 0, 1) == pytest.approx(r, rel=1e-12)
     args = (s.model, s.parallel, plan.device, s.training.seq_len)
     with_ds = layer_cost(*args, stack=s.stack)
-    base = layer_cost(*args, stack=_plan(["stack.zero3_rank_host_ops=0"]).scenario.stack)
-    assert sum(with_ds.fwd) - sum(base.fwd) == pytest.approx(4 * per_call, rel=1e-9)
-    assert sum(with_ds.bwd_input) - sum(base.bwd_input) == pytest.approx(7 * per_call, rel=1e-9)
-    assert with_ds.recompute - base.recompute == pytest.approx(4 * per_call, rel=1e-9)
+    base = layer_cost(*args, stack=_plan(OFF).scenario.stack)
+    assert sum(with_ds.fwd) - sum(base.fwd) == pytest.approx(4 * g, rel=1e-9)
+    assert sum(with_ds.bwd_input) - sum(base.bwd_input) == pytest.approx(3 * g + 4 * r, rel=1e-9)
+    assert with_ds.recompute - base.recompute == pytest.approx(4 * g, rel=1e-9)
     assert with_ds.model_flops == base.model_flops  # host time is not work
 
 
 def test_step_grows_by_the_host_time_the_gpu_waits_for():
-    """96 layers x (4 + 4 + 7) calls x 21.504 ms = 30.97 s per step (one micro-batch). The
+    """96 layers x (11 gathers x 21.504 ms + 4 reduce-scatters x 32.256 ms) = 35.09 s per
+    step (one micro-batch). The
     simulated step grows by that, less the data-parallel traffic the longer passes now hide
     (at most the exposed DP time of the run without them)."""
     from simtrain.analysis.run import simulate_plan
-    plain = simulate_plan(_plan(["stack.zero3_rank_host_ops=0"]))
+    plain = simulate_plan(_plan(OFF))
     ds = simulate_plan(_plan())
-    hand = 96 * 15 * 1536 * 2 * 7e-6
+    hand = 96 * (11 * 1536 * 2 + 4 * 1536 * 3) * 7e-6
     grow = ds.step_time_s - plain.step_time_s
     assert hand - plain.breakdown["dp"] - 1e-6 <= grow <= hand + 1e-6
 
@@ -85,6 +90,6 @@ def test_off_without_zero3_or_data_parallelism():
 
 def test_negative_key_refused_with_one_line():
     with pytest.raises(SimtrainError) as e:
-        load_scenario(SCENARIO, ["stack.zero3_rank_host_ops=-1"])
+        load_scenario(SCENARIO, ["stack.zero3_reduce_rank_ops=-1"])
     msg = str(e.value)
-    assert "zero3_rank_host_ops" in msg and "-1" in msg and "\n" not in msg
+    assert "zero3_reduce_rank_ops" in msg and "-1" in msg and "\n" not in msg

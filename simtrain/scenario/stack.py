@@ -143,11 +143,12 @@ class Stack:
     # all-gather of a layer (simtrain.workload.ops). FSDP1's flat parameter needs no copy.
     fsdp_copy_out: bool = False
     # ZeRO-3 through per-tensor collectives on Python lists of world-size views (DeepSpeed
-    # v0.3.x; simtrain.workload.zero3): host operations per rank of the ZeRO-3 group in each
-    # parameter tensor's gather and reduce-scatter, each `launch_us` and not overlapped with
-    # the GPU (DeepSpeed synchronizes the device before each). 0: one flat collective per
-    # layer (torch FSDP, later DeepSpeed), no per-rank host work.
-    zero3_rank_host_ops: float = 0.0
+    # v0.3.x; simtrain.workload.zero3): host tensor operations per rank of the ZeRO-3 group
+    # in each parameter tensor's gather and in each gradient's reduce-scatter, each
+    # `launch_us` and not overlapped with the GPU (DeepSpeed synchronizes the device before
+    # each). 0: one flat collective per layer (torch FSDP, later DeepSpeed), no such work.
+    zero3_gather_rank_ops: float = 0.0
+    zero3_reduce_rank_ops: float = 0.0
     # tensors under this many elements stay whole on every rank and are never gathered
     # (DeepSpeed stage3_param_persistence_threshold)
     zero3_persist_numel: float = 0.0
@@ -170,7 +171,7 @@ TP_OVERLAP_GEMMS = ("qkv_dgrad", "qkv_wgrad", "fc1_dgrad", "fc1_wgrad", "qkv_fpr
 # a typo (it would yield a step of centuries), refused.
 MIN_SUSTAINED = 0.05
 NON_NEGATIVE = ("launch_us", "collective_us", "fsdp_unit_us", "workspace_gib", "fragmentation", "loss_logit_bytes",
-                "grad_accum_bytes", "zero3_rank_host_ops", "zero3_persist_numel", "zero3_reuse_numel")
+                "grad_accum_bytes", "zero3_gather_rank_ops", "zero3_reduce_rank_ops", "zero3_persist_numel", "zero3_reuse_numel")
 
 
 def check_stack(stack: Stack, where: str) -> Stack:

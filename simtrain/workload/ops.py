@@ -186,10 +186,9 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
     if Z3.applies(par, stack):
         # DeepSpeed v0.3.x ZeRO-3: the host's per-rank loop over each tensor's gather and
         # reduce-scatter, with the device drained (simtrain.workload.zero3)
-        per_call = Z3.host_seconds_per_call(par, stack)
-        for (phase, seg), calls in Z3.calls_per_segment(model, par, stack).items():
-            if calls:
-                ops.append(Op("zero3 list collectives", "host", seg, phase, calls * per_call, 0))
+        for (phase, seg), (gathers, reduces) in Z3.calls_per_segment(model, par, stack).items():
+            if gathers or reduces:
+                ops.append(Op("zero3 list collectives", "host", seg, phase, Z3.host_seconds(par, stack, gathers, reduces), 0))
     if stack.tp_overlap_sms and tp > 1:
         ops = _tp_overlap_sms(ops, stack.tp_overlap_sms, dev.sms)
     if fp8:  # ---- the amax reduction and scale update after each pass (simtrain.workload.fp8)

@@ -10,10 +10,10 @@ stage3.py, the release of Megatron-LM SC21's ZeRO-3 comparison):
   into that list. PyTorch's NCCL backend of the time gathered into a flattened buffer and
   copied it back one `copy_` per output tensor (ProcessGroupNCCL::allgather; in-place
   `_all_gather_base` only came in May 2021, pytorch/pytorch#57769). Host work: two
-  operations per rank (the narrow and the copy) for every gathered tensor.
-- gradients are reduce-scattered per tensor the same way (`_reduce_scatter_gradient`: the
-  narrow loop, then `reduce_scatter` from a list, which the backend flattens with one copy
-  per rank).
+  tensor operations per rank (the narrow and the copy) in every gather.
+- gradients are reduce-scattered per tensor the same way (`_reduce_scatter_gradient`: a
+  loop over the ranks taking `param.grad.view(-1).narrow(...)`, then `reduce_scatter` from
+  that list, which the backend flattens with one copy per rank): three per rank.
 - the synchronize before each gather and `_synchronize_communication` (a
   `torch.cuda.synchronize()`) before each sub-module drain the GPU, so the host's loop over
   the ranks cannot run ahead of the GPU: its time adds to the pass (an "host" Op, kernels 0).
@@ -24,8 +24,9 @@ stage3.py, the release of Megatron-LM SC21's ZeRO-3 comparison):
   layer's last linears between its recomputed forward and their own backward.
 Not counted: the embeddings (two tensors against the layers' four per layer), the per-tensor
 collectives' own latency (overlapped on DeepSpeed's fetch stream with the host loop).
-The stack keys: zero3_rank_host_ops, zero3_persist_numel, zero3_reuse_numel; each
-operation costs `stack.launch_us`.
+The stack keys: zero3_gather_rank_ops, zero3_reduce_rank_ops, zero3_persist_numel,
+zero3_reuse_numel; each operation costs `stack.launch_us`. (Python-level bookkeeping per
+rank, such as DeepSpeed's `get_rank` call in the loop, is not counted.)
 """
 
 from __future__ import annotations
@@ -57,32 +58,35 @@ def layer_tensors(model: ModelConfig, tp: int) -> list[tuple[int, float]]:
     return out
 
 
-def calls_per_segment(model: ModelConfig, par: ParallelConfig, stack: Stack) -> dict[tuple[str, int], int]:
+def calls_per_segment(model: ModelConfig, par: ParallelConfig, stack: Stack) -> dict[tuple[str, int], tuple[int, int]]:
     """Collective calls per layer and micro-batch that go through the list path, by (phase,
-    segment): the forward's gathers (a full recomputation repeats them), the backward's
-    gathers of the tensors not kept since the recomputed forward, and one reduce-scatter
-    per gathered tensor."""
+    segment): (gathers, reduce-scatters). The forward's gathers (a full recomputation
+    repeats them); in the backward, a gather of each tensor not kept since the recomputed
+    forward and one reduce-scatter per gathered tensor."""
     tensors = layer_tensors(model, par.tp)
-    calls = {(ph, seg): 0 for ph in ("fwd", "bwd") for seg in (0, 1)}
+    calls = {(ph, seg): [0, 0] for ph in ("fwd", "bwd") for seg in (0, 1)}
     for i, (seg, n) in enumerate(tensors):
         if n < stack.zero3_persist_numel:
             continue
-        calls[("fwd", seg)] += 1
-        calls[("bwd", seg)] += 1  # its gradient's reduce-scatter
+        calls[("fwd", seg)][0] += 1
+        calls[("bwd", seg)][1] += 1  # its gradient's reduce-scatter
         # between the recomputed forward's use and its own backward the trace runs the
         # later tensors' forward and backward: 2 x their elements
         later = 2 * sum(m for _, m in tensors[i + 1:])
         kept = par.recompute == "full" and later < stack.zero3_reuse_numel
         if not kept:
-            calls[("bwd", seg)] += 1
-    return calls
+            calls[("bwd", seg)][0] += 1
+    return {k: (g, r) for k, (g, r) in calls.items()}
 
 
-def host_seconds_per_call(par: ParallelConfig, stack: Stack) -> float:
-    """Host time of one list-path collective: `zero3_rank_host_ops` operations per rank of
-    the ZeRO-3 group (DP x CP ranks), each `launch_us`."""
-    return par.dp * par.cp * stack.zero3_rank_host_ops * stack.launch_us * 1e-6
+def host_seconds(par: ParallelConfig, stack: Stack, gathers: int, reduces: int) -> float:
+    """Host time of list-path collectives: per rank of the ZeRO-3 group (DP x CP ranks),
+    `zero3_gather_rank_ops` operations in each gather and `zero3_reduce_rank_ops` in each
+    reduce-scatter, each `launch_us`."""
+    ops = gathers * stack.zero3_gather_rank_ops + reduces * stack.zero3_reduce_rank_ops
+    return par.dp * par.cp * ops * stack.launch_us * 1e-6
 
 
 def applies(par: ParallelConfig, stack: Stack) -> bool:
-    return par.zero == 3 and stack.zero3_rank_host_ops > 0 and par.dp * par.cp > 1
+    return (par.zero == 3 and par.dp * par.cp > 1
+            and (stack.zero3_gather_rank_ops > 0 or stack.zero3_reduce_rank_ops > 0))
