@@ -2,7 +2,8 @@
 each through a Python list of world-size views.
 
 DeepSpeed v0.3.13 (2021-03-16; deepspeed/runtime/zero/partition_parameters.py and
-stage3.py, the release of Megatron-LM SC21's ZeRO-3 comparison):
+stage3.py). ZeRO-3 first shipped in v0.3.12 (2021-03-12); v0.3.12 to v0.3.15 (2021-04-19)
+all run this path, and Megatron-LM SC21's ZeRO-3 comparison appeared on 2021-04-09:
 - each sub-module's forward and backward pre-hook fetches its parameters
   (`fetch_sub_module`) and prefetches the next ones, one `_allgather_param` per tensor:
   `torch.cuda.synchronize()`, a Python loop of `flat_tensor.narrow(...)` over every rank
