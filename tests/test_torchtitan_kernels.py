@@ -97,3 +97,36 @@ def test_pytorch_tp_kernels_follow_whether_tp_communication_is_overlapped(small_
     assert s.stack.async_tp_reduce is overlap and s.stack.tp_shard_dim_copies is (not overlap)
     names = {o.name for o in ops}
     assert ("tp chunk sum" in names) is overlap and ("tp cat copy" in names) is (not overlap), sorted(names)
+
+
+def test_async_tp_runs_the_gemms_beside_tp_collectives_one_shard_at_a_time(small_overrides):
+    """PyTorch's async TP consumes (all-gather-matmul) or produces (matmul-reduce-scatter) one
+    TP rank's shard at a time: QKV, out proj, MLP up and MLP down run as TP GEMMs of T/TP
+    rows in the forward and input gradient, each priced by the same tile model; the weight
+    gradients stay whole. Each all-gather-matmul first copies the local shard (T/TP x H) into
+    its symmetric buffer. Llama 3 8B, TP2, 2,048 tokens."""
+    from simtrain.workload.compute import gemm_time
+    base = [*small_overrides, 'parallel.sequence_parallel=true', "engine.overlap_tp_comm=true"]
+    _, plan, ops = _ops(base, 'stack.async_tp_split_gemms=true')
+    _, _, whole = _ops(base)
+    dev = plan.device
+    ffn = F // TP
+    shapes = {"qkv": ((HEADS + 2 * KV) // TP * HD, H), "out proj": (H, HEADS // TP * HD),
+              "mlp up": (2 * ffn, H), "mlp down": (H, ffn)}
+    m = T // TP
+    for name, (n, k) in shapes.items():
+        fwd, bwd, wgrad = (_op(ops, name, ph)[0] for ph in ("fwd", "bwd", "wgrad"))
+        assert fwd.seconds == pytest.approx(TP * gemm_time(dev, m, n, k), rel=1e-12)
+        assert bwd.seconds == pytest.approx(TP * gemm_time(dev, m, k, n), rel=1e-12)
+        assert (fwd.kernels, bwd.kernels) == (TP, TP)
+        assert wgrad.seconds == _op(whole, name, "wgrad")[0].seconds
+        # smaller tiles are never faster in total
+        assert fwd.seconds >= _op(whole, name, "fwd")[0].seconds
+    copies = [o for o in ops if o.name == "async tp shard copy"]
+    assert len(copies) == 4  # two all-gather-matmuls per pass, forward and backward
+    assert sum(o.nbytes for o in copies) == pytest.approx(4 * 5.2 * (T // TP) * H)
+    # without overlapped TP communication the stack's flag is dropped (no async TP)
+    s, _, plain = _ops(small_overrides, 'cluster.stack="torchtitan"', "parallel.sequence_parallel=true",
+                       "engine.overlap_tp_comm=false")
+    assert s.stack.async_tp_split_gemms is False
+    assert not any(o.name == "async tp shard copy" for o in plain)

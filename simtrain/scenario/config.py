@@ -304,9 +304,11 @@ def scenario_from_dict(data: dict[str, Any], name: str = "scenario", source: str
         stack = dataclasses.replace(stack, tp_overlap_sms=())  # no overlapped TP communication: no SMs taken
     # PyTorch's TP: DTensor's sequence-dim copies without async TP, the reduction kernel with it
     overlapped = sections["engine"].overlap_tp_comm
-    if (stack.tp_shard_dim_copies and overlapped) or (stack.async_tp_reduce and not overlapped):
+    if (stack.tp_shard_dim_copies and overlapped) or ((stack.async_tp_reduce or stack.async_tp_split_gemms)
+                                                      and not overlapped):
         stack = dataclasses.replace(stack, tp_shard_dim_copies=stack.tp_shard_dim_copies and not overlapped,
-                                    async_tp_reduce=stack.async_tp_reduce and overlapped)
+                                    async_tp_reduce=stack.async_tp_reduce and overlapped,
+                                    async_tp_split_gemms=stack.async_tp_split_gemms and overlapped)
     return Scenario(
         **sections,
         stack=stack,

@@ -137,6 +137,13 @@ class Stack:
     # per layer and pass (simtrain.workload.ops). Only with async TP: dropped unless
     # engine.overlap_tp_comm is on (simtrain.scenario.config)
     async_tp_reduce: bool = False
+    # PyTorch's async TP runs each GEMM beside a sequence-dim TP collective as TP GEMMs of
+    # one shard's rows (all-gather-matmul consumes each rank's shard as it arrives,
+    # matmul-reduce-scatter produces each destination's chunk: torch/distributed/
+    # _symmetric_memory/__init__.py, _pipelined_all_gather_and_consume and
+    # _pipelined_produce_and_all2all), through the same GEMM tile model, and copies the local
+    # shard into its symmetric buffer first. Only with async TP, like async_tp_reduce
+    async_tp_split_gemms: bool = False
     # FSDP2 (fully_shard): the all-gather lands in one flat buffer that is copied out into
     # the unsharded parameters on the compute stream (torch/distributed/_composable/fsdp/
     # _fsdp_collectives.py, foreach_all_gather_copy_out: split_with_sizes_copy), once per

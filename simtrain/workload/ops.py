@@ -51,14 +51,18 @@ class Op:
     recompute: bool = False  # part of what selective recomputation runs again
 
 
-def _gemm(dev: Device, name: str, seg: int, m: int, n: int, k: int, fp8: bool = False) -> list[Op]:
+def _gemm(dev: Device, name: str, seg: int, m: int, n: int, k: int, fp8: bool = False, chunks: int = 1) -> list[Op]:
     """Y[m,n] = X[m,k] W[k,n]: forward, input gradient dX = dY W^T, weight gradient dW = X^T dY.
     With `fp8` (a Transformer Engine linear, simtrain.workload.fp8): the GEMMs at the FP8
-    peak, 1-byte operands, and the cast-transposes of X (forward) and dY (backward)."""
+    peak, 1-byte operands, and the cast-transposes of X (forward) and dY (backward).
+    `chunks` > 1: the forward and input-gradient GEMMs run as that many GEMMs of m / chunks
+    rows (PyTorch's async TP consumes or produces one TP rank's shard at a time,
+    stack.async_tp_split_gemms); the weight gradient stays whole."""
     f = gemm_flops(m, n, k)
     g, eb = (FP8.fp8_device(dev), 1) if fp8 else (dev, 2)
-    ops = [Op(name, "gemm", seg, "fwd", gemm_time(g, m, n, k, elem_bytes=eb), 1, f),
-           Op(name, "gemm", seg, "bwd", gemm_time(g, m, k, n, elem_bytes=eb), 1, f),
+    mc = max(1, m // chunks)
+    ops = [Op(name, "gemm", seg, "fwd", chunks * gemm_time(g, mc, n, k, elem_bytes=eb), chunks, f),
+           Op(name, "gemm", seg, "bwd", chunks * gemm_time(g, mc, k, n, elem_bytes=eb), chunks, f),
            Op(name, "gemm", seg, "wgrad", gemm_time(g, k, n, m, elem_bytes=eb), 1, f)]
     if fp8:  # ---- FP8 casts (Transformer Engine); simtrain.workload.fp8
         ops += [Op(f"fp8 cast {name}", "memory", seg, "fwd", FP8.cast_seconds(dev, m * k), 1, 0.0,
@@ -132,6 +136,10 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
     # linear bias alone is added in the GEMM epilogue by cuBLAS and costs nothing extra)
     resid = "bias_dropout_add" if has_dropout(model) else "residual"
     fused_resid = stack.bias_dropout_add == "fused"
+    # PyTorch's async TP (stack.async_tp_split_gemms): the four GEMMs beside a sequence-dim
+    # TP collective run one TP shard at a time (torch/distributed/_symmetric_memory,
+    # _pipelined_all_gather_and_consume / _pipelined_produce_and_all2all)
+    split = tp if (stack.async_tp_split_gemms and tp > 1 and par.sequence_parallel and not is_mla(model)) else 1
     ops: list[Op] = []
     # segment 0: attention block
     ops += _mem(dev, "input norm", 0, norm, fused_norm, t_sp * h)
@@ -148,7 +156,7 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
                 ops += _mem(dev, name.replace("down", "norm"), 0, norm, fused_norm, t_sp * width)
         rotated = (heads + 1) * model.qk_rope_head_dim  # Q's rope dims per head and the one shared rope key
     else:
-        ops += _gemm(dev, "qkv", 0, t, (heads + 2 * kv_heads) * hd, h, fp8)
+        ops += _gemm(dev, "qkv", 0, t, (heads + 2 * kv_heads) * hd, h, fp8, split)
         rotated = (heads + kv_heads) * hd
     if model.position_embedding == "rope":
         rope = "rope_complex" if stack.rope == "complex" else "rope"
@@ -157,14 +165,14 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
         # K and V expanded to every local query head (stack.gqa_repeat_kv)
         ops += _mem(dev, "repeat kv", 0, "repeat_kv", True, t * heads * hd)
     ops += attention_ops(model, par, dev, stack, seq_len, document_length)
-    ops += _gemm(dev, "out proj", 0, t, h, heads * v_head_dim(model), fp8)
+    ops += _gemm(dev, "out proj", 0, t, h, heads * v_head_dim(model), fp8, split)
     ops += _mem(dev, resid.replace("_", "-"), 0, resid, fused_resid, t_sp * h)
     # segment 1: MLP block
     ops += _mem(dev, "post-attn norm", 1, norm, fused_norm, t_sp * h)
-    ops += _gemm(dev, "mlp up", 1, t, (2 if model.mlp == "gated" else 1) * ffn, h, fp8)
+    ops += _gemm(dev, "mlp up", 1, t, (2 if model.mlp == "gated" else 1) * ffn, h, fp8, split)
     act = "swiglu" if model.mlp == "gated" else ("bias_gelu" if model.bias else "gelu")
     ops += _mem(dev, act.replace("_", "-"), 1, act, stack.activation == "fused", t * ffn)
-    ops += _gemm(dev, "mlp down", 1, t, h, ffn, fp8)
+    ops += _gemm(dev, "mlp down", 1, t, h, ffn, fp8, split)
     ops += _mem(dev, resid.replace("_", "-"), 1, resid, fused_resid, t_sp * h)
     if stack.tp_shard_dim_copies and tp > 1 and par.sequence_parallel:
         # DTensor's sequence-dim all-gather and reduce-scatter each copy the full activation
@@ -172,6 +180,13 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
         # before the first GEMM, scatter after the last) and in the backward (their adjoints)
         for seg in (0, 1):
             ops += _mem(dev, "tp cat copy", seg, "copy", True, 2 * t * h)
+    if split > 1:
+        # before its first shard GEMM, each all-gather-matmul copies the local shard into its
+        # symmetric-memory buffer, unoverlapped ("we are giving up the chance to overlap mv
+        # ... with the first shard_consumer"): t/TP x h elements, forward (before QKV and MLP
+        # up) and backward (the output gradient before out proj's and MLP down's dgrad)
+        for seg in (0, 1):
+            ops += _mem(dev, "async tp shard copy", seg, "copy", True, t_sp * h)
     if stack.async_tp_reduce and tp > 1 and par.sequence_parallel:
         # async TP sums the received partial chunks of each matmul-reduce-scatter: forward
         # after out proj and mlp down, backward after the input gradients of qkv and mlp up
