@@ -76,6 +76,11 @@ def text_report(r: Result) -> str:
             continue
         share = v / r.step_time_s if r.step_time_s else 0.0
         lines.append(f"    {PART_NAMES[p]:<30} {v:8.3f}  {100 * share:5.1f}%")
+    wait = r.extra.get("host_wait_s", 0.0)
+    if wait > 0:
+        share = wait / r.step_time_s if r.step_time_s else 0.0
+        lines.append(f"    (of compute and recomputation, {wait:.3f} s, {100 * share:.1f}%, is the GPU waiting for the host: "
+                     "the stack's ZeRO-3 list collectives; `run --ops`)")
     hs = r.extra.get("hotspots") or {}
     sd, bl = hs.get("slowest_device"), hs.get("busiest_link")
     if sd and sd["vs_median_of_stage"] > 0.005:

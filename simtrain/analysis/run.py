@@ -62,7 +62,21 @@ def _simulate_plan(plan: Plan, setup: Callable[[Engine], None] | None, t0: float
     moe = moe_summary(plan)
     if moe is not None:
         result.extra["moe"] = moe
+    wait = host_wait_seconds(plan)
+    if wait > 0:
+        result.extra["host_wait_s"] = wait
     return result
+
+
+def host_wait_seconds(plan: Plan) -> float:
+    """Of the compute and recomputation in the breakdown, the seconds per step the GPU waits
+    for the host with the device drained (DeepSpeed v0.3's ZeRO-3 list collectives,
+    simtrain.workload.zero3), averaged over the pipeline ranks as the breakdown is."""
+    per_rank: dict[int, float] = {}
+    for st in plan.stages:
+        r = plan.schedule.placement[st.index]
+        per_rank[r] = per_rank.get(r, 0.0) + st.layers * st.layer.host_wait * plan.layout.microbatches
+    return sum(per_rank.values()) / len(per_rank) if per_rank else 0.0
 
 
 def _busiest_series(plan: Plan, engine: Engine, step: float) -> dict[str, list[tuple[float, float]]]:

@@ -45,6 +45,7 @@ class LayerCost:
     attn_fwd: float = 0.0  # attention-core compute inside fwd[0] (what ring CP can hide behind)
     attn_bwd: float = 0.0  # attention-core compute inside bwd_input[0]
     launch_factor: tuple[float, float] = (1.0, 1.0)  # forward, backward: >1 when host-bound
+    host_wait: float = 0.0  # of fwd + bwd + recompute, seconds the GPU waits for the host ("host" ops)
 
 
 @dataclass(frozen=True)
@@ -115,8 +116,9 @@ def layer_cost(model: ModelConfig, par: ParallelConfig, dev: Device, seq_len: in
     # reduce-scatters dK, dV of the same size. GQA keeps this small (8 KV heads of 128).
     # (MLA: each head's up-projected key of d_qk and value of d_v)
     cp_bytes = float(b * seq_len * kv_heads * (qk_head_dim(model) + v_head_dim(model)) * BF16) if cp > 1 else 0.0
+    host_wait = O.seconds(host, "fwd") + O.seconds(host, "bwd") + (O.seconds(host, "fwd") if par.recompute == "full" else 0.0)
     return LayerCost(fwd, bwd, wgrad, recompute, tp_bytes, model_flops, recompute_flops, cp_bytes, att_f, att_b,
-                     (kf, kb))
+                     (kf, kb), host_wait)
 
 
 def op_selective_gemm_shares(model: ModelConfig) -> dict[str, float]:
