@@ -96,6 +96,13 @@ class Stack:
     # reads the bf16 logits and writes their gradient in place (flash-attn's Triton
     # CrossEntropyLoss). The part above 4 is transient; up to 4 is kept until the backward.
     loss_logit_bytes: float = 6.0
+    # Cross-entropy forward passes over the logits that the trainer runs outside the loss,
+    # per micro-batch, as eager PyTorch under bf16 autocast (cross_entropy autocasts to
+    # fp32, so each is F.cross_entropy(logits.float()): the "unfused" cross-entropy forward
+    # of simtrain.workload.kernels, on the last stage after the micro-batch's backward).
+    # 2: Composer's training metrics, LanguageCrossEntropy and LanguagePerplexity, each
+    # updated after every micro-batch (stacks/llm-foundry.toml). 0: none.
+    train_metric_ce_passes: int = 0
     # Gradient accumulation outside the weight-gradient GEMM: HBM bytes moved per parameter
     # held after every micro-batch's backward (a memory-bound pass on the compute stream).
     # 0: the GEMM accumulates in place (Megatron-Core's gradient_accumulation_fusion) or not
@@ -178,6 +185,7 @@ TP_OVERLAP_GEMMS = ("qkv_dgrad", "qkv_wgrad", "fc1_dgrad", "fc1_wgrad", "qkv_fpr
 # a typo (it would yield a step of centuries), refused.
 MIN_SUSTAINED = 0.05
 NON_NEGATIVE = ("launch_us", "collective_us", "fsdp_unit_us", "workspace_gib", "fragmentation", "loss_logit_bytes",
+                "train_metric_ce_passes",
                 "grad_accum_bytes", "zero3_gather_rank_ops", "zero3_reduce_rank_ops", "zero3_persist_numel", "zero3_reuse_numel")
 
 

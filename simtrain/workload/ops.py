@@ -248,7 +248,20 @@ def head_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack,
     norm = "rmsnorm" if model.norm == "rmsnorm" else "layernorm"
     return tuple(_mem(dev, "final norm", 1, norm, stack.norm == "fused", t_sp * model.hidden_size)
                  + _gemm(dev, "output", 1, t, v, model.hidden_size)
-                 + _mem(dev, "cross-entropy", 1, "cross_entropy", stack.cross_entropy == "fused", t * v))
+                 + _mem(dev, "cross-entropy", 1, "cross_entropy", stack.cross_entropy == "fused", t * v)
+                 + train_metric_ops(dev, stack, t * v))
+
+
+def train_metric_ops(dev: Device, stack: Stack, logits: float) -> list[Op]:
+    """The trainer's own cross-entropy passes over a micro-batch's logits outside the loss
+    (stack.train_metric_ce_passes: Composer's training metrics), each the eager fp32
+    F.cross_entropy forward (cast, log-softmax, NLL) under no_grad, after the backward."""
+    n = stack.train_metric_ce_passes
+    if n <= 0 or logits <= 0:
+        return []
+    secs, kernels = op_time(dev, "cross_entropy", False, logits, False)
+    return [Op("train metrics", "memory", 1, "bwd", n * secs, n * kernels, 0.0,
+               n * mem_op("cross_entropy", False).fwd_bytes * logits)]
 
 
 def embed_ops(model: ModelConfig, par: ParallelConfig, dev: Device, seq_len: int) -> tuple[Op, ...]:
