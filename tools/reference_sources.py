@@ -191,8 +191,14 @@ def mpt_cases() -> list[Case]:
                 f"activation checkpointing {q['Activation Checkpointing']}, grad accumulation {q['GradAccum']}; "
                 f"{why}; MPT: learned positions, biases, tied embeddings, no dropout, low-precision LayerNorm")
         extra = {"calibration_row": True} if name == MPT_CALIBRATION else {}
+        # attn_impl "flash" runs llm-foundry's flash_attn_fn, which unpads Q, K and V
+        # (flash-attn bert_padding.unpad_input, with an all-ones key_padding_mask when none
+        # is given) before flash_attn_varlen_func and pads the output back, every layer
+        # (llmfoundry/models/layers/attention.py@5e85bd62d:268-289, 367-369); the Triton path
+        # passes the padded tensors straight to its kernel
+        stack_values = dict(attention_unpad=True) if kernel == "fa2" else None
         out.append(case(name, MPT_GROUP, MPT_FILE, n, r,
-                        scenario(model, gpu, gpus, "llm-foundry", parallel, training), note,
+                        scenario(model, gpu, gpus, "llm-foundry", parallel, training, stack_values), note,
                         num(r["step_time_s"]), **extra))
     return out
 

@@ -129,6 +129,12 @@ class Stack:
     # kernel (Meta Llama / torchtitan `repeat_kv`: expand + reshape materialises a copy; its
     # backward sums the copies): a copy of K and V per layer and pass (simtrain.workload.ops)
     gqa_repeat_kv: bool = False
+    # The attention wrapper gathers the tokens of Q, K and V out of the padded batch before a
+    # variable-length attention kernel and scatters its output back into it, every layer and
+    # pass, whether or not any token is padding: llm-foundry's flash_attn_fn (attn_impl
+    # "flash") through flash-attn's bert_padding.unpad_input / pad_input
+    # (simtrain.workload.ops; the copies' bytes in simtrain.workload.kernels)
+    attention_unpad: bool = False
     # Tensor parallelism through DTensor with sequence-sharded activations (Shard(1)): torch's
     # functional collectives gather and scatter along dim 0 only, so an all-gather along the
     # sequence is followed by torch.cat(torch.chunk(out, tp), dim=1) and a reduce-scatter is

@@ -93,6 +93,15 @@ MEM_OPS: dict[str, tuple[MemOp, MemOp]] = {
     # A plain copy of bf16 elements (read 2, write 2), x1.3: torch.cat around DTensor's
     # sequence-dim collectives and FSDP2's all-gather copy-out (stack.py)
     "copy": (MemOp(5.2, 5.2, 1, 1), MemOp(5.2, 5.2, 1, 1)),
+    # Unpadding around a variable-length attention kernel (stack.attention_unpad; flash-attn
+    # bert_padding.py@v2.4.2), per element of the tensor moved. "unpad" (each of Q, K, V):
+    # IndexFirstAxis, forward torch.gather of the token rows (:17; read 2, write 2, the index
+    # an expanded view, one int64 per row) and backward torch.zeros + scatter_ (:27-34; write
+    # 2, read 2, write 2): 4 and 6 B minimum. "pad" (the attention output):
+    # IndexPutFirstAxis, forward torch.zeros + output[indices] = values (:47-51, 6 B),
+    # backward grad_output[indices] (:59, 4 B). x1.3 as the other unmeasured entries.
+    "unpad": (MemOp(5.2, 7.8, 1, 2), MemOp(5.2, 7.8, 1, 2)),
+    "pad": (MemOp(7.8, 5.2, 2, 1), MemOp(7.8, 5.2, 2, 1)),
     # Softmax over attention scores (unfused attention only, per score element). Fused
     # (Megatron's scale-mask-softmax, bf16 in/out): minimum 4 B fwd, 6 B bwd, x1.3.
     # Unfused (PyTorch standard attention: causal masked_fill, softmax, cast): 27.5 B fwd +

@@ -164,6 +164,12 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
     if stack.gqa_repeat_kv and not is_mla(model) and kv_heads < heads:
         # K and V expanded to every local query head (stack.gqa_repeat_kv)
         ops += _mem(dev, "repeat kv", 0, "repeat_kv", True, t * heads * hd)
+    if stack.attention_unpad and not is_mla(model):
+        # Q, K and V gathered out of the padded batch, the output scattered back
+        # (stack.attention_unpad): flash-attn's unpad_input three times, pad_input once
+        for width in (heads, kv_heads, kv_heads):
+            ops += _mem(dev, "attention unpad", 0, "unpad", True, t * width * hd)
+        ops += _mem(dev, "attention pad", 0, "pad", True, t * heads * hd)
     ops += attention_ops(model, par, dev, stack, seq_len, document_length)
     ops += _gemm(dev, "out proj", 0, t, h, heads * v_head_dim(model), fp8, split)
     ops += _mem(dev, resid.replace("_", "-"), 0, resid, fused_resid, t_sp * h)
