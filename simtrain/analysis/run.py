@@ -8,7 +8,7 @@ from typing import Callable
 from simtrain.analysis.hotspots import hotspots as find_hotspots
 from simtrain.analysis.metrics import Result, summarize
 from simtrain.analysis.moe_report import moe_summary
-from simtrain.engine.actions import Engine
+from simtrain.engine.actions import PIPE_COPIES, PIPE_GATHER, Engine
 from simtrain.engine.gcpause import paused_gc
 from simtrain.engine.placement import placement_warnings
 from simtrain.engine.plan import Plan, check_supported, make_plan
@@ -48,6 +48,7 @@ def _simulate_plan(plan: Plan, setup: Callable[[Engine], None] | None, t0: float
     if link_series:
         engine.net.rate_log = []
     records = engine.run(progress)
+    pipe = pipe_partition_seconds(plan, records) if engine.pipe_work else None
     result = summarize(plan, records)
     result.events = next(engine.env._eid)  # simpy numbers every scheduled event
     result.engine_run_s = engine.run_s
@@ -65,7 +66,26 @@ def _simulate_plan(plan: Plan, setup: Callable[[Engine], None] | None, t0: float
     wait = host_wait_seconds(plan)
     if wait > 0:
         result.extra["host_wait_s"] = wait
+    if pipe is not None:
+        result.extra["pipe_partition_s"] = pipe
     return result
+
+
+def pipe_partition_seconds(plan: Plan, records: list) -> dict[str, float]:
+    """DeepSpeed's TP-partitioned boundary tensors (stack.pipe_partitioned), per step and
+    mean over the GPUs as the breakdown is: the all-gathers' seconds (inside exposed TP
+    comm) and the copies' (inside compute)."""
+    weight = {d: plan.classes.size(d) for d in plan.simulated}
+    n = sum(weight.values())
+    out = {"all_gather": 0.0, "copies": 0.0}
+    for r in records:
+        if r.stream != "main" or r.device not in weight:
+            continue
+        if r.label == PIPE_GATHER:
+            out["all_gather"] += (r.end - r.start) * weight[r.device] / n
+        elif r.label == PIPE_COPIES:
+            out["copies"] += (r.end - r.start) * weight[r.device] / n
+    return out
 
 
 def host_wait_seconds(plan: Plan) -> float:

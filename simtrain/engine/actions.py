@@ -31,7 +31,7 @@ import simpy
 from simtrain.engine.gcpause import paused_gc
 from simtrain.engine.loop import Arrivals, drain
 from simtrain.engine.moe_actions import MoEActions
-from simtrain.engine.plan import Plan, StageWork, grad_accum_seconds
+from simtrain.engine.plan import Plan, StageWork, grad_accum_seconds, pipe_partition_work
 from simtrain.engine.primitives import Proc
 from simtrain.engine.steps import rank_steps
 from simtrain.engine.symmetry import periodic_network
@@ -43,6 +43,9 @@ from simtrain.schedule import Action
 
 
 PROGRESS_EVERY = 50_000  # events between progress reports
+# record labels of DeepSpeed's TP-partitioned boundary tensors (stack.pipe_partitioned)
+PIPE_GATHER = "all-gather(pipe partition)"
+PIPE_COPIES = "pipe-partition copies"
 
 
 class Engine(MoEActions):
@@ -95,6 +98,9 @@ class Engine(MoEActions):
                         else "reduce-scatter")
         self.gather_in_step = stack.param_gather == "in-step"
         self.accum_s, self.accum_first = grad_accum_seconds(plan)
+        # DeepSpeed's TP-partitioned boundary tensors (stack.pipe_partitioned): per virtual
+        # stage and pass, (all-gathers, copy seconds before, copy seconds after)
+        self.pipe_full_bytes, self.pipe_work = pipe_partition_work(plan)
         self.full_recompute = par.recompute == "full"
         self.jitter = plan.scenario.whatif.compute_jitter > 0
         self.varied = bool(plan.speed) or self.jitter
@@ -307,7 +313,12 @@ class Engine(MoEActions):
                     t0 = self.env.now
                     yield ready
                     self._rec(dev, "dp", "wait params", t0, a.stage, mb)
+                pw = self.pipe_work.get((a.stage, "F"))
+                if pw is not None:
+                    yield from self._unpartition(dev, pw, "F", a.stage, mb)
                 yield from self.forward(dev, st, a)
+                if pw is not None:
+                    yield from self._compute(dev, pw[2], "F", PIPE_COPIES, a.stage, mb)
                 if not end:
                     peer, rep = self._neighbour(dev, a.stage + 1)
                     if peer == dev:
@@ -322,6 +333,9 @@ class Engine(MoEActions):
                     ev = arrivals.get(key) or self._event(key)
                     if ev.callbacks is not None:  # (not processed)
                         yield from self._wait(dev, key, a.stage, mb, wait_label, ev)
+                pw = self.pipe_work.get((a.stage, "B"))
+                if pw is not None:  # before autograd.backward, so before the recomputation
+                    yield from self._unpartition(dev, pw, "B", a.stage, mb)
                 if st.layer.recompute > 0:
                     if self.full_recompute:  # the whole forward again, TP collectives included
                         yield from self.forward(dev, st, a, kind="R")
@@ -334,6 +348,8 @@ class Engine(MoEActions):
                 yield from self.backward(dev, st, a, with_weight=full, last=last)
                 if full and self.accum_s and (self.accum_first or w_count[(dev, a.stage)] > 1):
                     yield from self._compute(dev, self.accum_s[st.index], "B", "grad-accum", a.stage, mb)
+                if pw is not None:
+                    yield from self._compute(dev, pw[2], "B", PIPE_COPIES, a.stage, mb)
                 if not end:
                     peer, rep = self._neighbour(dev, a.stage - 1)
                     if peer == dev:
@@ -361,6 +377,15 @@ class Engine(MoEActions):
             self._param_gathers(dev, c.pp, first_ready=False)
             yield from self._wait_dp(dev, "wait params")
         self.done_at[dev] = self.env.now
+
+    def _unpartition(self, dev: int, pw: tuple[int, float, float], kind: str, stage: int, mb: int) -> Proc:
+        """DeepSpeed's PartitionedTensor.full() before a pass (stack.pipe_partitioned): the
+        TP all-gathers of the whole boundary tensor, then the copies around them."""
+        for _ in range(0 if self.free else pw[0]):
+            t0 = self.env.now
+            yield from self.collective(dev, "tp", "all-gather", self.pipe_full_bytes)
+            self._rec(dev, "tp", PIPE_GATHER, t0, stage, mb)
+        yield from self._compute(dev, pw[1], kind, PIPE_COPIES, stage, mb)
 
     def run(self, progress: Callable[[float, int], None] | None = None) -> list[Record]:
         """Simulate the step. `progress(simulated_seconds, events)` is called every
