@@ -110,3 +110,59 @@ def test_non_boolean_refused_with_one_line():
         load_scenario(None, BASE + ['stack.pipe_partitioned="yes"'])
     msg = str(e.value)
     assert "pipe_partitioned" in msg and "yes" in msg and "\n" not in msg
+
+
+# ---- the tied word embedding's gradient all-reduce (stack.tied_grad_allreduce) ----------
+TIED = ["stack.tied_grad_allreduce=true", "model.tie_word_embeddings=true"]
+
+
+def test_tied_bytes_by_hand():
+    """vocabulary x hidden / TP gradient elements, in the DP gradient's element size:
+    Llama 3 8B at TP2, 128,256 x 4,096 / 2 x 4 B (fp32 gradients, the default); BLOOM
+    250,880 x 14,336 / 4 x 4 B = 3.6 GB; MT-NLG 51,200 x 20,480 / 8 x 2 B (fp16) = 0.26 GB."""
+    import tomllib
+    from pathlib import Path
+
+    from simtrain.engine.plan import tied_grad_ends
+
+    plan = make_plan(load_scenario(None, BASE + TIED))
+    assert tied_grad_ends(plan) == (pytest.approx(128256 * 4096 / 2 * 4, rel=1e-12), (0, 3))
+    assert tied_grad_ends(make_plan(load_scenario(None, BASE + TIED[:1]))) == (0.0, None)  # untied
+    assert tied_grad_ends(make_plan(load_scenario(None, BASE + TIED[1:]))) == (0.0, None)  # key off
+    ref = tomllib.loads((Path(__file__).resolve().parent.parent / "simtrain/data/reference.toml").read_text())
+    for case, hand in (("bloom-176b-384gpu-iter85376", 250880 * 14336 / 4 * 4),
+                       ("mt-nlg-530b-2240gpu", 51200 * 20480 / 8 * 2)):
+        p = make_plan(load_scenario(ref["cases"][case]["scenario"]))
+        assert p.scenario.stack.tied_grad_allreduce
+        assert tied_grad_ends(p)[0] == pytest.approx(hand, rel=1e-12)
+
+
+def test_tied_all_reduce_runs_once_between_first_and_last_stage():
+    """Only the first and last stage take part, once per step, after their last backward
+    and before their DP reduction; a two-rank ring all-reduce of S over NVLink (the replica's
+    stages share a node here): 2 (n-1)/n S / B + 2 (n-1) alpha + the per-call cost."""
+    plan, recs = _run(TIED)
+    from simtrain.engine.actions import TIED_ALLREDUCE
+
+    s = 128256 * 4096 / 2 * 4
+    ring = CALL + 2 * (2 - 1) / 2 * s / NVL + 2 * 1 * NVL_A
+    for pp in range(plan.layout.pp):
+        rep = plan.simulated[pp]
+        tied = [r for r in recs if r.device == rep and r.label == TIED_ALLREDUCE]
+        assert len(tied) == (1 if pp in (0, plan.layout.pp - 1) else 0)
+        if tied:
+            assert tied[0].kind == "dp"
+            last_b = max(r.end for r in recs if r.device == rep and r.kind == "B")
+            assert tied[0].start >= last_b - 1e-12
+            dp = [r for r in recs if r.device == rep and r.stream == "comm" and r.label.endswith("(dp)")
+                  and not r.label.startswith("all-gather")]  # (the parameters' gather opens the step)
+            assert dp and min(r.start for r in dp) >= tied[0].end - 1e-12
+    first = [r for r in recs if r.device == plan.simulated[0] and r.label == TIED_ALLREDUCE][0]
+    assert first.end - first.start == pytest.approx(ring, rel=1e-6)
+    from simtrain.analysis.report import text_report
+    from simtrain.analysis.run import simulate_plan
+
+    res = simulate_plan(make_plan(load_scenario(None, BASE + TIED)))
+    assert res.to_dict()["tied_grad_allreduce_s"] == pytest.approx(2 * ring / plan.layout.pp, rel=1e-6)
+    assert "tied word embedding" in text_report(res)
+    assert "tied_grad_allreduce_s" not in simulate_plan(make_plan(load_scenario(None, BASE))).to_dict()

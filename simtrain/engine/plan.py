@@ -373,3 +373,19 @@ def pipe_partition_work(plan: "Plan") -> tuple[float, dict[tuple[int, str], tupl
             if w.gathers or w.before_kernels or w.after_kernels:
                 out[(st.index, kind)] = (w.gathers, w.before_s(dev), w.after_s(dev))
     return n, out
+
+
+def tied_grad_ends(plan: "Plan") -> tuple[float, tuple[int, int] | None]:
+    """stack.tied_grad_allreduce: the word-embedding gradient bytes each TP rank of the
+    first and the last pipeline stage all-reduce between them (vocabulary x hidden / TP,
+    in the gradient's element size), and the (first, last) virtual stage indices; (0, None)
+    without the key, without tied embeddings, or when one rank holds both ends."""
+    s, L, sch = plan.scenario, plan.layout, plan.schedule
+    m = s.model
+    if not s.stack.tied_grad_allreduce or not m.tie_word_embeddings or sch.chains != 1:
+        return 0.0, None
+    first = next(st.index for st in plan.stages if sch.is_first(st.index))
+    last = next(st.index for st in plan.stages if sch.is_last(st.index))
+    if sch.placement[first] == sch.placement[last]:
+        return 0.0, None
+    return m.vocab_size * m.hidden_size / L.tp * plan.grad_bytes, (first, last)
