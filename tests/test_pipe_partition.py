@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from simtrain.engine.actions import PIPE_COPIES, PIPE_GATHER, Engine
-from simtrain.engine.plan import make_plan, pipe_partition_work
+from simtrain.engine.actions import Engine
+from simtrain.engine.dspipe import PIPE_COPIES, PIPE_GATHER, pipe_partition_work
+from simtrain.engine.plan import make_plan
 from simtrain.scenario.config import load_scenario
 from simtrain.scenario.errors import SimtrainError
 from simtrain.scenario.stack import Stack
@@ -123,7 +124,7 @@ def test_tied_bytes_by_hand():
     import tomllib
     from pathlib import Path
 
-    from simtrain.engine.plan import tied_grad_ends
+    from simtrain.engine.dspipe import tied_grad_ends
 
     plan = make_plan(load_scenario(None, BASE + TIED))
     assert tied_grad_ends(plan) == (pytest.approx(128256 * 4096 / 2 * 4, rel=1e-12), (0, 3))
@@ -142,7 +143,7 @@ def test_tied_all_reduce_runs_once_between_first_and_last_stage():
     and before their DP reduction; a two-rank ring all-reduce of S over NVLink (the replica's
     stages share a node here): 2 (n-1)/n S / B + 2 (n-1) alpha + the per-call cost."""
     plan, recs = _run(TIED)
-    from simtrain.engine.actions import TIED_ALLREDUCE
+    from simtrain.engine.dspipe import TIED_ALLREDUCE
 
     s = 128256 * 4096 / 2 * 4
     ring = CALL + 2 * (2 - 1) / 2 * s / NVL + 2 * 1 * NVL_A

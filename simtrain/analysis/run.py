@@ -8,7 +8,8 @@ from typing import Callable
 from simtrain.analysis.hotspots import hotspots as find_hotspots
 from simtrain.analysis.metrics import Result, summarize
 from simtrain.analysis.moe_report import moe_summary
-from simtrain.engine.actions import PIPE_COPIES, PIPE_GATHER, TIED_ALLREDUCE, Engine
+from simtrain.engine.actions import Engine
+from simtrain.engine.dspipe import PIPE_COPIES, PIPE_GATHER, TIED_ALLREDUCE
 from simtrain.engine.gcpause import paused_gc
 from simtrain.engine.placement import placement_warnings
 from simtrain.engine.plan import Plan, check_supported, make_plan

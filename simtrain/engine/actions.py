@@ -29,13 +29,14 @@ from typing import Callable, Hashable
 import simpy
 
 from simtrain.engine.gcpause import paused_gc
-from simtrain.engine.loop import Arrivals, drain
+from simtrain.engine.loop import Arrivals, drain, drain_reporting
 from simtrain.engine.moe_actions import MoEActions
-from simtrain.engine.plan import Plan, StageWork, grad_accum_seconds, pipe_partition_work, tied_grad_ends
+from simtrain.engine.dspipe import PIPE_COPIES, DeepSpeedPipe
+from simtrain.engine.plan import Plan, StageWork, grad_accum_seconds
 from simtrain.engine.primitives import Proc
 from simtrain.engine.steps import rank_steps
 from simtrain.engine.symmetry import periodic_network
-from simtrain.engine.timeline import Record, record
+from simtrain.engine.timeline import Record
 from simtrain.network.comm import Comm
 from simtrain.network.flows import FlowNetwork
 from simtrain.scenario.layout import Coord
@@ -43,13 +44,9 @@ from simtrain.schedule import Action
 
 
 PROGRESS_EVERY = 50_000  # events between progress reports
-# record labels of DeepSpeed's TP-partitioned boundary tensors (stack.pipe_partitioned)
-PIPE_GATHER = "all-gather(pipe partition)"
-PIPE_COPIES = "pipe-partition copies"
-TIED_ALLREDUCE = "all-reduce(tied embedding)"  # stack.tied_grad_allreduce
 
 
-class Engine(MoEActions):
+class Engine(MoEActions, DeepSpeedPipe):
     """Walks each simulated device's action list (forward, backward, weight) on top of the
     primitives in `simtrain.engine.primitives`; `run()` returns the flat timeline records."""
 
@@ -99,13 +96,7 @@ class Engine(MoEActions):
                         else "reduce-scatter")
         self.gather_in_step = stack.param_gather == "in-step"
         self.accum_s, self.accum_first = grad_accum_seconds(plan)
-        # DeepSpeed's TP-partitioned boundary tensors (stack.pipe_partitioned): per virtual
-        # stage and pass, (all-gathers, copy seconds before, copy seconds after)
-        self.pipe_full_bytes, self.pipe_work = pipe_partition_work(plan)
-        # the tied embedding's gradient all-reduce between the first and last stage
-        # (stack.tied_grad_allreduce): bytes per TP rank, (first, last) virtual stage
-        self.tied_bytes, self.tied_stages = tied_grad_ends(plan)
-        self.tied_start: dict[int, float] = {}
+        self._ds_pipe_init(plan)  # DeepSpeed's pipeline-engine extras (simtrain.engine.dspipe)
         self.full_recompute = par.recompute == "full"
         self.jitter = plan.scenario.whatif.compute_jitter > 0
         self.varied = bool(plan.speed) or self.jitter
@@ -385,56 +376,6 @@ class Engine(MoEActions):
             yield from self._wait_dp(dev, "wait params")
         self.done_at[dev] = self.env.now
 
-    def _unpartition(self, dev: int, pw: tuple[int, float, float], kind: str, stage: int, mb: int) -> Proc:
-        """DeepSpeed's PartitionedTensor.full() before a pass (stack.pipe_partitioned): the
-        TP all-gathers of the whole boundary tensor, then the copies around them."""
-        for _ in range(0 if self.free else pw[0]):
-            t0 = self.env.now
-            yield from self.collective(dev, "tp", "all-gather", self.pipe_full_bytes)
-            self._rec(dev, "tp", PIPE_GATHER, t0, stage, mb)
-        yield from self._compute(dev, pw[1], kind, PIPE_COPIES, stage, mb)
-
-    def _tied_group(self, dev: int) -> tuple[tuple[int, int], tuple[int, ...]]:
-        """(first-stage rank, last-stage rank) of `dev`'s tied-embedding pair, and the
-        offsets of the pairs its class stands for (refined what-if classes: its own only)."""
-        first, last = self.tied_stages
-        a = self._peer_rank(dev, first) if self.plan.schedule.placement[first] != self._coord(dev).pp else dev
-        b = self._peer_rank(a, last)
-        copies = self.classes.p2p_copies(a, b) if self.classes.kind != "refined" else (0,)
-        return (a, b), copies
-
-    def _tied_allreduce(self, dev: int, pp: int) -> Proc:
-        """The tied word-embedding gradient all-reduced between the first and last stage
-        (stack.tied_grad_allreduce), after the flush: each side marks itself ready; the
-        first stage's device starts the two-rank all-reduce once its partner is ready, the
-        last stage's waits for it to end. Waiting for the partner counts as bubble."""
-        first = self.plan.schedule.placement[self.tied_stages[0]] == pp
-        (a, b), copies = self._tied_group(dev)
-        t0 = self.env.now
-        self._event(("tied ready", dev)).succeed()
-        if first:
-            ready = self._event(("tied ready", self.classes.rep_of(b)))
-            if not ready.processed:
-                yield ready
-            self._rec(dev, "bubble", "wait tied", t0, -1, -1)
-            t1 = self.tied_start[dev] = self.env.now
-            if not self.free:
-                _, phases = self.comm.collective("all-reduce", (a, b), self.tied_bytes, copies)
-                done = self.env.event()
-                self._chain(phases, done.succeed)
-                yield done
-            self._event(("tied done", dev)).succeed()
-            self._rec(dev, "dp", TIED_ALLREDUCE, t1, -1, -1)
-        else:
-            src = self.classes.rep_of(a)
-            done = self._event(("tied done", src))
-            if not done.processed:
-                yield done
-            t1 = min(max(self.tied_start.get(src, t0), t0), self.env.now)  # the transfer's start
-            if t1 > t0:
-                self.records.append(record(dev, "main", "bubble", "wait tied", t0, t1))
-            self._rec(dev, "dp", TIED_ALLREDUCE, t1, -1, -1)
-
     def run(self, progress: Callable[[float, int], None] | None = None) -> list[Record]:
         """Simulate the step. `progress(simulated_seconds, events)` is called every
         PROGRESS_EVERY events when given (the CLI draws it on a terminal)."""
@@ -448,25 +389,10 @@ class Engine(MoEActions):
         with paused_gc():  # (millions of short-lived objects: simtrain.engine.gcpause)
             if progress is None:
                 drain(self.env)
-            else:
-                self._run_reporting(progress)
+            else:  # (events processed inside a shared queue entry count one by one)
+                drain_reporting(self.env, progress, lambda: self.net.folded + self.arrived.folded, PROGRESS_EVERY)
         self.run_s = time.perf_counter() - t0  # event loop only (benchmarks: engine event rate)
         missing = [d for d in self.plan.simulated if d not in self.done_at]
         if missing:
             raise RuntimeError(f"simulation stalled: devices {missing[:8]} never finished (schedule deadlock?)")
         return self.records
-
-    def _run_reporting(self, progress: Callable[[float, int], None]) -> None:
-        """env.run(), with a report each time another PROGRESS_EVERY events are processed
-        (those processed inside a shared queue entry count one by one)."""
-        env, step, steps, due = self.env, self.env.step, 0, PROGRESS_EVERY
-        try:
-            while True:
-                step()
-                steps += 1
-                done = steps + self.net.folded + self.arrived.folded
-                if done >= due:
-                    due += PROGRESS_EVERY
-                    progress(env.now, done)  # events processed so far
-        except simpy.core.EmptySchedule:
-            pass

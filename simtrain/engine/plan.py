@@ -35,7 +35,6 @@ from simtrain.workload.moe import MoECost, check_imbalance, expert_params_per_la
 from simtrain.workload import fp8 as FP8
 from simtrain.workload.compute import memory_time
 from simtrain.workload.memory import grad_element_bytes
-from simtrain.workload.pipe_partition import boundary_work
 
 
 @dataclass(frozen=True)
@@ -354,38 +353,3 @@ def grad_accum_seconds(plan: "Plan") -> tuple[dict[int, float], bool]:
     return ({st.index: memory_time(plan.device, per_param * st.params / shards, kernels * TENSORS_PER_LAYER * max(1, st.layers))
              for st in plan.stages}, bf16)
 
-
-def pipe_partition_work(plan: "Plan") -> tuple[float, dict[tuple[int, str], tuple[int, float, float]]]:
-    """DeepSpeed's TP-partitioned boundary tensors (stack.pipe_partitioned,
-    simtrain.workload.pipe_partition): the whole boundary tensor's bytes (micro-batch x
-    sequence / CP x hidden x 2, TP x the point-to-point slice), and per (virtual stage, "F"
-    or "B") with any work: (TP all-gathers before the pass, copy seconds before, copy
-    seconds after). Empty without the stack key or without TP."""
-    L = plan.layout
-    if not plan.scenario.stack.pipe_partitioned or L.tp <= 1:
-        return 0.0, {}
-    n = plan.p2p_bytes * L.tp
-    sch, dev = plan.schedule, plan.device
-    out = {}
-    for st in plan.stages:
-        for kind in ("F", "B"):
-            w = boundary_work(kind, n, L.tp, sch.is_first(st.index), sch.is_last(st.index))
-            if w.gathers or w.before_kernels or w.after_kernels:
-                out[(st.index, kind)] = (w.gathers, w.before_s(dev), w.after_s(dev))
-    return n, out
-
-
-def tied_grad_ends(plan: "Plan") -> tuple[float, tuple[int, int] | None]:
-    """stack.tied_grad_allreduce: the word-embedding gradient bytes each TP rank of the
-    first and the last pipeline stage all-reduce between them (vocabulary x hidden / TP,
-    in the gradient's element size), and the (first, last) virtual stage indices; (0, None)
-    without the key, without tied embeddings, or when one rank holds both ends."""
-    s, L, sch = plan.scenario, plan.layout, plan.schedule
-    m = s.model
-    if not s.stack.tied_grad_allreduce or not m.tie_word_embeddings or sch.chains != 1:
-        return 0.0, None
-    first = next(st.index for st in plan.stages if sch.is_first(st.index))
-    last = next(st.index for st in plan.stages if sch.is_last(st.index))
-    if sch.placement[first] == sch.placement[last]:
-        return 0.0, None
-    return m.vocab_size * m.hidden_size / L.tp * plan.grad_bytes, (first, last)
