@@ -81,6 +81,14 @@ def text_report(r: Result) -> str:
         share = wait / r.step_time_s if r.step_time_s else 0.0
         lines.append(f"    (of compute and recomputation, {wait:.3f} s, {100 * share:.1f}%, is the GPU waiting for the host: "
                      "the stack's ZeRO-3 list collectives; `run --ops`)")
+    pipe = r.extra.get("pipe_partition_s")
+    if pipe:
+        lines.append(f"    (DeepSpeed's TP-partitioned pipeline tensors: {pipe['all_gather']:.3f} s of all-gathers in "
+                     f"exposed TP comm, {pipe['copies']:.3f} s of copies in compute; stack.pipe_partitioned)")
+    tied = r.extra.get("tied_grad_allreduce_s")
+    if tied:
+        lines.append(f"    (of exposed DP comm, {tied:.3f} s is the tied word embedding's gradient all-reduce between the "
+                     "first and last stage; stack.tied_grad_allreduce)")
     hs = r.extra.get("hotspots") or {}
     sd, bl = hs.get("slowest_device"), hs.get("busiest_link")
     if sd and sd["vs_median_of_stage"] > 0.005:

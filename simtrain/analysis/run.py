@@ -9,6 +9,7 @@ from simtrain.analysis.hotspots import hotspots as find_hotspots
 from simtrain.analysis.metrics import Result, summarize
 from simtrain.analysis.moe_report import moe_summary
 from simtrain.engine.actions import Engine
+from simtrain.engine.dspipe import PIPE_COPIES, PIPE_GATHER, TIED_ALLREDUCE
 from simtrain.engine.gcpause import paused_gc
 from simtrain.engine.placement import placement_warnings
 from simtrain.engine.plan import Plan, check_supported, make_plan
@@ -48,6 +49,8 @@ def _simulate_plan(plan: Plan, setup: Callable[[Engine], None] | None, t0: float
     if link_series:
         engine.net.rate_log = []
     records = engine.run(progress)
+    pipe = pipe_partition_seconds(plan, records) if engine.pipe_work else None
+    tied = labelled_seconds(plan, records, (TIED_ALLREDUCE,))[TIED_ALLREDUCE] if engine.tied_stages else None
     result = summarize(plan, records)
     result.events = next(engine.env._eid)  # simpy numbers every scheduled event
     result.engine_run_s = engine.run_s
@@ -65,7 +68,31 @@ def _simulate_plan(plan: Plan, setup: Callable[[Engine], None] | None, t0: float
     wait = host_wait_seconds(plan)
     if wait > 0:
         result.extra["host_wait_s"] = wait
+    if pipe is not None:
+        result.extra["pipe_partition_s"] = pipe
+    if tied is not None:
+        result.extra["tied_grad_allreduce_s"] = tied
     return result
+
+
+def pipe_partition_seconds(plan: Plan, records: list) -> dict[str, float]:
+    """DeepSpeed's TP-partitioned boundary tensors (stack.pipe_partitioned), per step and
+    mean over the GPUs as the breakdown is: the all-gathers' seconds (inside exposed TP
+    comm) and the copies' (inside compute)."""
+    got = labelled_seconds(plan, records, (PIPE_GATHER, PIPE_COPIES))
+    return {"all_gather": got[PIPE_GATHER], "copies": got[PIPE_COPIES]}
+
+
+def labelled_seconds(plan: Plan, records: list, labels: tuple[str, ...]) -> dict[str, float]:
+    """Seconds per step of the main-stream records with each label, mean over the GPUs
+    (each simulated device weighted by the devices its class stands for)."""
+    weight = {d: plan.classes.size(d) for d in plan.simulated}
+    n = sum(weight.values())
+    out = dict.fromkeys(labels, 0.0)
+    for r in records:
+        if r.stream == "main" and r.label in out and r.device in weight:
+            out[r.label] += (r.end - r.start) * weight[r.device] / n
+    return out
 
 
 def host_wait_seconds(plan: Plan) -> float:

@@ -29,8 +29,9 @@ from typing import Callable, Hashable
 import simpy
 
 from simtrain.engine.gcpause import paused_gc
-from simtrain.engine.loop import Arrivals, drain
+from simtrain.engine.loop import Arrivals, drain, drain_reporting
 from simtrain.engine.moe_actions import MoEActions
+from simtrain.engine.dspipe import PIPE_COPIES, DeepSpeedPipe
 from simtrain.engine.plan import Plan, StageWork, grad_accum_seconds
 from simtrain.engine.primitives import Proc
 from simtrain.engine.steps import rank_steps
@@ -45,7 +46,7 @@ from simtrain.schedule import Action
 PROGRESS_EVERY = 50_000  # events between progress reports
 
 
-class Engine(MoEActions):
+class Engine(MoEActions, DeepSpeedPipe):
     """Walks each simulated device's action list (forward, backward, weight) on top of the
     primitives in `simtrain.engine.primitives`; `run()` returns the flat timeline records."""
 
@@ -95,6 +96,7 @@ class Engine(MoEActions):
                         else "reduce-scatter")
         self.gather_in_step = stack.param_gather == "in-step"
         self.accum_s, self.accum_first = grad_accum_seconds(plan)
+        self._ds_pipe_init(plan)  # DeepSpeed's pipeline-engine extras (simtrain.engine.dspipe)
         self.full_recompute = par.recompute == "full"
         self.jitter = plan.scenario.whatif.compute_jitter > 0
         self.varied = bool(plan.speed) or self.jitter
@@ -307,7 +309,12 @@ class Engine(MoEActions):
                     t0 = self.env.now
                     yield ready
                     self._rec(dev, "dp", "wait params", t0, a.stage, mb)
+                pw = self.pipe_work.get((a.stage, "F"))
+                if pw is not None:
+                    yield from self._unpartition(dev, pw, "F", a.stage, mb)
                 yield from self.forward(dev, st, a)
+                if pw is not None:
+                    yield from self._compute(dev, pw[2], "F", PIPE_COPIES, a.stage, mb)
                 if not end:
                     peer, rep = self._neighbour(dev, a.stage + 1)
                     if peer == dev:
@@ -322,6 +329,9 @@ class Engine(MoEActions):
                     ev = arrivals.get(key) or self._event(key)
                     if ev.callbacks is not None:  # (not processed)
                         yield from self._wait(dev, key, a.stage, mb, wait_label, ev)
+                pw = self.pipe_work.get((a.stage, "B"))
+                if pw is not None:  # before autograd.backward, so before the recomputation
+                    yield from self._unpartition(dev, pw, "B", a.stage, mb)
                 if st.layer.recompute > 0:
                     if self.full_recompute:  # the whole forward again, TP collectives included
                         yield from self.forward(dev, st, a, kind="R")
@@ -334,6 +344,8 @@ class Engine(MoEActions):
                 yield from self.backward(dev, st, a, with_weight=full, last=last)
                 if full and self.accum_s and (self.accum_first or w_count[(dev, a.stage)] > 1):
                     yield from self._compute(dev, self.accum_s[st.index], "B", "grad-accum", a.stage, mb)
+                if pw is not None:
+                    yield from self._compute(dev, pw[2], "B", PIPE_COPIES, a.stage, mb)
                 if not end:
                     peer, rep = self._neighbour(dev, a.stage - 1)
                     if peer == dev:
@@ -349,6 +361,8 @@ class Engine(MoEActions):
                     yield from self._compute(dev, self.accum_s[st.index], "W", "grad-accum", a.stage, mb)
             if pair_end:
                 yield from self._pair_end(dev)
+        if self.tied_stages is not None and c.pp in (plan.schedule.placement[i] for i in self.tied_stages):
+            yield from self._tied_allreduce(dev, c.pp)
         if not self.overlap_grad and self._deferred[dev] > 0:
             op = self.grad_op
             self._dp_launch(dev, op, self._deferred[dev], f"{op}(dp)")
@@ -375,25 +389,10 @@ class Engine(MoEActions):
         with paused_gc():  # (millions of short-lived objects: simtrain.engine.gcpause)
             if progress is None:
                 drain(self.env)
-            else:
-                self._run_reporting(progress)
+            else:  # (events processed inside a shared queue entry count one by one)
+                drain_reporting(self.env, progress, lambda: self.net.folded + self.arrived.folded, PROGRESS_EVERY)
         self.run_s = time.perf_counter() - t0  # event loop only (benchmarks: engine event rate)
         missing = [d for d in self.plan.simulated if d not in self.done_at]
         if missing:
             raise RuntimeError(f"simulation stalled: devices {missing[:8]} never finished (schedule deadlock?)")
         return self.records
-
-    def _run_reporting(self, progress: Callable[[float, int], None]) -> None:
-        """env.run(), with a report each time another PROGRESS_EVERY events are processed
-        (those processed inside a shared queue entry count one by one)."""
-        env, step, steps, due = self.env, self.env.step, 0, PROGRESS_EVERY
-        try:
-            while True:
-                step()
-                steps += 1
-                done = steps + self.net.folded + self.arrived.folded
-                if done >= due:
-                    due += PROGRESS_EVERY
-                    progress(env.now, done)  # events processed so far
-        except simpy.core.EmptySchedule:
-            pass

@@ -6,6 +6,7 @@ failed and was not handled by a callback stops the run with its exception."""
 from __future__ import annotations
 
 from heapq import heappop
+from typing import Callable
 
 import simpy
 from simpy.events import PENDING
@@ -26,6 +27,23 @@ def drain(env: simpy.Environment) -> None:
             exc = type(event._value)(*event._value.args)
             exc.__cause__ = event._value
             raise exc
+
+
+def drain_reporting(env: simpy.Environment, progress: Callable[[float, int], None], folded: Callable[[], int],
+                    every: int) -> None:
+    """`env.run()`, calling `progress(now, events processed so far)` each time another
+    `every` events are processed; `folded()`: those processed inside shared queue entries."""
+    step, steps, due = env.step, 0, every
+    try:
+        while True:
+            step()
+            steps += 1
+            done = steps + folded()
+            if done >= due:
+                due += every
+                progress(env.now, done)
+    except simpy.core.EmptySchedule:
+        pass
 
 
 class Arrivals:

@@ -352,3 +352,4 @@ def grad_accum_seconds(plan: "Plan") -> tuple[dict[int, float], bool]:
     shards = L.dp * L.cp if plan.scenario.parallel.zero >= 3 else 1  # FSDP accumulates its shard
     return ({st.index: memory_time(plan.device, per_param * st.params / shards, kernels * TENSORS_PER_LAYER * max(1, st.layers))
              for st in plan.stages}, bf16)
+

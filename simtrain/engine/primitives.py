@@ -94,6 +94,12 @@ class Primitives(Spans, DataParallelStream):
                 v = self._view("tp", dev)
                 for op in ("all-reduce", "all-gather", "reduce-scatter") if self.sp else ("all-reduce",):
                     self.comm.prepare(op, v.group, v.copies, [lc.tp_bytes])
+            if getattr(self, "tied_stages", None) and pp == plan.schedule.placement[self.tied_stages[0]]:
+                (a, b), copies = self._tied_group(dev)  # the tied embedding's gradient all-reduce
+                self.comm.prepare("all-reduce", (a, b), copies, [self.tied_bytes])
+            if getattr(self, "pipe_work", None):  # DeepSpeed's boundary-tensor all-gathers
+                v = self._view("tp", dev)
+                self.comm.prepare("all-gather", v.group, v.copies, [self.pipe_full_bytes])
             mine = [st for st in plan.stages if plan.schedule.placement[st.index] == pp]
             v = self._view(self.dp_dim, dev)
             for op, sizes in self._dp_sizes(mine).items():

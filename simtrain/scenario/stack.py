@@ -125,6 +125,21 @@ class Stack:
     # inside optimizer.step(), exposed before the step ends (DeepSpeed ZeRO stage 1/2
     # all_gather_partitions, BF16_Optimizer all_gather_dp_groups).
     param_gather: str = "overlapped"
+    # DeepSpeed's pipeline engine with TP > 1 sends each stage boundary's tensor as a
+    # PartitionedTensor, 1/TP per rank, and the receiver rebuilds the whole tensor before
+    # computing: per micro-batch a TP all-gather and copies before the forward (every stage
+    # but the first) and two before the backward (every stage but the last), plus the
+    # sender's slice copy (simtrain.workload.pipe_partition, deepspeed/runtime/pipe/engine.py
+    # @v0.5.4). False: the tensor arrives whole (Megatron's own pipeline). Only with TP > 1.
+    pipe_partitioned: bool = False
+    # With tied input and output embeddings under pipeline parallelism, the first and the
+    # last stage each hold the word embedding; after the flush, before the data-parallel
+    # reduction, each TP rank of the one all-reduces its embedding gradient with its
+    # counterpart on the other (a group of 2), on the compute stream: DeepSpeed's
+    # _exec_reduce_tied_grads (pipe/engine.py @v0.5.4:217-228, module.py:417-421
+    # dist.all_reduce(weight.grad); BLOOM's @5ea1c60f8:245-248 the fp32 _hp_grad), in
+    # training.grad_precision. False: not modelled.
+    tied_grad_allreduce: bool = False
     # Grouped-query attention with K and V expanded to every query head before the attention
     # kernel (Meta Llama / torchtitan `repeat_kv`: expand + reshape materialises a copy; its
     # backward sums the copies): a copy of K and V per layer and pass (simtrain.workload.ops)
