@@ -224,3 +224,13 @@ def test_megatron_fp8_recipe_flag() -> None:
     with pytest.raises(Exception, match="mxfp8"):
         parse(f"{base} --fp8-recipe mxfp8")
 
+
+def test_reference_cases_name_their_recipe() -> None:
+    from simtrain.analysis.validation.cases import case_scenario, load_reference
+
+    cases = {c.name: c for c in load_reference()}
+    recipe = lambda n: case_scenario(cases[n]).training.fp8_recipe  # noqa: E731
+    assert recipe("mcore-mixtral-8x22b-128gpu-fp8") == "blockwise"  # ModelZoo: --fp8-recipe blockwise
+    for n in ("nemo-moe-qwen3-30b-a3b-16", "nemo-moe-qwen3-235b-a22b-256", "nemo-moe-deepseek-v3-1024"):
+        assert recipe(n) == "current"  # Megatron-Bridge fp8_cs presets
+    assert recipe("nemo-fp8-70b-64") == "delayed"
