@@ -193,6 +193,7 @@ def test_mixtral_cases_carry_the_moe_settings(cases) -> None:
         assert s.model.num_experts == 8 and s.model.num_experts_per_tok == 2
     assert (mix["mcore-mixtral-8x22b-128gpu-balanced"].parallel.vp, mix["mcore-mixtral-8x7b-64gpu-dropless"].parallel.vp) == (7, 8)
     assert mix["mcore-mixtral-8x22b-128gpu-fp8"].training.precision == "fp8"
+    assert mix["mcore-mixtral-8x22b-128gpu-fp8"].training.fp8_recipe == "blockwise"  # PR=fp8: --fp8-recipe blockwise
     assert not mix["mcore-mixtral-8x22b-128gpu-fp8"].engine.overlap_tp_comm
     assert mix["mcore-mixtral-8x22b-128gpu-balanced"].engine.overlap_tp_comm
     assert mix["mcore-mixtral-8x22b-128gpu-tokendrop"].model.capacity_factor == 1.0

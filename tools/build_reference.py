@@ -84,8 +84,9 @@ CASES: list[tuple[str, str, int, str, dict]] = [
     ("nemo-moe-qwen3-30b-a3b-16", MB_CSV, 50, MB_MOE, {"basis": "step", "calibration_row": True, "note": MOE_NOTE}),
     ("nemo-moe-qwen3-235b-a22b-256", MB_CSV, 96, MB_MOE, {"basis": "step", "note": MOE_NOTE}),
     ("nemo-moe-deepseek-v3-1024", MB_CSV, 280, MB_MOE,
-     {"basis": "step", "note": MOE_NOTE + "; the row's FP8 recipe is block-scaled (128x128 weights), simulated "
-                                         "as per-tensor"}),
+     {"basis": "step", "note": MOE_NOTE + "; the row's primary value (338; the parenthesized 330 is the blockwise "
+                                         "1x128/128x128 run, the table's footnote) is per-tensor FP8, simulated as current "
+                                         "scaling (the H100 perf matrix lists fp8_cs and fp8_ss only)"}),
     ("palm-540b-tpu-v4", "published/palm_2022.csv", 1, PALM,
      {"note": "one of the two pods simulated (97% weak scaling to two); TPU v4 efficiencies assumed, never fitted; "
               "PaLM's parallel block and collective-matmul overlap not modelled; HFU differs because PaLM "

@@ -665,6 +665,9 @@ def mixtral_cases() -> list[Case]:
         training: dict[str, Any] = dict(seq_len=seq, global_batch=batch)
         if fp8:
             training["precision"] = "fp8"
+            # the ModelZoo's FP8 command (PR=fp8): --fp8-recipe blockwise --fp8-format e4m3
+            # (Transformer Engine's Float8BlockScaling: simtrain.workload.fp8)
+            training["fp8_recipe"] = "blockwise"
         engine = {"overlap_tp_comm": False} if fp8 else None
         size = r["model"].split("-")[1]
         kind = "fp8" if fp8 else ("tokendrop" if drop else ("balanced" if "forced balancing" in r["quoted_line"]
@@ -674,8 +677,10 @@ def mixtral_cases() -> list[Case]:
             "dropless": "dropless with the aux-loss router: the expert load of the run is not published and is "
                         "simulated balanced (engine.expert_imbalance 0), so the simulation is an optimistic bound",
             "balanced": "forced load balancing (--moe-router-force-load-balancing): experts balanced, as simulated",
-            "fp8": "blockwise FP8 (128x128 weight blocks) with forced balancing, simulated as simtrain's per-tensor "
-                   "FP8; no --tp-comm-overlap in the FP8 command (engine.overlap_tp_comm = false)",
+            "fp8": "blockwise FP8 (--fp8-recipe blockwise --fp8-format e4m3: 1x128 activation and 128x128 weight "
+                   "blocks; training.fp8_recipe = blockwise) with forced balancing; --fp8-param-gather and "
+                   "--use-precision-aware-optimizer not modelled (parameters gathered in bf16); no --tp-comm-overlap "
+                   "in the FP8 command (engine.overlap_tp_comm = false)",
             "tokendrop": "capacity factor 1.0 with expert inputs padded to capacity (model.capacity_factor = 1)",
         }[kind]
         if r["model"] == "mixtral-8x7b":

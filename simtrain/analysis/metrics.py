@@ -206,5 +206,7 @@ def _mfu_basis(plan: Plan, mfu: float) -> dict[str, Any]:
     out: dict[str, Any] = {"mfu_basis": f"dense BF16 peak, {dev.peak_flops / 1e12:,.0f} TFLOP/s per {dev.name}"}
     if plan.scenario.training.precision == "fp8" and dev.peak_fp8_flops > 0:
         out["mfu_fp8_peak"] = mfu * dev.peak_flops / dev.peak_fp8_flops
-        out["mfu_basis"] += f" (FP8 GEMMs; against the dense FP8 peak, {dev.peak_fp8_flops / 1e12:,.0f}: mfu_fp8_peak)"
+        recipe = plan.scenario.training.fp8_recipe
+        out["mfu_basis"] += (f" (FP8 GEMMs, {recipe} scaling; against the dense FP8 peak, "
+                             f"{dev.peak_fp8_flops / 1e12:,.0f}: mfu_fp8_peak)")
     return out

@@ -171,7 +171,8 @@ def make_plan(s: Scenario, schedule: sched.Schedule | None = None) -> Plan:
     slowest = slowest_of(L.world, s.cluster.gpu_speed_sigma) if not s.whatif.random_slowdown_sigma else 1.0
     dev = dataclasses.replace(dev, sustained_fraction=dev.sustained_fraction * s.stack.sustained_fraction / slowest,
                               memory_efficiency=dev.memory_efficiency / slowest)
-    FP8.check_fp8(dev, s.training.precision)
+    FP8.check_fp8(dev, s.training.precision, s.training.fp8_recipe)
+    precision = FP8.workload_precision(s.training.precision, s.training.fp8_recipe)  # "fp8-blockwise", ...
     taken = max(s.stack.tp_overlap_sms, default=0)
     if taken >= dev.sms:  # the GEMM would have no SMs left (simtrain.workload.ops._tp_overlap_sms)
         raise bad("stack.tp_overlap_sms", list(s.stack.tp_overlap_sms), f"takes {taken} SMs from a GEMM but the "
@@ -193,7 +194,7 @@ def make_plan(s: Scenario, schedule: sched.Schedule | None = None) -> Plan:
     attended = attended_length(s.training.seq_len, s.training.document_length, m.sliding_window)
     lc = layer_cost(m, s.parallel, dev, s.training.seq_len, s.stack,
                     attended if attended < s.training.seq_len else s.training.document_length,
-                    s.training.precision)
+                    precision)
     grad_bytes = grad_element_bytes(s.training.grad_precision)
     per_layer_params = ms.params_per_layer / L.tp
     moe_kw: list[dict] = [{} for _ in layers]
@@ -204,7 +205,7 @@ def make_plan(s: Scenario, schedule: sched.Schedule | None = None) -> Plan:
         check_imbalance(s.whatif.expert_imbalance, m.num_experts)
         dense_lc, dense_params = lc, ms.dense_params_per_layer / L.tp
         lc, mc = moe_layer_costs(m, s.parallel, dev, s.training.seq_len, s.stack, s.training.document_length,
-                                 s.training.precision, s.whatif.expert_imbalance)
+                                 precision, s.whatif.expert_imbalance)
         experts = expert_params_per_layer(m, s.parallel)
         per_layer_params = (ms.params_per_layer - ms.expert_params_per_layer) / L.tp + experts
         flags = moe_layer_flags(m)  # per layer along a chain: experts or a dense MLP
@@ -249,7 +250,7 @@ def make_plan(s: Scenario, schedule: sched.Schedule | None = None) -> Plan:
         opt[r] = optimizer_time(dev, params / shard + experts / eshard, s.stack)
         if FP8.is_fp8(s.training.precision):  # FP8 weight copies cast once per step
             held = sum(st.layers for st in stages if schedule.placement[st.index] == r)
-            opt[r] += FP8.weight_cast_seconds(dev, held * FP8.linear_params_per_layer(m) / L.tp)
+            opt[r] += FP8.weight_cast_seconds(dev, held * FP8.linear_params_per_layer(m) / L.tp, s.training.fp8_recipe)
     p2p = s.parallel.micro_batch * (s.training.seq_len // L.cp) * m.hidden_size * 2 / L.tp
     speed = whatif.device_factors(s.whatif, L.world)
     plan = Plan(s, L, topo, dev, ms, schedule, tuple(stages), symmetry.pipeline(L), float(p2p), grad_bytes, opt,

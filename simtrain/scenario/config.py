@@ -115,6 +115,12 @@ class TrainingConfig:
     seq_len: int = 2048
     global_batch: int = 0  # sequences per step; 0: dp * micro_batch (one micro-batch per replica)
     precision: str = "bf16"
+    # With precision = "fp8": Transformer Engine's scaling recipe (simtrain.workload.fp8):
+    # "delayed" (per-tensor scales from an amax history; Megatron's --fp8-recipe delayed, the
+    # NeMo 24.x default), "current" (per-tensor scales from each tensor's own amax; Megatron's
+    # "tensorwise", Megatron-Bridge's fp8_cs), "blockwise" (1x128 / 128x128 block scales,
+    # DeepSeek-V3's scheme; Megatron's "blockwise", Megatron-Bridge's fp8_ss; Hopper only).
+    fp8_recipe: str = "delayed"
     # Gradient buffers and their data-parallel reduction: "fp32" (Megatron-LM's main_grad,
     # forced for bf16 runs) or "bf16" (torch FSDP's default reduce dtype, Megatron-Core's
     # --grad-reduce-in-bf16), or "fp16" (DeepSpeed ZeRO-1 of fp16 runs, 2021-2022: the fp16

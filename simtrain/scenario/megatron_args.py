@@ -25,6 +25,8 @@ engine options and, when no model flag is given, the model. `--set` applies afte
                      not model)        training.precision; --grad-reduce-in-bf16
     --fp8-format hybrid|e4m3            training.precision "fp8" (Transformer Engine's FP8
                                         linears; the rest stays as --bf16 says)
+    --fp8-recipe delayed|tensorwise|blockwise   training.fp8_recipe "delayed" | "current" |
+                                        "blockwise" (with --fp8-format; mxfp8, custom refused)
     --tp-comm-overlap                   engine.overlap_tp_comm
     --use-tp-pp-dp-mapping              parallel.order "tp-cp-pp-dp"; else Megatron-Core's
                                         "tp-cp-dp-pp" (its tp-cp-ep-dp-pp)
@@ -73,6 +75,9 @@ CHOICE_FLAGS = {
     "--cp-comm-type": {"p2p": "ring", "all_gather": "allgather"},
     "--recompute-method": {"uniform": "uniform", "block": "block"},
     "--fp8-format": {"hybrid": "fp8", "e4m3": "fp8"},
+    # Megatron-Core's Fp8Recipe (transformer_config.py; default "delayed"); "tensorwise" is
+    # Transformer Engine's Float8CurrentScaling. mxfp8 and custom are not modelled.
+    "--fp8-recipe": {"delayed": "delayed", "tensorwise": "current", "blockwise": "blockwise"},
 }
 TEXT_FLAGS = ("--tokenizer-type", "--vocab-file", "--merge-file", "--tokenizer-model")
 SWITCHES = {
@@ -323,6 +328,8 @@ def apply_megatron(data: dict[str, Any], flags: MegatronFlags) -> dict[str, Any]
     if "--seq-length" in k:
         tr["seq_len"] = k["--seq-length"]
     tr["precision"] = "fp16" if k.get("--fp16") else ("fp8" if k.get("--fp8-format") else "bf16")
+    # the recipe applies with --fp8-format only (Megatron ignores it without)
+    tr["fp8_recipe"] = k.get("--fp8-recipe", "delayed") if tr["precision"] == "fp8" else "delayed"
     tr["grad_precision"] = "bf16" if k.get("--grad-reduce-in-bf16") else "fp32"
     sch.update(name="" if per_stage else ("interleaved" if vp > 1 else "1f1b"), n=0, file="")
     eng["overlap_tp_comm"] = bool(k.get("--tp-comm-overlap"))

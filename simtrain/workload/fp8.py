@@ -27,6 +27,35 @@ E4M3 forward, E5M2 gradients, per-tensor delayed scaling from an amax history):
 - Activations: TE saves the FP8 (transposed) input of each linear for its weight gradient
   instead of the bf16 one: 1 B per element saved instead of 2.
 
+Recipes (`training.fp8_recipe`; Megatron-Core's --fp8-recipe, Megatron-Bridge's fp8_ds /
+fp8_cs / fp8_ss). What differs between them, from Transformer Engine's recipe documentation
+(NVIDIA/TransformerEngine docs/features/low_precision_training/, @d0067d0) and its GEMM
+dispatch (transformer_engine/common/gemm/cublaslt_gemm.cu):
+- "delayed" (DelayedScaling, the default above): one scale per tensor from the amax history;
+  the cast-transpose reads the bf16 tensor once and records the amax on the way (4 B per
+  element); one amax-reduction and scale-update kernel per layer pass.
+- "current" (Float8CurrentScaling, Megatron's "tensorwise"): one scale per tensor from the
+  tensor's own amax: "Quantization is a memory-bound operation that requires reading the
+  tensor twice: first read: compute amax ... second read: apply the scaling factor and
+  cast" (fp8_current_scaling.rst): an amax kernel (read 2 B) then the cast-transpose (4 B),
+  6 B per element and two kernels; no amax history, no scale-update kernel. The same
+  per-tensor cuBLAS GEMMs. (The amax all-reduce over the sequence-parallel group before a
+  quantized all-gather, a few bytes, is not modelled.)
+- "blockwise" (Float8BlockScaling, DeepSeek-V3's scheme; Megatron "blockwise", Bridge
+  "fp8_ss" / subchannel): FP32 scales per 1x128 block for activations and gradients and per
+  128x128 block for weights, E4M3 everywhere. Quantization: one read; the rowwise and the
+  columnwise (transposed) copies must both be quantized from the bf16 source in 1D ("both
+  versions must be quantized separately from the high-precision source"), which TE's
+  quantize_transpose_vector_blockwise does in one kernel: read 2 B, write 1 + 1 B, and one
+  4-byte scale per 128 elements in each direction (8/128 B): 4.0625 B per element. Weights
+  (2D): the same, 8/16384 B of scales. No amax history and no scale synchronization ("the
+  blockwise scaled tensor does not need any scale synchronization"). GEMMs: cuBLAS 12.9's
+  CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F / BLK128x128_32F modes; "On Hopper, block-scaled
+  GEMMs are software-emulated" (the partial sums of each 128-deep K block are rescaled on
+  the CUDA cores): slower than the per-tensor kernel at the same shape, by
+  BLOCKWISE_GEMM_EFFICIENCY (derivation at the constant). Only on Hopper: on Blackwell TE
+  emulates the recipe with MXFP8 (not modelled; refused).
+
 MFU stays measured against the dense BF16 peak (the convention of the published tables
 this project validates on, so FP8 and BF16 runs compare); the report also gives it against
 the FP8 peak.
@@ -46,43 +75,113 @@ WEIGHT_CAST_BYTES = 5.2  # per parameter per step: the same cast-transpose of th
 FP8_WEIGHT_BYTES = 2.0  # resident per FP8-linear parameter: the FP8 weight and its transpose
 SCALE_KERNELS_PER_PASS = 1  # fused amax-reduction and scale update per layer forward/backward
 
+RECIPES = ("delayed", "current", "blockwise")
+FUSED_OVERHEAD = 1.3  # a fused memory-bound kernel's traffic over its minimum (simtrain.workload.kernels)
+BLOCK = 128  # Float8BlockScaling's block: 1 x 128 (activations, gradients), 128 x 128 (weights)
+SCALE_BYTES = 4  # one FP32 scale per block
+# Minimum HBM bytes per element of one quantization to FP8 with both usages (rowwise and the
+# transposed columnwise copy), by recipe (module docstring): activations / gradients ...
+QUANT_MIN_BYTES = {"delayed": 2 + 1 + 1, "current": 2 + 2 + 1 + 1, "blockwise": 2 + 1 + 1 + 2 * SCALE_BYTES / BLOCK}
+# ... and weights (128 x 128 blocks for blockwise)
+WEIGHT_QUANT_MIN_BYTES = {"delayed": 2 + 1 + 1, "current": 2 + 2 + 1 + 1,
+                          "blockwise": 2 + 1 + 1 + 2 * SCALE_BYTES / BLOCK ** 2}
+QUANT_KERNELS = {"delayed": 1, "current": 2, "blockwise": 1}  # current: the amax kernel, then the cast
+SCALE_KERNELS = {"delayed": SCALE_KERNELS_PER_PASS, "current": 0, "blockwise": 0}  # per layer pass
+# Blockwise FP8 GEMM throughput on Hopper as a fraction of the per-tensor FP8 GEMM's at the
+# same shape. Source: Transformer Engine's GEMM profiling tutorial (NVIDIA/TransformerEngine
+# docs/examples/gemm_profiling/gemm_profiling.rst, commit 1609c890e, 2026-06-01; benchmarks/
+# gemm/benchmark_gemm.py), H200 NVL, the 12 GEMMs of one layer of a 5B model (M 15,872
+# tokens, hidden 4,096, FFN 16,384), each a te.Linear forward under autocast, per layer:
+# BF16 32.014 ms, FP8 DelayedScaling 18.978, FP8 Block 22.882; pre-quantized (GEMM kernels
+# only) per-tensor FP8 16.785 (blockwise was not pre-quantizable there). Delayed's autocast
+# time over the pre-quantized kernels, 18.978 - 16.785 = 2.193 ms, is its quantization of
+# each call's two inputs (4 B per element, the same bytes as blockwise's 4.06): the
+# blockwise GEMMs took 22.882 - 2.193 x 4.0625/4 = 20.655 ms against 16.785:
+# 16.785 / 20.655 = 0.81. (Consistent with the other published numbers: DeepSeek's
+# DeepGEMM, 1D x 2D blockwise on H800, reports 1.1-1.3x over "our internally and carefully
+# optimized implementation based on CUTLASS 3.6" at M = 4,096, README @55ab91f, i.e. the
+# CUTLASS kernel at 0.77-0.91 of DeepGEMM's 1,009-1,426 TFLOP/s.) The benchmark's GEMMs are
+# all 1D x 2D (activation x weight: forward and input gradient); the weight gradient is
+# 1D x 1D (x^T dY, both 1 x 128), for which TE says "GEMMs with mixed 1D/2D scaled tensors
+# have lower overhead than pure 1D scaled GEMMs" without a number: the same factor is used
+# (optimistic for the weight gradient).
+BLOCKWISE_GEMM_EFFICIENCY = 0.81
+GEMM_EFFICIENCY = {"delayed": 1.0, "current": 1.0, "blockwise": BLOCKWISE_GEMM_EFFICIENCY}
+HOPPER = ("H100", "H200", "H800")  # devices where TE runs Float8BlockScaling natively (SM 9.0)
+
 
 def is_fp8(precision: str) -> bool:
-    return precision == "fp8"
+    """`precision` as the workload functions see it: "fp8" (delayed scaling) or "fp8-<recipe>"
+    (workload_precision)."""
+    return precision == "fp8" or precision.startswith("fp8-")
 
 
-def check_fp8(dev: Device, precision: str) -> None:
-    """One line when FP8 is asked of a device without FP8 tensor cores."""
+def workload_precision(precision: str, fp8_recipe: str = "delayed") -> str:
+    """training.precision with training.fp8_recipe folded in, for the workload functions:
+    "fp8" for delayed scaling (as before recipes), "fp8-current", "fp8-blockwise"."""
+    if precision != "fp8" or fp8_recipe == "delayed":
+        return precision
+    return f"fp8-{fp8_recipe}"
+
+
+def recipe_of(precision: str) -> str:
+    """The FP8 recipe of a workload precision ("fp8" -> "delayed")."""
+    return precision[4:] if precision.startswith("fp8-") else "delayed"
+
+
+def check_fp8(dev: Device, precision: str, fp8_recipe: str = "delayed") -> None:
+    """One line when FP8 is asked of a device without FP8 tensor cores, or a recipe where
+    Transformer Engine does not run it, or a recipe without FP8."""
     if is_fp8(precision) and dev.peak_fp8_flops <= 0:
         raise bad("training.precision", precision, f"device {dev.name} has no FP8 tensor cores",
                   'use training.precision = "bf16", or an H100, H200 or B200 (cluster.device)')
+    if fp8_recipe not in RECIPES:  # (the scenario loader refuses it first; megatron_args and [device] paths)
+        raise bad("training.fp8_recipe", fp8_recipe, "is not an FP8 recipe simtrain models",
+                  f"use one of {', '.join(RECIPES)}")
+    if fp8_recipe != "delayed" and not is_fp8(precision):
+        raise bad("training.fp8_recipe", fp8_recipe, f"applies to FP8 training, but training.precision is {precision!r}",
+                  'set training.precision = "fp8", or remove training.fp8_recipe')
+    if fp8_recipe == "blockwise" and not dev.name.startswith(HOPPER):
+        raise bad("training.fp8_recipe", fp8_recipe, f"Transformer Engine runs Float8BlockScaling natively only on "
+                  f"Hopper (on Blackwell it is emulated with MXFP8, not modelled), not on {dev.name}",
+                  'use training.fp8_recipe = "delayed" or "current", or an H100, H200 or H800 (cluster.device)')
 
 
 @lru_cache(maxsize=64)
-def fp8_device(dev: Device) -> Device:
-    """The device as its FP8 GEMMs see it: FP8 peak, FP8 efficiency, K_half doubled (the
-    K loop runs twice the MACs per cycle; see simtrain.hardware.devices)."""
-    return dataclasses.replace(dev, peak_flops=dev.peak_fp8_flops, gemm_max_efficiency=dev.gemm_fp8_max_efficiency,
+def fp8_device(dev: Device, recipe: str = "delayed") -> Device:
+    """The device as its FP8 GEMMs see it: FP8 peak, FP8 efficiency (x the recipe's GEMM
+    efficiency: blockwise's emulated scaling on Hopper), K_half doubled (the K loop runs
+    twice the MACs per cycle; see simtrain.hardware.devices)."""
+    eff = dev.gemm_fp8_max_efficiency * GEMM_EFFICIENCY[recipe]
+    return dataclasses.replace(dev, peak_flops=dev.peak_fp8_flops, gemm_max_efficiency=eff,
                                gemm_k_half=2 * dev.gemm_k_half)
 
 
-def cast_seconds(dev: Device, elements: float) -> float:
-    """GPU seconds of one fused cast-transpose over `elements` (bf16 in, FP8 and FP8^T out)."""
+def cast_bytes(recipe: str = "delayed") -> float:
+    """Effective HBM bytes per element of one quantization of an activation or gradient."""
+    return QUANT_MIN_BYTES[recipe] * FUSED_OVERHEAD
+
+
+def cast_seconds(dev: Device, elements: float, recipe: str = "delayed") -> float:
+    """GPU seconds of quantizing `elements` (bf16 in, FP8 and FP8^T out) under `recipe`."""
     if elements <= 0:
         return 0.0
-    return CAST_TRANSPOSE_BYTES * elements / (dev.hbm_bytes_per_s * dev.memory_efficiency) + dev.kernel_overhead_s
+    return (cast_bytes(recipe) * elements / (dev.hbm_bytes_per_s * dev.memory_efficiency)
+            + QUANT_KERNELS[recipe] * dev.kernel_overhead_s)
 
 
-def weight_cast_seconds(dev: Device, params: float) -> float:
+def weight_cast_seconds(dev: Device, params: float, recipe: str = "delayed") -> float:
     """Per step: the FP8 copies (and transposes) of `params` weights, once after the optimizer."""
     if params <= 0:
         return 0.0
-    return WEIGHT_CAST_BYTES * params / (dev.hbm_bytes_per_s * dev.memory_efficiency) + dev.kernel_overhead_s
+    return (WEIGHT_QUANT_MIN_BYTES[recipe] * FUSED_OVERHEAD * params / (dev.hbm_bytes_per_s * dev.memory_efficiency)
+            + QUANT_KERNELS[recipe] * dev.kernel_overhead_s)
 
 
-def scale_update_seconds(dev: Device) -> float:
-    """The fused amax-reduction and scale-update kernel of one layer pass (launch-bound)."""
-    return SCALE_KERNELS_PER_PASS * dev.kernel_overhead_s
+def scale_update_seconds(dev: Device, recipe: str = "delayed") -> float:
+    """The fused amax-reduction and scale-update kernel of one layer pass (launch-bound);
+    delayed scaling only."""
+    return SCALE_KERNELS[recipe] * dev.kernel_overhead_s
 
 
 def linear_params_per_layer(model) -> float:

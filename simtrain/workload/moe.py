@@ -124,7 +124,8 @@ def moe_cost(model: ModelConfig, par: ParallelConfig, dev: Device, fused_norm: b
     gated = model.mlp == "gated"
     up = (2 if gated else 1)
     fp8 = FP8.is_fp8(precision)
-    g = FP8.fp8_device(dev) if fp8 else dev
+    recipe = FP8.recipe_of(precision)
+    g = FP8.fp8_device(dev, recipe) if fp8 else dev
     t = par.micro_batch * seq_len / par.cp
     sp = par.sequence_parallel and par.tp > 1
     t_sp = t / par.tp if sp else t
@@ -157,8 +158,10 @@ def moe_cost(model: ModelConfig, par: ParallelConfig, dev: Device, fused_norm: b
     ex_act_f, ex_act_b = mem(act, fused_act, received * fe, False), mem(act, fused_act, received * fe, True)
     casts_f = casts_b = 0.0
     if fp8:  # cast-transposes of the expert and shared-expert GEMM inputs / output gradients
-        casts_f = FP8.cast_seconds(dev, received * (h + fe)) + (FP8.cast_seconds(dev, t * (h + fs)) if fs else 0.0)
-        casts_b = FP8.cast_seconds(dev, received * (up * fe + h)) + (FP8.cast_seconds(dev, t * (up * fs + h)) if fs else 0.0)
+        casts_f = (FP8.cast_seconds(dev, received * (h + fe), recipe)
+                   + (FP8.cast_seconds(dev, t * (h + fs), recipe) if fs else 0.0))
+        casts_b = (FP8.cast_seconds(dev, received * (up * fe + h), recipe)
+                   + (FP8.cast_seconds(dev, t * (up * fs + h), recipe) if fs else 0.0))
     norm_f, norm_b = mem(norm, fused_norm, t_sp * h, False), mem(norm, fused_norm, t_sp * h, True)
     res = mem("residual", True, t_sp * h, False)
     pre_f = norm_f + r_f + topk_f + perm + sum(x[0] for x in sh) + sh_act[0]

@@ -51,24 +51,26 @@ class Op:
     recompute: bool = False  # part of what selective recomputation runs again
 
 
-def _gemm(dev: Device, name: str, seg: int, m: int, n: int, k: int, fp8: bool = False, chunks: int = 1) -> list[Op]:
+def _gemm(dev: Device, name: str, seg: int, m: int, n: int, k: int, fp8: str = "", chunks: int = 1) -> list[Op]:
     """Y[m,n] = X[m,k] W[k,n]: forward, input gradient dX = dY W^T, weight gradient dW = X^T dY.
-    With `fp8` (a Transformer Engine linear, simtrain.workload.fp8): the GEMMs at the FP8
-    peak, 1-byte operands, and the cast-transposes of X (forward) and dY (backward).
+    With `fp8` (a Transformer Engine linear under that FP8 recipe, simtrain.workload.fp8):
+    the GEMMs at the FP8 peak (and the recipe's GEMM efficiency), 1-byte operands, and the
+    quantization (cast-transpose) of X (forward) and dY (backward).
     `chunks` > 1: the forward and input-gradient GEMMs run as that many GEMMs of m / chunks
     rows (PyTorch's async TP consumes or produces one TP rank's shard at a time,
     stack.async_tp_split_gemms); the weight gradient stays whole."""
     f = gemm_flops(m, n, k)
-    g, eb = (FP8.fp8_device(dev), 1) if fp8 else (dev, 2)
+    g, eb = (FP8.fp8_device(dev, fp8), 1) if fp8 else (dev, 2)
     mc = max(1, m // chunks)
     ops = [Op(name, "gemm", seg, "fwd", chunks * gemm_time(g, mc, n, k, elem_bytes=eb), chunks, f),
            Op(name, "gemm", seg, "bwd", chunks * gemm_time(g, mc, k, n, elem_bytes=eb), chunks, f),
            Op(name, "gemm", seg, "wgrad", gemm_time(g, k, n, m, elem_bytes=eb), 1, f)]
     if fp8:  # ---- FP8 casts (Transformer Engine); simtrain.workload.fp8
-        ops += [Op(f"fp8 cast {name}", "memory", seg, "fwd", FP8.cast_seconds(dev, m * k), 1, 0.0,
-                   FP8.CAST_TRANSPOSE_BYTES * m * k),
-                Op(f"fp8 cast {name}", "memory", seg, "bwd", FP8.cast_seconds(dev, m * n), 1, 0.0,
-                   FP8.CAST_TRANSPOSE_BYTES * m * n)]
+        kq = FP8.QUANT_KERNELS[fp8]
+        ops += [Op(f"fp8 cast {name}", "memory", seg, "fwd", FP8.cast_seconds(dev, m * k, fp8), kq, 0.0,
+                   FP8.cast_bytes(fp8) * m * k),
+                Op(f"fp8 cast {name}", "memory", seg, "bwd", FP8.cast_seconds(dev, m * n, fp8), kq, 0.0,
+                   FP8.cast_bytes(fp8) * m * n)]
     return ops
 
 
@@ -122,7 +124,8 @@ def attention_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: S
 
 def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack, seq_len: int,
               document_length: int = 0, precision: str = "bf16") -> tuple[Op, ...]:
-    fp8 = FP8.is_fp8(precision)  # the four linears in FP8, everything else as is
+    # the four linears in FP8 (under this recipe; "": bf16), everything else as is
+    fp8 = FP8.recipe_of(precision) if FP8.is_fp8(precision) else ""
     tp = par.tp
     b, h, hd = par.micro_batch, model.hidden_size, model.head_dim
     t = b * (seq_len // par.cp)  # tokens this rank processes
@@ -212,8 +215,8 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
                 ops.append(Op("zero3 list collectives", "host", seg, phase, Z3.host_seconds(par, stack, gathers, reduces), 0))
     if stack.tp_overlap_sms and tp > 1:
         ops = _tp_overlap_sms(ops, stack.tp_overlap_sms, dev.sms)
-    if fp8:  # ---- the amax reduction and scale update after each pass (simtrain.workload.fp8)
-        ops += [Op("fp8 scale update", "memory", 1, ph, FP8.scale_update_seconds(dev), FP8.SCALE_KERNELS_PER_PASS)
+    if fp8 and FP8.SCALE_KERNELS[fp8]:  # ---- delayed scaling's amax reduction and scale update after each pass
+        ops += [Op("fp8 scale update", "memory", 1, ph, FP8.scale_update_seconds(dev, fp8), FP8.SCALE_KERNELS[fp8])
                 for ph in ("fwd", "bwd")]
     return tuple(ops)
 
