@@ -142,7 +142,7 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
     # PyTorch's async TP (stack.async_tp_split_gemms): the four GEMMs beside a sequence-dim
     # TP collective run one TP shard at a time (torch/distributed/_symmetric_memory,
     # _pipelined_all_gather_and_consume / _pipelined_produce_and_all2all)
-    split = tp if (stack.async_tp_split_gemms and tp > 1 and par.sequence_parallel and not is_mla(model)) else 1
+    shards = tp if (stack.async_tp_split_gemms and tp > 1 and par.sequence_parallel and not is_mla(model)) else 1
     ops: list[Op] = []
     # segment 0: attention block
     ops += _mem(dev, "input norm", 0, norm, fused_norm, t_sp * h)
@@ -159,7 +159,7 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
                 ops += _mem(dev, name.replace("down", "norm"), 0, norm, fused_norm, t_sp * width)
         rotated = (heads + 1) * model.qk_rope_head_dim  # Q's rope dims per head and the one shared rope key
     else:
-        ops += _gemm(dev, "qkv", 0, t, (heads + 2 * kv_heads) * hd, h, fp8, split)
+        ops += _gemm(dev, "qkv", 0, t, (heads + 2 * kv_heads) * hd, h, fp8, shards)
         rotated = (heads + kv_heads) * hd
     if model.position_embedding == "rope":
         rope = "rope_complex" if stack.rope == "complex" else "rope"
@@ -174,14 +174,14 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
             ops += _mem(dev, "attention unpad", 0, "unpad", True, t * width * hd)
         ops += _mem(dev, "attention pad", 0, "pad", True, t * heads * hd)
     ops += attention_ops(model, par, dev, stack, seq_len, document_length)
-    ops += _gemm(dev, "out proj", 0, t, h, heads * v_head_dim(model), fp8, split)
+    ops += _gemm(dev, "out proj", 0, t, h, heads * v_head_dim(model), fp8, shards)
     ops += _mem(dev, resid.replace("_", "-"), 0, resid, fused_resid, t_sp * h)
     # segment 1: MLP block
     ops += _mem(dev, "post-attn norm", 1, norm, fused_norm, t_sp * h)
-    ops += _gemm(dev, "mlp up", 1, t, (2 if model.mlp == "gated" else 1) * ffn, h, fp8, split)
+    ops += _gemm(dev, "mlp up", 1, t, (2 if model.mlp == "gated" else 1) * ffn, h, fp8, shards)
     act = "swiglu" if model.mlp == "gated" else ("bias_gelu" if model.bias else "gelu")
     ops += _mem(dev, act.replace("_", "-"), 1, act, stack.activation == "fused", t * ffn)
-    ops += _gemm(dev, "mlp down", 1, t, h, ffn, fp8, split)
+    ops += _gemm(dev, "mlp down", 1, t, h, ffn, fp8, shards)
     ops += _mem(dev, resid.replace("_", "-"), 1, resid, fused_resid, t_sp * h)
     if stack.tp_shard_dim_copies and tp > 1 and par.sequence_parallel:
         # DTensor's sequence-dim all-gather and reduce-scatter each copy the full activation
@@ -189,7 +189,7 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
         # before the first GEMM, scatter after the last) and in the backward (their adjoints)
         for seg in (0, 1):
             ops += _mem(dev, "tp cat copy", seg, "copy", True, 2 * t * h)
-    if split > 1:
+    if shards > 1:
         # before its first shard GEMM, each all-gather-matmul copies the local shard into its
         # symmetric-memory buffer, unoverlapped ("we are giving up the chance to overlap mv
         # ... with the first shard_consumer"): t/TP x h elements, forward (before QKV and MLP
