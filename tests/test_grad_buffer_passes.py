@@ -128,3 +128,23 @@ def test_bad_passes_refused_in_one_line(value, why):
         load_scenario(None, BASE + [f"stack.grad_buffer_passes={value}"])
     msg = str(e.value)
     assert "\n" not in msg and "grad_buffer_passes" in msg and why in msg and "nan-check" in msg
+
+
+def test_megatron_lm_2022_divides_the_buffer_before_its_all_reduce():
+    """Megatron-LM 2022's local DDP (stacks/megatron-lm-2022.toml): the buffer zeroed, and
+    after the backward divided by the DP size (1 read + 1 write) before the one all-reduce,
+    which waits for it: passes over every gradient held, 2 x 4 B x 1.3 per gradient."""
+    plan, recs = _run(['cluster.stack="megatron-lm-2022"', "parallel.zero=0"])
+    gp = grad_buffer_passes(plan)
+    dev = plan.device
+    rank = plan.simulated[0]
+    st = plan.stages[0]
+    mine = [r for r in recs if r.device == rank]
+    (passes,) = [r for r in mine if r.label == "grad buffer passes"]
+    grads = st.layers * st.grad_bytes_per_layer + st.end_grad_bytes  # bytes held on the rank
+    hand = 2 * 1.3 * grads / (dev.hbm_bytes_per_s * dev.memory_efficiency) + dev.kernel_overhead_s
+    assert passes.duration == pytest.approx(hand, rel=1e-9)
+    assert gp.zero_s[0] == pytest.approx(1.3 * grads / (dev.hbm_bytes_per_s * dev.memory_efficiency)
+                                         + dev.kernel_overhead_s, rel=1e-9)
+    reduce = [r for r in mine if r.label == "all-reduce(dp)"]
+    assert reduce and min(r.start for r in reduce) >= passes.end
