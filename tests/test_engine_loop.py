@@ -30,12 +30,15 @@ def _records(extra=(), patch=None):
     return eng.run(None), eng
 
 
-def _process_dp_launch(self, dev, op, size, label, on_done=None):
-    """The DP stream as it was: a simpy process per collective."""
+def _process_dp_launch(self, dev, op, size, label, on_done=None, delay=0.0):
+    """The DP stream as it was: a simpy process per collective (waiting `delay` first: a
+    bucket's passes on the compute stream, stack.grad_buffer_passes)."""
     prev = self.dp_tail.get(dev)
     done = on_done or self.env.event()
 
     def proc():
+        if delay > 0:
+            yield self.env.timeout(delay)
         if prev is not None and not prev.processed:
             yield prev
         t0 = self.env.now

@@ -771,6 +771,10 @@ def nemotron_cases() -> list[Case]:
 
 # --- NVIDIA DGX Cloud benchmarks (GSW 24.11, NeMo 24.09): Nemotron-4 340B on H100 ----------
 
+# NeMo 1.0's distributed_fused_adam is Apex's DistributedFusedAdam, which keeps its own
+# gradient buckets instead of Megatron-Core DDP's buffer: the stack's gradient-buffer passes
+# (zeroing, NaN check, 1/DP scaling) are not what it runs, and its own are not modelled.
+DFA_STACK = {"grad_buffer_passes": []}
 DGXC340_FILE = "nvidia_dgxc_nemotron4_340b_2411.csv"
 DGXC340_GROUP = "NVIDIA DGX Cloud 24.11, Nemotron-4 340B (H100)"
 # Calibration row: BF16 on 128 GPUs (data row 1): the stack's own precision, and the smallest
@@ -809,13 +813,18 @@ def dgxc_nemotron340b_cases() -> list[Case]:
                   "margins; synthetic data, 50 steps")
         extra = {"calibration_row": True} if n == DGXC340_CALIBRATION_ROW else {}
         out.append(case(name, DGXC340_GROUP, DGXC340_FILE, n, r,
-                        scenario(nemotron340b_model(), "H100", gpus, "megatron-core", parallel, training),
+                        scenario(nemotron340b_model(), "H100", gpus, "megatron-core", parallel, training,
+                                 stack_values=DFA_STACK),
                         note, num(r["step_time_s"]), **extra))
     return out
 
 
 # --- NVIDIA DGX Cloud benchmarks 25.04 (NeMo 25.02.01): Nemotron-4 15B and 340B on H100 ----
 
+# NeMo 2's nemotron recipes (nemo/collections/llm/recipes/nemotron.py:128-135 at v2.2.1, the
+# 25.02.01 container): Megatron-Core DDP with check_for_nan_in_grad and average_in_collective,
+# so the buffer is zeroed and NaN-checked but not scaled by 1/DP (the collective averages)
+NEMO2_AVG_STACK = {"grad_buffer_passes": ["zero", "nan-check"]}
 DGXC2504_FILE = "nvidia_dgxc_nemotron4_2504.csv"
 DGXC2504_GROUP = "NVIDIA DGX Cloud 25.04, Nemotron-4 15B and 340B (H100)"
 # Calibration row: 15B BF16 on 16 GPUs (data row 1): the stack's own precision, no pipeline,
@@ -854,7 +863,8 @@ def dgxc2504_nemotron_cases() -> list[Case]:
                 + ". Squared ReLU simulated as the plain MLP's one activation kernel; RoPE on all head dims")
         extra = {"calibration_row": True} if n == DGXC2504_CALIBRATION_ROW else {}
         out.append(case(name, DGXC2504_GROUP, DGXC2504_FILE, n, r,
-                        scenario(model, "H100", gpus, "megatron-core", parallel, training),
+                        scenario(model, "H100", gpus, "megatron-core", parallel, training,
+                                 stack_values=NEMO2_AVG_STACK),
                         note, num(r["step_time_s"]), **extra))
     return out
 

@@ -32,7 +32,7 @@ from simtrain.engine.gcpause import paused_gc
 from simtrain.engine.loop import Arrivals, drain, drain_reporting
 from simtrain.engine.moe_actions import MoEActions
 from simtrain.engine.dspipe import PIPE_COPIES, DeepSpeedPipe
-from simtrain.engine.plan import Plan, StageWork, grad_accum_seconds
+from simtrain.engine.plan import Plan, StageWork, bucket_params, grad_accum_seconds, grad_buffer_passes
 from simtrain.engine.primitives import Proc
 from simtrain.engine.steps import rank_steps
 from simtrain.engine.symmetry import periodic_network
@@ -76,7 +76,7 @@ class Engine(MoEActions, DeepSpeedPipe):
         self.m = L.microbatches
         par = plan.scenario.parallel
         self.zero = par.zero
-        self.bucket_bytes = max(40e6, 1e6 * L.dp) * plan.grad_bytes  # Megatron DDP default bucket
+        self.bucket_bytes = bucket_params(L.dp) * plan.grad_bytes  # Megatron DDP default bucket
         self.overlap_grad = par.overlap_grad_reduce
         self.overlap_tp = plan.scenario.engine.overlap_tp_comm
         self.async_tp = plan.scenario.engine.async_tp_backward
@@ -97,6 +97,7 @@ class Engine(MoEActions, DeepSpeedPipe):
         self.gather_in_step = stack.param_gather == "in-step"
         self.accum_s, self.accum_first = grad_accum_seconds(plan)
         self._ds_pipe_init(plan)  # DeepSpeed's pipeline-engine extras (simtrain.engine.dspipe)
+        self.grad_passes = grad_buffer_passes(plan)  # the stack's gradient-buffer passes (dpstream)
         self.full_recompute = par.recompute == "full"
         self.jitter = plan.scenario.whatif.compute_jitter > 0
         self.varied = bool(plan.speed) or self.jitter
@@ -285,11 +286,7 @@ class Engine(MoEActions, DeepSpeedPipe):
         plan = self.plan
         c = self._coord(dev)
         m = plan.schedule.stage_microbatches  # micro-batches through each stage (M / chains)
-        # distributed optimizer: parameters all-gathered per chunk, overlapped with forward
-        # (Megatron's overlap_param_gather): each chunk's first bucket must arrive before its
-        # first forward; the rest streams in behind it while the forward runs.
-        if self._gathers_params() and not self.gather_in_step:
-            self._param_gathers(dev, c.pp, first_ready=True)
+        yield from self._step_start(dev, c.pp)  # parameter all-gathers, gradient buffer zeroed
         w_count = self._w_count
         arrivals, async_p2p = self.arrivals, self.async_p2p
         steps = self._step_lists.get(c.pp)
@@ -354,21 +351,18 @@ class Engine(MoEActions, DeepSpeedPipe):
                         self._send(dev, peer, ("B", rep, a.stage - 1, mb), a.stage, mb, "B")
                     else:
                         yield from self._send_blocking(dev, peer, ("B", rep, a.stage - 1, mb), a.stage, mb, "B")
+                yield from self._pay_bucket_passes(dev, a.stage, mb, last)  # (after the send)
             else:  # W
                 w_count[(dev, a.stage)] += 1
                 yield from self.weight(dev, st, a, last=w_count[(dev, a.stage)] == m)
+                yield from self._pay_bucket_passes(dev, a.stage, mb, w_count[(dev, a.stage)] == m)
                 if self.accum_s and (self.accum_first or w_count[(dev, a.stage)] > 1):
                     yield from self._compute(dev, self.accum_s[st.index], "W", "grad-accum", a.stage, mb)
             if pair_end:
                 yield from self._pair_end(dev)
         if self.tied_stages is not None and c.pp in (plan.schedule.placement[i] for i in self.tied_stages):
             yield from self._tied_allreduce(dev, c.pp)
-        if not self.overlap_grad and self._deferred[dev] > 0:
-            op = self.grad_op
-            self._dp_launch(dev, op, self._deferred[dev], f"{op}(dp)")
-        if not self.overlap_grad and self._edeferred[dev] > 0:
-            op = "all-reduce" if self.zero == 0 else "reduce-scatter"
-            self._edp_launch(dev, op, self._edeferred[dev], f"{op}(edp)")
+        self._launch_deferred(dev)
         yield from self._wait_dp(dev, "wait dp")
         yield from self._compute(dev, plan.optimizer_s[c.pp], "opt", "optimizer", -1, -1)
         if self._gathers_params() and self.gather_in_step:  # inside optimizer.step(), exposed
@@ -380,6 +374,7 @@ class Engine(MoEActions, DeepSpeedPipe):
         """Simulate the step. `progress(simulated_seconds, events)` is called every
         PROGRESS_EVERY events when given (the CLI draws it on a terminal)."""
         self._deferred: dict[int, float] = defaultdict(float)
+        self._owed: dict[int, float] = defaultdict(float)  # bucket passes not yet run (dpstream._bucket_passes)
         self._w_count: dict[tuple[int, int], int] = defaultdict(int)
         self._step_lists: dict[int, list[tuple]] = {}
         self.prepare()

@@ -54,9 +54,11 @@ class DataParallelStream:
                     gathers.add((dense - first) * 2)
         return {op: {x for x in sizes if x > 0} for op, sizes in out.items()}
 
-    def _dp_launch(self, dev: int, op: str, size: float, label: str, on_done: simpy.Event | None = None) -> simpy.Event:
+    def _dp_launch(self, dev: int, op: str, size: float, label: str, on_done: simpy.Event | None = None,
+                   delay: float = 0.0) -> simpy.Event:
         """Queue a collective on `dev`'s DP stream: it starts when the previous one is done
-        and triggers the returned event when it ends. Driven by callbacks where a simpy
+        and triggers the returned event when it ends (no sooner than `delay` from now: the
+        compute-stream work its bucket waits for). Driven by callbacks where a simpy
         process would resume (`_stream_start`): the same order, without a generator and
         the process's end event (whose number is still drawn, so that the `events` a run
         reports, simpy's event count, stays the same figure as with a process)."""
@@ -80,7 +82,10 @@ class DataParallelStream:
             else:
                 finish(t0)
 
-        _stream_start(env, start)
+        if delay > 0:  # (where a process would wait: a timeout created when it first runs)
+            _stream_start(env, lambda _e: env.timeout(delay).callbacks.append(start))
+        else:
+            _stream_start(env, start)
         self.dp_tail[dev] = done
         self.dp_pending[dev].append(done)
         return done
@@ -107,6 +112,28 @@ class DataParallelStream:
                     self._dp_launch(dev, "all-gather", (dense - first) * 2, "all-gather(dp)")
                 if st.expert_params > 0:
                     self._edp_launch(dev, "all-gather", st.expert_params * 2, "all-gather(edp)")
+
+    def _step_start(self, dev: int, pp_rank: int) -> Proc:
+        """The step's start on `dev`. Distributed optimizer: parameters all-gathered per
+        chunk, overlapped with the forward (Megatron's overlap_param_gather): each chunk's
+        first bucket must arrive before its first forward; the rest streams in behind it
+        while the forward runs. The stack's gradient buffer zeroed on the compute stream
+        meanwhile (Megatron's zero_grad_buffer, before optimizer.zero_grad() dispatches the
+        first all-gather: training.py@core_r0.8.0:584-586)."""
+        if self._gathers_params() and not self.gather_in_step:
+            self._param_gathers(dev, pp_rank, first_ready=True)
+        if self.grad_passes is not None:
+            yield from self._compute(dev, self.grad_passes.zero_s.get(pp_rank, 0.0), "opt", "zero grad buffer", -1, -1)
+
+    def _launch_deferred(self, dev: int) -> None:
+        """Without overlap: every gradient reduced after the backward pass, in one call (and
+        the experts' over their EDP group)."""
+        if not self.overlap_grad and self._deferred[dev] > 0:
+            op = self.grad_op
+            self._dp_launch(dev, op, self._deferred[dev], f"{op}(dp)")
+        if not self.overlap_grad and self._edeferred[dev] > 0:
+            op = "all-reduce" if self.zero == 0 else "reduce-scatter"
+            self._edp_launch(dev, op, self._edeferred[dev], f"{op}(edp)")
 
     def _wait_dp(self, dev: int, label: str) -> Proc:
         """The main stream waits for every DP collective this device has launched."""
@@ -139,13 +166,35 @@ class DataParallelStream:
         if not self.overlap_grad:
             if flush:
                 self._deferred[dev] += pending
+                self._bucket_passes(dev, pending)
                 return 0.0
             return pending
         if pending >= self.bucket_bytes or (flush and pending > 0):
             op = self.grad_op
-            self._dp_launch(dev, op, pending, f"{op}(dp)")
+            self._dp_launch(dev, op, pending, f"{op}(dp)", delay=self._bucket_passes(dev, pending))
             return 0.0
         return pending
+
+    def _bucket_passes(self, dev: int, nbytes: float) -> float:
+        """A bucket of `nbytes` gradient bytes is full: the stack's per-bucket passes over it
+        (NaN-check norm, 1/DP scaling: stack.grad_buffer_passes) run on the compute stream
+        before its reduction. They are owed until the stage's last backward ends
+        (`_pay_bucket_passes`); returned: all owed so far, the delay before this bucket's
+        reduction can start (the compute stream reaches it only after them)."""
+        if self.grad_passes is None or nbytes <= 0:
+            return 0.0
+        self._owed[dev] += self.grad_passes.bucket_s(nbytes)
+        return self._owed[dev]
+
+    def _pay_bucket_passes(self, dev: int, stage: int, mb: int, last: bool) -> Proc:
+        """The compute stream runs the bucket passes owed, once the stage's `last` backward
+        and its send are done: Megatron's later pipeline stages start their gradient sync
+        after the cooldown's last send (delay_grad_reduce, on by default: arguments.py:1422,
+        training.py:1001-1002, pipeline_parallel/schedules.py:1504-1506 at core_r0.8.0); on
+        the first stage the passes interleave with the last backward, the same total."""
+        owed = self._owed.pop(dev, 0.0) if last else 0.0
+        if owed > 0:
+            yield from self._compute(dev, owed, "opt", "grad buffer passes", stage, mb)
 
 
 

@@ -190,18 +190,23 @@ class MoEActions(Programs):
         """Expert gradient bytes complete; reduce over EDP in buckets like the DP ones."""
         self._edeferred[dev] += nbytes
         if not self.overlap_grad:
+            self._bucket_passes(dev, nbytes)  # (its passes before the reduction after the backward)
             return  # reduced after the backward pass (Engine.device), as the DP gradients
         if self._edeferred[dev] >= self.bucket_bytes or (flush and self._edeferred[dev] > 0):
             op = "all-reduce" if self.zero == 0 else "reduce-scatter"
-            self._edp_launch(dev, op, self._edeferred[dev], f"{op}(edp)")
+            delay = self._bucket_passes(dev, self._edeferred[dev])
+            self._edp_launch(dev, op, self._edeferred[dev], f"{op}(edp)", delay)
             self._edeferred[dev] = 0.0
 
-    def _edp_launch(self, dev: int, op: str, size: float, label: str) -> simpy.Event:
-        """A collective over the EDP group on the DP stream (after what is queued there)."""
+    def _edp_launch(self, dev: int, op: str, size: float, label: str, delay: float = 0.0) -> simpy.Event:
+        """A collective over the EDP group on the DP stream (after what is queued there, and
+        no sooner than `delay` from now)."""
         prev = self.dp_tail.get(dev)
         done = self.env.event()
 
         def proc() -> Proc:
+            if delay > 0:
+                yield self.env.timeout(delay)
             if prev is not None and not prev.processed:
                 yield prev
             t0 = self.env.now

@@ -190,6 +190,15 @@ class Stack:
     # a gathered tensor used again within this many elements of other parameters is kept,
     # not gathered again (DeepSpeed stage3_max_reuse_distance)
     zero3_reuse_numel: float = 0.0
+    # Passes over the framework's contiguous gradient buffer, every step, over every gradient
+    # the rank holds (not the optimizer's shard), at training.grad_precision bytes, on the
+    # compute stream (simtrain.workload.kernels.GRAD_PASSES; simtrain.engine.plan.
+    # grad_buffer_seconds): "zero" (the buffer zeroed before the first forward), "nan-check"
+    # (each bucket's norm checked for NaN before its reduction), "scale" (each bucket scaled
+    # by 1/DP before its reduction). Megatron-Core's DistributedDataParallel runs all three
+    # with Megatron-LM's defaults. Empty: none (a framework that frees its gradients, or whose
+    # passes are not modelled).
+    grad_buffer_passes: tuple[str, ...] = ()
 
 
 STACK_CHOICES = {
@@ -197,6 +206,8 @@ STACK_CHOICES = {
     "cross_entropy": FUSION, "optimizer": ("fused", "foreach"), "optimizer_moments": ("fp32", "bf16"),
     "dp_reduce_bf16": ("reduce-scatter", "all-reduce"), "param_gather": ("overlapped", "in-step"),
 }
+# the passes stack.grad_buffer_passes may name (simtrain.workload.kernels.GRAD_PASSES)
+GRAD_BUFFER_PASSES = ("zero", "nan-check", "scale")
 POSITIVE = ("sustained_fraction",)
 # NeMo's TransformerLayerTPOverlapCfg fields (nemo/collections/llm/recipes/tp_overlap_configs/
 # userbuffers.py): the order of Stack.tp_overlap_sms
@@ -227,6 +238,11 @@ def check_stack(stack: Stack, where: str) -> Stack:
     if stack.tp_overlap_sms and (len(stack.tp_overlap_sms) != len(TP_OVERLAP_GEMMS) or min(stack.tp_overlap_sms) < 0):
         raise bad(f"{where}.tp_overlap_sms", list(stack.tp_overlap_sms), f"needs {len(TP_OVERLAP_GEMMS)} SM counts, "
                   "none negative", f"give one per GEMM in the order {', '.join(TP_OVERLAP_GEMMS)}, or [] for none")
+    passes = stack.grad_buffer_passes
+    wrong = [p for p in passes if p not in GRAD_BUFFER_PASSES]
+    if wrong or len(set(passes)) != len(passes):
+        raise bad(f"{where}.grad_buffer_passes", list(passes), f"{wrong[0]!r} is not a pass" if wrong else "names a pass twice",
+                  f"use some of {', '.join(GRAD_BUFFER_PASSES)}, each once, or [] for none")
     if stack.fragmentation >= 1:
         raise bad(f"{where}.fragmentation", stack.fragmentation, "must be below 1", "use e.g. 0.05 (5%)")
     return stack

@@ -26,7 +26,7 @@ from simtrain.scenario.stack import Stack
 from simtrain.workload import ops as O
 from simtrain.workload import recompute as R
 from simtrain.workload.compute import gemm_flops, gemm_time
-from simtrain.workload.kernels import OPTIMIZER_BYTES, OPTIMIZER_KERNELS
+from simtrain.workload.kernels import GRAD_PASSES, OPTIMIZER_BYTES, OPTIMIZER_KERNELS, UNMEASURED_OVERHEAD
 from simtrain.workload.compute import memory_time
 
 BF16 = 2
@@ -208,3 +208,20 @@ def optimizer_time(dev: Device, params_on_rank: float, stack: Stack | None = Non
     -> bf16 parameter copy and zeroing the gradients."""
     kind = (stack or Stack()).optimizer
     return memory_time(dev, OPTIMIZER_BYTES[kind] * params_on_rank, OPTIMIZER_KERNELS[kind])
+
+
+
+def grad_pass_bytes(passes: tuple[str, ...], grad_bytes: int) -> float:
+    """Effective HBM bytes per gradient of passes over a contiguous gradient buffer
+    (stack.grad_buffer_passes, simtrain.workload.kernels.GRAD_PASSES): (reads + writes) of
+    `grad_bytes` each, x UNMEASURED_OVERHEAD."""
+    return sum(GRAD_PASSES[p].reads + GRAD_PASSES[p].writes for p in passes) * grad_bytes * UNMEASURED_OVERHEAD
+
+
+def grad_buffer_time(dev: Device, params: float, grad_bytes: int, passes: tuple[str, ...], buckets: int = 1) -> float:
+    """Those passes over `params` gradients, memory-bound at streaming bandwidth, one kernel
+    per pass per buffer, or per bucket for the per-bucket passes."""
+    if not passes or params <= 0:
+        return 0.0
+    kernels = sum(buckets if GRAD_PASSES[p].per_bucket else 1 for p in passes)
+    return memory_time(dev, grad_pass_bytes(passes, grad_bytes) * params, kernels)

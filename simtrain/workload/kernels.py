@@ -128,6 +128,36 @@ MEM_OPS: dict[str, tuple[MemOp, MemOp]] = {
 OPTIMIZER_BYTES = {"fused": 35.0 + 17.0 + 8.0 + 5.0, "foreach": 97.0 + 17.0 + 8.0 + 5.0}
 OPTIMIZER_KERNELS = {"fused": 8, "foreach": 40}  # multi-tensor launches per step (chunked)
 
+# Effective over minimum bytes of a streaming kernel that has no measurement here: gelu's
+# measured 5.2 B for 4 B of minimum traffic (MEM_OPS above), the rule of the unmeasured entries.
+UNMEASURED_OVERHEAD = 1.3
+
+
+@dataclass(frozen=True)
+class GradPass:
+    """One pass over a framework's contiguous gradient buffer, outside the backward and the
+    optimizer: element reads and writes of every gradient the rank holds, one kernel per
+    buffer or per data-parallel bucket."""
+
+    reads: int
+    writes: int
+    per_bucket: bool
+
+
+# The passes stack.grad_buffer_passes may name. Megatron-Core's DistributedDataParallel at
+# core_r0.8.0 (NVIDIA/Megatron-LM@baf94af3, megatron/core/distributed/):
+# - "zero": ParamAndGradBuffer.reset, `self.grad_data.zero_()` (param_and_grad_buffer.py:508),
+#   through zero_grad_buffer at the start of every train_step (megatron/training/training.py:585):
+#   the whole buffer, not the optimizer's shard;
+# - "nan-check": Bucket.start_grad_sync, `norm = self.grad_data.norm(p=2)` and
+#   `assert not norm.isnan()` (param_and_grad_buffer.py:113-114) before each bucket's
+#   reduce-scatter, with check_for_nan_in_grad (Megatron-LM: args.check_for_nan_in_loss_and_grad,
+#   training.py:450, on unless --no-check-for-nan-in-loss-and-grad, arguments.py:1016);
+# - "scale": `self.grad_data *= self.gradient_scaling_factor` (param_and_grad_buffer.py:123),
+#   1/DP unless average_in_collective (distributed_data_parallel.py:157; Megatron-LM's
+#   --ddp-average-in-collective is off by default, arguments.py:1427).
+GRAD_PASSES = {"zero": GradPass(0, 1, False), "nan-check": GradPass(1, 0, True), "scale": GradPass(1, 1, True)}
+
 
 def mem_op(name: str, fused: bool) -> MemOp:
     return MEM_OPS[name][0 if fused else 1]
