@@ -170,3 +170,11 @@ def test_separate_projections_sum_their_input_gradients(small_overrides, mlp, ad
     assert mem_op("residual", True).bwd_bytes == 7.6
     _, _, off = _ops(small_overrides, f'model.mlp="{mlp}"')
     assert not [o for o in off if o.name == "projection grad sum"]
+
+
+@pytest.mark.parametrize("key", ["fsdp_grad_copy_in", "separate_projection_grads"])
+def test_new_stack_switches_refuse_a_non_boolean(small_overrides, key):
+    from simtrain.scenario.errors import SimtrainError
+    with pytest.raises(SimtrainError) as e:
+        load_scenario(None, small_overrides + [f"stack.{key}=3"])
+    assert f"stack.{key} = 3" in str(e.value) and "true or false" in str(e.value)
