@@ -1,6 +1,7 @@
 """torchtitan's extra kernels (stacks/torchtitan.toml), each against a hand calculation:
 the complex-form rotary, GQA's repeat_kv copy, DTensor's sequence-dim cat copies around TP
-collectives and FSDP2's all-gather copy-out."""
+collectives, FSDP2's all-gather copy-out and reduce-scatter copy-in, and the sums of the
+separate projections' input gradients."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ T, H, HD, HEADS, KV, F, TP = 2048, 4096, 128, 32, 8, 14336, 2
 def _ops(small_overrides, *extra):
     s = load_scenario(None, small_overrides + list(extra))
     plan = make_plan(s)
-    return s, plan, layer_ops(s.model, s.parallel, plan.device, s.stack, s.training.seq_len)
+    return s, plan, layer_ops(s.model, s.parallel, plan.device, s.stack, s.training.seq_len,
+                              grad_precision=s.training.grad_precision)
 
 
 def _op(ops, name, phase):
@@ -130,3 +132,49 @@ def test_async_tp_runs_the_gemms_beside_tp_collectives_one_shard_at_a_time(small
                        "engine.overlap_tp_comm=false")
     assert s.stack.async_tp_split_gemms is False
     assert not any(o.name == "async tp shard copy" for o in plain)
+
+
+@pytest.mark.parametrize("grad_precision, per_element", [("fp32", (2 + 4) * 1.3), ("bf16", (2 + 2) * 1.3)])
+def test_fsdp2_gradient_copy_in_once_per_layer_backward(small_overrides, grad_precision, per_element):
+    """FSDP2's post-backward copies the layer's bf16 gradients into the reduce-scatter buffer
+    in the reduction dtype (fp32: read 2 B, write 4 B; bf16: a plain copy), x1.3, once per
+    layer and micro-batch, in the backward only: recomputation never reruns it."""
+    over = small_overrides + ["parallel.zero=3", "stack.fsdp_grad_copy_in=true", f'training.grad_precision="{grad_precision}"']
+    s, _, ops = _ops(over)
+    assert not [o for o in _ops(small_overrides + ["parallel.zero=3"])[2] if o.name == "fsdp grad copy-in"]
+    w = layer_weight_elements(s.model, TP)
+    copies = [o for o in ops if o.name == "fsdp grad copy-in"]
+    assert [(o.phase, o.segment, o.kernels) for o in copies] == [("bwd", 0, 1)]  # after the layer's backward
+    assert copies[0].nbytes == pytest.approx(per_element * w, rel=0.01)  # 7.8 / 5.2 B per weight element
+    # the same layer's backward grows by exactly that kernel's time; the forward and a full
+    # recomputation do not
+    base = make_plan(load_scenario(None, small_overrides + ["parallel.zero=3", 'parallel.recompute="full"'])).stages[0].layer
+    lc = make_plan(load_scenario(None, over + ['parallel.recompute="full"'])).stages[0].layer
+    assert lc.fwd == pytest.approx(base.fwd, rel=1e-12) and lc.recompute == pytest.approx(base.recompute, rel=1e-12)
+    assert sum(lc.bwd_input) - sum(base.bwd_input) == pytest.approx(copies[0].seconds * lc.launch_factor[1], rel=1e-9)
+    # without ZeRO-3 sharding there is no reduce-scatter buffer to copy into
+    assert not [o for o in _ops(small_overrides + ["stack.fsdp_grad_copy_in=true"])[2] if o.name == "fsdp grad copy-in"]
+
+
+@pytest.mark.parametrize("mlp, adds", [("gated", 3), ("plain", 2)])
+def test_separate_projections_sum_their_input_gradients(small_overrides, mlp, adds):
+    """Separate wq, wk, wv (and w1, w3) linears on one input: autograd adds the three (two)
+    input gradients pairwise, two adds for Q/K/V and one for a gated MLP's gate/up, each x + y
+    over the tokens x hidden input (the measured residual add, 7.6 B per element)."""
+    _, _, ops = _ops(small_overrides, "stack.separate_projection_grads=true", f'model.mlp="{mlp}"')
+    sums = [o for o in ops if o.name == "projection grad sum"]
+    assert len(sums) == adds and {o.phase for o in sums} == {"bwd"}
+    assert [o.segment for o in sums] == [0, 0, 1][:adds]
+    # TP2 without sequence parallelism: every rank's linears read all 2,048 tokens x 4,096
+    assert sum(o.nbytes for o in sums) == pytest.approx(adds * 7.6 * T * H)
+    assert mem_op("residual", True).bwd_bytes == 7.6
+    _, _, off = _ops(small_overrides, f'model.mlp="{mlp}"')
+    assert not [o for o in off if o.name == "projection grad sum"]
+
+
+@pytest.mark.parametrize("key", ["fsdp_grad_copy_in", "separate_projection_grads"])
+def test_new_stack_switches_refuse_a_non_boolean(small_overrides, key):
+    from simtrain.scenario.errors import SimtrainError
+    with pytest.raises(SimtrainError) as e:
+        load_scenario(None, small_overrides + [f"stack.{key}=3"])
+    assert f"stack.{key} = 3" in str(e.value) and "true or false" in str(e.value)

@@ -243,6 +243,9 @@ def torchtitan_cases() -> list[Case]:
         stack = dict(norm="fused" if fused_norm else "unfused")
         if compiled:  # per-block torch.compile fuses SwiGLU too; the complex rotary stays eager
             stack.update(activation="fused")  # (Inductor falls back on complex ops: stacks/torchtitan.toml)
+            # and the sum of the separate projections' input gradients, a pointwise node of
+            # the block's backward graph, into its neighbour (stacks/torchtitan.toml)
+            stack.update(separate_projection_grads=False)
         # async TP (engine.overlap_tp_comm below): the stack drops DTensor's cat copies and adds
         # micro-pipeline TP's sum kernel by itself (stacks/torchtitan.toml)
         parallel = dict(tp=tp, pp=int(r["pp"]), cp=int(r["cp"]), dp=int(r["dp"]), micro_batch=int(r["micro_batch"]),

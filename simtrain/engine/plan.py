@@ -196,7 +196,7 @@ def make_plan(s: Scenario, schedule: sched.Schedule | None = None) -> Plan:
     attended = attended_length(s.training.seq_len, s.training.document_length, m.sliding_window)
     lc = layer_cost(m, s.parallel, dev, s.training.seq_len, s.stack,
                     attended if attended < s.training.seq_len else s.training.document_length,
-                    precision)
+                    precision, s.training.grad_precision)
     grad_bytes = grad_element_bytes(s.training.grad_precision)
     per_layer_params = ms.params_per_layer / L.tp
     moe_kw: list[dict] = [{} for _ in layers]

@@ -177,6 +177,21 @@ class Stack:
     # _fsdp_collectives.py, foreach_all_gather_copy_out: split_with_sizes_copy), once per
     # all-gather of a layer (simtrain.workload.ops). FSDP1's flat parameter needs no copy.
     fsdp_copy_out: bool = False
+    # FSDP2's post-backward: each layer's unsharded gradients are copied into the flat
+    # reduce-scatter buffer in the reduction dtype (training.grad_precision; fp32 reads 2 B
+    # and writes 4 per element) by one torch.cat/_chunk_cat, and the compute stream waits for
+    # that copy before the next layer's backward (torch/distributed/_composable/fsdp/
+    # _fsdp_collectives.py, foreach_reduce_scatter / foreach_reduce:
+    # foreach_reduce_scatter_copy_in, then current_stream.wait_event(copy_in_event) or
+    # wait_stream(reduce_scatter_stream)): once per layer and micro-batch (simtrain.workload.ops)
+    fsdp_grad_copy_in: bool = False
+    # The Q, K, V projections (and a gated MLP's gate and up projections) are separate
+    # nn.Linear modules reading one input (torchtitan's Attention wq, wk, wv and FeedForward
+    # w1, w3): eager autograd sums their input gradients one add per extra consumer
+    # (torch/csrc/autograd/input_buffer.cpp, InputBuffer::add -> accumulate: old_var + var),
+    # two for Q/K/V and one for gate/up over the tokens x hidden input, in the backward.
+    # torch.compile fuses the sum into the next kernel: off on compiled runs.
+    separate_projection_grads: bool = False
     # ZeRO-3 through per-tensor collectives on Python lists of world-size views (DeepSpeed
     # v0.3.x; simtrain.workload.zero3): host tensor operations per rank of the ZeRO-3 group
     # in each parameter tensor's gather and in each gradient's reduce-scatter, each

@@ -93,6 +93,9 @@ MEM_OPS: dict[str, tuple[MemOp, MemOp]] = {
     # A plain copy of bf16 elements (read 2, write 2), x1.3: torch.cat around DTensor's
     # sequence-dim collectives and FSDP2's all-gather copy-out (stack.py)
     "copy": (MemOp(5.2, 5.2, 1, 1), MemOp(5.2, 5.2, 1, 1)),
+    # A copy from bf16 into fp32 elements (read 2, write 4), x1.3: FSDP2's reduce-scatter
+    # copy-in of bf16 gradients into an fp32 reduction buffer (stack.fsdp_grad_copy_in)
+    "upcast_copy": (MemOp(7.8, 7.8, 1, 1), MemOp(7.8, 7.8, 1, 1)),
     # Unpadding around a variable-length attention kernel (stack.attention_unpad; flash-attn
     # bert_padding.py@v2.4.2), per element of the tensor moved. "unpad" (each of Q, K, V):
     # IndexFirstAxis, forward torch.gather of the token rows (:17; read 2, write 2, the index

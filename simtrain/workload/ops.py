@@ -123,7 +123,7 @@ def attention_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: S
 
 
 def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack, seq_len: int,
-              document_length: int = 0, precision: str = "bf16") -> tuple[Op, ...]:
+              document_length: int = 0, precision: str = "bf16", grad_precision: str = "fp32") -> tuple[Op, ...]:
     # the four linears in FP8 (under this recipe; "": bf16), everything else as is
     fp8 = FP8.recipe_of(precision) if FP8.is_fp8(precision) else ""
     tp = par.tp
@@ -207,6 +207,20 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
         w = layer_weight_elements(model, tp)
         ops += [o for o in _mem(dev, "fsdp copy-out", 0, "copy", True, w) if o.phase == "fwd"]
         ops += [o for o in _mem(dev, "fsdp copy-out", 1, "copy", True, w) if o.phase == "bwd"]
+    if stack.fsdp_grad_copy_in and par.zero == 3 and par.dp * par.cp > 1:
+        # FSDP2's post-backward copies the layer's bf16 gradients into the reduce-scatter
+        # buffer in the reduction dtype, the compute stream waiting for it: once, after the
+        # layer's backward (segment 0 runs last)
+        w = layer_weight_elements(model, tp)
+        upcast = grad_precision not in ("bf16", "fp16")
+        ops += [o for o in _mem(dev, "fsdp grad copy-in", 0, "upcast_copy" if upcast else "copy", True, w)
+                if o.phase == "bwd"]
+    if stack.separate_projection_grads and not is_mla(model):
+        # autograd sums the input gradients of the separate Q, K, V (two adds) and gate, up
+        # (one add) linears over their (gathered) tokens x hidden input: x + y each
+        ops += [o for o in _mem(dev, "projection grad sum", 0, "residual", True, t * h) if o.phase == "bwd"] * 2
+        if model.mlp == "gated":
+            ops += [o for o in _mem(dev, "projection grad sum", 1, "residual", True, t * h) if o.phase == "bwd"]
     if Z3.applies(par, stack):
         # DeepSpeed v0.3.x ZeRO-3: the host's per-rank loop over each tensor's gather and
         # reduce-scatter, with the device drained (simtrain.workload.zero3)
