@@ -224,6 +224,26 @@ def test_free_comm_step_reading_only_the_chains_devices_equals_summing_every_dev
         records = Engine(plan).run(None)
         assert not plan.symmetric
         assert attribution.free_comm_step(plan, records) == _free_comm_step_every_record(plan, records)
+        # from the attributed timeline's per-device lists (what summarize hands it)
+        attributed, tl = attribution.attribute_waits(plan, records)
+        assert attribution.free_comm_step(plan, attributed, tl.by_dev) == _free_comm_step_every_record(plan, attributed)
+
+
+def test_hotspots_from_what_summarize_worked_out_equal_hotspots_from_the_records():
+    """summarize_main hands the hotspots each device's work seconds, last end and its
+    attributed records (built on demand for the devices the critical path visits): the
+    same hotspots as grouping result.records again, with attributed waits and without."""
+    from simtrain.analysis.metrics import summarize_main
+
+    for extra in (["parallel.zero=3"], []):
+        plan, engine, records = _plan_and_records(extra)
+        result, main = summarize_main(plan, records)
+        by_dev = hs.main_by_device(result.records)
+        assert all(main.records(d) == recs for d, recs in by_dev.items())
+        assert main.last_end == {d: max(r.end for r in recs) for d, recs in by_dev.items()}
+        got = hs.hotspots(plan, engine, result, main)
+        assert got["critical_path"] and got["slowest_device"]
+        assert got == hs.hotspots(plan, engine, result)
 
 
 def test_slowest_device_from_the_shared_grouping_equals_summing_every_record():

@@ -310,3 +310,15 @@ def test_progress_reports_do_not_change_the_result() -> None:
     # the same records in the same order: simultaneous flow finishes are scheduled in
     # their start order, not in set (object id) order, so two runs are identical
     assert reported.step_time_s == plain.step_time_s and reported.records == plain.records
+
+
+def test_each_arrival_is_dropped_once_consumed(small_overrides):
+    """Every point-to-point arrival is sent once and waited for once: the engine lets go
+    of its event and its sender's notes then (they would grow by a few per device and
+    action), with asynchronous and with synchronous sends."""
+    for extra in ([], ["engine.async_p2p=false"]):
+        plan = make_plan(load_scenario("llama3-405b-8k", small_overrides + ['engine.mode="per-rank"'] + extra))
+        eng = Engine(plan)
+        eng.run(None)
+        assert eng.waited_on, "the case must have waits"
+        assert not eng.arrivals and not eng.send_start and not eng.sender

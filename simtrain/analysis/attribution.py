@@ -64,23 +64,34 @@ def _sender_stage(r: Record) -> int | None:
 
 
 class _Timeline:
-    """Per-device main-stream records in time order, with attributed replacements."""
+    """Per-device main-stream records (`by_dev`, in record order), with attributed
+    replacements; sorted by start where a device's records are looked up by time."""
 
-    def __init__(self, records: Iterable[Record]):
-        self.by_dev: dict[int, list[Record]] = {}
-        for r in records:
-            if r.stream == "main":
-                self.by_dev.setdefault(r.device, []).append(r)
+    def __init__(self, records: Iterable[Record], by_dev: dict[int, list[Record]] | None = None):
+        if by_dev is None:
+            by_dev = {}
+            for r in records:
+                if r.stream == "main":
+                    by_dev.setdefault(r.device, []).append(r)
+        self.by_dev = by_dev
         self.starts: dict[int, list[float]] = {}
+        self._by_start: dict[int, list[Record]] = {}
         self.replaced: dict[int, list[Record]] = {}  # id(record) -> its attributed pieces
 
     def _sorted(self, dev: int) -> tuple[list[Record], list[float]]:
-        recs = self.by_dev.get(dev, [])
         starts = self.starts.get(dev)
-        if starts is None:
-            recs.sort(key=_START)  # already in order: one linear pass
-            starts = self.starts[dev] = [r.start for r in recs]
-        return recs, starts
+        if starts is None:  # (a copy: by_dev keeps record order for `attributed`)
+            self._by_start[dev] = sorted(self.by_dev.get(dev, []), key=_START)  # already in order: one linear pass
+            starts = self.starts[dev] = [r.start for r in self._by_start[dev]]
+        return self._by_start[dev], starts
+
+    def attributed(self, dev: int) -> list[Record]:
+        """`dev`'s main-stream records after attribution, in record order: what filtering
+        the attributed records by device gives (a new list)."""
+        recs, replaced = self.by_dev.get(dev, []), self.replaced
+        if not replaced:
+            return list(recs)
+        return [p for r in recs for p in replaced.get(id(r), (r,))]
 
     def kinds(self, dev: int, t0: float, t1: float) -> list[tuple[float, float, str]]:
         """(start, end, blamed part) covering [t0, t1] from `dev`'s attributed records;
@@ -124,18 +135,45 @@ def _merge(pieces: list[tuple[float, float, str]]) -> list[tuple[float, float, s
     return out
 
 
+def _scan(records: list[Record]) -> tuple[dict[int, list[Record]], list[tuple], list[Record]]:
+    """One pass over the records for what attribution needs of them: each device's
+    main-stream records in record order, the pipeline waits as (end, start, position,
+    sender stage, record), and the blamed main-stream records (in record order)."""
+    by_dev: dict[int, list[Record]] = {}
+    waits: list[tuple] = []
+    blamed: list[Record] = []
+    get = by_dev.get
+    i = -1
+    # (unpacked: cheaper than attribute look-ups, millions of records in a per-rank run)
+    for r in records:
+        i += 1
+        dev, stream, kind = r[0], r[1], r[2]  # (Record: device, stream, kind, ...)
+        if stream != "main":
+            continue
+        mine = get(dev)
+        if mine is None:
+            mine = by_dev[dev] = []
+        mine.append(r)
+        if kind == "bubble":
+            stage = _sender_stage(r)
+            if stage is not None:
+                waits.append((r.end, r.start, i, stage, r))
+        elif kind in BLAMED:
+            blamed.append(r)
+    return by_dev, waits, blamed
+
+
 def attribute_waits(plan, records: list[Record]) -> tuple[list[Record], _Timeline]:
     """Records with every pipeline-wait bubble split by blame (see the module docstring),
     and the attributed timeline (for `tail_blame`). Record order is kept."""
     # (end, start, position, sender stage, record): sorted as tuples, in order of end and
     # start with ties in record order, as a stable sort by (end, start) would leave them;
     # the output is spliced from slices of `records` at the positions
-    waits = [(r.end, r.start, i, stage, r) for i, r in enumerate(records)
-             if r.kind == "bubble" and r.stream == "main" and (stage := _sender_stage(r)) is not None]
-    tl = _Timeline(records)
+    by_dev, waits, blamed_recs = _scan(records)
+    tl = _Timeline(records, by_dev)
     if not waits:
         return records, tl
-    blamed = BlamedSpans(r for r in records if r.kind in BLAMED and r.stream == "main")
+    blamed = BlamedSpans(blamed_recs)
     S = len(plan.schedule.placement)
     peers: dict[tuple[int, int], int] = {}
     at: dict[int, list[Record]] = {}  # position in `records` -> the attributed pieces
@@ -186,10 +224,13 @@ def tail_blame(tl: _Timeline, last_device: int, t0: float, t1: float) -> dict[st
     return out
 
 
-def free_comm_step(plan, records: list[Record]) -> float:
+def free_comm_step(plan, records: list[Record], by_dev: dict[int, list[Record]] | None = None) -> float:
     """The step time with free communication and the recorded compute: each pipeline
     chain's schedule evaluated as a dependency graph with its devices' recorded F, B (with
-    recomputation) and W seconds per (stage, micro-batch), plus each rank's optimizer."""
+    recomputation) and W seconds per (stage, micro-batch), plus each rank's optimizer.
+    `by_dev`: each device's main-stream records in record order, when the caller has them
+    (attribution leaves compute records as they are: `_Timeline.by_dev` will do); then
+    only the chains' devices' records are visited, in the same order per device."""
     sched, L = plan.schedule, plan.layout
     if plan.symmetric:
         chains = [list(plan.simulated)]
@@ -201,7 +242,9 @@ def free_comm_step(plan, records: list[Record]) -> float:
     needed = {d for chain in chains for d in chain}
     cost: dict[tuple[int, int, int, str], float] = {}
     opt: dict[int, float] = {}
-    for r in records:
+    # (sums are per device: the devices' own records in record order add up alike)
+    mine = records if by_dev is None else (r for d in sorted(needed) for r in by_dev.get(d, ()))
+    for r in mine:
         if r.device not in needed or r.stream != "main":
             continue
         k = r.kind

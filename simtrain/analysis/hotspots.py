@@ -6,27 +6,33 @@ from __future__ import annotations
 import bisect
 from operator import attrgetter
 
-from simtrain.analysis.metrics import Result
+from simtrain.analysis.metrics import MainStreams, Result
 from simtrain.engine.actions import Engine
 
 
-def hotspots(plan, engine: Engine, result: Result) -> dict:
+def hotspots(plan, engine: Engine, result: Result, main: MainStreams | None = None) -> dict:
     """Where the step is bounded: the slowest device and the busiest link.
 
     The slowest device has the most compute (F, B, W, recompute) on its main stream; with
     identical devices every one ties. The busiest link carried the most bytes relative to
-    what it could have carried over the whole step.
+    what it could have carried over the whole step. `main`: what `summarize_main` worked
+    out of the main streams (then no pass over every record here).
     """
-    by_dev = main_by_device(result.records)
-    compute: dict[int, float] = {}
-    work = ("F", "B", "W", "R")
-    for d, recs in by_dev.items():  # (each device's records in record order: the same sums)
-        c = None
-        for r in recs:
-            if r.kind in work:
-                c = (0.0 if c is None else c) + (r.end - r.start)
-        if c is not None:
-            compute[d] = c
+    if main is not None:
+        compute = main.work
+        by_dev: dict = _Lazy(main.records)
+        latest = main.last_end
+    else:
+        by_dev, latest = main_by_device(result.records), None
+        compute = {}
+        work = ("F", "B", "W", "R")
+        for d, recs in by_dev.items():  # (each device's records in record order: the same sums)
+            c = None
+            for r in recs:
+                if r.kind in work:
+                    c = (0.0 if c is None else c) + (r.end - r.start)
+            if c is not None:
+                compute[d] = c
     out: dict = {}
     if compute:
         dev = max(compute, key=lambda d: (compute[d], -d))
@@ -42,7 +48,7 @@ def hotspots(plan, engine: Engine, result: Result) -> dict:
                 break
         out["slowest_device"] = {"rank": dev, "pp": c.pp, "dp": c.dp, "tp": c.tp, "cp": c.cp,
                                  "compute_s": compute[dev], "vs_median_of_stage": compute[dev] / median - 1 if median else 0.0}
-    path = critical_path(engine, result, by_dev)
+    path = critical_path(engine, result, by_dev, latest)
     if path:
         out["critical_path"] = path
     net = engine.net
@@ -119,6 +125,7 @@ def contention(plan, engine: Engine) -> dict:
     return out
 
 
+_NONE: dict = {}
 _END = attrgetter("end")  # C-level key and getter: cheaper than a lambda per record
 
 
@@ -131,24 +138,56 @@ def main_by_device(records) -> dict[int, list]:
     return by_dev
 
 
-def critical_path(engine: Engine, result: Result, by_dev: dict[int, list] | None = None) -> dict:
+class _Lazy(dict):
+    """device -> `make(device)`, worked out on first use."""
+
+    def __init__(self, make):
+        super().__init__()
+        self.make = make
+
+    def __missing__(self, dev: int):
+        out = self[dev] = self.make(dev)
+        return out
+
+
+class _LazyEnds(dict):
+    """device -> the ends of its records, sorted by end (its list in `by_dev` sorted in
+    place, as the path needs it), worked out on first use."""
+
+    def __init__(self, by_dev: dict[int, list]):
+        super().__init__()
+        self.by_dev = by_dev
+
+    def __missing__(self, dev: int) -> list[float]:
+        recs = self.by_dev[dev]
+        recs.sort(key=_END)
+        out = self[dev] = list(map(_END, recs))
+        return out
+
+
+def critical_path(engine: Engine, result: Result, by_dev: dict[int, list] | None = None,
+                  latest: dict[int, float] | None = None) -> dict:
     """Walk back from the last device to finish: through its own main-stream intervals,
     and across to the sender whenever it was waiting for a pipeline neighbour (or to the
     last-arriving member when it waited for its TP peers). Returns the seconds each device
     and each kind of work contributes to the path (they add up to the step time).
-    `by_dev`: `main_by_device(result.records)` when the caller has it (sorted here)."""
+    `by_dev`: `main_by_device(result.records)` when the caller has it (sorted here), and
+    `latest`: each device's latest end among them."""
     if by_dev is None:
         by_dev = main_by_device(result.records)
-    if not by_dev:
+    if latest is None:
+        latest = {d: max(map(_END, recs)) for d, recs in by_dev.items()}
+    if not latest:
         return {}
-    for recs in by_dev.values():
-        recs.sort(key=_END)
-    ends = {d: list(map(_END, recs)) for d, recs in by_dev.items()}
-    dev = max(by_dev, key=lambda d: (ends[d][-1], -d))
+    # each device's records sorted by end, and their ends, only for the devices the path
+    # visits (a few of thousands); the last to finish is found from the latest ends
+    ends = _LazyEnds(by_dev)
+    dev = max(latest, key=lambda d: (latest[d], -d))
     t = ends[dev][-1]
     per_dev: dict[int, float] = {}
     per_kind: dict[str, float] = {}
     eps = 1e-12
+    causes = engine.waited_on  # device -> {end of a wait: (whom it waited for, when)}
     jumped: set[tuple[int, int]] = set()  # waits already followed to their cause (no cycles at one instant)
     hi = len(ends[dev])  # records of `dev` not yet on the path: [0, hi)
     for _ in range(10 * len(result.records) + 10):
@@ -165,7 +204,7 @@ def critical_path(engine: Engine, result: Result, by_dev: dict[int, list] | None
             continue
         # a wait (its last piece may be attributed to the communication that held up the
         # sender: simtrain.analysis.attribution) ends where the engine noted whom it waited for
-        cause = engine.waited_on.get((dev, r.end)) if r.kind in ("bubble", "pp", "tp", "dp", "cp") else None
+        cause = causes.get(dev, _NONE).get(r.end) if r.kind in ("bubble", "pp", "tp", "dp", "cp") else None
         if cause is not None and cause[0] != dev and (dev, i) not in jumped:
             jumped.add((dev, i))
             sender, sent = cause

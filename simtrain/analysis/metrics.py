@@ -105,6 +105,7 @@ def _part(r: Record) -> str | None:
     return r.kind
 
 
+_WORK = ("F", "B", "W", "R")  # main-stream work (hotspots.hotspots: the slowest device)
 _PARTS = {"F": "compute", "B": "compute", "W": "compute", "R": "recompute", "opt": "optimizer"}  # others: their kind
 
 
@@ -132,7 +133,28 @@ def devices_by_stage(L, devices) -> dict[int, list[int]]:
     return out
 
 
+@dataclass
+class MainStreams:
+    """What `summarize` worked out of the main streams that the hotspots need too (each
+    pass over millions of records done once): the attributed timeline (each device's
+    records in record order and the attributed pieces), each device's work seconds (F, B,
+    W, R added in record order) and its last record's end."""
+
+    timeline: Any  # simtrain.analysis.attribution._Timeline
+    work: dict[int, float]
+    last_end: dict[int, float]
+
+    def records(self, dev: int) -> list[Record]:
+        """`dev`'s attributed main-stream records in record order (a new list)."""
+        return self.timeline.attributed(dev)
+
+
 def summarize(plan: Plan, records: list[Record]) -> Result:
+    return summarize_main(plan, records)[0]
+
+
+def summarize_main(plan: Plan, records: list[Record]) -> tuple[Result, MainStreams]:
+    """`summarize`, with what it worked out of the main streams for the hotspots."""
     devices = plan.simulated
     end = max(map(_END, records), default=0.0)
     step = end
@@ -140,19 +162,24 @@ def summarize(plan: Plan, records: list[Record]) -> Result:
     per_dev: dict[int, dict[str, float]] = {d: defaultdict(float) for d in devices}
     last_end: dict[int, float] = defaultdict(float)
     parts = _PARTS
-    for r in records:  # (_part, inlined: a record at a time adds up)
-        if r.stream != "main":
+    # each device's F, B, W and R seconds, added in record order (hotspots' slowest device:
+    # worked out here, where every record is visited anyway)
+    work: dict[int, float] = {}
+    # (_part inlined, the records unpacked rather than read by attribute: a record at a time adds up)
+    for dev, stream, kind, _, start, end, _, _, _ in records:
+        if stream != "main":
             continue
-        kind, dev, end = r.kind, r.device, r.end
-        per_dev[dev][parts.get(kind, kind)] += end - r.start
+        per_dev[dev][parts.get(kind, kind)] += end - start
         if end > last_end[dev]:
             last_end[dev] = end
+        if kind in _WORK:
+            work[dev] = work.get(dev, 0.0) + (end - start)
     last = max(devices, key=lambda d: (last_end[d], -d)) if devices else None
     for d, tail in tail_parts(attributed, last, {d: last_end[d] for d in devices}, step).items():
         for part, sec in tail.items():  # idle while other stages finish
             per_dev[d][part] += sec
     if plan.scenario.engine.comm != "free" and devices:
-        free_step = free_comm_step(plan, records)
+        free_step = free_comm_step(plan, records, attributed.by_dev)
         for d in devices:
             busy = per_dev[d]["compute"] + per_dev[d]["recompute"] + per_dev[d]["optimizer"]
             bound_bubble(per_dev[d], free_step - busy)
@@ -198,7 +225,7 @@ def summarize(plan: Plan, records: list[Record]) -> Result:
         params=plan.model.params,
         records=records,
         extra=_mfu_basis(plan, mfu),
-    )
+    ), MainStreams(attributed, work, {d: last_end[d] for d in attributed.by_dev})
 
 
 def _mfu_basis(plan: Plan, mfu: float) -> dict[str, Any]:

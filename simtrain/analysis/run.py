@@ -6,7 +6,7 @@ import time
 from typing import Callable
 
 from simtrain.analysis.hotspots import hotspots as find_hotspots
-from simtrain.analysis.metrics import Result, summarize
+from simtrain.analysis.metrics import Result, summarize_main
 from simtrain.analysis.moe_report import moe_summary
 from simtrain.engine.actions import Engine
 from simtrain.engine.dspipe import PIPE_COPIES, PIPE_GATHER, TIED_ALLREDUCE
@@ -51,14 +51,14 @@ def _simulate_plan(plan: Plan, setup: Callable[[Engine], None] | None, t0: float
     records = engine.run(progress)
     pipe = pipe_partition_seconds(plan, records) if engine.pipe_work else None
     tied = labelled_seconds(plan, records, (TIED_ALLREDUCE,))[TIED_ALLREDUCE] if engine.tied_stages else None
-    result = summarize(plan, records)
+    result, main = summarize_main(plan, records)
     result.events = next(engine.env._eid)  # simpy numbers every scheduled event
     result.engine_run_s = engine.run_s
     result.wall_time_s = time.perf_counter() - t0
     result.extra["plan"] = plan
     if details:
         result.extra["memory"] = estimate(plan).to_json()
-        result.extra["hotspots"] = find_hotspots(plan, engine, result)
+        result.extra["hotspots"] = find_hotspots(plan, engine, result, main)
         result.extra["warnings"] = placement_warnings(plan)
     if link_series:
         result.extra["_link_series"] = _busiest_series(plan, engine, result.step_time_s)

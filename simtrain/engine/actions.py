@@ -109,12 +109,16 @@ class Engine(MoEActions, DeepSpeedPipe):
         detail = plan.scenario.engine.detail
         self.coarse = detail == "action" or (detail == "auto" and len(plan.simulated) > 512)
         self._labels: dict[int, str] = {}  # id of an Action of the schedule (kept alive by it) -> label
+        self._wait_labels: dict[str, tuple[str, str]] = {}  # "F3" -> ("wait F3", "recv F3")
+        self._send_labels: dict[tuple[str, int], str] = {}  # ("F", 3) -> "send F3"
         self._tp_views: dict[int, object] = {}  # (simtrain.engine.spans)
         self._seg_cache: dict[Hashable, tuple] = {}
         self._programs: dict[Hashable, object] = {}  # (simtrain.engine.program)
         # critical-path bookkeeping: who sent what, and which wait ended because of whom
         self.sender: dict[Hashable, int] = {}
-        self.waited_on: dict[tuple[int, float], tuple[int, float]] = {}
+        # device -> {end of a wait: (whom it waited for, when)}: a dict per device (one dict of
+        # (device, time) keys grows to millions in per-rank runs: slower to fill)
+        self.waited_on: dict[int, dict[float, tuple[int, float]]] = defaultdict(dict)
         self.last_arrival: dict[Hashable, int] = {}
         self.dp_dim = "dpcp" if L.cp > 1 else "dp"
         self.cp_ring = par.cp_algo == "ring"
@@ -301,9 +305,11 @@ class Engine(MoEActions, DeepSpeedPipe):
                     ev = arrivals.get(key) or self._event(key)
                     if ev.callbacks is not None:  # (not processed)
                         yield from self._wait(dev, key, a.stage, mb, wait_label, ev)
+                    else:
+                        self._received(key)
                 ready = self.param_ready.pop((dev, a.stage), None)
                 if ready is not None and not ready.processed:
-                    t0 = self.env.now
+                    t0 = self.env._now
                     yield ready
                     self._rec(dev, "dp", "wait params", t0, a.stage, mb)
                 pw = self.pipe_work.get((a.stage, "F"))
@@ -326,6 +332,8 @@ class Engine(MoEActions, DeepSpeedPipe):
                     ev = arrivals.get(key) or self._event(key)
                     if ev.callbacks is not None:  # (not processed)
                         yield from self._wait(dev, key, a.stage, mb, wait_label, ev)
+                    else:
+                        self._received(key)
                 pw = self.pipe_work.get((a.stage, "B"))
                 if pw is not None:  # before autograd.backward, so before the recomputation
                     yield from self._unpartition(dev, pw, "B", a.stage, mb)
@@ -368,11 +376,10 @@ class Engine(MoEActions, DeepSpeedPipe):
         if self._gathers_params() and self.gather_in_step:  # inside optimizer.step(), exposed
             self._param_gathers(dev, c.pp, first_ready=False)
             yield from self._wait_dp(dev, "wait params")
-        self.done_at[dev] = self.env.now
+        self.done_at[dev] = self.env._now
 
     def run(self, progress: Callable[[float, int], None] | None = None) -> list[Record]:
-        """Simulate the step. `progress(simulated_seconds, events)` is called every
-        PROGRESS_EVERY events when given (the CLI draws it on a terminal)."""
+        """Simulate the step; `progress(simulated_seconds, events)` every PROGRESS_EVERY events."""
         self._deferred: dict[int, float] = defaultdict(float)
         self._owed: dict[int, float] = defaultdict(float)  # bucket passes not yet run (dpstream._bucket_passes)
         self._w_count: dict[tuple[int, int], int] = defaultdict(int)

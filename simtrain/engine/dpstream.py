@@ -75,7 +75,7 @@ class DataParallelStream:
             if prev is not None and prev.callbacks is not None:  # (not processed yet)
                 prev.callbacks.append(start)
                 return
-            t0 = env.now
+            t0 = env._now
             ev = self._launch(dev, self.dp_dim, op, size)
             if ev is not None and ev.callbacks is not None:
                 ev.callbacks.append(lambda _e: finish(t0))
@@ -139,7 +139,7 @@ class DataParallelStream:
         """The main stream waits for every DP collective this device has launched."""
         pending = [e for e in self.dp_pending[dev] if not e.processed]
         if pending:
-            t0 = self.env.now
+            t0 = self.env._now
             yield simpy.AllOf(self.env, pending)
             self._rec(dev, "dp", label, t0)
 
@@ -156,7 +156,7 @@ class DataParallelStream:
 
     def _wait_gather(self, dev: int, ev: simpy.Event, stage: int, mb: int) -> Proc:
         if not ev.processed:
-            t0 = self.env.now
+            t0 = self.env._now
             yield ev
             self._rec(dev, "dp", "wait params", t0, stage, mb)
 

@@ -41,7 +41,7 @@ def drain_reporting(env: simpy.Environment, progress: Callable[[float, int], Non
             done = steps + folded()
             if done >= due:
                 due += every
-                progress(env.now, done)
+                progress(env._now, done)
     except simpy.core.EmptySchedule:
         pass
 

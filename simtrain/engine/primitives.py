@@ -29,7 +29,7 @@ class Primitives(Spans, DataParallelStream):
 
     def _rec(self, dev: int, kind: str, label: str, start: float, stage: int = -1, mb: int = -1, stream: str = "main",
              nbytes: float = 0.0) -> None:
-        end = self.env.now
+        end = self.env._now
         if end > start:
             self.records.append(record(dev, stream, kind, label, start, end, stage, mb, nbytes))
 
@@ -45,7 +45,7 @@ class Primitives(Spans, DataParallelStream):
     def _compute(self, dev: int, seconds: float, kind: str, label: str, stage: int, mb: int) -> Proc:
         seconds = self._scale(dev, seconds, kind, stage, mb)
         if seconds > 0:
-            t0 = self.env.now
+            t0 = self.env._now
             yield self.env.timeout(seconds)
             self._rec(dev, kind, label, t0, stage, mb)
 
@@ -248,7 +248,7 @@ class Primitives(Spans, DataParallelStream):
         if size <= 0 or self.free:
             yield from self._compute(dev, hidden, kind, label, stage, mb)
             return
-        t0 = self.env.now
+        t0 = self.env._now
         hidden = self._scale(dev, hidden, kind, stage, mb)
         if hidden <= 0:  # nothing runs alongside: no separate process needed
             yield from self.collective(dev, dim, op, size)
@@ -257,7 +257,7 @@ class Primitives(Spans, DataParallelStream):
         coll = self._launch(dev, dim, op, size)  # runs alongside, by callbacks
         yield self.env.timeout(hidden)
         self._rec(dev, kind, label, t0, stage, mb)
-        t1 = self.env.now
+        t1 = self.env._now
         if coll is not None and not coll.processed:
             yield coll
         self._rec(dev, "cp" if dim == "cp" else "tp", f"{op}({dim})", t1, stage, mb)
@@ -296,9 +296,14 @@ class Primitives(Spans, DataParallelStream):
             yield from self._overlapped(dev, "cp", op, size, 0.0, label, stage, mb, kind)
 
     def _send(self, dev: int, dst: int, key: Hashable, stage: int, mb: int, kind: str) -> None:
-        self.send_start[key] = self.env.now
+        # (one per device and action in per-rank runs: _event and the one-phase _chain inlined)
+        env = self.env
+        t0 = env._now
+        self.send_start[key] = t0
         self.sender[key] = dev
-        ev = self._event(key)
+        ev = self.arrivals.get(key)
+        if ev is None:
+            ev = self.arrivals[key] = env.event()
         if self.free:
             ev.succeed()
             return
@@ -306,17 +311,22 @@ class Primitives(Spans, DataParallelStream):
         phases = self._phases.get(pkey)
         if phases is None:
             phases = self._phases[pkey] = self.comm.p2p(dev, dst, self.plan.p2p_bytes, self.classes.p2p_copies(dev, dst))
-
-        t0 = self.env.now
-        records = self.records
+        records, arrived, nbytes = self.records, self.arrived, self.plan.p2p_bytes
+        label = self._send_labels.get((kind, mb))
+        if label is None:  # (one string per label, shared by every device's records)
+            label = self._send_labels[(kind, mb)] = f"send {kind}{mb}"
 
         def sent() -> None:
-            end = self.env.now
+            end = env._now
             if end > t0:
-                records.append(_new(Record, (dev, "comm", "pp", f"send {kind}{mb}", t0, end, stage, mb, self.plan.p2p_bytes)))
-            self.arrived.succeed(ev)  # (ev.succeed(), a TP group's arrivals in one entry: engine.loop)
+                records.append(_new(Record, (dev, "comm", "pp", label, t0, end, stage, mb, nbytes)))
+            arrived.succeed(ev)  # (ev.succeed(), a TP group's arrivals in one entry: engine.loop)
 
-        self._chain(phases, sent)
+        if len(phases) == 1:
+            ph = phases[0]
+            self.net.transfer(ph.key, ph.nbytes, ph.latency, sent)
+        else:
+            self._chain(phases, sent)
 
     def _send_blocking(self, dev: int, dst: int, key: Hashable, stage: int, mb: int, kind: str) -> Proc:
         """Send; with synchronous point-to-point (SC21-era Megatron waited for its sends
@@ -325,7 +335,7 @@ class Primitives(Spans, DataParallelStream):
         if not self.async_p2p:
             ev = self._event(key)
             if not ev.processed:
-                t0 = self.env.now
+                t0 = self.env._now
                 yield ev
                 self._rec(dev, "pp", f"send {kind}{mb}", t0, stage, mb)
 
@@ -334,18 +344,31 @@ class Primitives(Spans, DataParallelStream):
         if ev is None:
             ev = self._event(key)
         if ev.callbacks is None:  # (processed)
+            self._received(key)
             return
-        t0 = self.env.now
+        t0 = self.env._now
         yield ev
-        t1 = self.env.now
-        ss = self.send_start.get(key, t1)
+        t1 = self.env._now
+        self.arrivals.pop(key, None)
+        ss = self.send_start.pop(key, t1)
         split = min(max(ss, t0), t1)
-        if key in self.sender:  # the wait ends because this device sent at `ss`
-            self.waited_on[(dev, t1)] = (self.sender[key], ss)
+        sender = self.sender.pop(key, None)
+        if sender is not None:  # the wait ends because this device sent at `ss`
+            self.waited_on[dev][t1] = (sender, ss)
+        labels = self._wait_labels.get(what)
+        if labels is None:  # (one string per label, shared by every device's records: less to build and keep)
+            labels = self._wait_labels[what] = (f"wait {what}", f"recv {what}")
         if split > t0:  # (record(...) inlined: the same tuples)
-            self.records.append(_new(Record, (dev, "main", "bubble", f"wait {what}", t0, split, stage, mb, 0.0)))
+            self.records.append(_new(Record, (dev, "main", "bubble", labels[0], t0, split, stage, mb, 0.0)))
         if t1 > split:
-            self.records.append(_new(Record, (dev, "main", "pp", f"recv {what}", split, t1, stage, mb, 0.0)))
+            self.records.append(_new(Record, (dev, "main", "pp", labels[1], split, t1, stage, mb, 0.0)))
+
+    def _received(self, key: Hashable) -> None:
+        """Arrival `key` is consumed: its event and its sender's notes go (each key is sent
+        once and waited for once; kept, they would grow by a few per device and action)."""
+        self.arrivals.pop(key, None)
+        self.send_start.pop(key, None)
+        self.sender.pop(key, None)
 
     def _peer_rank(self, dev: int, stage: int) -> int:
         """The device that runs virtual stage `stage` for `dev`'s replica and TP/CP rank."""
@@ -368,6 +391,6 @@ class Primitives(Spans, DataParallelStream):
     # ---- device process -----------------------------------------------------------------
 
     def _send_local(self, key: Hashable) -> None:
-        self.send_start[key] = self.env.now
+        self.send_start[key] = self.env._now
         self.sender[key] = key[1]
         self._event(key).succeed()

@@ -31,7 +31,7 @@ class Spans:
     coarse: bool
     varied: bool
     rdv: dict[Hashable, list]
-    waited_on: dict[tuple[int, float], tuple[int, float]]
+    waited_on: dict[int, dict[float, tuple[int, float]]]  # (a defaultdict)
     last_arrival: dict[Hashable, int]
     _tp_views: dict[int, object]  # device -> its TP group view (_view("tp", dev), looked up once)
 
@@ -43,14 +43,14 @@ class Spans:
             total = sum(d for _, d in segs)
         if total <= 0:
             return
-        t = self.env.now
+        t = self.env._now
         yield self.env.timeout(total)
         self._lay_out(dev, segs, t, label, stage, mb)
 
     def _lay_out(self, dev: int, segs: tuple[tuple[str, float], ...], t: float, label: str, stage: int, mb: int) -> None:
         """Records of segments run from t to now."""
         add = self.records.append
-        end, last = self.env.now, len(segs) - 1
+        end, last = self.env._now, len(segs) - 1
         for n, (kind, d) in enumerate(segs):
             if d > 0:
                 e = end if (n == last and self.coarse) else t + d  # coarse: the last record ends with the span
@@ -72,10 +72,10 @@ class Spans:
             self.last_arrival[k] = dev
             ev.succeed()
         if not ev.processed:
-            t0 = self.env.now
+            t0 = self.env._now
             yield ev
             if cause:
-                self.waited_on[(dev, self.env.now)] = (self.last_arrival[k], self.env.now)
+                self.waited_on[dev][self.env._now] = (self.last_arrival[k], self.env._now)
             self._rec(dev, "tp", "wait tp peers", t0)
 
     def _group_segments(self, dev: int, what: Hashable, packed: Packed, label: str, stage: int, mb: int) -> Proc:
@@ -95,19 +95,21 @@ class Spans:
         k = ("sync", v.key, what)
         entry = self.rdv.get(k)
         if entry is None:
-            entry = self.rdv[k] = [0, self.env.event(), 0.0]  # arrivals, the span's end, its start
+            # arrivals, the span's end, its start, the last to arrive (kept here, not in
+            # last_arrival: the members read it from the entry they share)
+            entry = self.rdv[k] = [0, self.env.event(), 0.0, dev]
         entry[0] += 1
-        t0 = self.env.now
+        t0 = self.env._now
         end = entry[1]
         if entry[0] == len(v.reps):
             del self.rdv[k]
-            self.last_arrival[k] = dev
+            entry[3] = dev
             entry[2] = t0
             end._ok, end._value = True, None  # (what a timeout is: an event scheduled `total` ahead)
             self.env.schedule(end, NORMAL, total)
         yield end
         start = entry[2]
-        self.waited_on[(dev, start)] = (self.last_arrival[k], start)  # (as _tp_sync notes it)
+        self.waited_on[dev][start] = (entry[3], start)  # (as _tp_sync notes it)
         if start > t0:
             self.records.append(record(dev, "main", "tp", "wait tp peers", t0, start, stage, mb))
         self._lay_out(dev, segs, start, label, stage, mb)

@@ -53,6 +53,7 @@ class Classes:
     _views: dict = field(default_factory=dict)  # (dim, rep) -> GroupView
     _p2p: dict = field(default_factory=dict)  # (rep, peer rank) -> copies
     _copies: dict = field(default_factory=dict)  # pipeline: kind -> copies
+    _group_ids: dict = field(default_factory=dict, repr=False)  # per-rank: group -> its view's key
     # link loads already summed for the engine's Comm: (pairs, copies) -> (load, rate alone, alpha)
     preload: dict = field(default_factory=dict, repr=False)
 
@@ -87,7 +88,10 @@ class Classes:
         L = self.layout
         group = L.group(dim, rep)
         if self.kind == "per-rank":
-            return GroupView(group, (0,), group, group)
+            # keyed by a number per distinct group (equal groups, equal keys, as keyed by the
+            # group itself): rendezvous keys hash it at every collective, and a data-parallel
+            # group is a tuple of hundreds of ranks
+            return GroupView(group, (0,), group, self._group_ids.setdefault(group, len(self._group_ids)))
         if self.kind == "pipeline":
             return GroupView(group, self.copies(dim, L.coord(rep).pp), (rep,), group)
         raise KeyError((dim, rep))  # refined views are filled in by simtrain.engine.refine

@@ -187,11 +187,13 @@ class FlowNetwork(Introspection, Leasing, Sharing, Batching):
         return done
 
     def _start_alone(self, key, nbytes: float, latency: float, done, then, classes) -> None:
-        now = self.env.now
+        now = self.env._now
         b = _Bundle(key, nbytes, done, now + latency, classes, then)
         self.bytes_moved += nbytes
         self.active.add(b)
-        self._join(b)
+        users = self._users
+        for cid, _ in classes:  # (_join, where no class has a user: it shares none)
+            users[cid].add(b)
         rate = self._alone_rate.get(key)
         if rate is None:
             caps = self._class_capacity
@@ -219,7 +221,7 @@ class FlowNetwork(Introspection, Leasing, Sharing, Batching):
             raise KeyError(f"bundle type {key!r} was never registered")
         if self._leases:
             self._claim(self._classes[key])
-        b = _Bundle(key, nbytes, done, self.env.now, self._classes[key], then)
+        b = _Bundle(key, nbytes, done, self.env._now, self._classes[key], then)
         self.bytes_moved += nbytes
         if not b.classes:  # no links at all (same device): instant
             if done is None:
@@ -274,7 +276,7 @@ class FlowNetwork(Introspection, Leasing, Sharing, Batching):
         return comp
 
     def _advance(self, bundles: Iterable[_Bundle]) -> None:
-        now = self.env.now
+        now = self.env._now
         for b in bundles:
             if b.start > now:  # started alone, still in its start-up: nothing moved yet
                 continue
@@ -287,7 +289,7 @@ class FlowNetwork(Introspection, Leasing, Sharing, Batching):
             b.updated = now
 
     def _reschedule(self, comp: set[_Bundle]) -> None:
-        now = self.env.now
+        now = self.env._now
         # in start order, not set order (object ids): simultaneous finishes (the record
         # order) and the bytes summed per link class are the same in every run
         order = sorted(comp, key=_seq) if len(comp) > 1 else tuple(comp)
@@ -331,7 +333,7 @@ class FlowNetwork(Introspection, Leasing, Sharing, Batching):
         active = self.active
         if b.version != version or b not in active:
             return
-        now = self.env.now
+        now = self.env._now
         if b.start <= now:  # (as _advance((b,)))
             dt = now - b.updated
             if dt > 0 and b.rate > 0:
@@ -359,13 +361,15 @@ class FlowNetwork(Introspection, Leasing, Sharing, Batching):
             self.contention[key] = self.contention.get(key, 0.0) + extra
         if self.rate_log is not None:
             self.rate_log.append((now, b.seq, 0.0, key))
-        neighbours: set[_Bundle] = set()
-        all_users = self._users
-        for cid in b.shared:
-            neighbours |= all_users[cid]
-        neighbours.discard(b)
-        if neighbours and self._unchanged_without(b, neighbours):  # (Sharing: nobody's rate changes)
+        neighbours: set[_Bundle] | None = None
+        if b.shared:  # (most often none: a bundle alone on its links since it started)
             neighbours = set()
+            all_users = self._users
+            for cid in b.shared:
+                neighbours |= all_users[cid]
+            neighbours.discard(b)
+            if neighbours and self._unchanged_without(b, neighbours):  # (Sharing: nobody's rate changes)
+                neighbours = None
         self._leave(b)
         then = b.then
         if then is None:

@@ -83,7 +83,7 @@ class Sharing:
         in its start-up (the component would put it back), nor for logged runs."""
         if not b.shared or self.rate_log is not None:
             return None
-        users, caps, now = self._users, self._class_capacity, self.env.now
+        users, caps, now = self._users, self._class_capacity, self.env._now
         shared = b.shared
         x, tight = float("inf"), -1
         for cid, m in b.classes:
@@ -113,7 +113,7 @@ class Sharing:
         1e-12 of capacity; a neighbour tied with another within rounding is solved anew."""
         if self.rate_log is not None:
             return False
-        users, caps, now = self._users, self._class_capacity, self.env.now
+        users, caps, now = self._users, self._class_capacity, self.env._now
         mine = b.shared
         for o in neighbours:
             if o.start > now:
