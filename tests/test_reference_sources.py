@@ -127,6 +127,13 @@ def test_stack_choices_per_row(cases) -> None:
     bloom = case_scenario(cases["bloom-176b-384gpu-iter85376"])
     assert (bloom.parallel.first_stage_layers, bloom.parallel.last_stage_layers) == (5, 5)
     assert bloom.model.position_embedding == "alibi" and bloom.stack.name == "megatron-deepspeed"
+    # Megatron-LM's own launches keep its default unfused cross-entropy (--cross-entropy-loss-
+    # fusion is store_true at core_r0.8.0); NeMo's recipes, the megatron-core stack, fuse it
+    for c in cases.values():
+        if c.group == reference_sources.MEGATRON_H100_GROUP:
+            sc = case_scenario(c)
+            assert (sc.stack.name, sc.stack.cross_entropy) == ("megatron-core", "unfused"), c.name
+    assert case_scenario(cases["nemo-gpt3-175b-128"]).stack.cross_entropy == "fused"
 
 
 def test_out_of_memory_rows_are_memory_claims(cases) -> None:

@@ -316,6 +316,15 @@ MEGATRON_H100_GROUP = "Megatron-LM README H100 2024 (Megatron-Core r0.8.0)"
 # Calibration row: GPT 32B on 384 H100s, TP8 PP1 (data row 4): mid-sized, and without
 # pipeline parallelism, so no assumed pipeline schedule enters the fit.
 MEGATRON_H100_CALIBRATION_ROW = 4
+# What Megatron-LM's own launch (not NeMo's recipes, which the megatron-core stack follows)
+# leaves at its default: --cross-entropy-loss-fusion is a store_true flag, off unless given
+# (megatron/training/arguments.py:1134 at core_r0.8.0), and the README's flag list for these
+# runs names only the overlap flags. Unfused, language_module.py:37-40 runs
+# tensor_parallel.vocab_parallel_cross_entropy: .float() of the logits, max, in-place
+# subtract, exp and divide, a sum (cross_entropy.py, core_r0.8.0), and in the backward an
+# in-place multiply and the cast back: ~38 B forward and ~14 B backward per logit before
+# overheads, the eager cross-entropy the kernel table prices (simtrain.workload.kernels).
+MEGATRON_R080_STACK = {"cross_entropy": "unfused"}
 
 
 def megatron_model_flops(layers: int, hidden: int, vocab: int, seq: int, batch: int) -> float:
@@ -347,7 +356,9 @@ def megatron_h100_cases() -> list[Case]:
                 "interleaving (1F1B), no recomputation, bf16")
         extra = {"calibration_row": True} if n == MEGATRON_H100_CALIBRATION_ROW else {}
         out.append(case(name, MEGATRON_H100_GROUP, MEGATRON_H100_FILE, n, r,
-                        scenario(model, "H100", gpus, "megatron-core", parallel, training), note, step, **extra))
+                        scenario(model, "H100", gpus, "megatron-core", parallel, training, MEGATRON_R080_STACK),
+                        note + "; Megatron-LM's default unfused cross-entropy (--cross-entropy-loss-fusion off)",
+                        step, **extra))
     return out
 
 
