@@ -1,0 +1,32 @@
+"""The 12 NVIDIA DGX Cloud runs of NeMo 24.09 (dgxc-benchmarking v24.11.1) ran, so their
+memory must fit: their recipes' optimizer (Apex's distributed_fused_adam, grad_sync_dtype
+bf16, contiguous gradient buffer) holds gradients in bf16, 2 B per parameter, which the
+scenarios say. Checked against the hand count of Llama 3.1 8B's model states."""
+
+from __future__ import annotations
+
+import pytest
+
+from simtrain.engine.plan import make_plan
+from simtrain.scenario.config import load_scenario
+from simtrain.workload.memory import estimate
+
+RUNS = ["nemo-8b-8", "nemo-8b-128", "nemo-70b-64", "nemo-70b-512", "nemo-70b-2048", "nemo-405b-576",
+        "nemo-405b-2304", "nemo-gpt3-175b-128", "nemo-gpt3-175b-2048", "nemo-nemotron4-15b-16",
+        "nemo-nemotron4-15b-64", "nemo-nemotron4-15b-2048"]
+
+
+@pytest.mark.parametrize("name", RUNS)
+def test_recipe_runs_fit(name: str) -> None:
+    s = load_scenario(name)
+    assert s.training.grad_precision == "bf16" and s.stack.grad_buffer_passes == ()
+    assert estimate(make_plan(s)).fits_in_memory
+
+
+def test_llama31_8b_model_states_by_hand() -> None:
+    # 8.03e9 parameters (Llama 3.1 8B), TP1 PP1, distributed optimizer over DP x CP = 8:
+    # bf16 weights 2 B + bf16 gradients 2 B + (fp32 master 4 + Adam 4 + 4) / 8 B
+    st = estimate(make_plan(load_scenario("nemo-8b-8"))).per_stage[0]
+    n = st.params
+    assert n == pytest.approx(8.03e9, rel=0.01)
+    assert (st.parameters, st.gradients, st.optimizer) == pytest.approx((2 * n, 2 * n, 12 * n / 8), rel=1e-9)
