@@ -13,7 +13,9 @@ from simtrain.workload.memory import estimate
 
 RUNS = ["nemo-8b-8", "nemo-8b-128", "nemo-70b-64", "nemo-70b-512", "nemo-70b-2048", "nemo-405b-576",
         "nemo-405b-2304", "nemo-gpt3-175b-128", "nemo-gpt3-175b-2048", "nemo-nemotron4-15b-16",
-        "nemo-nemotron4-15b-64", "nemo-nemotron4-15b-2048"]
+        "nemo-nemotron4-15b-64", "nemo-nemotron4-15b-2048",
+        # NeMo 24.07's FP8 runs, the layouts and recipes of three of them in FP8
+        "nemo-fp8-8b-8", "nemo-fp8-70b-64", "nemo-fp8-gpt3-175b-128"]
 
 
 @pytest.mark.parametrize("name", RUNS)
