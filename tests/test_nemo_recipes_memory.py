@@ -32,3 +32,27 @@ def test_llama31_8b_model_states_by_hand() -> None:
     n = st.params
     assert n == pytest.approx(8.03e9, rel=0.01)
     assert (st.parameters, st.gradients, st.optimizer) == pytest.approx((2 * n, 2 * n, 12 * n / 8), rel=1e-9)
+
+
+def test_bf16_optimizer_states_by_hand() -> None:
+    """The DGX Cloud Nemotron-4 340B recipe's optimizer dtype bf16 (Apex DistributedFusedAdam
+    keeps its parameter shard and both moments in it): 2 + 2 + 2 B per parameter of the 1/DP
+    shard, against 4 + 4 + 4 for fp32 states; the 128-GPU run (DP 2), which ran, fits."""
+    from simtrain.analysis.validation import case_scenario, load_reference
+
+    case = next(c for c in load_reference() if c.name == "dgxc-nemotron4-340b-128gpu-bf16")
+    s = case_scenario(case)
+    assert (s.stack.optimizer_master, s.stack.optimizer_moments) == ("bf16", "bf16")
+    rep = estimate(make_plan(s))
+    st = rep.per_stage[0]
+    assert st.optimizer == pytest.approx(6 * st.params / 2, rel=1e-9)
+    fp32 = estimate(make_plan(case_scenario(case, ('stack.optimizer_master="fp32"', 'stack.optimizer_moments="fp32"'))))
+    assert fp32.per_stage[0].optimizer == pytest.approx(12 * st.params / 2, rel=1e-9)
+    assert rep.fits_in_memory and not fp32.fits_in_memory
+
+
+def test_unknown_optimizer_master_is_one_line() -> None:
+    from simtrain.scenario.errors import SimtrainError
+
+    with pytest.raises(SimtrainError, match="optimizer_master"):
+        load_scenario(None, ['stack.optimizer_master="fp16"'])

@@ -789,6 +789,12 @@ def nemotron_cases() -> list[Case]:
 # gradient buckets instead of Megatron-Core DDP's buffer: the stack's gradient-buffer passes
 # (zeroing, NaN check, 1/DP scaling) are not what it runs, and its own are not modelled.
 DFA_STACK = {"grad_buffer_passes": []}
+# The 340B recipe also sets the optimizer's dtype (nemotron4-340b-synth.yaml, optim:
+# "dtype: bf16", dgxc-benchmarking v24.11.1 35a9aec): Apex's DistributedFusedAdam keeps its
+# parameter shard (store_params) and both Adam moments in that dtype, 2 + 2 + 2 B per
+# parameter of its 1/DP shard instead of 4 + 4 + 4 (the Llama 3.1 and GPT-3 recipes leave it
+# at fp32).
+DFA_BF16_STATE_STACK = {**DFA_STACK, "optimizer_master": "bf16", "optimizer_moments": "bf16"}
 DGXC340_FILE = "nvidia_dgxc_nemotron4_340b_2411.csv"
 DGXC340_GROUP = "NVIDIA DGX Cloud 24.11, Nemotron-4 340B (H100)"
 # Calibration row: BF16 on 128 GPUs (data row 1): the stack's own precision, and the smallest
@@ -818,7 +824,8 @@ def dgxc_nemotron340b_cases() -> list[Case]:
                 "parallelism, userbuffers TP-communication overlap (no per-model ub config: Transformer Engine's default SM "
                 "split, the stack's), overlapped P2P, selective recomputation (core attention), NVTE_FUSED_ATTN=0 (TE's "
                 "flash-attn backend: attention_kernel fa2), NeMo's distributed optimizer (distributed_fused_adam) with "
-                "grad_sync_dtype bf16 (bf16 gradient buckets and reduce-scatter: training.grad_precision bf16), overlapped "
+                "grad_sync_dtype bf16 (bf16 gradient buckets and reduce-scatter: training.grad_precision bf16) and dtype bf16 "
+                "(bf16 master-weight shard and moments), overlapped "
                 "gradient reduce-scatter and parameter all-gather"
                 + ("; FP8 hybrid (delayed per-tensor scaling, simtrain's FP8) with fp8_params (parameters gathered in FP8: "
                    "not modelled, gathered in bf16)" if fp8 else "; BF16")
@@ -828,7 +835,7 @@ def dgxc_nemotron340b_cases() -> list[Case]:
         extra = {"calibration_row": True} if n == DGXC340_CALIBRATION_ROW else {}
         out.append(case(name, DGXC340_GROUP, DGXC340_FILE, n, r,
                         scenario(nemotron340b_model(), "H100", gpus, "megatron-core", parallel, training,
-                                 stack_values=DFA_STACK),
+                                 stack_values=DFA_BF16_STATE_STACK),
                         note, num(r["step_time_s"]), **extra))
     return out
 

@@ -59,6 +59,11 @@ class Stack:
     # "bf16" (2 B each: DeepSeek-V3 §3.3.3, "Low-Precision Optimizer States"); fp32 master
     # weights either way (simtrain.workload.memory)
     optimizer_moments: str = "fp32"
+    # The optimizer's copy of the weights: "fp32" master weights (4 B, every mixed-precision
+    # recipe) or "bf16" (2 B: Apex's DistributedFusedAdam with dtype=bf16 keeps its shard of
+    # the parameters, store_params, and both moments in that dtype; "dtype: datatype for
+    # optimizer state", apex/contrib/optimizers/distributed_fused_adam.py)
+    optimizer_master: str = "fp32"
     # FP8 runs: the experts' activation (SwiGLU) input, the gate and up outputs, cached in
     # FP8 for the backward instead of bf16 (DeepSeek-V3 §3.3.3, "Low-Precision Storage":
     # "we cache the inputs of the SwiGLU operator ... stored in FP8"); Transformer Engine
@@ -219,6 +224,7 @@ class Stack:
 STACK_CHOICES = {
     "norm": FUSION, "rope": FUSION + ("complex",), "activation": FUSION, "bias_dropout_add": FUSION, "softmax": FUSION,
     "cross_entropy": FUSION, "optimizer": ("fused", "foreach"), "optimizer_moments": ("fp32", "bf16"),
+    "optimizer_master": ("fp32", "bf16"),
     "dp_reduce_bf16": ("reduce-scatter", "all-reduce"), "param_gather": ("overlapped", "in-step"),
 }
 # the passes stack.grad_buffer_passes may name (simtrain.workload.kernels.GRAD_PASSES)

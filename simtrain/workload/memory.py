@@ -53,7 +53,8 @@ BF16_GRAD_BYTES = 2.0  # training.grad_precision = "bf16": gradients held and re
 
 OPTIMIZER_BYTES = 12.0  # fp32 master weights (4) + Adam first (4) and second (4) moments
 # The stack's optimizer_moments = "bf16" keeps Adam's moments in bf16 (DeepSeek-V3 §3.3.3,
-# "Low-Precision Optimizer States"): 4 + 2 + 2 = 8 bytes per parameter.
+# "Low-Precision Optimizer States"): 4 + 2 + 2 = 8 bytes per parameter; optimizer_master =
+# "bf16" the master weights too (Apex's DistributedFusedAdam with dtype=bf16): 2 + 2 + 2 = 6.
 MOMENT_BYTES = {"fp32": 4.0, "bf16": 2.0}
 
 # The workspace and fragmentation allowances are the software stack's (simtrain.scenario.stack).
@@ -214,7 +215,7 @@ def estimate(plan: Any) -> MemoryReport:
     end_size = {st.index: (emb if sched.is_first(st.index) else 0.0) + (head if sched.is_last(st.index) else 0.0)
                 for st in plan.stages}
     counts = peak_in_flight(sched)
-    opt_bytes = 4.0 + 2 * MOMENT_BYTES[stack.optimizer_moments]  # fp32 master weights + Adam's two moments
+    opt_bytes = MOMENT_BYTES[stack.optimizer_master] + 2 * MOMENT_BYTES[stack.optimizer_moments]  # master + m + v
     shards = L.dp * L.cp
     params_per_layer = plan.model.params_per_layer / L.tp
     tokens = L.micro_batch * seq / L.cp
@@ -259,6 +260,7 @@ def estimate(plan: Any) -> MemoryReport:
         + (f"experts' states sharded over EP x EDP = {L.ep} x {L.edp}; " if m.num_experts else "")
         + f"mixed-precision Adam 2+{plan.grad_bytes}+{opt_bytes:g} B/param"
         + (" (bf16 moments)" if stack.optimizer_moments == "bf16" else "")
+        + (" (bf16 master weights)" if stack.optimizer_master == "bf16" else "")
         + f", ZeRO-{par.zero} over DP*CP = {shards}; activations per "
         f"Korthikanti et al. 2022 ({'FlashAttention' if flash else 'materialized scores'}, recompute "
         f"{par.recompute}" + (f" [{', '.join(sorted(R.selected(par)))}]" if R.selected(par) else "")
