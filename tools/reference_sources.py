@@ -816,8 +816,8 @@ def dgxc_nemotron340b_cases() -> list[Case]:
         # reduce-scatters them in that dtype): simtrain's bf16 gradients
         training: dict[str, Any] = dict(seq_len=int(r["seq_len"]), global_batch=int(r["global_batch_seqs"]),
                                         grad_precision="bf16")
-        if fp8:
-            training["precision"] = "fp8"
+        if fp8:  # launch.sh: +model.fp8_params=${FP8_ENABLED^} (the FP8 weights all-gathered in FP8)
+            training.update(precision="fp8", fp8_params=True)
         name = f"dgxc-nemotron4-340b-{gpus}gpu-{'fp8' if fp8 else 'bf16'}"
         note = ("published step time (the recipe's last-step train_step_timing). README: TP 8, PP 8, VP 12, MBS 1, GA 16, "
                 f"GBS {r['global_batch_seqs']} (DP {dp} derived). configure.sh / nemotron4-340b-synth.yaml: sequence "
@@ -827,8 +827,8 @@ def dgxc_nemotron340b_cases() -> list[Case]:
                 "grad_sync_dtype bf16 (bf16 gradient buckets and reduce-scatter: training.grad_precision bf16) and dtype bf16 "
                 "(bf16 master-weight shard and moments), overlapped "
                 "gradient reduce-scatter and parameter all-gather"
-                + ("; FP8 hybrid (delayed per-tensor scaling, simtrain's FP8) with fp8_params (parameters gathered in FP8: "
-                   "not modelled, gathered in bf16)" if fp8 else "; BF16")
+                + ("; FP8 hybrid (delayed per-tensor scaling, simtrain's FP8) with fp8_params (launch.sh: weights held "
+                   "and all-gathered in FP8, training.fp8_params)" if fp8 else "; BF16")
                 + ". Not modelled: squared ReLU's second elementwise kernel (Megatron-Core fuses only GELU/SwiGLU; simulated "
                   "as the plain MLP's one activation kernel), RoPE on half of each head (simulated on all), the layer-norm SM "
                   "margins; synthetic data, 50 steps")
@@ -868,8 +868,8 @@ def dgxc2504_nemotron_cases() -> list[Case]:
         # performance_mode sets grad_reduce_in_fp32 = False (and the FP8 plugin likewise)
         training: dict[str, Any] = dict(seq_len=int(r["seq_len"]), global_batch=int(r["global_batch_seqs"]),
                                         grad_precision="bf16")
-        if fp8:
-            training["precision"] = "fp8"
+        if fp8:  # bf16_with_fp8_mixed(): fp8_params = True (recipes/precision/mixed_precision.py:53 at v2.2.1)
+            training.update(precision="fp8", fp8_params=True)
         size = r["model"].split("-")[1]
         name = f"dgxc2504-nemotron4-{size}-{gpus}gpu-{'fp8' if fp8 else 'bf16'}"
         note = (f"published step time (last-step train_step_timing). launch.sh: TP {tp}, PP {pp}"
@@ -879,7 +879,8 @@ def dgxc2504_nemotron_cases() -> list[Case]:
                   "SM split (no H100 config: the stack's), sequence parallelism, distributed optimizer with overlapped "
                   "gradient reduce and parameter gather, bf16 gradient reduction (grad_reduce_in_fp32 False), no "
                   "recomputation, cuDNN fused attention, no CUDA graphs"
-                + ("; FP8 (delayed per-tensor scaling: simtrain's FP8)" if fp8 else "; BF16")
+                + ("; FP8 (delayed per-tensor scaling: simtrain's FP8) with fp8_params (weights held and all-gathered in "
+                   "FP8)" if fp8 else "; BF16")
                 + (". Not modelled: the deferred embedding weight-gradient GEMMs" if big else "")
                 + ". Squared ReLU simulated as the plain MLP's one activation kernel; RoPE on all head dims")
         extra = {"calibration_row": True} if n == DGXC2504_CALIBRATION_ROW else {}

@@ -96,7 +96,7 @@ class DataParallelStream:
 
     def _param_gathers(self, dev: int, pp_rank: int, first_ready: bool) -> None:
         """Launch the all-gathers of the parameters this pipeline rank updates (bf16, 2 bytes
-        each), one bucket then the rest per chunk. `first_ready`: each chunk's first forward
+        each, or plan.gather_bytes with FP8 weights), one bucket then the rest per chunk. `first_ready`: each chunk's first forward
         waits for its first bucket (Megatron's overlap_param_gather at the step's start);
         otherwise they run inside optimizer.step() (stack.param_gather = "in-step")."""
         plan = self.plan
@@ -105,11 +105,12 @@ class DataParallelStream:
             if plan.schedule.placement[st.index] == pp_rank:
                 dense = st.params - st.expert_params  # experts: over their edp group
                 first = min(bucket, dense)
-                ev = self._dp_launch(dev, "all-gather", first * 2, "all-gather(dp)")
+                b = plan.gather_bytes.get(st.index, 2.0)  # bf16, or FP8 linear weights (training.fp8_params)
+                ev = self._dp_launch(dev, "all-gather", first * b, "all-gather(dp)")
                 if first_ready:
                     self.param_ready[(dev, st.index)] = ev
                 if dense > first:
-                    self._dp_launch(dev, "all-gather", (dense - first) * 2, "all-gather(dp)")
+                    self._dp_launch(dev, "all-gather", (dense - first) * b, "all-gather(dp)")
                 if st.expert_params > 0:
                     self._edp_launch(dev, "all-gather", st.expert_params * 2, "all-gather(edp)")
 

@@ -92,6 +92,9 @@ class Plan:
     optimizer_s: dict[int, float]  # optimizer step time per pipeline rank
     speed: dict[int, float] = field(default_factory=dict)  # compute-time factor per device (what-ifs)
     schedule_params: dict[str, int] = field(default_factory=dict)  # the schedule's parameters in effect (llama3: n)
+    # bytes per parameter the distributed optimizer all-gathers, per stage (training.fp8_params:
+    # below 2); stages absent: bf16, 2
+    gather_bytes: dict[int, float] = field(default_factory=dict)
 
     @property
     def num_gpus(self) -> int:
@@ -173,7 +176,7 @@ def make_plan(s: Scenario, schedule: sched.Schedule | None = None) -> Plan:
     slowest = slowest_of(L.world, s.cluster.gpu_speed_sigma) if not s.whatif.random_slowdown_sigma else 1.0
     dev = dataclasses.replace(dev, sustained_fraction=dev.sustained_fraction * s.stack.sustained_fraction / slowest,
                               memory_efficiency=dev.memory_efficiency / slowest)
-    FP8.check_fp8(dev, s.training.precision, s.training.fp8_recipe)
+    FP8.check_fp8(dev, s.training.precision, s.training.fp8_recipe, s.training.fp8_params, bool(s.model.num_experts))
     precision = FP8.workload_precision(s.training.precision, s.training.fp8_recipe)  # "fp8-blockwise", ...
     taken = max(s.stack.tp_overlap_sms, default=0)
     if taken >= dev.sms:  # the GEMM would have no SMs left (simtrain.workload.ops._tp_overlap_sms)
@@ -257,6 +260,9 @@ def make_plan(s: Scenario, schedule: sched.Schedule | None = None) -> Plan:
     speed = whatif.device_factors(s.whatif, L.world)
     plan = Plan(s, L, topo, dev, ms, schedule, tuple(stages), symmetry.pipeline(L), float(p2p), grad_bytes, opt,
                 speed, schedule_params(s, L))
+    if s.training.fp8_params:
+        plan = dataclasses.replace(plan, gather_bytes={st.index: FP8.param_gather_bytes(m, st.params, st.layers, L.tp, True)
+                                                       for st in stages})
     return dataclasses.replace(plan, classes=choose_classes(plan))
 
 

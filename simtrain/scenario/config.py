@@ -121,6 +121,11 @@ class TrainingConfig:
     # "tensorwise", Megatron-Bridge's fp8_cs), "blockwise" (1x128 / 128x128 block scales,
     # DeepSeek-V3's scheme; Megatron's "blockwise", Megatron-Bridge's fp8_ss; Hopper only).
     fp8_recipe: str = "delayed"
+    # With precision = "fp8": the model's linear weights held only in FP8 (Transformer
+    # Engine's fp8_model_init; Megatron-Core's --fp8-param-gather, NeMo 2's fp8_params, on in
+    # its bf16_with_fp8_mixed recipe): no bf16 copy beside the FP8 weight and its transpose,
+    # and the distributed optimizer all-gathers them in FP8 (1 B instead of 2). Dense models.
+    fp8_params: bool = False
     # Gradient buffers and their data-parallel reduction: "fp32" (Megatron-LM's main_grad,
     # forced for bf16 runs) or "bf16" (torch FSDP's default reduce dtype, Megatron-Core's
     # --grad-reduce-in-bf16), or "fp16" (DeepSpeed ZeRO-1 of fp16 runs, 2021-2022: the fp16

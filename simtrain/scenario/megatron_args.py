@@ -25,6 +25,7 @@ engine options and, when no model flag is given, the model. `--set` applies afte
                      not model)        training.precision; --grad-reduce-in-bf16
     --fp8-format hybrid|e4m3            training.precision "fp8" (Transformer Engine's FP8
                                         linears; the rest stays as --bf16 says)
+    --fp8-param-gather                  training.fp8_params (with --fp8-format)
     --fp8-recipe delayed|tensorwise|blockwise   training.fp8_recipe "delayed" | "current" |
                                         "blockwise" (with --fp8-format; mxfp8, custom refused)
     --tp-comm-overlap                   engine.overlap_tp_comm
@@ -84,7 +85,7 @@ SWITCHES = {
     "--sequence-parallel", "--use-distributed-optimizer", "--overlap-grad-reduce", "--recompute-activations",
     "--swiglu", "--group-query-attention", "--disable-bias-linear", "--untie-embeddings-and-output-weights",
     "--use-flash-attn", "--bf16", "--fp16", "--tp-comm-overlap", "--grad-reduce-in-bf16", "--use-tp-pp-dp-mapping",
-    "--use-rotary-position-embeddings",
+    "--use-rotary-position-embeddings", "--fp8-param-gather",
 }
 MODEL_FLAGS = {
     "--num-layers", "--hidden-size", "--ffn-hidden-size", "--num-attention-heads", "--kv-channels",
@@ -331,6 +332,8 @@ def apply_megatron(data: dict[str, Any], flags: MegatronFlags) -> dict[str, Any]
     # the recipe applies with --fp8-format only (Megatron ignores it without)
     tr["fp8_recipe"] = k.get("--fp8-recipe", "delayed") if tr["precision"] == "fp8" else "delayed"
     tr["grad_precision"] = "bf16" if k.get("--grad-reduce-in-bf16") else "fp32"
+    if tr["precision"] == "fp8" and k.get("--fp8-param-gather"):
+        tr["fp8_params"] = True
     sch.update(name="" if per_stage else ("interleaved" if vp > 1 else "1f1b"), n=0, file="")
     eng["overlap_tp_comm"] = bool(k.get("--tp-comm-overlap"))
     data.setdefault("name", flags.name)

@@ -73,6 +73,7 @@ from simtrain.scenario.models import attention_linears, v_head_dim
 CAST_TRANSPOSE_BYTES = 5.2  # per element: read bf16, write FP8 + FP8 transpose (4 B) x1.3
 WEIGHT_CAST_BYTES = 5.2  # per parameter per step: the same cast-transpose of the weights
 FP8_WEIGHT_BYTES = 2.0  # resident per FP8-linear parameter: the FP8 weight and its transpose
+FP8_GATHER_BYTES = 1.0  # training.fp8_params: an FP8 weight all-gathered over data parallelism
 SCALE_KERNELS_PER_PASS = 1  # fused amax-reduction and scale update per layer forward/backward
 
 RECIPES = ("delayed", "current", "blockwise")
@@ -129,9 +130,15 @@ def recipe_of(precision: str) -> str:
     return precision[4:] if precision.startswith("fp8-") else "delayed"
 
 
-def check_fp8(dev: Device, precision: str, fp8_recipe: str = "delayed") -> None:
+def check_fp8(dev: Device, precision: str, fp8_recipe: str = "delayed", fp8_params: bool = False,
+              moe: bool = False) -> None:
     """One line when FP8 is asked of a device without FP8 tensor cores, or a recipe where
-    Transformer Engine does not run it, or a recipe without FP8."""
+    Transformer Engine does not run it, or a recipe (or FP8 weights) without FP8."""
+    if fp8_params and not is_fp8(precision):
+        raise bad("training.fp8_params", True, f"keeps the weights in FP8, but training.precision is {precision!r}",
+                  'set training.precision = "fp8", or remove training.fp8_params')
+    if fp8_params and moe:
+        raise bad("training.fp8_params", True, "is modelled for dense models only", "remove training.fp8_params")
     if is_fp8(precision) and dev.peak_fp8_flops <= 0:
         raise bad("training.precision", precision, f"device {dev.name} has no FP8 tensor cores",
                   'use training.precision = "bf16", or an H100, H200 or B200 (cluster.device)')
@@ -211,3 +218,13 @@ def activation_saving_bytes(model, seq_len: int, micro_batch: int, tp: int, sequ
     normed = 0 if "layernorm" in modules else 2 * h / (t if sp else 1)
     down = 0 if "mlp" in modules else f / t
     return tokens * (normed + q / t + down)
+
+
+def param_gather_bytes(model, params: float, layers: int, tp: int, fp8_params: bool) -> float:
+    """Bytes per parameter the distributed optimizer all-gathers for `params` parameters of
+    `layers` transformer layers on one TP rank: bf16 (2), or with training.fp8_params the
+    linear weights in FP8 (1) and the rest (norms, biases, embeddings) in bf16."""
+    if not fp8_params or params <= 0:
+        return 2.0
+    linear = min(params, layers * linear_params_per_layer(model) / max(1, tp))
+    return (FP8_GATHER_BYTES * linear + 2.0 * (params - linear)) / params

@@ -231,7 +231,10 @@ def estimate(plan: Any) -> MemoryReport:
         if fp8 and m.num_experts:  # the FP8 copies of every layer weight (norms are negligible)
             p += FP8.FP8_WEIGHT_BYTES * sum(st.params - (st.end_grad_bytes / plan.grad_bytes) for st in mine)
         elif fp8:  # the FP8 weights and their transposes, resident beside the bf16 ones
-            p += FP8.FP8_WEIGHT_BYTES * sum(st.layers for st in mine) * FP8.linear_params_per_layer(m) / L.tp
+            lin = sum(st.layers for st in mine) * FP8.linear_params_per_layer(m) / L.tp
+            p += FP8.FP8_WEIGHT_BYTES * lin
+            if s.training.fp8_params:  # ... or instead of them (training.fp8_params)
+                p -= PARAM_BYTES * lin / (shards if par.zero >= 3 else 1)
         acts = sched.actions.get(r, ())
         # Peak of the summed live bytes (layers + ends together: they are born and freed
         # with the same actions), then split in proportion for the report.
@@ -256,7 +259,9 @@ def estimate(plan: Any) -> MemoryReport:
             transient=transient, workspace=workspace, fragmentation=fragmentation * allocated,
         ))
     assumptions = (
-        ("FP8 (Transformer Engine): +2 B per linear weight, linear inputs saved in FP8; " if fp8 else "")
+        (("FP8 (Transformer Engine): linear weights in FP8 only (fp8_params), 2 B with their transposes, linear "
+          "inputs saved in FP8; " if s.training.fp8_params else
+          "FP8 (Transformer Engine): +2 B per linear weight, linear inputs saved in FP8; ") if fp8 else "")
         + (f"experts' states sharded over EP x EDP = {L.ep} x {L.edp}; " if m.num_experts else "")
         + f"mixed-precision Adam 2+{plan.grad_bytes}+{opt_bytes:g} B/param"
         + (" (bf16 moments)" if stack.optimizer_moments == "bf16" else "")
