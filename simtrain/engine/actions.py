@@ -56,7 +56,7 @@ class Engine(MoEActions, DeepSpeedPipe, Zero3Sync):
         self.net = FlowNetwork(self.env, plan.topology, free=eng.comm == "free")
         self.periodic = periodic_network(plan)
         self.comm = Comm(self.net, plan.topology, eng.collective_algo, plan.scenario.stack.collective_us * 1e-6,
-                         self.periodic)
+                         self.periodic, ring_ops=plan.scenario.stack.ring_gather_scatter)
         self.comm.alone = plan.classes.kind != "pipeline"
         self.records: list[Record] = []
         self.arrivals: dict[Hashable, simpy.Event] = {}

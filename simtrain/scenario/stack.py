@@ -218,6 +218,10 @@ class Stack:
     # zero3_persist_numel are gathered again after each optimizer step (DeepSpeed v0.3.x
     # _post_step -> _allgather_params; simtrain.workload.zero3.persistent_gather_seconds)
     zero3_persist_rank_ops: float = 0.0
+    # all-gather and reduce-scatter run as rings whatever their size (engine.collective_algo
+    # "auto"): the stack's NCCL has no other algorithm for them (NCCL 2.7-2.8, PyTorch 1.8's:
+    # src/graph/tuning.cc, `if (coll != ncclFuncAllReduce && a != NCCL_ALGO_RING) continue;`)
+    ring_gather_scatter: bool = False
     # Passes over the framework's contiguous gradient buffer, every step, over every gradient
     # the rank holds (not the optimizer's shard), at training.grad_precision bytes, on the
     # compute stream (simtrain.workload.kernels.GRAD_PASSES; simtrain.engine.plan.
