@@ -151,3 +151,23 @@ def test_ring_only_gathers_and_scatters():
     assert algo("all-reduce", True) == algo("all-reduce", False) != "ring"
     assert algo("all-gather", True, "hierarchical") == "hierarchical"
     assert _plan(S530).scenario.stack.ring_gather_scatter
+
+
+def test_list_gather_ends_after_its_copy_backs():
+    """The first gather of the step (530B QKV over 2,240 ranks, not prefetched) ends when
+    PyTorch 1.8's per-rank copy-backs have run: the collective (2.5 GB, ring over 2,240
+    ranks: tens of ms) outlasts the host's loop launching them (2,240 x 7 us = 15.68 ms), so
+    all 2,240 copies wait for it and then run one after another, each reading and writing
+    one rank's 561,738 fp16 elements at the A100's streaming bandwidth plus its per-kernel
+    overhead: the wait for the parameters ends 2,240 x that after the collective."""
+    from simtrain.engine.actions import Engine
+
+    plan = _plan(S530)
+    records = Engine(plan).run()
+    ag = min((r for r in records if r.stream == "comm" and r.label == "all-gather(zero3)"), key=lambda r: r.start)
+    wait = min((r for r in records if r.stream == "main" and r.label == "wait params"), key=lambda r: r.start)
+    dev = plan.device
+    part = math.ceil(20480 * 61440 / 2240)
+    one = 2 * 2 * part / (dev.hbm_bytes_per_s * dev.memory_efficiency) + dev.kernel_overhead_s
+    assert ag.end - ag.start > 2240 * 7e-6  # the collective outlasts the host's loop
+    assert wait.end == pytest.approx(ag.end + 2240 * one, rel=1e-9)

@@ -27,6 +27,7 @@ DeepSpeed's recomputed forward would wait for is waited for by the next backward
 
 from __future__ import annotations
 
+import math
 from typing import Generator
 
 import simpy
@@ -67,7 +68,8 @@ class Zero3Sync:
         ag = self._dp_launch(dev, "all-gather", t.numel * PARAM_BYTES, "all-gather(zero3)")
         done = env.event()
         ranks, gap = self.z3_ranks, self.z3_launch_s
-        one = memory_time(self.plan.device, 2 * t.numel * PARAM_BYTES / ranks)  # read + write one rank's part
+        # read + write one rank's part (DeepSpeed pads the tensor to a multiple of the ranks)
+        one = memory_time(self.plan.device, 2 * PARAM_BYTES * math.ceil(t.numel / ranks))
 
         def copied(_e: object = None) -> None:
             ta = env._now
