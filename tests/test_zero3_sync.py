@@ -73,23 +73,27 @@ def test_persistent_regather_after_the_step_by_hand():
 
 def _closed_form_step(plan) -> float:
     """The step with free communication, summed by pass from the code's order:
-    - forward and recomputed forward: per layer, the 4 gathers' host loops (2 operations per
-      rank each, the GPU idle: nothing else to overlap without communication time) and the
-      passes' compute;
+    - forward and recomputed forward: per layer, the 4 gathers' buffers zeroed and their host
+      loops (2 operations per rank each, the GPU idle: nothing else to overlap without
+      communication time) and the passes' compute;
     - backward: per layer 3 gathers' loops (fc2 kept) and, per tensor after the stage's
       first, max(its backward, the previous gradient's reduce-scatter loop of 3 operations
       per rank) since the fetch after it waits for that reduce-scatter; the first tensor's
       backward alone; the epilogue's reduce-scatter loop, the GPU idle;
     - the embedding / head work and the optimizer step (with the persistent re-gather)."""
-    s, st = plan.scenario, plan.stages[0]
+    s, st, dev = plan.scenario, plan.stages[0], plan.device
     lc, n = st.layer, s.parallel.dp
     g, r = n * 2 * 7e-6, n * 3 * 7e-6
     tensors = Z3.fetch_plan(s.model, s.parallel, s.stack)
-    fwd = st.layers * (4 * g + lc.fwd[0] + lc.fwd[1])
+    # each gathered buffer zeroed first: 2 bytes per element written, plus one kernel's overhead
+    zero = {t.numel: 2 * t.numel / (dev.hbm_bytes_per_s * dev.memory_efficiency) + dev.kernel_overhead_s
+            for t in tensors}
+    fwd = st.layers * (sum(g + zero[t.numel] for t in tensors) + lc.fwd[0] + lc.fwd[1])
     wg = lc.bwd_weight / 2
     order = [t for t in reversed(tensors)] * st.layers
     parts = [t.share * (lc.bwd_input[t.seg] + wg) for t in order]
-    bwd = st.layers * 3 * g + parts[0] + sum(max(p, r) for p in parts[1:]) + r
+    again = sum(g + zero[t.numel] for t in tensors if not t.kept)  # fc2 kept
+    bwd = st.layers * again + parts[0] + sum(max(p, r) for p in parts[1:]) + r
     ends = st.embed.fwd + st.head.fwd + st.head.bwd_input + st.head.bwd_weight + st.embed.bwd_weight
     return 2 * fwd + bwd + ends + plan.optimizer_s[0]
 
@@ -158,8 +162,9 @@ def test_list_gather_ends_after_its_copy_backs():
     PyTorch 1.8's per-rank copy-backs have run: the collective (2.5 GB, ring over 2,240
     ranks: tens of ms) outlasts the host's loop launching them (2,240 x 7 us = 15.68 ms), so
     all 2,240 copies wait for it and then run one after another, each reading and writing
-    one rank's 561,738 fp16 elements at the A100's streaming bandwidth plus its per-kernel
-    overhead: the wait for the parameters ends 2,240 x that after the collective."""
+    one rank's 561,738 fp16 elements (the tensor padded to a multiple of the ranks) at the
+    A100's streaming bandwidth plus its per-kernel overhead: the wait for the parameters ends
+    2,240 x that after the collective."""
     from simtrain.engine.actions import Engine
 
     plan = _plan(S530)

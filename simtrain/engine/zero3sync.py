@@ -57,13 +57,17 @@ class Zero3Sync:
         return {t.numel * PARAM_BYTES for t in self.z3}
 
     def _z3_gather(self, dev: int, t: Z3.Fetch, kind: str, lab: str, stage: int, mb: int) -> Proc:
-        """Launch one tensor's gather: the host loop before the call (the GPU waits), the
+        """Launch one tensor's gather: its buffer zeroed and the host loop before the call
+        (the GPU waits), the
         collective on the DP stream, the backend's copy-backs launched beside it (one per
         rank, `launch_us` apart). They run on the collective's stream once it ends: the
         gather is done when the last has run, at max(the host's last launch, the
         collective's end + the copies launched by then x each copy's GPU time)."""
         before, after = self.z3_host
-        yield from self._compute(dev, before, kind, lab, stage, mb)
+        # the gathered buffer zeroed (torch.zeros), then torch.cuda.synchronize() before the
+        # loop (partition_parameters.py:607-611): the memset's time is the host's wait too
+        yield from self._compute(dev, memory_time(self.plan.device, t.numel * PARAM_BYTES) + before, kind, lab,
+                                 stage, mb)
         env, t1 = self.env, self.env._now
         ag = self._dp_launch(dev, "all-gather", t.numel * PARAM_BYTES, "all-gather(zero3)")
         done = env.event()
