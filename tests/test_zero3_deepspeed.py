@@ -15,6 +15,9 @@ from simtrain.workload.costs import layer_cost
 
 SCENARIO = "megatron-sc21-t2-175b-zero3-1536"
 OFF = ["stack.zero3_gather_rank_ops=0", "stack.zero3_reduce_rank_ops=0"]
+# the host time folded into the layers' passes, as without synchronized fetches (the shipped
+# stack's engine path is checked in test_zero3_sync.py)
+LEGACY = ["stack.zero3_fetch_sync=false", "stack.zero3_persist_rank_ops=0"]
 
 
 def _plan(extra: list[str] | None = None):
@@ -45,14 +48,14 @@ def test_host_time_per_call_and_layer_cost_by_hand():
     in) = 32.256 ms. The layer's forward gains 4 gathers, its recomputation (the forward
     again) 4, its backward 3 gathers and 4 reduce-scatters, exactly, against the same
     stack without them."""
-    plan = _plan()
+    plan = _plan(LEGACY)
     s = plan.scenario
     g, r = 1536 * 2 * 7e-6, 1536 * 3 * 7e-6
     assert Z3.host_seconds(s.parallel, s.stack, 1, 0) == pytest.approx(g, rel=1e-12)
     assert Z3.host_seconds(s.parallel, s.stack, 0, 1) == pytest.approx(r, rel=1e-12)
     args = (s.model, s.parallel, plan.device, s.training.seq_len)
     with_ds = layer_cost(*args, stack=s.stack)
-    base = layer_cost(*args, stack=_plan(OFF).scenario.stack)
+    base = layer_cost(*args, stack=_plan(OFF + LEGACY).scenario.stack)
     assert sum(with_ds.fwd) - sum(base.fwd) == pytest.approx(4 * g, rel=1e-9)
     assert sum(with_ds.bwd_input) - sum(base.bwd_input) == pytest.approx(3 * g + 4 * r, rel=1e-9)
     assert with_ds.recompute - base.recompute == pytest.approx(4 * g, rel=1e-9)
@@ -65,8 +68,8 @@ def test_step_grows_by_the_host_time_the_gpu_waits_for():
     simulated step grows by that, less the data-parallel traffic the longer passes now hide
     (at most the exposed DP time of the run without them)."""
     from simtrain.analysis.run import simulate_plan
-    plain = simulate_plan(_plan(OFF))
-    ds = simulate_plan(_plan())
+    plain = simulate_plan(_plan(OFF + LEGACY))
+    ds = simulate_plan(_plan(LEGACY))
     hand = 96 * (11 * 1536 * 2 + 4 * 1536 * 3) * 7e-6
     grow = ds.step_time_s - plain.step_time_s
     assert hand - plain.breakdown["dp"] - 1e-6 <= grow <= hand + 1e-6
@@ -97,12 +100,16 @@ def test_negative_key_refused_with_one_line():
 
 def test_report_says_how_much_compute_is_the_gpu_waiting_for_the_host():
     """The breakdown books the host's loop as compute (it holds the main stream); the
-    report and the JSON say how much: 96 layers x 365.6 ms, as hand-counted above."""
+    report and the JSON say how much: 96 layers x 365.6 ms, as hand-counted above. With
+    synchronized fetches the reduce-scatters' loops run beside the backward: only the 11
+    gathers' loops per layer (96 x 11 x 21.504 ms) are the GPU waiting."""
     from simtrain.analysis.report import text_report
     from simtrain.analysis.run import simulate_plan
-    r = simulate_plan(_plan())
+    r = simulate_plan(_plan(LEGACY))
     hand = 96 * (11 * 1536 * 2 + 4 * 1536 * 3) * 7e-6
     assert r.to_dict()["host_wait_s"] == pytest.approx(hand, rel=1e-9)
     assert "waiting for the host" in text_report(r)
-    plain = simulate_plan(_plan(OFF))
+    synced = simulate_plan(_plan())
+    assert synced.to_dict()["host_wait_s"] == pytest.approx(96 * 11 * 1536 * 2 * 7e-6, rel=1e-9)
+    plain = simulate_plan(_plan(OFF + LEGACY))
     assert "host_wait_s" not in plain.to_dict() and "waiting for the host" not in text_report(plain)

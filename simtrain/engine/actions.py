@@ -1,28 +1,26 @@
 """The simpy engine: runs the plan's per-rank action lists over the flow network.
 
 One simpy process per simulated device walks its pipeline rank's action list in order:
-- F: wait for the activation from the previous virtual stage (point-to-point transfer
-  along the topology), run the stage's layers (compute segments separated by TP
-  collectives), send the activation on.
+- F: wait for the activation from the previous virtual stage (point-to-point transfer along
+  the topology), run the stage's layers (compute segments separated by TP collectives),
+  send the activation on.
 - B: wait for the gradient from the next virtual stage, recompute if configured, run the
   layers backwards; Megatron overlaps each TP all-reduce of input gradients with the
   weight-gradient GEMMs, so only the excess is exposed. Send the gradient back. During a
-  stage's last backward its gradients are reduced over the DP group in buckets on a
-  separate stream, overlapped with the remaining backward work.
+  stage's last backward its gradients are reduced over the DP group in buckets on a separate
+  stream, overlapped with the remaining backward work.
 - W (zero-bubble schedules): the weight-gradient GEMMs alone.
-Then wait for the DP reductions, run the optimizer. With a distributed optimizer the
-updated parameters are all-gathered on the DP stream at the start of the (next) step,
-overlapped with the forward pass until a chunk's first forward needs them.
-
-Every interval of a device's main stream is recorded as compute (F, B, W, R, opt) or as a
-wait (tp, pp, dp, bubble): a wait for a pipeline neighbour counts as `pp` while the
-neighbour's transfer is in flight and as `bubble` before it has started.
+Then wait for the DP reductions, run the optimizer. With a distributed optimizer the updated
+parameters are all-gathered on the DP stream at the start of the (next) step, overlapped
+with the forward pass until a chunk's first forward needs them. (DeepSpeed v0.3.x's ZeRO-3:
+simtrain.engine.zero3sync.) Every interval of a device's main stream is recorded as compute
+(F, B, W, R, opt) or as a wait (tp, pp, dp, bubble): a wait for a pipeline neighbour counts
+as `pp` while the neighbour's transfer is in flight and as `bubble` before it has started.
 """
 
 from __future__ import annotations
 
 import time
-
 from collections import defaultdict
 from typing import Callable, Hashable
 
@@ -37,6 +35,7 @@ from simtrain.engine.primitives import Proc
 from simtrain.engine.steps import rank_steps
 from simtrain.engine.symmetry import periodic_network
 from simtrain.engine.timeline import Record
+from simtrain.engine.zero3sync import Zero3Sync
 from simtrain.network.comm import Comm
 from simtrain.network.flows import FlowNetwork
 from simtrain.scenario.layout import Coord
@@ -46,7 +45,7 @@ from simtrain.schedule import Action
 PROGRESS_EVERY = 50_000  # events between progress reports
 
 
-class Engine(MoEActions, DeepSpeedPipe):
+class Engine(MoEActions, DeepSpeedPipe, Zero3Sync):
     """Walks each simulated device's action list (forward, backward, weight) on top of the
     primitives in `simtrain.engine.primitives`; `run()` returns the flat timeline records."""
 
@@ -57,7 +56,7 @@ class Engine(MoEActions, DeepSpeedPipe):
         self.net = FlowNetwork(self.env, plan.topology, free=eng.comm == "free")
         self.periodic = periodic_network(plan)
         self.comm = Comm(self.net, plan.topology, eng.collective_algo, plan.scenario.stack.collective_us * 1e-6,
-                         self.periodic)
+                         self.periodic, ring_ops=plan.scenario.stack.ring_gather_scatter)
         self.comm.alone = plan.classes.kind != "pipeline"
         self.records: list[Record] = []
         self.arrivals: dict[Hashable, simpy.Event] = {}
@@ -80,12 +79,11 @@ class Engine(MoEActions, DeepSpeedPipe):
         self.overlap_grad = par.overlap_grad_reduce
         self.overlap_tp = plan.scenario.engine.overlap_tp_comm
         self.async_tp = plan.scenario.engine.async_tp_backward
-        # Sequence parallelism changes the backward's TP traffic (Korthikanti et al. 2022 §4.2.2;
-        # Megatron-LM's LinearWithGradAccumulationAndAsyncCommunication): the row-parallel
-        # linear's backward must all-gather its sequence-sharded output gradient before any
-        # GEMM can start (exposed), and the column-parallel linear reduce-scatters its input
-        # gradient alongside the weight-gradient GEMM. Without SP the one all-reduce of the
-        # input gradient runs alongside the weight-gradient GEMM.
+        # Sequence parallelism changes the backward's TP traffic (Korthikanti et al. 2022
+        # §4.2.2; Megatron-LM's LinearWithGradAccumulationAndAsyncCommunication): the
+        # row-parallel linear's backward must all-gather its sequence-sharded output gradient
+        # before any GEMM can start (exposed), and the column-parallel linear reduce-scatters
+        # its input gradient alongside the weight-gradient GEMM (without SP, one all-reduce).
         self.sp = plan.scenario.parallel.sequence_parallel and plan.layout.tp > 1
         self.tp_split: dict[int, tuple[float, float]] = {}  # coalesced SP: (all-gather, reduce-scatter) s
         self.async_p2p = plan.scenario.engine.async_p2p
@@ -116,16 +114,18 @@ class Engine(MoEActions, DeepSpeedPipe):
         self._programs: dict[Hashable, object] = {}  # (simtrain.engine.program)
         # critical-path bookkeeping: who sent what, and which wait ended because of whom
         self.sender: dict[Hashable, int] = {}
-        # device -> {end of a wait: (whom it waited for, when)}: a dict per device (one dict of
-        # (device, time) keys grows to millions in per-rank runs: slower to fill)
+        # device -> {end of a wait: (whom it waited for, when)}: a dict per device (one dict
+        # of (device, time) keys grows to millions in per-rank runs: slower to fill)
         self.waited_on: dict[int, dict[float, tuple[int, float]]] = defaultdict(dict)
         self.last_arrival: dict[Hashable, int] = {}
         self.dp_dim = "dpcp" if L.cp > 1 else "dp"
         self.cp_ring = par.cp_algo == "ring"
-        # torch-style FSDP: per-layer parameter all-gather in forward and backward and a
-        # per-micro-batch gradient reduce-scatter; Llama 3's variant (parameters kept after the
-        # forward) communicates like the distributed optimizer (zero = 1).
+        # torch-style FSDP: per-layer parameter all-gather in forward and backward and a per-
+        # micro-batch gradient reduce-scatter; Llama 3's variant (parameters kept after the
+        # forward) communicates like the distributed optimizer (zero = 1). DeepSpeed v0.3.x:
+        # per-tensor synchronized fetches instead (simtrain.engine.zero3sync)
         self.fsdp = par.zero == 3 and par.reshard_after_forward and L.dp * L.cp > 1
+        self._z3_init(plan)
         self._moe_init()
 
     # ---- helpers ------------------------------------------------------------------------
@@ -145,8 +145,8 @@ class Engine(MoEActions, DeepSpeedPipe):
         return hit
 
     def forward(self, dev: int, st: StageWork, a: Action, kind: str = "F") -> Proc:
-        if st.moe is not None:  # mixture of experts: simtrain.engine.moe_actions
-            yield from self.moe_forward(dev, st, a, kind)
+        if st.moe is not None or self.z3:  # mixture of experts (moe_actions), DeepSpeed v0.3.x ZeRO-3 (zero3sync)
+            yield from (self.moe_forward if st.moe is not None else self._z3_forward)(dev, st, a, kind)
             return
         lab = self._label(a) if kind == "F" else f"R{a.microbatch}"
         lc, mb = st.layer, a.microbatch
@@ -192,8 +192,8 @@ class Engine(MoEActions, DeepSpeedPipe):
     def backward(self, dev: int, st: StageWork, a: Action, with_weight: bool, last: bool) -> Proc:
         """Input-gradient (and weight-gradient unless split) backward of one micro-batch.
         `last`: the stage's final backward, during which its gradients become ready."""
-        if st.moe is not None:
-            yield from self.moe_backward(dev, st, a, with_weight, last)
+        if st.moe is not None or self.z3:  # (moe_actions, zero3sync)
+            yield from (self.moe_backward if st.moe is not None else self._z3_backward)(dev, st, a, with_weight, last)
             return
         lab = self._label(a)
         lc, mb = st.layer, a.microbatch

@@ -27,6 +27,9 @@ class DataParallelStream:
         if self.fsdp:
             out["all-gather"] = {st.grad_bytes_per_layer / plan.grad_bytes * 2 for st in mine}
             out["reduce-scatter"] = out.get("reduce-scatter", set()) | {st.grad_bytes_per_layer for st in mine}
+            if self.z3:  # DeepSpeed v0.3.x's per-tensor calls (simtrain.engine.zero3sync)
+                out["all-gather"] |= self._z3_sizes()
+                out["reduce-scatter"] |= self._z3_sizes()
         if not self.overlap_grad:
             total = sum(sum(_layer_grads(st)) + st.end_grad_bytes for st in mine)
             if total > 0:

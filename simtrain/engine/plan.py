@@ -35,6 +35,7 @@ from simtrain.workload.costs import (EndCost, LayerCost, embedding_cost, grad_bu
 from simtrain.workload.flops import ModelStats, attended_length, stats
 from simtrain.workload.moe import MoECost, check_imbalance, expert_params_per_layer, moe_layer_costs
 from simtrain.workload import fp8 as FP8
+from simtrain.workload import zero3 as Z3
 from simtrain.workload.compute import memory_time
 from simtrain.workload.memory import grad_element_bytes
 
@@ -253,8 +254,9 @@ def make_plan(s: Scenario, schedule: sched.Schedule | None = None) -> Plan:
         params = sum(st.params - st.expert_params for st in stages if schedule.placement[st.index] == r)
         experts = sum(st.expert_params for st in stages if schedule.placement[st.index] == r)
         opt[r] = optimizer_time(dev, params / shard + experts / eshard, s.stack)
+        held = sum(st.layers for st in stages if schedule.placement[st.index] == r)  # (DeepSpeed v0.3.x ZeRO-3)
+        opt[r] += Z3.persistent_gather_seconds(m, s.parallel, s.stack, held)
         if FP8.is_fp8(s.training.precision):  # FP8 weight copies cast once per step
-            held = sum(st.layers for st in stages if schedule.placement[st.index] == r)
             opt[r] += FP8.weight_cast_seconds(dev, held * FP8.linear_params_per_layer(m) / L.tp, s.training.fp8_recipe)
     p2p = s.parallel.micro_batch * (s.training.seq_len // L.cp) * m.hidden_size * 2 / L.tp
     speed = whatif.device_factors(s.whatif, L.world)

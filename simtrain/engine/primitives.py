@@ -77,7 +77,7 @@ class Primitives(Spans, DataParallelStream):
             self.periodic = None
             self.net = FlowNetwork(self.env, self.plan.topology)
             self.comm = Comm(self.net, self.plan.topology, self.plan.scenario.engine.collective_algo,
-                             self.comm.call_latency_s)
+                             self.comm.call_latency_s, ring_ops=self.comm.ring_ops)
             self.comm.alone = self.classes.kind != "pipeline"
             self._phases.clear()
             self._a2a.clear()  # (the expert all-to-alls: simtrain.engine.moe_actions)

@@ -91,8 +91,11 @@ class Comm:
     raises NotPeriodic (build a Comm without it)."""
 
     def __init__(self, net: FlowNetwork, topo: Topology, algo: str = "auto", call_latency_s: float = 0.0,
-                 periodic: Periodic | None = None, mixed: bool = False):
+                 periodic: Periodic | None = None, mixed: bool = False, ring_ops: bool = False):
         self.net, self.topo, self.algo, self.periodic = net, topo, algo, periodic
+        # ring_ops: under `auto`, all-gather and reduce-scatter run as rings (the software
+        # stack's NCCL has no other algorithm for them: stack.ring_gather_scatter)
+        self.ring_ops = ring_ops
         self.call_latency_s = call_latency_s
         # mixed: route a phase that is not invariant in full instead of raising NotPeriodic
         # (only for callers whose bundles never share the network, e.g. the nccl bench)
@@ -109,7 +112,7 @@ class Comm:
     def fork(self, net: FlowNetwork) -> "Comm":
         """A Comm on another flow network (e.g. a fresh simpy Environment) that reuses the
         phase shapes and link loads computed so far instead of routing them again."""
-        other = Comm(net, self.topo, self.algo, self.call_latency_s, self.periodic, self.mixed)
+        other = Comm(net, self.topo, self.algo, self.call_latency_s, self.periodic, self.mixed, self.ring_ops)
         other.alone = self.alone
         other._shapes, other._loads, other._solo = dict(self._shapes), dict(self._loads), dict(self._solo)
         other._pair_loads = dict(self._pair_loads)
@@ -180,6 +183,8 @@ class Comm:
     def collective(self, op: str, group: Sequence[int], size: float, copies: Sequence[int] = (0,), algo: str | None = None) -> tuple[str, list[NetPhase]]:
         group, copies = tuple(group), tuple(copies)
         algo = algo or self.algo
+        if algo == "auto" and self.ring_ops and op in ("all-gather", "reduce-scatter"):
+            algo = "ring"
         ckey = (op, group, copies, size, algo)
         hit = self._cache.get(ckey)
         if hit:

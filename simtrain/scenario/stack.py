@@ -210,6 +210,23 @@ class Stack:
     # a gathered tensor used again within this many elements of other parameters is kept,
     # not gathered again (DeepSpeed stage3_max_reuse_distance)
     zero3_reuse_numel: float = 0.0
+    # each sub-module's parameters fetched with the device drained (DeepSpeed v0.3.x
+    # fetch_sub_module / _synchronize_communication): a gather not prefetched is exposed, a
+    # prefetched one overlaps only the previous sub-module's compute, a gradient's
+    # reduce-scatter only the next sub-module's backward (simtrain.engine.zero3sync). False:
+    # torch FSDP's layer gathers prefetched a layer ahead on the DP stream.
+    zero3_fetch_sync: bool = False
+    # with zero3_fetch_sync: the next tensor is prefetched only while the gathered parameters
+    # number fewer than this (DeepSpeed stage3_max_live_parameters)
+    zero3_max_live_numel: float = 0.0
+    # host tensor operations per (whole tensor, rank holding part of it) when the tensors under
+    # zero3_persist_numel are gathered again after each optimizer step (DeepSpeed v0.3.x
+    # _post_step -> _allgather_params; simtrain.workload.zero3.persistent_gather_seconds)
+    zero3_persist_rank_ops: float = 0.0
+    # all-gather and reduce-scatter run as rings whatever their size (engine.collective_algo
+    # "auto"): the stack's NCCL has no other algorithm for them (NCCL 2.7-2.8, PyTorch 1.8's:
+    # src/graph/tuning.cc, `if (coll != ncclFuncAllReduce && a != NCCL_ALGO_RING) continue;`)
+    ring_gather_scatter: bool = False
     # Passes over the framework's contiguous gradient buffer, every step, over every gradient
     # the rank holds (not the optimizer's shard), at training.grad_precision bytes, on the
     # compute stream (simtrain.workload.kernels.GRAD_PASSES; simtrain.engine.plan.
@@ -239,7 +256,8 @@ TP_OVERLAP_GEMMS = ("qkv_dgrad", "qkv_wgrad", "fc1_dgrad", "fc1_wgrad", "qkv_fpr
 MIN_SUSTAINED = 0.05
 NON_NEGATIVE = ("launch_us", "collective_us", "fsdp_unit_us", "workspace_gib", "fragmentation", "loss_logit_bytes",
                 "train_metric_ce_passes",
-                "grad_accum_bytes", "zero3_gather_rank_ops", "zero3_reduce_rank_ops", "zero3_persist_numel", "zero3_reuse_numel")
+                "grad_accum_bytes", "zero3_gather_rank_ops", "zero3_reduce_rank_ops", "zero3_persist_numel", "zero3_reuse_numel",
+                "zero3_max_live_numel", "zero3_persist_rank_ops")
 
 
 def check_stack(stack: Stack, where: str) -> Stack:

@@ -25,6 +25,7 @@ from simtrain.scenario.models import ModelConfig, attention_linears, qk_head_dim
 from simtrain.scenario.stack import Stack
 from simtrain.workload import ops as O
 from simtrain.workload import recompute as R
+from simtrain.workload import zero3 as Z3
 from simtrain.workload.compute import gemm_flops, gemm_time
 from simtrain.workload.kernels import GRAD_PASSES, OPTIMIZER_BYTES, OPTIMIZER_KERNELS, UNMEASURED_OVERHEAD
 from simtrain.workload.compute import memory_time
@@ -74,7 +75,9 @@ def layer_cost(model: ModelConfig, par: ParallelConfig, dev: Device, seq_len: in
     # GPU work scaled when the host's launches bound it; "host" ops (time the GPU waits for
     # the host with the device drained, simtrain.workload.zero3) add on top
     gpu = tuple(o for o in ops if o.kind != "host")
-    host = tuple(o for o in ops if o.kind == "host")
+    # (with synchronized ZeRO-3 fetches the engine charges the list collectives' host time
+    # around each call: simtrain.engine.zero3sync)
+    host = () if Z3.sync(par, stack) else tuple(o for o in ops if o.kind == "host")
     fwd = tuple(kf * O.seconds(gpu, "fwd", i) + O.seconds(host, "fwd", i) for i in (0, 1))
     bwd = tuple(kb * O.seconds(gpu, "bwd", i) + O.seconds(host, "bwd", i) for i in (0, 1))
     wgrad = kb * O.seconds(ops, "wgrad")
@@ -117,6 +120,11 @@ def layer_cost(model: ModelConfig, par: ParallelConfig, dev: Device, seq_len: in
     # (MLA: each head's up-projected key of d_qk and value of d_v)
     cp_bytes = float(b * seq_len * kv_heads * (qk_head_dim(model) + v_head_dim(model)) * BF16) if cp > 1 else 0.0
     host_wait = O.seconds(host, "fwd") + O.seconds(host, "bwd") + (O.seconds(host, "fwd") if par.recompute == "full" else 0.0)
+    if Z3.sync(par, stack) and Z3.applies(par, stack):  # the gathers' host loops (the reduce-scatters' run beside the backward)
+        calls = Z3.calls_per_segment(model, par, stack)
+        g = sum(Z3.gather_host_seconds(par, stack))
+        fg = sum(calls[("fwd", i)][0] for i in (0, 1))
+        host_wait = g * (fg * (2 if par.recompute == "full" else 1) + sum(calls[("bwd", i)][0] for i in (0, 1)))
     return LayerCost(fwd, bwd, wgrad, recompute, tp_bytes, model_flops, recompute_flops, cp_bytes, att_f, att_b,
                      (kf, kb), host_wait)
 
