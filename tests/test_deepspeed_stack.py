@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from simtrain.engine.actions import Engine
-from simtrain.engine.plan import TENSORS_PER_LAYER, grad_accum_seconds
+from simtrain.engine.gradwork import TENSORS_PER_LAYER, grad_accum_seconds
 from simtrain.engine.plan import make_plan
 from simtrain.scenario.config import load_scenario
 

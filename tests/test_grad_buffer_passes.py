@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from simtrain.engine.actions import Engine
-from simtrain.engine.plan import bucket_params, grad_buffer_passes, make_plan
+from simtrain.engine.gradwork import bucket_params, grad_buffer_passes
+from simtrain.engine.plan import make_plan
 from simtrain.hardware.devices import get_device
 from simtrain.scenario.config import load_scenario
 from simtrain.scenario.errors import SimtrainError

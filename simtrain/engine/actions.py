@@ -12,8 +12,7 @@ One simpy process per simulated device walks its pipeline rank's action list in 
 - W (zero-bubble schedules): the weight-gradient GEMMs alone.
 Then wait for the DP reductions, run the optimizer. With a distributed optimizer the updated
 parameters are all-gathered on the DP stream at the start of the (next) step, overlapped
-with the forward pass until a chunk's first forward needs them. (DeepSpeed v0.3.x's ZeRO-3:
-simtrain.engine.zero3sync.) Every interval of a device's main stream is recorded as compute
+with the forward pass until a chunk's first forward needs them (ZeRO-3 of 2021: zero3sync). Every interval of a device's main stream is recorded as compute
 (F, B, W, R, opt) or as a wait (tp, pp, dp, bubble): a wait for a pipeline neighbour counts
 as `pp` while the neighbour's transfer is in flight and as `bubble` before it has started.
 """
@@ -30,7 +29,8 @@ from simtrain.engine.gcpause import paused_gc
 from simtrain.engine.loop import Arrivals, drain, drain_reporting
 from simtrain.engine.moe_actions import MoEActions
 from simtrain.engine.dspipe import PIPE_COPIES, DeepSpeedPipe
-from simtrain.engine.plan import Plan, StageWork, bucket_params, grad_accum_seconds, grad_buffer_passes
+from simtrain.engine.gradwork import bucket_params, grad_accum_seconds, grad_buffer_passes
+from simtrain.engine.plan import Plan, StageWork
 from simtrain.engine.primitives import Proc
 from simtrain.engine.steps import rank_steps
 from simtrain.engine.symmetry import periodic_network
