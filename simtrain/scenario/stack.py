@@ -185,6 +185,14 @@ class Stack:
     # foreach_reduce_scatter_copy_in, then current_stream.wait_event(copy_in_event) or
     # wait_stream(reduce_scatter_stream)): once per layer and micro-batch (simtrain.workload.ops)
     fsdp_grad_copy_in: bool = False
+    # FSDP1 (FullyShardedDataParallel with a FlatParameter per unit): the forward uses the
+    # original parameters as autograd-tracked views split out of the unsharded flat parameter
+    # (torch.split), so autograd assembles the flat parameter's gradient from the views'
+    # gradients with split_with_sizes_backward, one torch.cat in the parameter dtype (bf16:
+    # read 2 B, write 2 B per element) on the compute stream, once per unit and micro-batch
+    # at the end of its backward (simtrain.workload.ops). ZeRO-2 and -3 (SHARD_GRAD_OP,
+    # FULL_SHARD) with DP > 1 only. FSDP2 has no flat parameter (fsdp_grad_copy_in instead).
+    fsdp_flat_grad_copy: bool = False
     # The Q, K, V projections (and a gated MLP's gate and up projections) are separate
     # nn.Linear modules reading one input (torchtitan's Attention wq, wk, wv and FeedForward
     # w1, w3): eager autograd sums their input gradients one add per extra consumer
