@@ -63,3 +63,61 @@ def test_flat_gradient_cat_under_shard_grad_op_and_not_without_sharding() -> Non
     # other stacks do not have it (FSDP2's torchtitan has its own copy-in instead)
     from simtrain.scenario.stack import Stack
     assert not Stack().fsdp_flat_grad_copy
+
+
+# ---- Composer's per-step syncs (stack.step_sync_collectives, step_metric_states) ----------
+
+CASE_SMALL = "mpt-125m-a100-40g-128gpu-s2048-mb26"  # 128 A100s, one micro-batch per step
+
+
+def _run_case(name, **stack):
+    from simtrain.engine.actions import Engine
+    from simtrain.engine.plan import make_plan
+
+    s = _case(name)
+    s = dataclasses.replace(s, stack=dataclasses.replace(s.stack, **stack))
+    plan = make_plan(s)
+    recs = Engine(plan).run()
+    return plan, recs, max(r.end for r in recs)
+
+
+def test_composer_step_syncs_cost_two_launches_per_rank_per_metric_state() -> None:
+    plan, recs, step = _run_case(CASE_SMALL)
+    s = plan.scenario
+    assert (s.stack.step_sync_collectives, s.stack.step_metric_states) == (3, 4)
+    n = plan.layout.dp
+    assert n == 128
+    rank = plan.simulated[0]
+    mine = [r for r in recs if r.device == rank and r.stream == "main"]
+    # hand calculation: each of the 4 metric states (LanguageCrossEntropy and
+    # LanguagePerplexity, sum_loss and total_items) launches 128 zeros_like and 128 copies at
+    # 7 us: 2 x 128 x 7 us = 1.792 ms per state, 7.168 ms per step
+    host = [r for r in mine if r.label in ("metric sync zeros_like", "metric sync copies")]
+    assert len(host) == 8
+    assert all(r.end - r.start == pytest.approx(128 * 7e-6, rel=1e-9) for r in host)
+    assert sum(r.end - r.start for r in host) == pytest.approx(7.168e-3, rel=1e-9)
+    # all after the optimizer step, in the step's critical path
+    opt_end = max(r.end for r in mine if r.label == "optimizer")
+    assert min(r.start for r in host) >= opt_end
+    # 3 + 4 barriers all-reduced and 4 all-gathers on the DP stream, each waited for
+    comm = [r for r in recs if r.device == rank and r.stream == "comm"]
+    assert sum(r.label == "step sync(dp)" for r in comm) == 3
+    assert sum(r.label == "metric barrier(dp)" for r in comm) == 4
+    gathers = [r for r in comm if r.label == "metric all-gather(dp)"]
+    assert len(gathers) == 4 and all(r.nbytes == 128 * 4 for r in gathers)
+    # the step grows by the host launches plus the tiny collectives' latency (each under
+    # 1 ms on 16 nodes), nothing else
+    _, _, base = _run_case(CASE_SMALL, step_sync_collectives=0, step_metric_states=0)
+    waits = sum(r.end - r.start for r in mine if r.label == "step sync")
+    assert step - base == pytest.approx(7.168e-3 + waits, rel=1e-6)
+    assert 0 < waits < 11 * 1e-3
+
+
+def test_composer_step_syncs_grow_with_the_ranks() -> None:
+    """Same work per GPU on 16 and 128 ranks: the launches scale 8x (0.896 ms -> 7.168 ms)."""
+    _, _, t16 = _run_case("mpt-125m-a100-40g-16gpu-s2048-mb26")
+    _, _, b16 = _run_case("mpt-125m-a100-40g-16gpu-s2048-mb26", step_sync_collectives=0, step_metric_states=0)
+    _, _, t128 = _run_case(CASE_SMALL)
+    _, _, b128 = _run_case(CASE_SMALL, step_sync_collectives=0, step_metric_states=0)
+    assert t16 - b16 >= 8 * 16 * 7e-6 and t128 - b128 >= 8 * 128 * 7e-6
+    assert (t128 - b128) - (t16 - b16) == pytest.approx(8 * (128 - 16) * 7e-6, rel=0.25)

@@ -222,6 +222,16 @@ class Stack:
     # with Megatron-LM's defaults. Empty: none (a framework that frees its gradients, or whose
     # passes are not modelled).
     grad_buffer_passes: tuple[str, ...] = ()
+    # The trainer's bookkeeping after optimizer.step(), every step, on the step's critical
+    # path (simtrain.engine.dpstream): `step_sync_collectives` tiny host-synchronous
+    # collectives over the data-parallel group (a loss all-reduce and .item(), ...), and
+    # `step_metric_states` scalar metric states each synchronised by torchmetrics'
+    # gather_all_tensors: a barrier (a one-element all-reduce the host waits for), one
+    # torch.zeros_like per rank of the group, an all_gather into that list of tensors, which
+    # ProcessGroupNCCL copies out tensor by tensor: 2 x DP kernel launches (`launch_us` each)
+    # per state, a cost that grows with the number of ranks. 0: not modelled.
+    step_sync_collectives: int = 0
+    step_metric_states: int = 0
 
 
 STACK_CHOICES = {
@@ -240,7 +250,7 @@ TP_OVERLAP_GEMMS = ("qkv_dgrad", "qkv_wgrad", "fc1_dgrad", "fc1_wgrad", "qkv_fpr
 # a typo (it would yield a step of centuries), refused.
 MIN_SUSTAINED = 0.05
 NON_NEGATIVE = ("launch_us", "collective_us", "fsdp_unit_us", "workspace_gib", "fragmentation", "loss_logit_bytes",
-                "train_metric_ce_passes",
+                "train_metric_ce_passes", "step_sync_collectives", "step_metric_states",
                 "grad_accum_bytes", "zero3_gather_rank_ops", "zero3_reduce_rank_ops", "zero3_persist_numel", "zero3_reuse_numel")
 
 
