@@ -373,9 +373,7 @@ class Engine(MoEActions, DeepSpeedPipe, Zero3Sync):
         self._launch_deferred(dev)
         yield from self._wait_dp(dev, "wait dp")
         yield from self._compute(dev, plan.optimizer_s[c.pp], "opt", "optimizer", -1, -1)
-        if self._gathers_params() and self.gather_in_step:  # inside optimizer.step(), exposed
-            self._param_gathers(dev, c.pp, first_ready=False)
-            yield from self._wait_dp(dev, "wait params")
+        yield from self._step_end(dev, c.pp)  # in-step parameter gathers, the trainer's syncs (dpstream)
         self.done_at[dev] = self.env._now
 
     def run(self, progress: Callable[[float, int], None] | None = None) -> list[Record]:

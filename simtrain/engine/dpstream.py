@@ -13,6 +13,9 @@ from simpy.events import URGENT
 from simtrain.engine.plan import StageWork
 
 Proc = Generator[simpy.Event, object, None]
+# a host-synchronous bookkeeping collective's payload per rank: one scalar (a loss, a metric
+# state), 4 bytes (stack.step_sync_collectives, step_metric_states)
+SYNC_BYTES = 4.0
 
 
 class DataParallelStream:
@@ -55,6 +58,11 @@ class DataParallelStream:
                 gathers.add(first * 2)
                 if dense > first:
                     gathers.add((dense - first) * 2)
+        stack, n = plan.scenario.stack, plan.layout.dp * plan.layout.cp
+        if stack.step_sync_collectives or stack.step_metric_states:  # (_step_syncs)
+            out.setdefault("all-reduce", set()).add(SYNC_BYTES)
+            if stack.step_metric_states:
+                out.setdefault("all-gather", set()).add(n * SYNC_BYTES)
         return {op: {x for x in sizes if x > 0} for op, sizes in out.items()}
 
     def _dp_launch(self, dev: int, op: str, size: float, label: str, on_done: simpy.Event | None = None,
@@ -128,6 +136,40 @@ class DataParallelStream:
             self._param_gathers(dev, pp_rank, first_ready=True)
         if self.grad_passes is not None:
             yield from self._compute(dev, self.grad_passes.zero_s.get(pp_rank, 0.0), "opt", "zero grad buffer", -1, -1)
+
+    def _step_end(self, dev: int, pp_rank: int) -> Proc:
+        """After optimizer.step(): the parameter all-gathers of stack.param_gather = "in-step"
+        (exposed), then the trainer's per-step syncs (`_step_syncs`)."""
+        if self._gathers_params() and self.gather_in_step:  # inside optimizer.step(), exposed
+            self._param_gathers(dev, pp_rank, first_ready=False)
+            yield from self._wait_dp(dev, "wait params")
+        yield from self._step_syncs(dev)
+
+    def _step_syncs(self, dev: int) -> Proc:
+        """The trainer's bookkeeping every step (stack.step_sync_collectives,
+        step_metric_states; stacks/llm-foundry.toml: Composer's loss and time all-reduces and
+        its training metrics' torchmetrics sync), each collective waited for by the host, so
+        on the critical path with the device drained. A metric state: the barrier, one
+        zeros_like launch per rank, then the all-gather of one element per rank while the
+        host launches ProcessGroupNCCL's copy per rank."""
+        stack, n = self.plan.scenario.stack, self.plan.layout.dp * self.plan.layout.cp
+        if n <= 1:
+            return
+        launches = n * stack.launch_us * 1e-6
+        for _ in range(stack.step_sync_collectives):
+            yield from self._wait_one(dev, self._dp_launch(dev, "all-reduce", SYNC_BYTES, "step sync(dp)"))
+        for _ in range(stack.step_metric_states):
+            yield from self._wait_one(dev, self._dp_launch(dev, "all-reduce", SYNC_BYTES, "metric barrier(dp)"))
+            yield from self._compute(dev, launches, "opt", "metric sync zeros_like", -1, -1)
+            gather = self._dp_launch(dev, "all-gather", n * SYNC_BYTES, "metric all-gather(dp)")
+            yield from self._compute(dev, launches, "opt", "metric sync copies", -1, -1)
+            yield from self._wait_one(dev, gather)
+
+    def _wait_one(self, dev: int, ev: simpy.Event) -> Proc:
+        if not ev.processed:
+            t0 = self.env._now
+            yield ev
+            self._rec(dev, "dp", "step sync", t0)
 
     def _launch_deferred(self, dev: int) -> None:
         """Without overlap: every gradient reduced after the backward pass, in one call (and

@@ -190,6 +190,14 @@ class Stack:
     # foreach_reduce_scatter_copy_in, then current_stream.wait_event(copy_in_event) or
     # wait_stream(reduce_scatter_stream)): once per layer and micro-batch (simtrain.workload.ops)
     fsdp_grad_copy_in: bool = False
+    # FSDP1 (FullyShardedDataParallel with a FlatParameter per unit): the forward uses the
+    # original parameters as autograd-tracked views split out of the unsharded flat parameter
+    # (torch.split), so autograd assembles the flat parameter's gradient from the views'
+    # gradients with split_with_sizes_backward, one torch.cat in the parameter dtype (bf16:
+    # read 2 B, write 2 B per element) on the compute stream, once per unit and micro-batch
+    # at the end of its backward (simtrain.workload.ops). ZeRO-2 and -3 (SHARD_GRAD_OP,
+    # FULL_SHARD) with DP > 1 only. FSDP2 has no flat parameter (fsdp_grad_copy_in instead).
+    fsdp_flat_grad_copy: bool = False
     # The Q, K, V projections (and a gated MLP's gate and up projections) are separate
     # nn.Linear modules reading one input (torchtitan's Attention wq, wk, wv and FeedForward
     # w1, w3): eager autograd sums their input gradients one add per extra consumer
@@ -236,6 +244,16 @@ class Stack:
     # with Megatron-LM's defaults. Empty: none (a framework that frees its gradients, or whose
     # passes are not modelled).
     grad_buffer_passes: tuple[str, ...] = ()
+    # The trainer's bookkeeping after optimizer.step(), every step, on the step's critical
+    # path (simtrain.engine.dpstream): `step_sync_collectives` tiny host-synchronous
+    # collectives over the data-parallel group (a loss all-reduce and .item(), ...), and
+    # `step_metric_states` scalar metric states each synchronised by torchmetrics'
+    # gather_all_tensors: a barrier (a one-element all-reduce the host waits for), one
+    # torch.zeros_like per rank of the group, an all_gather into that list of tensors, which
+    # ProcessGroupNCCL copies out tensor by tensor: 2 x DP kernel launches (`launch_us` each)
+    # per state, a cost that grows with the number of ranks. 0: not modelled.
+    step_sync_collectives: int = 0
+    step_metric_states: int = 0
 
 
 STACK_CHOICES = {
@@ -255,7 +273,7 @@ TP_OVERLAP_GEMMS = ("qkv_dgrad", "qkv_wgrad", "fc1_dgrad", "fc1_wgrad", "qkv_fpr
 # a typo (it would yield a step of centuries), refused.
 MIN_SUSTAINED = 0.05
 NON_NEGATIVE = ("launch_us", "collective_us", "fsdp_unit_us", "workspace_gib", "fragmentation", "loss_logit_bytes",
-                "train_metric_ce_passes",
+                "train_metric_ce_passes", "step_sync_collectives", "step_metric_states",
                 "grad_accum_bytes", "zero3_gather_rank_ops", "zero3_reduce_rank_ops", "zero3_persist_numel", "zero3_reuse_numel",
                 "zero3_max_live_numel", "zero3_persist_rank_ops")
 

@@ -215,6 +215,11 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
         upcast = grad_precision not in ("bf16", "fp16")
         ops += [o for o in _mem(dev, "fsdp grad copy-in", 0, "upcast_copy" if upcast else "copy", True, w)
                 if o.phase == "bwd"]
+    if stack.fsdp_flat_grad_copy and par.zero in (2, 3) and par.dp * par.cp > 1:
+        # FSDP1's flat gradient: autograd's split_with_sizes_backward concatenates the layer's
+        # bf16 view gradients into the FlatParameter's gradient, after its backward
+        w = layer_weight_elements(model, tp)
+        ops += [o for o in _mem(dev, "fsdp flat grad cat", 0, "copy", True, w) if o.phase == "bwd"]
     if stack.separate_projection_grads and not is_mla(model):
         # autograd sums the input gradients of the separate Q, K, V (two adds) and gate, up
         # (one add) linears over their (gathered) tokens x hidden input: x + y each
