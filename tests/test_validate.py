@@ -182,10 +182,9 @@ def test_full_validation_stays_within_achieved_errors(capsys: pytest.CaptureFixt
     assert len(nemo) == 12 and all(c["fitted"] for c in nemo), nemo
     assert "NVIDIA DGX Cloud, NeMo 24.09" not in mape, mape
     worst = max(abs(c["comparisons"][0]["error"]) for c in nemo)
-    # achieved 7.3% (GPT-3 175B on 128 GPUs, too slow), 3.2% RMS: raised from 7% when the two
-    # GPT-3 runs took their launch script's flash-attn backend (NVTE_FUSED_ATTN=0), an input
-    # read from the recipe that made them 1.7 points slower, not a change of the model
-    assert worst <= 0.08, worst
+    # achieved 2.5% (Llama 3.1 8B on 8 GPUs), 1.3% RMS, since the output layer runs over
+    # Megatron's padded vocabulary (GPT-3 175B had been 5.6% off, its output GEMM misaligned)
+    assert worst <= 0.05, worst
     # FP8 and mixture-of-experts runs, never fitted on (README "Validation and calibration")
     assert mape["NeMo 24.07 FP8, H100"]["mape"] <= 7.0, mape  # achieved 5.9% (-6.1%, -3.4%, +8.2%)
     # achieved (without the slow Qwen3 235B row) 14.3%: Qwen3 30B +4.6%, DeepSeek-V3

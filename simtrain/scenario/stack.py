@@ -101,6 +101,12 @@ class Stack:
     # reads the bf16 logits and writes their gradient in place (flash-attn's Triton
     # CrossEntropyLoss). The part above 4 is transient; up to 4 is kept until the backward.
     loss_logit_bytes: float = 6.0
+    # The vocabulary is padded to a multiple of this times TP, so the output GEMM and the loss
+    # run over the padded width: Megatron's --make-vocab-size-divisible-by (default 128;
+    # megatron/training/tokenizer/tokenizer.py _vocab_size_with_padding: multiple =
+    # make_vocab_size_divisible_by x tensor_model_parallel_size), NeMo's
+    # make_vocab_size_divisible_by (128). 1: the vocabulary as the model has it.
+    vocab_pad_multiple: int = 1
     # Cross-entropy forward passes over the logits that the trainer runs outside the loss,
     # per micro-batch, as eager PyTorch under bf16 autocast (cross_entropy autocasts to
     # fp32, so each is F.cross_entropy(logits.float()): the "unfused" cross-entropy forward
@@ -300,6 +306,9 @@ def check_stack(stack: Stack, where: str) -> Stack:
     if wrong or len(set(passes)) != len(passes):
         raise bad(f"{where}.grad_buffer_passes", list(passes), f"{wrong[0]!r} is not a pass" if wrong else "names a pass twice",
                   f"use some of {', '.join(GRAD_BUFFER_PASSES)}, each once, or [] for none")
+    if stack.vocab_pad_multiple < 1:
+        raise bad(f"{where}.vocab_pad_multiple", stack.vocab_pad_multiple, "must be 1 or more",
+                  "use 128 (Megatron's default) or 1 (no padding)")
     if stack.fragmentation >= 1:
         raise bad(f"{where}.fragmentation", stack.fragmentation, "must be below 1", "use e.g. 0.05 (5%)")
     return stack

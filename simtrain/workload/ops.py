@@ -272,12 +272,19 @@ def head_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack,
     """Last stage: final norm, output projection (vocab-parallel over TP), cross-entropy."""
     t = par.micro_batch * seq_len // par.cp
     t_sp = t // par.tp if (par.sequence_parallel and par.tp > 1) else t
-    v = model.vocab_size // par.tp
+    v = padded_vocab(model.vocab_size, par.tp, stack.vocab_pad_multiple) // par.tp
     norm = "rmsnorm" if model.norm == "rmsnorm" else "layernorm"
     return tuple(_mem(dev, "final norm", 1, norm, stack.norm == "fused", t_sp * model.hidden_size)
                  + _gemm(dev, "output", 1, t, v, model.hidden_size)
                  + _mem(dev, "cross-entropy", 1, "cross_entropy", stack.cross_entropy == "fused", t * v)
                  + train_metric_ops(dev, stack, t * v))
+
+
+def padded_vocab(vocab: int, tp: int, multiple: int) -> int:
+    """The vocabulary padded to a multiple of `multiple` x TP (stack.vocab_pad_multiple):
+    GPT-2's 50,257 at 128 x TP4 = 512 -> 50,688, 12,672 columns per TP rank."""
+    m = max(1, multiple) * max(1, tp)
+    return -(-vocab // m) * m
 
 
 def train_metric_ops(dev: Device, stack: Stack, logits: float) -> list[Op]:
