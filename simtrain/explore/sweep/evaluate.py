@@ -220,7 +220,8 @@ def empty_row(task: Task) -> dict[str, Any]:
 def precheck(base: dict[str, Any], task: Task) -> tuple[dict[str, Any] | None, float, Hashable]:
     """Cheap checks in the parent: (finished invalid row, or None), a cost estimate
     (micro-batches x pipeline stages) used to start the slowest layouts first, and a group
-    key (the layout's sizes) so that points sharing routes and simulations go together."""
+    key (the parallel sizes, not the micro-batch: the Comm cache's key does not depend on
+    it) so that points sharing routes and simulations go to one worker together."""
     from simtrain.explore.sweep.base import point_scenario
     from simtrain.scenario.layout import make_layout
 
@@ -232,7 +233,7 @@ def precheck(base: dict[str, Any], task: Task) -> tuple[dict[str, Any] | None, f
     except SimtrainError as e:
         row["reason"] = _first_line(e)
         return row, 0.0, None
-    return None, float(L.microbatches * L.pp * max(1, L.vp)), (L.tp, L.cp, L.pp, L.dp, L.vp, L.micro_batch)
+    return None, float(L.microbatches * L.pp * max(1, L.vp)), (L.tp, L.cp, L.pp, L.dp, L.vp)
 
 
 def plan_row(base: dict[str, Any], task: Task) -> tuple[dict[str, Any], Any, Any]:

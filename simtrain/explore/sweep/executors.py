@@ -3,9 +3,9 @@
 Every executor returns the same rows in task order: a point's row depends only on the
 base scenario and the point (the worker caches change speed, never results). Invalid
 points are answered in the parent without dispatching them. The rest go out in chunks
-of points with the same layout sizes (they share routes and, often, simulations), the
-costliest chunks first (micro-batches x stages) so that the last layouts do not run
-alone on one core.
+of points with the same parallel sizes (TP, CP, PP, DP, VP: they share routes, which a
+worker then computes once, and often simulations), the costliest chunks first
+(micro-batches x stages) so that the last layouts do not run alone on one core.
 """
 
 from __future__ import annotations
