@@ -68,6 +68,16 @@ def _init(base: dict[str, Any], kind: str, opts: dict[str, Any]) -> None:
     memo = memoized()  # input files are found and read once per worker (it ends with the sweep)
     memo.__enter__()
     _STATE["memo"] = memo
+    # what every point needs and the parent has not imported (the pool starts while the
+    # parent checks the points: the imports overlap with that)
+    import simtrain.analysis.run  # noqa: F401
+    import simtrain.workload.memory  # noqa: F401
+
+
+def _start_pool(base: dict[str, Any], kind: str, opts: dict[str, Any], size: int):
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context("fork" if "fork" in methods else "spawn")
+    return ctx.Pool(size, initializer=_init, initargs=(base, kind, opts))
 
 
 def _work(chunk: list[Task]) -> list[dict[str, Any]]:
@@ -139,6 +149,20 @@ def _run_tasks(base: dict[str, Any], tasks: list[Task], jobs: int, executor: str
         raise SimtrainError(f"--jobs {jobs}: must be at least 1; leave it out to use every core")
     if executor not in EXECUTORS:
         raise SimtrainError(f"--executor {executor!r}: unknown executor; use one of {', '.join(EXECUTORS)}")
+    pool = None
+    if executor == "local" and jobs > 1 and len(tasks) > 1 and _SESSION.get("base") is not base:
+        # started before the points are checked here: the workers start up meanwhile
+        pool = _start_pool(base, kind, opts, min(jobs, len(tasks)))
+    try:
+        return _dispatch(base, tasks, jobs, executor, address, kind, opts, progress, pool)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+
+def _dispatch(base: dict[str, Any], tasks: list[Task], jobs: int, executor: str, address: str, kind: str,
+              opts: dict[str, Any], progress: Progress | None, pool) -> list[dict[str, Any]]:
     out: dict[int, dict[str, Any]] = {}
     todo: list[tuple[float, Hashable, Task]] = []
     for t in tasks:
@@ -164,17 +188,14 @@ def _run_tasks(base: dict[str, Any], tasks: list[Task], jobs: int, executor: str
     elif _SESSION.get("base") is base and len(todo) > 1:
         for rows in _SESSION["pool"].imap_unordered(_work_in_session, [(kind, opts, c) for c in chunks]):
             collect(rows)
-    elif jobs == 1 or len(todo) <= 1:
+    elif pool is None or len(todo) <= 1:
         caches = Caches()
         fn = _worker_fn(kind)
         with gc_tuned():
             collect(fn(base, t, caches, **opts) for c in chunks for t in c)
     else:
-        methods = mp.get_all_start_methods()
-        ctx = mp.get_context("fork" if "fork" in methods else "spawn")
-        with ctx.Pool(min(jobs, len(chunks)), initializer=_init, initargs=(base, kind, opts)) as pool:
-            for rows in pool.imap_unordered(_work, chunks):
-                collect(rows)
+        for rows in pool.imap_unordered(_work, chunks):
+            collect(rows)
     return [out[t.index] for t in tasks]
 
 
