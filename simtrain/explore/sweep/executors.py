@@ -68,10 +68,6 @@ def _init(base: dict[str, Any], kind: str, opts: dict[str, Any]) -> None:
     memo = memoized()  # input files are found and read once per worker (it ends with the sweep)
     memo.__enter__()
     _STATE["memo"] = memo
-    # what every point needs and the parent has not imported (the pool starts while the
-    # parent checks the points: the imports overlap with that)
-    import simtrain.analysis.run  # noqa: F401
-    import simtrain.workload.memory  # noqa: F401
 
 
 def _start_pool(base: dict[str, Any], kind: str, opts: dict[str, Any], size: int):
