@@ -49,6 +49,8 @@ def columns(swept: list[str]) -> list[str]:
 class Task:
     index: int
     values: dict[str, Any] = field(hash=False)  # "section.key" -> value
+    # the point's scenario when the parent has built it already (`precheck`): not built again
+    scenario: Any = field(default=None, hash=False, compare=False, repr=False)
 
 
 def _first_line(e: BaseException) -> str:
@@ -223,11 +225,12 @@ def empty_row(task: Task) -> dict[str, Any]:
     return row
 
 
-def precheck(base: dict[str, Any], task: Task) -> tuple[dict[str, Any] | None, float, Hashable]:
+def precheck(base: dict[str, Any], task: Task) -> tuple[dict[str, Any] | None, float, Hashable, Any]:
     """Cheap checks in the parent: (finished invalid row, or None), a cost estimate
     (micro-batches x pipeline stages) used to start the slowest layouts first, and a group
     key (the parallel sizes, not the micro-batch: the Comm cache's key does not depend on
-    it) so that points sharing routes and simulations go to one worker together."""
+    it) so that points sharing routes and simulations go to one worker together; last, the
+    point's scenario (None when invalid)."""
     row = empty_row(task)
     try:
         s = point_scenario(base, task.values)
@@ -235,8 +238,8 @@ def precheck(base: dict[str, Any], task: Task) -> tuple[dict[str, Any] | None, f
         L = make_layout(s)
     except SimtrainError as e:
         row["reason"] = _first_line(e)
-        return row, 0.0, None
-    return None, float(L.microbatches * L.pp * max(1, L.vp)), (L.tp, L.cp, L.pp, L.dp, L.vp)
+        return row, 0.0, None, None
+    return None, float(L.microbatches * L.pp * max(1, L.vp)), (L.tp, L.cp, L.pp, L.dp, L.vp), s
 
 
 def plan_row(base: dict[str, Any], task: Task) -> tuple[dict[str, Any], Any, Any]:
@@ -244,7 +247,7 @@ def plan_row(base: dict[str, Any], task: Task) -> tuple[dict[str, Any], Any, Any
     (row, plan, memory report); plan is None when the point is invalid (row says why)."""
     row = empty_row(task)
     try:
-        s = point_scenario(base, task.values)
+        s = task.scenario if task.scenario is not None else point_scenario(base, task.values)
         row.update(_layout_fields(s))
         with schedule_cache():
             plan = make_plan(s)

@@ -164,13 +164,13 @@ def _dispatch(base: dict[str, Any], tasks: list[Task], jobs: int, executor: str,
     for t in tasks:
         # a search's bounds check validity themselves (as cheaply as the check here): no
         # second scenario per candidate in this process, which dispatches nothing meanwhile
-        row, cost, key = (None, 1.0, _sizes(t)) if kind == "bound" else precheck(base, t)
+        row, cost, key, scenario = (None, 1.0, _sizes(t), None) if kind == "bound" else precheck(base, t)
         if row is not None:
             out[t.index] = row
             if progress:
                 progress.update()
-        else:
-            todo.append((cost, key, t))
+        else:  # (with its scenario: not built again where it runs)
+            todo.append((cost, key, t if scenario is None else Task(t.index, t.values, scenario)))
     chunks = make_chunks(todo, jobs)
 
     def collect(rows) -> None:
