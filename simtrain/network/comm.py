@@ -121,11 +121,13 @@ class Comm:
 
     def fork(self, net: FlowNetwork) -> "Comm":
         """A Comm on another flow network (e.g. a fresh simpy Environment) that reuses the
-        phase shapes and link loads computed so far instead of routing them again."""
+        phase shapes, link loads and algorithm choices made so far instead of routing and
+        choosing them again (the chosen bundles are registered on `net` below)."""
         other = Comm(net, self.topo, self.algo, self.call_latency_s, self.periodic, self.mixed)
         other.alone = self.alone
         other._shapes, other._loads, other._solo = dict(self._shapes), dict(self._loads), dict(self._solo)
         other._pair_loads = dict(self._pair_loads)
+        other._cache = dict(self._cache)
         if not self.net._dirty and self.net._loads:
             net.adopt(self.net)  # registrations and link classes, compiled once
         else:
