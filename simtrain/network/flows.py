@@ -46,7 +46,8 @@ class FlowNetwork(Introspection, Leasing, Sharing, Batching):
         self._loads: dict[Hashable, dict[Link, float]] = {}
         self._key_id: dict[Hashable, int] = {}
         self._solo_rate: dict[Hashable, float] = {}  # per-flow rate alone on an idle network
-        self._cap: dict[Link, float] = topology.capacities if topology is not None else {}  # (shared per topology)
+        caps = getattr(topology, "capacities", None)  # (a Topology's memo, shared; any object with link() will do)
+        self._cap: dict[Link, float] = caps if isinstance(caps, dict) else {}  # link capacity cache
         self._class_users: list[set[Hashable]] = []  # link class -> bundle types using it
         self._dirty = False
         self._classes: dict[Hashable, list[tuple[int, float]]] = {}
