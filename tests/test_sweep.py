@@ -98,6 +98,19 @@ def test_rows_equal_simtrain_run_and_selective_shares_the_none_simulation(tmp_pa
     assert full["step_time_s"] > none["step_time_s"] and full["hfu"] > full["mfu"]
 
 
+def test_parallel_rows_equal_simtrain_run_over_pipeline_and_micro_batch(tmp_path):
+    # the worker pool's rows (chunks grouped by parallel sizes, scenarios built in the
+    # parent, routes shared between micro-batch sizes) against a fresh `simtrain run`
+    grid = ["parallel.pp=1,2", "parallel.micro_batch=1,2", "parallel.recompute=none,full"]
+    base, rows = sweep(tmp_path, grid, jobs=2)
+    simulated = [r for r in rows if r["simulated"]]
+    assert len(simulated) >= 6
+    for r in simulated:
+        s = point_scenario(base, {k: r[k] for k in ("parallel.pp", "parallel.micro_batch", "parallel.recompute")})
+        fresh = result_metrics(simulate(s))
+        assert {m: r[m] for m in fresh} == fresh
+
+
 def test_caches_change_nothing(tmp_path):
     axes = parse_grid(GRID)
     base = prepare_base(scenario_file(tmp_path, WIDE, "s"), [], [k for k, _ in axes])

@@ -292,7 +292,7 @@ class Engine(MoEActions, DeepSpeedPipe, Zero3Sync):
         m = plan.schedule.stage_microbatches  # micro-batches through each stage (M / chains)
         yield from self._step_start(dev, c.pp)  # parameter all-gathers, gradient buffer zeroed
         w_count = self._w_count
-        arrivals, async_p2p = self.arrivals, self.async_p2p
+        arrivals, async_p2p, param_ready, pipe_work = self.arrivals, self.async_p2p, self.param_ready, self.pipe_work
         steps = self._step_lists.get(c.pp)
         if steps is None:  # every device of a pipeline rank walks the same list
             steps = self._step_lists[c.pp] = rank_steps(plan, c.pp, self.overlap_ep)
@@ -307,12 +307,12 @@ class Engine(MoEActions, DeepSpeedPipe, Zero3Sync):
                         yield from self._wait(dev, key, a.stage, mb, wait_label, ev)
                     else:
                         self._received(key)
-                ready = self.param_ready.pop((dev, a.stage), None)
+                ready = param_ready.pop((dev, a.stage), None) if param_ready else None
                 if ready is not None and not ready.processed:
                     t0 = self.env._now
                     yield ready
                     self._rec(dev, "dp", "wait params", t0, a.stage, mb)
-                pw = self.pipe_work.get((a.stage, "F"))
+                pw = pipe_work.get((a.stage, "F")) if pipe_work else None
                 if pw is not None:
                     yield from self._unpartition(dev, pw, "F", a.stage, mb)
                 yield from self.forward(dev, st, a)
@@ -334,7 +334,7 @@ class Engine(MoEActions, DeepSpeedPipe, Zero3Sync):
                         yield from self._wait(dev, key, a.stage, mb, wait_label, ev)
                     else:
                         self._received(key)
-                pw = self.pipe_work.get((a.stage, "B"))
+                pw = pipe_work.get((a.stage, "B")) if pipe_work else None
                 if pw is not None:  # before autograd.backward, so before the recomputation
                     yield from self._unpartition(dev, pw, "B", a.stage, mb)
                 if st.layer.recompute > 0:

@@ -83,9 +83,11 @@ class DataParallelStream:
             next(env._eid)  # (the process's end event, scheduled after `done`: see above)
 
         def start(_e: object = None) -> None:
+            nonlocal start
             if prev is not None and prev.callbacks is not None:  # (not processed yet)
                 prev.callbacks.append(start)
                 return
+            start = None  # (runs once: no reference cycle through its own cell keeps the engine alive)
             t0 = env._now
             ev = self._launch(dev, self.dp_dim, op, size)
             if ev is not None and ev.callbacks is not None:

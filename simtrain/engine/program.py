@@ -110,23 +110,31 @@ class Programs(SpanRecords, Primitives):
 
     def _compile_program(self, dev: int, raw: list[tuple]) -> Program | None:
         """Pieces as the piece-by-piece run would take them (empty ones dropped, collectives
-        without a peer as their compute); None when a collective needs a rendezvous."""
+        without a peer as their compute); None when a collective needs a rendezvous. A
+        layer's raw pieces repeat (the same objects, layer after layer): each is compiled
+        once, and its repeats are the same piece object (`_link_classes` counts on it)."""
         out: list[Piece] = []
+        made: dict[int, Piece | None] = {}  # id(raw collective) -> its piece (None: dropped)
         for p in raw:
             if p[0] == "c":
                 if p[2] > 0:
                     out.append((0, p[1], p[2]))
                 continue
-            _, dim, op, size, hidden, hkind = p
-            v = self._view(dim, dev)
-            if size <= 0 or len(v.group) == 1:
-                if hidden > 0:
-                    out.append((0, hkind, hidden))
-                continue
-            if len(v.reps) > 1:
-                return None
-            phases, solo = self._coll_phases(dev, dim, op, size)
-            out.append((1, dim, op, hidden, hkind, tuple(phases), solo, "cp" if dim == "cp" else "tp", f"{op}({dim})", size))
+            if id(p) in made:
+                piece = made[id(p)]
+            else:
+                _, dim, op, size, hidden, hkind = p
+                v = self._view(dim, dev)
+                if size <= 0 or len(v.group) == 1:
+                    piece = (0, hkind, hidden) if hidden > 0 else None
+                else:
+                    if len(v.reps) > 1:
+                        return None
+                    phases, solo = self._coll_phases(dev, dim, op, size)
+                    piece = (1, dim, op, hidden, hkind, tuple(phases), solo, "cp" if dim == "cp" else "tp", f"{op}({dim})", size)
+                made[id(p)] = piece
+            if piece is not None:
+                out.append(piece)
         return Program(tuple(out))
 
     def _link_classes(self, prog: Program) -> frozenset[int]:
@@ -135,29 +143,34 @@ class Programs(SpanRecords, Primitives):
         network recompiles its classes."""
         net = self.net
         if prog.generation != net.generation:
-            for p in prog.pieces:  # (compiles the classes first if they are out of date)
-                if p[0] == 1:
-                    for ph in p[5]:
-                        net.phase_classes(ph.key)
+            for p in prog.pieces:  # (compiles the classes first if they are out of date: one ask does)
+                if p[0] == 1 and p[5]:
+                    net.phase_classes(p[5][0].key)
+                    break
             cids: set[int] = set()
             prog.timing, prog.charges = [], []
+            done: dict[int, tuple] = {}  # id(piece) -> (timing, charges, its cids): repeats are one object
             for p in prog.pieces:
                 if p[0] == 0:
                     prog.timing.append(None)
                     prog.charges.append(None)
                     continue
-                timing, nbytes, busy = [], 0.0, []
-                for ph in p[5]:
-                    classes = net.phase_classes(ph.key)
-                    on_links = ph.nbytes > 0 and bool(classes)
-                    timing.append((ph.latency, ph.nbytes / net.rate_alone(ph.key, classes) if on_links else None))
-                    if on_links:
-                        nbytes += ph.nbytes
-                        busy += [(cid, ph.nbytes * m) for cid, m in classes]
-                    if not p[6]:
-                        cids.update(cid for cid, _ in classes)
-                prog.timing.append(tuple(timing))
-                prog.charges.append((len(p[5]), nbytes, tuple(busy)))
+                hit = done.get(id(p))
+                if hit is None:
+                    timing, nbytes, busy, mine = [], 0.0, [], []  # (mine: in the order a set would take them)
+                    for ph in p[5]:
+                        classes = net.phase_classes(ph.key)
+                        on_links = ph.nbytes > 0 and bool(classes)
+                        timing.append((ph.latency, ph.nbytes / net.rate_alone(ph.key, classes) if on_links else None))
+                        if on_links:
+                            nbytes += ph.nbytes
+                            busy += [(cid, ph.nbytes * m) for cid, m in classes]
+                        if not p[6]:
+                            mine += [cid for cid, _ in classes]
+                    hit = done[id(p)] = (tuple(timing), (len(p[5]), nbytes, tuple(busy)), mine)
+                prog.timing.append(hit[0])
+                prog.charges.append(hit[1])
+                cids.update(hit[2])
             prog.cids = frozenset(cids)
             prog.generation = net.generation
             self._whole(prog)

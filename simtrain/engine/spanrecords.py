@@ -42,27 +42,24 @@ class SpanRecords:
         pieces, net, charges_of = prog.pieces, self.net, prog.charges
         busy = net.link_busy
         # (kind -> [label, seconds]) summed in record order, as `_span_records` would lay out
+        # (each part added inline: first start, last end and count kept as it goes)
         sums: dict[str, list] = {}
+        get = sums.get
         first = last = None
         n = 0
-
-        def add(kind: str, lab: str, a: float, b: float) -> None:
-            nonlocal first, last, n
-            hit = sums.get(kind)
-            if hit is None:
-                sums[kind] = [lab, b - a]
-            else:
-                hit[1] += b - a
-            if first is None:
-                first = a
-            last, n = b, n + 1
-
         for k in range(i, j):
             p = pieces[k]
             t0, e, _, t1 = span[k - i]
             if p[0] == 0:
                 if e > t0:
-                    add(p[1], label, t0, e)
+                    hit = get(p[1])
+                    if hit is None:
+                        sums[p[1]] = [label, e - t0]
+                    else:
+                        hit[1] += e - t0
+                    if first is None:
+                        first = t0
+                    last, n = e, n + 1
                 continue
             count, nbytes, charges = charges_of[k]
             net.transfers += count
@@ -70,9 +67,23 @@ class SpanRecords:
             for cid, amount in charges:
                 busy[cid] += amount
             if t1 > t0:
-                add(p[4], label, t0, t1)
+                hit = get(p[4])
+                if hit is None:
+                    sums[p[4]] = [label, t1 - t0]
+                else:
+                    hit[1] += t1 - t0
+                if first is None:
+                    first = t0
+                last, n = t1, n + 1
             if e > t1:
-                add(p[7], p[8], t1, e)
+                hit = get(p[7])
+                if hit is None:
+                    sums[p[7]] = [p[8], e - t1]
+                else:
+                    hit[1] += e - t1
+                if first is None:
+                    first = t1
+                last, n = e, n + 1
         recs = self.records
         if n < 2:
             if n == 1:

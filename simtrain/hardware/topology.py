@@ -68,6 +68,13 @@ class Topology:
     def graph(self) -> nx.DiGraph:
         raise NotImplementedError
 
+    @cached_property
+    def capacities(self) -> dict[Link, float]:
+        """Memo of `link(edge).capacity` by link, filled by the flow networks on this
+        topology and shared by them (a topology does not change once built; a sweep's
+        layouts ask for the same links again and again)."""
+        return {}
+
     def node_of(self, gpu: int) -> int:
         return gpu // self.gpus_per_node
 

@@ -29,6 +29,7 @@ its latency + size/bandwidth tuning model, src/graph/tuning.cc; NCCL_ALGO overri
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import truediv
 from typing import Hashable, Sequence
 
 from simtrain.hardware.topology import Topology
@@ -43,6 +44,18 @@ class NetPhase:
     key: Hashable  # registered bundle type
     nbytes: float  # bytes per flow
     latency: float  # alpha steps, seconds
+
+
+def _solo_rate(net: FlowNetwork, load: dict) -> float:
+    """Per-flow rate of a bundle with link multiplicities `load` alone on an idle network:
+    the least capacity / multiplicity (read from the network's capacity cache in one pass
+    when every link is in it, as it is once a sweep has seen the links)."""
+    caps = net._cap
+    try:
+        return min(map(truediv, map(caps.__getitem__, load), load.values()), default=float("inf"))
+    except KeyError:
+        cap = net.capacity
+        return min(((caps.get(l) or cap(l)) / m for l, m in load.items()), default=float("inf"))
 
 
 def candidates(op: str, group: tuple[int, ...], topo: Topology) -> list[str]:
@@ -111,11 +124,13 @@ class Comm:
 
     def fork(self, net: FlowNetwork) -> "Comm":
         """A Comm on another flow network (e.g. a fresh simpy Environment) that reuses the
-        phase shapes and link loads computed so far instead of routing them again."""
+        phase shapes, link loads and algorithm choices made so far instead of routing and
+        choosing them again (the chosen bundles are registered on `net` below)."""
         other = Comm(net, self.topo, self.algo, self.call_latency_s, self.periodic, self.mixed, self.ring_ops)
         other.alone = self.alone
         other._shapes, other._loads, other._solo = dict(self._shapes), dict(self._loads), dict(self._solo)
         other._pair_loads = dict(self._pair_loads)
+        other._cache = dict(self._cache)
         if not self.net._dirty and self.net._loads:
             net.adopt(self.net)  # registrations and link classes, compiled once
         else:
@@ -145,9 +160,7 @@ class Comm:
                         alpha = max((self.topo.route_latency(a, b) for a, b in ph.pairs), default=0.0)
                     else:
                         raise NotPeriodic(f"{op} {algo} over {len(group)} ranks")
-                    cap, caps = self.net.capacity, self.net._cap  # (the capacity cache, read inline)
-                    hit = self._pair_loads[lkey] = (load, min(((caps.get(l) or cap(l)) / m for l, m in load.items()),
-                                                              default=float("inf")), alpha)
+                    hit = self._pair_loads[lkey] = (load, _solo_rate(self.net, load), alpha)
                 self._loads[key], self._solo[key], alpha = hit
                 out.append((key, ph.nbytes, ph.steps * alpha))
             self._shapes[skey] = out

@@ -46,7 +46,8 @@ class FlowNetwork(Introspection, Leasing, Sharing, Batching):
         self._loads: dict[Hashable, dict[Link, float]] = {}
         self._key_id: dict[Hashable, int] = {}
         self._solo_rate: dict[Hashable, float] = {}  # per-flow rate alone on an idle network
-        self._cap: dict[Link, float] = {}  # link capacity cache
+        caps = getattr(topology, "capacities", None)  # (a Topology's memo, shared; any object with link() will do)
+        self._cap: dict[Link, float] = caps if isinstance(caps, dict) else {}  # link capacity cache
         self._class_users: list[set[Hashable]] = []  # link class -> bundle types using it
         self._dirty = False
         self._classes: dict[Hashable, list[tuple[int, float]]] = {}
@@ -84,7 +85,7 @@ class FlowNetwork(Introspection, Leasing, Sharing, Batching):
         if other._dirty or self.active:
             return
         self._loads, self._key_id = dict(other._loads), dict(other._key_id)
-        self._solo_rate, self._cap = dict(other._solo_rate), dict(other._cap)
+        self._solo_rate = dict(other._solo_rate)  # (_cap: the topology's, shared already)
         self._classes, self._class_capacity = other._classes, other._class_capacity
         self._class_links, self._class_users = other._class_links, other._class_users
         self._alone_rate = dict(other._alone_rate)

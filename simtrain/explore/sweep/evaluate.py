@@ -17,9 +17,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Iterator
 
+import simpy
+
+# (the simulation's modules imported with this one, not on a worker's first point: forked
+# workers inherit them instead of each importing them again)
 from simtrain.analysis.metrics import PARTS, Result
+from simtrain.analysis.run import simulate_plan as run_plan
+from simtrain.engine.plan import check_supported, make_plan
+from simtrain.explore.sweep.base import point_scenario
+from simtrain.network.flows import FlowNetwork
 from simtrain.scenario.config import tier_overrides
 from simtrain.scenario.errors import SimtrainError
+from simtrain.scenario.layout import make_layout
+from simtrain.workload.memory import estimate
 
 METRICS = ("step_time_s", "mfu", "hfu", "tflops_per_gpu", "tokens_per_s", "bubble_fraction")
 BREAKDOWN = tuple(f"breakdown_{p}" for p in PARTS)
@@ -39,6 +49,8 @@ def columns(swept: list[str]) -> list[str]:
 class Task:
     index: int
     values: dict[str, Any] = field(hash=False)  # "section.key" -> value
+    # the point's scenario when the parent has built it already (`precheck`): not built again
+    scenario: Any = field(default=None, hash=False, compare=False, repr=False)
 
 
 def _first_line(e: BaseException) -> str:
@@ -174,10 +186,6 @@ def simulate_plan(plan, cache: CommCache | None = None) -> Result:
     routes and link loads are reused instead of routed again. The timeline is kept per
     action (engine.detail = "action"): the same step, its breakdown summed from fewer
     records (equal to `simtrain run`'s to float rounding)."""
-    import simpy
-
-    from simtrain.analysis.run import simulate_plan as run_plan
-    from simtrain.network.flows import FlowNetwork
 
     def setup(engine) -> None:
         engine.coarse = True  # records per action, not per layer: a row needs the metrics only
@@ -217,13 +225,12 @@ def empty_row(task: Task) -> dict[str, Any]:
     return row
 
 
-def precheck(base: dict[str, Any], task: Task) -> tuple[dict[str, Any] | None, float, Hashable]:
+def precheck(base: dict[str, Any], task: Task) -> tuple[dict[str, Any] | None, float, Hashable, Any]:
     """Cheap checks in the parent: (finished invalid row, or None), a cost estimate
     (micro-batches x pipeline stages) used to start the slowest layouts first, and a group
-    key (the layout's sizes) so that points sharing routes and simulations go together."""
-    from simtrain.explore.sweep.base import point_scenario
-    from simtrain.scenario.layout import make_layout
-
+    key (the parallel sizes, not the micro-batch: the Comm cache's key does not depend on
+    it) so that points sharing routes and simulations go to one worker together; last, the
+    point's scenario (None when invalid)."""
     row = empty_row(task)
     try:
         s = point_scenario(base, task.values)
@@ -231,20 +238,16 @@ def precheck(base: dict[str, Any], task: Task) -> tuple[dict[str, Any] | None, f
         L = make_layout(s)
     except SimtrainError as e:
         row["reason"] = _first_line(e)
-        return row, 0.0, None
-    return None, float(L.microbatches * L.pp * max(1, L.vp)), (L.tp, L.cp, L.pp, L.dp, L.vp, L.micro_batch)
+        return row, 0.0, None, None
+    return None, float(L.microbatches * L.pp * max(1, L.vp)), (L.tp, L.cp, L.pp, L.dp, L.vp), s
 
 
 def plan_row(base: dict[str, Any], task: Task) -> tuple[dict[str, Any], Any, Any]:
     """Build and check one point's plan and estimate its memory, without simulating:
     (row, plan, memory report); plan is None when the point is invalid (row says why)."""
-    from simtrain.engine.plan import check_supported, make_plan
-    from simtrain.explore.sweep.base import point_scenario
-    from simtrain.workload.memory import estimate
-
     row = empty_row(task)
     try:
-        s = point_scenario(base, task.values)
+        s = task.scenario if task.scenario is not None else point_scenario(base, task.values)
         row.update(_layout_fields(s))
         with schedule_cache():
             plan = make_plan(s)

@@ -3,9 +3,9 @@
 Every executor returns the same rows in task order: a point's row depends only on the
 base scenario and the point (the worker caches change speed, never results). Invalid
 points are answered in the parent without dispatching them. The rest go out in chunks
-of points with the same layout sizes (they share routes and, often, simulations), the
-costliest chunks first (micro-batches x stages) so that the last layouts do not run
-alone on one core.
+of points with the same parallel sizes (TP, CP, PP, DP, VP: they share routes, which a
+worker then computes once, and often simulations), the costliest chunks first
+(micro-batches x stages) so that the last layouts do not run alone on one core.
 """
 
 from __future__ import annotations
@@ -68,6 +68,12 @@ def _init(base: dict[str, Any], kind: str, opts: dict[str, Any]) -> None:
     memo = memoized()  # input files are found and read once per worker (it ends with the sweep)
     memo.__enter__()
     _STATE["memo"] = memo
+
+
+def _start_pool(base: dict[str, Any], kind: str, opts: dict[str, Any], size: int):
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context("fork" if "fork" in methods else "spawn")
+    return ctx.Pool(size, initializer=_init, initargs=(base, kind, opts))
 
 
 def _work(chunk: list[Task]) -> list[dict[str, Any]]:
@@ -139,18 +145,32 @@ def _run_tasks(base: dict[str, Any], tasks: list[Task], jobs: int, executor: str
         raise SimtrainError(f"--jobs {jobs}: must be at least 1; leave it out to use every core")
     if executor not in EXECUTORS:
         raise SimtrainError(f"--executor {executor!r}: unknown executor; use one of {', '.join(EXECUTORS)}")
+    pool = None
+    if executor == "local" and jobs > 1 and len(tasks) > 1 and _SESSION.get("base") is not base:
+        # started before the points are checked here: the workers start up meanwhile
+        pool = _start_pool(base, kind, opts, min(jobs, len(tasks)))
+    try:
+        return _dispatch(base, tasks, jobs, executor, address, kind, opts, progress, pool)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+
+def _dispatch(base: dict[str, Any], tasks: list[Task], jobs: int, executor: str, address: str, kind: str,
+              opts: dict[str, Any], progress: Progress | None, pool) -> list[dict[str, Any]]:
     out: dict[int, dict[str, Any]] = {}
     todo: list[tuple[float, Hashable, Task]] = []
     for t in tasks:
         # a search's bounds check validity themselves (as cheaply as the check here): no
         # second scenario per candidate in this process, which dispatches nothing meanwhile
-        row, cost, key = (None, 1.0, _sizes(t)) if kind == "bound" else precheck(base, t)
+        row, cost, key, scenario = (None, 1.0, _sizes(t), None) if kind == "bound" else precheck(base, t)
         if row is not None:
             out[t.index] = row
             if progress:
                 progress.update()
-        else:
-            todo.append((cost, key, t))
+        else:  # (with its scenario: not built again where it runs)
+            todo.append((cost, key, t if scenario is None else Task(t.index, t.values, scenario)))
     chunks = make_chunks(todo, jobs)
 
     def collect(rows) -> None:
@@ -164,17 +184,14 @@ def _run_tasks(base: dict[str, Any], tasks: list[Task], jobs: int, executor: str
     elif _SESSION.get("base") is base and len(todo) > 1:
         for rows in _SESSION["pool"].imap_unordered(_work_in_session, [(kind, opts, c) for c in chunks]):
             collect(rows)
-    elif jobs == 1 or len(todo) <= 1:
+    elif pool is None or len(todo) <= 1:
         caches = Caches()
         fn = _worker_fn(kind)
         with gc_tuned():
             collect(fn(base, t, caches, **opts) for c in chunks for t in c)
     else:
-        methods = mp.get_all_start_methods()
-        ctx = mp.get_context("fork" if "fork" in methods else "spawn")
-        with ctx.Pool(min(jobs, len(chunks)), initializer=_init, initargs=(base, kind, opts)) as pool:
-            for rows in pool.imap_unordered(_work, chunks):
-                collect(rows)
+        for rows in pool.imap_unordered(_work, chunks):
+            collect(rows)
     return [out[t.index] for t in tasks]
 
 
