@@ -72,7 +72,7 @@ class CommCache:
         return (s.cluster.topology, s.cluster.device, tuple(tier_overrides(s.cluster).items()), L.world, L.tp, L.cp,
                 L.pp, L.dp, L.vp, L.order,
                 tuple(plan.schedule.placement), plan.classes.kind, e.comm, e.collective_algo,
-                s.parallel.zero == 0, L.ep, L.etp, s.stack.collective_us, s.whatif)
+                s.parallel.zero == 0, L.ep, L.etp, s.stack.collective_us, s.stack.ring_gather_scatter, s.whatif)
 
     def get(self, key: Hashable) -> Any:
         hit = self._d.get(key)
