@@ -181,3 +181,17 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys, argv, fragment):
     code = main(["sweep", scenario_file(tmp_path, TINY, "tiny"), "--out", str(tmp_path / "x.csv"), *argv])
     _, err = capsys.readouterr()
     assert code == 2 and err.count("\n") == 1 and fragment in err
+
+
+def test_rows_equal_simtrain_run_when_the_stack_forces_rings(tmp_path):
+    # stack.ring_gather_scatter changes which algorithm a Comm picks for all-gather and
+    # reduce-scatter: the worker's Comm cache must not hand one point's choices to the other
+    # (two nodes, FSDP over all 16 ranks: a ring and NCCL's two-level scheme differ there)
+    text = TINY.replace("gpus = 8", "gpus = 16").replace("pp = 1", "pp = 1\nzero = 3")
+    base, rows = sweep(tmp_path, ["stack.ring_gather_scatter=false,true"], text=text)
+    assert len(rows) == 2 and all(r["simulated"] for r in rows)
+    assert rows[0]["step_time_s"] != rows[1]["step_time_s"]
+    for r in rows:
+        s = point_scenario(base, {"stack.ring_gather_scatter": r["stack.ring_gather_scatter"]})
+        fresh = result_metrics(simulate(s))
+        assert {m: r[m] for m in fresh} == fresh
