@@ -62,7 +62,7 @@ class Engine(MoEActions, DeepSpeedPipe):
         self.records: list[Record] = []
         self.arrivals: dict[Hashable, simpy.Event] = {}
         self.arrived = Arrivals(self.env)  # (succeeds them: simtrain.engine.loop)
-        self.send_start: dict[Hashable, float] = {}
+        self.sent_from: dict[Hashable, tuple[float, int]] = {}  # arrival -> (its send's start, the sender)
         self.dp_tail: dict[int, simpy.Event] = {}
         self.dp_pending: dict[int, list[simpy.Event]] = defaultdict(list)
         self.param_ready: dict[tuple[int, int], simpy.Event] = {}
@@ -114,8 +114,7 @@ class Engine(MoEActions, DeepSpeedPipe):
         self._tp_views: dict[int, object] = {}  # (simtrain.engine.spans)
         self._seg_cache: dict[Hashable, tuple] = {}
         self._programs: dict[Hashable, object] = {}  # (simtrain.engine.program)
-        # critical-path bookkeeping: who sent what, and which wait ended because of whom
-        self.sender: dict[Hashable, int] = {}
+        # critical-path bookkeeping: which wait ended because of whom
         # device -> {end of a wait: (whom it waited for, when)}: a dict per device (one dict of
         # (device, time) keys grows to millions in per-rank runs: slower to fill)
         self.waited_on: dict[int, dict[float, tuple[int, float]]] = defaultdict(dict)
@@ -134,15 +133,6 @@ class Engine(MoEActions, DeepSpeedPipe):
         if lab is None:  # one string object per action, shared by all its records
             lab = self._labels[id(a)] = repr(a) if self.plan.layout.vp > 1 else f"{a.kind}{a.microbatch}"
         return lab
-
-    def _neighbour(self, dev: int, stage: int) -> tuple[int, int]:
-        """(the device running `stage` for `dev`'s replica, its class's representative)."""
-        key = (dev, stage)
-        hit = self._neighbours.get(key)
-        if hit is None:
-            peer = self._peer_rank(dev, stage)
-            hit = self._neighbours[key] = (peer, self.classes.rep_of(peer))
-        return hit
 
     def forward(self, dev: int, st: StageWork, a: Action, kind: str = "F") -> Proc:
         if st.moe is not None:  # mixture of experts: simtrain.engine.moe_actions
@@ -292,7 +282,7 @@ class Engine(MoEActions, DeepSpeedPipe):
         m = plan.schedule.stage_microbatches  # micro-batches through each stage (M / chains)
         yield from self._step_start(dev, c.pp)  # parameter all-gathers, gradient buffer zeroed
         w_count = self._w_count
-        arrivals, async_p2p = self.arrivals, self.async_p2p
+        arrivals, async_p2p, env = self.arrivals, self.async_p2p, self.env
         steps = self._step_lists.get(c.pp)
         if steps is None:  # every device of a pipeline rank walks the same list
             steps = self._step_lists[c.pp] = rank_steps(plan, c.pp, self.overlap_ep)
@@ -303,8 +293,10 @@ class Engine(MoEActions, DeepSpeedPipe):
                 if wait_label is not None:
                     key = ("F", dev, a.stage, mb)
                     ev = arrivals.get(key) or self._event(key)
-                    if ev.callbacks is not None:  # (not processed)
-                        yield from self._wait(dev, key, a.stage, mb, wait_label, ev)
+                    if ev.callbacks is not None:  # (not processed: `_wait` without its generator)
+                        t0 = env._now
+                        yield ev
+                        self._arrived(dev, key, a.stage, mb, wait_label, t0)
                     else:
                         self._received(key)
                 ready = self.param_ready.pop((dev, a.stage), None)
@@ -330,8 +322,10 @@ class Engine(MoEActions, DeepSpeedPipe):
                 if wait_label is not None:
                     key = ("B", dev, a.stage, mb)
                     ev = arrivals.get(key) or self._event(key)
-                    if ev.callbacks is not None:  # (not processed)
-                        yield from self._wait(dev, key, a.stage, mb, wait_label, ev)
+                    if ev.callbacks is not None:  # (not processed: `_wait` without its generator)
+                        t0 = env._now
+                        yield ev
+                        self._arrived(dev, key, a.stage, mb, wait_label, t0)
                     else:
                         self._received(key)
                 pw = self.pipe_work.get((a.stage, "B"))
@@ -359,7 +353,8 @@ class Engine(MoEActions, DeepSpeedPipe):
                         self._send(dev, peer, ("B", rep, a.stage - 1, mb), a.stage, mb, "B")
                     else:
                         yield from self._send_blocking(dev, peer, ("B", rep, a.stage - 1, mb), a.stage, mb, "B")
-                yield from self._pay_bucket_passes(dev, a.stage, mb, last)  # (after the send)
+                if last:  # (nothing owed otherwise)
+                    yield from self._pay_bucket_passes(dev, a.stage, mb, last)  # (after the send)
             else:  # W
                 w_count[(dev, a.stage)] += 1
                 yield from self.weight(dev, st, a, last=w_count[(dev, a.stage)] == m)
