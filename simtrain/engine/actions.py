@@ -34,7 +34,7 @@ from simtrain.engine.moe_actions import MoEActions
 from simtrain.engine.dspipe import PIPE_COPIES, DeepSpeedPipe
 from simtrain.engine.plan import Plan, StageWork, bucket_params, grad_accum_seconds, grad_buffer_passes
 from simtrain.engine.primitives import Proc
-from simtrain.engine.steps import rank_steps
+from simtrain.engine.steps import engine_walk
 from simtrain.engine.symmetry import periodic_network
 from simtrain.engine.timeline import Record
 from simtrain.network.comm import Comm
@@ -148,13 +148,8 @@ class Engine(MoEActions, DeepSpeedPipe):
             return
         tpt = self.tp_time.get(dev)
         if tpt is not None:
-            key = ("F", st.index, kind, tpt)
-            segs = self._seg_cache.get(key)
-            if segs is None:
-                one = ((kind, lc.fwd[0]), ("tp", tpt), (kind, lc.fwd[1]), ("tp", tpt))
-                segs = self._seg_cache[key] = self._pack([(kind, pre), *one * st.layers, (kind, post)])
             # (the action by identity: a pipeline rank's devices walk the same Action objects)
-            yield from self._group_segments(dev, (kind, id(a)), segs, lab, st.index, mb)
+            yield from self._group_segments(dev, (kind, id(a)), self._forward_segs(st, kind, tpt), lab, st.index, mb)
             return
         if not self.fsdp and self._programs_on():
             prog = self._forward_program(dev, st, kind)
@@ -207,21 +202,7 @@ class Engine(MoEActions, DeepSpeedPipe):
             pending = st.layers * st.grad_bytes_per_layer if last else 0.0
         elif tpt is not None and not (last and self.overlap_grad and self._fast(lc)):
             by_layer = last and self.overlap_grad  # gradient buckets fill as each layer ends
-            # each TP all-reduce of input gradients runs alongside half the weight-gradient GEMMs
-            key = ("B", st.index, tpt, wg, by_layer)
-            segs = self._seg_cache.get(key)
-            if segs is None:
-                if self.sp and tpt > 0:
-                    ag, rs = self.tp_split[dev]
-                    # row-parallel output-gradient all-gather first (exposed), the block's
-                    # GEMMs, then the input-gradient reduce-scatter beside the weight gradient
-                    block = [("tp", ag), ("B", lc.bwd_input[1]), ("B", wg), ("tp", max(0.0, rs - wg) if self.async_tp else rs),
-                             ("tp", ag), ("B", lc.bwd_input[0]), ("B", wg), ("tp", max(0.0, rs - wg) if self.async_tp else rs)]
-                    one = block
-                else:
-                    hidden = [("B", wg), ("tp", max(0.0, tpt - wg) if self.async_tp else tpt)]
-                    one = [("B", lc.bwd_input[1])] + hidden + [("B", lc.bwd_input[0])] + hidden
-                segs = self._seg_cache[key] = self._pack(one if by_layer else one * st.layers)
+            segs = self._backward_segs(dev, st, tpt, wg, by_layer)
             if by_layer:  # one span per layer (not one per collective and compute piece)
                 yield from self._tp_sync(dev, ("B", id(a)), cause=False)
                 for _ in range(st.layers):
@@ -281,86 +262,88 @@ class Engine(MoEActions, DeepSpeedPipe):
         c = self._coord(dev)
         m = plan.schedule.stage_microbatches  # micro-batches through each stage (M / chains)
         yield from self._step_start(dev, c.pp)  # parameter all-gathers, gradient buffer zeroed
-        w_count = self._w_count
         arrivals, async_p2p, env = self.arrivals, self.async_p2p, self.env
-        steps = self._step_lists.get(c.pp)
-        if steps is None:  # every device of a pipeline rank walks the same list
-            steps = self._step_lists[c.pp] = rank_steps(plan, c.pp, self.overlap_ep)
-        for a, st, mb, kind, wait_label, end, full, pair_open, pair_end in steps:
+        tpt = self.tp_time.get(dev)
+        walk = self._walks.get((c.pp, tpt))
+        if walk is None:  # every device of a pipeline rank walks the same list
+            walk = self._walks[(c.pp, tpt)] = engine_walk(self, c.pp, tpt)
+        for a, st, stage, mb, kind, wait_label, end, full, pair_open, pair_end, count, first, pw, lab, what, span, wg in walk:
             if pair_open:  # DualPipe's F&B: exchanges hidden behind the pair
                 self.pair_open.add(dev)
             if kind == "F":
                 if wait_label is not None:
-                    key = ("F", dev, a.stage, mb)
+                    key = ("F", dev, stage, mb)
                     ev = arrivals.get(key) or self._event(key)
                     if ev.callbacks is not None:  # (not processed: `_wait` without its generator)
                         t0 = env._now
                         yield ev
-                        self._arrived(dev, key, a.stage, mb, wait_label, t0)
+                        self._arrived(dev, key, stage, mb, wait_label, t0)
                     else:
                         self._received(key)
-                ready = self.param_ready.pop((dev, a.stage), None)
-                if ready is not None and not ready.processed:
-                    t0 = self.env._now
-                    yield ready
-                    self._rec(dev, "dp", "wait params", t0, a.stage, mb)
-                pw = self.pipe_work.get((a.stage, "F"))
+                if first:  # (only a stage's first forward finds its parameters' all-gather)
+                    ready = self.param_ready.pop((dev, stage), None)
+                    if ready is not None and not ready.processed:
+                        t0 = env._now
+                        yield ready
+                        self._rec(dev, "dp", "wait params", t0, stage, mb)
                 if pw is not None:
-                    yield from self._unpartition(dev, pw, "F", a.stage, mb)
-                yield from self.forward(dev, st, a)
+                    yield from self._unpartition(dev, pw, "F", stage, mb)
+                if span:  # (`forward`'s coalesced path, without its generator)
+                    yield from self._group_segments(dev, what, self._forward_segs(st, "F", tpt), lab, stage, mb)
+                else:
+                    yield from self.forward(dev, st, a)
                 if pw is not None:
-                    yield from self._compute(dev, pw[2], "F", PIPE_COPIES, a.stage, mb)
+                    yield from self._compute(dev, pw[2], "F", PIPE_COPIES, stage, mb)
                 if not end:
-                    peer, rep = self._neighbour(dev, a.stage + 1)
+                    peer, rep = self._neighbour(dev, stage + 1)
                     if peer == dev:
-                        self._send_local(("F", dev, a.stage + 1, mb))
+                        self._send_local(("F", dev, stage + 1, mb))
                     elif async_p2p:
-                        self._send(dev, peer, ("F", rep, a.stage + 1, mb), a.stage, mb, "F")
+                        self._send(dev, peer, ("F", rep, stage + 1, mb), stage, mb, "F")
                     else:
-                        yield from self._send_blocking(dev, peer, ("F", rep, a.stage + 1, mb), a.stage, mb, "F")
+                        yield from self._send_blocking(dev, peer, ("F", rep, stage + 1, mb), stage, mb, "F")
             elif kind == "B":
                 if wait_label is not None:
-                    key = ("B", dev, a.stage, mb)
+                    key = ("B", dev, stage, mb)
                     ev = arrivals.get(key) or self._event(key)
                     if ev.callbacks is not None:  # (not processed: `_wait` without its generator)
                         t0 = env._now
                         yield ev
-                        self._arrived(dev, key, a.stage, mb, wait_label, t0)
+                        self._arrived(dev, key, stage, mb, wait_label, t0)
                     else:
                         self._received(key)
-                pw = self.pipe_work.get((a.stage, "B"))
                 if pw is not None:  # before autograd.backward, so before the recomputation
-                    yield from self._unpartition(dev, pw, "B", a.stage, mb)
+                    yield from self._unpartition(dev, pw, "B", stage, mb)
                 if st.layer.recompute > 0:
                     if self.full_recompute:  # the whole forward again, TP collectives included
                         yield from self.forward(dev, st, a, kind="R")
                     else:  # selective: only the attention core (QK^T, softmax, AV) is recomputed
-                        yield from self._compute(dev, st.layers * st.layer.recompute, "R", f"R{mb}", a.stage, mb)
+                        yield from self._compute(dev, st.layers * st.layer.recompute, "R", f"R{mb}", stage, mb)
                 # a full backward (no W of its own to come) completes the weight gradient
-                if full:
-                    w_count[(dev, a.stage)] += 1
-                last = full and w_count[(dev, a.stage)] == m
-                yield from self.backward(dev, st, a, with_weight=full, last=last)
-                if full and self.accum_s and (self.accum_first or w_count[(dev, a.stage)] > 1):
-                    yield from self._compute(dev, self.accum_s[st.index], "B", "grad-accum", a.stage, mb)
+                last = full and count == m
+                if span:  # (`backward`'s coalesced path, without its generator)
+                    yield from self._group_segments(dev, what, self._backward_segs(dev, st, tpt, wg, False), lab, stage, mb)
+                else:
+                    yield from self.backward(dev, st, a, with_weight=full, last=last)
+                if full and self.accum_s and (self.accum_first or count > 1):
+                    yield from self._compute(dev, self.accum_s[st.index], "B", "grad-accum", stage, mb)
                 if pw is not None:
-                    yield from self._compute(dev, pw[2], "B", PIPE_COPIES, a.stage, mb)
+                    yield from self._compute(dev, pw[2], "B", PIPE_COPIES, stage, mb)
                 if not end:
-                    peer, rep = self._neighbour(dev, a.stage - 1)
+                    peer, rep = self._neighbour(dev, stage - 1)
                     if peer == dev:
-                        self._send_local(("B", dev, a.stage - 1, mb))
+                        self._send_local(("B", dev, stage - 1, mb))
                     elif async_p2p:
-                        self._send(dev, peer, ("B", rep, a.stage - 1, mb), a.stage, mb, "B")
+                        self._send(dev, peer, ("B", rep, stage - 1, mb), stage, mb, "B")
                     else:
-                        yield from self._send_blocking(dev, peer, ("B", rep, a.stage - 1, mb), a.stage, mb, "B")
+                        yield from self._send_blocking(dev, peer, ("B", rep, stage - 1, mb), stage, mb, "B")
                 if last:  # (nothing owed otherwise)
-                    yield from self._pay_bucket_passes(dev, a.stage, mb, last)  # (after the send)
+                    yield from self._pay_bucket_passes(dev, stage, mb, last)  # (after the send)
             else:  # W
-                w_count[(dev, a.stage)] += 1
-                yield from self.weight(dev, st, a, last=w_count[(dev, a.stage)] == m)
-                yield from self._pay_bucket_passes(dev, a.stage, mb, w_count[(dev, a.stage)] == m)
-                if self.accum_s and (self.accum_first or w_count[(dev, a.stage)] > 1):
-                    yield from self._compute(dev, self.accum_s[st.index], "W", "grad-accum", a.stage, mb)
+                yield from self.weight(dev, st, a, last=count == m)
+                yield from self._pay_bucket_passes(dev, stage, mb, count == m)
+                if self.accum_s and (self.accum_first or count > 1):
+                    yield from self._compute(dev, self.accum_s[st.index], "W", "grad-accum", stage, mb)
             if pair_end:
                 yield from self._pair_end(dev)
         if self.tied_stages is not None and c.pp in (plan.schedule.placement[i] for i in self.tied_stages):
@@ -377,8 +360,7 @@ class Engine(MoEActions, DeepSpeedPipe):
         """Simulate the step; `progress(simulated_seconds, events)` every PROGRESS_EVERY events."""
         self._deferred: dict[int, float] = defaultdict(float)
         self._owed: dict[int, float] = defaultdict(float)  # bucket passes not yet run (dpstream._bucket_passes)
-        self._w_count: dict[tuple[int, int], int] = defaultdict(int)
-        self._step_lists: dict[int, list[tuple]] = {}
+        self._walks: dict[tuple[int, float | None], list[tuple]] = {}  # (pipeline rank, TP time) -> engine_walk
         self.prepare()
         for dev in self.plan.simulated:
             self.env.process(self.device(dev))

@@ -14,6 +14,7 @@ from typing import Generator, Hashable
 import simpy
 from simpy.events import NORMAL
 
+from simtrain.engine.plan import StageWork
 from simtrain.engine.timeline import Record, record
 
 _new = tuple.__new__
@@ -113,3 +114,36 @@ class Spans:
         if start > t0:
             self.records.append(record(dev, "main", "tp", "wait tp peers", t0, start, stage, mb))
         self._lay_out(dev, segs, start, label, stage, mb)
+
+    def _forward_segs(self, st: StageWork, kind: str, tpt: float) -> tuple:
+        """A forward's (or recomputation's) segments where its TP collectives take `tpt` each."""
+        key = ("F", st.index, kind, tpt)
+        segs = self._seg_cache.get(key)
+        if segs is None:
+            lc = st.layer
+            pre = st.embed.fwd if (st.embed and kind == "F") else 0.0
+            post = st.head.fwd if (st.head and kind == "F") else 0.0
+            one = ((kind, lc.fwd[0]), ("tp", tpt), (kind, lc.fwd[1]), ("tp", tpt))
+            segs = self._seg_cache[key] = self._pack([(kind, pre), *one * st.layers, (kind, post)])
+        return segs
+
+    def _backward_segs(self, dev: int, st: StageWork, tpt: float, wg: float, by_layer: bool) -> tuple:
+        """A backward's segments (one layer's with `by_layer`) where its TP collectives take
+        `tpt` each, with `wg` seconds of weight gradient per half layer."""
+        lc = st.layer
+        # each TP all-reduce of input gradients runs alongside half the weight-gradient GEMMs
+        key = ("B", st.index, tpt, wg, by_layer)
+        segs = self._seg_cache.get(key)
+        if segs is None:
+            if self.sp and tpt > 0:
+                ag, rs = self.tp_split[dev]
+                # row-parallel output-gradient all-gather first (exposed), the block's
+                # GEMMs, then the input-gradient reduce-scatter beside the weight gradient
+                block = [("tp", ag), ("B", lc.bwd_input[1]), ("B", wg), ("tp", max(0.0, rs - wg) if self.async_tp else rs),
+                         ("tp", ag), ("B", lc.bwd_input[0]), ("B", wg), ("tp", max(0.0, rs - wg) if self.async_tp else rs)]
+                one = block
+            else:
+                hidden = [("B", wg), ("tp", max(0.0, tpt - wg) if self.async_tp else tpt)]
+                one = [("B", lc.bwd_input[1])] + hidden + [("B", lc.bwd_input[0])] + hidden
+            segs = self._seg_cache[key] = self._pack(one if by_layer else one * st.layers)
+        return segs
