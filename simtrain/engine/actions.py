@@ -264,6 +264,8 @@ class Engine(MoEActions, DeepSpeedPipe):
         yield from self._step_start(dev, c.pp)  # parameter all-gathers, gradient buffer zeroed
         arrivals, async_p2p, env = self.arrivals, self.async_p2p, self.env
         tpt = self.tp_time.get(dev)
+        tpv = self._view("tp", dev) if tpt is not None else None  # (made by _plan_coalescing, which set tpt)
+        group = tpv is not None and len(tpv.reps) > 1 and not self.varied  # (TP peers: `_group_segments`'s one event)
         walk = self._walks.get((c.pp, tpt))
         if walk is None:  # every device of a pipeline rank walks the same list
             walk = self._walks[(c.pp, tpt)] = engine_walk(self, c.pp, tpt)
@@ -288,8 +290,14 @@ class Engine(MoEActions, DeepSpeedPipe):
                         self._rec(dev, "dp", "wait params", t0, stage, mb)
                 if pw is not None:
                     yield from self._unpartition(dev, pw, "F", stage, mb)
-                if span:  # (`forward`'s coalesced path, without its generator)
-                    yield from self._group_segments(dev, what, self._forward_segs(st, "F", tpt), lab, stage, mb)
+                if span:  # (`forward`'s coalesced path, and `_group_segments` where it is one span, without generators)
+                    segs = self._forward_segs(st, "F", tpt)
+                    if group and segs[1] > 0:
+                        entry, t0 = self._span_join(dev, tpv, what, segs[1]), env._now
+                        yield entry[1]
+                        self._span_left(dev, entry, t0, segs[0], lab, stage, mb)
+                    else:
+                        yield from self._group_segments(dev, what, segs, lab, stage, mb)
                 else:
                     yield from self.forward(dev, st, a)
                 if pw is not None:
@@ -321,8 +329,14 @@ class Engine(MoEActions, DeepSpeedPipe):
                         yield from self._compute(dev, st.layers * st.layer.recompute, "R", f"R{mb}", stage, mb)
                 # a full backward (no W of its own to come) completes the weight gradient
                 last = full and count == m
-                if span:  # (`backward`'s coalesced path, without its generator)
-                    yield from self._group_segments(dev, what, self._backward_segs(dev, st, tpt, wg, False), lab, stage, mb)
+                if span:  # (`backward`'s coalesced path, and `_group_segments` where it is one span, without generators)
+                    segs = self._backward_segs(dev, st, tpt, wg, False)
+                    if group and segs[1] > 0:
+                        entry, t0 = self._span_join(dev, tpv, what, segs[1]), env._now
+                        yield entry[1]
+                        self._span_left(dev, entry, t0, segs[0], lab, stage, mb)
+                    else:
+                        yield from self._group_segments(dev, what, segs, lab, stage, mb)
                 else:
                     yield from self.backward(dev, st, a, with_weight=full, last=last)
                 if full and self.accum_s and (self.accum_first or count > 1):

@@ -93,6 +93,14 @@ class Spans:
             yield from self._tp_sync(dev, what)
             yield from self._segments(dev, packed, label, stage, mb)
             return
+        entry = self._span_join(dev, v, what, total)
+        t0 = self.env._now
+        yield entry[1]
+        self._span_left(dev, entry, t0, segs, label, stage, mb)
+
+    def _span_join(self, dev: int, v, what: Hashable, total: float) -> list:
+        """`_group_segments` up to its wait: `dev` joins its group's span (`v`: its TP view);
+        the last to arrive schedules the span's end. The entry the members share."""
         k = ("sync", v.key, what)
         entry = self.rdv.get(k)
         if entry is None:
@@ -100,15 +108,18 @@ class Spans:
             # last_arrival: the members read it from the entry they share)
             entry = self.rdv[k] = [0, self.env.event(), 0.0, dev]
         entry[0] += 1
-        t0 = self.env._now
-        end = entry[1]
         if entry[0] == len(v.reps):
             del self.rdv[k]
             entry[3] = dev
-            entry[2] = t0
+            entry[2] = self.env._now
+            end = entry[1]
             end._ok, end._value = True, None  # (what a timeout is: an event scheduled `total` ahead)
             self.env.schedule(end, NORMAL, total)
-        yield end
+        return entry
+
+    def _span_left(self, dev: int, entry: list, t0: float, segs: tuple, label: str, stage: int, mb: int) -> None:
+        """`_group_segments` after its wait (from `t0`): the wait noted and recorded, the
+        span's segments laid out."""
         start = entry[2]
         self.waited_on[dev][start] = (entry[3], start)  # (as _tp_sync notes it)
         if start > t0:
