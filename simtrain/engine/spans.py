@@ -105,13 +105,14 @@ class Spans:
         entry = self.rdv.get(k)
         if entry is None:
             # arrivals, the span's end, its start, the last to arrive (kept here, not in
-            # last_arrival: the members read it from the entry they share)
-            entry = self.rdv[k] = [0, self.env.event(), 0.0, dev]
+            # last_arrival: the members read it from the entry they share), (last, start)
+            entry = self.rdv[k] = [0, self.env.event(), 0.0, dev, None]
         entry[0] += 1
         if entry[0] == len(v.reps):
             del self.rdv[k]
             entry[3] = dev
-            entry[2] = self.env._now
+            entry[2] = now = self.env._now
+            entry[4] = (dev, now)  # (the wait's cause, one tuple for the members to note)
             end = entry[1]
             end._ok, end._value = True, None  # (what a timeout is: an event scheduled `total` ahead)
             self.env.schedule(end, NORMAL, total)
@@ -121,7 +122,7 @@ class Spans:
         """`_group_segments` after its wait (from `t0`): the wait noted and recorded, the
         span's segments laid out."""
         start = entry[2]
-        self.waited_on[dev][start] = (entry[3], start)  # (as _tp_sync notes it)
+        self.waited_on[dev][start] = entry[4]  # (as _tp_sync notes it: (the last to arrive, start))
         if start > t0:
             self.records.append(record(dev, "main", "tp", "wait tp peers", t0, start, stage, mb))
         self._lay_out(dev, segs, start, label, stage, mb)
