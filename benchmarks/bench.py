@@ -2,6 +2,7 @@
 
     python benchmarks/bench.py            # full table (several minutes: includes 16,384 GPUs per-rank)
     python benchmarks/bench.py --quick    # small sizes only (CI runs this so it cannot rot)
+    python benchmarks/bench.py --only "1F1B per-rank"   # the cases whose name (+ " per-rank") contains it
 
 Baseline: 1,000 simpy processes x 1,000 `env.timeout(1)` (1,000,000 bare events).
 Each case runs in its own process so peak RSS is its own; module imports happen before the
@@ -159,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small cases only (for CI)")
     ap.add_argument("--json", action="store_true", help="print rows as JSON")
+    ap.add_argument("--only", metavar="TEXT", help="only the cases whose name, followed by \" per-rank\" for the "
+                    "per-rank ones, contains TEXT (e.g. \"1F1B per-rank\"); no equality check then")
     args = ap.parse_args(argv)
     # quick mode (CI, so the script cannot rot) measures once; figures come from a full run
     reps = 1 if args.quick else 3
@@ -166,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     floor = floors(reps)
     rows = []
     cases = QUICK if args.quick else FULL
+    if args.only:
+        cases = [(n, ov) for n, ov in cases if args.only in n + (" per-rank" if PER_RANK[0] in ov else "")]
     for i, (name, ov) in enumerate(cases, 1):
         print(f"[{i}/{len(cases)}] {name} ...", file=sys.stderr, flush=True)
         r = run_case(ov)
@@ -177,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                  loop_events_per_s=r["events"] / r["run"] if r["run"] > 0 else 0.0)
         rows.append(r)
     equal = []
-    for name, ov in ([] if args.quick else EQUAL):
+    for name, ov in ([] if args.quick or args.only else EQUAL):
         print(f"[equal] {name} at 1,024 GPUs, default and per-rank ...", file=sys.stderr, flush=True)
         a, b = run_case(ov), run_case(ov + PER_RANK)
         equal.append(dict(name=name, step=a["step"], per_rank_step=b["step"], classes=a["classes"],

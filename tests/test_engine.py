@@ -321,4 +321,4 @@ def test_each_arrival_is_dropped_once_consumed(small_overrides):
         eng = Engine(plan)
         eng.run(None)
         assert eng.waited_on, "the case must have waits"
-        assert not eng.arrivals and not eng.send_start and not eng.sender
+        assert not eng.arrivals and not eng.sent_from

@@ -32,7 +32,7 @@ from simtrain.engine.dspipe import PIPE_COPIES, DeepSpeedPipe
 from simtrain.engine.gradwork import bucket_params, grad_accum_seconds, grad_buffer_passes
 from simtrain.engine.plan import Plan, StageWork
 from simtrain.engine.primitives import Proc
-from simtrain.engine.steps import rank_steps
+from simtrain.engine.steps import engine_walk
 from simtrain.engine.symmetry import periodic_network
 from simtrain.engine.timeline import Record
 from simtrain.engine.zero3sync import Zero3Sync
@@ -61,7 +61,7 @@ class Engine(MoEActions, DeepSpeedPipe, Zero3Sync):
         self.records: list[Record] = []
         self.arrivals: dict[Hashable, simpy.Event] = {}
         self.arrived = Arrivals(self.env)  # (succeeds them: simtrain.engine.loop)
-        self.send_start: dict[Hashable, float] = {}
+        self.sent_from: dict[Hashable, tuple[float, int]] = {}  # arrival -> (its send's start, the sender)
         self.dp_tail: dict[int, simpy.Event] = {}
         self.dp_pending: dict[int, list[simpy.Event]] = defaultdict(list)
         self.param_ready: dict[tuple[int, int], simpy.Event] = {}
@@ -112,10 +112,9 @@ class Engine(MoEActions, DeepSpeedPipe, Zero3Sync):
         self._tp_views: dict[int, object] = {}  # (simtrain.engine.spans)
         self._seg_cache: dict[Hashable, tuple] = {}
         self._programs: dict[Hashable, object] = {}  # (simtrain.engine.program)
-        # critical-path bookkeeping: who sent what, and which wait ended because of whom
-        self.sender: dict[Hashable, int] = {}
-        # device -> {end of a wait: (whom it waited for, when)}: a dict per device (one dict
-        # of (device, time) keys grows to millions in per-rank runs: slower to fill)
+        # critical-path bookkeeping: which wait ended because of whom
+        # device -> {end of a wait: (whom it waited for, when)}: a dict per device (one dict of
+        # (device, time) keys grows to millions in per-rank runs: slower to fill)
         self.waited_on: dict[int, dict[float, tuple[int, float]]] = defaultdict(dict)
         self.last_arrival: dict[Hashable, int] = {}
         self.dp_dim = "dpcp" if L.cp > 1 else "dp"
@@ -135,15 +134,6 @@ class Engine(MoEActions, DeepSpeedPipe, Zero3Sync):
             lab = self._labels[id(a)] = repr(a) if self.plan.layout.vp > 1 else f"{a.kind}{a.microbatch}"
         return lab
 
-    def _neighbour(self, dev: int, stage: int) -> tuple[int, int]:
-        """(the device running `stage` for `dev`'s replica, its class's representative)."""
-        key = (dev, stage)
-        hit = self._neighbours.get(key)
-        if hit is None:
-            peer = self._peer_rank(dev, stage)
-            hit = self._neighbours[key] = (peer, self.classes.rep_of(peer))
-        return hit
-
     def forward(self, dev: int, st: StageWork, a: Action, kind: str = "F") -> Proc:
         if st.moe is not None or self.z3:  # mixture of experts (moe_actions), DeepSpeed v0.3.x ZeRO-3 (zero3sync)
             yield from (self.moe_forward if st.moe is not None else self._z3_forward)(dev, st, a, kind)
@@ -158,13 +148,8 @@ class Engine(MoEActions, DeepSpeedPipe, Zero3Sync):
             return
         tpt = self.tp_time.get(dev)
         if tpt is not None:
-            key = ("F", st.index, kind, tpt)
-            segs = self._seg_cache.get(key)
-            if segs is None:
-                one = ((kind, lc.fwd[0]), ("tp", tpt), (kind, lc.fwd[1]), ("tp", tpt))
-                segs = self._seg_cache[key] = self._pack([(kind, pre), *one * st.layers, (kind, post)])
             # (the action by identity: a pipeline rank's devices walk the same Action objects)
-            yield from self._group_segments(dev, (kind, id(a)), segs, lab, st.index, mb)
+            yield from self._group_segments(dev, (kind, id(a)), self._forward_segs(st, kind, tpt), lab, st.index, mb)
             return
         if not self.fsdp and self._programs_on():
             prog = self._forward_program(dev, st, kind)
@@ -217,21 +202,7 @@ class Engine(MoEActions, DeepSpeedPipe, Zero3Sync):
             pending = st.layers * st.grad_bytes_per_layer if last else 0.0
         elif tpt is not None and not (last and self.overlap_grad and self._fast(lc)):
             by_layer = last and self.overlap_grad  # gradient buckets fill as each layer ends
-            # each TP all-reduce of input gradients runs alongside half the weight-gradient GEMMs
-            key = ("B", st.index, tpt, wg, by_layer)
-            segs = self._seg_cache.get(key)
-            if segs is None:
-                if self.sp and tpt > 0:
-                    ag, rs = self.tp_split[dev]
-                    # row-parallel output-gradient all-gather first (exposed), the block's
-                    # GEMMs, then the input-gradient reduce-scatter beside the weight gradient
-                    block = [("tp", ag), ("B", lc.bwd_input[1]), ("B", wg), ("tp", max(0.0, rs - wg) if self.async_tp else rs),
-                             ("tp", ag), ("B", lc.bwd_input[0]), ("B", wg), ("tp", max(0.0, rs - wg) if self.async_tp else rs)]
-                    one = block
-                else:
-                    hidden = [("B", wg), ("tp", max(0.0, tpt - wg) if self.async_tp else tpt)]
-                    one = [("B", lc.bwd_input[1])] + hidden + [("B", lc.bwd_input[0])] + hidden
-                segs = self._seg_cache[key] = self._pack(one if by_layer else one * st.layers)
+            segs = self._backward_segs(dev, st, tpt, wg, by_layer)
             if by_layer:  # one span per layer (not one per collective and compute piece)
                 yield from self._tp_sync(dev, ("B", id(a)), cause=False)
                 for _ in range(st.layers):
@@ -291,81 +262,102 @@ class Engine(MoEActions, DeepSpeedPipe, Zero3Sync):
         c = self._coord(dev)
         m = plan.schedule.stage_microbatches  # micro-batches through each stage (M / chains)
         yield from self._step_start(dev, c.pp)  # parameter all-gathers, gradient buffer zeroed
-        w_count = self._w_count
-        arrivals, async_p2p, param_ready, pipe_work = self.arrivals, self.async_p2p, self.param_ready, self.pipe_work
-        steps = self._step_lists.get(c.pp)
-        if steps is None:  # every device of a pipeline rank walks the same list
-            steps = self._step_lists[c.pp] = rank_steps(plan, c.pp, self.overlap_ep)
-        for a, st, mb, kind, wait_label, end, full, pair_open, pair_end in steps:
+        arrivals, async_p2p, env = self.arrivals, self.async_p2p, self.env
+        tpt = self.tp_time.get(dev)
+        tpv = self._view("tp", dev) if tpt is not None else None  # (made by _plan_coalescing, which set tpt)
+        group = tpv is not None and len(tpv.reps) > 1 and not self.varied  # (TP peers: `_group_segments`'s one event)
+        walk = self._walks.get((c.pp, tpt))
+        if walk is None:  # every device of a pipeline rank walks the same list
+            walk = self._walks[(c.pp, tpt)] = engine_walk(self, c.pp, tpt)
+        for a, st, stage, mb, kind, wait_label, end, full, pair_open, pair_end, count, first, pw, lab, what, span, wg in walk:
             if pair_open:  # DualPipe's F&B: exchanges hidden behind the pair
                 self.pair_open.add(dev)
             if kind == "F":
                 if wait_label is not None:
-                    key = ("F", dev, a.stage, mb)
+                    key = ("F", dev, stage, mb)
                     ev = arrivals.get(key) or self._event(key)
-                    if ev.callbacks is not None:  # (not processed)
-                        yield from self._wait(dev, key, a.stage, mb, wait_label, ev)
+                    if ev.callbacks is not None:  # (not processed: `_wait` without its generator)
+                        t0 = env._now
+                        yield ev
+                        self._arrived(dev, key, stage, mb, wait_label, t0)
                     else:
                         self._received(key)
-                ready = param_ready.pop((dev, a.stage), None) if param_ready else None
-                if ready is not None and not ready.processed:
-                    t0 = self.env._now
-                    yield ready
-                    self._rec(dev, "dp", "wait params", t0, a.stage, mb)
-                pw = pipe_work.get((a.stage, "F")) if pipe_work else None
+                if first:  # (only a stage's first forward finds its parameters' all-gather)
+                    ready = self.param_ready.pop((dev, stage), None)
+                    if ready is not None and not ready.processed:
+                        t0 = env._now
+                        yield ready
+                        self._rec(dev, "dp", "wait params", t0, stage, mb)
                 if pw is not None:
-                    yield from self._unpartition(dev, pw, "F", a.stage, mb)
-                yield from self.forward(dev, st, a)
-                if pw is not None:
-                    yield from self._compute(dev, pw[2], "F", PIPE_COPIES, a.stage, mb)
-                if not end:
-                    peer, rep = self._neighbour(dev, a.stage + 1)
-                    if peer == dev:
-                        self._send_local(("F", dev, a.stage + 1, mb))
-                    elif async_p2p:
-                        self._send(dev, peer, ("F", rep, a.stage + 1, mb), a.stage, mb, "F")
+                    yield from self._unpartition(dev, pw, "F", stage, mb)
+                if span:  # (`forward`'s coalesced path, and `_group_segments` where it is one span, without generators)
+                    segs = self._forward_segs(st, "F", tpt)
+                    if group and segs[1] > 0:
+                        entry, t0 = self._span_join(dev, tpv, what, segs[1]), env._now
+                        yield entry[1]
+                        self._span_left(dev, entry, t0, segs[0], lab, stage, mb)
                     else:
-                        yield from self._send_blocking(dev, peer, ("F", rep, a.stage + 1, mb), a.stage, mb, "F")
+                        yield from self._group_segments(dev, what, segs, lab, stage, mb)
+                else:
+                    yield from self.forward(dev, st, a)
+                if pw is not None:
+                    yield from self._compute(dev, pw[2], "F", PIPE_COPIES, stage, mb)
+                if not end:
+                    peer, rep = self._neighbour(dev, stage + 1)
+                    if peer == dev:
+                        self._send_local(("F", dev, stage + 1, mb))
+                    elif async_p2p:
+                        self._send(dev, peer, ("F", rep, stage + 1, mb), stage, mb, "F")
+                    else:
+                        yield from self._send_blocking(dev, peer, ("F", rep, stage + 1, mb), stage, mb, "F")
             elif kind == "B":
                 if wait_label is not None:
-                    key = ("B", dev, a.stage, mb)
+                    key = ("B", dev, stage, mb)
                     ev = arrivals.get(key) or self._event(key)
-                    if ev.callbacks is not None:  # (not processed)
-                        yield from self._wait(dev, key, a.stage, mb, wait_label, ev)
+                    if ev.callbacks is not None:  # (not processed: `_wait` without its generator)
+                        t0 = env._now
+                        yield ev
+                        self._arrived(dev, key, stage, mb, wait_label, t0)
                     else:
                         self._received(key)
-                pw = pipe_work.get((a.stage, "B")) if pipe_work else None
                 if pw is not None:  # before autograd.backward, so before the recomputation
-                    yield from self._unpartition(dev, pw, "B", a.stage, mb)
+                    yield from self._unpartition(dev, pw, "B", stage, mb)
                 if st.layer.recompute > 0:
                     if self.full_recompute:  # the whole forward again, TP collectives included
                         yield from self.forward(dev, st, a, kind="R")
                     else:  # selective: only the attention core (QK^T, softmax, AV) is recomputed
-                        yield from self._compute(dev, st.layers * st.layer.recompute, "R", f"R{mb}", a.stage, mb)
+                        yield from self._compute(dev, st.layers * st.layer.recompute, "R", f"R{mb}", stage, mb)
                 # a full backward (no W of its own to come) completes the weight gradient
-                if full:
-                    w_count[(dev, a.stage)] += 1
-                last = full and w_count[(dev, a.stage)] == m
-                yield from self.backward(dev, st, a, with_weight=full, last=last)
-                if full and self.accum_s and (self.accum_first or w_count[(dev, a.stage)] > 1):
-                    yield from self._compute(dev, self.accum_s[st.index], "B", "grad-accum", a.stage, mb)
-                if pw is not None:
-                    yield from self._compute(dev, pw[2], "B", PIPE_COPIES, a.stage, mb)
-                if not end:
-                    peer, rep = self._neighbour(dev, a.stage - 1)
-                    if peer == dev:
-                        self._send_local(("B", dev, a.stage - 1, mb))
-                    elif async_p2p:
-                        self._send(dev, peer, ("B", rep, a.stage - 1, mb), a.stage, mb, "B")
+                last = full and count == m
+                if span:  # (`backward`'s coalesced path, and `_group_segments` where it is one span, without generators)
+                    segs = self._backward_segs(dev, st, tpt, wg, False)
+                    if group and segs[1] > 0:
+                        entry, t0 = self._span_join(dev, tpv, what, segs[1]), env._now
+                        yield entry[1]
+                        self._span_left(dev, entry, t0, segs[0], lab, stage, mb)
                     else:
-                        yield from self._send_blocking(dev, peer, ("B", rep, a.stage - 1, mb), a.stage, mb, "B")
-                yield from self._pay_bucket_passes(dev, a.stage, mb, last)  # (after the send)
+                        yield from self._group_segments(dev, what, segs, lab, stage, mb)
+                else:
+                    yield from self.backward(dev, st, a, with_weight=full, last=last)
+                if full and self.accum_s and (self.accum_first or count > 1):
+                    yield from self._compute(dev, self.accum_s[st.index], "B", "grad-accum", stage, mb)
+                if pw is not None:
+                    yield from self._compute(dev, pw[2], "B", PIPE_COPIES, stage, mb)
+                if not end:
+                    peer, rep = self._neighbour(dev, stage - 1)
+                    if peer == dev:
+                        self._send_local(("B", dev, stage - 1, mb))
+                    elif async_p2p:
+                        self._send(dev, peer, ("B", rep, stage - 1, mb), stage, mb, "B")
+                    else:
+                        yield from self._send_blocking(dev, peer, ("B", rep, stage - 1, mb), stage, mb, "B")
+                if last:  # (nothing owed otherwise)
+                    yield from self._pay_bucket_passes(dev, stage, mb, last)  # (after the send)
             else:  # W
-                w_count[(dev, a.stage)] += 1
-                yield from self.weight(dev, st, a, last=w_count[(dev, a.stage)] == m)
-                yield from self._pay_bucket_passes(dev, a.stage, mb, w_count[(dev, a.stage)] == m)
-                if self.accum_s and (self.accum_first or w_count[(dev, a.stage)] > 1):
-                    yield from self._compute(dev, self.accum_s[st.index], "W", "grad-accum", a.stage, mb)
+                yield from self.weight(dev, st, a, last=count == m)
+                yield from self._pay_bucket_passes(dev, stage, mb, count == m)
+                if self.accum_s and (self.accum_first or count > 1):
+                    yield from self._compute(dev, self.accum_s[st.index], "W", "grad-accum", stage, mb)
             if pair_end:
                 yield from self._pair_end(dev)
         if self.tied_stages is not None and c.pp in (plan.schedule.placement[i] for i in self.tied_stages):
@@ -380,8 +372,7 @@ class Engine(MoEActions, DeepSpeedPipe, Zero3Sync):
         """Simulate the step; `progress(simulated_seconds, events)` every PROGRESS_EVERY events."""
         self._deferred: dict[int, float] = defaultdict(float)
         self._owed: dict[int, float] = defaultdict(float)  # bucket passes not yet run (dpstream._bucket_passes)
-        self._w_count: dict[tuple[int, int], int] = defaultdict(int)
-        self._step_lists: dict[int, list[tuple]] = {}
+        self._walks: dict[tuple[int, float | None], list[tuple]] = {}  # (pipeline rank, TP time) -> engine_walk
         self.prepare()
         for dev in self.plan.simulated:
             self.env.process(self.device(dev))

@@ -14,17 +14,17 @@ import simpy
 
 from simtrain.engine import whatif
 from simtrain.engine.dpstream import DataParallelStream
+from simtrain.engine.p2p import PointToPoint
 from simtrain.engine.spans import Spans
-from simtrain.engine.timeline import Record, record
+from simtrain.engine.timeline import record
 from simtrain.network.comm import Comm, NotPeriodic
 from simtrain.network.flows import FlowNetwork
 from simtrain.scenario.layout import Coord
 
 Proc = Generator[simpy.Event, object, None]
-_new = tuple.__new__  # (Record(...) without its generated __new__: simtrain.engine.timeline.record)
 
 
-class Primitives(Spans, DataParallelStream):
+class Primitives(Spans, PointToPoint, DataParallelStream):
     """Compute, communication and record-keeping steps shared by every action."""
 
     def _rec(self, dev: int, kind: str, label: str, start: float, stage: int = -1, mb: int = -1, stream: str = "main",
@@ -295,81 +295,6 @@ class Primitives(Spans, DataParallelStream):
             yield from self._compute(dev, seg, kind, label, stage, mb)
             yield from self._overlapped(dev, "cp", op, size, 0.0, label, stage, mb, kind)
 
-    def _send(self, dev: int, dst: int, key: Hashable, stage: int, mb: int, kind: str) -> None:
-        # (one per device and action in per-rank runs: _event and the one-phase _chain inlined)
-        env = self.env
-        t0 = env._now
-        self.send_start[key] = t0
-        self.sender[key] = dev
-        ev = self.arrivals.get(key)
-        if ev is None:
-            ev = self.arrivals[key] = env.event()
-        if self.free:
-            ev.succeed()
-            return
-        pkey = ("p2p", dev, dst)
-        phases = self._phases.get(pkey)
-        if phases is None:
-            phases = self._phases[pkey] = self.comm.p2p(dev, dst, self.plan.p2p_bytes, self.classes.p2p_copies(dev, dst))
-        records, arrived, nbytes = self.records, self.arrived, self.plan.p2p_bytes
-        label = self._send_labels.get((kind, mb))
-        if label is None:  # (one string per label, shared by every device's records)
-            label = self._send_labels[(kind, mb)] = f"send {kind}{mb}"
-
-        def sent() -> None:
-            end = env._now
-            if end > t0:
-                records.append(_new(Record, (dev, "comm", "pp", label, t0, end, stage, mb, nbytes)))
-            arrived.succeed(ev)  # (ev.succeed(), a TP group's arrivals in one entry: engine.loop)
-
-        if len(phases) == 1:
-            ph = phases[0]
-            self.net.transfer(ph.key, ph.nbytes, ph.latency, sent)
-        else:
-            self._chain(phases, sent)
-
-    def _send_blocking(self, dev: int, dst: int, key: Hashable, stage: int, mb: int, kind: str) -> Proc:
-        """Send; with synchronous point-to-point (SC21-era Megatron waited for its sends
-        before the next compute) the sender's stream waits for the transfer."""
-        self._send(dev, dst, key, stage, mb, kind)
-        if not self.async_p2p:
-            ev = self._event(key)
-            if not ev.processed:
-                t0 = self.env._now
-                yield ev
-                self._rec(dev, "pp", f"send {kind}{mb}", t0, stage, mb)
-
-    def _wait(self, dev: int, key: Hashable, stage: int, mb: int, what: str, ev: simpy.Event | None = None) -> Proc:
-        """Wait for the arrival `key` (its event `ev` when the caller has it)."""
-        if ev is None:
-            ev = self._event(key)
-        if ev.callbacks is None:  # (processed)
-            self._received(key)
-            return
-        t0 = self.env._now
-        yield ev
-        t1 = self.env._now
-        self.arrivals.pop(key, None)
-        ss = self.send_start.pop(key, t1)
-        split = min(max(ss, t0), t1)
-        sender = self.sender.pop(key, None)
-        if sender is not None:  # the wait ends because this device sent at `ss`
-            self.waited_on[dev][t1] = (sender, ss)
-        labels = self._wait_labels.get(what)
-        if labels is None:  # (one string per label, shared by every device's records: less to build and keep)
-            labels = self._wait_labels[what] = (f"wait {what}", f"recv {what}")
-        if split > t0:  # (record(...) inlined: the same tuples)
-            self.records.append(_new(Record, (dev, "main", "bubble", labels[0], t0, split, stage, mb, 0.0)))
-        if t1 > split:
-            self.records.append(_new(Record, (dev, "main", "pp", labels[1], split, t1, stage, mb, 0.0)))
-
-    def _received(self, key: Hashable) -> None:
-        """Arrival `key` is consumed: its event and its sender's notes go (each key is sent
-        once and waited for once; kept, they would grow by a few per device and action)."""
-        self.arrivals.pop(key, None)
-        self.send_start.pop(key, None)
-        self.sender.pop(key, None)
-
     def _peer_rank(self, dev: int, stage: int) -> int:
         """The device that runs virtual stage `stage` for `dev`'s replica and TP/CP rank."""
         return self.classes.peer_rank(dev, self.plan.schedule.placement[stage])
@@ -387,10 +312,3 @@ class Primitives(Spans, DataParallelStream):
             del self.rdv[key]
             return entry[1], True
         return entry[1], False
-
-    # ---- device process -----------------------------------------------------------------
-
-    def _send_local(self, key: Hashable) -> None:
-        self.send_start[key] = self.env._now
-        self.sender[key] = key[1]
-        self._event(key).succeed()

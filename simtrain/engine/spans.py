@@ -14,6 +14,7 @@ from typing import Generator, Hashable
 import simpy
 from simpy.events import NORMAL
 
+from simtrain.engine.plan import StageWork
 from simtrain.engine.timeline import Record, record
 
 _new = tuple.__new__
@@ -92,24 +93,69 @@ class Spans:
             yield from self._tp_sync(dev, what)
             yield from self._segments(dev, packed, label, stage, mb)
             return
+        entry = self._span_join(dev, v, what, total)
+        t0 = self.env._now
+        yield entry[1]
+        self._span_left(dev, entry, t0, segs, label, stage, mb)
+
+    def _span_join(self, dev: int, v, what: Hashable, total: float) -> list:
+        """`_group_segments` up to its wait: `dev` joins its group's span (`v`: its TP view);
+        the last to arrive schedules the span's end. The entry the members share."""
         k = ("sync", v.key, what)
         entry = self.rdv.get(k)
         if entry is None:
             # arrivals, the span's end, its start, the last to arrive (kept here, not in
-            # last_arrival: the members read it from the entry they share)
-            entry = self.rdv[k] = [0, self.env.event(), 0.0, dev]
+            # last_arrival: the members read it from the entry they share), (last, start)
+            entry = self.rdv[k] = [0, self.env.event(), 0.0, dev, None]
         entry[0] += 1
-        t0 = self.env._now
-        end = entry[1]
         if entry[0] == len(v.reps):
             del self.rdv[k]
             entry[3] = dev
-            entry[2] = t0
+            entry[2] = now = self.env._now
+            entry[4] = (dev, now)  # (the wait's cause, one tuple for the members to note)
+            end = entry[1]
             end._ok, end._value = True, None  # (what a timeout is: an event scheduled `total` ahead)
             self.env.schedule(end, NORMAL, total)
-        yield end
+        return entry
+
+    def _span_left(self, dev: int, entry: list, t0: float, segs: tuple, label: str, stage: int, mb: int) -> None:
+        """`_group_segments` after its wait (from `t0`): the wait noted and recorded, the
+        span's segments laid out."""
         start = entry[2]
-        self.waited_on[dev][start] = (entry[3], start)  # (as _tp_sync notes it)
+        self.waited_on[dev][start] = entry[4]  # (as _tp_sync notes it: (the last to arrive, start))
         if start > t0:
             self.records.append(record(dev, "main", "tp", "wait tp peers", t0, start, stage, mb))
         self._lay_out(dev, segs, start, label, stage, mb)
+
+    def _forward_segs(self, st: StageWork, kind: str, tpt: float) -> tuple:
+        """A forward's (or recomputation's) segments where its TP collectives take `tpt` each."""
+        key = ("F", st.index, kind, tpt)
+        segs = self._seg_cache.get(key)
+        if segs is None:
+            lc = st.layer
+            pre = st.embed.fwd if (st.embed and kind == "F") else 0.0
+            post = st.head.fwd if (st.head and kind == "F") else 0.0
+            one = ((kind, lc.fwd[0]), ("tp", tpt), (kind, lc.fwd[1]), ("tp", tpt))
+            segs = self._seg_cache[key] = self._pack([(kind, pre), *one * st.layers, (kind, post)])
+        return segs
+
+    def _backward_segs(self, dev: int, st: StageWork, tpt: float, wg: float, by_layer: bool) -> tuple:
+        """A backward's segments (one layer's with `by_layer`) where its TP collectives take
+        `tpt` each, with `wg` seconds of weight gradient per half layer."""
+        lc = st.layer
+        # each TP all-reduce of input gradients runs alongside half the weight-gradient GEMMs
+        key = ("B", st.index, tpt, wg, by_layer)
+        segs = self._seg_cache.get(key)
+        if segs is None:
+            if self.sp and tpt > 0:
+                ag, rs = self.tp_split[dev]
+                # row-parallel output-gradient all-gather first (exposed), the block's
+                # GEMMs, then the input-gradient reduce-scatter beside the weight gradient
+                block = [("tp", ag), ("B", lc.bwd_input[1]), ("B", wg), ("tp", max(0.0, rs - wg) if self.async_tp else rs),
+                         ("tp", ag), ("B", lc.bwd_input[0]), ("B", wg), ("tp", max(0.0, rs - wg) if self.async_tp else rs)]
+                one = block
+            else:
+                hidden = [("B", wg), ("tp", max(0.0, tpt - wg) if self.async_tp else tpt)]
+                one = [("B", lc.bwd_input[1])] + hidden + [("B", lc.bwd_input[0])] + hidden
+            segs = self._seg_cache[key] = self._pack(one if by_layer else one * st.layers)
+        return segs

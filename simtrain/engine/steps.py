@@ -26,3 +26,43 @@ def rank_steps(plan: Plan, rank: int, overlap_ep: bool) -> list[Step]:
         out.append((a, plan.stages[a.stage], mb, kind, wait, end, not sch.has_w(a.stage, mb),
                     (rank, i) in sch.overlapped and overlap_ep, (rank, i - 1) in sch.overlapped))
     return out
+
+
+def engine_walk(engine, rank: int, tpt: float | None) -> list[tuple]:
+    """`rank_steps` with what `Engine.device` works out alike for every device of the rank
+    whose TP collectives take `tpt` each (None: not coalesced), once per rank: (action,
+    stage work, stage, micro-batch, kind, wait label, end, full, opens a pair, ends a pair,
+    the stage's full backwards and weight passes up to this one included (every device
+    walks the same list from none: the count it would keep), whether it is the stage's
+    first forward (the one its parameter all-gather may hold up), DeepSpeed's pipe work or
+    None, the action's label, its key for a TP group's span, and whether the action is one
+    TP group's span (`Engine.forward` / `backward` would take their coalesced path:
+    no mixture of experts, no DeepSpeed v0.3 ZeRO-3 (zero3sync), collectives inside the layers, and for a backward neither head
+    nor embedding nor the stage's last backward; then `weight`: its weight seconds per
+    half layer))."""
+    plan = engine.plan
+    m = plan.schedule.stage_microbatches
+    counts: dict[int, int] = {}
+    forwards: set[int] = set()
+    out = []
+    for a, st, mb, kind, wait, end, full, opens, closes in rank_steps(plan, rank, engine.overlap_ep):
+        stage = a.stage
+        if kind == "W" or (kind == "B" and full):
+            counts[stage] = counts.get(stage, 0) + 1
+        count = counts.get(stage, 0)
+        first = kind == "F" and stage not in forwards
+        if first:
+            forwards.add(stage)
+        lc = st.layer
+        # (Engine.forward's and Engine.backward's conditions for their coalesced path)
+        coalesced = tpt is not None and st.moe is None and not engine.z3 and not (engine._fast(lc) and not engine.fsdp)
+        if kind == "F":
+            span = coalesced
+        elif kind == "B":
+            span = coalesced and not st.head and not st.embed and not (full and count == m)
+        else:
+            span = False
+        weight = lc.bwd_weight / 2 if full else 0.0
+        out.append((a, st, stage, mb, kind, wait, end, full, opens, closes, count, first,
+                    engine.pipe_work.get((stage, kind)), engine._label(a), (kind, id(a)), span, weight))
+    return out

@@ -53,7 +53,9 @@ class SameInstant:
         for j, (item, eid) in enumerate(items):
             if j and queue:
                 top = queue[0]
-                if (top[0], top[1], top[2]) < (t, NORMAL, eid):  # comes first now: the rest waits its turn
+                # (top[:3] < (t, NORMAL, eid) without building the tuples)
+                tt = top[0]
+                if tt < t or (tt == t and (top[1] < NORMAL or (top[1] == NORMAL and top[2] < eid))):  # comes first now: the rest waits its turn
                     rest = simpy.Event(self.env)
                     rest._ok, rest._value = True, items[j:]
                     rest.callbacks.append(self._process)

@@ -48,7 +48,8 @@ class Sharing:
             if len(u) == 1:
                 for other in u:
                     other.shared.discard(cid)
-        b.shared = set()
+        if b.shared:  # (an empty one stays: nobody adds to the classes of a bundle that left)
+            b.shared = set()
 
     def _levels(self, b: Any) -> tuple:
         """(classes, classes sorted by cap/m as (cap/m, class), class -> multiplicity) of
