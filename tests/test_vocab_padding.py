@@ -38,3 +38,15 @@ def test_one_line_for_a_bad_multiple(capsys) -> None:
     from tests.test_bad_files import assert_one_line_error
 
     assert_one_line_error(["run", "--set", "stack.vocab_pad_multiple=0"], capsys, "vocab_pad_multiple", "128")
+
+
+def test_megatron_flags_pad_once() -> None:
+    # --make-vocab-size-divisible-by 64 at TP 2: 50,257 -> 50,304 (a multiple of 128), and the
+    # stack pads to the same multiple, not to its own 128 x 2 (which would give 50,432)
+    from simtrain.scenario.megatron_args import parse
+
+    flags = parse("--num-layers 4 --hidden-size 1024 --num-attention-heads 16 --seq-length 2048 --micro-batch-size 1 "
+                  "--bf16 --vocab-size 50257 --tensor-model-parallel-size 2 --make-vocab-size-divisible-by 64")
+    s = load_scenario("nemo-8b-8", ["cluster.gpus=8"], megatron=flags)
+    assert s.stack.name == "megatron-core" and s.model.vocab_size == 50304
+    assert padded_vocab(s.model.vocab_size, s.parallel.tp, s.stack.vocab_pad_multiple) == 50304

@@ -305,6 +305,11 @@ def apply_megatron(data: dict[str, Any], flags: MegatronFlags) -> dict[str, Any]
     tp, pp = k.get("--tensor-model-parallel-size", 1), k.get("--pipeline-model-parallel-size", 1)
     if any(f in k for f in MODEL_FLAGS):
         data["model"] = model_table(flags)
+        # its vocabulary is padded already (model_table): the stack pads to the same multiple
+        # (a no-op then), not to its own
+        stack = data.setdefault("stack", {})
+        if isinstance(stack, dict):
+            stack["vocab_pad_multiple"] = k.get("--make-vocab-size-divisible-by", 128)
     # with --num-layers-per-virtual-pipeline-stage, vp (and so the schedule) follows from the
     # layer count of the final model, after --set: `finish` fills them in
     per_stage = "--num-layers-per-virtual-pipeline-stage" in k
