@@ -133,6 +133,14 @@ def test_stack_choices_per_row(cases) -> None:
         if c.group == reference_sources.MEGATRON_H100_GROUP:
             sc = case_scenario(c)
             assert (sc.stack.name, sc.stack.cross_entropy) == ("megatron-core", "unfused"), c.name
+            # overlapped pipeline communication needs the interleaved schedule at core_r0.8.0;
+            # one layer per virtual stage: 119B's 92 / 4 = 23 and 462B's 112 / 16 = 7 layers
+            # per stage are prime, so no other single --num-layers-per-virtual-pipeline-stage fits
+            pp = sc.parallel.pp
+            want = ("interleaved", sc.model.num_hidden_layers // pp) if pp > 1 else ("1f1b", 1)
+            assert (sc.schedule.name, sc.parallel.vp) == want, c.name
+    assert case_scenario(cases["megatron-h100-gpt-119b-1536gpu"]).parallel.vp == 23
+    assert case_scenario(cases["megatron-h100-gpt-462b-6144gpu"]).parallel.vp == 7
     assert case_scenario(cases["nemo-gpt3-175b-128"]).stack.cross_entropy == "fused"
 
 

@@ -325,6 +325,18 @@ MEGATRON_H100_CALIBRATION_ROW = 4
 # in-place multiply and the cast back: ~38 B forward and ~14 B backward per logit before
 # overheads, the eager cross-entropy the kernel table prices (simtrain.workload.kernels).
 MEGATRON_R080_STACK = {"cross_entropy": "unfused"}
+# The pipeline schedule of the PP > 1 rows. The README says the runs overlap "pipeline-
+# parallel communication (enabled by default)": --overlap-p2p-communication, which
+# core_r0.8.0 turns off unless the interleaved schedule runs (megatron/training/
+# arguments.py:270-277, "Setting args.overlap_p2p_comm to False since non-interleaved
+# schedule does not support overlapping p2p communication"). So the PP rows ran the
+# interleaved schedule. Its depth is one flag, --num-layers-per-virtual-pipeline-stage, and
+# only 1 divides every row's layers per stage (119B: 92 / 4 = 23 and 462B: 112 / 16 = 7 are
+# prime), so one layer per virtual stage. The README's strong-scaling text agrees: 177B at a
+# fixed 1,152 sequences from 96 to 4,608 H100s loses 47% -> 42% MFU; at TP8 PP6 (the weak-
+# scaling 177B's) 4,608 GPUs leave 12 micro-batches per replica, a non-interleaved bubble of
+# 5/17 = 29% (simulated: 52% -> 35% MFU), one layer per virtual stage 52% -> 48%.
+MEGATRON_R080_LAYERS_PER_VIRTUAL_STAGE = 1
 
 
 def megatron_model_flops(layers: int, hidden: int, vocab: int, seq: int, batch: int) -> float:
@@ -343,7 +355,9 @@ def megatron_h100_cases() -> list[Case]:
         flops = megatron_model_flops(layers, hidden, vocab, seq, batch)
         step = round(flops / (num(r["tflops_per_gpu"]) * 1e12 * gpus), 4)
         model = gpt_model(layers, hidden, int(r["heads"]), vocab, seq, tie=False)
-        parallel = dict(tp=tp, pp=int(r["pp"]), dp=int(r["dp"]), micro_batch=1, sequence_parallel=tp > 1,
+        pp = int(r["pp"])
+        vp = layers // pp // MEGATRON_R080_LAYERS_PER_VIRTUAL_STAGE if pp > 1 else 1
+        parallel = dict(tp=tp, pp=pp, vp=vp, dp=int(r["dp"]), micro_batch=1, sequence_parallel=tp > 1,
                         recompute="none", zero=1)
         training = dict(seq_len=seq, global_batch=batch)
         name = f"megatron-h100-gpt-{r['model'][4:]}-{gpus}gpu"
@@ -352,8 +366,9 @@ def megatron_h100_cases() -> list[Case]:
                 "multi-head attention). Shape: README table (layers, hidden, heads), vocab 131,072, seq 4,096; "
                 "GPT-3-style 4h GELU MLP, learned positions, untied embeddings (the printed parameter counts "
                 "need untied embeddings) assumed. --tp-comm-overlap implies sequence parallelism, "
-                "--overlap-param-gather the distributed optimizer. Assumed (not published): micro-batch 1, no "
-                "interleaving (1F1B), no recomputation, bf16")
+                "--overlap-param-gather the distributed optimizer; the overlapped pipeline communication implies the "
+                "interleaved schedule for PP > 1, one layer per virtual stage (the only depth every row's layers "
+                "per stage divide by). Assumed (not published): micro-batch 1, no recomputation, bf16")
         extra = {"calibration_row": True} if n == MEGATRON_H100_CALIBRATION_ROW else {}
         out.append(case(name, MEGATRON_H100_GROUP, MEGATRON_H100_FILE, n, r,
                         scenario(model, "H100", gpus, "megatron-core", parallel, training, MEGATRON_R080_STACK),
