@@ -178,3 +178,46 @@ def test_new_stack_switches_refuse_a_non_boolean(small_overrides, key):
     with pytest.raises(SimtrainError) as e:
         load_scenario(None, small_overrides + [f"stack.{key}=3"])
     assert f"stack.{key} = 3" in str(e.value) and "true or false" in str(e.value)
+
+
+def test_async_tp_waits_for_copies_its_gemms_cannot_hide(small_overrides):
+    """PyTorch's async TP pipelines each shard's copy with the GEMM on the previous shard:
+    G/TP + (TP-1) max(C/(TP-1), G/TP) = G + max(0, C - G (TP-1)/TP) for a GEMM of G seconds
+    whose copies add up to the all-gather's C. C is the idle-network ring all-gather of the
+    micro-batch's activation (T x H bf16) over the node's NVSwitch: CALL + (n-1)/n S/B +
+    (n-1) alpha (dgx-h100: 360 GB/s, 2 us per GPU -> switch -> GPU step)."""
+    from simtrain.scenario.stack import Stack
+
+    over = [*small_overrides, 'parallel.sequence_parallel=true', "engine.overlap_tp_comm=true",
+            'engine.collective_algo="ring"']
+    s, plan, _ = _ops(over, 'stack.async_tp_split_gemms=true')
+    S = T * H * 2
+    c = Stack().collective_us * 1e-6 + (TP - 1) / TP * S / (3600 / 8 * 1e9 * 0.80) + (TP - 1) * 2e-6
+    assert plan.async_tp_gather_s == pytest.approx(c, rel=1e-9)
+    assert make_plan(load_scenario(None, over)).async_tp_gather_s == 0.0  # GEMMs whole: nothing to wait for
+    for gather in (c, 1e-9, 1.0):
+        ops = layer_ops(s.model, s.parallel, plan.device, s.stack, s.training.seq_len,
+                        grad_precision=s.training.grad_precision, async_tp_gather_s=gather)
+        for name in ("qkv", "out proj", "mlp up", "mlp down"):
+            for phase in ("fwd", "bwd"):
+                g = _op(ops, name, phase)[0].seconds
+                want = max(0.0, gather - g * (TP - 1) / TP)
+                waits = _op(ops, f"async tp wait: {name}", phase)
+                assert sum(w.seconds for w in waits) == pytest.approx(want, rel=1e-12, abs=0.0), (gather, name, phase)
+                assert all(w.kernels == 0 and w.kind == "comm" for w in waits)
+        if gather == 1.0:  # a second-long copy: every GEMM waits, 8 per layer
+            assert len([o for o in ops if o.kind == "comm"]) == 8
+        if gather == 1e-9:
+            assert not [o for o in ops if o.kind == "comm"]
+    # the layer's forward is longer than without the waits by exactly their sum (no launch
+    # scaling). TP8: GQA's QKV (768 columns a rank) and out proj (512 rows) cannot hide theirs
+    s, plan, _ = _ops(over + ["parallel.tp=8", "parallel.pp=2", "parallel.dp=1"], 'stack.async_tp_split_gemms=true')
+    lc = plan.stages[0].layer
+    ops = layer_ops(s.model, s.parallel, plan.device, s.stack, s.training.seq_len,
+                    grad_precision=s.training.grad_precision, async_tp_gather_s=plan.async_tp_gather_s)
+    from simtrain.workload.costs import layer_cost
+    bare = layer_cost(s.model, s.parallel, plan.device, s.training.seq_len, s.stack,
+                      grad_precision=s.training.grad_precision)
+    waits = sum(o.seconds for o in ops if o.kind == "comm" and o.phase == "fwd")
+    assert {o.name for o in ops if o.kind == "comm"} == {"async tp wait: qkv", "async tp wait: out proj"}
+    assert sum(lc.fwd) - sum(bare.fwd) == pytest.approx(waits, rel=1e-9)

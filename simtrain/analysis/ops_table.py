@@ -25,7 +25,8 @@ def _moe_block_ops(mc: Any) -> list[Op]:
 def layer_op_rows(plan: Any) -> list[dict[str, Any]]:
     s = plan.scenario
     ops = layer_ops(s.model, s.parallel, plan.device, s.stack, s.training.seq_len, s.training.document_length,
-                    FP8.workload_precision(s.training.precision, s.training.fp8_recipe), s.training.grad_precision)
+                    FP8.workload_precision(s.training.precision, s.training.fp8_recipe), s.training.grad_precision,
+                    plan.async_tp_gather_s)
     moe = next((st.moe for st in plan.stages if st.moe is not None and st.layers > st.dense_layers), None)
     if moe is not None:  # an MoE layer: the attention block's kernels, then the MoE block
         ops = tuple(o for o in ops if o.segment == 0) + tuple(_moe_block_ops(moe))
@@ -68,13 +69,14 @@ def ops_text(plan: Any) -> str:
     if "MoE layer" in data["scope"]:
         lines.append("  an MoE layer: the attention block's kernels, then the MoE block on the hottest expert-parallel rank "
                      "(its all-to-alls are network time, in the step breakdown)")
+    w = max([20] + [len(r["kernel"]) for r in rows])  # the kernel column fits the longest name
     lines += [
-             f"    {'phase':<6} {'kernel':<20} {'kind':<9} {'launches':>8} {'time us':>10} {'share':>7} {'TFLOP/s':>8}"]
+             f"    {'phase':<6} {'kernel':<{w}} {'kind':<9} {'launches':>8} {'time us':>10} {'share':>7} {'TFLOP/s':>8}"]
     for phase in PHASES:
         for r in (x for x in rows if x["phase"] == phase):
             rate = f"{r['achieved_tflops_per_s']:.0f}" if r["achieved_tflops_per_s"] else ""
             count = r["count"] or "-"  # the MoE block's rows are sums of many kernels
-            lines.append(f"    {phase:<6} {r['kernel']:<20} {r['kind']:<9} {count:>8} {1e6 * r['seconds']:>10.1f} "
+            lines.append(f"    {phase:<6} {r['kernel']:<{w}} {r['kind']:<9} {count:>8} {1e6 * r['seconds']:>10.1f} "
                          f"{100 * r['share']:>6.1f}% {rate:>8}")
     kf = data["launch_factor"]
     for name, f in (("forward", kf["fwd"]), ("backward", kf["bwd"])):

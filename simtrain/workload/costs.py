@@ -59,27 +59,34 @@ class EndCost:
     model_flops: float
 
 
+# op kinds that are not GPU kernels a host-bound launch rate stretches: host time the device
+# waits for, and waits on copies the kernels cannot hide (simtrain.workload.ops)
+UNSCALED = ("host", "comm")
+
+
 def _launch_factor(ops: tuple[O.Op, ...], phases: tuple[str, ...], stack: Stack, extra_host_s: float = 0.0) -> float:
-    gpu = sum(o.seconds for o in ops if o.phase in phases and o.kind != "host")
+    gpu = sum(o.seconds for o in ops if o.phase in phases and o.kind not in UNSCALED)
     host = sum(o.kernels for o in ops if o.phase in phases) * stack.launch_us * 1e-6 + extra_host_s
     return max(1.0, host / gpu) if gpu > 0 else 1.0
 
 
 def layer_cost(model: ModelConfig, par: ParallelConfig, dev: Device, seq_len: int, stack: Stack | None = None,
-               document_length: int = 0, precision: str = "bf16", grad_precision: str = "fp32") -> LayerCost:
+               document_length: int = 0, precision: str = "bf16", grad_precision: str = "fp32",
+               async_tp_gather_s: float = 0.0) -> LayerCost:
     stack = stack or Stack()
-    ops = O.layer_ops(model, par, dev, stack, seq_len, document_length, precision, grad_precision)
+    ops = O.layer_ops(model, par, dev, stack, seq_len, document_length, precision, grad_precision, async_tp_gather_s)
     hooks = stack.fsdp_unit_us * 1e-6 if par.zero == 3 else 0.0
     kf = _launch_factor(ops, ("fwd",), stack, hooks)
     kb = _launch_factor(ops, ("bwd", "wgrad"), stack, hooks)
     # GPU work scaled when the host's launches bound it; "host" ops (time the GPU waits for
     # the host with the device drained, simtrain.workload.zero3) add on top
-    gpu = tuple(o for o in ops if o.kind != "host")
+    gpu = tuple(o for o in ops if o.kind not in UNSCALED)
     # (with synchronized ZeRO-3 fetches the engine charges the list collectives' host time
-    # around each call: simtrain.engine.zero3sync)
+    # around each call: simtrain.engine.zero3sync); waits on copies ("comm") add unscaled too
     host = () if Z3.sync(par, stack) else tuple(o for o in ops if o.kind == "host")
-    fwd = tuple(kf * O.seconds(gpu, "fwd", i) + O.seconds(host, "fwd", i) for i in (0, 1))
-    bwd = tuple(kb * O.seconds(gpu, "bwd", i) + O.seconds(host, "bwd", i) for i in (0, 1))
+    comm = tuple(o for o in ops if o.kind == "comm")
+    fwd = tuple(kf * O.seconds(gpu, "fwd", i) + O.seconds(host, "fwd", i) + O.seconds(comm, "fwd", i) for i in (0, 1))
+    bwd = tuple(kb * O.seconds(gpu, "bwd", i) + O.seconds(host, "bwd", i) + O.seconds(comm, "bwd", i) for i in (0, 1))
     wgrad = kb * O.seconds(ops, "wgrad")
     att_f = kf * sum(o.seconds for o in ops if o.kind == "attention" and o.phase == "fwd")
     att_b = kb * sum(o.seconds for o in ops if o.kind == "attention" and o.phase == "bwd")

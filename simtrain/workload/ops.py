@@ -123,7 +123,11 @@ def attention_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: S
 
 
 def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack, seq_len: int,
-              document_length: int = 0, precision: str = "bf16", grad_precision: str = "fp32") -> tuple[Op, ...]:
+              document_length: int = 0, precision: str = "bf16", grad_precision: str = "fp32",
+              async_tp_gather_s: float = 0.0) -> tuple[Op, ...]:
+    """One transformer layer's kernels on one rank. `async_tp_gather_s`: with PyTorch's async
+    TP, the idle-network seconds of one sequence-dim all-gather of the micro-batch's
+    activation (simtrain.engine.tpalone), what each split GEMM's shard copies add up to."""
     # the four linears in FP8 (under this recipe; "": bf16), everything else as is
     fp8 = FP8.recipe_of(precision) if FP8.is_fp8(precision) else ""
     tp = par.tp
@@ -196,6 +200,8 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
         # up) and backward (the output gradient before out proj's and MLP down's dgrad)
         for seg in (0, 1):
             ops += _mem(dev, "async tp shard copy", seg, "copy", True, t_sp * h)
+    if shards > 1 and async_tp_gather_s > 0:
+        ops += _async_tp_waits(ops, tp, async_tp_gather_s)
     if stack.async_tp_reduce and tp > 1 and par.sequence_parallel:
         # async TP sums the received partial chunks of each matmul-reduce-scatter: forward
         # after out proj and mlp down, backward after the input gradients of qkv and mlp up
@@ -238,6 +244,26 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
         ops += [Op("fp8 scale update", "memory", 1, ph, FP8.scale_update_seconds(dev, fp8), FP8.SCALE_KERNELS[fp8])
                 for ph in ("fwd", "bwd")]
     return tuple(ops)
+
+
+def _async_tp_waits(ops: list[Op], tp: int, gather_s: float) -> list[Op]:
+    """The copies PyTorch's async TP cannot hide. all-gather-matmul consumes the local shard
+    first, then shard k after its copy has landed, while shard k+1 is copied (torch/
+    distributed/_symmetric_memory/__init__.py, _pipelined_all_gather_and_consume: one copy
+    stream, one peer at a time); matmul-reduce-scatter mirrors it
+    (_pipelined_produce_and_all2all). With TP shards, a GEMM of G seconds and copies adding
+    up to the all-gather's C seconds, the pipeline takes G/TP + (TP-1) max(C/(TP-1), G/TP),
+    so it exceeds the GEMM by max(0, C - G (TP-1)/TP): a narrow GEMM (GQA's QKV, the
+    attention output projection of a small model) cannot cover the copy of its input. Per
+    GEMM beside a sequence-dim collective, forward and input gradient: two all-gathers and
+    two reduce-scatters of the same bytes each way."""
+    out = []
+    for o in ops:
+        if o.kind == "gemm" and o.phase in ("fwd", "bwd") and o.name in ("qkv", "out proj", "mlp up", "mlp down"):
+            wait = max(0.0, gather_s - o.seconds * (tp - 1) / tp)
+            if wait > 0:
+                out.append(Op(f"async tp wait: {o.name}", "comm", o.segment, o.phase, wait, 0))
+    return out
 
 
 def layer_weight_elements(model: ModelConfig, tp: int) -> float:
