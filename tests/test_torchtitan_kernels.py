@@ -193,16 +193,17 @@ def test_async_tp_waits_for_copies_its_gemms_cannot_hide(small_overrides):
     s, plan, _ = _ops(over, 'stack.async_tp_split_gemms=true')
     S = T * H * 2
     c = Stack().collective_us * 1e-6 + (TP - 1) / TP * S / (3600 / 8 * 1e9 * 0.80) + (TP - 1) * 2e-6
-    assert plan.async_tp_gather_s == pytest.approx(c, rel=1e-9)
-    assert make_plan(load_scenario(None, over)).async_tp_gather_s == 0.0  # GEMMs whole: nothing to wait for
+    assert plan.tp_gather_s == pytest.approx(c, rel=1e-9)
+    # without overlapped TP communication the collectives run in the engine: nothing to price here
+    assert make_plan(load_scenario(None, [*over[:-2], "engine.overlap_tp_comm=false"])).tp_gather_s == 0.0
     for gather in (c, 1e-9, 1.0):
         ops = layer_ops(s.model, s.parallel, plan.device, s.stack, s.training.seq_len,
-                        grad_precision=s.training.grad_precision, async_tp_gather_s=gather)
+                        grad_precision=s.training.grad_precision, tp_gather_s=gather)
         for name in ("qkv", "out proj", "mlp up", "mlp down"):
             for phase in ("fwd", "bwd"):
                 g = _op(ops, name, phase)[0].seconds
                 want = max(0.0, gather - g * (TP - 1) / TP)
-                waits = _op(ops, f"async tp wait: {name}", phase)
+                waits = _op(ops, f"tp overlap wait: {name}", phase)
                 assert sum(w.seconds for w in waits) == pytest.approx(want, rel=1e-12, abs=0.0), (gather, name, phase)
                 assert all(w.kernels == 0 and w.kind == "comm" for w in waits)
         if gather == 1.0:  # a second-long copy: every GEMM waits, 8 per layer
@@ -214,10 +215,45 @@ def test_async_tp_waits_for_copies_its_gemms_cannot_hide(small_overrides):
     s, plan, _ = _ops(over + ["parallel.tp=8", "parallel.pp=2", "parallel.dp=1"], 'stack.async_tp_split_gemms=true')
     lc = plan.stages[0].layer
     ops = layer_ops(s.model, s.parallel, plan.device, s.stack, s.training.seq_len,
-                    grad_precision=s.training.grad_precision, async_tp_gather_s=plan.async_tp_gather_s)
+                    grad_precision=s.training.grad_precision, tp_gather_s=plan.tp_gather_s)
     from simtrain.workload.costs import layer_cost
     bare = layer_cost(s.model, s.parallel, plan.device, s.training.seq_len, s.stack,
                       grad_precision=s.training.grad_precision)
     waits = sum(o.seconds for o in ops if o.kind == "comm" and o.phase == "fwd")
-    assert {o.name for o in ops if o.kind == "comm"} == {"async tp wait: qkv", "async tp wait: out proj"}
+    assert {o.name for o in ops if o.kind == "comm"} == {"tp overlap wait: qkv", "tp overlap wait: out proj"}
     assert sum(lc.fwd) - sum(bare.fwd) == pytest.approx(waits, rel=1e-9)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp8"])
+def test_userbuffers_tp_overlap_waits_follow_its_pipelined_and_bulk_overlaps(small_overrides, precision):
+    """Transformer Engine's userbuffers: qkv/fc1_fprop's all-gather, proj/fc2_fprop's reduce-
+    scatter and proj/fc2_dgrad's all-gather of the output gradient are pipelined with their
+    GEMM (G + max(0, C - G (TP-1)/TP)); qkv/fc1_dgrad's re-gather of the input and
+    qkv/fc1_wgrad's reduce-scatter run in bulk beside the input- and weight-gradient GEMMs
+    (G + max(0, C - G)). Under FP8 the gathered GEMM inputs are cast first: C / 2. The GEMMs
+    are the ones the userbuffers' SMs slow (stack.tp_overlap_sms)."""
+    over = [*small_overrides, 'cluster.stack="megatron-core"', 'parallel.sequence_parallel=true',
+            "engine.overlap_tp_comm=true", f'training.precision="{precision}"']
+    s, plan, _ = _ops(over)
+    assert plan.tp_gather_s > 0 and s.stack.tp_overlap_sms and not s.stack.async_tp_split_gemms
+    from simtrain.workload import fp8 as FP8
+    prec = FP8.workload_precision(s.training.precision, s.training.fp8_recipe)
+    half = 0.5 if precision == "fp8" else 1.0
+    for c in (1e-9, 3e-4, 1.0):
+        ops = layer_ops(s.model, s.parallel, plan.device, s.stack, s.training.seq_len, precision=prec,
+                        grad_precision=s.training.grad_precision, tp_gather_s=c)
+        g = {(o.name, o.phase): o.seconds for o in ops if o.kind == "gemm"}
+        p = (TP - 1) / TP
+        want = {("qkv", "fwd"): max(0, c * half - g["qkv", "fwd"] * p),
+                ("mlp up", "fwd"): max(0, c * half - g["mlp up", "fwd"] * p),
+                ("out proj", "fwd"): max(0, c - g["out proj", "fwd"] * p),
+                ("mlp down", "fwd"): max(0, c - g["mlp down", "fwd"] * p),
+                ("out proj", "bwd"): max(0, c * half - g["out proj", "bwd"] * p),
+                ("mlp down", "bwd"): max(0, c * half - g["mlp down", "bwd"] * p),
+                ("qkv", "bwd"): max(0, c * half - g["qkv", "bwd"]) + max(0, c - g["qkv", "wgrad"]),
+                ("mlp up", "bwd"): max(0, c * half - g["mlp up", "bwd"]) + max(0, c - g["mlp up", "wgrad"])}
+        for (name, phase), w in want.items():
+            got = sum(o.seconds for o in _op(ops, f"tp overlap wait: {name}", phase))
+            assert got == pytest.approx(w, rel=1e-12, abs=0.0), (c, name, phase)
+        if c == 1.0:
+            assert len([o for o in ops if o.kind == "comm"]) == 10  # 4 pipelined forward, 2 + 4 backward

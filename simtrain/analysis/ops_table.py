@@ -26,7 +26,7 @@ def layer_op_rows(plan: Any) -> list[dict[str, Any]]:
     s = plan.scenario
     ops = layer_ops(s.model, s.parallel, plan.device, s.stack, s.training.seq_len, s.training.document_length,
                     FP8.workload_precision(s.training.precision, s.training.fp8_recipe), s.training.grad_precision,
-                    plan.async_tp_gather_s)
+                    plan.tp_gather_s)
     moe = next((st.moe for st in plan.stages if st.moe is not None and st.layers > st.dense_layers), None)
     if moe is not None:  # an MoE layer: the attention block's kernels, then the MoE block
         ops = tuple(o for o in ops if o.segment == 0) + tuple(_moe_block_ops(moe))

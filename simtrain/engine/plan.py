@@ -21,7 +21,7 @@ from simtrain import schedule as sched
 from simtrain.schedule.constraints import llama3_default_n
 from simtrain.engine import symmetry, whatif
 from simtrain.engine.symmetry import Classes
-from simtrain.engine.tpalone import async_tp_gather_seconds
+from simtrain.engine.tpalone import tp_gather_seconds
 from simtrain.hardware.devices import FAMILY, Device, apply_device_table
 from simtrain.hardware.load import load_topology
 from simtrain.hardware.topology import Topology
@@ -98,7 +98,7 @@ class Plan:
     gather_bytes: dict[int, float] = field(default_factory=dict)
     # PyTorch async TP: idle-network seconds of one sequence-dim all-gather of a micro-batch's
     # activation, which each split GEMM's shard copies add up to (simtrain.engine.tpalone); 0 otherwise
-    async_tp_gather_s: float = 0.0
+    tp_gather_s: float = 0.0
 
     @property
     def num_gpus(self) -> int:
@@ -201,7 +201,7 @@ def make_plan(s: Scenario, schedule: sched.Schedule | None = None) -> Plan:
     # sequence length: pass the keys a query attends under the document mask and the
     # sliding window together (simtrain.workload.flops.attended_length; a float)
     attended = attended_length(s.training.seq_len, s.training.document_length, m.sliding_window)
-    tp_gather = async_tp_gather_seconds(s, L, topo)
+    tp_gather = tp_gather_seconds(s, L, topo)
     lc = layer_cost(m, s.parallel, dev, s.training.seq_len, s.stack,
                     attended if attended < s.training.seq_len else s.training.document_length,
                     precision, s.training.grad_precision, tp_gather)
@@ -265,7 +265,7 @@ def make_plan(s: Scenario, schedule: sched.Schedule | None = None) -> Plan:
     p2p = s.parallel.micro_batch * (s.training.seq_len // L.cp) * m.hidden_size * 2 / L.tp
     speed = whatif.device_factors(s.whatif, L.world)
     plan = Plan(s, L, topo, dev, ms, schedule, tuple(stages), symmetry.pipeline(L), float(p2p), grad_bytes, opt,
-                speed, schedule_params(s, L), async_tp_gather_s=tp_gather)
+                speed, schedule_params(s, L), tp_gather_s=tp_gather)
     if s.training.fp8_params:
         plan = dataclasses.replace(plan, gather_bytes={st.index: FP8.param_gather_bytes(m, st.params, st.layers, L.tp, True)
                                                        for st in stages})

@@ -1,7 +1,8 @@
 """Idle-network time of one tensor-parallel sequence-dim collective, for costs the plan
-prices before the engine runs: PyTorch's async TP (stack.async_tp_split_gemms) pipelines
-each shard's copy with the GEMM on the previous shard, so a copy slower than its GEMM shows
-through (simtrain.workload.ops, "async tp wait"). The same Comm and algorithm choice as the
+prices before the engine runs. With TP communication overlapped (engine.overlap_tp_comm:
+PyTorch's async TP, Transformer Engine's userbuffers) each collective is pipelined with the
+GEMM beside it, chunk by chunk, so a transfer slower than its GEMM shows through
+(simtrain.workload.ops, "tp overlap wait"). The same Comm and algorithm choice as the
 engine's collectives, on an idle network (the TP group's NVLink domain is its own)."""
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from simtrain.scenario.layout import Coord, Layout
 BF16 = 2
 
 
-def async_tp_gather_seconds(s: Scenario, L: Layout, topo: Topology) -> float:
+def tp_gather_seconds(s: Scenario, L: Layout, topo: Topology) -> float:
     """Seconds of one all-gather of a micro-batch's activation (tokens x hidden, bf16) over
-    rank 0's TP group on an idle network; 0 unless async TP splits the GEMMs."""
-    if not (s.stack.async_tp_split_gemms and L.tp > 1 and s.parallel.sequence_parallel) or s.engine.comm == "free":
+    rank 0's TP group on an idle network; 0 unless sequence-parallel TP communication is
+    overlapped with the GEMMs."""
+    if not (s.engine.overlap_tp_comm and L.tp > 1 and s.parallel.sequence_parallel) or s.engine.comm == "free":
         return 0.0
     size = s.parallel.micro_batch * (s.training.seq_len // L.cp) * s.model.hidden_size * BF16
     comm = Comm(FlowNetwork(simpy.Environment(), topo), topo, s.engine.collective_algo, s.stack.collective_us * 1e-6)

@@ -72,9 +72,9 @@ def _launch_factor(ops: tuple[O.Op, ...], phases: tuple[str, ...], stack: Stack,
 
 def layer_cost(model: ModelConfig, par: ParallelConfig, dev: Device, seq_len: int, stack: Stack | None = None,
                document_length: int = 0, precision: str = "bf16", grad_precision: str = "fp32",
-               async_tp_gather_s: float = 0.0) -> LayerCost:
+               tp_gather_s: float = 0.0) -> LayerCost:
     stack = stack or Stack()
-    ops = O.layer_ops(model, par, dev, stack, seq_len, document_length, precision, grad_precision, async_tp_gather_s)
+    ops = O.layer_ops(model, par, dev, stack, seq_len, document_length, precision, grad_precision, tp_gather_s)
     hooks = stack.fsdp_unit_us * 1e-6 if par.zero == 3 else 0.0
     kf = _launch_factor(ops, ("fwd",), stack, hooks)
     kb = _launch_factor(ops, ("bwd", "wgrad"), stack, hooks)

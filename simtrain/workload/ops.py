@@ -124,10 +124,11 @@ def attention_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: S
 
 def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack, seq_len: int,
               document_length: int = 0, precision: str = "bf16", grad_precision: str = "fp32",
-              async_tp_gather_s: float = 0.0) -> tuple[Op, ...]:
-    """One transformer layer's kernels on one rank. `async_tp_gather_s`: with PyTorch's async
-    TP, the idle-network seconds of one sequence-dim all-gather of the micro-batch's
-    activation (simtrain.engine.tpalone), what each split GEMM's shard copies add up to."""
+              tp_gather_s: float = 0.0) -> tuple[Op, ...]:
+    """One transformer layer's kernels on one rank. `tp_gather_s`: with sequence-parallel TP
+    communication overlapped (PyTorch's async TP, Transformer Engine's userbuffers), the
+    idle-network seconds of one all-gather of the micro-batch's activation (simtrain.engine.
+    tpalone), what each collective pipelined with a GEMM has to move (`_tp_overlap_waits`)."""
     # the four linears in FP8 (under this recipe; "": bf16), everything else as is
     fp8 = FP8.recipe_of(precision) if FP8.is_fp8(precision) else ""
     tp = par.tp
@@ -200,8 +201,6 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
         # up) and backward (the output gradient before out proj's and MLP down's dgrad)
         for seg in (0, 1):
             ops += _mem(dev, "async tp shard copy", seg, "copy", True, t_sp * h)
-    if shards > 1 and async_tp_gather_s > 0:
-        ops += _async_tp_waits(ops, tp, async_tp_gather_s)
     if stack.async_tp_reduce and tp > 1 and par.sequence_parallel:
         # async TP sums the received partial chunks of each matmul-reduce-scatter: forward
         # after out proj and mlp down, backward after the input gradients of qkv and mlp up
@@ -240,29 +239,56 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
                 ops.append(Op("zero3 list collectives", "host", seg, phase, Z3.host_seconds(par, stack, gathers, reduces), 0))
     if stack.tp_overlap_sms and tp > 1:
         ops = _tp_overlap_sms(ops, stack.tp_overlap_sms, dev.sms)
+    if tp > 1 and par.sequence_parallel and tp_gather_s > 0 and not is_mla(model):
+        ops += _tp_overlap_waits(ops, tp, tp_gather_s, async_tp=shards > 1, fp8=bool(fp8))
     if fp8 and FP8.SCALE_KERNELS[fp8]:  # ---- delayed scaling's amax reduction and scale update after each pass
         ops += [Op("fp8 scale update", "memory", 1, ph, FP8.scale_update_seconds(dev, fp8), FP8.SCALE_KERNELS[fp8])
                 for ph in ("fwd", "bwd")]
     return tuple(ops)
 
 
-def _async_tp_waits(ops: list[Op], tp: int, gather_s: float) -> list[Op]:
-    """The copies PyTorch's async TP cannot hide. all-gather-matmul consumes the local shard
-    first, then shard k after its copy has landed, while shard k+1 is copied (torch/
-    distributed/_symmetric_memory/__init__.py, _pipelined_all_gather_and_consume: one copy
-    stream, one peer at a time); matmul-reduce-scatter mirrors it
-    (_pipelined_produce_and_all2all). With TP shards, a GEMM of G seconds and copies adding
-    up to the all-gather's C seconds, the pipeline takes G/TP + (TP-1) max(C/(TP-1), G/TP),
-    so it exceeds the GEMM by max(0, C - G (TP-1)/TP): a narrow GEMM (GQA's QKV, the
-    attention output projection of a small model) cannot cover the copy of its input. Per
-    GEMM beside a sequence-dim collective, forward and input gradient: two all-gathers and
-    two reduce-scatters of the same bytes each way."""
+# The GEMM each overlapped TP collective hides behind, (name, phase): (GEMM phase, bytes
+# factor, pipelined). PyTorch's async TP (torch/distributed/_symmetric_memory,
+# _pipelined_all_gather_and_consume / _pipelined_produce_and_all2all) fuses each sequence-
+# dim collective with its neighbouring GEMM, forward and input gradient: all-gather before
+# QKV and MLP up, reduce-scatter after out proj and MLP down, and their adjoints (the
+# gathered input is kept for the weight gradient). Transformer Engine's userbuffers (the
+# order of simtrain.scenario.stack.TP_OVERLAP_GEMMS) pipeline qkv/fc1_fprop's all-gather and
+# proj/fc2_fprop's reduce-scatter with their GEMMs and proj/fc2_dgrad's all-gather of the
+# output gradient with theirs; qkv/fc1_dgrad re-gather the sequence-sharded input beside the
+# input-gradient GEMM and qkv/fc1_wgrad reduce-scatter the input gradient beside the weight-
+# gradient GEMM, in bulk. Under FP8 the all-gathered GEMM inputs travel cast, 1 byte.
+_ASYNC_TP_PAIRS = {(g, ph): (ph, 1.0, True) for g in ("qkv", "out proj", "mlp up", "mlp down") for ph in ("fwd", "bwd")}
+_UB_PAIRS = {("qkv", "fwd"): [("fwd", "fp8", True)], ("mlp up", "fwd"): [("fwd", "fp8", True)],
+             ("out proj", "fwd"): [("fwd", 1.0, True)], ("mlp down", "fwd"): [("fwd", 1.0, True)],
+             ("out proj", "bwd"): [("bwd", "fp8", True)], ("mlp down", "bwd"): [("bwd", "fp8", True)],
+             ("qkv", "bwd"): [("bwd", "fp8", False), ("wgrad", 1.0, False)],
+             ("mlp up", "bwd"): [("bwd", "fp8", False), ("wgrad", 1.0, False)]}
+
+
+def _tp_overlap_waits(ops: list[Op], tp: int, gather_s: float, async_tp: bool, fp8: bool) -> list[Op]:
+    """The transfers an overlapped TP collective cannot hide behind its GEMM. A pipelined
+    collective moves one TP shard per step beside the GEMM on the previous one (the local
+    shard first): with the GEMM's G seconds and the collective's C (one all-gather of the
+    micro-batch's activation, `gather_s`; half under FP8 for cast inputs), G/TP + (TP-1)
+    max(C/(TP-1), G/TP) = G + max(0, C - G (TP-1)/TP). A bulk overlap runs the whole
+    collective beside the whole GEMM: G + max(0, C - G). A narrow GEMM (GQA's QKV, a small
+    model's attention output projection at TP 8) cannot cover its transfer. The wait is
+    charged in the phase the collective runs in (the collective's pass); the engine runs
+    the collective itself as free (engine.overlap_tp_comm)."""
+    seconds = {(o.name, o.phase): o.seconds for o in ops if o.kind == "gemm"}
+    pairs = {k: [v] for k, v in _ASYNC_TP_PAIRS.items()} if async_tp else _UB_PAIRS
     out = []
-    for o in ops:
-        if o.kind == "gemm" and o.phase in ("fwd", "bwd") and o.name in ("qkv", "out proj", "mlp up", "mlp down"):
-            wait = max(0.0, gather_s - o.seconds * (tp - 1) / tp)
+    for (name, phase), overlaps in pairs.items():
+        for gemm_phase, factor, pipelined in overlaps:
+            g = seconds.get((name, gemm_phase))
+            if g is None:
+                continue
+            c = gather_s * (0.5 if factor == "fp8" and fp8 else 1.0)
+            wait = max(0.0, c - g * ((tp - 1) / tp if pipelined else 1.0))
             if wait > 0:
-                out.append(Op(f"async tp wait: {o.name}", "comm", o.segment, o.phase, wait, 0))
+                seg = 0 if name in ("qkv", "out proj") else 1
+                out.append(Op(f"tp overlap wait: {name}", "comm", seg, phase, wait, 0))
     return out
 
 
