@@ -136,3 +136,16 @@ def test_megatron_lm_2021_fp16_accumulates_in_place_and_fsdp_only_its_shard():
     assert grad_accum_seconds(fsdp)[0][st3.index] == pytest.approx(
         6 * st3.params / (L.dp * L.cp) / (dev.hbm_bytes_per_s * dev.memory_efficiency)
         + TENSORS_PER_LAYER * st3.layers * dev.kernel_overhead_s, rel=1e-12)
+
+
+def test_megatron_2022_gathers_the_distributed_optimizers_parameters_in_step():
+    """Megatron-LM of 2022-2023 (the MegaScale baseline's commit 285068c8) all-gathers the
+    updated parameters after optimizer.step(), before the step ends (training.py:438-440);
+    Megatron-Core's megatron-core stack overlaps it with the next forward."""
+    from simtrain.analysis.validation.cases import case_scenario, load_reference
+
+    cases = {c.name: c for c in load_reference()}
+    old = case_scenario(cases["megascale-175b-1024gpu-megatron"])
+    assert (old.stack.name, old.parallel.zero, old.stack.param_gather) == ("megatron-lm-2022", 2, "in-step")
+    new = load_scenario(None, BASE + ['cluster.stack="megatron-core"'])
+    assert new.stack.param_gather == "overlapped"
