@@ -585,15 +585,21 @@ def _mtnlg(n: int, r: dict[str, str]) -> Case:
     gpus = int(r["num_gpus"])
     model = gpt_model(105, 20480, 128, 51200, 2048)
     parallel = dict(tp=8, pp=35, dp=int(r["dp"]), micro_batch=1, recompute="full")
-    # fp16: the DeepSpeed of MT-NLG's 2021 training had no bf16 (v0.5.4, 2021-10: fp16 and
-    # amp only; bf16 with the pipeline engine arrived in 56c522386, "bf16+pipeline
-    # parallelism (#1801)", 2022-04-19); its ZeRO-1 reduces the fp16 gradients as they are
-    training = dict(seq_len=2048, global_batch=1920, precision="fp16", grad_precision="fp16")
+    # bf16: "Model training is done with mixed precision using 16-bit bfloat on NVIDIA's
+    # Selene supercomputer" (Smith et al. 2022, arXiv:2201.11990, hardware section; quoted in
+    # several transcriptions). Public DeepSpeed had no bf16 with its pipeline engine until
+    # 56c522386, "bf16+pipeline parallelism (#1801)", 2022-04-19, so MT-NLG ran a variation
+    # of it ("Both Megatron-Turing NLG 530B and Big Science use a variation of this code
+    # base", DeepSpeed docs/_tutorials/large-models-w-deepspeed.md:31); the gradient path is
+    # taken as that public design, the one BLOOM ran (the megatron-deepspeed stack's bf16
+    # path: fp32 accumulation after every micro-batch, fp32 all-reduce)
+    training = dict(seq_len=2048, global_batch=1920, precision="bf16")
     scen = scenario(model, "A100-80GB", gpus, "megatron-deepspeed", parallel, training)
     note = ("published §2.4 iteration time (secondary quotation). TP8 PP35, global batch 1920. Assumed (not "
             "transcribed): micro-batch 1, full recomputation, ZeRO-1 (DeepSpeed's pipeline engine supports no "
-            "higher stage), vocab 51,200 (GPT-2's padded as Megatron pads it at TP 8); fp16 with fp16 gradients "
-            "reduced (DeepSpeed had no bf16 before 2022-04, 56c522386); A100-80GB per the "
+            "higher stage), vocab 51,200 (GPT-2's padded as Megatron pads it at TP 8); bf16 as the paper says, "
+            "with the gradient path of DeepSpeed's public bf16 pipeline design (56c522386, BLOOM's: fp32 "
+            "accumulation per micro-batch, fp32 all-reduce); A100-80GB per the "
             "Microsoft/NVIDIA announcement (the quoting repo says 40GB)")
     return case(f"mt-nlg-530b-{gpus}gpu", SINGLE_GROUP, SINGLE_FILE, n, r, scen, note, num(r["step_time_s"]))
 
