@@ -61,3 +61,21 @@ def test_op_selective_recompute_is_torchtitans_every_second_matmul(small_overrid
     op = layer_activation_bytes(m, 2048, 1, 1, False, "op-selective")
     assert op == 2048 * (4 * 4096 + 4 * 4096 + 2 * 1024 + 2 * 14336 + 4 * 32)
     assert layer_activation_bytes(m, 2048, 1, 1, False, "full") < op < layer_activation_bytes(m, 2048, 1, 1, False, "none")
+
+
+def test_run_ops_shows_the_overlapped_tp_waits(small_overrides, capsys):
+    """With TP communication overlapped at TP 8 (megatron-core's userbuffers), GQA's QKV and
+    the attention output projection of Llama 3 8B are too narrow to hide their transfers:
+    `tp overlap wait` rows of kind comm in the text table and in --json, each the closed form
+    of simtrain.workload.ops._tp_overlap_waits (tests/test_torchtitan_kernels.py)."""
+    over = small_overrides + ["parallel.tp=8", "parallel.pp=2", "parallel.dp=1", 'cluster.stack="megatron-core"',
+                              "parallel.sequence_parallel=true", "engine.overlap_tp_comm=true"]
+    args = ["run", "--ops", "--no-progress"] + [x for o in over for x in ("--set", o)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "tp overlap wait: qkv" in out and "tp overlap wait: out proj" in out
+    assert main(args + ["--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["ops"]["kernels"]
+    waits = [r for r in rows if r["kind"] == "comm"]
+    assert waits and all(r["kernel"].startswith("tp overlap wait: ") and r["seconds"] > 0 for r in waits)
+    assert sum(r["share"] for r in rows) == pytest.approx(1.0, rel=1e-9)
