@@ -157,10 +157,7 @@ def _network_key(plan) -> tuple:
 
 
 def _alone_time(plan, tkey, group: tuple[int, ...], op: str, size: float) -> float:
-    import simpy
-
-    from simtrain.network.comm import Comm
-    from simtrain.network.flows import FlowNetwork
+    from simtrain.engine.tpalone import alone_seconds, idle_comm
 
     if len(group) < 2:
         return 0.0
@@ -168,12 +165,9 @@ def _alone_time(plan, tkey, group: tuple[int, ...], op: str, size: float) -> flo
     if comm is None:
         if len(_COMMS) > 8:
             _COMMS.clear()
-        topo = plan.topology
-        comm = _COMMS[tkey] = Comm(FlowNetwork(simpy.Environment(), topo), topo, plan.scenario.engine.collective_algo,
-                                   plan.scenario.stack.collective_us * 1e-6)
-        comm.alone = True
-    _, phases = comm.collective(op, group, size)
-    return sum(comm.net.uncontended_time(ph.key, ph.nbytes, ph.latency) for ph in phases)
+        comm = _COMMS[tkey] = idle_comm(plan.topology, plan.scenario.engine.collective_algo,
+                                        plan.scenario.stack.collective_us * 1e-6)
+    return alone_seconds(comm, op, group, size)
 
 
 def mfu_bound(plan, split: bool | None = None, comm: bool = False, mixed: bool | None = None) -> float:
