@@ -42,7 +42,11 @@ def _process_dp_launch(self, dev, op, size, label, on_done=None, delay=0.0):
         if prev is not None and not prev.processed:
             yield prev
         t0 = self.env.now
+        if self.sm_loads is not None:  # NCCL's blocks held while it runs (simtrain.engine.smload)
+            self._sm_hold(dev, self.dp_dim)
         yield from self.collective(dev, self.dp_dim, op, size)
+        if self.sm_loads is not None:
+            self._sm_release(dev, self.dp_dim)
         self._rec(dev, "dp", label, t0, stream="comm", nbytes=size)
         done.succeed()
 

@@ -25,7 +25,7 @@ from simtrain.engine.plan import Plan
 from simtrain.engine.timeline import Record
 
 _END = attrgetter("end")  # C-level getter: cheaper than a generator over millions of records
-PARTS = ("compute", "recompute", "optimizer", "tp", "cp", "ep", "pp", "dp", "bubble")
+PARTS = ("compute", "recompute", "optimizer", "nccl_sm", "tp", "cp", "ep", "pp", "dp", "bubble")
 
 
 @dataclass

@@ -12,6 +12,7 @@ PART_NAMES = {
     "compute": "compute (F/B/W)",
     "recompute": "recomputation",
     "optimizer": "optimizer step",
+    "nccl_sm": "compute slowed by NCCL's SMs",
     "tp": "exposed TP comm",
     "cp": "exposed CP comm",
     "ep": "exposed EP comm",
@@ -72,7 +73,7 @@ def text_report(r: Result) -> str:
     lines.append("  step breakdown (mean over GPUs)   seconds   share")
     for p in PARTS:
         v = r.breakdown.get(p, 0.0)
-        if v <= 0 and p in ("recompute", "cp", "ep"):
+        if v <= 0 and p in ("recompute", "nccl_sm", "cp", "ep"):
             continue
         share = v / r.step_time_s if r.step_time_s else 0.0
         lines.append(f"    {PART_NAMES[p]:<30} {v:8.3f}  {100 * share:5.1f}%")

@@ -124,6 +124,7 @@ class Engine(MoEActions, DeepSpeedPipe, Zero3Sync):
         # forward) communicates like the distributed optimizer (zero = 1). DeepSpeed v0.3.x:
         # per-tensor synchronized fetches instead (simtrain.engine.zero3sync)
         self.fsdp = par.zero == 3 and par.reshard_after_forward and L.dp * L.cp > 1
+        self._sm_init(plan)  # NCCL's blocks on the SMs beside data-parallel collectives (smload)
         self._z3_init(plan)
         self._moe_init()
 
@@ -263,6 +264,7 @@ class Engine(MoEActions, DeepSpeedPipe, Zero3Sync):
         m = plan.schedule.stage_microbatches  # micro-batches through each stage (M / chains)
         yield from self._step_start(dev, c.pp)  # parameter all-gathers, gradient buffer zeroed
         arrivals, async_p2p, env = self.arrivals, self.async_p2p, self.env
+        busy = self.records.busy if self.sm_loads is not None else None  # (smload: compute NCCL's SMs slowed)
         tpt = self.tp_time.get(dev)
         tpv = self._view("tp", dev) if tpt is not None else None  # (made by _plan_coalescing, which set tpt)
         group = tpv is not None and len(tpv.reps) > 1 and not self.varied  # (TP peers: `_group_segments`'s one event)
@@ -288,6 +290,7 @@ class Engine(MoEActions, DeepSpeedPipe, Zero3Sync):
                         t0 = env._now
                         yield ready
                         self._rec(dev, "dp", "wait params", t0, stage, mb)
+                ta = env._now  # (the action's start: smload)
                 if pw is not None:
                     yield from self._unpartition(dev, pw, "F", stage, mb)
                 if span:  # (`forward`'s coalesced path, and `_group_segments` where it is one span, without generators)
@@ -302,6 +305,8 @@ class Engine(MoEActions, DeepSpeedPipe, Zero3Sync):
                     yield from self.forward(dev, st, a)
                 if pw is not None:
                     yield from self._compute(dev, pw[2], "F", PIPE_COPIES, stage, mb)
+                if busy is not None and dev in busy:
+                    yield from self._pay_sm(dev, ta, stage, mb)
                 if not end:
                     peer, rep = self._neighbour(dev, stage + 1)
                     if peer == dev:
@@ -320,6 +325,7 @@ class Engine(MoEActions, DeepSpeedPipe, Zero3Sync):
                         self._arrived(dev, key, stage, mb, wait_label, t0)
                     else:
                         self._received(key)
+                ta = env._now
                 if pw is not None:  # before autograd.backward, so before the recomputation
                     yield from self._unpartition(dev, pw, "B", stage, mb)
                 if st.layer.recompute > 0:
@@ -343,6 +349,8 @@ class Engine(MoEActions, DeepSpeedPipe, Zero3Sync):
                     yield from self._compute(dev, self.accum_s[st.index], "B", "grad-accum", stage, mb)
                 if pw is not None:
                     yield from self._compute(dev, pw[2], "B", PIPE_COPIES, stage, mb)
+                if busy is not None and dev in busy:
+                    yield from self._pay_sm(dev, ta, stage, mb)
                 if not end:
                     peer, rep = self._neighbour(dev, stage - 1)
                     if peer == dev:
@@ -354,10 +362,13 @@ class Engine(MoEActions, DeepSpeedPipe, Zero3Sync):
                 if last:  # (nothing owed otherwise)
                     yield from self._pay_bucket_passes(dev, stage, mb, last)  # (after the send)
             else:  # W
+                ta = env._now
                 yield from self.weight(dev, st, a, last=count == m)
                 yield from self._pay_bucket_passes(dev, stage, mb, count == m)
                 if self.accum_s and (self.accum_first or count > 1):
                     yield from self._compute(dev, self.accum_s[st.index], "W", "grad-accum", stage, mb)
+                if busy is not None and dev in busy:
+                    yield from self._pay_sm(dev, ta, stage, mb)
             if pair_end:
                 yield from self._pair_end(dev)
         if self.tied_stages is not None and c.pp in (plan.schedule.placement[i] for i in self.tied_stages):

@@ -76,8 +76,11 @@ class DataParallelStream:
         prev = self.dp_tail.get(dev)
         done = on_done or self.env.event()
         env = self.env
+        loads = self.sm_loads
 
         def finish(t0: float) -> None:
+            if loads is not None:
+                self._sm_release(dev, self.dp_dim)
             self._rec(dev, "dp", label, t0, stream="comm", nbytes=size)
             done.succeed()
             next(env._eid)  # (the process's end event, scheduled after `done`: see above)
@@ -89,6 +92,8 @@ class DataParallelStream:
                 return
             start = None  # (runs once: no reference cycle through its own cell keeps the engine alive)
             t0 = env._now
+            if loads is not None:  # NCCL's blocks held from now until the collective ends
+                self._sm_hold(dev, self.dp_dim)
             ev = self._launch(dev, self.dp_dim, op, size)
             if ev is not None and ev.callbacks is not None:
                 ev.callbacks.append(lambda _e: finish(t0))

@@ -210,7 +210,11 @@ class MoEActions(Programs):
             if prev is not None and not prev.processed:
                 yield prev
             t0 = self.env.now
+            if self.sm_loads is not None:
+                self._sm_hold(dev, "edp")
             yield from self.collective(dev, "edp", op, size)
+            if self.sm_loads is not None:
+                self._sm_release(dev, "edp")
             self._rec(dev, "dp", label, t0, stream="comm")
             done.succeed()
 

@@ -15,6 +15,7 @@ import simpy
 from simtrain.engine import whatif
 from simtrain.engine.dpstream import DataParallelStream
 from simtrain.engine.p2p import PointToPoint
+from simtrain.engine.smload import SmContention
 from simtrain.engine.spans import Spans
 from simtrain.engine.timeline import record
 from simtrain.network.comm import Comm, NotPeriodic
@@ -24,7 +25,7 @@ from simtrain.scenario.layout import Coord
 Proc = Generator[simpy.Event, object, None]
 
 
-class Primitives(Spans, PointToPoint, DataParallelStream):
+class Primitives(Spans, PointToPoint, DataParallelStream, SmContention):
     """Compute, communication and record-keeping steps shared by every action."""
 
     def _rec(self, dev: int, kind: str, label: str, start: float, stage: int = -1, mb: int = -1, stream: str = "main",

@@ -28,15 +28,16 @@ from simtrain.engine.timeline import Record
 from simtrain.plots import save_figure
 
 COLORS = {
-    "F": "#4C72B0", "B": "#55A868", "W": "#8FD1A8", "R": "#8172B2", "opt": "#64B5CD",
+    "F": "#4C72B0", "B": "#55A868", "W": "#8FD1A8", "R": "#8172B2", "opt": "#64B5CD", "nccl_sm": "#2F4B7C",
     "tp": "#DD8452", "cp": "#CCB974", "ep": "#DA8BC3", "pp": "#C44E52", "dp": "#937860", "bubble": "#DDDDDD",
 }
 LEGEND = {"F": "forward", "B": "backward", "W": "weight grad", "R": "recompute", "opt": "optimizer",
+          "nccl_sm": "compute slowed by NCCL's SMs",
           "tp": "exposed TP comm", "cp": "exposed CP comm", "ep": "exposed EP comm", "pp": "exposed PP comm",
           "dp": "exposed DP comm",
           "bubble": "bubble / idle"}
 # breakdown part of each kind (simtrain.analysis.metrics.PARTS), for the legend's shares
-PART = {"F": "compute", "B": "compute", "W": "compute", "R": "recompute", "opt": "optimizer",
+PART = {"F": "compute", "B": "compute", "W": "compute", "R": "recompute", "opt": "optimizer", "nccl_sm": "nccl_sm",
         "tp": "tp", "cp": "cp", "ep": "ep", "pp": "pp", "dp": "dp", "bubble": "bubble"}
 COMPUTE = ("F", "B", "W", "R")
 ORDER = tuple(COLORS)  # stacking order of the sub-pixel strips, bottom up

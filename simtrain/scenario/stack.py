@@ -260,6 +260,21 @@ class Stack:
     # per state, a cost that grows with the number of ranks. 0: not modelled.
     step_sync_collectives: int = 0
     step_metric_states: int = 0
+    # Thread blocks (one per channel, each holding an SM) that an NCCL collective's kernel
+    # keeps resident while it runs, so that compute kernels overlapping a data-parallel or
+    # FSDP collective get the remaining SMs only (simtrain.engine.smload): NCCL_DEBUG=INFO
+    # logs of 8-GPU NVSwitch nodes print "24 coll channels" (A100-SXM4-80GB, NCCL 2.20.5;
+    # H100, p5.48xlarge, single node) and "16 coll channels" for communicators spanning nodes
+    # (two p5.48xlarge; DGX-class nodes over InfiniBand: 2 channels per NIC), and an Nsight
+    # trace of a GEMM beside FSDP's all-gather on an H100 shows the ncclAllGather kernel's 24
+    # blocks pushing the GEMM's 132 tiles into a second wave (NVIDIA developer forum thread
+    # 337991, "Compute-Communication Overlap Causes Severe GEMM Performance Degradation").
+    # Cross-check: Lee et al. 2025 (arXiv:2507.03114) measure compute 18.9% slower on average
+    # while it overlaps communication (A100, H100, MI250, MI210); 24 of an H100's 132 SMs is
+    # 22%, 16 is 14%. 0: the collectives take no SMs (a stack whose collectives run on copy
+    # or DMA engines).
+    nccl_channels_intra_node: int = 24
+    nccl_channels_inter_node: int = 16
 
 
 STACK_CHOICES = {
@@ -281,7 +296,7 @@ MIN_SUSTAINED = 0.05
 NON_NEGATIVE = ("launch_us", "collective_us", "fsdp_unit_us", "workspace_gib", "fragmentation", "loss_logit_bytes",
                 "train_metric_ce_passes", "step_sync_collectives", "step_metric_states",
                 "grad_accum_bytes", "zero3_gather_rank_ops", "zero3_reduce_rank_ops", "zero3_persist_numel", "zero3_reuse_numel",
-                "zero3_max_live_numel", "zero3_persist_rank_ops")
+                "zero3_max_live_numel", "zero3_persist_rank_ops", "nccl_channels_intra_node", "nccl_channels_inter_node")
 
 
 def check_stack(stack: Stack, where: str) -> Stack:

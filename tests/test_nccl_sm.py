@@ -1,0 +1,98 @@
+"""NCCL's thread blocks hold SMs while a data-parallel collective overlaps compute
+(simtrain.engine.smload): the step function of blocks held, the work each compute interval
+loses, and the engine's runs against bounds worked out from their own comm records."""
+
+from __future__ import annotations
+
+import pytest
+
+from simtrain.analysis.run import simulate
+from simtrain.engine.smload import ContendedRecords, SmLoad, owed_seconds
+from simtrain.engine.timeline import record
+from simtrain.scenario.config import scenario_from_dict
+
+
+def test_block_seconds_integrates_the_step_function() -> None:
+    # 24 blocks over [1, 3], 16 more over [2, 4]: 24 x 1 + 40 x 1 + 16 x 1 = 80 block-seconds on [0, 5]
+    load = SmLoad()
+    load.change(1.0, 24)
+    load.change(2.0, 16)
+    load.change(3.0, -24)
+    load.change(4.0, -16)
+    assert load.held == 0
+    assert load.block_seconds(0.0, 5.0) == pytest.approx(80.0, abs=1e-12)
+    assert load.block_seconds(0.0, 1.0) == 0.0
+    assert load.block_seconds(1.5, 2.5) == pytest.approx(24 * 0.5 + 40 * 0.5, abs=1e-12)
+    assert load.block_seconds(3.5, 10.0) == pytest.approx(16 * 0.5, abs=1e-12)
+    # a change at the same instant replaces the level rather than adding a zero-length step
+    load.change(6.0, 24)
+    load.change(6.0, -24)
+    assert load.block_seconds(5.0, 7.0) == 0.0
+
+
+def test_records_add_up_the_compute_seconds_and_nothing_else() -> None:
+    recs = ContendedRecords()
+    recs.append(record(0, "main", "F", "F0", 0.0, 2.0))
+    recs.extend([record(0, "main", "B", "B0", 2.0, 2.5),
+                 record(0, "comm", "dp", "all-gather(dp)", 1.0, 2.0),  # the collective's own record: no
+                 record(0, "main", "tp", "all-reduce(tp)", 2.5, 3.0),  # a wait, not compute: no
+                 record(0, "main", "opt", "optimizer", 3.0, 3.5),  # after the step's collectives: no
+                 record(1, "main", "W", "W0", 0.0, 0.25)])
+    assert len(recs) == 6
+    assert recs.busy == {0: pytest.approx(2.5, rel=1e-12), 1: pytest.approx(0.25, rel=1e-12)}
+    # owed full-speed seconds run on the SMs the blocks leave: 24 of an H100's 132 held
+    sms = 132
+    assert owed_seconds(24 / 132, 24, sms) == pytest.approx(24 / 108, rel=1e-12)
+    assert owed_seconds(0.5, 0, sms) == 0.5
+
+
+def _fsdp(**stack: object):
+    """Eight A100s in one node, torch FSDP (ZeRO-3, parameters resharded after the forward):
+    every layer's all-gather and reduce-scatter runs beside the compute of its neighbours."""
+    return scenario_from_dict({
+        "name": "fsdp8",
+        "model": {"name": "gpt-1.7b"},
+        "cluster": {"topology": "dgx-a100", "stack": "llm-foundry"},
+        "parallel": {"tp": 1, "pp": 1, "dp": 8, "micro_batch": 4, "zero": 3, "reshard_after_forward": True},
+        "training": {"seq_len": 2048, "global_batch": 64},
+        "stack": dict(stack),
+    }, name="fsdp8")
+
+
+def test_fsdp_compute_is_slowed_by_at_most_its_overlap_times_the_blocks_share() -> None:
+    free = simulate(_fsdp(nccl_channels_intra_node=0, nccl_channels_inter_node=0))
+    held = simulate(_fsdp())  # 24 blocks of the A100's 108 SMs within a node
+    assert free.breakdown["nccl_sm"] == 0.0
+    lost = held.breakdown["nccl_sm"]
+    assert lost > 0
+    # the kernels themselves run as long as before: only the extension is new
+    assert held.breakdown["compute"] == pytest.approx(free.breakdown["compute"], rel=1e-9)
+    # each device loses at most 24/108 of the time its DP stream is busy (blocks held over
+    # the whole collective, compute running beside all of it), run at 84 of 108 SMs' speed
+    for dev in {r.device for r in held.records}:
+        busy = sum(r.end - r.start for r in held.records if r.device == dev and r.stream == "comm" and r.kind == "dp")
+        mine = sum(r.end - r.start for r in held.records if r.device == dev and r.kind == "nccl_sm")
+        assert 0 < mine <= busy * 24 / (108 - 24) + 1e-12
+    # and the step grows by about what was lost (the collectives shift a little with it)
+    assert held.step_time_s - free.step_time_s == pytest.approx(lost, rel=0.25)
+
+
+def test_no_overlap_no_charge() -> None:
+    # plain data parallelism with the gradients all-reduced after the backward: nothing overlaps
+    s = scenario_from_dict({
+        "name": "ddp8",
+        "model": {"name": "gpt-1.7b"},
+        "cluster": {"topology": "dgx-a100"},
+        "parallel": {"tp": 1, "pp": 1, "dp": 8, "micro_batch": 4, "zero": 0, "overlap_grad_reduce": False},
+        "training": {"seq_len": 2048, "global_batch": 64},
+    }, name="ddp8")
+    r = simulate(s)
+    assert r.breakdown["dp"] > 0 and r.breakdown["nccl_sm"] == 0.0
+
+
+def test_bad_channel_count_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from simtrain.cli import main
+
+    assert main(["run", "--set", "stack.nccl_channels_intra_node=-1", "--no-progress"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stack.nccl_channels_intra_node" in err[0] and "-1" in err[0]
