@@ -9,7 +9,7 @@ import pytest
 from simtrain.analysis.run import simulate
 from simtrain.engine.smload import ContendedRecords, SmLoad, owed_seconds
 from simtrain.engine.timeline import record
-from simtrain.scenario.config import scenario_from_dict
+from simtrain.scenario.config import load_scenario, scenario_from_dict
 
 
 def test_block_seconds_integrates_the_step_function() -> None:
@@ -96,3 +96,18 @@ def test_bad_channel_count_is_one_line(capsys: pytest.CaptureFixture[str]) -> No
     assert main(["run", "--set", "stack.nccl_channels_intra_node=-1", "--no-progress"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "stack.nccl_channels_intra_node" in err[0] and "-1" in err[0]
+
+
+def test_an_overlapped_expert_all_to_all_holds_the_dispatchers_sms() -> None:
+    # Mixtral 8x7B with the 1F1B all-to-all overlap: each exchange of a pair runs beside the
+    # other micro-batch's compute; DeepEP's 20 of the H100's 132 SMs held meanwhile
+    base = ['schedule.name="interleaved-ep-overlap"', "stack.nccl_channels_intra_node=0",
+            "stack.nccl_channels_inter_node=0"]
+    none = simulate(load_scenario("mixtral-8x7b-64-h100", base + ["stack.ep_overlap_sms=0"]))
+    held = simulate(load_scenario("mixtral-8x7b-64-h100", base + ["stack.ep_overlap_sms=20"]))
+    assert none.breakdown["nccl_sm"] == 0.0
+    lost = held.breakdown["nccl_sm"]
+    assert lost > 0
+    assert held.breakdown["compute"] == pytest.approx(none.breakdown["compute"], rel=1e-9)
+    # at most every second of compute slowed to 112 of 132 SMs
+    assert lost <= (held.breakdown["compute"] + held.breakdown["recompute"]) * 20 / 112

@@ -72,6 +72,8 @@ class MoEActions(Programs):
         ev = self._exchange(dev, v, ph)
         if dev in self.pair_open:  # DualPipe: hidden behind the pair's compute
             self.ep_inflight[dev].append(ev)
+            if self.ep_sms and self.sm_loads is not None:  # the dispatcher's SMs meanwhile (smload)
+                self._sm_hold_until(dev, self.ep_sms, ev)
             return
         t0 = self.env.now
         yield ev

@@ -94,12 +94,14 @@ class SmContention:
     action (`_pay_sm`)."""
 
     def _sm_init(self, plan) -> None:
-        """Track NCCL's blocks where a data-parallel collective can run beside compute."""
+        """Track the blocks held where a data-parallel collective or an overlapped expert
+        all-to-all can run beside compute."""
         self._blocks: dict[tuple[str, int], int] = {}
         self.sm_loads: dict[int, SmLoad] | None = None
         stack, L = plan.scenario.stack, plan.layout
-        if (not self.free and plan.device.sms > 0 and L.dp * L.cp > 1
-                and (stack.nccl_channels_intra_node or stack.nccl_channels_inter_node)):
+        dp = L.dp * L.cp > 1 and (stack.nccl_channels_intra_node or stack.nccl_channels_inter_node)
+        self.ep_sms = stack.ep_overlap_sms if L.ep > 1 else 0
+        if not self.free and plan.device.sms > 0 and (dp or self.ep_sms):
             self.sm_loads = {}
             self.records = ContendedRecords()
 
@@ -123,6 +125,16 @@ class SmContention:
 
     def _sm_release(self, dev: int, dim: str) -> None:
         self.sm_loads[dev].change(self.env._now, -self._nccl_blocks(dim, dev))
+
+    def _sm_hold_until(self, dev: int, blocks: int, done: simpy.Event) -> None:
+        """`blocks` held on `dev` from now until `done` (an exchange in flight) fires."""
+        if done.callbacks is None:  # (over already)
+            return
+        load = self.sm_loads.get(dev)
+        if load is None:
+            load = self.sm_loads[dev] = SmLoad()
+        load.change(self.env._now, blocks)
+        done.callbacks.append(lambda _e: load.change(self.env._now, -blocks))
 
     def _pay_sm(self, dev: int, t0: float, stage: int, mb: int) -> Generator[simpy.Event, object, None]:
         """After an action that started at `t0`: run the work its compute lost to the blocks

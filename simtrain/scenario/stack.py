@@ -275,6 +275,14 @@ class Stack:
     # or DMA engines).
     nccl_channels_intra_node: int = 24
     nccl_channels_inter_node: int = 16
+    # SMs the expert dispatcher's kernels hold while an overlapped expert all-to-all runs
+    # (the `interleaved-ep-overlap` and DualPipe pairs), taken from the compute beside it as
+    # NCCL's blocks are (simtrain.engine.smload). DeepEP: 20, Megatron-Core's default
+    # (megatron/core/transformer/transformer_config.py, moe_deepep_num_sms: int = 20,
+    # "Number of SMs to use for DeepEP", from 8333bd5bb6, 2025-06, to 2d7060f44f, 2026-07;
+    # the dispatcher calls set_deepep_num_sms with it). 0: not charged (NCCL's all-to-all:
+    # its p2p channels per peer are not sized here).
+    ep_overlap_sms: int = 0
 
 
 STACK_CHOICES = {
@@ -296,7 +304,7 @@ MIN_SUSTAINED = 0.05
 NON_NEGATIVE = ("launch_us", "collective_us", "fsdp_unit_us", "workspace_gib", "fragmentation", "loss_logit_bytes",
                 "train_metric_ce_passes", "step_sync_collectives", "step_metric_states",
                 "grad_accum_bytes", "zero3_gather_rank_ops", "zero3_reduce_rank_ops", "zero3_persist_numel", "zero3_reuse_numel",
-                "zero3_max_live_numel", "zero3_persist_rank_ops", "nccl_channels_intra_node", "nccl_channels_inter_node")
+                "zero3_max_live_numel", "zero3_persist_rank_ops", "nccl_channels_intra_node", "nccl_channels_inter_node", "ep_overlap_sms")
 
 
 def check_stack(stack: Stack, where: str) -> Stack:
