@@ -1,11 +1,13 @@
-"""SMs that NCCL's kernels hold while data-parallel collectives overlap compute.
+"""SMs that communication kernels hold while they overlap compute.
 
 An NCCL collective runs as one kernel with one thread block per channel, resident from the
 moment its stream reaches it until the collective ends (waiting for its peers included).
 A compute kernel launched meanwhile gets the SMs those blocks leave: a GEMM's tiles on an
 H100 beside a 24-channel all-gather run on 108 of its 132 SMs. simtrain charges that as
 compute running at (SMs - held) / SMs of its speed while a collective of the data-parallel
-stream is in flight on the device (stack.nccl_channels_intra_node / _inter_node blocks).
+stream is in flight on the device (stack.nccl_channels_intra_node / _inter_node blocks), or
+an overlapped expert all-to-all (stack.ep_overlap_sms: the dispatcher's SMs, DeepEP's 20).
+Not charged: pipeline sends and context parallelism's ring exchange (NCCL's p2p channels).
 
 `SmLoad` is one device's history of blocks held, a step function of time. The engine's
 records list (`ContendedRecords`) adds up each device's main-stream compute seconds; at
@@ -90,8 +92,8 @@ def owed_seconds(owed: float, held: int, sms: int) -> float:
 
 class SmContention:
     """The engine's side (mixed into `simtrain.engine.primitives.Primitives`): blocks held
-    while a collective of the data-parallel stream runs, the compute owed paid after each
-    action (`_pay_sm`)."""
+    while a collective of the data-parallel stream or an overlapped expert all-to-all runs,
+    the compute owed paid after each action (`_pay_sm`)."""
 
     def _sm_init(self, plan) -> None:
         """Track the blocks held where a data-parallel collective or an overlapped expert
