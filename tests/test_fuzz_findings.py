@@ -171,10 +171,14 @@ def test_sweep_and_search_top_errors_say_the_fix(capsys):
 
 
 def test_sweep_where_every_point_is_refused_says_so(tmp_path, capsys):
-    assert main(["sweep", "--grid", "parallel.dp=2000000", "--out", str(tmp_path / "s.csv"), "--no-progress"]) == 0
-    out = capsys.readouterr().out
+    # the report and the CSV still come out; the exit status says nothing was valid
+    assert main(["sweep", "--grid", "parallel.dp=2000000", "--out", str(tmp_path / "s.csv"), "--no-progress"]) == 1
+    cap = capsys.readouterr()
+    out = cap.out
     assert "fits in memory" not in out.splitlines()[1]
     assert "no valid layout: all 1 were refused" in out and "1,048,576" in out
+    err = cap.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("simtrain: error: no valid layout: all 1 were refused")
 
 
 def test_per_rank_mode_refuses_a_hundred_thousand_devices(capsys):

@@ -73,8 +73,8 @@ def test_a_sweep_over_nic_latency_simulates_each_value(tmp_path, capsys, small_o
     (["cluster.topology=tpu-v5p", "cluster.nvlink_gbps=7200"], "has no nvlink tier to change; its what-ifs are cluster.ici_gbps"),
     (["cluster.spine_oversubscription=2"], "has no spine uplink tier (3-tier fat trees) to change"),
     (["cluster.nic_efficiency=1.5"], "cluster.nic_efficiency = 1.5: must be in (0, 1]"),
-    (["cluster.nvlink_latency_us=-3"], "cluster.nvlink_latency_us = -3.0: must be zero or positive"),
-    (["cluster.nic_gbps=-400"], "cluster.nic_gbps = -400.0: must be positive"),
+    (["cluster.nvlink_latency_us=-3"], "cluster.nvlink_latency_us = -3.0: must be in [0, 1e6] microseconds"),
+    (["cluster.nic_gbps=-400"], "cluster.nic_gbps = -400.0: must be at least 0.001 Gb/s"),
     (["cluster.nic_gbs=800"], "did you mean 'nic_gbps'"),
 ])
 def test_bad_tier_settings_fail_with_one_line(settings, fragment, capsys):

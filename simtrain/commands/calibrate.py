@@ -54,6 +54,9 @@ def _runs(args: argparse.Namespace) -> list[tuple[str | None, tuple[str, ...], f
                             "e.g. scenario,step_time_s,set")
     out = []
     for i, r in enumerate(rows, 2):
+        if None in r:  # (csv.DictReader files fields beyond the header under None)
+            raise bad(f"--runs line {i}", ",".join(str(x) for x in r[None]), "has more fields than the header",
+                      "quote a set column that holds commas, or drop the extra fields")
         try:
             t = float(r["step_time_s"])
         except (TypeError, ValueError):
@@ -86,7 +89,14 @@ def run(args: argparse.Namespace) -> int:
 
     runs = _runs(args)
     _check_consistent(runs)
-    scenarios = [load_scenario(name, sets) for name, sets, _ in runs]  # bad input fails here, before fitting
+    scenarios = []
+    for i, (name, sets, _) in enumerate(runs, 2):  # bad input fails here, before fitting
+        try:
+            scenarios.append(load_scenario(name, sets))
+        except SimtrainError as e:
+            if args.runs is None:
+                raise
+            raise SimtrainError(f"--runs line {i}: {e}") from None
     stacks = {s.stack.name for s in scenarios}
     if len(stacks) > 1:
         raise SimtrainError(f"--runs: the runs use different stacks ({', '.join(sorted(stacks))}); calibrate one stack at a time")
@@ -97,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
     if len(runs) > 1 and fit.rms_log_error > 0.10:
         raise SimtrainError(f"--runs: the runs contradict each other: the best fit leaves {100 * fit.rms_log_error:.0f}% RMS "
                             "error; check that they ran the same stack and that their layouts are transcribed right")
+    if len(runs) == 1 and abs(fit.residuals[0]) > 0.01:  # the fraction hit its bound short of the step
+        raise SimtrainError(f"--step-time {targets[0]:g}: the simulated step cannot reach it with this stack (closest "
+                            f"{targets[0] * (1 + fit.residuals[0]):.4g} s, at sustained_fraction {fit.fraction:g}, the "
+                            "bound); check the measured time, the layout and the stack's other choices")
     stack = scenarios[0].stack
     result = {"stack": stack.name, "runs": len(runs), "sustained_fraction": fit.fraction,
               "launch_us": fit.launch_us if fit.launch_us is not None else stack.launch_us,

@@ -7,8 +7,10 @@ from __future__ import annotations
 import argparse
 import math
 
-from simtrain.scenario.config import TIER_FIELDS, apply_overrides
+from simtrain.scenario.config import TIER_FIELDS, ClusterConfig, apply_overrides
 from simtrain.scenario.errors import bad
+
+DEFAULT_CLUSTER = ClusterConfig()  # its link what-if fields: "the topology's own value"
 
 
 def add_set_option(p: argparse.ArgumentParser) -> None:
@@ -34,5 +36,7 @@ def parse_link_whatifs(items: list[str]) -> dict[str, float]:
             raise bad(f"cluster.{name}", v, "is not a number", "give a number, e.g. 800")
         if not math.isfinite(v):
             raise bad(f"cluster.{name}", v, "is not a finite number", "give a finite number, e.g. 800")
+        if float(v) == getattr(DEFAULT_CLUSTER, name):  # 0 (latencies -1): the topology's own value, as in `run`
+            continue
         out[name] = float(v)
     return out

@@ -94,10 +94,10 @@ def run(args: argparse.Namespace) -> int:
             plot_sweep(rows, plot_axes, args.plot, title)
         except OSError as e:
             raise SimtrainError(f"--plot {args.plot!r}: cannot write it ({e.strerror}); check the folder exists and is writable") from None
+    n_valid = sum(1 for r in rows if r["valid"])
     if args.json:
         print(dumps([{c: r.get(c) for c in cols} for r in rows]))
-        return 0
-    n_valid = sum(1 for r in rows if r["valid"])
+        return _all_refused(rows) if not n_valid else 0
     n_fit = sum(1 for r in rows if r["valid"] and r["fits_in_memory"])
     errors = [r for r in rows if str(r.get("reason", "")).startswith("simulator error")]
     print(f"simtrain sweep: {base.get('name')}: {len(rows)} layouts, {n_valid} valid, {n_fit} fit in memory, "
@@ -113,4 +113,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"  wrote {', '.join(wrote)}")
     if errors:
         print(f"simtrain: warning: {len(errors)} layouts hit a simulator error (reason column); first: {errors[0]['reason']}", file=sys.stderr)
-    return 0
+    return _all_refused(rows) if not n_valid else 0
+
+
+def _all_refused(rows) -> int:
+    """Every layout of the grid refused: one line saying why (the commonest reason), exit 1."""
+    from simtrain.explore.sweep.output import no_winner
+
+    print(f"simtrain: error: {no_winner(rows)}", file=sys.stderr)
+    return 1

@@ -186,6 +186,10 @@ def make_plan(s: Scenario, schedule: sched.Schedule | None = None) -> Plan:
     if taken >= dev.sms:  # the GEMM would have no SMs left (simtrain.workload.ops._tp_overlap_sms)
         raise bad("stack.tp_overlap_sms", list(s.stack.tp_overlap_sms), f"takes {taken} SMs from a GEMM but the "
                   f"{dev.name} has {dev.sms}", f"give each GEMM fewer than {dev.sms} SMs taken")
+    for key in ("nccl_channels_intra_node", "nccl_channels_inter_node", "ep_overlap_sms"):  # (engine.smload; not TPUs)
+        if getattr(s.stack, key) >= dev.sms and dev.family != "tpu":  # compute beside it would have no SM left
+            raise bad(f"stack.{key}", getattr(s.stack, key), f"holds every SM of the {dev.name}, which has {dev.sms}",
+                      f"use fewer than {dev.sms} (NCCL: 24 within an 8-GPU node, 16 across nodes; DeepEP: 20)")
     m = s.model
     ms = stats(m, s.training.seq_len, s.training.document_length)
     if schedule is None:

@@ -86,8 +86,9 @@ class ContendedRecords(list):
 
 
 def owed_seconds(owed: float, held: int, sms: int) -> float:
-    """Seconds that `owed` full-speed seconds of compute take with `held` of `sms` SMs held."""
-    return owed * sms / (sms - held) if held < sms else owed
+    """Seconds that `owed` full-speed seconds of compute take with `held` of `sms` SMs held
+    (at least one SM left: collectives together holding more wait for one another's blocks)."""
+    return owed * sms / max(sms - held, 1)
 
 
 class SmContention:
@@ -103,7 +104,8 @@ class SmContention:
         stack, L = plan.scenario.stack, plan.layout
         dp = L.dp * L.cp > 1 and (stack.nccl_channels_intra_node or stack.nccl_channels_inter_node)
         self.ep_sms = stack.ep_overlap_sms if L.ep > 1 else 0
-        if not self.free and plan.device.sms > 0 and (dp or self.ep_sms):
+        # (a TPU's collectives are not thread blocks on its matrix units: none held there)
+        if not self.free and plan.device.sms > 0 and plan.device.family != "tpu" and (dp or self.ep_sms):
             self.sm_loads = {}
             self.records = ContendedRecords()
 

@@ -34,8 +34,9 @@ def check(s: Scenario, world: int) -> None:
     if not 0 <= w.random_slow_fraction <= 1:
         raise bad("whatif.random_slow_fraction", w.random_slow_fraction, "must be between 0 and 1", "use e.g. 0.01")
     for name in ("random_slowdown_sigma", "compute_jitter"):
-        if getattr(w, name) < 0:
-            raise bad(f"whatif.{name}", getattr(w, name), "must be zero or positive", "use e.g. 0.02")
+        if not 0 <= getattr(w, name) < 0.5:  # a relative spread: from 0.5 on, factors max(0, 1 + N(0, s)) hit 0 often
+            raise bad(f"whatif.{name}", getattr(w, name), "must be in [0, 0.5): a relative standard deviation",
+                      "use e.g. 0.02 (2%)")
     # half a what-if would silently change nothing: refuse it
     chosen = bool(w.slow_devices) or w.random_slow_fraction > 0
     if w.slowdown != 1.0 and not chosen:

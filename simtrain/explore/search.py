@@ -128,10 +128,11 @@ def search(base: dict[str, Any], space: Space, top: int = 5, jobs: int = 0, exec
            address: str = "", progress: bool = False, layers: int = 0, world: int = 0,
            pinned_ends: bool = False) -> SearchResult:
     from simtrain.explore.sweep.evaluate import Task
-    from simtrain.explore.sweep.executors import local_session, ray_session, run_tasks
+    from simtrain.explore.sweep.executors import check_jobs, local_session, ray_session, run_tasks
     from simtrain.explore.sweep.progress import Progress
     from simtrain.scenario.files import memoized
 
+    check_jobs(jobs)
     with memoized():  # the scenario's files, found and read once (they do not change meanwhile)
         return _search(base, space, top, jobs, executor, address, progress, layers, world, pinned_ends)
 

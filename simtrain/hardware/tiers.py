@@ -34,12 +34,14 @@ EXPLICIT_KINDS = ("nvlink", "nic", "ici")
 
 def _check(field: str, value: float) -> None:
     if field.endswith("_latency_us"):
-        if value < 0:
-            raise bad(f"cluster.{field}", value, "must be zero or positive", "give microseconds, or -1 for the topology's")
+        if not 0 <= value <= 1e6:  # a second per hop is no network's: a typo, refused
+            raise bad(f"cluster.{field}", value, "must be in [0, 1e6] microseconds", "give microseconds, or -1 for the topology's")
     elif field.endswith("_efficiency"):
         if not 0 < value <= 1:
             raise bad(f"cluster.{field}", value, "must be in (0, 1]: the achievable fraction of the wire rate",
                       "give e.g. 0.9, or 0 for the topology's")
+    elif field.endswith("_gbps") and value < 1e-3:  # below 1 Mb/s a step would take centuries
+        raise bad(f"cluster.{field}", value, "must be at least 0.001 Gb/s", "give Gb/s per direction, e.g. 400, or 0 for the topology's")
     elif value <= 0:
         raise bad(f"cluster.{field}", value, "must be positive", "give the value, or 0 for the topology's")
 

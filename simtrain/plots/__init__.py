@@ -10,12 +10,12 @@ from typing import Any
 from simtrain.scenario.errors import SimtrainError
 
 
-def save_figure(fig: Any, path: Path, **kwargs: Any) -> Path:
+def save_figure(fig: Any, path: Path, option: str = "plot path", **kwargs: Any) -> Path:
     """fig.savefig with the output folder created, and a file-system failure (a folder
-    in the way, no permission) turned into the one-line user error."""
+    in the way, no permission) turned into the one-line user error naming `option`."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, **kwargs)
     except OSError as e:
-        raise SimtrainError(f"plot path {str(path)!r}: cannot write it ({e.strerror}); give a writable .png or .svg path") from None
+        raise SimtrainError(f"{option} {str(path)!r}: cannot write it ({e.strerror}); give a writable .png or .svg path") from None
     return path

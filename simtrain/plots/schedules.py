@@ -50,7 +50,7 @@ def plot_bubble_vs_microbatches(data: BubbleCurves, path: str | Path) -> Path:
         raise SimtrainError(f"plot path {str(path)!r}: unsupported format; end it with .png or .svg")
     fig, _ = bubble_figure(data)
     try:
-        save_figure(fig, path)
+        save_figure(fig, path, "--plot")
     finally:
         plt.close(fig)
     return path

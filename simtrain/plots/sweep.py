@@ -76,6 +76,6 @@ def plot_sweep(rows: list[dict[str, Any]], axes: list[tuple[str, tuple]], path: 
     ax.set_title(title or "sweep", fontsize=10)
     fig.tight_layout()
     try:
-        save_figure(fig, Path(path), dpi=120)
+        save_figure(fig, Path(path), "--plot", dpi=120)
     finally:
         plt.close(fig)

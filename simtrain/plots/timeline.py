@@ -214,7 +214,7 @@ def plot_timeline(rows: dict[int, list[Bar]], path: str | Path, title: str, row_
     # SVG is vector: half the columns keep the file near a few MB at the 405B default
     fig = gantt_figure(rows, title, row_names, window, shares, COLUMNS if path.suffix.lower() != ".svg" else COLUMNS // 2)
     try:
-        save_figure(fig, path, dpi=130 if path.suffix != ".svg" else None)
+        save_figure(fig, path, "--timeline", dpi=130 if path.suffix != ".svg" else None)
     finally:
         plt.close(fig)
     return path

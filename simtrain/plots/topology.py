@@ -75,7 +75,7 @@ def draw_topology(topo, path: str | Path) -> Path:
         ax.set_axis_off()
         ax.legend(fontsize="small", loc="upper right")
         fig.tight_layout()
-        save_figure(fig, Path(path), dpi=120)
+        save_figure(fig, Path(path), "--draw", dpi=120)
     finally:
         plt.close(fig)
     return path

@@ -277,6 +277,10 @@ def _stack_and_defaults(data: dict[str, Any], source: str = "") -> tuple[Stack, 
                 f"stack {path.name}: [defaults.{section}] is not a scenario section a stack may set; "
                 f"use one of parallel, training, schedule, engine"
             )
+        try:  # every default checked, also one the scenario sets itself (a typo is the file's to fix)
+            build_section(section, table)
+        except SimtrainError as e:
+            raise SimtrainError(f"stack {path.name} [defaults.{section}]: {e}") from None
     return build_stack(file_values, overrides, str(path)), defaults
 
 

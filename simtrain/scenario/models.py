@@ -193,7 +193,7 @@ def model_config(raw: dict[str, Any]) -> ModelConfig:
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
         if isinstance(v, int) and not isinstance(v, bool) and v < 0:
-            raise bad(f"model.{f.name}", v, "must not be negative", f"set model.{f.name} to a positive whole number (0: its default)")
+            raise bad(f"model.{f.name}", v, "must not be negative", f"set model.{f.name} to a positive whole number")
     if not (cfg.dropout == -1 or 0 <= cfg.dropout < 1):
         raise bad("model.dropout", cfg.dropout, "must be a probability in [0, 1) or -1",
                   "use e.g. 0.1, 0 for none, or -1 (0.1 for models with biases, else none)")

@@ -307,6 +307,11 @@ NON_NEGATIVE = ("launch_us", "collective_us", "fsdp_unit_us", "workspace_gib", "
                 "zero3_max_live_numel", "zero3_persist_rank_ops", "nccl_channels_intra_node", "nccl_channels_inter_node", "ep_overlap_sms")
 
 
+# Host and allowance costs no stack comes near (a kernel launch of 10 ms, a 10 TiB workspace):
+# above them a value is a typo, refused rather than simulated as a step of centuries.
+MAXIMA = {"launch_us": (1e4, 7), "collective_us": (1e5, 10), "fsdp_unit_us": (1e5, 100), "workspace_gib": (1e4, 2)}
+
+
 def check_stack(stack: Stack, where: str) -> Stack:
     for key, choices in STACK_CHOICES.items():
         value = getattr(stack, key)
@@ -321,6 +326,9 @@ def check_stack(stack: Stack, where: str) -> Stack:
     for key in NON_NEGATIVE:
         if getattr(stack, key) < 0:
             raise bad(f"{where}.{key}", getattr(stack, key), "must not be negative", f"use 0 or more")
+    for key, (top, typical) in MAXIMA.items():
+        if getattr(stack, key) > top:  # 1e300 made a step of 1e297 s: a typo, refused
+            raise bad(f"{where}.{key}", getattr(stack, key), f"is above {top:g}, no stack's cost", f"use e.g. {typical}")
     if stack.tp_overlap_sms and (len(stack.tp_overlap_sms) != len(TP_OVERLAP_GEMMS) or min(stack.tp_overlap_sms) < 0):
         raise bad(f"{where}.tp_overlap_sms", list(stack.tp_overlap_sms), f"needs {len(TP_OVERLAP_GEMMS)} SM counts, "
                   "none negative", f"give one per GEMM in the order {', '.join(TP_OVERLAP_GEMMS)}, or [] for none")

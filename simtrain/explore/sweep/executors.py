@@ -137,12 +137,17 @@ def run_tasks(base: dict[str, Any], tasks: list[Task], jobs: int = 0, executor: 
         return _run_tasks(base, tasks, jobs, executor, address, kind, opts, progress)
 
 
+def check_jobs(jobs: int) -> None:
+    """--jobs: a number of worker processes; 0 (the default) means one per core."""
+    if jobs < 0:
+        raise SimtrainError(f"--jobs {jobs}: must be at least 1; leave it out (or give 0) to use every core")
+
+
 def _run_tasks(base: dict[str, Any], tasks: list[Task], jobs: int, executor: str, address: str, kind: str,
                opts: dict[str, Any] | None, progress: Progress | None) -> list[dict[str, Any]]:
     opts = dict(opts or {})
+    check_jobs(jobs)
     jobs = jobs or default_jobs()
-    if jobs < 1:
-        raise SimtrainError(f"--jobs {jobs}: must be at least 1; leave it out to use every core")
     if executor not in EXECUTORS:
         raise SimtrainError(f"--executor {executor!r}: unknown executor; use one of {', '.join(EXECUTORS)}")
     pool = None

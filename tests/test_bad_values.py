@@ -1,0 +1,98 @@
+"""Values no run can have, each refused in one line naming the field, the value and the fix:
+SM counts that would leave compute none, host costs and link rates that would make a step
+of centuries, measured steps the simulator cannot reach, grids where every layout is
+refused; and the few files and options whose errors have to say where they come from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from simtrain.cli import main
+from tests.test_bad_files import assert_one_line_error
+
+
+@pytest.mark.parametrize("sets, fragments", [
+    # an H100 has 132 SMs: communication kernels holding all of them leave compute none
+    (["stack.nccl_channels_intra_node=132"], ("stack.nccl_channels_intra_node = 132", "fewer than 132")),
+    (["stack.nccl_channels_inter_node=500"], ("stack.nccl_channels_inter_node = 500", "fewer than 132")),
+    (["stack.ep_overlap_sms=1000"], ("stack.ep_overlap_sms = 1000", "fewer than 132")),
+    (["device.sms=24"], ("stack.nccl_channels_intra_node = 24", "which has 24")),
+    # 1e300 us a launch made a step of 1e297 s
+    (["stack.launch_us=1e300"], ("stack.launch_us", "is above 10000")),
+    (["stack.workspace_gib=1e300"], ("stack.workspace_gib", "is above 10000")),
+    (["whatif.compute_jitter=5"], ("whatif.compute_jitter = 5.0", "[0, 0.5)")),
+    (["cluster.nvlink_gbps=1e-300"], ("cluster.nvlink_gbps", "at least 0.001 Gb/s")),
+    (["cluster.nvlink_latency_us=1e300"], ("cluster.nvlink_latency_us", "[0, 1e6]")),
+])
+def test_run_refuses_values_no_run_can_have(sets: list[str], fragments: tuple[str, ...],
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["run", "nemo-8b-8", "--no-progress"]
+    for s in sets:
+        argv += ["--set", s]
+    assert_one_line_error(argv, capsys, *fragments)
+
+
+def test_sm_counts_just_below_the_device_still_run(capsys: pytest.CaptureFixture[str]) -> None:
+    # 131 of 132 SMs held: compute beside a collective crawls but the step stays finite and
+    # slower than with the default 24 (the penalty grows with the blocks held)
+    assert main(["run", "nemo-8b-8", "--no-progress", "--json"]) == 0
+    import json
+
+    base = json.loads(capsys.readouterr().out)
+    assert main(["run", "nemo-8b-8", "--no-progress", "--json", "--set", "stack.nccl_channels_intra_node=131"]) == 0
+    held = json.loads(capsys.readouterr().out)
+    assert held["step_time_s"] > base["step_time_s"]
+    assert held["breakdown"]["nccl_sm"] > base["breakdown"]["nccl_sm"] > 0
+
+
+def test_collective_takes_zero_as_the_topologys_own_rate(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["collective", "all-reduce", "--set", "cluster.nvlink_gbps=0", "--json"]) == 0
+    capsys.readouterr()
+    assert_one_line_error(["collective", "all-reduce", "--set", "cluster.nvlink_gbps=-3"], capsys,
+                          "cluster.nvlink_gbps = -3.0")
+
+
+def test_search_refuses_a_negative_job_count(capsys: pytest.CaptureFixture[str]) -> None:
+    assert_one_line_error(["search", "nemo-8b-8", "--no-progress", "--jobs", "-1"], capsys, "--jobs -1", "every core")
+
+
+def test_a_sweep_whose_every_layout_is_refused_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "s.csv"
+    assert main(["sweep", "nemo-8b-8", "--grid", "parallel.tp=-1", "--no-progress", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("simtrain: error: no valid layout") and "parallel.tp = -1" in err[0]
+    assert out.exists()  # the rows and their reasons are still written
+
+
+def test_calibrate_refuses_a_step_it_cannot_reach(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "mine.toml"
+    assert_one_line_error(["calibrate", "nemo-8b-8", "--step-time", "1e-9", "--out", str(out)], capsys,
+                          "--step-time 1e-09", "cannot reach it")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("csv, fragments", [
+    ("scenario,step_time_s\nnemo-8b-8,12.9,extra,cols\n", ("--runs line 2", "more fields than the header")),
+    ("scenario,step_time_s,set\nnemo-8b-8,12.9,parallel.tp=abc\n", ("--runs line 2", "parallel.tp = 'abc'")),
+])
+def test_calibrate_runs_errors_name_their_line(csv: str, fragments: tuple[str, ...], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    runs = tmp_path / "runs.csv"
+    runs.write_text(csv)
+    assert_one_line_error(["calibrate", "--runs", str(runs)], capsys, *fragments)
+
+
+def test_a_stack_files_bad_default_is_refused_with_the_files_name(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    stack = tmp_path / "bad.toml"
+    stack.write_text('name = "bad"\n[defaults.parallel]\ntp = "x"\n')
+    # the scenario sets tp itself, so the default would never be read: still the file's typo
+    assert_one_line_error(["run", "nemo-8b-8", "--no-progress", "--set", f'cluster.stack="{stack}"'], capsys,
+                          "stack bad.toml [defaults.parallel]", "parallel.tp = 'x'")
+
+
+def test_an_unwritable_timeline_names_the_option(capsys: pytest.CaptureFixture[str]) -> None:
+    assert_one_line_error(["run", "nemo-8b-8", "--no-progress", "--timeline", "/proc/simtrain-x.png"], capsys,
+                          "--timeline '/proc/simtrain-x.png'")
