@@ -96,3 +96,21 @@ def test_a_stack_files_bad_default_is_refused_with_the_files_name(tmp_path: Path
 def test_an_unwritable_timeline_names_the_option(capsys: pytest.CaptureFixture[str]) -> None:
     assert_one_line_error(["run", "nemo-8b-8", "--no-progress", "--timeline", "/proc/simtrain-x.png"], capsys,
                           "--timeline '/proc/simtrain-x.png'")
+
+
+@pytest.mark.parametrize("kind, meant", [("nvlnk", "nvlink"), ("NVLink", "nvlink"), ("nics", "nic")])
+def test_an_explicit_links_kind_a_letter_off_is_refused(kind: str, meant: str, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    # a typo would silently drop the NVLink domains and the cluster.<kind>_* what-ifs
+    src = (Path(__file__).parent.parent / "topologies" / "example-explicit.toml").read_text()
+    assert 'kind = "nvlink"' in src
+    topo = tmp_path / "typo.toml"
+    topo.write_text(src.replace('kind = "nvlink"', f'kind = "{kind}"', 1).replace('kind = "nic"', f'kind = "{kind}"', 1))
+    assert_one_line_error(["topology", str(topo)], capsys, f"kind = '{kind}'", f'kind = "{meant}"')
+
+
+def test_free_link_labels_stay_free(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = (Path(__file__).parent.parent / "topologies" / "example-explicit.toml").read_text()
+    topo = tmp_path / "labels.toml"
+    topo.write_text(src.replace('kind = "nvlink"', 'kind = "pcie"', 1))
+    assert main(["topology", str(topo), "--json"]) == 0

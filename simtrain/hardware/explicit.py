@@ -80,6 +80,12 @@ class Explicit(Topology):
                 raise bad(f"links[{i}].latency_us", l.latency_us, "latency must be zero or positive", f"fix {path}")
             if not 0 < l.efficiency <= 1:
                 raise bad(f"links[{i}].efficiency", l.efficiency, "must be in (0, 1]", f"fix {path}")
+            # a free label, but one a letter off a kind simtrain reads (NVLink domains, the
+            # cluster.<kind>_* what-ifs) is a typo that would silently drop them
+            near = _typo_of_kind(l.kind)
+            if near:
+                raise bad(f"links[{i}].kind", l.kind, f"is not {near!r}, the kind simtrain reads for it",
+                          f'write kind = "{near}" in {path}, or a label further from it')
             attrs = dict(capacity=gbps_to_bytes_per_s(l.bandwidth_gbps) * l.efficiency, latency=l.latency_us * US, kind=l.kind)
             for u, v in ((l.a, l.b), (l.b, l.a)) if l.duplex else ((l.a, l.b),):
                 # a second cable between the same nodes would silently replace the first (the
@@ -138,3 +144,28 @@ class Explicit(Topology):
 def build_explicit(data: dict[str, Any], num_gpus: int, device_override: str = "", path: str = "topology") -> Explicit:
     spec, device = topology_spec(data, "explicit", ("nodes", "links"), num_gpus, device_override, path)
     return Explicit(spec, data, device, path)
+
+
+READ_KINDS = ("nvlink", "nic", "ici")  # link kinds simtrain acts on (simtrain.hardware.tiers)
+
+
+def _typo_of_kind(kind: str) -> str | None:
+    """The kind simtrain reads that `kind` misspells: the same but for letter case, or one
+    letter added, dropped or changed in a label of four letters or more ("nvlnk", "nics");
+    None for a kind read as such or a label of its own ("link", "spine", "pcie")."""
+    if kind in READ_KINDS or kind == "link":
+        return None
+    for k in READ_KINDS:
+        if kind.lower() == k or (len(kind) >= 4 and _one_edit(kind.lower(), k)):
+            return k
+    return None
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """a and b differ by exactly one inserted, deleted or replaced letter."""
+    if abs(len(a) - len(b)) > 1 or a == b:
+        return False
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b)) == 1
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
