@@ -7,7 +7,8 @@ H100 beside a 24-channel all-gather run on 108 of its 132 SMs. simtrain charges 
 compute running at (SMs - held) / SMs of its speed while a collective of the data-parallel
 stream is in flight on the device (stack.nccl_channels_intra_node / _inter_node blocks), or
 an overlapped expert all-to-all (stack.ep_overlap_sms: the dispatcher's SMs, DeepEP's 20).
-Not charged: pipeline sends and context parallelism's ring exchange (NCCL's p2p channels).
+Not charged: pipeline sends and context parallelism's ring exchange (NCCL's p2p channels), and
+the TP collectives Megatron overlaps with weight-gradient GEMMs (taken arithmetically there).
 
 `SmLoad` is one device's history of blocks held, a step function of time. The engine's
 records list (`ContendedRecords`) adds up each device's main-stream compute seconds; at
