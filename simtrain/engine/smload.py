@@ -8,7 +8,8 @@ compute running at (SMs - held) / SMs of its speed while a collective of the dat
 stream is in flight on the device (stack.nccl_channels_intra_node / _inter_node blocks), or
 an overlapped expert all-to-all (stack.ep_overlap_sms: the dispatcher's SMs, DeepEP's 20).
 Not charged: pipeline sends and context parallelism's ring exchange (NCCL's p2p channels), and
-the TP collectives Megatron overlaps with weight-gradient GEMMs (taken arithmetically there).
+the TP collectives Megatron overlaps with weight-gradient GEMMs (an overlap the engine works out
+arithmetically, with no collective in flight to hold blocks).
 
 `SmLoad` is one device's history of blocks held, a step function of time. The engine's
 records list (`ContendedRecords`) adds up each device's main-stream compute seconds; at
