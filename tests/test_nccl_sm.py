@@ -111,3 +111,40 @@ def test_an_overlapped_expert_all_to_all_holds_the_dispatchers_sms() -> None:
     assert held.breakdown["compute"] == pytest.approx(none.breakdown["compute"], rel=1e-9)
     # at most every second of compute slowed to 112 of 132 SMs
     assert lost <= (held.breakdown["compute"] + held.breakdown["recompute"]) * 20 / 112
+
+
+@pytest.mark.parametrize("hidden, c_end, rate, want", [
+    # the GEMM slowed to 108/132 of its speed ends at 1 x 132/108 s, before the 2 s collective
+    (1.0, 2.0, 108 / 132, (132 / 108, 2.0)),
+    # the GEMM outlasts the collective: 1 s beside it at 108/132, the rest at full speed
+    (2.0, 1.0, 108 / 132, (2.0 + 24 / 132, 2.0 + 24 / 132)),
+    # no blocks held: the GEMM's own 1 s inside the collective's 2, or 3 s with 1 s exposed
+    (1.0, 2.0, 1.0, (1.0, 2.0)),
+    (3.0, 1.0, 1.0, (3.0, 3.0)),
+])
+def test_contended_overlap_closed_form(hidden: float, c_end: float, rate: float, want: tuple[float, float]) -> None:
+    from simtrain.engine.smload import contended_overlap
+
+    assert contended_overlap(0.0, hidden, c_end, rate) == pytest.approx(want, rel=1e-12)
+    # shifted in time: the same durations
+    ce, end = contended_overlap(5.0, hidden, 5.0 + c_end, rate)
+    assert (ce - 5.0, end - 5.0) == pytest.approx(want, rel=1e-12)
+
+
+def test_async_tp_backward_pays_for_the_tp_blocks_beside_the_weight_gradient() -> None:
+    # Llama 3 row 1's layout at 64 GPUs (TP8 in a node: 24 blocks of 132): each backward
+    # reduce-scatter beside half a layer's weight gradient; with the engine's TP times
+    # coalesced (one span an action) and piece by piece the same, and none without async TP
+    base = ["cluster.gpus=64", "parallel.dp=1", "parallel.pp=8", "parallel.vp=1", 'schedule.name="1f1b"',
+            "training.global_batch=16", "parallel.first_stage_layers=-1", "parallel.last_stage_layers=-1",
+            "model.num_hidden_layers=16"]
+    on = simulate(load_scenario("llama3-405b-8k", base))
+    off = simulate(load_scenario("llama3-405b-8k", base + ["engine.async_tp_backward=false"]))
+    none = simulate(load_scenario("llama3-405b-8k", base + ["stack.nccl_channels_intra_node=0"]))
+    assert off.breakdown["nccl_sm"] == 0.0 and none.breakdown["nccl_sm"] == 0.0
+    assert on.breakdown["nccl_sm"] > 0
+    # the blocks cost at most 24/108 of the weight-gradient seconds they sit beside, and the
+    # overlap still beats running the collective after the GEMMs
+    wgrad = none.breakdown["compute"] / 3  # (a backward's weight gradient: a third of F + B)
+    assert on.breakdown["nccl_sm"] <= wgrad * 24 / 108
+    assert none.step_time_s < on.step_time_s < off.step_time_s

@@ -15,7 +15,7 @@ import simpy
 from simtrain.engine import whatif
 from simtrain.engine.dpstream import DataParallelStream
 from simtrain.engine.p2p import PointToPoint
-from simtrain.engine.smload import SmContention
+from simtrain.engine.smload import KIND as SM_KIND, SmContention, contended_overlap
 from simtrain.engine.spans import Spans
 from simtrain.engine.timeline import record
 from simtrain.network.comm import Comm, NotPeriodic
@@ -256,12 +256,35 @@ class Primitives(Spans, PointToPoint, DataParallelStream, SmContention):
             self._rec(dev, "cp" if dim == "cp" else "tp", f"{op}({dim})", t0, stage, mb)
             return
         coll = self._launch(dev, dim, op, size)  # runs alongside, by callbacks
+        if dim == "tp" and coll is not None and self._tp_rate(dev) < 1.0:  # its NCCL blocks slow the compute
+            yield from self._contended(dev, coll, t0, hidden, kind, label, stage, mb, f"{op}({dim})")
+            return
         yield self.env.timeout(hidden)
         self._rec(dev, kind, label, t0, stage, mb)
         t1 = self.env._now
         if coll is not None and not coll.processed:
             yield coll
         self._rec(dev, "cp" if dim == "cp" else "tp", f"{op}({dim})", t1, stage, mb)
+
+    def _contended(self, dev: int, coll: simpy.Event, t0: float, hidden: float, kind: str, label: str, stage: int,
+                   mb: int, coll_label: str) -> Proc:
+        """`_overlapped`'s compute beside a TP collective whose blocks leave it `_tp_rate` of
+        the SMs (simtrain.engine.smload.contended_overlap): recorded as the compute, the
+        part the blocks cost it (nccl_sm) and the collective's exposed rest."""
+        ended: list[float] = []
+        coll.callbacks.append(lambda _e: ended.append(self.env._now))
+        yield self.env.timeout(hidden)
+        self._rec(dev, kind, label, t0, stage, mb)
+        t1 = self.env._now
+        if not ended:
+            yield coll
+        ce, end = contended_overlap(t0, hidden, ended[0], self._tp_rate(dev))
+        if end > self.env._now:
+            yield self.net._at(end, None)
+        if ce > t1:
+            self.records.append(record(dev, "main", SM_KIND, label, t1, ce, stage, mb))
+        if end > ce:
+            self.records.append(record(dev, "main", "tp", coll_label, ce, end, stage, mb))
 
     def _pack(self, segs: list[tuple[str, float]]) -> tuple[tuple[tuple[str, float], ...], float]:
         """Segments without empty ones (merged to one per kind in coarse mode), and their total."""

@@ -91,6 +91,9 @@ class Programs(SpanRecords, Primitives):
             wg = lc.bwd_weight / 2 if with_weight else 0.0
             hid = wg if self.async_tp else 0.0
             ser = 0.0 if self.async_tp else wg
+            if hid > 0 and tp > 0 and self._tp_rate(dev) < 1.0:  # NCCL's blocks beside the weight gradient:
+                self._programs[key] = None  # its closed form needs the collective's end, piece by piece
+                return None
             layer: list[tuple] = []
             for i, seg in enumerate((lc.bwd_input[1], lc.bwd_input[0])):
                 if self.sp:

@@ -7,9 +7,10 @@ H100 beside a 24-channel all-gather run on 108 of its 132 SMs. simtrain charges 
 compute running at (SMs - held) / SMs of its speed while a collective of the data-parallel
 stream is in flight on the device (stack.nccl_channels_intra_node / _inter_node blocks), or
 an overlapped expert all-to-all (stack.ep_overlap_sms: the dispatcher's SMs, DeepEP's 20).
-Not charged: pipeline sends and context parallelism's ring exchange (NCCL's p2p channels), and
-the TP collectives Megatron overlaps with weight-gradient GEMMs (an overlap the engine works out
-arithmetically, with no collective in flight to hold blocks).
+The TP all-reduce or reduce-scatter Megatron overlaps with the weight-gradient GEMMs holds
+the TP communicator's blocks beside them too, worked out in closed form for the pair
+(`contended_overlap`). Not charged: pipeline sends and context parallelism's ring exchange
+(NCCL's p2p channels per peer depend on the message size).
 
 `SmLoad` is one device's history of blocks held, a step function of time. The engine's
 records list (`ContendedRecords`) adds up each device's main-stream compute seconds; at
@@ -93,6 +94,19 @@ def owed_seconds(owed: float, held: int, sms: int) -> float:
     return owed * sms / max(sms - held, 1)
 
 
+def contended_overlap(t0: float, hidden: float, c_end: float, rate: float) -> tuple[float, float]:
+    """`hidden` full-speed seconds of compute started at t0 beside a collective from t0 to
+    `c_end` whose blocks leave it `rate` of the SMs: (the compute's end, the pair's end).
+    Slowed to `rate` while the collective runs, at full speed after it: the compute ends at
+    t0 + hidden / rate if that comes first (the collective then ends the pair), else at
+    t0 + hidden + (c_end - t0)(1 - rate)."""
+    coll = c_end - t0
+    if hidden <= rate * coll:
+        return t0 + hidden / rate, c_end
+    end = t0 + hidden + coll * (1 - rate)
+    return end, end
+
+
 class SmContention:
     """The engine's side (mixed into `simtrain.engine.primitives.Primitives`): blocks held
     while a collective of the data-parallel stream or an overlapped expert all-to-all runs,
@@ -102,6 +116,7 @@ class SmContention:
         """Track the blocks held where a data-parallel collective or an overlapped expert
         all-to-all can run beside compute."""
         self._blocks: dict[tuple[str, int], int] = {}
+        self._rates: dict[int, float] = {}  # (`_tp_rate`)
         self.sm_loads: dict[int, SmLoad] | None = None
         stack, L = plan.scenario.stack, plan.layout
         dp = L.dp * L.cp > 1 and (stack.nccl_channels_intra_node or stack.nccl_channels_inter_node)
@@ -110,6 +125,16 @@ class SmContention:
         if not self.free and plan.device.sms > 0 and plan.device.family != "tpu" and (dp or self.ep_sms):
             self.sm_loads = {}
             self.records = ContendedRecords()
+
+    def _tp_rate(self, dev: int) -> float:
+        """The share of SMs compute keeps beside `dev`'s TP collective (Megatron's backward
+        all-reduce or reduce-scatter overlapped with the weight-gradient GEMMs); 1: none held."""
+        r = self._rates.get(dev)
+        if r is None:
+            dv = self.plan.device
+            blocks = 0 if (self.free or dv.sms <= 0 or dv.family == "tpu") else self._nccl_blocks("tp", dev)
+            r = self._rates[dev] = (dv.sms - blocks) / dv.sms if blocks else 1.0
+        return r
 
     def _nccl_blocks(self, dim: str, dev: int) -> int:
         """Thread blocks `dev`'s `dim` collective keeps on its SMs: the stack's channels for

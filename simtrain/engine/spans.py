@@ -15,6 +15,7 @@ import simpy
 from simpy.events import NORMAL
 
 from simtrain.engine.plan import StageWork
+from simtrain.engine.smload import KIND as SM_KIND, contended_overlap
 from simtrain.engine.timeline import Record, record
 
 _new = tuple.__new__
@@ -144,18 +145,30 @@ class Spans:
         `tpt` each, with `wg` seconds of weight gradient per half layer."""
         lc = st.layer
         # each TP all-reduce of input gradients runs alongside half the weight-gradient GEMMs
-        key = ("B", st.index, tpt, wg, by_layer)
+        rate = self._tp_rate(dev) if self.async_tp and wg > 0 and tpt > 0 else 1.0
+        key = ("B", st.index, tpt, wg, by_layer, rate)
         segs = self._seg_cache.get(key)
         if segs is None:
             if self.sp and tpt > 0:
                 ag, rs = self.tp_split[dev]
                 # row-parallel output-gradient all-gather first (exposed), the block's
                 # GEMMs, then the input-gradient reduce-scatter beside the weight gradient
-                block = [("tp", ag), ("B", lc.bwd_input[1]), ("B", wg), ("tp", max(0.0, rs - wg) if self.async_tp else rs),
-                         ("tp", ag), ("B", lc.bwd_input[0]), ("B", wg), ("tp", max(0.0, rs - wg) if self.async_tp else rs)]
+                hidden = self._beside(wg, rs, rate)
+                block = [("tp", ag), ("B", lc.bwd_input[1]), *hidden, ("tp", ag), ("B", lc.bwd_input[0]), *hidden]
                 one = block
             else:
-                hidden = [("B", wg), ("tp", max(0.0, tpt - wg) if self.async_tp else tpt)]
+                hidden = self._beside(wg, tpt, rate)
                 one = [("B", lc.bwd_input[1])] + hidden + [("B", lc.bwd_input[0])] + hidden
             segs = self._seg_cache[key] = self._pack(one if by_layer else one * st.layers)
         return segs
+
+    def _beside(self, wg: float, coll: float, rate: float) -> list[tuple[str, float]]:
+        """Segments of `wg` seconds of weight gradient beside a TP collective of `coll`
+        seconds (async TP): the collective's exposed rest; with NCCL's blocks leaving the
+        GEMMs `rate` of the SMs, also what they cost them (nccl_sm, simtrain.engine.smload)."""
+        if not self.async_tp:
+            return [("B", wg), ("tp", coll)]
+        if rate >= 1.0:
+            return [("B", wg), ("tp", max(0.0, coll - wg))]
+        ce, end = contended_overlap(0.0, wg, coll, rate)
+        return [("B", wg), (SM_KIND, ce - wg), ("tp", end - ce)]

@@ -262,7 +262,8 @@ class Stack:
     step_metric_states: int = 0
     # Thread blocks (one per channel, each holding an SM) that an NCCL collective's kernel
     # keeps resident while it runs, so that compute kernels overlapping a data-parallel or
-    # FSDP collective get the remaining SMs only (simtrain.engine.smload): NCCL_DEBUG=INFO
+    # FSDP collective, or the TP collective Megatron runs beside the weight-gradient GEMMs
+    # (engine.async_tp_backward), get the remaining SMs only (simtrain.engine.smload): NCCL_DEBUG=INFO
     # logs of 8-GPU NVSwitch nodes print "24 coll channels" (A100-SXM4-80GB, NCCL 2.20.5;
     # H100, p5.48xlarge, single node) and "16 coll channels" for communicators spanning nodes
     # (two p5.48xlarge; DGX-class nodes over InfiniBand: 2 channels per NIC), and an Nsight
