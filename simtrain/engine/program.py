@@ -24,10 +24,12 @@ import simpy
 from simtrain.engine.plan import StageWork
 from simtrain.engine.primitives import Primitives, Proc
 from simtrain.engine.spanrecords import SpanRecords
+from simtrain.engine.smload import KIND as SM_KIND, coll_parts, contended_overlap
 from simtrain.engine.timeline import Record
 
 # a piece: (0, kind, seconds) compute, or
-#          (1, dim, op, hidden seconds, hidden kind, phases, solo, record kind, record label, size) collective
+#          (1, dim, op, hidden seconds, hidden kind, phases, solo, record kind, record label, size,
+#           share of SMs the hidden compute keeps beside the collective's NCCL blocks) collective
 Piece = tuple
 
 
@@ -91,9 +93,6 @@ class Programs(SpanRecords, Primitives):
             wg = lc.bwd_weight / 2 if with_weight else 0.0
             hid = wg if self.async_tp else 0.0
             ser = 0.0 if self.async_tp else wg
-            if hid > 0 and tp > 0 and self._tp_rate(dev) < 1.0:  # NCCL's blocks beside the weight gradient:
-                self._programs[key] = None  # its closed form needs the collective's end, piece by piece
-                return None
             layer: list[tuple] = []
             for i, seg in enumerate((lc.bwd_input[1], lc.bwd_input[0])):
                 if self.sp:
@@ -134,7 +133,10 @@ class Programs(SpanRecords, Primitives):
                     if len(v.reps) > 1:
                         return None
                     phases, solo = self._coll_phases(dev, dim, op, size)
-                    piece = (1, dim, op, hidden, hkind, tuple(phases), solo, "cp" if dim == "cp" else "tp", f"{op}({dim})", size)
+                    # the share of SMs the hidden compute keeps beside a TP collective's NCCL blocks
+                    rate = self._tp_rate(dev) if dim == "tp" and hidden > 0 else 1.0
+                    piece = (1, dim, op, hidden, hkind, tuple(phases), solo, "cp" if dim == "cp" else "tp", f"{op}({dim})",
+                             size, rate)
                 made[id(p)] = piece
             if piece is not None:
                 out.append(piece)
@@ -185,11 +187,11 @@ class Programs(SpanRecords, Primitives):
         prog.total = prog.rel[-1][1] if prog.rel else 0.0
         kinds: dict[str, list] = {}
         count, nbytes, busy = 0, 0.0, {}
-        for p, (t0, e, _, t1), ch in zip(prog.pieces, prog.rel, prog.charges):
+        for p, (t0, e, ends, t1), ch in zip(prog.pieces, prog.rel, prog.charges):
             if p[0] == 0:
                 parts = [(p[1], None, e - t0)]
             else:
-                parts = [(p[4], None, t1 - t0), (p[7], p[8], e - t1)]
+                parts = [(kind, lab, b - a) for kind, lab, a, b in coll_parts(p, t0, e, ends, t1)]
                 count, nbytes = count + ch[0], nbytes + ch[1]
                 for cid, amount in ch[2]:
                     busy[cid] = busy.get(cid, 0.0) + amount
@@ -274,7 +276,10 @@ class Programs(SpanRecords, Primitives):
                         tc = tc + dur
                     ends.append(tc)
                 h = p[3]
-                if h > 0:
+                if h > 0 and p[10] < 1.0:  # the compute slowed beside the collective (smload)
+                    th = t + h
+                    e = contended_overlap(t, h, tc, p[10])[1]
+                elif h > 0:
                     th = t + h
                     e = th if tc <= th else tc
                 else:
@@ -333,11 +338,27 @@ class Programs(SpanRecords, Primitives):
                 yield net._at(e, None)
             self._rec(dev, p[1], label, t0, stage, mb)
             return
+        ended: list[float] = []
+        if p[10] < 1.0 and p[3] > 0:  # (the collective's end, for the compute its blocks slow)
+            if coll is None or coll.processed:
+                ended.append(timing[2][-1] if coll is None else env.now)
+            else:
+                coll.callbacks.append(lambda _e: ended.append(env.now))
         if t1 > t0:  # compute alongside the collective, until t1
             if t1 > env.now:
                 yield net._at(t1, None)
             self.records.append(Record(dev, "main", p[4], label, t0, t1, stage, mb))
         if coll is not None and not coll.processed:
             yield coll
+        if ended:  # as `_contended` lays it out
+            ce, end = contended_overlap(t0, p[3], ended[0], p[10])
+            if end > env.now:
+                yield net._at(end, None)
+            if ce > t1:
+                self.records.append(Record(dev, "main", SM_KIND, label, t1, ce, stage, mb))
+            if end > ce:
+                self.records.append(Record(dev, "main", p[7], p[8], ce, end, stage, mb))
+            return
         if env.now > t1:
             self.records.append(Record(dev, "main", p[7], p[8], t1, env.now, stage, mb))
+

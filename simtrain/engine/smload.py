@@ -107,6 +107,22 @@ def contended_overlap(t0: float, hidden: float, c_end: float, rate: float) -> tu
     return end, end
 
 
+def coll_parts(p: tuple, t0: float, e: float, ends: list[float], t1: float) -> list[tuple[str, str | None, float, float]]:
+    """The records (kind, label or None for the action's, start, end) of a program's
+    collective piece p (simtrain.engine.program; p[3] its hidden compute, p[10] the share of
+    SMs that compute keeps) run from t0 to e with its compute alongside until t1: that
+    compute, what the collective's NCCL blocks cost it, the collective's exposed rest."""
+    ce = contended_overlap(t0, p[3], ends[-1], p[10])[0] if p[10] < 1.0 and p[3] > 0 else t1
+    out = []
+    if t1 > t0:
+        out.append((p[4], None, t0, t1))
+    if ce > t1:
+        out.append((KIND, None, t1, ce))
+    if e > ce:
+        out.append((p[7], p[8], ce, e))
+    return out
+
+
 class SmContention:
     """The engine's side (mixed into `simtrain.engine.primitives.Primitives`): blocks held
     while a collective of the data-parallel stream or an overlapped expert all-to-all runs,

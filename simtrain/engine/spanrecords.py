@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from simtrain.engine.smload import coll_parts
 from simtrain.engine.timeline import Record
 
 
@@ -66,6 +67,17 @@ class SpanRecords:
             net.bytes_moved += nbytes
             for cid, amount in charges:
                 busy[cid] += amount
+            if p[10] < 1.0:  # the compute its NCCL blocks slowed as well (program.coll_parts)
+                for kind, lab, a, b in coll_parts(p, t0, e, span[k - i][2], t1):
+                    hit = get(kind)
+                    if hit is None:
+                        sums[kind] = [lab or label, b - a]
+                    else:
+                        hit[1] += b - a
+                    if first is None:
+                        first = a
+                    last, n = b, n + 1
+                continue
             if t1 > t0:
                 hit = get(p[4])
                 if hit is None:
@@ -113,10 +125,8 @@ class SpanRecords:
             net.bytes_moved += nbytes
             for cid, amount in charges:
                 busy[cid] += amount
-            if t1 > t0:
-                parts.append((p[4], label, t0, t1))
-            if e > t1:
-                parts.append((p[7], p[8], t1, e))
+            for kind, lab, a, b in coll_parts(p, t0, e, span[k - i][2], t1):
+                parts.append((kind, lab or label, a, b))
         recs = self.records
         if not self.coarse or len(parts) < 2:
             recs.extend(Record(dev, "main", kind, lab, a, b, stage, mb) for kind, lab, a, b in parts)
