@@ -142,12 +142,14 @@ def stage_activation_bytes(plan) -> dict[int, float]:
     """Activation bytes one micro-batch leaves on each virtual stage until its backward:
     the stage's layers (Korthikanti et al. 2022, as `simtrain.workload.memory`) and the
     embedding / output layer on the end stages."""
-    from simtrain.workload.memory import embedding_activation_bytes, head_activation_bytes, layer_activation_bytes
+    from simtrain.workload.memory import (embedding_activation_bytes, head_activation_bytes, kernel_activation_kwargs,
+                                          layer_activation_bytes)
 
     s, L = plan.scenario, plan.layout
     par, seq = s.parallel, s.training.seq_len
     flash = bool(getattr(par, "flash_attention", True))
-    per_layer = layer_activation_bytes(s.model, seq, L.micro_batch, L.tp, par.sequence_parallel, par.recompute, flash, L.cp)
+    per_layer = layer_activation_bytes(s.model, seq, L.micro_batch, L.tp, par.sequence_parallel, par.recompute, flash, L.cp,
+                                       **kernel_activation_kwargs(s.stack, par))
     emb = embedding_activation_bytes(s.model, seq, L.micro_batch, L.tp, par.sequence_parallel, L.cp)
     head = head_activation_bytes(s.model, seq, L.micro_batch, L.tp, par.sequence_parallel, L.cp,
                                  s.stack.loss_logit_bytes)

@@ -33,6 +33,16 @@ class Stack:
     # traffic (Apex/Transformer Engine/torch.compile); "unfused" = the eager PyTorch ops of a
     # plain implementation (e.g. Hugging Face's LlamaRMSNorm: 7 kernels, fp32 intermediates).
     norm: str = "fused"  # RMSNorm (LayerNorm is one kernel in every framework)
+    # What a fused norm keeps for its backward (simtrain.workload.activations): "input" (its
+    # input and one fp32 scale per token: Apex's and Transformer Engine's default) or
+    # "output" (its output, which the next GEMM keeps anyway, and the scale: the backward
+    # rebuilds the normalized input from it). "output" is Apex's memory-efficient kernel,
+    # FusedRMSNormAffineFunction with memory_efficient=True (`if ctx.memory_efficient:
+    # ctx.save_for_backward(output, weight_, invvar)`), Megatron-Core's
+    # memory_efficient_layer_norm (transformer_config.py, default False): the norms' inputs,
+    # the residual stream before each norm, are then kept by no one, 2 x 2h per token and
+    # layer (/TP under sequence parallelism). Only with norm = "fused".
+    norm_saves: str = "input"
     rope: str = "fused"  # rotary embedding on Q and K ("complex": Meta Llama's view_as_complex form)
     activation: str = "fused"  # SwiGLU / bias-GELU in one kernel
     bias_dropout_add: str = "fused"  # GPT-style bias + dropout + residual add in one kernel
@@ -287,7 +297,7 @@ class Stack:
 
 
 STACK_CHOICES = {
-    "norm": FUSION, "rope": FUSION + ("complex",), "activation": FUSION, "bias_dropout_add": FUSION, "softmax": FUSION,
+    "norm": FUSION, "norm_saves": ("input", "output"), "rope": FUSION + ("complex",), "activation": FUSION, "bias_dropout_add": FUSION, "softmax": FUSION,
     "cross_entropy": FUSION, "optimizer": ("fused", "foreach"), "optimizer_moments": ("fp32", "bf16"),
     "optimizer_master": ("fp32", "bf16"),
     "dp_reduce_bf16": ("reduce-scatter", "all-reduce"), "param_gather": ("overlapped", "in-step"),
@@ -343,6 +353,9 @@ def check_stack(stack: Stack, where: str) -> Stack:
                   "use 128 (Megatron's default) or 1 (no padding)")
     if stack.fragmentation >= 1:
         raise bad(f"{where}.fragmentation", stack.fragmentation, "must be below 1", "use e.g. 0.05 (5%)")
+    if stack.norm_saves == "output" and stack.norm != "fused":
+        raise bad(f"{where}.norm_saves", stack.norm_saves, "needs a fused norm kernel (eager ops keep what autograd "
+                  "saves of each)", 'use norm_saves = "input", or norm = "fused"')
     return stack
 
 

@@ -24,6 +24,7 @@ def layer_activation_bytes(
     unfused_norm: bool = False,
     unfused_activation: bool = False,
     recompute_modules: tuple[str, ...] = (),
+    norm_saves_output: bool = False,
 ) -> float:
     """Bytes one transformer layer keeps for the backward pass, per micro-batch, on one rank.
 
@@ -81,6 +82,11 @@ def layer_activation_bytes(
     mods = R.modules(recompute, recompute_modules)
     if "layernorm" in mods:
         replicated -= 4 * h + (12 * h if unfused_norm and model.norm == "rmsnorm" else 0)
+    elif norm_saves_output and not unfused_norm:
+        # A memory-efficient norm (Stack.norm_saves = "output") keeps its output, the GEMM
+        # input counted above, in place of its input: the two norm inputs, 2h + 2h, go.
+        # (Recomputing the norms instead keeps the inputs to recompute from: as above.)
+        replicated -= 4 * h
     # Tensors split over TP heads / MLP columns (always /t):
     #   Q 2q and K 2*kv saved for QK^T, V 2*kv saved for scores x V,
     #   O-projection input (attention context) 2q                  MHA: 8h; GQA: 4q + 4kv

@@ -171,6 +171,12 @@ def _live_peak(actions: tuple, sched: Any, size: dict[int, float]) -> float:
     return peak
 
 
+def kernel_activation_kwargs(stack: Any, par: Any) -> dict[str, Any]:
+    """What the stack's kernels and the recomputed modules change in `layer_activation_bytes`."""
+    return dict(unfused_norm=stack.norm == "unfused", unfused_activation=stack.activation == "unfused",
+                norm_saves_output=stack.norm_saves == "output", recompute_modules=par.recompute_modules)
+
+
 def estimate(plan: Any) -> MemoryReport:
     """Per-pipeline-rank peak memory of `plan` (a simtrain.engine.plan.Plan) against its device."""
     s = plan.scenario
@@ -181,8 +187,7 @@ def estimate(plan: Any) -> MemoryReport:
     flash = bool(getattr(par, "flash_attention", True))
     sp = par.sequence_parallel and L.tp > 1
     stack = s.stack
-    unfused = dict(unfused_norm=stack.norm == "unfused", unfused_activation=stack.activation == "unfused")
-    unfused["recompute_modules"] = par.recompute_modules
+    unfused = kernel_activation_kwargs(stack, par)
     per_layer = layer_activation_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, par.recompute, flash, L.cp,
                                        **unfused)
     fp8 = FP8.is_fp8(s.training.precision)
