@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from simtrain.analysis.calibrate import fit_fraction, fit_stack
+from simtrain.analysis.calibrate import fit_fraction, fit_stack, scale_warning
 from simtrain.analysis.run import simulate
 from simtrain.cli import main
 from simtrain.scenario.config import load_scenario
@@ -85,6 +85,18 @@ def test_one_run_fits_the_fraction_that_reproduces_it():
     fit = fit_fraction(lambda ov: load_scenario(None, SMALL + list(ov)), truth, start=1.0)
     assert fit.fraction == pytest.approx(0.8, rel=2e-3) and abs(fit.residual) < 1e-3
     assert fit.simulations <= 6
+
+
+@pytest.mark.parametrize("truth_fraction, warned", [(0.85, False), (0.6, True)])
+def test_a_fit_far_from_the_stack_says_the_gap_is_not_in_compute(truth_fraction, warned):
+    # the default scenario's stack (llama3-meta) starts at 0.7946: 0.85 is x1.07 of it, 0.6
+    # is x0.755, beyond PLAUSIBLE_SCALE = 1.25 (below 1/1.25 = 0.8)
+    truth = simulate(load_scenario(None, SMALL + [f"stack.sustained_fraction={truth_fraction}"])).step_time_s
+    start = load_scenario(None, SMALL).stack.sustained_fraction
+    fit = fit_stack([lambda ov: load_scenario(None, SMALL + list(ov))], [truth], start)
+    assert fit.fraction == pytest.approx(truth_fraction, rel=2e-3)
+    assert any("not in compute" in w for w in fit.warnings) == warned
+    assert scale_warning(1.25, 1.0) == scale_warning(0.8, 1.0) == "" and scale_warning(1.26, 1.0)
 
 
 def test_calibrate_command_writes_a_stack_that_reproduces_the_run(tmp_path, capsys):

@@ -125,13 +125,17 @@ def run_validation(cases: tuple[ReferenceCase, ...],
 
 
 def _mode_lines(modes: dict[str, ModeResults], group: str) -> list[str]:
+    from simtrain.analysis.calibrate import scale_warning
+
     out = []
     cal = modes.get("calibrated")
     if cal and group in cal.fits:
         f = cal.fits[group]
         per = cal.mape_by_group().get(group)
         out.append(f"  calibrated on {f.case} (stack.sustained_fraction -> {f.fraction:.3f}, x{f.factor:.3f}"
-                   + (", at its bound" if f.at_bound else "") + "): "
+                   + (", at its bound" if f.at_bound else "")
+                   + (", beyond any catalog stack: that run's gap is not in compute" if scale_warning(f.factor, 1.0)
+                      else "") + "): "
                    + (f"{per[0]:.1f}% over {per[1]} prediction{'s' if per[1] != 1 else ''}" if per else "no other runs"))
     loso = modes.get("loso")
     if loso and group in loso.fraction_used:
