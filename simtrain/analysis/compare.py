@@ -176,7 +176,7 @@ class Comparison:
                 continue
             lines.append(f"    {CAUSE_NAMES.get(cause, cause):<30} {100 * v:+7.2f}")
         lines.append(f"    {'total':<30} {100 * sum(self.attribution.values()):+7.2f}")
-        lines.append("  (each part's seconds per second of ideal model work, times -MFU_A*MFU_B; see simtrain/compare.py)")
+        lines.append("  (each part's seconds per second of ideal model work, times -MFU_A*MFU_B; see simtrain/analysis/compare.py)")
         return "\n".join(lines)
 
 

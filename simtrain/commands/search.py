@@ -15,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Search the layouts of the scenario's model on its GPUs with its global batch: "
         "prune what is invalid, what does not fit in memory (estimated on the plan) and what cannot "
         "beat the K-th best (a compute-only MFU bound), simulate the rest, print the winner and the "
-        "runners-up. Rules in simtrain/search.py and the README.",
+        "runners-up. Rules in simtrain/explore/search.py and the README.",
     )
     add_scenario_args(p)
     from simtrain.commands.scenario_inputs import add_megatron_arg
@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE.csv", help="write every candidate with its status and reason")
     for name, _ in DIMS:
         p.add_argument(f"--{name.replace('_', '-')}", dest=f"space_{name}", metavar="N,N,...",
-                       help=f"{name} values to try (default: see simtrain/search.py)")
+                       help=f"{name} values to try (default: see simtrain/explore/search.py)")
     p.add_argument("--recompute", dest="space_recompute", metavar="MODES", help="recompute modes (default none,selective,full)")
     p.add_argument("--sp", dest="space_sp", metavar="BOOLS", help="sequence parallelism: false,true (default both)")
     p.add_argument("--schedules", dest="space_schedules", metavar="NAMES",

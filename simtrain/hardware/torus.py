@@ -1,5 +1,5 @@
 """TPU 3D tori (`kind = "torus"`; listed in simtrain.hardware.load.BUILDERS). Collectives
-along the torus axes: simtrain.network.flows.collectives.torus_phases.
+along the torus axes: simtrain.network.collectives.torus_phases.
 
 A slice of X x Y x Z chips; chip (x, y, z) is rank x + X*(y + Y*z). Every chip has one ICI
 link pair to its +1 and -1 neighbour on each axis; with wraparound the last chip of an
