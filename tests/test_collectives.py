@@ -81,6 +81,23 @@ def test_ring_channels_use_every_nic_with_adaptive_routing():
     assert t == pytest.approx(expected, rel=REL)
 
 
+@pytest.mark.parametrize("op,algo,group", [("all-gather", "tree", range(64)), ("reduce-scatter", "tree", range(64)),
+                                           ("all-reduce", "hierarchical", (0, 1, 2, 8, 9))])
+def test_an_algorithm_that_does_not_apply_runs_the_topology_s_ring(op, algo, group):
+    # NCCL's tree is all-reduce only, and the hierarchical split needs the same ranks on
+    # every node: forced on, they run NCCL's ring channels (one per NIC), not one ring
+    # through every rank, which crossed each node boundary on a single NIC: 8x the ring's
+    # time for 64 GPUs before
+    topo = load_topology("dgx-h100", 64)
+    assert run_group(topo, op, group, S, algo) == pytest.approx(run_group(topo, op, group, S, "ring"), rel=REL)
+
+
+def test_forcing_an_algorithm_that_would_run_as_ring_is_refused():
+    topo = load_topology("dgx-h100", 16)
+    with pytest.raises(SimtrainError, match="would run as ring"):
+        CollectiveBench(topo, "all-gather", 16, "tree")
+
+
 def test_ecmp_collisions_are_slower_than_adaptive():
     import tomllib
     from pathlib import Path

@@ -177,7 +177,7 @@ def tree(op: str, group: Sequence[int], size: float, topo: Topology | None = Non
     if n == 1:
         return []
     if op != "all-reduce":
-        return ring(op, group, size)
+        return ring(op, group, size, topo)
     locals_ = _by_node(group, topo) if topo is not None else [list(group)]
     g = len(locals_[0])
     if len(locals_) == 1 or g == 1 or any(len(x) != g for x in locals_):
@@ -221,7 +221,7 @@ def hierarchical(op: str, group: Sequence[int], size: float, topo: Topology, win
         g = topo.gpus_per_node
         k = len(group) // g
         if k < 2 or g < 2 or len(group) % g:
-            return ring(op, group, size, window=window)
+            return ring(op, group, size, topo, window=window)
         nodes = _window_nodes(len(group), g, window)
         intra_pairs = tuple(_chain.from_iterable(_ring_pairs(loc) for loc in nodes[:window // g]))
         inter_pairs = tuple(_chain.from_iterable(zip([loc[j] for loc in nodes[:window // g]], [loc[j] for loc in nodes[1:]])
@@ -230,7 +230,7 @@ def hierarchical(op: str, group: Sequence[int], size: float, topo: Topology, win
         locals_ = _by_node(group, topo)
         g = len(locals_[0])
         if len(locals_) == 1 or g == 1 or any(len(x) != g for x in locals_):
-            return ring(op, group, size)
+            return ring(op, group, size, topo)
         k = len(locals_)
         intra_pairs = tuple(_chain.from_iterable(_ring_pairs(loc) for loc in locals_))
         inter_pairs = tuple(_chain.from_iterable(_ring_pairs([loc[j] for loc in locals_]) for j in range(g)))
@@ -245,7 +245,7 @@ def hierarchical(op: str, group: Sequence[int], size: float, topo: Topology, win
         inter = Phase(inter_pairs, (k - 1) / k * size / g, k - 1, window)
         phases = [intra, inter] if op == "reduce-scatter" else [inter, intra]
         return phases
-    return ring(op, group, size, window=window)
+    return ring(op, group, size, topo, window=window)
 
 
 def torus_phases(op: str, group: Sequence[int], size: float, topo: Topology) -> list[Phase]:
@@ -271,7 +271,7 @@ def torus_phases(op: str, group: Sequence[int], size: float, topo: Topology) -> 
         raise SimtrainError(f"collective algo 'torus' needs a torus topology, not {topo.name!r}; use auto, ring, tree or hierarchical")
     lattice = topo.axis_lattice(group)
     if not lattice or op not in ("all-reduce", "reduce-scatter", "all-gather"):
-        return ring(op, group, size)
+        return ring(op, group, size, topo)
     lattice = sorted(lattice, key=lambda x: (-x[2], x[0]))
     members = set(group)
     rs: list[Phase] = []
