@@ -155,6 +155,19 @@ def test_memory_efficient_norm_drops_the_two_norm_inputs() -> None:
     assert layer_activation_bytes(m, 8192, 1, **sel) == layer_activation_bytes(m, 8192, 1, norm_saves_output=True, **sel)
 
 
+def test_an_unfused_norm_keeps_what_autograd_saves_whatever_norm_saves_says() -> None:
+    # the llama3-meta stack's norms keep their outputs; unfused (eager) norms have no such
+    # choice: the same bytes as an unfused norm under a stack whose norms keep their inputs
+    base = ["stack.norm=\"unfused\""]
+    a = estimate(make_plan(load_scenario("llama3-405b-8k", base)))
+    b = estimate(make_plan(load_scenario("llama3-405b-8k", base + ['stack.norm_saves="input"'])))
+    assert a.per_stage[1].activations == b.per_stage[1].activations
+    fused = estimate(make_plan(load_scenario("llama3-405b-8k", ['stack.norm_saves="input"'])))
+    # eager RMSNorm: + 12h per token and layer over the fused kernel's inputs (/8 under SP)
+    assert a.per_stage[1].activations - fused.per_stage[1].activations == pytest.approx(
+        141 * 12 * 16384 / 8 * 8192, rel=1e-12)
+
+
 def test_llama3_row_1_as_run_fits_and_row_2_too() -> None:
     # Table 4 rows 1 and 2 ran (Llama 3 §3.3.2: 8K sequences "without activation
     # checkpointing"), with the paper's schedule and its stage-input deallocation (the

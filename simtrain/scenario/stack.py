@@ -41,7 +41,8 @@ class Stack:
     # ctx.save_for_backward(output, weight_, invvar)`), Megatron-Core's
     # memory_efficient_layer_norm (transformer_config.py, default False): the norms' inputs,
     # the residual stream before each norm, are then kept by no one, 2 x 2h per token and
-    # layer (/TP under sequence parallelism). Only with norm = "fused".
+    # layer (/TP under sequence parallelism). Only a fused kernel has the choice: with
+    # norm = "unfused" the eager ops keep what autograd saves of each, whatever this says.
     norm_saves: str = "input"
     rope: str = "fused"  # rotary embedding on Q and K ("complex": Meta Llama's view_as_complex form)
     activation: str = "fused"  # SwiGLU / bias-GELU in one kernel
@@ -353,9 +354,6 @@ def check_stack(stack: Stack, where: str) -> Stack:
                   "use 128 (Megatron's default) or 1 (no padding)")
     if stack.fragmentation >= 1:
         raise bad(f"{where}.fragmentation", stack.fragmentation, "must be below 1", "use e.g. 0.05 (5%)")
-    if stack.norm_saves == "output" and stack.norm != "fused":
-        raise bad(f"{where}.norm_saves", stack.norm_saves, "needs a fused norm kernel (eager ops keep what autograd "
-                  "saves of each)", 'use norm_saves = "input", or norm = "fused"')
     return stack
 
 
