@@ -192,7 +192,12 @@ def build(calibration: Path) -> str:
 
 
 def main() -> int:
-    calibration = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared" / "calibration"
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Rebuild simtrain/data/reference.toml from the published transcriptions.")
+    ap.add_argument("calibration", nargs="?", default=str(ROOT.parent / "shared" / "calibration"),
+                    help="folder of the shared calibration CSVs (default: ../shared/calibration)")
+    calibration = Path(ap.parse_args().calibration)
     if not calibration.is_dir():
         calibration = Path("/work/shared/calibration")
     OUT.parent.mkdir(parents=True, exist_ok=True)

@@ -119,7 +119,7 @@ def run_validation(cases: tuple[ReferenceCase, ...],
         results.append(r)
         if progress:
             progress(i, len(cases), case, r)
-    extra = run_modes(cases, results, modes, mode_progress) if set(modes) - {"zero-shot"} else {}
+    extra = run_modes(cases, results, modes, mode_progress)
     return ValidationReport(tuple(results), extra)
 
 
