@@ -74,9 +74,28 @@ def test_calibrate_refuses_a_step_it_cannot_reach(tmp_path: Path, capsys: pytest
     assert not out.exists()
 
 
+def test_calibrate_on_a_step_1e20_times_too_long_names_the_closest(capsys: pytest.CaptureFixture[str]) -> None:
+    # the residual rounds to -1 there: once a math domain error, then "closest 0 s"
+    assert_one_line_error(["calibrate", "nemo-8b-8", "--step-time", "1e20"], capsys, "--step-time 1e+20", "cannot reach")
+    assert main(["calibrate", "nemo-8b-8", "--step-time", "1e20"]) == 2
+    assert "closest 0 s" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv_tail", [["run", "A" * 300, "--no-progress"],
+                                       ["run", "nemo-8b-8", "--no-progress", "--set", "cluster.topology=" + "a" * 300],
+                                       ["run", "nemo-8b-8", "--no-progress", "--set", "model.hf_config=" + "a" * 300],
+                                       ["topology", "a" * 300]])
+def test_a_name_longer_than_any_file_system_allows_is_one_line(argv_tail: list[str],
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert_one_line_error(argv_tail, capsys, "aaa" if "A" * 300 not in argv_tail else "AAA")
+
+
 @pytest.mark.parametrize("csv, fragments", [
     ("scenario,step_time_s\nnemo-8b-8,12.9,extra,cols\n", ("--runs line 2", "more fields than the header")),
     ("scenario,step_time_s,set\nnemo-8b-8,12.9,parallel.tp=abc\n", ("--runs line 2", "parallel.tp = 'abc'")),
+    # a layout the plan refuses (8 GPUs, TP2 x DP8) is named by its line too
+    ("scenario,step_time_s,set\nnemo-8b-8,12.9,parallel.tp=2;parallel.dp=8\n", ("--runs line 2", "cluster.gpus")),
+    ("scenario,step_time_s\nnemo-8b-8,1e300\n", ("--runs line 2: step_time_s = 1e+300", "cannot reach")),
 ])
 def test_calibrate_runs_errors_name_their_line(csv: str, fragments: tuple[str, ...], tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:

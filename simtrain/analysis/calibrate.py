@@ -93,6 +93,12 @@ def scale_warning(fraction: float, start: float, compute_share: float | None = N
             f"transcribed wrong); predictions with this fraction inherit it")
 
 
+def _log_error(residual: float) -> float:
+    """|log(simulated / measured)| for a relative residual; finite even where the ratio
+    rounds to 0 (a measured step 1e17 times the simulated one has residual -1.0)."""
+    return abs(math.log(max(1.0 + residual, 1e-300)))
+
+
 @dataclass(frozen=True)
 class StackFit:
     fraction: float
@@ -115,7 +121,7 @@ def fit_stack(factories: list[Factory], targets: list[float], start: float = 1.0
         warn = (f"the fitted fraction hit its bound {f.fraction:g}: the simulated step cannot reach "
                 f"{targets[0]:g} s with this stack; check the layout or the stack's other choices",) if f.at_bound else ()
         scale = scale_warning(f.fraction, start) if not f.at_bound else ""
-        return StackFit(f.fraction, None, (f.residual,), abs(math.log1p(f.residual)), warn + ((scale,) if scale else ()),
+        return StackFit(f.fraction, None, (f.residual,), _log_error(f.residual), warn + ((scale,) if scale else ()),
                         f.simulations)
     sims = 0
     best: tuple[float, float, float, list[float]] | None = None  # (rms, launch, fraction, residuals)
@@ -133,7 +139,7 @@ def fit_stack(factories: list[Factory], targets: list[float], start: float = 1.0
         for fac, t in zip(factories, targets):
             res.append(_step(fac, extra + (f"stack.sustained_fraction={fraction_l!r}",)) / t - 1)
             sims += 1
-        rms = math.sqrt(sum(math.log1p(r) ** 2 for r in res) / len(res))
+        rms = math.sqrt(sum(_log_error(r) ** 2 for r in res) / len(res))
         table[launch] = (rms, res)
         fractions[launch] = fraction_l
         if best is None or rms < best[0]:

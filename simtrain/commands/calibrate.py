@@ -90,9 +90,12 @@ def run(args: argparse.Namespace) -> int:
     runs = _runs(args)
     _check_consistent(runs)
     scenarios = []
+    from simtrain.engine.plan import make_plan
+
     for i, (name, sets, _) in enumerate(runs, 2):  # bad input fails here, before fitting
         try:
             scenarios.append(load_scenario(name, sets))
+            make_plan(scenarios[-1])  # the layout's own checks (GPU count, divisibility), named by line
         except SimtrainError as e:
             if args.runs is None:
                 raise
@@ -108,8 +111,14 @@ def run(args: argparse.Namespace) -> int:
         raise SimtrainError(f"--runs: the runs contradict each other: the best fit leaves {100 * fit.rms_log_error:.0f}% RMS "
                             "error; check that they ran the same stack and that their layouts are transcribed right")
     if len(runs) == 1 and abs(fit.residuals[0]) > 0.01:  # the fraction hit its bound short of the step
-        raise SimtrainError(f"--step-time {targets[0]:g}: the simulated step cannot reach it with this stack (closest "
-                            f"{targets[0] * (1 + fit.residuals[0]):.4g} s, at sustained_fraction {fit.fraction:g}, the "
+        from simtrain.analysis.run import simulate
+
+        # the closest step, simulated again (target x (1 + residual) rounds to 0 s for a
+        # measured step 1e17 times the simulated one)
+        closest = simulate(factories[0]((f"stack.sustained_fraction={fit.fraction!r}",))).step_time_s
+        what = f"--runs line 2: step_time_s = {targets[0]:g}" if args.runs else f"--step-time {targets[0]:g}"
+        raise SimtrainError(f"{what}: the simulated step cannot reach it with this stack (closest "
+                            f"{closest:.4g} s, at sustained_fraction {fit.fraction:g}, the "
                             "bound); check the measured time, the layout and the stack's other choices")
     stack = scenarios[0].stack
     result = {"stack": stack.name, "runs": len(runs), "sustained_fraction": fit.fraction,

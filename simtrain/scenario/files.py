@@ -156,6 +156,15 @@ def resolve_path(source: str | Path, catalog: str, what: str, field_name: str, n
     return hit
 
 
+def _is_file(p: Path) -> bool:
+    """Path.is_file that answers False for a name no file system can hold (a name over 255
+    bytes raises OSError: File name too long) instead of raising."""
+    try:
+        return p.is_file()
+    except OSError:
+        return False
+
+
 def _resolve_path(source: str | Path, catalog: str, what: str, field_name: str, near: str | Path | None = None) -> Path:
     suffix = CATALOGS[catalog]
     if not str(source).strip():
@@ -166,11 +175,11 @@ def _resolve_path(source: str | Path, catalog: str, what: str, field_name: str, 
         base = Path(near).resolve().parent
         candidates += [base / c for c in candidates]
     for c in candidates:
-        if c.is_file():
+        if _is_file(c):
             return c
     for root in catalog_roots(catalog, near):
         for c in (root.path / p.name, root.path / f"{p.name}{suffix}"):
-            if c.is_file():
+            if _is_file(c):
                 return c
     raise bad(field_name, str(source), f"no such {what} file", suggest(p.stem if p.suffix == suffix else p.name,
                                                                   available(catalog, near), catalog, what))

@@ -82,7 +82,12 @@ FIELD = "model.hf_config"
 def read_hf_config(path: str) -> dict[str, Any]:
     """Load and check one config.json; return [model] keys for simtrain."""
     p = Path(path)
-    if p.exists() and not p.is_file():  # a folder, FIFO or device would block or fail on reading
+    try:
+        odd = p.exists() and not p.is_file()  # a folder, FIFO or device would block or fail on reading
+    except OSError as e:  # e.g. a name over the file system's 255 bytes
+        raise SimtrainError(f"{FIELD} = {path!r}: cannot read it ({e.strerror}); give the path of a Hugging Face "
+                            "config.json") from None
+    if odd:
         raise SimtrainError(f"{FIELD} = {path!r}: not a regular file; give the path of a Hugging Face config.json")
     try:
         data = json.loads(p.read_text())
