@@ -134,3 +134,11 @@ def test_free_link_labels_stay_free(tmp_path: Path, capsys: pytest.CaptureFixtur
     topo = tmp_path / "labels.toml"
     topo.write_text(src.replace('kind = "nvlink"', 'kind = "pcie"', 1))
     assert main(["topology", str(topo), "--json"]) == 0
+
+
+@pytest.mark.parametrize("argv, fragment", [(["compare", "nosuch-scenario"], "no such scenario file"),
+                                            (["compare", "nemo-8b-8", "--set", "parallel.tp=0"], "parallel.tp = 0"),
+                                            (["compare", "nemo-8b-8"], "A and B are the same")])
+def test_compare_names_what_is_wrong_with_a_before_sameness(argv: list[str], fragment: str,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert_one_line_error(argv, capsys, fragment)

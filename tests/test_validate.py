@@ -293,3 +293,12 @@ def test_megatron_bridge_moe_rows_run_their_presets_dispatchers() -> None:
     assert got == {"nemo-moe-deepseek-v3-1024": ("interleaved-ep-overlap", 4, False),
                    "nemo-moe-qwen3-235b-a22b-256": ("interleaved-ep-overlap", 0, True),
                    "nemo-moe-qwen3-30b-a3b-16": ("1f1b", 2, True)}
+
+
+def test_a_reference_file_without_cases_is_refused(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a CI gate (--max-error) over no cases would pass with nothing tested
+    empty = tmp_path / "empty.toml"
+    empty.write_text("# no cases yet\n")
+    assert main(["validate", "--reference", str(empty), "--max-error", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no cases" in err[0]

@@ -40,14 +40,17 @@ def run(args: argparse.Namespace) -> int:
 
     b_name = args.b or args.a
     over_a, over_b = args.both + args.a_set, args.both + args.b_set
+    # A is loaded and planned first (every check that can refuse it): a missing scenario or a
+    # bad --set is reported as such, not as "A and B are the same"
+    plan_a = make_plan(load_scenario(args.a, over_a))
     if b_name == args.a and over_a == over_b:
         raise SimtrainError(
             f"compare {args.a!r}: A and B are the same; give a second scenario or a variant with --b-set, "
             "e.g. --b-set parallel.dp=128"
         )
-    # Both scenarios are loaded and planned (every check that can refuse them) before either
-    # is simulated, so a bad B is refused at once with one line and no progress text.
-    plans = [make_plan(load_scenario(name, over)) for name, over in ((args.a, over_a), (b_name, over_b))]
+    # Both scenarios are loaded and planned before either is simulated, so a bad B is refused
+    # at once with one line and no progress text.
+    plans = [plan_a, make_plan(load_scenario(b_name, over_b))]
     for plan in plans:
         check_supported(plan.scenario)
     results = []

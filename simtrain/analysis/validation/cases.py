@@ -119,6 +119,9 @@ def load_reference(path: str | Path | None = None) -> tuple[ReferenceCase, ...]:
     cases = data.get("cases", {})
     if not isinstance(cases, dict):
         raise bad("cases", cases, f"is not a table in {p.name}", 'write [cases."NAME"] tables')
+    if not cases:  # a gate (--max-error) over no cases would pass with nothing tested
+        raise SimtrainError(f"reference file {str(p)!r}: no cases; write each case as [cases.\"NAME\"] "
+                            "(see simtrain/data/reference.toml)")
     return tuple(_case(name, raw, p.name) for name, raw in cases.items())
 
 
