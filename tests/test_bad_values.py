@@ -142,3 +142,19 @@ def test_free_link_labels_stay_free(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_compare_names_what_is_wrong_with_a_before_sameness(argv: list[str], fragment: str,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     assert_one_line_error(argv, capsys, fragment)
+
+
+def test_a_megatron_flag_a_letter_off_a_modelled_one_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    # it used to be ignored with a warning and the run went on at TP1
+    assert_one_line_error(["run", "megatron-sc21-gpt-1.7b", "--no-progress", "--megatron-args",
+                           "--tensor-model-paralel-size 8 --bf16"], capsys,
+                          "--tensor-model-paralel-size", "did you mean --tensor-model-parallel-size?")
+
+
+def test_a_script_with_two_different_training_lines_is_refused(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    two = tmp_path / "two.sh"
+    two.write_text("torchrun pretrain_gpt.py --micro-batch-size 16 --bf16\n"
+                   "torchrun pretrain_gpt.py --micro-batch-size 8 --bf16\n")
+    assert_one_line_error(["run", "megatron-sc21-gpt-1.7b", "--no-progress", "--megatron-script", str(two)], capsys,
+                          "2 lines run pretrain_gpt.py with different flags")

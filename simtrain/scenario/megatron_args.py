@@ -135,6 +135,15 @@ def _value(where: str, flag: str, value: str) -> Any:
     return n
 
 
+def _misspelled(flag: str) -> str:
+    """The modelled flag `flag` is one or two letters off (difflib ratio >= 0.92), or ""."""
+    import difflib
+
+    modelled = [*INT_FLAGS, *CHOICE_FLAGS, *TEXT_FLAGS, *FLOAT_FLAGS, *SWITCHES]
+    near = difflib.get_close_matches(flag, modelled, n=1, cutoff=0.92)
+    return near[0] if near else ""
+
+
 def parse(tokens: list[str] | tuple[str, ...] | str, where: str = OPT) -> MegatronFlags:
     """Flags -> MegatronFlags. A text is read as a pasted block (megatron_script)."""
     if isinstance(tokens, str):
@@ -168,6 +177,10 @@ def parse(tokens: list[str] | tuple[str, ...] | str, where: str = OPT) -> Megatr
                 raise SimtrainError(f"{where}: {flag} is a switch and takes no value; write {flag} alone")
             out.known[flag] = True
         else:
+            near = _misspelled(flag)
+            if near:
+                raise SimtrainError(f"{where}: {flag}: not a Megatron-LM flag; did you mean {near}? (a misspelled flag "
+                                    "would be ignored and the run would use the default)")
             out.ignored.append(flag)
             while i < len(toks) and not toks[i].startswith("--") and not eq:
                 i += 1  # its values (some flags take several, e.g. --rampup-batch-size 16 16 5859375)

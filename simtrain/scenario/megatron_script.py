@@ -150,9 +150,15 @@ def launch_flags(text: str, where: str) -> Launch:
         after_command = False
         loose += toks
     if commands:
-        cmd = commands[-1]
-        start = next(k for k, t in enumerate(cmd) if _is_script(t)) + 1
-        words = [w for t in cmd[start:] for w in sh.expand(t)]
+        def script_and_flags(c: list[str]) -> tuple[str, list[str]]:
+            k = next(k for k, t in enumerate(c) if _is_script(t))
+            return c[k].rsplit("/", 1)[-1], [w for t in c[k + 1:] for w in sh.expand(t)]
+
+        script, words = script_and_flags(commands[-1])
+        runs = {tuple(f) for sc, f in map(script_and_flags, commands) if sc == script}
+        if len(runs) > 1:  # which one trains is not ours to guess
+            raise SimtrainError(f"{where}: {sum(1 for c in commands if script_and_flags(c)[0] == script)} lines run "
+                                f"{script} with different flags; keep the one whose step you simulate")
     elif loose:
         words = [w for t in loose for w in sh.expand(t)]
     else:
