@@ -23,6 +23,8 @@ from tests.test_bad_files import assert_one_line_error
     (["stack.launch_us=1e300"], ("stack.launch_us", "is above 10000")),
     (["stack.workspace_gib=1e300"], ("stack.workspace_gib", "is above 10000")),
     (["whatif.compute_jitter=5"], ("whatif.compute_jitter = 5.0", "[0, 0.5)")),
+    # nan's fix names a value the field takes (it said "= 1.5", itself refused for shares)
+    (["stack.fragmentation=nan"], ("stack.fragmentation = nan", "fragmentation = 0.05 (its default)")),
     (["cluster.nvlink_gbps=1e-300"], ("cluster.nvlink_gbps", "at least 0.001 Gb/s")),
     (["cluster.nvlink_latency_us=1e300"], ("cluster.nvlink_latency_us", "[0, 1e6]")),
     (['stack.norm_saves="outputs"'], ("stack.norm_saves = 'outputs'", "input, output")),

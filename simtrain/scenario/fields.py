@@ -39,7 +39,7 @@ def _suggest(key: str, valid: list[str]) -> str:
     return f"{hint}valid keys: {', '.join(valid)}"
 
 
-def _coerce(path: str, value: Any, typ: type) -> Any:
+def _coerce(path: str, value: Any, typ: type, default: Any = None) -> Any:
     if typing.get_origin(typ) is tuple:  # TOML arrays, kept as tuples so scenarios stay hashable
         inner = typing.get_args(typ)[0]
         if not isinstance(value, (list, tuple)):
@@ -63,7 +63,10 @@ def _coerce(path: str, value: Any, typ: type) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad(path, value, "expected a number", f"write e.g. {path.split('.')[-1]} = 1.5")
         if not math.isfinite(value):  # TOML allows nan and inf; no input field means them
-            raise bad(path, value, "must be a finite number", f"write e.g. {path.split('.')[-1]} = 1.5")
+            # the field's default is a value it takes (1.5 is not, for a share or a probability)
+            example = default if isinstance(default, (int, float)) and not isinstance(default, bool) else 1.5
+            raise bad(path, value, "must be a finite number", f"write e.g. {path.split('.')[-1]} = {example:g}"
+                      + (" (its default)" if example is default else ""))
         return float(value)
     if typ is str:
         if not isinstance(value, str):
@@ -88,7 +91,8 @@ def parse_dataclass(cls: type, data: dict[str, Any], prefix: str, base: Any = No
     for key, value in data.items():
         if key not in valid:
             raise SimtrainError(f"unknown key {prefix}.{key} = {value!r}: {_suggest(key, valid)}")
-        kwargs[key] = _coerce(f"{prefix}.{key}", value, hints[key])
+        base = base if base is not None else cls()
+        kwargs[key] = _coerce(f"{prefix}.{key}", value, hints[key], getattr(base, key, None))
     base = base if base is not None else cls()
     return dataclasses.replace(base, **kwargs)
 
