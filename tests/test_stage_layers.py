@@ -96,3 +96,14 @@ def test_stage_layers_with_pinned_ends_and_too_many_stages_are_one_line(capsys):
     assert_one_line_error(base + ["--set", "parallel.pp=8", "--set", "parallel.first_stage_layers=-1",
                                   "--set", "parallel.last_stage_layers=-1", "--set", "model.num_hidden_layers=5"], capsys,
                           "more virtual stages than the 5 layers can fill", "use fewer pipeline stages")
+
+
+def test_a_pinned_end_stage_that_starves_the_others_names_the_pin(capsys):
+    # 24 layers, PP2: first_stage_layers = 24 leaves the last stage none; at most 23
+    base = ["run", "megatron-sc21-gpt-1.7b", "--no-progress", "--set", "parallel.pp=2", "--set", "parallel.dp=16"]
+    assert_one_line_error(base + ["--set", "parallel.first_stage_layers=24"], capsys,
+                          "parallel.first_stage_layers = 24", "use at most 23")
+    # PP4 with 21 + 2 pinned: 1 layer for 2 middle stages; first can take at most 24 - 2 - 2 = 20
+    assert_one_line_error(["run", "megatron-sc21-gpt-1.7b", "--no-progress", "--set", "parallel.pp=4", "--set",
+                           "parallel.dp=8", "--set", "parallel.first_stage_layers=21", "--set",
+                           "parallel.last_stage_layers=2"], capsys, "parallel.first_stage_layers = 21", "use at most 20")

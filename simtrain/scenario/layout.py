@@ -290,6 +290,12 @@ def split_layers(num_layers: int, stages: int, first: int = -1, last: int = -1,
                   f"with last_stage_layers = {last} the end stages hold more than the model's {num_layers} layers",
                   "lower first_stage_layers or last_stage_layers")
     middle = balanced(rest_layers, rest_stages)
+    if ((0 in middle[1:-1]) or (fixed and 0 in middle)) and fixed and rest_stages <= num_layers:
+        # the pinned end stages leave the middle ones too few layers: name the pin
+        key, value = ("first_stage_layers", first) if first >= 0 else ("last_stage_layers", last)
+        most = num_layers - rest_stages - (sum(fixed) - value)
+        raise bad(f"parallel.{key}", value, f"leaves {rest_layers} layers for the other {rest_stages} virtual "
+                  f"stage{'s' if rest_stages != 1 else ''}, each of which needs one", f"use at most {most}, or fewer pipeline stages")
     if (0 in middle[1:-1]) or (fixed and 0 in middle):
         raise bad("parallel.pp", f"{stages} virtual stages",
                   f"more virtual stages than the {num_layers} layers can fill"
