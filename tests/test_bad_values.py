@@ -160,3 +160,14 @@ def test_a_script_with_two_different_training_lines_is_refused(tmp_path: Path,
                    "torchrun pretrain_gpt.py --micro-batch-size 8 --bf16\n")
     assert_one_line_error(["run", "megatron-sc21-gpt-1.7b", "--no-progress", "--megatron-script", str(two)], capsys,
                           "2 lines run pretrain_gpt.py with different flags")
+
+
+def test_one_bad_device_file_of_the_users_is_listed_not_fatal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "devices").mkdir()
+    (tmp_path / "devices" / "bad.toml").write_text("name = 5\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["list", "devices"]) == 0
+    out = capsys.readouterr().out
+    assert "bad" in out and "(unreadable:" in out and "H100-SXM" in out  # the others are still listed
+    assert main(["list"]) == 0

@@ -55,17 +55,24 @@ def _file_entries(kind: str) -> list[dict[str, Any]]:
 
 
 def _device_entries() -> list[dict[str, Any]]:
-    from simtrain.hardware.devices import load_catalog
+    from simtrain.hardware.devices import _files, _load_file
+    from simtrain.scenario.errors import SimtrainError
     from simtrain.scenario.files import available
 
-    devices, aliases = load_catalog()
     roots = available("devices")
     out = []
-    for name, d in sorted(devices.items()):
-        out.append({"name": name, "origin": roots[name].origin, "path": str(roots[name].path / f"{name}.toml"),
-                    "aliases": sorted(a for a, n in aliases.items() if n == name),
-                    "peak_tflops": d.peak_flops / 1e12, "hbm_gbytes_per_s": d.hbm_bytes_per_s / 1e9,
-                    "memory_gib": d.memory_bytes / 2**30, "sustained_fraction": d.sustained_fraction})
+    for name, p in sorted(_files(None).items()):
+        entry: dict[str, Any] = {"name": name, "origin": roots[name].origin, "path": str(p)}
+        try:  # file by file: one bad file of the user's is listed as such, the others still are
+            d, aliases = _load_file(str(p), p.stat().st_mtime_ns)
+        except SimtrainError as e:
+            entry["description"] = f"(unreadable: {e})"
+            out.append(entry)
+            continue
+        entry.update({"aliases": sorted(aliases), "peak_tflops": d.peak_flops / 1e12,
+                      "hbm_gbytes_per_s": d.hbm_bytes_per_s / 1e9, "memory_gib": d.memory_bytes / 2**30,
+                      "sustained_fraction": d.sustained_fraction})
+        out.append(entry)
     return out
 
 
@@ -100,7 +107,9 @@ def _table(kind: str, rows: list[dict[str, Any]]) -> str:
     w = max(len(r["name"]) for r in rows)
     lines = []
     for r in rows:
-        if kind == "devices":
+        if kind == "devices" and "description" in r:  # unreadable
+            text = r["description"]
+        elif kind == "devices":
             alias = f" (alias {', '.join(r['aliases'])})" if r["aliases"] else ""
             text = (f"{r['peak_tflops']:7,.0f} TFLOP/s  {r['hbm_gbytes_per_s']:6,.0f} GB/s HBM  "
                     f"{r['memory_gib']:6.1f} GiB  sustained {r['sustained_fraction']:.2f}{alias}")
