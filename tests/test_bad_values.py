@@ -171,3 +171,14 @@ def test_one_bad_device_file_of_the_users_is_listed_not_fatal(tmp_path: Path, mo
     out = capsys.readouterr().out
     assert "bad" in out and "(unreadable:" in out and "H100-SXM" in out  # the others are still listed
     assert main(["list"]) == 0
+
+
+def test_lists_given_a_value_twice_run_it_once(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schedules", "--pp", "4", "-m", "4,4"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("1f1b ")]
+    assert len(rows) == 1
+
+
+def test_an_empty_search_space_names_the_values(capsys: pytest.CaptureFixture[str]) -> None:
+    assert_one_line_error(["search", "megatron-sc21-gpt-1.7b", "--no-progress", "--tp", "99999999999"], capsys,
+                          "tp 99999999999", "over 32 GPUs")

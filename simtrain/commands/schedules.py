@@ -23,7 +23,7 @@ def _int_list(text: str) -> list[int]:
             out.append(int(part))
         else:
             raise argparse.ArgumentTypeError(f"{part!r}: expected positive whole numbers like 8,16,32 or a range 8:64")
-    return out
+    return list(dict.fromkeys(out))  # a count given twice (4,4 or 4,2:8) is one row
 
 
 # The caps of `simtrain run` (simtrain.scenario.layout, simtrain.scenario.models), and a

@@ -66,7 +66,7 @@ def _space(args, s, world: int, gpus_per_node: int):
         bad = [m for m in modes if m not in RECOMPUTE]
         if bad:
             raise SimtrainError(f"--recompute {args.space_recompute!r}: {bad[0]!r} is not a mode; use some of {', '.join(RECOMPUTE)}")
-        changes["recompute"] = modes
+        changes["recompute"] = tuple(dict.fromkeys(modes))  # each once, as the whole-number lists
     if args.space_sp is not None:
         vals = []
         for x in args.space_sp.split(","):
@@ -80,7 +80,7 @@ def _space(args, s, world: int, gpus_per_node: int):
         bad = [n for n in names if n not in sched.REGISTRY]
         if bad:
             raise SimtrainError(f"--schedules {args.space_schedules!r}: unknown schedule {bad[0]!r}; use some of {', '.join(sched.REGISTRY)}")
-        changes["schedules"] = names
+        changes["schedules"] = tuple(dict.fromkeys(names))
     return dataclasses.replace(space, **changes)
 
 

@@ -145,7 +145,9 @@ def _search(base: dict[str, Any], space: Space, top: int, jobs: int, executor: s
 
     points = candidates(space, layers, world, pinned_ends)
     if not points:
-        raise SimtrainError("search: the search space is empty; widen --tp/--pp/--cp/--vp/--micro-batch or check the GPU count")
+        dims = ", ".join(f"{name} {','.join(map(str, getattr(space, name)))}" for name in ("tp", "cp", "pp", "vp"))
+        raise SimtrainError(f"search: the search space is empty ({dims} over {world} GPUs, {layers} layers: no "
+                            "combination divides them); widen --tp/--pp/--cp/--vp/--micro-batch or check the GPU count")
     tasks = [Task(i, v) for i, v in enumerate(points)]
     k = max(1, top)
     with ray_session(executor, address, jobs), local_session(base, jobs, executor):
