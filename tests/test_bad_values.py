@@ -182,3 +182,9 @@ def test_lists_given_a_value_twice_run_it_once(capsys: pytest.CaptureFixture[str
 def test_an_empty_search_space_names_the_values(capsys: pytest.CaptureFixture[str]) -> None:
     assert_one_line_error(["search", "megatron-sc21-gpt-1.7b", "--no-progress", "--tp", "99999999999"], capsys,
                           "tp 99999999999", "over 32 GPUs")
+
+
+def test_a_scenario_name_that_is_not_text_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "n.toml"
+    f.write_text('name = 5\n[model]\nname = "llama3-8b"\n')
+    assert_one_line_error(["run", str(f), "--no-progress"], capsys, "name = 5", "expected a string")

@@ -294,6 +294,9 @@ def scenario_from_dict(data: dict[str, Any], name: str = "scenario", source: str
             raise SimtrainError(
                 f"unknown section [{key}] in the scenario: {_suggest(key, list(SECTIONS) + list(TOP_LEVEL) + [STACK_SECTION])}"
             )
+    for key in TOP_LEVEL:  # printed as text in every report
+        if key in data and not isinstance(data[key], str):
+            raise bad(key, data[key], "expected a string", f'write {key} = "..." in quotes')
     for old_key, new_key in MOVED.items():
         section, _, key = old_key.partition(".")
         raw = data.get(section)
