@@ -235,3 +235,18 @@ def test_the_loss_holds_its_stacks_bytes_per_logit(stack_bytes, saved, transient
     assert rep.transient - base.transient == pytest.approx(transient * logits, rel=1e-9)
     first = estimate(make_plan(load_scenario(None, sets + [f"stack.loss_logit_bytes={stack_bytes}"]))).per_stage[0]
     assert first.transient == estimate(make_plan(load_scenario(None, sets))).per_stage[0].transient  # last stage only
+
+
+def test_the_report_breaks_the_peak_down_into_parts_that_add_up(capsys) -> None:
+    import re
+
+    from simtrain.cli import main
+
+    assert main(["run", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    peak = float(re.search(r"peak memory\s+([\d.]+) GiB", out).group(1))
+    line = next(x for x in out.splitlines() if "pipeline rank" in x and "(GiB)" in x)
+    parts = [float(v) for v in re.findall(r"(?:weights|gradients|optimizer|activations|buffers|workspace|fragmentation) "
+                                          r"([\d.]+)", line)]
+    assert len(parts) == 7 and "141 (chunk, micro-batch) in flight" in line
+    assert sum(parts) == pytest.approx(peak, abs=0.05 * len(parts) + 0.05)  # each part rounded to 0.1 GiB

@@ -24,6 +24,21 @@ PART_NAMES = {
 TRAFFIC = {"tp": "TP", "cp": "CP", "ep": "EP all-to-all", "pp": "PP sends", "dp": "DP/FSDP", "other": "other"}
 
 
+def _memory_parts(mem: dict[str, Any]) -> str:
+    """What the peak rank's memory is made of, in GiB (simtrain.workload.memory.StageMemory)."""
+    stages = mem.get("per_stage") or []
+    st = next((x for x in stages if x.get("rank") == mem.get("peak_stage")), None)
+    if st is None:
+        return ""
+    g = 2.0 ** 30
+    parts = [("weights", st["parameters"]), ("gradients", st["gradients"]), ("optimizer", st["optimizer"]),
+             ("activations", st["activations"] + st["end_activations"]), ("buffers", st["transient"]),
+             ("workspace", st["workspace"]), ("fragmentation", st["fragmentation"])]
+    text = ", ".join(f"{name} {v / g:.1f}" + (f" of {st['peak_in_flight']} (chunk, micro-batch) in flight" if name == "activations" else "")
+                     for name, v in parts if v > 0)
+    return f"pipeline rank {st['rank']} (GiB): {text}"
+
+
 def text_report(r: Result) -> str:
     plan = r.extra.get("plan")
     L = r.layout
@@ -67,6 +82,9 @@ def text_report(r: Result) -> str:
                 note += (f"; the tensors alone take {mem['peak_memory_gib'] - mem['allowance_gib']:.1f} GiB, "
                          f"the rest is the assumed {mem['allowance_gib']:.1f} GiB workspace + fragmentation allowance")
         rows.append(("peak memory", f"{mem['peak_memory_gib']:.1f} GiB of {mem['capacity_gib']:.1f} GiB" + note))
+        peak = _memory_parts(mem)
+        if peak:
+            rows.append(("", peak))
     w = max(len(k) for k, _ in rows)
     lines += [f"  {k.ljust(w)}  {v}" for k, v in rows]
     lines.append("")
