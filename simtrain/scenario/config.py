@@ -211,10 +211,8 @@ STACK_SECTION = "stack"  # the scenario's overrides of its software stack's valu
 MOVED = {"cluster.sustained_fraction": "stack.sustained_fraction"}
 
 
-
 def build_section(section: str, data: dict[str, Any], base: Any = None) -> Any:
     return parse_dataclass(SECTIONS[section], data, section, base)
-
 
 
 def apply_overrides(data: dict[str, Any], overrides: Any) -> dict[str, Any]:
@@ -261,7 +259,6 @@ def apply_overrides(data: dict[str, Any], overrides: Any) -> dict[str, Any]:
     return data
 
 
-
 def _stack_and_defaults(data: dict[str, Any], source: str = "") -> tuple[Stack, dict[str, dict[str, Any]]]:
     cluster = data.get("cluster", {})
     name = cluster.get("stack", "") if isinstance(cluster, dict) else ""
@@ -294,8 +291,7 @@ def scenario_from_dict(data: dict[str, Any], name: str = "scenario", source: str
             raise SimtrainError(
                 f"unknown section [{key}] in the scenario: {_suggest(key, list(SECTIONS) + list(TOP_LEVEL) + [STACK_SECTION])}"
             )
-    for key in TOP_LEVEL:  # printed as text in every report
-        if key in data and not isinstance(data[key], str):
+        if key in TOP_LEVEL and not isinstance(data[key], str):  # printed as text in every report
             raise bad(key, data[key], "expected a string", f'write {key} = "..." in quotes')
     for old_key, new_key in MOVED.items():
         section, _, key = old_key.partition(".")
