@@ -188,3 +188,8 @@ def test_a_scenario_name_that_is_not_text_is_refused(tmp_path: Path, capsys: pyt
     f = tmp_path / "n.toml"
     f.write_text('name = 5\n[model]\nname = "llama3-8b"\n')
     assert_one_line_error(["run", str(f), "--no-progress"], capsys, "name = 5", "expected a string")
+
+
+def test_an_empty_window_is_refused_not_ignored(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert_one_line_error(["run", "nemo-8b-8", "--no-progress", "--timeline", str(tmp_path / "t.png"), "--window", ""],
+                          capsys, "--window ''", "START:END")

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if args.timeline:
         from simtrain.plots.timeline import parse_window, plot_timeline, timeline_rows
 
-        window = parse_window(args.window, result.step_time_s) if args.window else None
+        window = parse_window(args.window, result.step_time_s) if args.window is not None else None
 
         L = result.layout
         title = (f"{result.scenario}: {result.schedule}, TP{L['tp']} PP{L['pp']} DP{L['dp']} VP{L['vp']}, "
