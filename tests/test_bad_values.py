@@ -193,3 +193,11 @@ def test_a_scenario_name_that_is_not_text_is_refused(tmp_path: Path, capsys: pyt
 def test_an_empty_window_is_refused_not_ignored(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert_one_line_error(["run", "nemo-8b-8", "--no-progress", "--timeline", str(tmp_path / "t.png"), "--window", ""],
                           capsys, "--window ''", "START:END")
+
+
+def test_a_grid_past_max_layouts_is_refused_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "s.csv"
+    assert_one_line_error(["sweep", "nemo-8b-8", "--grid", "parallel.micro_batch=1,2,4", "--grid",
+                           "training.global_batch=8,16,32,64", "--max-layouts", "10", "--no-progress", "--out", str(out)],
+                          capsys, "the grid has 12 layouts (3 x 4)", "--max-layouts 10")
+    assert not out.exists()

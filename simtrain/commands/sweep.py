@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from simtrain.commands import add_scenario_args, check_outputs, check_pairs
@@ -15,6 +16,11 @@ def add_executor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default="", metavar="ADDR",
                    help="Ray cluster address (e.g. auto or ray://host:10001); default: start a local Ray")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+# A grid larger than this is refused unless --max-layouts says otherwise: at the few
+# thousand layouts a minute of benchmarks/sweep_bench.py, about half an hour on 2 cores.
+MAX_LAYOUTS = 100_000
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -40,6 +46,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--skip-oom", action="store_true",
                    help="do not simulate layouts that do not fit in memory (their metrics stay empty)")
     add_executor_args(p)
+    p.add_argument("--max-layouts", type=int, default=MAX_LAYOUTS, metavar="N",
+                   help=f"refuse a grid of more layouts than this (default {MAX_LAYOUTS:,}: about half an hour "
+                        "at a few thousand layouts a minute)")
     return p
 
 
@@ -76,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
     swept = [k for k, _ in axes]
     plot_axes = _plot_axes(axes, args.plot_axes) if args.plot else None
     base = prepare_base(args.scenario, args.overrides, swept, megatron=megatron_input(args))
+    n = math.prod(len(v) for _, v in axes)
+    if n > args.max_layouts:  # a typo'd range would otherwise run for hours, silently with --no-progress
+        sizes = " x ".join(str(len(v)) for _, v in axes)
+        raise SimtrainError(f"sweep: the grid has {n:,} layouts ({sizes}), more than --max-layouts {args.max_layouts:,}; "
+                            "narrow an axis or split the sweep, or raise --max-layouts")
     points = expand(axes)
     tasks = [Task(i, v) for i, v in enumerate(points)]
     progress = Progress(len(tasks), "sweep", enabled=not args.no_progress)
