@@ -81,14 +81,17 @@ def fit_fraction(factory: Factory, target_s: float, start: float = 1.0, extra: t
     return Fit(x1, resid, abs(resid) >= 10 * tol and x1 in (lo, hi), n)
 
 
-def scale_warning(fraction: float, start: float, compute_share: float | None = None) -> str:
-    """A line when fitting moved the fraction beyond PLAUSIBLE_SCALE of where it started
-    (`compute_share`: the share of the simulated step the fraction scales, when known)."""
+def implausible(factor: float) -> bool:
+    """A fit that rescaled the stack's fraction by more than PLAUSIBLE_SCALE either way."""
+    return not 1 / PLAUSIBLE_SCALE <= factor <= PLAUSIBLE_SCALE
+
+
+def scale_warning(fraction: float, start: float) -> str:
+    """A line when fitting moved the fraction beyond PLAUSIBLE_SCALE of where it started."""
     factor = fraction / start if start > 0 else 1.0
-    if 1 / PLAUSIBLE_SCALE <= factor <= PLAUSIBLE_SCALE:
+    if not implausible(factor):
         return ""
-    share = f" (the fraction scales {100 * compute_share:.0f}% of the simulated step)" if compute_share is not None else ""
-    return (f"the fit scales every GEMM and attention kernel by x{factor:.2f}{share}: no catalog stack is that far from "
+    return (f"the fit scales every GEMM and attention kernel by x{factor:.2f}: no catalog stack is that far from "
             f"its kernels, so this run's gap is likely not in compute (communication, bubble, host time, or a layout "
             f"transcribed wrong); predictions with this fraction inherit it")
 

@@ -55,16 +55,16 @@ def _file_entries(kind: str) -> list[dict[str, Any]]:
 
 
 def _device_entries() -> list[dict[str, Any]]:
-    from simtrain.hardware.devices import _files, _load_file
+    from simtrain.hardware.devices import device_files, read_device_file
     from simtrain.scenario.errors import SimtrainError
     from simtrain.scenario.files import available
 
     roots = available("devices")
     out = []
-    for name, p in sorted(_files(None).items()):
+    for name, p in sorted(device_files().items()):
         entry: dict[str, Any] = {"name": name, "origin": roots[name].origin, "path": str(p)}
         try:  # file by file: one bad file of the user's is listed as such, the others still are
-            d, aliases = _load_file(str(p), p.stat().st_mtime_ns)
+            d, aliases = read_device_file(p)
         except SimtrainError as e:
             entry["description"] = f"(unreadable: {e})"
             out.append(entry)

@@ -99,6 +99,16 @@ def _files(near: str | Path | None) -> dict[str, Path]:
     return {name: root.path / f"{name}.toml" for name, root in available("devices", near).items()}
 
 
+def device_files(near: str | Path | None = None) -> dict[str, Path]:
+    """The catalogs' device files by name (a user's overriding a shipped one), unread."""
+    return _files(near)
+
+
+def read_device_file(path: Path) -> tuple[Device, tuple[str, ...]]:
+    """One device file, read (once per modification time): the device and its aliases."""
+    return _load_file(str(path), path.stat().st_mtime_ns)
+
+
 def load_catalog(near: str | Path | None = None) -> tuple[dict[str, Device], dict[str, str]]:
     """Every device the catalogs hold ({name: Device}, {alias: name}); a user's file
     overrides a shipped one of the same name (simtrain.scenario.files). Each file is read

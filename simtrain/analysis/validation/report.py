@@ -125,7 +125,7 @@ def run_validation(cases: tuple[ReferenceCase, ...],
 
 
 def _mode_lines(modes: dict[str, ModeResults], group: str) -> list[str]:
-    from simtrain.analysis.calibrate import scale_warning
+    from simtrain.analysis.calibrate import implausible
 
     out = []
     cal = modes.get("calibrated")
@@ -134,8 +134,7 @@ def _mode_lines(modes: dict[str, ModeResults], group: str) -> list[str]:
         per = cal.mape_by_group().get(group)
         out.append(f"  calibrated on {f.case} (stack.sustained_fraction -> {f.fraction:.3f}, x{f.factor:.3f}"
                    + (", at its bound" if f.at_bound else "")
-                   + (", beyond any catalog stack: that run's gap is not in compute" if scale_warning(f.factor, 1.0)
-                      else "") + "): "
+                   + (", beyond any catalog stack: that run's gap is not in compute" if implausible(f.factor) else "") + "): "
                    + (f"{per[0]:.1f}% over {per[1]} prediction{'s' if per[1] != 1 else ''}" if per else "no other runs"))
     loso = modes.get("loso")
     if loso and group in loso.fraction_used:
