@@ -114,7 +114,7 @@ def test_fp8_on_a_device_without_fp8_is_one_line(device: str, capsys) -> None:
     argv = ["run", "nemo-8b-8", "--set", 'training.precision="fp8"', "--set", f'cluster.device="{device}"']
     if topo:
         argv += ["--set", f'cluster.topology="{topo}"']
-    assert_one_line_error(argv, capsys, "training.precision = 'fp8'", f"{device} has no FP8 tensor cores", "bf16")
+    assert_one_line_error(argv, capsys, "training.precision = 'fp8'", f"{device} has no FP8 throughput in its device file", "bf16")
 
 
 def test_megatron_fp8_format_flag() -> None:

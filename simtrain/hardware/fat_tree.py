@@ -28,10 +28,13 @@ from simtrain.scenario.units import US, gbps_to_bytes_per_s
 ROUTINGS = ("adaptive", "ecmp")
 
 
+# Defaults for a key a topology file leaves out: topologies/dgx-h100.toml's values, whose
+# comments give their sources (NVLink 4 and NDR datasheets, nccl-tests bus bandwidths) or
+# say they are assumed (latencies, spine count).
 @dataclass(frozen=True)
 class NVLinkSpec:
     bandwidth_gbps: float = 3600.0  # per GPU per direction
-    latency_us: float = 0.5  # per hop (GPU -> NVSwitch or NVSwitch -> GPU)
+    latency_us: float = 1.0  # per hop (GPU -> NVSwitch or NVSwitch -> GPU)
     efficiency: float = 0.8  # achievable fraction of the wire rate
 
 
@@ -39,7 +42,7 @@ class NVLinkSpec:
 class NICSpec:
     bandwidth_gbps: float = 400.0  # per NIC per direction
     latency_us: float = 2.5  # GPU -> leaf, including NIC and PCIe
-    efficiency: float = 0.9
+    efficiency: float = 0.92
 
 
 @dataclass(frozen=True)

@@ -140,8 +140,10 @@ def check_fp8(dev: Device, precision: str, fp8_recipe: str = "delayed", fp8_para
     if fp8_params and moe:
         raise bad("training.fp8_params", True, "is modelled for dense models only", "remove training.fp8_params")
     if is_fp8(precision) and dev.peak_fp8_flops <= 0:
-        raise bad("training.precision", precision, f"device {dev.name} has no FP8 tensor cores",
-                  'use training.precision = "bf16", or an H100, H200 or B200 (cluster.device)')
+        raise bad("training.precision", precision, f"device {dev.name} has no FP8 throughput in its device file "
+                  "(no FP8 tensor cores, or none measured: peak_fp8_tflops, gemm_fp8_max_efficiency)",
+                  'use training.precision = "bf16", an H100, H200 or B200 (cluster.device), or add the FP8 keys '
+                  "to a copy of the device file")
     if fp8_recipe not in RECIPES:  # (the scenario loader refuses it first; megatron_args and [device] paths)
         raise bad("training.fp8_recipe", fp8_recipe, "is not an FP8 recipe simtrain models",
                   f"use one of {', '.join(RECIPES)}")
