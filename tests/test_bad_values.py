@@ -51,8 +51,13 @@ def test_sm_counts_just_below_the_device_still_run(capsys: pytest.CaptureFixture
 
 
 def test_collective_takes_zero_as_the_topologys_own_rate(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    assert main(["collective", "all-reduce", "--json"]) == 0
+    own = json.loads(capsys.readouterr().out)
     assert main(["collective", "all-reduce", "--set", "cluster.nvlink_gbps=0", "--json"]) == 0
-    capsys.readouterr()
+    zero = json.loads(capsys.readouterr().out)
+    assert zero == own  # 0 = the topology's own NVLink rate, not a link of 0 (or 1) Gb/s
     assert_one_line_error(["collective", "all-reduce", "--set", "cluster.nvlink_gbps=-3"], capsys,
                           "cluster.nvlink_gbps = -3.0")
 

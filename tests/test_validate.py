@@ -137,11 +137,15 @@ def test_zero_shot_only_json_still_has_its_per_mode_summary(capsys: pytest.Captu
     assert out["modes"]["zero-shot"]["rows"] == 1
 
 
-def test_cli_text_lists_skips_and_progress(capsys: pytest.CaptureFixture[str]) -> None:
-    # skipped today (no CP, no tpu-v5p topology); simulated once the engine has both
-    assert main(["validate", "--only", "tpu-v5p"]) in (0, 1)
+def test_cli_text_lists_claims_and_progress(capsys: pytest.CaptureFixture[str]) -> None:
+    # seed 004's two roofline claims (Austin et al.): FSDP alone is communication-bound on the
+    # v5p slice, FSDP with TP4 compute-bound; both simulated, with a progress line per case
+    assert main(["validate", "--only", "tpu-v5p"]) == 0
     captured = capsys.readouterr()
     assert "llama3-70b-tpu-v5p-fsdp-tp4" in captured.out and "[2/2]" in captured.err
+    assert "claim communication-bound; simulated communication-bound" in captured.out
+    assert "claim compute-bound; simulated compute-bound" in captured.out
+    assert "2 cases: 2 compared, 0 skipped" in captured.out
     assert main(["validate", "--only", "nothing-like-this"]) == 2
 
 
