@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from simtrain.engine.actions import Engine
-from simtrain.engine.gradwork import TENSORS_PER_LAYER, grad_accum_seconds
+from simtrain.engine.gradwork import grad_accum_seconds, tensors_per_layer
 from simtrain.engine.plan import make_plan
 from simtrain.scenario.config import load_scenario
 
@@ -16,6 +16,19 @@ BASE = ['model.name="llama3-8b"', "cluster.gpus=16", "parallel.tp=2", "parallel.
         "parallel.first_stage_layers=-1", "parallel.last_stage_layers=-1", "training.global_batch=16",
         "training.seq_len=2048", "parallel.vp=1", 'schedule.name="1f1b"', "parallel.zero=1",
         "parallel.overlap_grad_reduce=false"]
+
+
+# Parameter tensors of a Llama 3 8B layer, by hand: the fused QKV, output, fc1 (gate and up)
+# and fc2 weights and the two RMSNorm weights; no biases
+LLAMA_TENSORS = 6
+
+
+def test_tensors_per_layer_by_hand():
+    from simtrain.scenario.models import require_model
+
+    assert tensors_per_layer(require_model("llama3-8b")) == LLAMA_TENSORS
+    # GPT: four weights and four biases, two LayerNorms with weight and bias
+    assert tensors_per_layer(require_model("gpt-18b")) == 12
 
 
 def _records(extra: list[str]):
@@ -37,7 +50,7 @@ def test_grad_accum_pass_is_bytes_over_hbm_rate_after_every_backward(precision, 
     assert first == (precision == "bf16")
     for st in plan.stages:
         hand = (per_param * st.params / (dev.hbm_bytes_per_s * dev.memory_efficiency)
-                + kernels * TENSORS_PER_LAYER * st.layers * dev.kernel_overhead_s)
+                + kernels * LLAMA_TENSORS * st.layers * dev.kernel_overhead_s)
         assert acc[st.index] == pytest.approx(hand, rel=1e-12)
     rank0 = plan.simulated[0]
     spans = [r for r in recs if r.device == rank0 and r.label == "grad-accum"]
@@ -129,13 +142,13 @@ def test_megatron_lm_2021_fp16_accumulates_in_place_and_fsdp_only_its_shard():
     st = plan.stages[0]
     assert not first
     assert acc[st.index] == pytest.approx(6 * st.params / (dev.hbm_bytes_per_s * dev.memory_efficiency)
-                                          + TENSORS_PER_LAYER * st.layers * dev.kernel_overhead_s, rel=1e-12)
+                                          + LLAMA_TENSORS * st.layers * dev.kernel_overhead_s, rel=1e-12)
     fsdp = make_plan(load_scenario(None, BASE + base + ["parallel.zero=3"]))
     L = fsdp.layout
     st3 = fsdp.stages[0]
     assert grad_accum_seconds(fsdp)[0][st3.index] == pytest.approx(
         6 * st3.params / (L.dp * L.cp) / (dev.hbm_bytes_per_s * dev.memory_efficiency)
-        + TENSORS_PER_LAYER * st3.layers * dev.kernel_overhead_s, rel=1e-12)
+        + LLAMA_TENSORS * st3.layers * dev.kernel_overhead_s, rel=1e-12)
 
 
 def test_megatron_2022_gathers_the_distributed_optimizers_parameters_in_step():

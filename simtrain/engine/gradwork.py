@@ -16,10 +16,13 @@ if TYPE_CHECKING:
     from simtrain.engine.plan import Plan
 
 
-# Parameter tensors of one GPT-style layer: the QKV, output, fc1 and fc2 weights and biases
-# and the two LayerNorms' weight and bias (one accumulation kernel each, or two where the
-# gradient is first converted to fp32)
-TENSORS_PER_LAYER = 12
+def tensors_per_layer(model) -> int:
+    """Parameter tensors of one layer, one accumulation kernel each (two where the gradient
+    is first converted to fp32): the fused QKV, output, fc1 and fc2 weights (Megatron's four
+    linears; a gated MLP's gate and up are one fc1), their biases where the model has them,
+    and the two norms' weights, plus their biases for LayerNorm. A GPT layer: 12; a Llama
+    layer (no biases, RMSNorm): 6."""
+    return 4 + (4 if model.bias else 0) + 2 + (2 if model.norm == "layernorm" else 0)
 
 
 def grad_accum_seconds(plan: "Plan") -> tuple[dict[int, float], bool]:
@@ -37,7 +40,7 @@ def grad_accum_seconds(plan: "Plan") -> tuple[dict[int, float], bool]:
     kernels = 2 if bf16 else 1  # bf16: .to(fp32) then add_
     L = plan.layout
     shards = L.dp * L.cp if plan.scenario.parallel.zero >= 3 else 1  # FSDP accumulates its shard
-    return ({st.index: memory_time(plan.device, per_param * st.params / shards, kernels * TENSORS_PER_LAYER * max(1, st.layers))
+    return ({st.index: memory_time(plan.device, per_param * st.params / shards, kernels * tensors_per_layer(plan.scenario.model) * max(1, st.layers))
              for st in plan.stages}, bf16)
 
 
