@@ -3,7 +3,7 @@ and then the report names it.
 
 nemotron4-15b on dgx-h200, TP4 PP1 DP4, FSDP (zero 3), gpipe, gradient reduction after the
 backward and exposed TP (the case a user reported): raising `stack.sustained_fraction`
-0.85 -> 1.0 shrinks compute but lengthens the step by a couple of milliseconds. The cause
+0.85 -> 1.0 shrank compute but lengthened the step by a couple of milliseconds. The cause
 is real in the model, not an artifact of how flows start or are re-shared: the step is
 bounded by the serial FSDP stream (~96% of it); its reduce-scatters run hierarchically,
 first over NVLink inside each node, where the exposed TP collectives also run. With
@@ -60,13 +60,17 @@ def test_without_the_shared_links_the_step_shrinks_with_a_faster_device(extra):
 def test_the_reported_case_names_contention_on_nvlink_between_tp_and_dp():
     # (the link contention alone: the SMs NCCL's blocks hold beside the DP collectives,
     # simtrain.engine.smload, slow the compute they overlap and hide the effect in this case)
+    # Whether the faster device loses time here depends on where the TP collectives fall
+    # against the DP ones (with each block's weight gradient run before its collective, as
+    # Megatron-LM does, the reported slowdown no longer shows at these fractions): what must
+    # hold is the contention named, and any slowdown covered by its growth
     blocks = ["stack.nccl_channels_intra_node=0", "stack.nccl_channels_inter_node=0"]
     slow, fast = (simulate(load_scenario(None, NEMOTRON + blocks + [f"stack.sustained_fraction={f}"])) for f in (0.75, 1.0))
-    assert fast.step_time_s > slow.step_time_s  # the user's observation holds in the model ...
     lost = fast.extra["hotspots"]["contention"]
     assert lost["dp"]["shared_with"] == ["tp"] and lost["dp"]["link_kinds"] == ["nvlink"]
-    # ... and is explained: contention grew by more than the step did
-    assert _contention(fast) - _contention(slow) > fast.step_time_s - slow.step_time_s > 0
+    assert lost["dp"]["seconds"] > 1e-4
+    grew = fast.step_time_s - slow.step_time_s
+    assert grew <= 1e-9 or _contention(fast) - _contention(slow) > grew
     text = text_report(fast)
     assert "DP/FSDP" in text and "sharing nvlink with TP" in text
     assert "the step is bound by DP/FSDP traffic" in text  # the report says why a faster device may not help

@@ -133,7 +133,7 @@ def test_contended_overlap_closed_form(hidden: float, c_end: float, rate: float,
 
 def test_async_tp_backward_pays_for_the_tp_blocks_beside_the_weight_gradient() -> None:
     # Llama 3 row 1's layout at 64 GPUs (TP8 in a node: 24 blocks of 132): each backward
-    # reduce-scatter beside half a layer's weight gradient; with the engine's TP times
+    # reduce-scatter beside the weight gradient of its block's first linear (QKV, MLP up); with the engine's TP times
     # coalesced (one span an action) and piece by piece the same, and none without async TP
     base = ["cluster.gpus=64", "parallel.dp=1", "parallel.pp=8", "parallel.vp=1", 'schedule.name="1f1b"',
             "training.global_batch=16", "parallel.first_stage_layers=-1", "parallel.last_stage_layers=-1",

@@ -183,7 +183,6 @@ class Engine(MoEActions, DeepSpeedPipe, Zero3Sync):
             return
         lab = self._label(a)
         lc, mb = st.layer, a.microbatch
-        wg = lc.bwd_weight / 2 if with_weight else 0.0
         pending = 0.0
         tpt = self.tp_time.get(dev)
         if (not self._fast(lc) and tpt is None and not self.fsdp and not (last and self.overlap_grad)
@@ -199,11 +198,12 @@ class Engine(MoEActions, DeepSpeedPipe, Zero3Sync):
         if st.head:
             yield from self._compute(dev, st.head.bwd_input + (st.head.bwd_weight if with_weight else 0.0), "B", lab, st.index, mb)
         if self._fast(lc) and not (last and self.overlap_grad) and not self.fsdp:
-            yield from self._compute(dev, st.layers * (sum(lc.bwd_input) + 2 * wg), "B", lab, st.index, mb)
+            yield from self._compute(dev, st.layers * (sum(lc.bwd_input) + (lc.bwd_weight if with_weight else 0.0)),
+                                     "B", lab, st.index, mb)
             pending = st.layers * st.grad_bytes_per_layer if last else 0.0
         elif tpt is not None and not (last and self.overlap_grad and self._fast(lc)):
             by_layer = last and self.overlap_grad  # gradient buckets fill as each layer ends
-            segs = self._backward_segs(dev, st, tpt, wg, by_layer)
+            segs = self._backward_segs(dev, st, tpt, with_weight, by_layer)
             if by_layer:  # one span per layer (not one per collective and compute piece)
                 yield from self._tp_sync(dev, ("B", id(a)), cause=False)
                 for _ in range(st.layers):
@@ -214,12 +214,12 @@ class Engine(MoEActions, DeepSpeedPipe, Zero3Sync):
                 pending = st.layers * st.grad_bytes_per_layer if last else 0.0
         else:
             gather = self._fsdp_gathers(dev, st) if self.fsdp else None
-            hid = wg if self.async_tp else 0.0
-            ser = 0.0 if self.async_tp else wg
+            blocks = self._block_wgrads(lc, with_weight)  # (MLP block, then attention)
             for _ in range(st.layers):
                 if gather is not None:
                     yield from self._wait_gather(dev, next(gather), st.index, mb)
                 for i, seg in enumerate((lc.bwd_input[1], lc.bwd_input[0])):
+                    ser, hid = blocks[i]
                     if self.sp:
                         yield from self._tp(dev, 0.0, lab, st.index, mb, "all-gather")
                     if i == 1 and lc.cp_bytes > 0:
@@ -271,7 +271,7 @@ class Engine(MoEActions, DeepSpeedPipe, Zero3Sync):
         walk = self._walks.get((c.pp, tpt))
         if walk is None:  # every device of a pipeline rank walks the same list
             walk = self._walks[(c.pp, tpt)] = engine_walk(self, c.pp, tpt)
-        for a, st, stage, mb, kind, wait_label, end, full, pair_open, pair_end, count, first, pw, lab, what, span, wg in walk:
+        for a, st, stage, mb, kind, wait_label, end, full, pair_open, pair_end, count, first, pw, lab, what, span in walk:
             if pair_open:  # DualPipe's F&B: exchanges hidden behind the pair
                 self.pair_open.add(dev)
             if kind == "F":
@@ -336,7 +336,7 @@ class Engine(MoEActions, DeepSpeedPipe, Zero3Sync):
                 # a full backward (no W of its own to come) completes the weight gradient
                 last = full and count == m
                 if span:  # (`backward`'s coalesced path, and `_group_segments` where it is one span, without generators)
-                    segs = self._backward_segs(dev, st, tpt, wg, False)
+                    segs = self._backward_segs(dev, st, tpt, full, False)
                     if group and segs[1] > 0:
                         entry, t0 = self._span_join(dev, tpv, what, segs[1]), env._now
                         yield entry[1]

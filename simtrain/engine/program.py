@@ -90,11 +90,10 @@ class Programs(SpanRecords, Primitives):
         if key not in self._programs:
             lc = st.layer
             tp = 0.0 if self.overlap_tp else lc.tp_bytes
-            wg = lc.bwd_weight / 2 if with_weight else 0.0
-            hid = wg if self.async_tp else 0.0
-            ser = 0.0 if self.async_tp else wg
+            blocks = self._block_wgrads(lc, with_weight)  # (MLP block, then attention)
             layer: list[tuple] = []
             for i, seg in enumerate((lc.bwd_input[1], lc.bwd_input[0])):
+                ser, hid = blocks[i]
                 if self.sp:
                     layer.append(("x", "tp", "all-gather", tp, 0.0, "B"))
                 if i == 1 and lc.cp_bytes > 0:

@@ -140,27 +140,37 @@ class Spans:
             segs = self._seg_cache[key] = self._pack([(kind, pre), *one * st.layers, (kind, post)])
         return segs
 
-    def _backward_segs(self, dev: int, st: StageWork, tpt: float, wg: float, by_layer: bool) -> tuple:
+    def _backward_segs(self, dev: int, st: StageWork, tpt: float, with_weight: bool, by_layer: bool) -> tuple:
         """A backward's segments (one layer's with `by_layer`) where its TP collectives take
-        `tpt` each, with `wg` seconds of weight gradient per half layer."""
+        `tpt` each, with the weight gradient unless it is split off (`with_weight`)."""
         lc = st.layer
-        # each TP all-reduce of input gradients runs alongside half the weight-gradient GEMMs
-        rate = self._tp_rate(dev) if self.async_tp and wg > 0 and tpt > 0 else 1.0
-        key = ("B", st.index, tpt, wg, by_layer, rate)
+        # each block's input-gradient TP collective runs beside the weight gradient of the
+        # block's first linear (LayerCost.wgrad_parts); the block's other weight gradients
+        # run before it
+        (s0, b0), (s1, b1) = lc.wgrad_parts() if with_weight else ((0.0, 0.0), (0.0, 0.0))
+        rate = self._tp_rate(dev) if self.async_tp and (b0 > 0 or b1 > 0) and tpt > 0 else 1.0
+        key = ("B", st.index, tpt, with_weight, by_layer, rate)
         segs = self._seg_cache.get(key)
         if segs is None:
             if self.sp and tpt > 0:
                 ag, rs = self.tp_split[dev]
                 # row-parallel output-gradient all-gather first (exposed), the block's
                 # GEMMs, then the input-gradient reduce-scatter beside the weight gradient
-                hidden = self._beside(wg, rs, rate)
-                block = [("tp", ag), ("B", lc.bwd_input[1]), *hidden, ("tp", ag), ("B", lc.bwd_input[0]), *hidden]
-                one = block
+                one = [("tp", ag), ("B", lc.bwd_input[1] + s1), *self._beside(b1, rs, rate),
+                       ("tp", ag), ("B", lc.bwd_input[0] + s0), *self._beside(b0, rs, rate)]
             else:
-                hidden = self._beside(wg, tpt, rate)
-                one = [("B", lc.bwd_input[1])] + hidden + [("B", lc.bwd_input[0])] + hidden
+                one = ([("B", lc.bwd_input[1] + s1)] + self._beside(b1, tpt, rate)
+                       + [("B", lc.bwd_input[0] + s0)] + self._beside(b0, tpt, rate))
             segs = self._seg_cache[key] = self._pack(one if by_layer else one * st.layers)
         return segs
+
+    def _block_wgrads(self, lc, with_weight: bool) -> list[tuple[float, float]]:
+        """(serial, beside) weight-gradient seconds of the MLP block, then the attention block
+        (a backward's order; LayerCost.wgrad_parts); all serial without async TP."""
+        if not with_weight:
+            return [(0.0, 0.0), (0.0, 0.0)]
+        attn, mlp = lc.wgrad_parts()
+        return [p if self.async_tp else (p[0] + p[1], 0.0) for p in (mlp, attn)]
 
     def _beside(self, wg: float, coll: float, rate: float) -> list[tuple[str, float]]:
         """Segments of `wg` seconds of weight gradient beside a TP collective of `coll`

@@ -38,8 +38,7 @@ def engine_walk(engine, rank: int, tpt: float | None) -> list[tuple]:
     None, the action's label, its key for a TP group's span, and whether the action is one
     TP group's span (`Engine.forward` / `backward` would take their coalesced path:
     no mixture of experts, no DeepSpeed v0.3 ZeRO-3 (zero3sync), collectives inside the layers, and for a backward neither head
-    nor embedding nor the stage's last backward; then `weight`: its weight seconds per
-    half layer))."""
+    nor embedding nor the stage's last backward)."""
     plan = engine.plan
     m = plan.schedule.stage_microbatches
     counts: dict[int, int] = {}
@@ -62,7 +61,6 @@ def engine_walk(engine, rank: int, tpt: float | None) -> list[tuple]:
             span = coalesced and not st.head and not st.embed and not (full and count == m)
         else:
             span = False
-        weight = lc.bwd_weight / 2 if full else 0.0
         out.append((a, st, stage, mb, kind, wait, end, full, opens, closes, count, first,
-                    engine.pipe_work.get((stage, kind)), engine._label(a), (kind, id(a)), span, weight))
+                    engine.pipe_work.get((stage, kind)), engine._label(a), (kind, id(a)), span))
     return out

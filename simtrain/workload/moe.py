@@ -240,5 +240,6 @@ def moe_layer_costs(model: ModelConfig, par: ParallelConfig, dev: Device, seq_le
         recompute = lc.launch_factor[0] * sum(o.seconds for o in redo) + (mc.act_fwd if "moe_act" in mods else 0.0)
         recompute_flops = float(sum(o.flops for o in redo))
     return dataclasses.replace(lc, fwd=(lc.fwd[0], mc.fwd), bwd_input=(lc.bwd_input[0], mc.bwd),
-                               bwd_weight=attn_w + mc.wgrad, recompute=recompute, recompute_flops=recompute_flops,
+                               bwd_weight=attn_w + mc.wgrad, wgrad_blocks=(lc.wgrad_parts()[0], (mc.wgrad, 0.0)),
+                               recompute=recompute, recompute_flops=recompute_flops,
                                model_flops=lc.model_flops - mlp_flops + mc.model_flops), mc

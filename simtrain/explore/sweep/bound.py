@@ -102,15 +102,16 @@ def exposed_comm(plan, st, split: bool) -> tuple[float, float, float]:
     f = b = 0.0
     if lc.tp_bytes > 0 and not eng.overlap_tp_comm and L.tp > 1:
         ar = _alone(plan, "tp", rep, "all-reduce", lc.tp_bytes)
-        wg = 0.0 if split else lc.bwd_weight / 2
+        # what each block's input-gradient collective can run beside (LayerCost.wgrad_parts)
+        beside = (0.0, 0.0) if split or not eng.async_tp_backward else tuple(p[1] for p in lc.wgrad_parts())
         f += 2 * ar
         if st.moe is not None:  # MoE layers (dense ones too) run their all-reduces exposed both ways
             b += 2 * ar
         elif s.parallel.sequence_parallel:
             ag, rs = _alone(plan, "tp", rep, "all-gather", lc.tp_bytes), _alone(plan, "tp", rep, "reduce-scatter", lc.tp_bytes)
-            b += 2 * (ag + (max(0.0, rs - wg) if eng.async_tp_backward else rs))
+            b += 2 * ag + sum(max(0.0, rs - w) for w in beside)
         else:
-            b += 2 * (max(0.0, ar - wg) if eng.async_tp_backward else ar)
+            b += sum(max(0.0, ar - w) for w in beside)
     if lc.cp_bytes > 0 and L.cp > 1:
         ag, rs = _alone(plan, "cp", rep, "all-gather", lc.cp_bytes), _alone(plan, "cp", rep, "reduce-scatter", lc.cp_bytes)
         if s.parallel.cp_algo == "ring":
