@@ -28,8 +28,12 @@ def files(tmp_path: Path) -> dict[str, Path]:
     ref_str.write_text('[cases.a]\nscenario = "llama3-405b-8k"\nmfu = "x"\n')
     folder = tmp_path / "out.png"
     folder.mkdir()
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    plain = tmp_path / "plain"  # a file where an output's folder would go
+    plain.write_text("x")
     return dict(binary=binary, hf_arch=hf_arch, hf_type=hf_type, hf_bin=hf_bin, ref_scalar=ref_scalar,
-                ref_noscen=ref_noscen, ref_str=ref_str, folder=folder)
+                ref_noscen=ref_noscen, ref_str=ref_str, folder=folder, empty=empty, plain=plain)
 
 
 def assert_one_line_error(argv: list[str], capsys: pytest.CaptureFixture[str], *fragments: str) -> None:
@@ -55,6 +59,11 @@ CASES = [
     (["validate", "--quiet", "--reference", "{ref_str}"], "cases.a.mfu = 'x': must be a positive number"),
     (["validate", "--quiet", "--reference", "{binary}"], "not UTF-8 text"),
     (["schedules", "--plot", "{folder}"], "cannot write it"),
+    # an empty stack file used to run the default stack under the file's name
+    (["run", "--set", "cluster.stack={empty}"], "is empty"),
+    # --megatron-args "$FLAGS" with FLAGS unset used to run the scenario unchanged
+    (["run", "--megatron-args", ""], "--megatron-args '': no flags given"),
+    (["search", "--out", "{plain}/sub/x.csv"], "cannot make its folder"),
 ]
 
 
@@ -138,3 +147,11 @@ def test_bad_input_gives_one_line(more: dict[str, Path], argv: list[str], messag
 ])
 def test_options_without_their_partner_are_refused(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert_one_line_error(argv, capsys, message)
+
+
+def test_every_output_option_makes_its_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # --timeline and --trace made a missing folder while search's --out refused it; now all do
+    out = tmp_path / "new" / "deeper" / "rows.csv"
+    assert main(["search", "--out", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert "status" in out.read_text().splitlines()[0].split(",")

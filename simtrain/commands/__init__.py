@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_scenario_args(p: argparse.ArgumentParser, optional: bool = True) -> None:
@@ -28,6 +29,14 @@ def check_outputs(args: argparse.Namespace, spec: dict[str, tuple[str, ...]]) ->
             raise SimtrainError(f"{opt} '': empty path; give a file name ending in {' or '.join(suffixes)}")
         if not str(value).lower().endswith(suffixes):
             raise SimtrainError(f"{opt} {value!r}: unsupported format; end the name with {' or '.join(suffixes)}")
+        # every output's folder is made when missing (as plots and traces always did), so
+        # no option refuses a path another one accepts
+        folder = Path(value).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SimtrainError(f"{opt} {value!r}: cannot make its folder {str(folder)!r} ({e.strerror}); "
+                                "choose a writable folder") from None
 
 
 def check_pairs(args: argparse.Namespace, pairs: list[tuple[str, str, bool]]) -> None:

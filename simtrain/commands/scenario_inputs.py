@@ -11,7 +11,7 @@ VALUE_OPTIONS = ("--megatron-args",)  # options whose value may itself start wit
 
 
 def add_megatron_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--megatron-args", metavar="FLAGS", default="",
+    p.add_argument("--megatron-args", metavar="FLAGS", default=None,
                    help='Megatron-LM launch flags describing the job from Megatron\'s defaults (a pasted block works: '
                         'continued lines, comments, a torchrun ... pretrain_gpt.py prefix), e.g. "--tensor-model-parallel-size 8 '
                         '--pipeline-model-parallel-size 16 --micro-batch-size 1 --seq-length 8192 --bf16"; applied before --set')
@@ -22,7 +22,13 @@ def add_megatron_arg(p: argparse.ArgumentParser) -> None:
 
 def megatron_input(args: argparse.Namespace) -> Any:
     """The parsed Megatron flags of the command line (warnings on stderr), or None."""
-    text, script = getattr(args, "megatron_args", "") or "", getattr(args, "megatron_script", "") or ""
+    given = getattr(args, "megatron_args", None)
+    text, script = given or "", getattr(args, "megatron_script", "") or ""
+    if given is not None and not text.strip():  # e.g. --megatron-args "$FLAGS" with FLAGS unset
+        from simtrain.scenario.errors import SimtrainError
+
+        raise SimtrainError("--megatron-args '': no flags given; pass Megatron-LM's launch flags, e.g. "
+                            "--megatron-args \"--tensor-model-parallel-size 8 --bf16\", or drop the option")
     if not text.strip() and not script:
         return None
     from simtrain.scenario.megatron_args import read, warning_lines

@@ -367,6 +367,9 @@ def load_stack_file(source: str, near: str | None = None) -> tuple[dict[str, Any
     names it, a stacks/ folder beside which is looked in first)."""
     path = resolve_path(source, "stacks", "stack", "cluster.stack", near)
     data = read_toml(path, "cluster.stack")
+    if not data:  # an empty file would silently run the default stack under its name
+        raise bad("cluster.stack", source, f"the stack file {str(path)!r} is empty",
+                  "give it the stack's keys (copy a catalog stack such as stacks/megatron-core.toml), or name a catalog stack")
     defaults = data.pop("defaults", {})
     if not isinstance(defaults, dict) or any(not isinstance(v, dict) for v in defaults.values()):
         raise bad(f"{path.name} [defaults]", defaults, "expected tables of scenario keys",
