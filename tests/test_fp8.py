@@ -5,6 +5,8 @@ achievable matmul rate), hand-counted bytes."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from simtrain.hardware.devices import CATALOG
@@ -234,3 +236,17 @@ def test_reference_cases_name_their_recipe() -> None:
     for n in ("nemo-moe-qwen3-30b-a3b-16", "nemo-moe-qwen3-235b-a22b-256", "nemo-moe-deepseek-v3-1024"):
         assert recipe(n) == "current"  # Megatron-Bridge fp8_cs presets
     assert recipe("nemo-fp8-70b-64") == "delayed"
+
+
+def test_bf16_what_if_of_an_fp8_scenario_says_how(capsys) -> None:
+    # an FP8 scenario names its recipe; --set training.precision=bf16 alone is refused with
+    # one line, and the command-line fix that line names runs the BF16 step (slower)
+    from simtrain.cli import main
+
+    name = "nemo-moe-qwen3-30b-a3b-16"
+    assert_one_line_error(["run", name, "--set", 'training.precision="bf16"'], capsys,
+                          "training.fp8_recipe = 'current'", "--set training.fp8_recipe=delayed")
+    assert main(["run", name, "--json"]) == 0
+    fp8_step = json.loads(capsys.readouterr().out)["step_time_s"]
+    assert main(["run", name, "--json", "--set", 'training.precision="bf16"', "--set", "training.fp8_recipe=delayed"]) == 0
+    assert json.loads(capsys.readouterr().out)["step_time_s"] > fp8_step

@@ -149,7 +149,8 @@ def check_fp8(dev: Device, precision: str, fp8_recipe: str = "delayed", fp8_para
                   f"use one of {', '.join(RECIPES)}")
     if fp8_recipe != "delayed" and not is_fp8(precision):
         raise bad("training.fp8_recipe", fp8_recipe, f"applies to FP8 training, but training.precision is {precision!r}",
-                  'set training.precision = "fp8", or remove training.fp8_recipe')
+                  'set training.precision = "fp8", or remove training.fp8_recipe (from the command line, '
+                  '--set training.fp8_recipe=delayed: the default, which BF16 training ignores)')
     if fp8_recipe == "blockwise" and not dev.name.startswith(HOPPER):
         raise bad("training.fp8_recipe", fp8_recipe, f"Transformer Engine runs Float8BlockScaling natively only on "
                   f"Hopper (on Blackwell it is emulated with MXFP8, not modelled), not on {dev.name}",
