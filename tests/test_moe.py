@@ -286,3 +286,23 @@ def test_ops_table_of_an_moe_model_shows_the_moe_block() -> None:
     assert not any(k in ("mlp up", "mlp down", "swiglu") for _, k in rows)
     assert sum(r["share"] for r in rows.values()) == pytest.approx(1.0)
     assert "MoE block" in ops_text(plan)
+
+
+@pytest.mark.parametrize("extra,per_layer", [([], 1), (["model.shared_expert_intermediate_size=2048"], 2),
+                                             (["parallel.etp=2"], 2)])
+def test_tp_collectives_of_an_moe_layer(extra: list[str], per_layer: int) -> None:
+    # Megatron-Core's all-to-all dispatcher takes each TP rank's own sequence-parallel tokens
+    # (permute -> A2A(EP) -> AG(expert TP)): an MoE block whose routed experts have no TP of
+    # their own runs no TP collective, so a layer runs one per pass (its attention block);
+    # shared experts (a TP-sharded MLP over every token) or expert TP add the MLP block's
+    from simtrain.engine.actions import Engine
+    from simtrain.engine.plan import make_plan
+
+    layers = 3
+    ov = ["cluster.gpus=16", "parallel.tp=2", "parallel.pp=1", "parallel.dp=8", "parallel.sequence_parallel=true",
+          "parallel.ep=4", f"model.num_hidden_layers={layers}", "training.seq_len=1024", "training.global_batch=16",
+          "engine.overlap_tp_comm=false", "parallel.recompute=\"none\"", 'schedule.name="1f1b"', "parallel.vp=1"]
+    plan = make_plan(load_scenario(MIXTRAL, ov + extra))
+    tp = [r for r in Engine(plan).run() if r.device == 0 and r.kind == "tp"]
+    # forward and backward of every (micro-batch, layer)
+    assert len(tp) == 2 * per_layer * layers * plan.layout.microbatches

@@ -104,7 +104,8 @@ class MoEActions(Programs):
                 yield from self._compute(dev, mc.experts_fwd, kind, lab, st.index, mb)
                 yield from self._ep(dev, st, mc.token_bytes, True, "combine(ep)", st.index, mb)
                 yield from self._compute(dev, mc.post_fwd, kind, lab, st.index, mb)
-            yield from self._tp(dev, 0.0, lab, st.index, mb)
+            if i < st.dense_layers or mc.tp_block:  # the MLP block's TP pair (MoECost.tp_block)
+                yield from self._tp(dev, 0.0, lab, st.index, mb)
         yield from self._compute(dev, st.head.fwd if (st.head and kind == "F") else 0.0, kind, lab, st.index, mb)
 
     def _layer_grads(self, dev: int, st: StageWork, i: int, pending: float) -> float:
@@ -131,7 +132,8 @@ class MoEActions(Programs):
                 yield from self._compute(dev, mc.experts_bwd + (mc.wgrad if with_weight else 0.0), "B", lab, st.index, mb)
                 yield from self._ep(dev, st, mc.token_bytes, True, "dispatch grad(ep)", st.index, mb)
                 yield from self._compute(dev, mc.pre_bwd, "B", lab, st.index, mb)
-            yield from self._tp(dev, 0.0, lab, st.index, mb)
+            if i < st.dense_layers or mc.tp_block:  # the MLP block's TP pair (MoECost.tp_block)
+                yield from self._tp(dev, 0.0, lab, st.index, mb)
             yield from self._compute(dev, lc.bwd_input[0] + wg, "B", lab, st.index, mb)
             yield from self._tp(dev, 0.0, lab, st.index, mb)
             if last:

@@ -64,6 +64,13 @@ class MoECost:
     expert_tokens: tuple[float, ...]  # tokens per local expert on the hottest rank
     model_flops: float  # fwd + bwd model FLOPs of the MLP block (active experts)
     act_fwd: float = 0.0  # the local experts' activation kernel, forward (what moe_act recomputes)
+    # Whether the block runs a TP collective pair (all-gather of the sequence-sharded tokens
+    # before it, reduce-scatter after): shared experts (a TP-sharded dense MLP over every
+    # token) or experts with their own TP (etp > 1) need the gathered tokens; routed experts
+    # with etp 1 take each TP rank's own tokens, so the block runs none (Megatron-Core
+    # MoEAlltoAllTokenDispatcher: permute -> A2A(EP) -> AG(expert TP) -> sort_chunk, its TP
+    # group the experts' TP group; token_dispatcher.py)
+    tp_block: bool = True
 
     @property
     def fwd(self) -> float:
@@ -175,7 +182,8 @@ def moe_cost(model: ModelConfig, par: ParallelConfig, dev: Device, fused_norm: b
     flops = 3 * per_tok * t / par.tp
     tb = 2.0 * h
     return MoECost(pre_f, experts_f, perm + res, pre_b, experts_b, perm + res, wgrad, t_r,
-                   (1.0 if fp8 else 2.0) * h, tb, k, E, shares, per_expert, flops, ex_act_f)
+                   (1.0 if fp8 else 2.0) * h, tb, k, E, shares, per_expert, flops, ex_act_f,
+                   tp_block=bool(fs) or par.etp > 1)
 
 
 def moe_activation_bytes(model: ModelConfig, par: ParallelConfig, seq_len: int, imbalance: float = 0.0,

@@ -104,9 +104,12 @@ def exposed_comm(plan, st, split: bool) -> tuple[float, float, float]:
         ar = _alone(plan, "tp", rep, "all-reduce", lc.tp_bytes)
         # what each block's input-gradient collective can run beside (LayerCost.wgrad_parts)
         beside = (0.0, 0.0) if split or not eng.async_tp_backward else tuple(p[1] for p in lc.wgrad_parts())
-        f += 2 * ar
+        # two per layer (attention block, MLP block); an MoE block runs its pair only with
+        # shared experts or expert TP (MoECost.tp_block)
+        per = 2.0 if st.moe is None or st.moe.tp_block else (st.layers + st.dense_layers) / st.layers
+        f += per * ar
         if st.moe is not None:  # MoE layers (dense ones too) run their all-reduces exposed both ways
-            b += 2 * ar
+            b += per * ar
         elif s.parallel.sequence_parallel:
             ag, rs = _alone(plan, "tp", rep, "all-gather", lc.tp_bytes), _alone(plan, "tp", rep, "reduce-scatter", lc.tp_bytes)
             b += 2 * ag + sum(max(0.0, rs - w) for w in beside)
