@@ -293,16 +293,37 @@ def test_ops_table_of_an_moe_model_shows_the_moe_block() -> None:
 def test_tp_collectives_of_an_moe_layer(extra: list[str], per_layer: int) -> None:
     # Megatron-Core's all-to-all dispatcher takes each TP rank's own sequence-parallel tokens
     # (permute -> A2A(EP) -> AG(expert TP)): an MoE block whose routed experts have no TP of
-    # their own runs no TP collective, so a layer runs one per pass (its attention block);
-    # shared experts (a TP-sharded MLP over every token) or expert TP add the MLP block's
+    # their own runs no TP collective, so a layer runs one pair per pass (its attention
+    # block's); shared experts (a TP-sharded MLP over every token) or expert TP add the MLP
+    # block's. The attention block's backward runs as a dense layer's: the output
+    # gradient's all-gather, then the input gradient's reduce-scatter.
+    from collections import Counter
+
     from simtrain.engine.actions import Engine
     from simtrain.engine.plan import make_plan
 
     layers = 3
     ov = ["cluster.gpus=16", "parallel.tp=2", "parallel.pp=1", "parallel.dp=8", "parallel.sequence_parallel=true",
           "parallel.ep=4", f"model.num_hidden_layers={layers}", "training.seq_len=1024", "training.global_batch=16",
-          "engine.overlap_tp_comm=false", "parallel.recompute=\"none\"", 'schedule.name="1f1b"', "parallel.vp=1"]
+          "engine.overlap_tp_comm=false", "engine.async_tp_backward=false",  # every collective exposed, recorded
+          "parallel.recompute=\"none\"", 'schedule.name="1f1b"', "parallel.vp=1"]
     plan = make_plan(load_scenario(MIXTRAL, ov + extra))
-    tp = [r for r in Engine(plan).run() if r.device == 0 and r.kind == "tp"]
-    # forward and backward of every (micro-batch, layer)
-    assert len(tp) == 2 * per_layer * layers * plan.layout.microbatches
+    n = layers * plan.layout.microbatches  # (layer, micro-batch) passes
+    ops = Counter(r.label for r in Engine(plan).run() if r.device == 0 and r.kind == "tp")
+    # forward: one all-reduce per pair; backward: the attention block's all-gather and
+    # reduce-scatter, the MoE block's pair (when it has one) as one all-reduce
+    assert ops == {"all-reduce(tp)": (2 * per_layer - 1) * n, "all-gather(tp)": n, "reduce-scatter(tp)": n}
+
+
+def test_per_rank_mode_matches_symmetric_for_moe_with_tp() -> None:
+    # the attention block's SP all-gather / reduce-scatter beside the weight gradient, and a
+    # shared-expert block's TP pair, in both engines
+    ov = ["cluster.gpus=32", "parallel.tp=2", "parallel.pp=2", "parallel.dp=8", "parallel.sequence_parallel=true",
+          "parallel.ep=4", "model.num_hidden_layers=4", "training.seq_len=1024", "training.global_batch=32",
+          "engine.overlap_tp_comm=false", 'schedule.name="1f1b"', "parallel.vp=1",
+          "model.shared_expert_intermediate_size=2048"]
+    a = simulate(load_scenario(MIXTRAL, ov))
+    b = simulate(load_scenario(MIXTRAL, ov + ['engine.mode="per-rank"']))
+    assert a.breakdown["tp"] > 0
+    assert b.step_time_s == pytest.approx(a.step_time_s, rel=1e-9)
+    assert b.breakdown["tp"] == pytest.approx(a.breakdown["tp"], rel=1e-9)

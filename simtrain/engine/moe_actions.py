@@ -4,6 +4,10 @@ parallel all-to-alls as flows on the network (simtrain.network.alltoall), record
 `ep` while the main stream waits for them ("exposed EP comm"). The backward runs the
 block in reverse with the gradient exchanges (combine's, then dispatch's). Expert weight
 gradients are reduced over the expert-data-parallel group ("edp"), the rest over DP.
+With TP, a layer's attention block (and a dense layer's MLP block) runs its collectives
+as the dense path does (the backward's reduce-scatter or all-reduce beside the weight
+gradient of the block's first linear, under async TP); an MoE block runs a TP pair only
+with shared experts or expert TP (MoECost.tp_block).
 
 Inside an overlapped pair of a DualPipe schedule (`F&B`: a forward and a backward chunk of
 two micro-batches run together) the all-to-alls go to the communication stream: they
@@ -122,20 +126,20 @@ class MoEActions(Programs):
         pending = 0.0
         for i in reversed(range(st.layers)):
             lc = st.dense if i < st.dense_layers else st.layer
+            # (serial, beside) weight-gradient seconds of the MLP and attention blocks (as the
+            # dense backward: simtrain.engine.spans._block_wgrads, LayerCost.wgrad_parts)
+            mlp_w, attn_w = self._block_wgrads(lc, with_weight)
             if i < st.dense_layers:
-                wg = lc.bwd_weight / 2 if with_weight else 0.0
-                yield from self._compute(dev, lc.bwd_input[1] + wg, "B", lab, st.index, mb)
+                yield from self._block_backward(dev, lc.bwd_input[1] + mlp_w[0], mlp_w[1], lab, st.index, mb)
             else:
-                wg = (lc.bwd_weight - mc.wgrad) if with_weight else 0.0  # the attention block's share
                 yield from self._compute(dev, mc.post_bwd, "B", lab, st.index, mb)
                 yield from self._ep(dev, st, mc.token_bytes, False, "combine grad(ep)", st.index, mb)
                 yield from self._compute(dev, mc.experts_bwd + (mc.wgrad if with_weight else 0.0), "B", lab, st.index, mb)
                 yield from self._ep(dev, st, mc.token_bytes, True, "dispatch grad(ep)", st.index, mb)
                 yield from self._compute(dev, mc.pre_bwd, "B", lab, st.index, mb)
-            if i < st.dense_layers or mc.tp_block:  # the MLP block's TP pair (MoECost.tp_block)
-                yield from self._tp(dev, 0.0, lab, st.index, mb)
-            yield from self._compute(dev, lc.bwd_input[0] + wg, "B", lab, st.index, mb)
-            yield from self._tp(dev, 0.0, lab, st.index, mb)
+                if mc.tp_block:  # the MLP block's TP pair (MoECost.tp_block)
+                    yield from self._tp(dev, 0.0, lab, st.index, mb)
+            yield from self._block_backward(dev, lc.bwd_input[0] + attn_w[0], attn_w[1], lab, st.index, mb)
             if last:
                 pending = self._layer_grads(dev, st, i, pending)
         if st.embed:
@@ -143,6 +147,19 @@ class MoEActions(Programs):
         if last:
             self._grad_ready(dev, pending + st.end_grad_bytes, flush=True)
             self._edp_ready(dev, 0.0, flush=True)
+
+    def _block_backward(self, dev: int, compute: float, beside: float, lab: str, stage: int, mb: int) -> Proc:
+        """A dense block's backward with its TP collectives, as the dense path runs them: with
+        sequence parallelism the output gradient's all-gather first (exposed), the block's
+        GEMMs, then the input gradient's reduce-scatter beside `beside` seconds of weight
+        gradient (async TP backward); without, the all-reduce beside it."""
+        if self.sp:
+            yield from self._tp(dev, 0.0, lab, stage, mb, op="all-gather")
+            yield from self._compute(dev, compute, "B", lab, stage, mb)
+            yield from self._tp(dev, beside, lab, stage, mb, op="reduce-scatter")
+        else:
+            yield from self._compute(dev, compute, "B", lab, stage, mb)
+            yield from self._tp(dev, beside, lab, stage, mb)
 
     def moe_weight(self, dev: int, st: StageWork, a: Action, last: bool) -> Proc:
         lab = self._label(a)
