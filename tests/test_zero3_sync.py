@@ -89,9 +89,14 @@ def _closed_form_step(plan) -> float:
     zero = {t.numel: 2 * t.numel / (dev.hbm_bytes_per_s * dev.memory_efficiency) + dev.kernel_overhead_s
             for t in tensors}
     fwd = st.layers * (sum(g + zero[t.numel] for t in tensors) + lc.fwd[0] + lc.fwd[1])
-    wg = lc.bwd_weight / 2
+    # each block's own weight gradient: a GPT layer's attention linears hold 4h^2 of its
+    # 12h^2 weights, the MLP 8h^2, so about a third and two thirds of W (GEMM efficiency
+    # differs a little between the shapes)
+    wgs = [sum(p) for p in lc.wgrad_parts()]
+    assert sum(wgs) == pytest.approx(lc.bwd_weight, rel=1e-12)
+    assert wgs[0] / lc.bwd_weight == pytest.approx(1 / 3, abs=0.03)
     order = [t for t in reversed(tensors)] * st.layers
-    parts = [t.share * (lc.bwd_input[t.seg] + wg) for t in order]
+    parts = [t.share * (lc.bwd_input[t.seg] + wgs[t.seg]) for t in order]
     again = sum(g + zero[t.numel] for t in tensors if not t.kept)  # fc2 kept
     bwd = st.layers * again + parts[0] + sum(max(p, r) for p in parts[1:]) + r
     ends = st.embed.fwd + st.head.fwd + st.head.bwd_input + st.head.bwd_weight + st.embed.bwd_weight

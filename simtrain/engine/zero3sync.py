@@ -131,7 +131,9 @@ class Zero3Sync:
 
     def _z3_backward(self, dev: int, st: StageWork, a: Action, with_weight: bool, last: bool) -> Proc:
         lc, T, s, mb, lab = st.layer, self.z3, st.index, a.microbatch, self._label(a)
-        wg = lc.bwd_weight / 2 if with_weight else 0.0
+        # each block's own weight gradient (LayerCost.wgrad_parts: attention, MLP), nothing
+        # runs beside this path's TP collectives
+        wgs = tuple(sum(p) for p in lc.wgrad_parts()) if with_weight else (0.0, 0.0)
         if st.head:
             yield from self._compute(dev, st.head.bwd_input + (st.head.bwd_weight if with_weight else 0.0), "B", lab, s, mb)
         steps = [i for _ in range(st.layers) for seg in (1, 0) for i in reversed(self.z3_segs[seg])]
@@ -142,7 +144,7 @@ class Zero3Sync:
                 if self.sp:
                     yield from self._tp(dev, 0.0, lab, s, mb, "all-gather")
                 if not self.z3_segs[seg]:
-                    yield from self._compute(dev, lc.bwd_input[seg] + wg, "B", lab, s, mb)
+                    yield from self._compute(dev, lc.bwd_input[seg] + wgs[seg], "B", lab, s, mb)
                 for i in reversed(self.z3_segs[seg]):
                     if pending is not None:  # the device drained: the last reduce-scatter done
                         yield from self._z3_wait_grads(dev, pending, s, mb)
@@ -155,7 +157,7 @@ class Zero3Sync:
                         pending = self._dp_launch(dev, "reduce-scatter", owed.numel * PARAM_BYTES,
                                                   "reduce-scatter(zero3)", delay=self.z3_rs_host)
                     owed = T[i] if with_weight else None
-                    yield from self._compute(dev, T[i].share * (lc.bwd_input[seg] + wg), "B", lab, s, mb)
+                    yield from self._compute(dev, T[i].share * (lc.bwd_input[seg] + wgs[seg]), "B", lab, s, mb)
                     k += 1
                 yield from self._tp(dev, 0.0, lab, s, mb, "reduce-scatter" if self.sp else "all-reduce")
         if pending is not None:
