@@ -178,6 +178,16 @@ def test_step_time_bound_with_exposed_collectives_stays_below_the_simulation(tp,
      "parallel.sequence_parallel=true"],
     ["parallel.pp=2", "parallel.vp=1", 'schedule.name="1f1b"', "parallel.ep=8", "parallel.tp=2", "parallel.dp=16",
      "model.first_k_dense_replace=3"],
+    # TP collectives on the network (no TP overlap): the attention block's reduce-scatter
+    # beside its weight gradient, dense first layers, shared experts' TP pair
+    ["parallel.pp=2", "parallel.vp=1", 'schedule.name="1f1b"', "parallel.ep=8", "parallel.tp=2", "parallel.dp=16",
+     "parallel.sequence_parallel=true", "engine.overlap_tp_comm=false", "engine.async_tp_backward=true",
+     "model.first_k_dense_replace=3"],
+    ["parallel.pp=2", "parallel.vp=1", 'schedule.name="1f1b"', "parallel.ep=8", "parallel.tp=2", "parallel.dp=16",
+     "parallel.sequence_parallel=true", "engine.overlap_tp_comm=false", "engine.async_tp_backward=true",
+     "model.shared_expert_intermediate_size=4096"],
+    ["parallel.pp=2", "parallel.vp=1", 'schedule.name="1f1b"', "parallel.ep=8", "parallel.tp=2", "parallel.dp=16",
+     "parallel.sequence_parallel=false", "engine.overlap_tp_comm=false", "engine.async_tp_backward=true"],
 ])
 def test_bounds_of_mixture_of_experts_and_v_shaped_schedules_stay_below_the_simulation(ov):
     """MoE stages (dense first layers, exposed TP all-reduces, all-to-alls not counted),

@@ -104,17 +104,25 @@ def exposed_comm(plan, st, split: bool) -> tuple[float, float, float]:
         ar = _alone(plan, "tp", rep, "all-reduce", lc.tp_bytes)
         # what each block's input-gradient collective can run beside (LayerCost.wgrad_parts)
         beside = (0.0, 0.0) if split or not eng.async_tp_backward else tuple(p[1] for p in lc.wgrad_parts())
-        # two per layer (attention block, MLP block); an MoE block runs its pair only with
-        # shared experts or expert TP (MoECost.tp_block)
-        per = 2.0 if st.moe is None or st.moe.tp_block else (st.layers + st.dense_layers) / st.layers
-        f += per * ar
-        if st.moe is not None:  # MoE layers (dense ones too) run their all-reduces exposed both ways
-            b += per * ar
-        elif s.parallel.sequence_parallel:
-            ag, rs = _alone(plan, "tp", rep, "all-gather", lc.tp_bytes), _alone(plan, "tp", rep, "reduce-scatter", lc.tp_bytes)
-            b += 2 * ag + sum(max(0.0, rs - w) for w in beside)
+        sp = s.parallel.sequence_parallel
+        ag = _alone(plan, "tp", rep, "all-gather", lc.tp_bytes) if sp else 0.0
+        rs = _alone(plan, "tp", rep, "reduce-scatter", lc.tp_bytes) if sp else 0.0
+
+        def block(w: float) -> float:  # a dense block's backward collectives beside w of W
+            return ag + max(0.0, rs - w) if sp else max(0.0, ar - w)
+
+        if st.moe is None:  # two blocks per layer, one pair (an all-reduce's bytes) each way
+            f += 2 * ar
+            b += block(beside[0]) + block(beside[1])
         else:
-            b += sum(max(0.0, ar - w) for w in beside)
+            # the attention block as a dense one; the MLP block as a dense one in the dense
+            # layers, and an MoE block's pair (exposed) only with shared experts or expert TP
+            # (MoECost.tp_block): averaged over the stage's layers
+            dense, n = st.dense_layers, st.layers
+            moe_pair = 1.0 if st.moe.tp_block else 0.0
+            mlp_w = 0.0 if split or not eng.async_tp_backward or not dense else st.dense.wgrad_parts()[1][1]
+            f += ar * (1 + (dense + (n - dense) * moe_pair) / n)
+            b += block(beside[0]) + (dense * block(mlp_w) + (n - dense) * moe_pair * ar) / n
     if lc.cp_bytes > 0 and L.cp > 1:
         ag, rs = _alone(plan, "cp", rep, "all-gather", lc.cp_bytes), _alone(plan, "cp", rep, "reduce-scatter", lc.cp_bytes)
         if s.parallel.cp_algo == "ring":
