@@ -331,8 +331,8 @@ class Engine(MoEActions, DeepSpeedPipe, Zero3Sync):
                 if st.layer.recompute > 0:
                     if self.full_recompute:  # the whole forward again, TP collectives included
                         yield from self.forward(dev, st, a, kind="R")
-                    else:  # selective: only the attention core (QK^T, softmax, AV) is recomputed
-                        yield from self._compute(dev, st.layers * st.layer.recompute, "R", f"R{mb}", stage, mb)
+                    else:  # selective (the attention core, ...) or op-selective with its re-run all-gathers
+                        yield from self._selective_recompute(dev, st, stage, mb)
                 # a full backward (no W of its own to come) completes the weight gradient
                 last = full and count == m
                 if span:  # (`backward`'s coalesced path, and `_group_segments` where it is one span, without generators)

@@ -305,6 +305,19 @@ class Primitives(Spans, PointToPoint, DataParallelStream, SmContention):
         size = 0.0 if self.overlap_tp else self.plan.stages[stage].layer.tp_bytes
         yield from self._overlapped(dev, "tp", op, size, seconds_hidden, label, stage, mb)
 
+    def _selective_recompute(self, dev: int, st, stage: int, mb: int) -> Proc:
+        """A backward's selective recomputation: the layers' recompute time, then, with
+        op-level selective checkpointing (torchtitan), which saves no all-gather output (its
+        _save_list holds mm, SDPA, reduce_scatter_tensor and max: torchtitan/models/llama3/
+        infra/parallelize.py), each block's sequence-parallel all-gather again, two per
+        layer, for the GEMMs it recomputes and the weight gradients that read the gathered
+        input. Overlapped TP (async TP) pipelines them with the recomputed GEMMs instead:
+        their waits are in the layer's recompute time (simtrain.workload.costs._op_selective)."""
+        yield from self._compute(dev, st.layers * st.layer.recompute, "R", f"R{mb}", stage, mb)
+        if self.sp and not self.overlap_tp and self.plan.scenario.parallel.recompute == "op-selective":
+            for _ in range(2 * st.layers):
+                yield from self._tp(dev, 0.0, f"R{mb}", stage, mb, op="all-gather")
+
     def _cp(self, dev: int, seg: float, attn: float, op: str, kind: str, label: str, stage: int, mb: int) -> Proc:
         """Compute segment `seg` containing `attn` seconds of attention, with the CP K/V
         exchange: exposed before it (all-gather form) or hidden behind attention (ring)."""

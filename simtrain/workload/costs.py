@@ -129,6 +129,8 @@ def layer_cost(model: ModelConfig, par: ParallelConfig, dev: Device, seq_len: in
         recompute_flops = float(sum(o.flops for o in redo))
     elif par.recompute == "op-selective":
         recompute, recompute_flops = _op_selective(ops, model, kf)
+        if tp > 1 and par.sequence_parallel and tp_gather_s > 0:
+            recompute += _op_selective_gather_waits(ops, model, tp, tp_gather_s)
     else:
         recompute, recompute_flops = 0.0, 0.0
     tp_bytes = float(t * h * BF16) if tp > 1 else 0.0
@@ -216,6 +218,23 @@ def _op_selective(ops: tuple[O.Op, ...], model: ModelConfig, kf: float) -> tuple
              if o.phase == "fwd" and o.kind == "memory" and o.name not in NOT_RERUN)
     flops = sum(o.flops * shares.get(o.name, 0.0) for o in ops if o.phase == "fwd" and o.kind == "gemm")
     return kf * t, flops
+
+
+def _op_selective_gather_waits(ops: tuple[O.Op, ...], model: ModelConfig, tp: int, gather_s: float) -> float:
+    """Op-level selective checkpointing saves no all-gather output (torchtitan's _save_list:
+    mm, SDPA, reduce_scatter_tensor, max), so the backward gathers each block's input again.
+    With overlapped (async) TP that all-gather is pipelined with the GEMMs that read it and
+    are recomputed (PyTorch's fused_all_gather_matmul takes the matmuls whose left operand
+    is the gathered input; the weight gradients read it transposed and use the returned
+    copy): attention's recomputed share of its input linears (wk of wq, wk, wv), the MLP's
+    of mlp up (w3 of w1, w3). What the share of G seconds cannot hide, as the forward's
+    pipelined overlap (ops._tp_overlap_waits): max(0, C - G (TP-1)/TP) per block."""
+    shares = op_selective_gemm_shares(model)
+    first = beside_linears(model)
+    g = {o.name: o.seconds for o in ops if o.kind == "gemm" and o.phase == "fwd"}
+    attn = sum(g.get(n, 0.0) * shares.get(n, 0.0) for n in first if n != "mlp up")
+    mlp = g.get("mlp up", 0.0) * shares.get("mlp up", 0.0)
+    return sum(max(0.0, gather_s - x * (tp - 1) / tp) for x in (attn, mlp))
 
 
 def _end(ops: tuple[O.Op, ...], stack: Stack, model_flops: float) -> EndCost:
