@@ -64,3 +64,33 @@ def test_async_tp_hides_the_regather_behind_the_recomputed_gemms_by_hand() -> No
     kf = _launch_factor(ops, ("fwd",), s.stack, s.stack.fsdp_unit_us * 1e-6 if s.parallel.zero == 3 else 0.0)
     kernels, _ = _op_selective(ops, m, kf)
     assert plan.stages[0].layer.recompute - kernels == pytest.approx(hand, rel=1e-9)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_async_tp_input_gradient_reduce_scatter_of_separate_linears(fused: bool) -> None:
+    """Inductor's micro-pipeline TP fuses a reduce-scatter only with the matmul producing its
+    input; torchtitan's separate wq, wk, wv (w1, w3) make the backward's input gradient a sum
+    of matmuls, so its reduce-scatter runs alone (the block's all-gather's bytes, C seconds)
+    after DTensor's sequence-dim copy, and the QKV and MLP-up input-gradient GEMMs run whole."""
+    from simtrain.engine.tpalone import tp_gather_seconds
+
+    ov = ['parallel.recompute="none"', "parallel.sequence_parallel=true", "engine.overlap_tp_comm=true",
+          f"stack.async_tp_input_grad_fused={str(fused).lower()}"]
+    s = load_scenario(None, BASE + ov)
+    plan = make_plan(s)
+    c = tp_gather_seconds(s, plan.layout, plan.topology)
+    ops = layer_ops(s.model, s.parallel, plan.device, s.stack, s.training.seq_len, tp_gather_s=c)
+    alone = [o for o in ops if o.name == "tp reduce-scatter (unfused)"]
+    first = {o.name: o for o in ops if o.kind == "gemm" and o.phase == "bwd" and o.name in ("qkv", "mlp up")}
+    sums = [o for o in ops if o.name == "tp chunk sum" and o.phase == "bwd"]
+    if fused:
+        assert not alone and len(sums) == 2 and all(o.kernels == 8 for o in first.values())
+    else:
+        assert [o.seconds for o in alone] == [c, c] and {o.segment for o in alone} == {0, 1} and not sums
+        # the same GEMMs as without async TP (no TP shards)
+        plain = load_scenario(None, BASE + ['parallel.recompute="none"', "parallel.sequence_parallel=true",
+                                            "engine.overlap_tp_comm=false"])
+        whole = {o.name: o for o in layer_ops(plain.model, plain.parallel, plan.device, plain.stack, s.training.seq_len)
+                 if o.kind == "gemm" and o.phase == "bwd"}
+        for name, o in first.items():
+            assert o.kernels == 1 and o.seconds == pytest.approx(whole[name].seconds, rel=1e-12)

@@ -194,6 +194,14 @@ class Stack:
     # _pipelined_produce_and_all2all), through the same GEMM tile model, and copies the local
     # shard into its symmetric buffer first. Only with async TP, like async_tp_reduce
     async_tp_split_gemms: bool = False
+    # Whether async TP fuses the backward's input-gradient reduce-scatter of a block's first
+    # linears with their GEMM. PyTorch's micro-pipeline TP pass fuses a reduce-scatter only
+    # with the matmul that produces its input (torch/_inductor/fx_passes/micro_pipeline_tp.py,
+    # _find_producer_matmul: mm, or reshape(mm(reshape))); separate linears on one input
+    # (torchtitan's wq, wk, wv and w1, w3) give a sum of matmuls there, so that reduce-scatter
+    # runs alone, exposed, with DTensor's sequence-dim copy, and those GEMMs whole
+    # (simtrain.workload.ops). Only with async TP, like async_tp_split_gemms
+    async_tp_input_grad_fused: bool = True
     # FSDP2 (fully_shard): the all-gather lands in one flat buffer that is copied out into
     # the unsharded parameters on the compute stream (torch/distributed/_composable/fsdp/
     # _fsdp_collectives.py, foreach_all_gather_copy_out: split_with_sizes_copy), once per

@@ -51,19 +51,22 @@ class Op:
     recompute: bool = False  # part of what selective recomputation runs again
 
 
-def _gemm(dev: Device, name: str, seg: int, m: int, n: int, k: int, fp8: str = "", chunks: int = 1) -> list[Op]:
+def _gemm(dev: Device, name: str, seg: int, m: int, n: int, k: int, fp8: str = "", chunks: int = 1,
+          bwd_chunks: int | None = None) -> list[Op]:
     """Y[m,n] = X[m,k] W[k,n]: forward, input gradient dX = dY W^T, weight gradient dW = X^T dY.
     With `fp8` (a Transformer Engine linear under that FP8 recipe, simtrain.workload.fp8):
     the GEMMs at the FP8 peak (and the recipe's GEMM efficiency), 1-byte operands, and the
     quantization (cast-transpose) of X (forward) and dY (backward).
     `chunks` > 1: the forward and input-gradient GEMMs run as that many GEMMs of m / chunks
     rows (PyTorch's async TP consumes or produces one TP rank's shard at a time,
-    stack.async_tp_split_gemms); the weight gradient stays whole."""
+    stack.async_tp_split_gemms), the input gradient as `bwd_chunks` (default `chunks`); the
+    weight gradient stays whole."""
     f = gemm_flops(m, n, k)
     g, eb = (FP8.fp8_device(dev, fp8), 1) if fp8 else (dev, 2)
-    mc = max(1, m // chunks)
+    bc = chunks if bwd_chunks is None else bwd_chunks
+    mc, mb = max(1, m // chunks), max(1, m // bc)
     ops = [Op(name, "gemm", seg, "fwd", chunks * gemm_time(g, mc, n, k, elem_bytes=eb), chunks, f),
-           Op(name, "gemm", seg, "bwd", chunks * gemm_time(g, mc, k, n, elem_bytes=eb), chunks, f),
+           Op(name, "gemm", seg, "bwd", bc * gemm_time(g, mb, k, n, elem_bytes=eb), bc, f),
            Op(name, "gemm", seg, "wgrad", gemm_time(g, k, n, m, elem_bytes=eb), 1, f)]
     if fp8:  # ---- FP8 casts (Transformer Engine); simtrain.workload.fp8
         kq = FP8.QUANT_KERNELS[fp8]
@@ -148,6 +151,10 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
     # TP collective run one TP shard at a time (torch/distributed/_symmetric_memory,
     # _pipelined_all_gather_and_consume / _pipelined_produce_and_all2all)
     shards = tp if (stack.async_tp_split_gemms and tp > 1 and par.sequence_parallel and not is_mla(model)) else 1
+    # ... except the input gradients of a block's first linears when their reduce-scatter is
+    # not fused with them (stack.async_tp_input_grad_fused): whole GEMMs, a plain collective
+    unfused_rs = shards > 1 and not stack.async_tp_input_grad_fused
+    first_bwd = 1 if unfused_rs else shards
     ops: list[Op] = []
     # segment 0: attention block
     ops += _mem(dev, "input norm", 0, norm, fused_norm, t_sp * h)
@@ -164,7 +171,7 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
                 ops += _mem(dev, name.replace("down", "norm"), 0, norm, fused_norm, t_sp * width)
         rotated = (heads + 1) * model.qk_rope_head_dim  # Q's rope dims per head and the one shared rope key
     else:
-        ops += _gemm(dev, "qkv", 0, t, (heads + 2 * kv_heads) * hd, h, fp8, shards)
+        ops += _gemm(dev, "qkv", 0, t, (heads + 2 * kv_heads) * hd, h, fp8, shards, first_bwd)
         rotated = (heads + kv_heads) * hd
     if model.position_embedding == "rope":
         rope = "rope_complex" if stack.rope == "complex" else "rope"
@@ -183,7 +190,7 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
     ops += _mem(dev, resid.replace("_", "-"), 0, resid, fused_resid, t_sp * h)
     # segment 1: MLP block
     ops += _mem(dev, "post-attn norm", 1, norm, fused_norm, t_sp * h)
-    ops += _gemm(dev, "mlp up", 1, t, (2 if model.mlp == "gated" else 1) * ffn, h, fp8, shards)
+    ops += _gemm(dev, "mlp up", 1, t, (2 if model.mlp == "gated" else 1) * ffn, h, fp8, shards, first_bwd)
     act = "swiglu" if model.mlp == "gated" else ("bias_gelu" if model.bias else "gelu")
     ops += _mem(dev, act.replace("_", "-"), 1, act, stack.activation == "fused", t * ffn)
     ops += _gemm(dev, "mlp down", 1, t, h, ffn, fp8, shards)
@@ -204,8 +211,17 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
     if stack.async_tp_reduce and tp > 1 and par.sequence_parallel:
         # async TP sums the received partial chunks of each matmul-reduce-scatter: forward
         # after out proj and mlp down, backward after the input gradients of qkv and mlp up
+        # (unless those reduce-scatters are not fused: NCCL reduces them)
         for seg in (0, 1):
-            ops += _mem(dev, "tp chunk sum", seg, "tp_chunk_sum", True, t * h)
+            ops += [o for o in _mem(dev, "tp chunk sum", seg, "tp_chunk_sum", True, t * h)
+                    if not (unfused_rs and o.phase == "bwd")]
+    if unfused_rs and tp_gather_s > 0:
+        # the unfused input-gradient reduce-scatter of each block: DTensor's sequence-dim copy
+        # of the full gradient, then the collective alone (the same bytes as the block's
+        # all-gather, `tp_gather_s`), waited for before the next kernel
+        for seg in (0, 1):
+            ops += [o for o in _mem(dev, "tp cat copy", seg, "copy", True, t * h) if o.phase == "bwd"]
+            ops.append(Op("tp reduce-scatter (unfused)", "comm", seg, "bwd", tp_gather_s, 0))
     if stack.fsdp_copy_out and par.zero == 3 and par.dp * par.cp > 1:
         # FSDP2 copies each all-gathered layer out of its flat buffer into the parameters:
         # before the forward (segment 0) and before the backward (segment 1) of the layer
@@ -240,7 +256,7 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
     if stack.tp_overlap_sms and tp > 1:
         ops = _tp_overlap_sms(ops, stack.tp_overlap_sms, dev.sms)
     if tp > 1 and par.sequence_parallel and tp_gather_s > 0 and not is_mla(model):
-        ops += _tp_overlap_waits(ops, tp, tp_gather_s, async_tp=shards > 1, fp8=bool(fp8))
+        ops += _tp_overlap_waits(ops, tp, tp_gather_s, async_tp=shards > 1, fp8=bool(fp8), unfused_rs=unfused_rs)
     if fp8 and FP8.SCALE_KERNELS[fp8]:  # ---- delayed scaling's amax reduction and scale update after each pass
         ops += [Op("fp8 scale update", "memory", 1, ph, FP8.scale_update_seconds(dev, fp8), FP8.SCALE_KERNELS[fp8])
                 for ph in ("fwd", "bwd")]
@@ -266,7 +282,8 @@ _UB_PAIRS = {("qkv", "fwd"): [("fwd", "fp8", True)], ("mlp up", "fwd"): [("fwd",
              ("mlp up", "bwd"): [("bwd", "fp8", False), ("wgrad", 1.0, False)]}
 
 
-def _tp_overlap_waits(ops: list[Op], tp: int, gather_s: float, async_tp: bool, fp8: bool) -> list[Op]:
+def _tp_overlap_waits(ops: list[Op], tp: int, gather_s: float, async_tp: bool, fp8: bool,
+                      unfused_rs: bool = False) -> list[Op]:
     """The transfers an overlapped TP collective cannot hide behind its GEMM. A pipelined
     collective moves one TP shard per step beside the GEMM on the previous one (the local
     shard first): with the GEMM's G seconds and the collective's C (one all-gather of the
@@ -278,6 +295,8 @@ def _tp_overlap_waits(ops: list[Op], tp: int, gather_s: float, async_tp: bool, f
     the collective itself as free (engine.overlap_tp_comm)."""
     seconds = {(o.name, o.phase): o.seconds for o in ops if o.kind == "gemm"}
     pairs = {k: [v] for k, v in _ASYNC_TP_PAIRS.items()} if async_tp else _UB_PAIRS
+    if unfused_rs:  # those reduce-scatters run alone (stack.async_tp_input_grad_fused)
+        pairs = {k: v for k, v in pairs.items() if k not in (("qkv", "bwd"), ("mlp up", "bwd"))}
     out = []
     for (name, phase), overlaps in pairs.items():
         for gemm_phase, factor, pipelined in overlaps:
