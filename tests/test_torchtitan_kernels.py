@@ -257,3 +257,35 @@ def test_userbuffers_tp_overlap_waits_follow_its_pipelined_and_bulk_overlaps(sma
             assert got == pytest.approx(w, rel=1e-12, abs=0.0), (c, name, phase)
         if c == 1.0:
             assert len([o for o in ops if o.kind == "comm"]) == 10  # 4 pipelined forward, 2 + 4 backward
+
+
+def test_separate_projections_are_separate_gemms_by_hand() -> None:
+    """torchtitan's wq, wk, wv and w1, w3 are separate linears: three GEMMs (two for gate and
+    up) in the forward, the input gradient and the weight gradient, each through the tile
+    model at its own width (Llama 3 8B at TP8: 512, 128 and 128 columns), the FLOPs those
+    of the fused GEMM."""
+    from simtrain.engine.plan import make_plan
+    from simtrain.scenario.config import load_scenario
+    from simtrain.workload.compute import gemm_time
+    from simtrain.workload.ops import layer_ops
+
+    ov = ['model.name="llama3-8b"', "model.num_hidden_layers=2", "cluster.gpus=8", "parallel.tp=8", "parallel.pp=1",
+          "parallel.dp=1", "parallel.vp=1", "parallel.first_stage_layers=-1", "parallel.last_stage_layers=-1",
+          'schedule.name="1f1b"', "parallel.sequence_parallel=true", "training.seq_len=4096", "training.global_batch=2",
+          'cluster.stack="torchtitan"', "engine.overlap_tp_comm=false"]
+    out = {}
+    for sep in (True, False):
+        s = load_scenario(None, ov + [f"stack.separate_projections={str(sep).lower()}"])
+        dev = make_plan(s).device
+        out[sep] = {(o.name, o.phase): o for o in layer_ops(s.model, s.parallel, dev, s.stack, s.training.seq_len)
+                    if o.kind == "gemm" and o.name in ("qkv", "mlp up")}
+    t, h = 4096, 4096
+    widths = {"qkv": (512, 128, 128), "mlp up": (1792, 1792)}
+    for (name, phase), o in out[True].items():
+        ns = widths[name]
+        hand = {"fwd": sum(gemm_time(dev, t, n, h) for n in ns), "bwd": sum(gemm_time(dev, t, h, n) for n in ns),
+                "wgrad": sum(gemm_time(dev, h, n, t) for n in ns)}[phase]
+        assert o.seconds == pytest.approx(hand, rel=1e-12) and o.kernels == len(ns)
+        fused = out[False][(name, phase)]
+        assert fused.kernels == 1 and o.flops == fused.flops
+        assert o.seconds >= fused.seconds * (1 - 1e-9)  # narrower GEMMs are never faster in the tile model

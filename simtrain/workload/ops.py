@@ -52,7 +52,7 @@ class Op:
 
 
 def _gemm(dev: Device, name: str, seg: int, m: int, n: int, k: int, fp8: str = "", chunks: int = 1,
-          bwd_chunks: int | None = None) -> list[Op]:
+          bwd_chunks: int | None = None, parts: tuple[int, ...] = ()) -> list[Op]:
     """Y[m,n] = X[m,k] W[k,n]: forward, input gradient dX = dY W^T, weight gradient dW = X^T dY.
     With `fp8` (a Transformer Engine linear under that FP8 recipe, simtrain.workload.fp8):
     the GEMMs at the FP8 peak (and the recipe's GEMM efficiency), 1-byte operands, and the
@@ -60,18 +60,22 @@ def _gemm(dev: Device, name: str, seg: int, m: int, n: int, k: int, fp8: str = "
     `chunks` > 1: the forward and input-gradient GEMMs run as that many GEMMs of m / chunks
     rows (PyTorch's async TP consumes or produces one TP rank's shard at a time,
     stack.async_tp_split_gemms), the input gradient as `bwd_chunks` (default `chunks`); the
-    weight gradient stays whole."""
+    weight gradient stays whole. `parts`: the n columns as separate linears on one input
+    (stack.separate_projections: torchtitan's wq, wk, wv), one GEMM each in every pass, and
+    under FP8 each casting the input itself."""
     f = gemm_flops(m, n, k)
     g, eb = (FP8.fp8_device(dev, fp8), 1) if fp8 else (dev, 2)
     bc = chunks if bwd_chunks is None else bwd_chunks
     mc, mb = max(1, m // chunks), max(1, m // bc)
-    ops = [Op(name, "gemm", seg, "fwd", chunks * gemm_time(g, mc, n, k, elem_bytes=eb), chunks, f),
-           Op(name, "gemm", seg, "bwd", bc * gemm_time(g, mb, k, n, elem_bytes=eb), bc, f),
-           Op(name, "gemm", seg, "wgrad", gemm_time(g, k, n, m, elem_bytes=eb), 1, f)]
+    ns = parts or (n,)
+    ops = [Op(name, "gemm", seg, "fwd", chunks * sum(gemm_time(g, mc, p, k, elem_bytes=eb) for p in ns),
+              chunks * len(ns), f),
+           Op(name, "gemm", seg, "bwd", bc * sum(gemm_time(g, mb, k, p, elem_bytes=eb) for p in ns), bc * len(ns), f),
+           Op(name, "gemm", seg, "wgrad", sum(gemm_time(g, k, p, m, elem_bytes=eb) for p in ns), len(ns), f)]
     if fp8:  # ---- FP8 casts (Transformer Engine); simtrain.workload.fp8
         kq = FP8.QUANT_KERNELS[fp8]
-        ops += [Op(f"fp8 cast {name}", "memory", seg, "fwd", FP8.cast_seconds(dev, m * k, fp8), kq, 0.0,
-                   FP8.cast_bytes(fp8) * m * k),
+        ops += [Op(f"fp8 cast {name}", "memory", seg, "fwd", len(ns) * FP8.cast_seconds(dev, m * k, fp8), len(ns) * kq,
+                   0.0, len(ns) * FP8.cast_bytes(fp8) * m * k),
                 Op(f"fp8 cast {name}", "memory", seg, "bwd", FP8.cast_seconds(dev, m * n, fp8), kq, 0.0,
                    FP8.cast_bytes(fp8) * m * n)]
     return ops
@@ -171,7 +175,8 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
                 ops += _mem(dev, name.replace("down", "norm"), 0, norm, fused_norm, t_sp * width)
         rotated = (heads + 1) * model.qk_rope_head_dim  # Q's rope dims per head and the one shared rope key
     else:
-        ops += _gemm(dev, "qkv", 0, t, (heads + 2 * kv_heads) * hd, h, fp8, shards, first_bwd)
+        sep = (heads * hd, kv_heads * hd, kv_heads * hd) if stack.separate_projections else ()
+        ops += _gemm(dev, "qkv", 0, t, (heads + 2 * kv_heads) * hd, h, fp8, shards, first_bwd, sep)
         rotated = (heads + kv_heads) * hd
     if model.position_embedding == "rope":
         rope = "rope_complex" if stack.rope == "complex" else "rope"
@@ -190,7 +195,8 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
     ops += _mem(dev, resid.replace("_", "-"), 0, resid, fused_resid, t_sp * h)
     # segment 1: MLP block
     ops += _mem(dev, "post-attn norm", 1, norm, fused_norm, t_sp * h)
-    ops += _gemm(dev, "mlp up", 1, t, (2 if model.mlp == "gated" else 1) * ffn, h, fp8, shards, first_bwd)
+    sep = (ffn, ffn) if stack.separate_projections and model.mlp == "gated" else ()
+    ops += _gemm(dev, "mlp up", 1, t, (2 if model.mlp == "gated" else 1) * ffn, h, fp8, shards, first_bwd, sep)
     act = "swiglu" if model.mlp == "gated" else ("bias_gelu" if model.bias else "gelu")
     ops += _mem(dev, act.replace("_", "-"), 1, act, stack.activation == "fused", t * ffn)
     ops += _gemm(dev, "mlp down", 1, t, h, ffn, fp8, shards)
