@@ -83,14 +83,14 @@ def test_async_tp_input_gradient_reduce_scatter_of_separate_linears(fused: bool)
     alone = [o for o in ops if o.name == "tp reduce-scatter (unfused)"]
     first = {o.name: o for o in ops if o.kind == "gemm" and o.phase == "bwd" and o.name in ("qkv", "mlp up")}
     sums = [o for o in ops if o.name == "tp chunk sum" and o.phase == "bwd"]
-    if fused:
-        assert not alone and len(sums) == 2 and all(o.kernels == 8 for o in first.values())
+    # the same GEMMs without async TP (no TP shards)
+    plain = load_scenario(None, BASE + ['parallel.recompute="none"', "parallel.sequence_parallel=true",
+                                        "engine.overlap_tp_comm=false"])
+    whole = {o.name: o for o in layer_ops(plain.model, plain.parallel, plan.device, plain.stack, s.training.seq_len)
+             if o.kind == "gemm" and o.phase == "bwd"}
+    if fused:  # one GEMM per TP shard
+        assert not alone and len(sums) == 2 and all(o.kernels == 8 * whole[o.name].kernels for o in first.values())
     else:
         assert [o.seconds for o in alone] == [c, c] and {o.segment for o in alone} == {0, 1} and not sums
-        # the same GEMMs as without async TP (no TP shards)
-        plain = load_scenario(None, BASE + ['parallel.recompute="none"', "parallel.sequence_parallel=true",
-                                            "engine.overlap_tp_comm=false"])
-        whole = {o.name: o for o in layer_ops(plain.model, plain.parallel, plan.device, plain.stack, s.training.seq_len)
-                 if o.kind == "gemm" and o.phase == "bwd"}
         for name, o in first.items():
-            assert o.kernels == 1 and o.seconds == pytest.approx(whole[name].seconds, rel=1e-12)
+            assert o.kernels == whole[name].kernels and o.seconds == pytest.approx(whole[name].seconds, rel=1e-12)

@@ -230,10 +230,8 @@ class Stack:
     # two for Q/K/V and one for gate/up over the tokens x hidden input, in the backward.
     # torch.compile fuses the sum into the next kernel: off on compiled runs.
     separate_projection_grads: bool = False
-    # The same separate linears as GEMMs: one per projection in the forward, the input
-    # gradient and the weight gradient (torchtitan's wq, wk, wv and w1, w3, compiled or not:
-    # Inductor does not merge matmuls), where Megatron runs one fused linear_qkv and
-    # linear_fc1; GQA's K and V are narrow GEMMs (128 columns a rank for Llama 3 8B at TP8)
+    # Those linears as their own GEMMs in every pass (torchtitan, compiled or not: Inductor
+    # does not merge matmuls), not Megatron's fused linear_qkv / linear_fc1
     separate_projections: bool = False
     # ZeRO-3 through per-tensor collectives on Python lists of world-size views (DeepSpeed
     # v0.3.x; simtrain.workload.zero3): host tensor operations per rank of the ZeRO-3 group
