@@ -234,7 +234,7 @@ def _op_selective_gather_waits(ops: tuple[O.Op, ...], model: ModelConfig, tp: in
     g = {o.name: o.seconds for o in ops if o.kind == "gemm" and o.phase == "fwd"}
     attn = sum(g.get(n, 0.0) * shares.get(n, 0.0) for n in first if n != "mlp up")
     mlp = g.get("mlp up", 0.0) * shares.get("mlp up", 0.0)
-    return sum(max(0.0, gather_s - x * (tp - 1) / tp) for x in (attn, mlp))
+    return sum(O.pipelined_wait(gather_s, x, tp) for x in (attn, mlp))
 
 
 def _end(ops: tuple[O.Op, ...], stack: Stack, model_flops: float) -> EndCost:

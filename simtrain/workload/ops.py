@@ -288,6 +288,13 @@ _UB_PAIRS = {("qkv", "fwd"): [("fwd", "fp8", True)], ("mlp up", "fwd"): [("fwd",
              ("mlp up", "bwd"): [("bwd", "fp8", False), ("wgrad", 1.0, False)]}
 
 
+def pipelined_wait(c: float, g: float, tp: int, pipelined: bool = True) -> float:
+    """What a collective of C seconds overlapped with a GEMM of G seconds leaves exposed:
+    max(0, C - G (TP-1)/TP) pipelined shard by shard (the first shard's GEMM has nothing to
+    hide), max(0, C - G) in bulk (`_tp_overlap_waits`)."""
+    return max(0.0, c - g * ((tp - 1) / tp if pipelined else 1.0))
+
+
 def _tp_overlap_waits(ops: list[Op], tp: int, gather_s: float, async_tp: bool, fp8: bool,
                       unfused_rs: bool = False) -> list[Op]:
     """The transfers an overlapped TP collective cannot hide behind its GEMM. A pipelined
@@ -310,7 +317,7 @@ def _tp_overlap_waits(ops: list[Op], tp: int, gather_s: float, async_tp: bool, f
             if g is None:
                 continue
             c = gather_s * (0.5 if factor == "fp8" and fp8 else 1.0)
-            wait = max(0.0, c - g * ((tp - 1) / tp if pipelined else 1.0))
+            wait = pipelined_wait(c, g, tp, pipelined)
             if wait > 0:
                 seg = 0 if name in ("qkv", "out proj") else 1
                 out.append(Op(f"tp overlap wait: {name}", "comm", seg, phase, wait, 0))
