@@ -68,6 +68,23 @@ def test_mi300x_and_b200_ship_with_their_datasheet_figures():
     assert 2 * m * n * k / gemm_time(iso, m, n, k) == pytest.approx(668.4e12 * 724 / 769, rel=1e-3)
     b = get_device("B200")
     assert (b.peak_flops, b.hbm_bytes_per_s, b.memory_bytes) == (2.25e15, 8e12, 180e9)  # DGX B200 datasheet
+    # GB200 NVL72 datasheet, per rack / 72 GPUs: 360 PF sparse BF16 -> 2.5 PF dense, 720 PF sparse FP8
+    # -> 5 PF dense, 13.4 TB HBM3e -> 186 GB, 576 TB/s -> 8 TB/s; the same die (SMs) as B200
+    g = get_device("GB200")
+    assert (g.peak_flops, g.peak_fp8_flops, g.hbm_bytes_per_s, g.memory_bytes, g.sms) == (2.5e15, 5e15, 8e12, 186e9, b.sms)
+
+
+def test_blackwell_topologies_carry_nvlink5_and_their_device():
+    from simtrain.hardware.load import load_topology
+
+    # NVLink 5: 1.8 TB/s bidirectional per GPU = 900 GB/s per direction (DGX B200 and GB200 NVL72
+    # datasheets), at the catalog's 0.8 efficiency; 400 Gb/s ConnectX-7 per GPU at 0.92
+    for name, device, per_node in (("dgx-b200", "B200", 8), ("gb200-nvl72", "GB200", 72)):
+        t = load_topology(name, 144)
+        assert t.device.name == device and t.gpus_per_node == per_node
+        summary = t.inventory()["links"]
+        assert sorted(set(summary["nvlink"][1])) == [pytest.approx(900e9 * 0.8)]
+        assert sorted(set(summary["nic"][1])) == [pytest.approx(50e9 * 0.92)]
 
 
 def test_a_scenario_runs_on_mi300x():

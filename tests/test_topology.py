@@ -141,7 +141,7 @@ def test_bad_fabric_is_one_line(fabric, match):
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("name", ["dgx-h100", "dgx-a100", "dgx-h200", "gb200-nvl72", "example-classic-2to1",
+@pytest.mark.parametrize("name", ["dgx-h100", "dgx-a100", "dgx-h200", "dgx-h800", "dgx-b200", "gb200-nvl72", "example-classic-2to1",
                                   "example-3tier", "example-explicit", "tpu-v4", "tpu-v5p"])
 def test_every_catalog_topology_loads(name):
     n = 4 if name == "example-explicit" else 64
