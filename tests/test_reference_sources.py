@@ -88,6 +88,12 @@ HAND_COPIED = [
     # nvidia_dgxc_nemotron4_2504.csv row 8: | 15b | BF16/FP8 | 2048 | 4096 | 32 | 2 | 1 | 1 | NA | 1024| NA | 2 | 8192 | 4 |
     ("dgxc2504-nemotron4-15b-2048gpu-bf16", "nvidia_dgxc_nemotron4_2504.csv row 8", 2048, (2, 1, 1, 1024), 2, 4, 8192,
      4096, (32, 6144, 48, 8, 24576, 256000)),
+    # nemo_megatron_bridge_perf_summary.csv row 244: | LLAMA3.1_405B | 128 | FP8-CS (FP8-MX) | 64 | 1 | 8192 | 0 | 4 | 8 | 2 | 8 | 1 | 32 |
+    ("mbridge-llama3.1-405b-b200-128gpu-gbs64", "nemo_megatron_bridge_perf_summary.csv row 244", 128, (4, 8, 2, 2), 1, 32,
+     64, 8192, (126, 16384, 128, 8, 53248, 128256)),
+    # nemo_megatron_bridge_perf_summary.csv row 233: | LLAMA3_8B | 8 | FP8-CS (FP8-MX) | 128 | 2 | 8192 | 0 | 1 | 1 | 1 | n/a | 1 | 8 |
+    ("mbridge-llama3-8b-gb200-8gpu-gbs128", "nemo_megatron_bridge_perf_summary.csv row 233", 8, (1, 1, 1, 8), 2, 8, 128,
+     8192, (32, 4096, 32, 8, 14336, 128256)),
 ]
 
 
@@ -236,3 +242,27 @@ def test_nemotron_cases_carry_the_published_settings(cases) -> None:
     v2504 = case_scenario(cases["dgxc2504-nemotron4-340b-256gpu-fp8"])
     assert (v2504.parallel.pp, v2504.parallel.vp, v2504.parallel.dp, v2504.parallel.recompute) == (8, 12, 4, "none")
     assert (v2504.training.precision, v2504.training.grad_precision, v2504.parallel.attention_kernel) == ("fp8", "bf16", "cudnn")
+
+
+def test_megatron_bridge_dense_cases_carry_the_recipe_settings(cases) -> None:
+    # Megatron-Bridge's benchmark recipes at the containers' release tags (SOURCES.md): FP8
+    # current scaling with fp8_param_gather, bf16 gradient reduction, distributed optimizer,
+    # cuDNN attention (assumed), the 405B split counting embedding and loss as layers
+    names = [n for n in cases if n.startswith("mbridge-")]
+    assert len(names) == 8 and sum(cases[n].calibration_row for n in names) == 1
+    assert cases["mbridge-llama3-70b-h100-64gpu-gbs128"].calibration_row
+    for n in names:
+        s = case_scenario(cases[n])
+        t, p = s.training, s.parallel
+        assert (t.precision, t.fp8_recipe, t.fp8_params, t.grad_precision) == ("fp8", "current", True, "bf16")
+        assert (p.zero, p.recompute, p.attention_kernel, p.sequence_parallel) == (1, "none", "cudnn", p.tp > 1)
+        assert s.stack.name == "megatron-core"
+        big = s.model.num_hidden_layers == 126
+        assert (p.first_stage_layers, p.last_stage_layers) == ((1, 1) if big else (-1, -1))
+        # CUDA graphs of the whole iteration only for the 8B rows (cuda_graph_impl local)
+        assert s.stack.launch_us == (0.8 if s.model.num_hidden_layers == 32 else 7.0)
+    gb = case_scenario(cases["mbridge-llama3.1-405b-gb200-256gpu-gbs1536"])
+    assert gb.cluster.topology == "gb200-nvl72" and (gb.parallel.tp, gb.parallel.pp, gb.parallel.vp) == (4, 16, 4)
+    assert case_scenario(cases["mbridge-llama3-8b-b200-8gpu-gbs128"]).cluster.topology == "dgx-b200"
+    # the CPU-offloading and Megatron-FSDP rows are left out (not modelled)
+    assert not any("gb200-64gpu" in n for n in names)

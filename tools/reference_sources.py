@@ -70,6 +70,8 @@ def llama_model(row: dict[str, str], vocab: int = 0) -> dict[str, Any]:
 # per node), H100 on DGX H100 (8 x NDR 400 Gb/s), H200 on DGX H200.
 TOPOLOGY = {"A100-80GB": ("dgx-a100", ""), "A100-40GB": ("dgx-a100", "A100-40GB"),
             "H100": ("dgx-h100", ""), "H200": ("dgx-h200", ""),
+            # DGX B200 (8 x B200, NVLink 5, 8 x NDR 400 Gb/s) and GB200 NVL72 racks (GB200's clocks)
+            "B200": ("dgx-b200", ""), "GB200": ("gb200-nvl72", ""),
             # Meta's Grand Teton H100s (96 GB HBM2e, 500 W; 400 Gb/s RDMA per GPU as DGX H100)
             "H100-HBM2e": ("dgx-h100", "H100-SXM-HBM2e")}
 
@@ -912,10 +914,88 @@ def dgxc2504_nemotron_cases() -> list[Case]:
     return out
 
 
+# --- NVIDIA Megatron-Bridge performance summary: dense Llama 3 / 3.1 FP8 on H100, B200, GB200 --
+
+MBRIDGE_FILE = "nemo_megatron_bridge_perf_summary.csv"
+MBRIDGE_GROUP = "Megatron-Bridge dense FP8 (H100, B200, GB200)"
+# Calibration row: Llama 3 70B on 64 H100s, NeMo 25.11 (data row 251): the GPU the stack's
+# constant was fitted on (NeMo 24.09, H100), and the middle model size.
+MBRIDGE_CALIBRATION_ROW = 251
+# The rows simulated, each the benchmark recipe of its container's Megatron-Bridge release
+# (docs/versions1.json: 25.11 = v0.2.0 7af9601c9, 26.04.01 = v0.4.2 c81012934, 26.06 = v0.5.0
+# fcbb60311), read at that tag: row -> (container, CUDA graphs, PP split counts embedding and
+# loss as layers). Settings every row shares are in mbridge_dense_cases' note.
+MBRIDGE_ROWS = {
+    251: ("25.11", False, False),  # H100 70B FP8-CS, TP4 PP8 VP5, GBS 128 (configs/llama3/workload_base_configs.py:140-145)
+    70: ("26.04.01", False, False),  # H100 70B FP8 (fp8_cs), GBS 256 (llama3_workload_base_configs.py:339-344, V2)
+    252: ("25.11", False, True),  # H100 405B FP8-CS, TP8 PP8 VP8 CP2, GBS 512 (configs/llama31/workload_base_configs.py:159-167)
+    39: ("26.06", False, True),  # H100 405B FP8 (fp8_cs), GBS 1536 (llama31_workload_base_configs.py:203-211, 314-317)
+    233: ("25.11", True, False),  # GB200 8B FP8-CS, MBS 2, cuda_graph_impl local, full_iteration (workload_base_configs.py:182-187)
+    242: ("25.11", True, False),  # B200 8B FP8-CS, same (workload_base_configs.py:207-212)
+    36: ("26.06", False, True),  # GB200 405B FP8 (fp8_cs), TP4 PP16 VP4, GBS 1536, V2 (llama31_workload_base_configs.py:263-273)
+    244: ("25.11", False, True),  # B200 405B FP8-CS, TP4 PP8 VP8 CP2, GBS 64 (configs/llama31/workload_base_configs.py:125-133)
+}
+# Llama 3 8B / 70B and 3.1 405B shapes (the public Hugging Face configs the recipes load);
+# vocabulary 128,256 unpadded (tokenizer.vocab_size 128256 and should_pad_vocab reset when the
+# model's vocabulary equals the tokenizer's: v0.2.0 training/setup.py _validate_and_set_vocab_size)
+MBRIDGE_MODELS = {"llama3-8b": "llama3-8b", "llama3-70b": "llama3-70b", "llama3.1-405b": "llama3-405b"}
+
+
+def _mbridge_gpu(row: dict[str, str]) -> str:
+    return next(g for g in ("GB200", "B200", "H100") if row["gpu"].startswith(g))
+
+
+def mbridge_dense_cases() -> list[Case]:
+    """NVIDIA's Megatron-Bridge performance summary (NeMo containers 25.11-26.06): dense Llama
+    pre-training in FP8 with per-tensor current scaling on DGX H100, DGX B200 and GB200 NVL72;
+    step time derived from the published tokens/s/GPU; every setting from the benchmark recipe
+    at the container's release tag (SOURCES.md)."""
+    out = []
+    for n, r in numbered(MBRIDGE_FILE):
+        if n not in MBRIDGE_ROWS:
+            continue
+        container, graphs, split_ends = MBRIDGE_ROWS[n]
+        gpu = _mbridge_gpu(r)
+        gpus, tp, pp, cp, dp, mb = (int(r[k]) for k in ("num_gpus", "tp", "pp", "cp", "dp", "micro_batch"))
+        vp = int(r["vp"]) if r["vp"] else 1
+        parallel: dict[str, Any] = dict(tp=tp, pp=pp, vp=vp, cp=cp, dp=dp, micro_batch=mb, sequence_parallel=tp > 1,
+                                        recompute="none", zero=1, attention_kernel="cudnn")
+        if cp > 1:
+            parallel["cp_algo"] = "ring"  # Megatron-Core's default cp_comm_type, p2p (not set by the recipes)
+        if split_ends:  # account_for_embedding/loss_in_pipeline_split: 126 layers + 2 over pp*vp chunks of 2
+            parallel.update(first_stage_layers=1, last_stage_layers=1)
+        training: dict[str, Any] = dict(seq_len=int(r["seq_len"]), global_batch=int(r["global_batch_seqs"]),
+                                        grad_precision="bf16", precision="fp8", fp8_recipe="current", fp8_params=True)
+        model = {"name": MBRIDGE_MODELS[r["model"]]}
+        size = r["model"].split("-")[1]
+        name = f"mbridge-{r['model']}-{gpu.lower()}-{gpus}gpu-gbs{r['global_batch_seqs']}"
+        note = (f"derived: step = GBS x seq / (tokens/s/GPU x GPUs) (the CSV's step_time_s), NeMo {container} container. "
+                f"Recipe (Megatron-Bridge at the container's release tag): TP {tp}, PP {pp}"
+                + (f", VP {vp}" if vp > 1 else "") + (f", CP {cp} (p2p ring, Megatron-Core's default)" if cp > 1 else "")
+                + f", MBS {mb}; FP8 current per-tensor scaling (bf16_with_fp8_current_scaling_mixed: fp8 hybrid, "
+                  "tensorwise, fp8_param_gather: training.fp8_params; first and last layers in FP8 too); bf16 gradient "
+                  "reduction (grad_reduce_in_fp32 False); distributed optimizer with overlapped gradient reduce-scatter "
+                  "and parameter all-gather; no recomputation; rope and cross-entropy fusions"
+                + ("; sequence parallelism with userbuffers TP-communication overlap" if tp > 1 else "")
+                + ("; the pipeline split counts the embedding and the loss as layers (1 layer on the first and last "
+                   "virtual stages, 2 on the others)" if split_ends else "")
+                + ("; CUDA graphs of the whole iteration (cuda_graph_impl local, full_iteration): host time per kernel "
+                   "launch 0.8 us, the replay rate measured on the H200 host (stack launch_us)" if graphs else "")
+                + ". Assumed: cuDNN fused attention (the recipes leave attention_backend to Transformer Engine's choice); "
+                  "not modelled: overlap_param_gather_with_optimizer_step, the layer-norm SM margins, manual GC every 100 "
+                  f"steps. Model: {size} Llama shape, vocabulary 128,256")
+        extra = {"calibration_row": True} if n == MBRIDGE_CALIBRATION_ROW else {}
+        out.append(case(name, MBRIDGE_GROUP, MBRIDGE_FILE, n, r,
+                        scenario(model, gpu, gpus, "megatron-core", parallel, training,
+                                 stack_values={"launch_us": 0.8} if graphs else None),
+                        note, num(r["step_time_s"]), **extra))
+    return out
+
+
 CONVERTERS: tuple[Callable[[], list[Case]], ...] = (
     mpt_cases, torchtitan_cases, korthikanti_cases, megatron_h100_cases, megascale_cases, flashattention_cases,
     aleph_alpha_cases, single_point_cases, mixtral_cases, nemotron_cases,
-    dgxc_nemotron340b_cases, dgxc2504_nemotron_cases,
+    dgxc_nemotron340b_cases, dgxc2504_nemotron_cases, mbridge_dense_cases,
 )
 
 
