@@ -53,8 +53,10 @@ def test_cast_kernels_by_hand_for_one_layer() -> None:
     t = 8192
     casts = {(o.name, o.phase): o.nbytes for o in ops if o.name.startswith("fp8 cast")}
     # forward: the GEMM input X (t x k); backward: the output gradient dY (t x n); 5.2 B each
+    # (cast-transpose: read 2, write 1 + 1, x1.3), except QKV's input, which the norm kernel
+    # writes in FP8 (Transformer Engine's LayerNormLinear): only its transpose (1 + 1, x1.3)
     qkv_n = (32 + 2 * 8) * 128
-    assert casts[("fp8 cast qkv", "fwd")] == pytest.approx(5.2 * t * 4096)
+    assert casts[("fp8 cast qkv", "fwd")] == pytest.approx(2.6 * t * 4096)
     assert casts[("fp8 cast qkv", "bwd")] == pytest.approx(5.2 * t * qkv_n)
     assert casts[("fp8 cast out proj", "fwd")] == pytest.approx(5.2 * t * 4096)
     assert casts[("fp8 cast mlp up", "bwd")] == pytest.approx(5.2 * t * 2 * 14336)
@@ -149,10 +151,17 @@ def _llama8b_recipe_ops(recipe: str):
 def test_recipes_change_casts_scales_and_gemms() -> None:
     t, h = 8192, 4096
     by = {r: {(o.name, o.phase): o for o in _llama8b_recipe_ops(r)} for r in FP8.RECIPES}
-    # the QKV input's quantization, 8,192 x 4,096 elements: bytes by hand, kernels by recipe
+    # the output projection's input quantization, 8,192 x 4,096 elements: bytes by hand,
+    # kernels by recipe (current: an amax pass, then the cast-transpose)
     for r, nbytes, kernels in (("delayed", 5.2, 1), ("current", 7.8, 2), ("blockwise", (4 + 8 / 128) * 1.3, 1)):
-        o = by[r][("fp8 cast qkv", "fwd")]
+        o = by[r][("fp8 cast out proj", "fwd")]
         assert o.nbytes == pytest.approx(nbytes * t * h) and o.kernels == kernels
+    # the QKV input comes out of the norm (LayerNormLinear): delayed scaling's norm writes FP8,
+    # then TE transposes it (1 + 1 B); current scaling's norm computes the amax on the way and
+    # one cast-transpose follows (2 + 1 + 1 B); blockwise quantizes as before
+    for r, nbytes in (("delayed", 2 * 1.3), ("current", 4 * 1.3), ("blockwise", (4 + 8 / 128) * 1.3)):
+        o = by[r][("fp8 cast qkv", "fwd")]
+        assert o.nbytes == pytest.approx(nbytes * t * h) and o.kernels == 1
     # only delayed scaling updates scales from an amax history
     assert ("fp8 scale update", "fwd") in by["delayed"]
     assert ("fp8 scale update", "fwd") not in by["current"] and ("fp8 scale update", "fwd") not in by["blockwise"]
@@ -250,3 +259,31 @@ def test_bf16_what_if_of_an_fp8_scenario_says_how(capsys) -> None:
     fp8_step = json.loads(capsys.readouterr().out)["step_time_s"]
     assert main(["run", name, "--json", "--set", 'training.precision="bf16"', "--set", "training.fp8_recipe=delayed"]) == 0
     assert json.loads(capsys.readouterr().out)["step_time_s"] > fp8_step
+
+
+def test_sequence_parallel_casts_run_on_the_shard_and_blackwell_skips_transposes() -> None:
+    # Transformer Engine v2.9 (FP8.io_casts): with SP the QKV and MLP-up inputs are quantized
+    # on the local sequence shard and all-gathered in FP8, the gathered tensor transposed in
+    # the backward for the weight gradient (Hopper only); the output projection's and MLP
+    # down's output gradients likewise; Blackwell's FP8 GEMMs take non-TN layouts: no
+    # transposes. Llama 3 8B, TP4 with SP, 8,192 tokens, current scaling.
+    s = load_scenario("nemo-8b-8", ["parallel.tp=4", "parallel.sequence_parallel=true", "training.seq_len=8192",
+                                    "parallel.micro_batch=1", "parallel.cp=1", "parallel.dp=0"])
+    t, h, tp = 8192, 4096, 4
+    qkv_n = (32 + 2 * 8) * 128 // tp
+    prec = FP8.workload_precision("fp8", "current")
+    for dev, tn in ((H100, True), (CATALOG["B200"], False)):
+        ops = layer_ops(s.model, s.parallel, dev, Stack(), 8192, 0, prec)
+        cast = {}
+        for o in ops:
+            if o.name.startswith("fp8 cast"):
+                cast[(o.name, o.phase)] = cast.get((o.name, o.phase), 0.0) + o.nbytes
+        transpose = 2 * 1.3 if tn else 0.0
+        # QKV: norm+amax fused, then a rowwise cast of the shard (2 + 1 B); backward: the
+        # gathered input's transpose, and dY (local, t x n/TP) amax + cast (+ transpose)
+        assert cast[("fp8 cast qkv", "fwd")] == pytest.approx(3 * 1.3 * t / tp * h)
+        assert cast[("fp8 cast qkv", "bwd")] == pytest.approx(transpose * t * h + (5 + tn) * 1.3 * t * qkv_n)
+        # output projection: its local input (t x h/TP) amax + cast (+ transpose); its dY
+        # quantized on the shard (t/TP x h, amax + cast) and transposed after the gather
+        assert cast[("fp8 cast out proj", "fwd")] == pytest.approx((5 + tn) * 1.3 * t * h / tp)
+        assert cast[("fp8 cast out proj", "bwd")] == pytest.approx(5 * 1.3 * t / tp * h + transpose * t * h)

@@ -15,8 +15,11 @@ E4M3 forward, E5M2 gradients, per-tensor delayed scaling from an amax history):
   transpose, recording the amax on the way) in the forward, and the output gradient the
   same way in the backward. Minimum traffic 2 + 1 + 1 = 4 B per element, x1.3 (this
   project's overhead of a fused memory-bound kernel over its minimum traffic, see
-  simtrain.workload.kernels) = 5.2 B. Fusing the cast into a preceding norm or activation
-  (LayerNormLinear, LayerNormMLP) saves part of it; not modelled (slightly pessimistic).
+  simtrain.workload.kernels) = 5.2 B. Where TE puts them (`io_casts`): the norm of a
+  LayerNormLinear (QKV, MLP up) writes the FP8 input itself; with sequence parallelism the
+  local shard is quantized and gathered in FP8, the gathered tensor transposed in the
+  backward; Blackwell needs no transposes. (The 4-byte amax all-reduce over the TP group
+  that current scaling runs before each such gather is not modelled.)
 - Scaling: after each forward and each backward of a layer TE reduces the recorded amaxes
   and updates the scales in one fused multi-tensor kernel (a few KB): one kernel launch
   per layer pass.
@@ -178,6 +181,67 @@ def cast_seconds(dev: Device, elements: float, recipe: str = "delayed") -> float
         return 0.0
     return (cast_bytes(recipe) * elements / (dev.hbm_bytes_per_s * dev.memory_efficiency)
             + QUANT_KERNELS[recipe] * dev.kernel_overhead_s)
+
+
+# Where Transformer Engine quantizes a linear's input and output gradient under the per-tensor
+# recipes (TE v2.9 @70f5366; v2.8-2.11 the same): with sequence parallelism the local shard is
+# quantized and the all-gather moves FP8 ("supports_only_rowwise_all_gather",
+# tensor/float8_tensor.py:195-199, 396-400; distributed.py _all_gather_fp8); LayerNormLinear
+# (QKV, MLP up) quantizes in the norm kernel (layernorm_linear.py:197-219,
+# csrc/extensions/normalization.cpp:97-147: delayed writes FP8 directly, FULLY_FUSED;
+# current computes norm and amax in one kernel, then casts, FUSED_NORM_AMAX_FP8); and the
+# transposed copy the weight-gradient GEMM needs on Hopper (TN-only FP8 GEMMs) is a separate
+# transpose of the gathered tensor in the backward (layernorm_linear.py:650-674, 809-811;
+# float8_tensor_storage.py _create_transpose), or fused into the cast of a local tensor
+# (cast_kernels.cuh cast_transpose). Blackwell runs non-TN FP8 GEMMs
+# (is_non_tn_fp8_gemm_supported, SM 10.0+): no transposes. Minimum bytes per element:
+CAST_ROW = 2 + 1  # read bf16, write FP8
+TRANSPOSE_IN_CAST = 1  # the transposed FP8 written by the same kernel
+TRANSPOSE_ALONE = 1 + 1  # read FP8, write its transpose
+
+
+def tn_only(dev: Device) -> bool:
+    """FP8 GEMMs take only the TN layout (Hopper), so every FP8 operand of a weight-gradient
+    GEMM needs a transposed copy; Blackwell's do not (TE is_non_tn_fp8_gemm_supported)."""
+    return dev.name.startswith(HOPPER)
+
+
+def io_casts(dev: Device, recipe: str, m: int, n: int, k: int, gather_in: int = 1, normed: bool = False,
+             gather_dy: int = 1) -> list[tuple[str, float, int, float, bool]]:
+    """(phase, seconds, kernels, bytes, of X) of quantizing one FP8 linear's input X[m, k] (forward)
+    and output gradient dY[m, n] (backward) where Transformer Engine does it (comment above).
+    `gather_in`: X is all-gathered over that many sequence-parallel ranks (QKV, MLP up with
+    SP), `normed`: X comes out of the norm of a LayerNormLinear, `gather_dy`: dY is gathered
+    (output projection, MLP down with SP). Blockwise keeps one quantize-transpose per tensor."""
+    def run(nbytes: float, kernels: int, of_x: bool) -> tuple[float, int, float, bool]:
+        b = nbytes * FUSED_OVERHEAD
+        return b / (dev.hbm_bytes_per_s * dev.memory_efficiency) + kernels * dev.kernel_overhead_s, kernels, b, of_x
+
+    if recipe == "blockwise":
+        return [("fwd", *run(QUANT_MIN_BYTES[recipe] * m * k, 1, True)),
+                ("bwd", *run(QUANT_MIN_BYTES[recipe] * m * n, 1, False))]
+    tn = tn_only(dev)
+    amax = 2 if recipe == "current" else 0  # current scaling reads a tensor once more for its amax
+    extra = QUANT_KERNELS[recipe] - 1
+    out = []
+    # forward: X, quantized on its local shard (m / gather_in rows)
+    local = m * k / gather_in
+    if normed and recipe == "delayed":
+        fwd = (0.0, 0)  # the norm kernel writes FP8 itself
+        if tn and gather_in == 1:  # ... then TE transposes it (ln_api.cpp: nvte_transpose)
+            fwd = (TRANSPOSE_ALONE * local, 1)
+    else:
+        row = CAST_ROW + (0 if normed else amax) + (TRANSPOSE_IN_CAST if tn and gather_in == 1 else 0)
+        fwd = (row * local, 1 + (0 if normed else extra))
+    out.append(("fwd", *run(*fwd, True)))
+    if tn and gather_in > 1:  # the gathered X transposed for the weight gradient, in the backward
+        out.append(("bwd", *run(TRANSPOSE_ALONE * m * k, 1, True)))
+    # backward: dY, quantized on its local shard, transposed after the gather on Hopper
+    row = CAST_ROW + amax + (TRANSPOSE_IN_CAST if tn and gather_dy == 1 else 0)
+    out.append(("bwd", *run(row * m * n / gather_dy, 1 + extra, False)))
+    if tn and gather_dy > 1:
+        out.append(("bwd", *run(TRANSPOSE_ALONE * m * n, 1, False)))
+    return [o for o in out if o[2] > 0]
 
 
 def weight_cast_seconds(dev: Device, params: float, recipe: str = "delayed") -> float:

@@ -52,7 +52,7 @@ class Op:
 
 
 def _gemm(dev: Device, name: str, seg: int, m: int, n: int, k: int, fp8: str = "", chunks: int = 1,
-          bwd_chunks: int | None = None, parts: tuple[int, ...] = ()) -> list[Op]:
+          bwd_chunks: int | None = None, parts: tuple[int, ...] = (), io: tuple[int, bool, int] = (1, False, 1)) -> list[Op]:
     """Y[m,n] = X[m,k] W[k,n]: forward, input gradient dX = dY W^T, weight gradient dW = X^T dY.
     With `fp8` (a Transformer Engine linear under that FP8 recipe, simtrain.workload.fp8):
     the GEMMs at the FP8 peak (and the recipe's GEMM efficiency), 1-byte operands, and the
@@ -62,7 +62,8 @@ def _gemm(dev: Device, name: str, seg: int, m: int, n: int, k: int, fp8: str = "
     stack.async_tp_split_gemms), the input gradient as `bwd_chunks` (default `chunks`); the
     weight gradient stays whole. `parts`: the n columns as separate linears on one input
     (stack.separate_projections: torchtitan's wq, wk, wv), one GEMM each in every pass, and
-    under FP8 each casting the input itself."""
+    under FP8 each casting the input itself. `io`: where the FP8 casts run (FP8.io_casts:
+    X gathered over, X out of a norm, dY gathered over)."""
     f = gemm_flops(m, n, k)
     g, eb = (FP8.fp8_device(dev, fp8), 1) if fp8 else (dev, 2)
     bc = chunks if bwd_chunks is None else bwd_chunks
@@ -72,12 +73,10 @@ def _gemm(dev: Device, name: str, seg: int, m: int, n: int, k: int, fp8: str = "
               chunks * len(ns), f),
            Op(name, "gemm", seg, "bwd", bc * sum(gemm_time(g, mb, k, p, elem_bytes=eb) for p in ns), bc * len(ns), f),
            Op(name, "gemm", seg, "wgrad", sum(gemm_time(g, k, p, m, elem_bytes=eb) for p in ns), len(ns), f)]
-    if fp8:  # ---- FP8 casts (Transformer Engine); simtrain.workload.fp8
-        kq = FP8.QUANT_KERNELS[fp8]
-        ops += [Op(f"fp8 cast {name}", "memory", seg, "fwd", len(ns) * FP8.cast_seconds(dev, m * k, fp8), len(ns) * kq,
-                   0.0, len(ns) * FP8.cast_bytes(fp8) * m * k),
-                Op(f"fp8 cast {name}", "memory", seg, "bwd", FP8.cast_seconds(dev, m * n, fp8), kq, 0.0,
-                   FP8.cast_bytes(fp8) * m * n)]
+    if fp8:  # ---- FP8 casts (Transformer Engine), each linear casting its own X
+        for phase, sec, kern, nbytes, of_x in FP8.io_casts(dev, fp8, m, n, k, *io):
+            c = len(ns) if of_x else 1
+            ops.append(Op(f"fp8 cast {name}", "memory", seg, phase, c * sec, c * kern, 0.0, c * nbytes))
     return ops
 
 
@@ -145,6 +144,8 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
     kv_heads = max(1, model.num_key_value_heads // tp)
     ffn = model.intermediate_size // tp
     t_sp = t // tp if (par.sequence_parallel and tp > 1) else t  # norms, dropout, residuals
+    sp = t // t_sp  # FP8 (FP8.io_casts): the QKV and MLP-up inputs quantized on the sequence shard
+    te_norm = stack.norm == "fused"  # ... by the norm kernel (Transformer Engine's LayerNormLinear)
     norm = "rmsnorm" if model.norm == "rmsnorm" else "layernorm"
     fused_norm = stack.norm == "fused"
     # GPT-style: bias + dropout + residual add on each branch; else a plain residual add (a
@@ -176,7 +177,7 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
         rotated = (heads + 1) * model.qk_rope_head_dim  # Q's rope dims per head and the one shared rope key
     else:
         sep = (heads * hd, kv_heads * hd, kv_heads * hd) if stack.separate_projections else ()
-        ops += _gemm(dev, "qkv", 0, t, (heads + 2 * kv_heads) * hd, h, fp8, shards, first_bwd, sep)
+        ops += _gemm(dev, "qkv", 0, t, (heads + 2 * kv_heads) * hd, h, fp8, shards, first_bwd, sep, (sp, te_norm, 1))
         rotated = (heads + kv_heads) * hd
     if model.position_embedding == "rope":
         rope = "rope_complex" if stack.rope == "complex" else "rope"
@@ -191,15 +192,16 @@ def layer_ops(model: ModelConfig, par: ParallelConfig, dev: Device, stack: Stack
             ops += _mem(dev, "attention unpad", 0, "unpad", True, t * width * hd)
         ops += _mem(dev, "attention pad", 0, "pad", True, t * heads * hd)
     ops += attention_ops(model, par, dev, stack, seq_len, document_length)
-    ops += _gemm(dev, "out proj", 0, t, h, heads * v_head_dim(model), fp8, shards)
+    ops += _gemm(dev, "out proj", 0, t, h, heads * v_head_dim(model), fp8, shards, io=(1, False, sp))
     ops += _mem(dev, resid.replace("_", "-"), 0, resid, fused_resid, t_sp * h)
     # segment 1: MLP block
     ops += _mem(dev, "post-attn norm", 1, norm, fused_norm, t_sp * h)
     sep = (ffn, ffn) if stack.separate_projections and model.mlp == "gated" else ()
-    ops += _gemm(dev, "mlp up", 1, t, (2 if model.mlp == "gated" else 1) * ffn, h, fp8, shards, first_bwd, sep)
+    ops += _gemm(dev, "mlp up", 1, t, (2 if model.mlp == "gated" else 1) * ffn, h, fp8, shards, first_bwd, sep,
+                 (sp, te_norm, 1))
     act = "swiglu" if model.mlp == "gated" else ("bias_gelu" if model.bias else "gelu")
     ops += _mem(dev, act.replace("_", "-"), 1, act, stack.activation == "fused", t * ffn)
-    ops += _gemm(dev, "mlp down", 1, t, h, ffn, fp8, shards)
+    ops += _gemm(dev, "mlp down", 1, t, h, ffn, fp8, shards, io=(1, False, sp))
     ops += _mem(dev, resid.replace("_", "-"), 1, resid, fused_resid, t_sp * h)
     if stack.tp_shard_dim_copies and tp > 1 and par.sequence_parallel:
         # DTensor's sequence-dim all-gather and reduce-scatter each copy the full activation
