@@ -144,3 +144,29 @@ def test_unavailable_attention_kernels_are_refused():
 
     with pytest.raises(SimtrainError, match="parallel.attention_kernel = 'fa3': no measured curve for A100-80GB; use one of"):
         make_plan(load_scenario("aleph-alpha-llama-13b-2k", ["parallel.attention_kernel=fa3"]))
+
+
+def test_blackwell_attention_follows_nvidias_published_cudnn_numbers():
+    # NVIDIA cudnn-frontend's SDPA training benchmark (tools/published/kernels/
+    # attention_blackwell_cudnn_frontend.csv): B200, cuDNN 9.13.1, causal, 128 query / 8 KV
+    # heads of 128, 8K tokens: forward 1,384.2 and backward 994.9 TFLOP/s (numbers copied
+    # here by hand from the CSV). On a GB200 (2.5 PF peak) the same share of the peak.
+    from simtrain.scenario.config import load_scenario
+    from simtrain.engine.plan import make_plan
+    from simtrain.scenario.errors import SimtrainError
+
+    b200, gb200 = CATALOG["B200"], CATALOG["GB200"]
+    assert attention_efficiency("blackwell", "cudnn", 128, True, 8192, False) * 2250 == pytest.approx(1384.2, rel=1e-3)
+    assert attention_efficiency("blackwell", "cudnn", 128, True, 8192, True) * 2250 == pytest.approx(994.9, rel=1e-3)
+    f = 4.0 * 1 * 128 * 8192 * 8192 * 128 / 2
+    kw = dict(kernel="cudnn", seq=8192, head_dim=128, causal=True, blocks=128 * 64)
+    t = attention_time(b200, f, False, **kw) - b200.kernel_overhead_s
+    assert f / t / 1e12 == pytest.approx(1384.2, rel=1e-3)
+    tg = attention_time(gb200, f, False, **kw) - gb200.kernel_overhead_s
+    assert t / tg == pytest.approx(2.5 / 2.25, rel=1e-9)
+    # backward below Hopper's share of its peak at 8K (cuDNN on H200: 486 of 989)
+    assert attention_efficiency("blackwell", "cudnn", 128, True, 8192, True) < attention_efficiency(
+        "hopper", "cudnn", 128, True, 8192, True)
+    # FlashAttention-3 is a Hopper kernel: refused on Blackwell, with the kernels that have curves
+    with pytest.raises(SimtrainError, match="parallel.attention_kernel = 'fa3': no measured curve for GB200; use one of cudnn, fa2"):
+        make_plan(load_scenario("llama3-405b-8k-gb200", ["parallel.attention_kernel=fa3"]))

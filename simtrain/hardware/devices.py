@@ -61,7 +61,7 @@ class Device:
     # A GEMM with a dimension that is not a multiple of 8 elements runs without the aligned
     # (TMA / vectorised) kernels: this share of the aligned rate.
     gemm_misaligned_factor: float = 1.0
-    family: str = ""  # GPU family of the measured attention curves ("hopper", "ampere"); "": none
+    family: str = ""  # GPU family of the measured attention curves ("hopper", "ampere", "blackwell"); "": none
     # Dense FP8 (E4M3/E5M2) tensor-core peak, FLOP/s; 0: no FP8 tensor cores (A100, TPUs).
     peak_fp8_flops: float = 0.0
     # `gemm_max_efficiency` of FP8 GEMMs (fraction of the FP8 peak); see FP8 above.

@@ -22,6 +22,14 @@ Sources (every number in the output comes from one of these, by the rule stated 
   2024), H100 forward figure. Its backward figure is not transcribed first-hand, so FA3's
   backward is its forward times the backward/forward ratio measured for cuDNN's fused
   attention on the H200 (both Hopper-native warpgroup kernels; assumption).
+- tools/published/kernels/attention_blackwell_cudnn_frontend.csv: NVIDIA's cudnn-frontend SDPA
+  training benchmark, committed results: B200 with cuDNN 9.13.1 through the frontend (what
+  Transformer Engine calls) and flash-attn 2.7.4 (causal, 128 query / 8 KV heads of 128), and
+  GB200 with cuDNN 9.18.1 (causal and not, Llama 3.1's 64 / 8 heads). Blackwell curves are
+  stored on B200's peak: the causal ones are B200's own numbers, the non-causal cuDNN ones
+  GB200's scaled by 2.25/2.5 (the same share of its peak; GB200's causal numbers at 2K-32K
+  sit within 2-6% of B200's by that measure). No head dimension 64 was measured: the 128 curve
+  stands for every head dimension on Blackwell.
 FLOP convention (FlashAttention benchmark scripts): forward 4*b*s^2*heads*d, halved with a
 causal mask; backward 2.5x forward.
 """
@@ -38,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MEASURED = ROOT / "tools" / "kernels" / "h200_2026-11-30_kernels.jsonl"
 FA2 = ROOT / "tools" / "published" / "kernels" / "attention_fa2_paper.csv"
 FA3 = ROOT / "tools" / "published" / "kernels" / "attention_fa3_paper.csv"
+BLACKWELL = ROOT / "tools" / "published" / "kernels" / "attention_blackwell_cudnn_frontend.csv"
 OUT = ROOT / "simtrain" / "data" / "attention.toml"
 SEQS = (512, 1024, 2048, 4096, 8192, 16384, 32768)
 
@@ -86,6 +95,22 @@ def table(name: str, comment: str, source: str, curves: dict[tuple[int, bool], d
             out.append(f"{mask}_hd{hd}_fwd = {[round(c[s][0]) for s in seqs]}")
             out.append(f"{mask}_hd{hd}_bwd = {[round(c[s][1]) for s in seqs]}")
     return out + [""]
+
+
+def blackwell() -> list[str]:
+    """cuDNN and FlashAttention-2 on Blackwell, from NVIDIA's cudnn-frontend benchmark results."""
+    t: dict = defaultdict(lambda: defaultdict(dict))
+    for r in csv.DictReader(open(BLACKWELL, newline="")):
+        scale = 2.25 / 2.5 if r["gpu"] == "GB200" else 1.0  # stored on B200's peak
+        key = (r["gpu"], r["kernel"], int(r["head_dim"]), r["causal"] == "True")
+        t[key][int(r["seq_len"])][r["direction"]] = float(r["tflops"]) * scale
+    pts = lambda key: {s: (v["fwd"], v["bwd"]) for s, v in t[key].items() if s <= 32768}  # noqa: E731
+    src = "NVIDIA cudnn-frontend SDPA training benchmark results (tools/published/kernels/attention_blackwell_cudnn_frontend.csv)"
+    return (table("blackwell.cudnn", "cuDNN fused attention on Blackwell: B200, cuDNN 9.13.1 (causal); GB200, "
+                  "cuDNN 9.18.1, scaled to B200's peak (full); head dim 128 for all", src,
+                  {(128, True): pts(("B200", "cudnn", 128, True)), (128, False): pts(("GB200", "cudnn", 128, False))})
+            + table("blackwell.fa2", "FlashAttention-2 (flash-attn 2.7.4) on B200, causal, head dim 128 for all", src,
+                    {(128, True): pts(("B200", "fa2", 128, True))}))
 
 
 def main() -> None:
@@ -181,6 +206,7 @@ def main() -> None:
     end = lines.index("", start)
     lines += ["[ampere.cudnn]", "# cuDNN fused attention on A100: FlashAttention-2's curve (assumed; no measurement transcribed)"]
     lines += [x for x in lines[start + 2:end]] + [""]
+    lines += blackwell()
     text = "\n".join(lines)
     import tomllib
     tomllib.loads(text)
