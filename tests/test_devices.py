@@ -72,6 +72,11 @@ def test_mi300x_and_b200_ship_with_their_datasheet_figures():
     # -> 5 PF dense, 13.4 TB HBM3e -> 186 GB, 576 TB/s -> 8 TB/s; the same die (SMs) as B200
     g = get_device("GB200")
     assert (g.peak_flops, g.peak_fp8_flops, g.hbm_bytes_per_s, g.memory_bytes, g.sms) == (2.5e15, 5e15, 8e12, 186e9, b.sms)
+    # its GEMM constants from its own MAMF row (ml-engineering: bf16 1,822 of 2,500, fp8 3,615.6
+    # of 5,000), scaled by Hopper's typical-to-best ratio 724/769 as B200's (1,745 of 2,250)
+    assert g.gemm_max_efficiency == pytest.approx(1822 / 2500 * 724 / 769, abs=1e-3)
+    assert b.gemm_max_efficiency == pytest.approx(1745 / 2250 * 724 / 769, abs=1e-3)
+    assert g.gemm_fp8_max_efficiency == pytest.approx(g.gemm_max_efficiency * (3615.6 / 5000) / (1822 / 2500), abs=1e-3)
 
 
 def test_blackwell_topologies_carry_nvlink5_and_their_device():
