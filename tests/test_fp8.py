@@ -287,3 +287,16 @@ def test_sequence_parallel_casts_run_on_the_shard_and_blackwell_skips_transposes
         # quantized on the shard (t/TP x h, amax + cast) and transposed after the gather
         assert cast[("fp8 cast out proj", "fwd")] == pytest.approx((5 + tn) * 1.3 * t * h / tp)
         assert cast[("fp8 cast out proj", "bwd")] == pytest.approx(5 * 1.3 * t / tp * h + transpose * t * h)
+
+
+def test_blackwell_quantizes_without_the_transposed_copy() -> None:
+    # an activation's per-tensor quantization on B200 writes no transpose (TE
+    # is_non_tn_fp8_gemm_supported): current scaling 2 + 2 + 1 B instead of + 1, x1.3;
+    # weights likewise; blockwise unchanged (its own rowwise + columnwise kernel)
+    b = CATALOG["B200"]
+    rate = b.hbm_bytes_per_s * b.memory_efficiency
+    n = 1e9
+    for recipe, nbytes in (("current", 5), ("delayed", 3), ("blockwise", 4 + 8 / 128)):
+        k = FP8.QUANT_KERNELS[recipe] * b.kernel_overhead_s
+        assert FP8.cast_seconds(b, n, recipe) - k == pytest.approx(nbytes * 1.3 * n / rate, rel=1e-9)
+    assert FP8.weight_cast_seconds(b, n, "delayed") - b.kernel_overhead_s == pytest.approx(3 * 1.3 * n / rate, rel=1e-9)

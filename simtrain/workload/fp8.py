@@ -176,11 +176,17 @@ def cast_bytes(recipe: str = "delayed") -> float:
 
 
 def cast_seconds(dev: Device, elements: float, recipe: str = "delayed") -> float:
-    """GPU seconds of quantizing `elements` (bf16 in, FP8 and FP8^T out) under `recipe`."""
+    """GPU seconds of quantizing `elements` (bf16 in, FP8 and, on Hopper, FP8^T out) under
+    `recipe` (Blackwell writes no transpose: `tn_only`)."""
     if elements <= 0:
         return 0.0
-    return (cast_bytes(recipe) * elements / (dev.hbm_bytes_per_s * dev.memory_efficiency)
-            + QUANT_KERNELS[recipe] * dev.kernel_overhead_s)
+    return (_no_transpose(dev, recipe, QUANT_MIN_BYTES[recipe]) * FUSED_OVERHEAD * elements
+            / (dev.hbm_bytes_per_s * dev.memory_efficiency) + QUANT_KERNELS[recipe] * dev.kernel_overhead_s)
+
+
+def _no_transpose(dev: Device, recipe: str, nbytes: float) -> float:
+    """A per-tensor quantization's minimum bytes without the transposed copy on non-TN devices."""
+    return nbytes if recipe == "blockwise" or tn_only(dev) else nbytes - TRANSPOSE_IN_CAST
 
 
 # Where Transformer Engine quantizes a linear's input and output gradient under the per-tensor
@@ -245,10 +251,12 @@ def io_casts(dev: Device, recipe: str, m: int, n: int, k: int, gather_in: int = 
 
 
 def weight_cast_seconds(dev: Device, params: float, recipe: str = "delayed") -> float:
-    """Per step: the FP8 copies (and transposes) of `params` weights, once after the optimizer."""
+    """Per step: the FP8 copies (and, on Hopper, transposes) of `params` weights, once after
+    the optimizer."""
     if params <= 0:
         return 0.0
-    return (WEIGHT_QUANT_MIN_BYTES[recipe] * FUSED_OVERHEAD * params / (dev.hbm_bytes_per_s * dev.memory_efficiency)
+    nbytes = _no_transpose(dev, recipe, WEIGHT_QUANT_MIN_BYTES[recipe])
+    return (nbytes * FUSED_OVERHEAD * params / (dev.hbm_bytes_per_s * dev.memory_efficiency)
             + QUANT_KERNELS[recipe] * dev.kernel_overhead_s)
 
 
