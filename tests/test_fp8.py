@@ -300,3 +300,16 @@ def test_blackwell_quantizes_without_the_transposed_copy() -> None:
         k = FP8.QUANT_KERNELS[recipe] * b.kernel_overhead_s
         assert FP8.cast_seconds(b, n, recipe) - k == pytest.approx(nbytes * 1.3 * n / rate, rel=1e-9)
     assert FP8.weight_cast_seconds(b, n, "delayed") - b.kernel_overhead_s == pytest.approx(3 * 1.3 * n / rate, rel=1e-9)
+
+
+def test_blackwell_keeps_no_fp8_weight_transpose() -> None:
+    # resident per FP8-linear weight: the FP8 copy and, on Hopper only, its transpose
+    assert FP8.weight_bytes(H100) == 2.0 and FP8.weight_bytes(CATALOG["B200"]) == 1.0
+    # NVIDIA's GB200 NVL72 run of Llama 3.1 405B (Megatron-Bridge, FP8 current scaling with
+    # fp8_param_gather, TP4 PP16 VP4) ran, so the memory model must fit it in 186 GB
+    from simtrain.analysis.validation import case_scenario, load_reference
+    from simtrain.engine.plan import make_plan
+    from simtrain.workload.memory import estimate
+
+    case = next(c for c in load_reference() if c.name == "mbridge-llama3.1-405b-gb200-256gpu-gbs1536")
+    assert estimate(make_plan(case_scenario(case))).fits_in_memory

@@ -75,7 +75,7 @@ from simtrain.scenario.models import attention_linears, v_head_dim
 
 CAST_TRANSPOSE_BYTES = 5.2  # per element: read bf16, write FP8 + FP8 transpose (4 B) x1.3
 WEIGHT_CAST_BYTES = 5.2  # per parameter per step: the same cast-transpose of the weights
-FP8_WEIGHT_BYTES = 2.0  # resident per FP8-linear parameter: the FP8 weight and its transpose
+FP8_WEIGHT_BYTES = 2.0  # resident per FP8-linear parameter: the FP8 weight and its transpose (Hopper; `weight_bytes`)
 FP8_GATHER_BYTES = 1.0  # training.fp8_params: an FP8 weight all-gathered over data parallelism
 SCALE_KERNELS_PER_PASS = 1  # fused amax-reduction and scale update per layer forward/backward
 
@@ -182,6 +182,12 @@ def cast_seconds(dev: Device, elements: float, recipe: str = "delayed") -> float
         return 0.0
     return (_no_transpose(dev, recipe, QUANT_MIN_BYTES[recipe]) * FUSED_OVERHEAD * elements
             / (dev.hbm_bytes_per_s * dev.memory_efficiency) + QUANT_KERNELS[recipe] * dev.kernel_overhead_s)
+
+
+def weight_bytes(dev: Device) -> float:
+    """Resident bytes per FP8-linear parameter: the FP8 weight and, on Hopper, its transpose
+    for the input-gradient GEMM; Blackwell keeps no transpose (`tn_only`)."""
+    return FP8_WEIGHT_BYTES if tn_only(dev) else FP8_WEIGHT_BYTES - TRANSPOSE_IN_CAST
 
 
 def _no_transpose(dev: Device, recipe: str, nbytes: float) -> float:
