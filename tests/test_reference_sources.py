@@ -261,6 +261,13 @@ def test_megatron_bridge_dense_cases_carry_the_recipe_settings(cases) -> None:
         assert (p.first_stage_layers, p.last_stage_layers) == ((1, 1) if big else (-1, -1))
         # CUDA graphs of the whole iteration only for the 8B rows (cuda_graph_impl local)
         assert s.stack.launch_us == (0.8 if s.model.num_hidden_layers == 32 else 7.0)
+        # the recipe's userbuffers config (comm_overlap.py): ring-exchange fprop overlaps with a
+        # one-SM margin for proj and fc2, bulk dgrad/wgrad SMs per model and GPU
+        if p.tp > 1:
+            assert s.stack.tp_overlap_sms[4:] == (0, 0, 0, 0, 1, 1)
+    h70 = case_scenario(cases["mbridge-llama3-70b-h100-64gpu-gbs128"]).stack.tp_overlap_sms
+    b405 = case_scenario(cases["mbridge-llama3.1-405b-b200-128gpu-gbs64"]).stack.tp_overlap_sms
+    assert h70[:4] == (4, 24, 2, 4) and b405[:4] == (8, 32, 2, 8)
     gb = case_scenario(cases["mbridge-llama3.1-405b-gb200-256gpu-gbs1536"])
     assert gb.cluster.topology == "gb200-nvl72" and (gb.parallel.tp, gb.parallel.pp, gb.parallel.vp) == (4, 16, 4)
     assert case_scenario(cases["mbridge-llama3-8b-b200-8gpu-gbs128"]).cluster.topology == "dgx-b200"

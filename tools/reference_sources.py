@@ -939,6 +939,16 @@ MBRIDGE_ROWS = {
 # vocabulary 128,256 unpadded (tokenizer.vocab_size 128256 and should_pad_vocab reset when the
 # model's vocabulary equals the tokenizer's: v0.2.0 training/setup.py _validate_and_set_vocab_size)
 MBRIDGE_MODELS = {"llama3-8b": "llama3-8b", "llama3-70b": "llama3-70b", "llama3.1-405b": "llama3-405b"}
+# The recipes' userbuffers configs (src/megatron/bridge/training/comm_overlap.py, the same at
+# v0.2.0, v0.4.2 and v0.5.0): SMs each overlapped TP collective takes from its GEMM, in the
+# order of simtrain.scenario.stack.TP_OVERLAP_GEMMS (bulk: num_sm; ring exchange on copy
+# engines: 0, or its num_sm with set_sm_margin)
+MBRIDGE_UB_SMS = {
+    ("H100", "llama3-70b"): [4, 24, 2, 4, 0, 0, 0, 0, 1, 1],  # userbuffers_fp8_h100_h8192_tp4_mbs1_seqlen8192
+    ("H100", "llama3.1-405b"): [2, 24, 2, 2, 0, 0, 0, 0, 1, 1],  # userbuffers_fp8_h100_h16384_tp8_cp2_mbs1_seqlen8192
+    ("B200", "llama3.1-405b"): [8, 32, 2, 8, 0, 0, 0, 0, 1, 1],  # userbuffers_fp8_b200_h16384_tp4_cp2_mbs1_seqlen8192
+    ("GB200", "llama3.1-405b"): [8, 32, 2, 8, 0, 0, 0, 0, 1, 1],  # the same (llama31_llm_pretrain.py, GB200 TP4)
+}
 
 
 def _mbridge_gpu(row: dict[str, str]) -> str:
@@ -976,7 +986,8 @@ def mbridge_dense_cases() -> list[Case]:
                   "tensorwise, fp8_param_gather: training.fp8_params; first and last layers in FP8 too); bf16 gradient "
                   "reduction (grad_reduce_in_fp32 False); distributed optimizer with overlapped gradient reduce-scatter "
                   "and parameter all-gather; no recomputation; rope and cross-entropy fusions"
-                + ("; sequence parallelism with userbuffers TP-communication overlap" if tp > 1 else "")
+                + ("; sequence parallelism with userbuffers TP-communication overlap (the recipe's config: SMs per "
+                   "overlapped GEMM as stack tp_overlap_sms)" if tp > 1 else "")
                 + ("; the pipeline split counts the embedding and the loss as layers (1 layer on the first and last "
                    "virtual stages, 2 on the others)" if split_ends else "")
                 + ("; CUDA graphs of the whole iteration (cuda_graph_impl local, full_iteration): host time per kernel "
@@ -985,9 +996,11 @@ def mbridge_dense_cases() -> list[Case]:
                   "not modelled: overlap_param_gather_with_optimizer_step, the layer-norm SM margins, manual GC every 100 "
                   f"steps. Model: {size} Llama shape, vocabulary 128,256")
         extra = {"calibration_row": True} if n == MBRIDGE_CALIBRATION_ROW else {}
+        stack_values: dict[str, Any] = {"launch_us": 0.8} if graphs else {}
+        if tp > 1:
+            stack_values["tp_overlap_sms"] = MBRIDGE_UB_SMS[(gpu, r["model"])]
         out.append(case(name, MBRIDGE_GROUP, MBRIDGE_FILE, n, r,
-                        scenario(model, gpu, gpus, "megatron-core", parallel, training,
-                                 stack_values={"launch_us": 0.8} if graphs else None),
+                        scenario(model, gpu, gpus, "megatron-core", parallel, training, stack_values or None),
                         note, num(r["step_time_s"]), **extra))
     return out
 
