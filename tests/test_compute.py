@@ -170,3 +170,14 @@ def test_blackwell_attention_follows_nvidias_published_cudnn_numbers():
     # FlashAttention-3 is a Hopper kernel: refused on Blackwell, with the kernels that have curves
     with pytest.raises(SimtrainError, match="parallel.attention_kernel = 'fa3': no measured curve for GB200; use one of cudnn, fa2"):
         make_plan(load_scenario("llama3-405b-8k-gb200", ["parallel.attention_kernel=fa3"]))
+
+
+def test_a_kernel_measured_under_one_mask_takes_that_curve_for_the_other():
+    # flash-attn 2.7.4 on B200 is published causal only (NVIDIA's cudnn-frontend results):
+    # non-causal takes that curve (400 TFLOP/s forward at 8K), not the device's constant
+    # fallback (0.35 of 2,250 = 788, twice what FA2 reaches there)
+    causal = attention_efficiency("blackwell", "fa2", 128, True, 8192, False)
+    assert causal * 2250 == pytest.approx(400, abs=1)
+    assert attention_efficiency("blackwell", "fa2", 128, False, 8192, False) == causal
+    # a family without tables still has none (the device constants apply)
+    assert attention_efficiency("tpu", "fa2", 128, True, 8192, False) is None

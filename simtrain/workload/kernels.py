@@ -221,7 +221,8 @@ def attention_efficiency(family: str, kernel: str, head_dim: int, causal: bool, 
 
     Sequence length interpolates in log2 between measured points and is held flat beyond
     them; head dimensions between 64 and 128 interpolate linearly, outside that range take
-    the nearer table (FA3's paper shows head dim 256 within 10% of 128)."""
+    the nearer table (FA3's paper shows head dim 256 within 10% of 128); a kernel measured
+    under the other mask only takes that mask's curve."""
     tables = _tables()
 
     def at(hd: int) -> float | None:
@@ -231,6 +232,9 @@ def attention_efficiency(family: str, kernel: str, head_dim: int, causal: bool, 
         return _interp(c.seq, c.bwd if backward else c.fwd, seq)
 
     lo, hi = at(64), at(128)
+    if lo is None and hi is None and any((family, kernel, d, not causal) in tables for d in (64, 128)):
+        # a kernel measured under the other mask only (Blackwell's FA2: causal): that curve
+        return attention_efficiency(family, kernel, head_dim, not causal, seq, backward)
     if lo is None or hi is None:
         return hi if lo is None else lo
     if head_dim <= 64:
