@@ -171,7 +171,8 @@ def fp8_device(dev: Device, recipe: str = "delayed") -> Device:
 
 
 def cast_bytes(recipe: str = "delayed") -> float:
-    """Effective HBM bytes per element of one quantization of an activation or gradient."""
+    """Effective HBM bytes per element of one quantization of an activation or gradient, with
+    its transposed copy (a TN-only device: Hopper)."""
     return QUANT_MIN_BYTES[recipe] * FUSED_OVERHEAD
 
 
@@ -180,8 +181,13 @@ def cast_seconds(dev: Device, elements: float, recipe: str = "delayed") -> float
     `recipe` (Blackwell writes no transpose: `tn_only`)."""
     if elements <= 0:
         return 0.0
-    return (_no_transpose(dev, recipe, QUANT_MIN_BYTES[recipe]) * FUSED_OVERHEAD * elements
-            / (dev.hbm_bytes_per_s * dev.memory_efficiency) + QUANT_KERNELS[recipe] * dev.kernel_overhead_s)
+    return _pass(dev, _no_transpose(dev, recipe, QUANT_MIN_BYTES[recipe]) * elements, QUANT_KERNELS[recipe])
+
+
+def _pass(dev: Device, min_bytes: float, kernels: int) -> float:
+    """GPU seconds of a fused memory-bound pass moving `min_bytes` (x FUSED_OVERHEAD) in
+    `kernels` launches."""
+    return min_bytes * FUSED_OVERHEAD / (dev.hbm_bytes_per_s * dev.memory_efficiency) + kernels * dev.kernel_overhead_s
 
 
 def weight_bytes(dev: Device) -> float:
@@ -226,8 +232,7 @@ def io_casts(dev: Device, recipe: str, m: int, n: int, k: int, gather_in: int = 
     SP), `normed`: X comes out of the norm of a LayerNormLinear, `gather_dy`: dY is gathered
     (output projection, MLP down with SP). Blockwise keeps one quantize-transpose per tensor."""
     def run(nbytes: float, kernels: int, of_x: bool) -> tuple[float, int, float, bool]:
-        b = nbytes * FUSED_OVERHEAD
-        return b / (dev.hbm_bytes_per_s * dev.memory_efficiency) + kernels * dev.kernel_overhead_s, kernels, b, of_x
+        return _pass(dev, nbytes, kernels), kernels, nbytes * FUSED_OVERHEAD, of_x
 
     if recipe == "blockwise":
         return [("fwd", *run(QUANT_MIN_BYTES[recipe] * m * k, 1, True)),
@@ -261,9 +266,7 @@ def weight_cast_seconds(dev: Device, params: float, recipe: str = "delayed") -> 
     the optimizer."""
     if params <= 0:
         return 0.0
-    nbytes = _no_transpose(dev, recipe, WEIGHT_QUANT_MIN_BYTES[recipe])
-    return (nbytes * FUSED_OVERHEAD * params / (dev.hbm_bytes_per_s * dev.memory_efficiency)
-            + QUANT_KERNELS[recipe] * dev.kernel_overhead_s)
+    return _pass(dev, _no_transpose(dev, recipe, WEIGHT_QUANT_MIN_BYTES[recipe]) * params, QUANT_KERNELS[recipe])
 
 
 def scale_update_seconds(dev: Device, recipe: str = "delayed") -> float:
