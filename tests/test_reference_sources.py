@@ -247,14 +247,21 @@ def test_nemotron_cases_carry_the_published_settings(cases) -> None:
 def test_megatron_bridge_dense_cases_carry_the_recipe_settings(cases) -> None:
     # Megatron-Bridge's benchmark recipes at the containers' release tags (SOURCES.md): FP8
     # current scaling with fp8_param_gather, bf16 gradient reduction, distributed optimizer,
-    # cuDNN attention (assumed), the 405B split counting embedding and loss as layers
+    # cuDNN attention (assumed), the 405B split counting embedding and loss as layers; the
+    # MXFP8 twins of three Blackwell rows the same but for their recipe (v0.2.0's FP8_MX
+    # presets are its FP8_CS ones)
     names = [n for n in cases if n.startswith("mbridge-")]
-    assert len(names) == 8 and sum(cases[n].calibration_row for n in names) == 1
+    assert len(names) == 11 and sum(cases[n].calibration_row for n in names) == 1
     assert cases["mbridge-llama3-70b-h100-64gpu-gbs128"].calibration_row
     for n in names:
         s = case_scenario(cases[n])
         t, p = s.training, s.parallel
-        assert (t.precision, t.fp8_recipe, t.fp8_params, t.grad_precision) == ("fp8", "current", True, "bf16")
+        recipe = "mxfp8" if n.endswith("-mxfp8") else "current"
+        assert (t.precision, t.fp8_recipe, t.fp8_params, t.grad_precision) == ("fp8", recipe, True, "bf16")
+        if n.endswith("-mxfp8"):
+            twin = case_scenario(cases[n[: -len("-mxfp8")]])
+            assert (s.parallel, s.stack, s.cluster) == (twin.parallel, twin.stack, twin.cluster)
+            assert s.cluster.topology in ("dgx-b200", "gb200-nvl72")
         assert (p.zero, p.recompute, p.attention_kernel, p.sequence_parallel) == (1, "none", "cudnn", p.tp > 1)
         assert s.stack.name == "megatron-core"
         big = s.model.num_hidden_layers == 126

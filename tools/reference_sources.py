@@ -934,6 +934,14 @@ MBRIDGE_ROWS = {
     242: ("25.11", True, False),  # B200 8B FP8-CS, same (workload_base_configs.py:207-212)
     36: ("26.06", False, True),  # GB200 405B FP8 (fp8_cs), TP4 PP16 VP4, GBS 1536, V2 (llama31_workload_base_configs.py:263-273)
     244: ("25.11", False, True),  # B200 405B FP8-CS, TP4 PP8 VP8 CP2, GBS 64 (configs/llama31/workload_base_configs.py:125-133)
+    # MXFP8 twins of three of them: at v0.2.0 the FP8_MX preset is the FP8_CS one
+    # (LLAMA3_8B_GB200/B200_FP8_MX_BASE_CONFIG = ..._FP8_CS_BASE_CONFIG, configs/llama3/
+    # workload_base_configs.py:189, 215; LLAMA31_405B_B200_FP8_MX_BASE_CONFIG, configs/llama31/
+    # workload_base_configs.py:136), the precision bf16_with_mxfp8_mixed (e4m3, mxfp8,
+    # fp8_param_gather; training/mixed_precision.py:242-253)
+    234: ("25.11", True, False),  # GB200 8B FP8-MX (twin of 233)
+    243: ("25.11", True, False),  # B200 8B FP8-MX (twin of 242)
+    245: ("25.11", False, True),  # B200 405B FP8-MX (twin of 244)
 }
 # Llama 3 8B / 70B and 3.1 405B shapes (the public Hugging Face configs the recipes load);
 # vocabulary 128,256 unpadded (tokenizer.vocab_size 128256 and should_pad_vocab reset when the
@@ -957,7 +965,8 @@ def _mbridge_gpu(row: dict[str, str]) -> str:
 
 def mbridge_dense_cases() -> list[Case]:
     """NVIDIA's Megatron-Bridge performance summary (NeMo containers 25.11-26.06): dense Llama
-    pre-training in FP8 with per-tensor current scaling on DGX H100, DGX B200 and GB200 NVL72;
+    pre-training in FP8 with per-tensor current scaling on DGX H100, DGX B200 and GB200 NVL72,
+    and MXFP8 twins of three Blackwell rows;
     step time derived from the published tokens/s/GPU; every setting from the benchmark recipe
     at the container's release tag (SOURCES.md)."""
     out = []
@@ -974,16 +983,22 @@ def mbridge_dense_cases() -> list[Case]:
             parallel["cp_algo"] = "ring"  # Megatron-Core's default cp_comm_type, p2p (not set by the recipes)
         if split_ends:  # account_for_embedding/loss_in_pipeline_split: 126 layers + 2 over pp*vp chunks of 2
             parallel.update(first_stage_layers=1, last_stage_layers=1)
+        mx = r["precision"].upper().replace("-", "") in ("FP8MX", "MXFP8")
         training: dict[str, Any] = dict(seq_len=int(r["seq_len"]), global_batch=int(r["global_batch_seqs"]),
-                                        grad_precision="bf16", precision="fp8", fp8_recipe="current", fp8_params=True)
+                                        grad_precision="bf16", precision="fp8", fp8_recipe="mxfp8" if mx else "current",
+                                        fp8_params=True)
         model = {"name": MBRIDGE_MODELS[r["model"]]}
         size = r["model"].split("-")[1]
-        name = f"mbridge-{r['model']}-{gpu.lower()}-{gpus}gpu-gbs{r['global_batch_seqs']}"
+        name = f"mbridge-{r['model']}-{gpu.lower()}-{gpus}gpu-gbs{r['global_batch_seqs']}" + ("-mxfp8" if mx else "")
         note = (f"derived: step = GBS x seq / (tokens/s/GPU x GPUs) (the CSV's step_time_s), NeMo {container} container. "
                 f"Recipe (Megatron-Bridge at the container's release tag): TP {tp}, PP {pp}"
                 + (f", VP {vp}" if vp > 1 else "") + (f", CP {cp} (p2p ring, Megatron-Core's default)" if cp > 1 else "")
-                + f", MBS {mb}; FP8 current per-tensor scaling (bf16_with_fp8_current_scaling_mixed: fp8 hybrid, "
-                  "tensorwise, fp8_param_gather: training.fp8_params; first and last layers in FP8 too); bf16 gradient "
+                + f", MBS {mb}; "
+                + ("MXFP8 (bf16_with_mxfp8_mixed: e4m3, mxfp8 block scaling, fp8_param_gather: training.fp8_params; "
+                   "the FP8-CS row's preset otherwise); " if mx else
+                   "FP8 current per-tensor scaling (bf16_with_fp8_current_scaling_mixed: fp8 hybrid, "
+                   "tensorwise, fp8_param_gather: training.fp8_params; first and last layers in FP8 too); ")
+                + "bf16 gradient "
                   "reduction (grad_reduce_in_fp32 False); distributed optimizer with overlapped gradient reduce-scatter "
                   "and parameter all-gather; no recomputation; rope and cross-entropy fusions"
                 + ("; sequence parallelism with userbuffers TP-communication overlap (the recipe's config: SMs per "

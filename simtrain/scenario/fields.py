@@ -28,7 +28,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "engine.comm": ("network", "free"),
     "engine.collective_algo": ("auto", "ring", "tree", "hierarchical", "torus"),
     "training.precision": ("bf16", "fp16", "fp8"),
-    "training.fp8_recipe": ("delayed", "current", "blockwise"),
+    "training.fp8_recipe": ("delayed", "current", "blockwise", "mxfp8"),
     "training.grad_precision": ("fp32", "bf16", "fp16"),
 }
 

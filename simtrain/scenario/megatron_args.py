@@ -26,8 +26,8 @@ engine options and, when no model flag is given, the model. `--set` applies afte
     --fp8-format hybrid|e4m3            training.precision "fp8" (Transformer Engine's FP8
                                         linears; the rest stays as --bf16 says)
     --fp8-param-gather                  training.fp8_params (with --fp8-format)
-    --fp8-recipe delayed|tensorwise|blockwise   training.fp8_recipe "delayed" | "current" |
-                                        "blockwise" (with --fp8-format; mxfp8, custom refused)
+    --fp8-recipe delayed|tensorwise|blockwise|mxfp8   training.fp8_recipe "delayed" | "current" |
+                                        "blockwise" | "mxfp8" (with --fp8-format; custom refused)
     --tp-comm-overlap                   engine.overlap_tp_comm
     --use-tp-pp-dp-mapping              parallel.order "tp-cp-pp-dp"; else Megatron-Core's
                                         "tp-cp-dp-pp" (its tp-cp-ep-dp-pp)
@@ -77,8 +77,8 @@ CHOICE_FLAGS = {
     "--recompute-method": {"uniform": "uniform", "block": "block"},
     "--fp8-format": {"hybrid": "fp8", "e4m3": "fp8"},
     # Megatron-Core's Fp8Recipe (transformer_config.py; default "delayed"); "tensorwise" is
-    # Transformer Engine's Float8CurrentScaling. mxfp8 and custom are not modelled.
-    "--fp8-recipe": {"delayed": "delayed", "tensorwise": "current", "blockwise": "blockwise"},
+    # Transformer Engine's Float8CurrentScaling. custom is not modelled.
+    "--fp8-recipe": {"delayed": "delayed", "tensorwise": "current", "blockwise": "blockwise", "mxfp8": "mxfp8"},
 }
 TEXT_FLAGS = ("--tokenizer-type", "--vocab-file", "--merge-file", "--tokenizer-model")
 SWITCHES = {

@@ -57,7 +57,16 @@ dispatch (transformer_engine/common/gemm/cublaslt_gemm.cu):
   GEMMs are software-emulated" (the partial sums of each 128-deep K block are rescaled on
   the CUDA cores): slower than the per-tensor kernel at the same shape, by
   BLOCKWISE_GEMM_EFFICIENCY (derivation at the constant). Only on Hopper: on Blackwell TE
-  emulates the recipe with MXFP8 (not modelled; refused).
+  emulates the recipe with MXFP8 (refused: ask for "mxfp8").
+- "mxfp8" (MXFP8BlockScaling, Megatron "mxfp8", Bridge "fp8_mx"; Blackwell only): one E8M0
+  scale (1 byte) per 32 consecutive elements along the GEMM's contraction dimension, which
+  Blackwell's tensor cores apply natively. A tensor used along both dimensions (every
+  activation, gradient and weight: forward and backward GEMMs contract it differently) is
+  quantized rowwise and columnwise from the bf16 source in one kernel, amax per block on
+  the way: read 2 B, write 1 + 1 B and 2/32 B of scales, 4.0625 B per element, on Blackwell
+  too (a second scaling, not a transpose); weights keep both copies resident (2 B + scales
+  per parameter). No amax history, no scale synchronization, no amax all-reduce. GEMMs at
+  MXFP8_GEMM_EFFICIENCY of the per-tensor FP8 GEMM's speed (derivation at the constant).
 
 MFU stays measured against the dense BF16 peak (the convention of the published tables
 this project validates on, so FP8 and BF16 runs compare); the report also gives it against
@@ -79,18 +88,23 @@ FP8_WEIGHT_BYTES = 2.0  # resident per FP8-linear parameter: the FP8 weight and 
 FP8_GATHER_BYTES = 1.0  # training.fp8_params: an FP8 weight all-gathered over data parallelism
 SCALE_KERNELS_PER_PASS = 1  # fused amax-reduction and scale update per layer forward/backward
 
-RECIPES = ("delayed", "current", "blockwise")
+RECIPES = ("delayed", "current", "blockwise", "mxfp8")
 FUSED_OVERHEAD = 1.3  # a fused memory-bound kernel's traffic over its minimum (simtrain.workload.kernels)
 BLOCK = 128  # Float8BlockScaling's block: 1 x 128 (activations, gradients), 128 x 128 (weights)
 SCALE_BYTES = 4  # one FP32 scale per block
 # Minimum HBM bytes per element of one quantization to FP8 with both usages (rowwise and the
 # transposed columnwise copy), by recipe (module docstring): activations / gradients ...
-QUANT_MIN_BYTES = {"delayed": 2 + 1 + 1, "current": 2 + 2 + 1 + 1, "blockwise": 2 + 1 + 1 + 2 * SCALE_BYTES / BLOCK}
-# ... and weights (128 x 128 blocks for blockwise)
+MX_BLOCK = 32  # MXFP8: one E8M0 scale (1 byte) per 32 elements along the contraction dimension
+QUANT_MIN_BYTES = {"delayed": 2 + 1 + 1, "current": 2 + 2 + 1 + 1, "blockwise": 2 + 1 + 1 + 2 * SCALE_BYTES / BLOCK,
+                   "mxfp8": 2 + 1 + 1 + 2 / MX_BLOCK}
+# ... and weights (128 x 128 blocks for blockwise; MXFP8's weights are 1 x 32 blocks too)
 WEIGHT_QUANT_MIN_BYTES = {"delayed": 2 + 1 + 1, "current": 2 + 2 + 1 + 1,
-                          "blockwise": 2 + 1 + 1 + 2 * SCALE_BYTES / BLOCK ** 2}
-QUANT_KERNELS = {"delayed": 1, "current": 2, "blockwise": 1}  # current: the amax kernel, then the cast
-SCALE_KERNELS = {"delayed": SCALE_KERNELS_PER_PASS, "current": 0, "blockwise": 0}  # per layer pass
+                          "blockwise": 2 + 1 + 1 + 2 * SCALE_BYTES / BLOCK ** 2, "mxfp8": 2 + 1 + 1 + 2 / MX_BLOCK}
+QUANT_KERNELS = {"delayed": 1, "current": 2, "blockwise": 1, "mxfp8": 1}  # current: the amax kernel, then the cast
+SCALE_KERNELS = {"delayed": SCALE_KERNELS_PER_PASS, "current": 0, "blockwise": 0, "mxfp8": 0}  # per layer pass
+# recipes that quantize both usages of a tensor from its source (two scalings, not a
+# transpose): Blackwell writes both too, and keeps both copies of a weight
+BOTH_USAGES = ("blockwise", "mxfp8")
 # Blockwise FP8 GEMM throughput on Hopper as a fraction of the per-tensor FP8 GEMM's at the
 # same shape. Source: Transformer Engine's GEMM profiling tutorial (NVIDIA/TransformerEngine
 # docs/examples/gemm_profiling/gemm_profiling.rst, commit 1609c890e, 2026-06-01; benchmarks/
@@ -110,8 +124,18 @@ SCALE_KERNELS = {"delayed": SCALE_KERNELS_PER_PASS, "current": 0, "blockwise": 0
 # have lower overhead than pure 1D scaled GEMMs" without a number: the same factor is used
 # (optimistic for the weight gradient).
 BLOCKWISE_GEMM_EFFICIENCY = 0.81
-GEMM_EFFICIENCY = {"delayed": 1.0, "current": 1.0, "blockwise": BLOCKWISE_GEMM_EFFICIENCY}
+# MXFP8 GEMM throughput on Blackwell as a fraction of the per-tensor FP8 GEMM's at the same
+# shape. Source: the same Transformer Engine tutorial's B300 SXM6 AC run (docs/examples/
+# gemm_profiling/gemm_profiling.rst @d0067d0da, the 5B layer above), with --pre-quantize
+# (GEMM kernels only): per-layer GEMM time FP8Current 6.812 ms, MXFP8 7.161 ms:
+# 6.812 / 7.161 = 0.951. (Its autocast run, quantization included: 9.147 and 8.984 ms;
+# tests/test_fp8.py checks that this constant and the quantization bytes above give that
+# ratio.) Measured on B300, used for every Blackwell part (the same tensor cores).
+MXFP8_GEMM_EFFICIENCY = 0.951
+GEMM_EFFICIENCY = {"delayed": 1.0, "current": 1.0, "blockwise": BLOCKWISE_GEMM_EFFICIENCY,
+                   "mxfp8": MXFP8_GEMM_EFFICIENCY}
 HOPPER = ("H100", "H200", "H800")  # devices where TE runs Float8BlockScaling natively (SM 9.0)
+BLACKWELL = ("B200", "GB200", "B300", "GB300")  # devices with MXFP8 tensor cores (SM 10.x)
 
 
 def is_fp8(precision: str) -> bool:
@@ -156,8 +180,12 @@ def check_fp8(dev: Device, precision: str, fp8_recipe: str = "delayed", fp8_para
                   '--set training.fp8_recipe=delayed: the default, which BF16 training ignores)')
     if fp8_recipe == "blockwise" and not dev.name.startswith(HOPPER):
         raise bad("training.fp8_recipe", fp8_recipe, f"Transformer Engine runs Float8BlockScaling natively only on "
-                  f"Hopper (on Blackwell it is emulated with MXFP8, not modelled), not on {dev.name}",
-                  'use training.fp8_recipe = "delayed" or "current", or an H100, H200 or H800 (cluster.device)')
+                  f"Hopper (on Blackwell it is emulated with MXFP8), not on {dev.name}",
+                  'use training.fp8_recipe = "mxfp8", "current" or "delayed", or an H100, H200 or H800 (cluster.device)')
+    if fp8_recipe == "mxfp8" and not dev.name.startswith(BLACKWELL):
+        raise bad("training.fp8_recipe", fp8_recipe, f"MXFP8 block scaling needs Blackwell tensor cores (B200, GB200), "
+                  f"not {dev.name}", 'use training.fp8_recipe = "blockwise", "current" or "delayed" on Hopper, '
+                  "or a B200 or GB200 (cluster.device)")
 
 
 @lru_cache(maxsize=64)
@@ -190,15 +218,18 @@ def _pass(dev: Device, min_bytes: float, kernels: int) -> float:
     return min_bytes * FUSED_OVERHEAD / (dev.hbm_bytes_per_s * dev.memory_efficiency) + kernels * dev.kernel_overhead_s
 
 
-def weight_bytes(dev: Device) -> float:
+def weight_bytes(dev: Device, recipe: str = "delayed") -> float:
     """Resident bytes per FP8-linear parameter: the FP8 weight and, on Hopper, its transpose
-    for the input-gradient GEMM; Blackwell keeps no transpose (`tn_only`)."""
+    for the input-gradient GEMM; Blackwell keeps no transpose (`tn_only`); MXFP8 keeps both
+    scalings of the weight and their scales."""
+    if recipe == "mxfp8":
+        return FP8_WEIGHT_BYTES + 2 / MX_BLOCK
     return FP8_WEIGHT_BYTES if tn_only(dev) else FP8_WEIGHT_BYTES - TRANSPOSE_IN_CAST
 
 
 def _no_transpose(dev: Device, recipe: str, nbytes: float) -> float:
     """A per-tensor quantization's minimum bytes without the transposed copy on non-TN devices."""
-    return nbytes if recipe == "blockwise" or tn_only(dev) else nbytes - TRANSPOSE_IN_CAST
+    return nbytes if recipe in BOTH_USAGES or tn_only(dev) else nbytes - TRANSPOSE_IN_CAST
 
 
 # Where Transformer Engine quantizes a linear's input and output gradient under the per-tensor
@@ -230,13 +261,18 @@ def io_casts(dev: Device, recipe: str, m: int, n: int, k: int, gather_in: int = 
     and output gradient dY[m, n] (backward) where Transformer Engine does it (comment above).
     `gather_in`: X is all-gathered over that many sequence-parallel ranks (QKV, MLP up with
     SP), `normed`: X comes out of the norm of a LayerNormLinear, `gather_dy`: dY is gathered
-    (output projection, MLP down with SP). Blockwise keeps one quantize-transpose per tensor."""
+    (output projection, MLP down with SP). Blockwise keeps one quantize-transpose per tensor,
+    MXFP8 one quantization of both usages per local shard."""
     def run(nbytes: float, kernels: int, of_x: bool) -> tuple[float, int, float, bool]:
         return _pass(dev, nbytes, kernels), kernels, nbytes * FUSED_OVERHEAD, of_x
 
     if recipe == "blockwise":
         return [("fwd", *run(QUANT_MIN_BYTES[recipe] * m * k, 1, True)),
                 ("bwd", *run(QUANT_MIN_BYTES[recipe] * m * n, 1, False))]
+    if recipe == "mxfp8":  # both usages of the local shard, gathered quantized (mxfp8.rst, "All-gather of
+        # columnwise tensors": "gathering high-precision tensors is avoided")
+        return [("fwd", *run(QUANT_MIN_BYTES[recipe] * m * k / gather_in, 1, True)),
+                ("bwd", *run(QUANT_MIN_BYTES[recipe] * m * n / gather_dy, 1, False))]
     tn = tn_only(dev)
     amax = 2 if recipe == "current" else 0  # current scaling reads a tensor once more for its amax
     extra = QUANT_KERNELS[recipe] - 1

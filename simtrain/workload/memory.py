@@ -191,6 +191,7 @@ def estimate(plan: Any) -> MemoryReport:
     per_layer = layer_activation_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, par.recompute, flash, L.cp,
                                        **unfused)
     fp8 = FP8.is_fp8(s.training.precision)
+    w8 = FP8.weight_bytes(plan.device, s.training.fp8_recipe)  # resident bytes per FP8 linear weight
     if fp8:  # Transformer Engine keeps the linears' inputs in FP8 (simtrain.workload.fp8)
         per_layer -= FP8.activation_saving_bytes(m, seq, L.micro_batch, L.tp, par.sequence_parallel, par.recompute, L.cp,
                                                  R.selected(par))
@@ -234,10 +235,10 @@ def estimate(plan: Any) -> MemoryReport:
             pe, ge, oe = model_state_bytes(experts, par.zero, L.edp, plan.grad_bytes, opt_bytes)
             p, g, o = p + pe, g + ge, o + oe
         if fp8 and m.num_experts:  # the FP8 copies of every layer weight (norms are negligible)
-            p += FP8.weight_bytes(plan.device) * sum(st.params - (st.end_grad_bytes / plan.grad_bytes) for st in mine)
+            p += w8 * sum(st.params - (st.end_grad_bytes / plan.grad_bytes) for st in mine)
         elif fp8:  # the FP8 weights and their transposes, resident beside the bf16 ones
             lin = sum(st.layers for st in mine) * FP8.linear_params_per_layer(m) / L.tp
-            p += FP8.weight_bytes(plan.device) * lin
+            p += w8 * lin
             if s.training.fp8_params:  # ... or instead of them (training.fp8_params)
                 p -= PARAM_BYTES * lin / (shards if par.zero >= 3 else 1)
         acts = sched.actions.get(r, ())
@@ -264,9 +265,9 @@ def estimate(plan: Any) -> MemoryReport:
             transient=transient, workspace=workspace, fragmentation=fragmentation * allocated,
         ))
     assumptions = (
-        ((f"FP8 (Transformer Engine): linear weights in FP8 only (fp8_params), {FP8.weight_bytes(plan.device):g} B "
-          "with their transposes on Hopper, linear inputs saved in FP8; " if s.training.fp8_params else
-          f"FP8 (Transformer Engine): +{FP8.weight_bytes(plan.device):g} B per linear weight (its transpose on Hopper), "
+        ((f"FP8 (Transformer Engine): linear weights in FP8 only (fp8_params), {w8:g} B "
+          "with their transposes on Hopper (MXFP8: both scalings), linear inputs saved in FP8; " if s.training.fp8_params else
+          f"FP8 (Transformer Engine): +{w8:g} B per linear weight (its transpose on Hopper; MXFP8: both scalings), "
           "linear inputs saved in FP8; ") if fp8 else "")
         + (f"experts' states sharded over EP x EDP = {L.ep} x {L.edp}; " if m.num_experts else "")
         + f"mixed-precision Adam 2+{plan.grad_bytes}+{opt_bytes:g} B/param"
