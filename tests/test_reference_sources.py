@@ -251,21 +251,22 @@ def test_megatron_bridge_dense_cases_carry_the_recipe_settings(cases) -> None:
     # MXFP8 twins of three Blackwell rows the same but for their recipe (v0.2.0's FP8_MX
     # presets are its FP8_CS ones)
     names = [n for n in cases if n.startswith("mbridge-")]
-    assert len(names) == 11 and sum(cases[n].calibration_row for n in names) == 1
+    assert len(names) == 13 and sum(cases[n].calibration_row for n in names) == 1
     assert cases["mbridge-llama3-70b-h100-64gpu-gbs128"].calibration_row
     for n in names:
         s = case_scenario(cases[n])
         t, p = s.training, s.parallel
         recipe = "mxfp8" if n.endswith("-mxfp8") else "current"
         assert (t.precision, t.fp8_recipe, t.fp8_params, t.grad_precision) == ("fp8", recipe, True, "bf16")
-        if n.endswith("-mxfp8"):
+        if n.endswith("-mxfp8") and "gbs64" in n or "8b-" in n and n.endswith("-mxfp8"):  # 25.11's twins
             twin = case_scenario(cases[n[: -len("-mxfp8")]])
             assert (s.parallel, s.stack, s.cluster) == (twin.parallel, twin.stack, twin.cluster)
             assert s.cluster.topology in ("dgx-b200", "gb200-nvl72")
         assert (p.zero, p.recompute, p.attention_kernel, p.sequence_parallel) == (1, "none", "cudnn", p.tp > 1)
         assert s.stack.name == "megatron-core"
-        big = s.model.num_hidden_layers == 126
-        assert (p.first_stage_layers, p.last_stage_layers) == ((1, 1) if big else (-1, -1))
+        big = s.model.num_hidden_layers == 126  # (126 + 2) / (pp x vp) per chunk, the ends one fewer
+        ends = (128 // (p.pp * p.vp) - 1,) * 2 if big else (-1, -1)
+        assert (p.first_stage_layers, p.last_stage_layers) == ends
         # CUDA graphs of the whole iteration only for the 8B rows (cuda_graph_impl local)
         assert s.stack.launch_us == (0.8 if s.model.num_hidden_layers == 32 else 7.0)
         # the recipe's userbuffers config (comm_overlap.py): ring-exchange fprop overlaps with a
@@ -277,6 +278,10 @@ def test_megatron_bridge_dense_cases_carry_the_recipe_settings(cases) -> None:
     assert h70[:4] == (4, 24, 2, 4) and b405[:4] == (8, 32, 2, 8)
     gb = case_scenario(cases["mbridge-llama3.1-405b-gb200-256gpu-gbs1536"])
     assert gb.cluster.topology == "gb200-nvl72" and (gb.parallel.tp, gb.parallel.pp, gb.parallel.vp) == (4, 16, 4)
+    mx = case_scenario(cases["mbridge-llama3.1-405b-gb200-256gpu-gbs1536-mxfp8"]).parallel  # its own preset: VP8
+    assert (mx.tp, mx.pp, mx.vp, mx.first_stage_layers, mx.last_stage_layers) == (4, 16, 8, 0, 0)
+    mx70 = case_scenario(cases["mbridge-llama3-70b-gb200-64gpu-gbs256-mxfp8"])
+    assert (mx70.parallel.tp, mx70.parallel.pp, mx70.parallel.vp) == (2, 4, 5) and mx70.stack.tp_overlap_sms[:4] == (4, 24, 2, 4)
     assert case_scenario(cases["mbridge-llama3-8b-b200-8gpu-gbs128"]).cluster.topology == "dgx-b200"
     # the CPU-offloading and Megatron-FSDP rows are left out (not modelled)
-    assert not any("gb200-64gpu" in n for n in names)
+    assert not any("gb200-64gpu" in n and not n.endswith("-mxfp8") for n in names)

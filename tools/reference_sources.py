@@ -942,11 +942,20 @@ MBRIDGE_ROWS = {
     234: ("25.11", True, False),  # GB200 8B FP8-MX (twin of 233)
     243: ("25.11", True, False),  # B200 8B FP8-MX (twin of 242)
     245: ("25.11", False, True),  # B200 405B FP8-MX (twin of 244)
+    # GB200 MXFP8 presets with no FP8-CS twin, the same at v0.3.0-v0.4.2 (and v0.5.0 for
+    # 405B): LLAMA3_70B_PRETRAIN_CONFIG_GB200_FP8_MX_V2 (configs/llama/
+    # llama3_workload_base_configs.py:249-254; TP2 PP4 VP5, MBS 1, GBS 256, no CUDA graphs,
+    # userbuffers_fp8_b200_h8192_tp2_mbs1_seqlen8192) and LLAMA31_405B_PRETRAIN_CONFIG_GB200_
+    # FP8_MX_V2 (llama31_workload_base_configs.py:276-282 at v0.5.0; TP4 PP16 VP8, GBS 1536,
+    # embedding and loss counted in the split); no recomputation, offloading or FSDP
+    68: ("26.04.01", False, False),  # GB200 70B MXFP8
+    37: ("26.06", False, True),  # GB200 405B MXFP8
 }
 # Llama 3 8B / 70B and 3.1 405B shapes (the public Hugging Face configs the recipes load);
 # vocabulary 128,256 unpadded (tokenizer.vocab_size 128256 and should_pad_vocab reset when the
 # model's vocabulary equals the tokenizer's: v0.2.0 training/setup.py _validate_and_set_vocab_size)
 MBRIDGE_MODELS = {"llama3-8b": "llama3-8b", "llama3-70b": "llama3-70b", "llama3.1-405b": "llama3-405b"}
+MBRIDGE_LAYERS = {"llama3-8b": 32, "llama3-70b": 80, "llama3.1-405b": 126}
 # The recipes' userbuffers configs (src/megatron/bridge/training/comm_overlap.py, the same at
 # v0.2.0, v0.4.2 and v0.5.0): SMs each overlapped TP collective takes from its GEMM, in the
 # order of simtrain.scenario.stack.TP_OVERLAP_GEMMS (bulk: num_sm; ring exchange on copy
@@ -956,6 +965,7 @@ MBRIDGE_UB_SMS = {
     ("H100", "llama3.1-405b"): [2, 24, 2, 2, 0, 0, 0, 0, 1, 1],  # userbuffers_fp8_h100_h16384_tp8_cp2_mbs1_seqlen8192
     ("B200", "llama3.1-405b"): [8, 32, 2, 8, 0, 0, 0, 0, 1, 1],  # userbuffers_fp8_b200_h16384_tp4_cp2_mbs1_seqlen8192
     ("GB200", "llama3.1-405b"): [8, 32, 2, 8, 0, 0, 0, 0, 1, 1],  # the same (llama31_llm_pretrain.py, GB200 TP4)
+    ("GB200", "llama3-70b"): [4, 24, 2, 4, 0, 0, 0, 0, 1, 1],  # userbuffers_fp8_b200_h8192_tp2_mbs1_seqlen8192
 }
 
 
@@ -966,7 +976,7 @@ def _mbridge_gpu(row: dict[str, str]) -> str:
 def mbridge_dense_cases() -> list[Case]:
     """NVIDIA's Megatron-Bridge performance summary (NeMo containers 25.11-26.06): dense Llama
     pre-training in FP8 with per-tensor current scaling on DGX H100, DGX B200 and GB200 NVL72,
-    and MXFP8 twins of three Blackwell rows;
+    and in MXFP8 on B200 and GB200;
     step time derived from the published tokens/s/GPU; every setting from the benchmark recipe
     at the container's release tag (SOURCES.md)."""
     out = []
@@ -981,8 +991,11 @@ def mbridge_dense_cases() -> list[Case]:
                                         recompute="none", zero=1, attention_kernel="cudnn")
         if cp > 1:
             parallel["cp_algo"] = "ring"  # Megatron-Core's default cp_comm_type, p2p (not set by the recipes)
-        if split_ends:  # account_for_embedding/loss_in_pipeline_split: 126 layers + 2 over pp*vp chunks of 2
-            parallel.update(first_stage_layers=1, last_stage_layers=1)
+        if split_ends:  # account_for_embedding/loss_in_pipeline_split: 126 layers + 2 over the pp*vp chunks, the
+            # embedding and the loss one layer each: 2 per chunk at 64 chunks, 1 at 128 (the ends' chunks then hold
+            # no transformer layer)
+            per = (MBRIDGE_LAYERS[r["model"]] + 2) // (pp * vp)
+            parallel.update(first_stage_layers=per - 1, last_stage_layers=per - 1)
         mx = r["precision"].upper().replace("-", "") in ("FP8MX", "MXFP8")
         training: dict[str, Any] = dict(seq_len=int(r["seq_len"]), global_batch=int(r["global_batch_seqs"]),
                                         grad_precision="bf16", precision="fp8", fp8_recipe="mxfp8" if mx else "current",
@@ -1003,8 +1016,8 @@ def mbridge_dense_cases() -> list[Case]:
                   "and parameter all-gather; no recomputation; rope and cross-entropy fusions"
                 + ("; sequence parallelism with userbuffers TP-communication overlap (the recipe's config: SMs per "
                    "overlapped GEMM as stack tp_overlap_sms)" if tp > 1 else "")
-                + ("; the pipeline split counts the embedding and the loss as layers (1 layer on the first and last "
-                   "virtual stages, 2 on the others)" if split_ends else "")
+                + ("; the pipeline split counts the embedding and the loss as layers (one layer fewer on the first "
+                   "and last virtual stages than on the others)" if split_ends else "")
                 + ("; CUDA graphs of the whole iteration (cuda_graph_impl local, full_iteration): host time per kernel "
                    "launch 0.8 us, the replay rate measured on the H200 host (stack launch_us)" if graphs else "")
                 + ". Assumed: cuDNN fused attention (the recipes leave attention_backend to Transformer Engine's choice); "
