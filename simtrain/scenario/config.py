@@ -119,9 +119,8 @@ class TrainingConfig:
     # "delayed" (per-tensor scales from an amax history; Megatron's --fp8-recipe delayed, the
     # NeMo 24.x default), "current" (per-tensor scales from each tensor's own amax; Megatron's
     # "tensorwise", Megatron-Bridge's fp8_cs), "blockwise" (1x128 / 128x128 block scales,
-    # DeepSeek-V3's scheme; Megatron's "blockwise", Megatron-Bridge's fp8_ss; Hopper only),
-    # "mxfp8" (1x32 E8M0 block scales in the tensor cores; Megatron's "mxfp8", Megatron-
-    # Bridge's fp8_mx; Blackwell only).
+    # DeepSeek-V3's scheme; Megatron's "blockwise", Bridge's fp8_ss; Hopper only), "mxfp8"
+    # (1x32 E8M0 block scales; Megatron's "mxfp8", Bridge's fp8_mx; Blackwell only).
     fp8_recipe: str = "delayed"
     # With precision = "fp8": the model's linear weights held only in FP8 (Transformer
     # Engine's fp8_model_init; Megatron-Core's --fp8-param-gather, NeMo 2's fp8_params, on in
