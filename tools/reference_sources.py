@@ -951,6 +951,7 @@ MBRIDGE_ROWS = {
     68: ("26.04.01", False, False),  # GB200 70B MXFP8
     37: ("26.06", False, True),  # GB200 405B MXFP8
 }
+MBRIDGE_MX_OWN_PRESET = (68, 37)
 # Llama 3 8B / 70B and 3.1 405B shapes (the public Hugging Face configs the recipes load);
 # vocabulary 128,256 unpadded (tokenizer.vocab_size 128256 and should_pad_vocab reset when the
 # model's vocabulary equals the tokenizer's: v0.2.0 training/setup.py _validate_and_set_vocab_size)
@@ -1008,7 +1009,8 @@ def mbridge_dense_cases() -> list[Case]:
                 + (f", VP {vp}" if vp > 1 else "") + (f", CP {cp} (p2p ring, Megatron-Core's default)" if cp > 1 else "")
                 + f", MBS {mb}; "
                 + ("MXFP8 (bf16_with_mxfp8_mixed: e4m3, mxfp8 block scaling, fp8_param_gather: training.fp8_params; "
-                   "the FP8-CS row's preset otherwise); " if mx else
+                   + ("its own FP8_MX_V2 preset); " if n in MBRIDGE_MX_OWN_PRESET else "the FP8-CS row's preset otherwise); ")
+                   if mx else
                    "FP8 current per-tensor scaling (bf16_with_fp8_current_scaling_mixed: fp8 hybrid, "
                    "tensorwise, fp8_param_gather: training.fp8_params; first and last layers in FP8 too); ")
                 + "bf16 gradient "
