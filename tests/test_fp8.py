@@ -11,6 +11,7 @@ import pytest
 
 from simtrain.hardware.devices import CATALOG
 from simtrain.scenario.config import load_scenario
+from simtrain.scenario.models import require_model
 from simtrain.scenario.stack import Stack
 from simtrain.workload import fp8 as FP8
 from simtrain.workload.compute import gemm_time
@@ -229,6 +230,12 @@ def test_mxfp8_quantizes_both_usages_and_keeps_both_weights() -> None:
     assert [(ph, k) for ph, _, k, _, _ in casts] == [("fwd", 1), ("bwd", 1)]
     assert casts[0][3] == pytest.approx((4 + 2 / 32) * 1.3 * 8192 * 4096 / 4)
     assert FP8.scale_update_seconds(b, "mxfp8") == 0.0
+    # with training.fp8_params the distributed optimizer gathers both scalings of a linear
+    # weight (TE: columnwise data cannot be derived from rowwise), 2 + 2/32 B, not 1 B
+    m = require_model("llama3-8b")
+    lin = FP8.linear_params_per_layer(m)
+    assert FP8.param_gather_bytes(m, lin, 1, 1, True, "mxfp8") == pytest.approx(2 + 2 / 32)
+    assert FP8.param_gather_bytes(m, lin, 1, 1, True, "current") == pytest.approx(1.0)
 
 
 def test_blockwise_gemm_below_deepgemm() -> None:

@@ -271,8 +271,9 @@ def make_plan(s: Scenario, schedule: sched.Schedule | None = None) -> Plan:
     plan = Plan(s, L, topo, dev, ms, schedule, tuple(stages), symmetry.pipeline(L), float(p2p), grad_bytes, opt,
                 speed, schedule_params(s, L), tp_gather_s=tp_gather)
     if s.training.fp8_params:
-        plan = dataclasses.replace(plan, gather_bytes={st.index: FP8.param_gather_bytes(m, st.params, st.layers, L.tp, True)
-                                                       for st in stages})
+        recipe = s.training.fp8_recipe
+        plan = dataclasses.replace(plan, gather_bytes={st.index: FP8.param_gather_bytes(m, st.params, st.layers, L.tp, True,
+                                                                                        recipe) for st in stages})
     return dataclasses.replace(plan, classes=choose_classes(plan))
 
 

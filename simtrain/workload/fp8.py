@@ -340,11 +340,15 @@ def activation_saving_bytes(model, seq_len: int, micro_batch: int, tp: int, sequ
     return tokens * (normed + q / t + down)
 
 
-def param_gather_bytes(model, params: float, layers: int, tp: int, fp8_params: bool) -> float:
+def param_gather_bytes(model, params: float, layers: int, tp: int, fp8_params: bool, recipe: str = "delayed") -> float:
     """Bytes per parameter the distributed optimizer all-gathers for `params` parameters of
     `layers` transformer layers on one TP rank: bf16 (2), or with training.fp8_params the
-    linear weights in FP8 (1) and the rest (norms, biases, embeddings) in bf16."""
+    linear weights in FP8 (1) and the rest (norms, biases, embeddings) in bf16. MXFP8 gathers
+    both scalings and their scales ("columnwise quantized tensors cannot be computed from
+    rowwise quantized ones", Transformer Engine's mxfp8.rst, "All-gather of columnwise
+    tensors"): 2 + 2/32."""
     if not fp8_params or params <= 0:
         return 2.0
     linear = min(params, layers * linear_params_per_layer(model) / max(1, tp))
-    return (FP8_GATHER_BYTES * linear + 2.0 * (params - linear)) / params
+    per = 2 + 2 / MX_BLOCK if recipe == "mxfp8" else FP8_GATHER_BYTES
+    return (per * linear + 2.0 * (params - linear)) / params
