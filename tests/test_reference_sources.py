@@ -244,6 +244,10 @@ def test_nemotron_cases_carry_the_published_settings(cases) -> None:
     assert (v2504.training.precision, v2504.training.grad_precision, v2504.parallel.attention_kernel) == ("fp8", "bf16", "cudnn")
 
 
+MX_TWINS = ("mbridge-llama3-8b-b200-8gpu-gbs128-mxfp8", "mbridge-llama3-8b-gb200-8gpu-gbs128-mxfp8",
+            "mbridge-llama3.1-405b-b200-128gpu-gbs64-mxfp8")
+
+
 def test_megatron_bridge_dense_cases_carry_the_recipe_settings(cases) -> None:
     # Megatron-Bridge's benchmark recipes at the containers' release tags (SOURCES.md): FP8
     # current scaling with fp8_param_gather, bf16 gradient reduction, distributed optimizer,
@@ -258,7 +262,7 @@ def test_megatron_bridge_dense_cases_carry_the_recipe_settings(cases) -> None:
         t, p = s.training, s.parallel
         recipe = "mxfp8" if n.endswith("-mxfp8") else "current"
         assert (t.precision, t.fp8_recipe, t.fp8_params, t.grad_precision) == ("fp8", recipe, True, "bf16")
-        if n.endswith("-mxfp8") and "gbs64" in n or "8b-" in n and n.endswith("-mxfp8"):  # 25.11's twins
+        if n in MX_TWINS:  # 25.11's MXFP8 rows: their FP8-CS row's preset
             twin = case_scenario(cases[n[: -len("-mxfp8")]])
             assert (s.parallel, s.stack, s.cluster) == (twin.parallel, twin.stack, twin.cluster)
             assert s.cluster.topology in ("dgx-b200", "gb200-nvl72")
