@@ -172,6 +172,31 @@ def test_blackwell_attention_follows_nvidias_published_cudnn_numbers():
         make_plan(load_scenario("llama3-405b-8k-gb200", ["parallel.attention_kernel=fa3"]))
 
 
+def test_blackwell_ultra_attention_follows_nvidias_gb300_cudnn_results():
+    # NVIDIA cudnn-frontend's SDPA training benchmark on GB300 (tools/published/kernels/
+    # attention_blackwell_cudnn_frontend.csv; results/llama3.1/gb300, cuDNN 9.22.0): causal, 64
+    # query / 8 KV heads of 128, 8K tokens: forward 1,856 and backward 1,435 TFLOP/s (copied here
+    # by hand from the CSV); a B300 (2.25 PF) takes the same share of its peak. Its doubled SFU
+    # exponent rate: the forward 1.18x GB200's 1,574 at the same cuDNN (results/llama3.1/gb200)
+    from simtrain.scenario.config import load_scenario
+    from simtrain.engine.plan import make_plan
+    from simtrain.scenario.errors import SimtrainError
+
+    g3, b3 = CATALOG["GB300"], CATALOG["B300"]
+    assert attention_efficiency("blackwell_ultra", "cudnn", 128, True, 8192, False) * 2500 == pytest.approx(1856, rel=1e-3)
+    assert attention_efficiency("blackwell_ultra", "cudnn", 128, True, 8192, True) * 2500 == pytest.approx(1435, rel=1e-3)
+    assert attention_efficiency("blackwell_ultra", "cudnn", 128, False, 16384, False) * 2500 == pytest.approx(2014, rel=1e-3)
+    f = 4.0 * 1 * 64 * 8192 * 8192 * 128 / 2
+    kw = dict(kernel="cudnn", seq=8192, head_dim=128, causal=True, blocks=64 * 64)
+    t = attention_time(g3, f, False, **kw) - g3.kernel_overhead_s
+    assert f / t / 1e12 == pytest.approx(1856, rel=1e-3)
+    tb = attention_time(b3, f, False, **kw) - b3.kernel_overhead_s
+    assert tb / t == pytest.approx(2.5 / 2.25, rel=1e-9)
+    # only cuDNN was measured there: FlashAttention-2 is refused on GB300, naming what has a curve
+    with pytest.raises(SimtrainError, match="parallel.attention_kernel = 'fa2': no measured curve for GB300; use one of cudnn"):
+        make_plan(load_scenario("llama3-405b-8k-gb200", ['cluster.topology="gb300-nvl72"', "parallel.attention_kernel=fa2"]))
+
+
 def test_a_kernel_measured_under_one_mask_takes_that_curve_for_the_other():
     # flash-attn 2.7.4 on B200 is published causal only (NVIDIA's cudnn-frontend results):
     # non-causal takes that curve (400 TFLOP/s forward at 8K), not the device's constant

@@ -28,7 +28,7 @@ TILES = "tiles"  # type tag: [[tile_m, tile_n, relative efficiency], ...]
 #   check: "pos" > 0, "frac" in (0, 1], "nonneg" >= 0, "" none
 DEVICE_KEYS: dict[str, tuple[str, Any, float, float, str]] = {
     "name": ("name", str, 1, 1, ""),
-    "family": ("family", str, 1, 1, ""),  # measured attention curves: "hopper", "ampere", "blackwell"; "" or "tpu": the constants
+    "family": ("family", str, 1, 1, ""),  # measured attention curves: "hopper", "ampere", "blackwell", "blackwell_ultra"; "" or "tpu": the constants
     "peak_tflops": ("peak_flops", float, 1e12, 1, "pos"),  # dense BF16, 1e12 FLOP/s
     "hbm_gbytes_per_s": ("hbm_bytes_per_s", float, 1e9, 1, "pos"),  # 1e9 B/s
     "memory_gib": ("memory_bytes", float, 2**30, 1, "pos"),  # 2**30 B (as nvidia-smi reports)
@@ -47,7 +47,7 @@ DEVICE_KEYS: dict[str, tuple[str, Any, float, float, str]] = {
     "gemm_fp8_max_efficiency": ("gemm_fp8_max_efficiency", float, 1, 1, "nonneg"),  # of the FP8 peak
 }
 CATALOG_ONLY = ("aliases", "description")  # bookkeeping keys of a devices/*.toml file
-FAMILIES = ("hopper", "ampere", "blackwell", "tpu", "")
+FAMILIES = ("hopper", "ampere", "blackwell", "blackwell_ultra", "tpu", "")
 
 
 def _number(path: str, value: Any, typ: Any) -> Any:

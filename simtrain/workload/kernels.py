@@ -171,7 +171,7 @@ def mem_op(name: str, fused: bool) -> MemOp:
 ATTENTION_KERNELS = ("fa2", "cudnn", "fa3", "fa1", "triton", "xformers")
 # The peak the tables' TFLOP/s are measured against: they are stored as fractions of it and
 # applied to any device of the family (GB200 takes the Blackwell curves at its own peak).
-FAMILY_PEAK = {"hopper": 989e12, "ampere": 312e12, "blackwell": 2250e12}
+FAMILY_PEAK = {"hopper": 989e12, "ampere": 312e12, "blackwell": 2250e12, "blackwell_ultra": 2500e12}
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,9 @@ Sources (every number in the output comes from one of these, by the rule stated 
   stored on B200's peak: the causal ones are B200's own numbers, the non-causal cuDNN ones
   GB200's scaled by 2.25/2.5 (the same share of its peak; GB200's causal numbers at 2K-32K
   sit within 2-6% of B200's by that measure). No head dimension 64 was measured: the 128 curve
-  stands for every head dimension on Blackwell.
+  stands for every head dimension on Blackwell. GB300 (Blackwell Ultra, doubled SFU exponent
+  rate) with cuDNN 9.22.0 (Llama 3.1's heads, causal and not) is its own family,
+  blackwell_ultra, stored on GB300's 2.5 PF peak (B300 takes the same share of its 2.25).
 FLOP convention (FlashAttention benchmark scripts): forward 4*b*s^2*heads*d, halved with a
 causal mask; backward 2.5x forward.
 """
@@ -101,6 +103,8 @@ def blackwell() -> list[str]:
     """cuDNN and FlashAttention-2 on Blackwell, from NVIDIA's cudnn-frontend benchmark results."""
     t: dict = defaultdict(lambda: defaultdict(dict))
     for r in csv.DictReader(open(BLACKWELL, newline="")):
+        if r["gpu"] == "GB300":
+            continue  # Blackwell Ultra: its own family (blackwell_ultra below)
         scale = 2.25 / 2.5 if r["gpu"] == "GB200" else 1.0  # stored on B200's peak
         key = (r["gpu"], r["kernel"], int(r["head_dim"]), r["causal"] == "True")
         t[key][int(r["seq_len"])][r["direction"]] = float(r["tflops"]) * scale
@@ -111,6 +115,19 @@ def blackwell() -> list[str]:
                   {(128, True): pts(("B200", "cudnn", 128, True)), (128, False): pts(("GB200", "cudnn", 128, False))})
             + table("blackwell.fa2", "FlashAttention-2 (flash-attn 2.7.4) on B200, causal, head dim 128 for all", src,
                     {(128, True): pts(("B200", "fa2", 128, True))}))
+
+
+def blackwell_ultra() -> list[str]:
+    """cuDNN on Blackwell Ultra (GB300; B300 the same SM 10.3 die), stored on GB300's 2.5 PF:
+    its doubled SFU exponent rate makes the forward ~1.2x GB200's at the same cuDNN (9.22)."""
+    t: dict = defaultdict(dict)
+    for r in csv.DictReader(open(BLACKWELL, newline="")):
+        if r["gpu"] == "GB300":
+            t[(int(r["head_dim"]), r["causal"] == "True")].setdefault(int(r["seq_len"]), {})[r["direction"]] = float(r["tflops"])
+    curves = {k: {s: (v["fwd"], v["bwd"]) for s, v in c.items()} for k, c in t.items()}
+    src = "NVIDIA cudnn-frontend SDPA training benchmark results (tools/published/kernels/attention_blackwell_cudnn_frontend.csv)"
+    return table("blackwell_ultra.cudnn", "cuDNN fused attention on Blackwell Ultra: GB300, cuDNN 9.22.0, Llama 3.1's "
+                 "64 query / 8 KV heads of 128, on GB300's peak; head dim 128 for all", src, curves)
 
 
 def main() -> None:
@@ -207,6 +224,7 @@ def main() -> None:
     lines += ["[ampere.cudnn]", "# cuDNN fused attention on A100: FlashAttention-2's curve (assumed; no measurement transcribed)"]
     lines += [x for x in lines[start + 2:end]] + [""]
     lines += blackwell()
+    lines += blackwell_ultra()
     text = "\n".join(lines)
     import tomllib
     tomllib.loads(text)
