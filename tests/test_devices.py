@@ -83,13 +83,44 @@ def test_blackwell_topologies_carry_nvlink5_and_their_device():
     from simtrain.hardware.load import load_topology
 
     # NVLink 5: 1.8 TB/s bidirectional per GPU = 900 GB/s per direction (DGX B200 and GB200 NVL72
-    # datasheets), at the catalog's 0.8 efficiency; 400 Gb/s ConnectX-7 per GPU at 0.92
-    for name, device, per_node in (("dgx-b200", "B200", 8), ("gb200-nvl72", "GB200", 72)):
+    # datasheets), at the catalog's 0.8 efficiency; 400 Gb/s ConnectX-7 per GPU at 0.92, and on
+    # Blackwell Ultra systems 800 Gb/s ConnectX-8 (MLPerf v5.1 GB300 system description)
+    for name, device, per_node, nic_gbps in (("dgx-b200", "B200", 8, 400), ("gb200-nvl72", "GB200", 72, 400),
+                                             ("dgx-b300", "B300", 8, 800), ("gb300-nvl72", "GB300", 72, 800)):
         t = load_topology(name, 144)
         assert t.device.name == device and t.gpus_per_node == per_node
         summary = t.inventory()["links"]
         assert sorted(set(summary["nvlink"][1])) == [pytest.approx(900e9 * 0.8)]
-        assert sorted(set(summary["nic"][1])) == [pytest.approx(50e9 * 0.92)]
+        assert sorted(set(summary["nic"][1])) == [pytest.approx(nic_gbps / 8 * 1e9 * 0.92)]
+
+
+def test_blackwell_ultra_devices_follow_their_datasheets_and_mamf():
+    from simtrain.workload.compute import gemm_time
+
+    b3, g3, b2, g2 = (get_device(n) for n in ("B300", "GB300", "B200", "GB200"))
+    # HGX/DGX B300: 2.25 PF dense BF16, 4.5 FP8; MLPerf's "B300-SXM-270GB"; GB300 NVL72 per rack
+    # / 72: 2.5 PF dense BF16, 5 FP8; 288 GB HBM3e at 8 TB/s (NVIDIA's Blackwell Ultra blog)
+    assert (b3.peak_flops, b3.peak_fp8_flops, b3.memory_bytes, b3.sms) == (2.25e15, 4.5e15, 270e9, 148)
+    assert (g3.peak_flops, g3.peak_fp8_flops, g3.memory_bytes, g3.hbm_bytes_per_s) == (2.5e15, 5e15, 288e9, 8e12)
+    assert b3.family == g3.family == "blackwell_ultra"
+    # B300 from its MAMF rows as B200 from its (ml-engineering: bf16 1,769 of 2,250, fp8 3,353.3
+    # of 4,500), times Hopper's typical-to-best 724/769; GB300 = B300's MAMF x GB200/B200's
+    assert b3.gemm_max_efficiency == pytest.approx(1769 / 2250 * 724 / 769, abs=1e-3)
+    assert b3.gemm_fp8_max_efficiency == pytest.approx(3353.3 / 4500 * 724 / 769, abs=1e-3)
+    assert g3.gemm_max_efficiency == pytest.approx(1769 * 1822 / 1745 / 2500 * 724 / 769, abs=1e-3)
+    assert g3.gemm_fp8_max_efficiency == pytest.approx(3353.3 * 3615.6 / 3432.5 / 5000 * 724 / 769, abs=1e-3)
+    # Check against a measurement nothing was fitted on: Transformer Engine's GEMM-profiling
+    # tutorial on a B300 SXM6 AC (docs/examples/gemm_profiling/gemm_profiling.rst), pre-quantized,
+    # the 12 GEMMs of one layer (M 15,872, hidden 4,096, FFN 16,384, QKV 12,288): BF16 13.102 ms,
+    # FP8 current scaling 6.812 ms. The model: within 7% (BF16 reads 5.7% fast), 2% (FP8).
+    from simtrain.workload import fp8 as FP8
+
+    m, h, f, q = 15872, 4096, 16384, 12288
+    shapes = [(m, h, q), (m, h, h), (m, h, f), (m, f, h), (m, q, h), (m, h, h), (m, f, h), (m, h, f),
+              (h, m, q), (h, m, h), (h, m, f), (f, m, h)]
+    bf16 = sum(gemm_time(b3, *s) for s in shapes)
+    fp8 = sum(gemm_time(FP8.fp8_device(b3, "current"), *s, elem_bytes=1) for s in shapes)
+    assert bf16 == pytest.approx(13.102e-3, rel=0.07) and fp8 == pytest.approx(6.812e-3, rel=0.02)
 
 
 def test_a_scenario_runs_on_mi300x():

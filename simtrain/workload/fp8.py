@@ -183,9 +183,9 @@ def check_fp8(dev: Device, precision: str, fp8_recipe: str = "delayed", fp8_para
                   f"Hopper (on Blackwell it is emulated with MXFP8), not on {dev.name}",
                   'use training.fp8_recipe = "mxfp8", "current" or "delayed", or an H100, H200 or H800 (cluster.device)')
     if fp8_recipe == "mxfp8" and not dev.name.startswith(BLACKWELL):
-        raise bad("training.fp8_recipe", fp8_recipe, f"MXFP8 block scaling needs Blackwell tensor cores (B200, GB200), "
+        raise bad("training.fp8_recipe", fp8_recipe, f"MXFP8 block scaling needs Blackwell tensor cores (B200, GB200, B300, GB300), "
                   f"not {dev.name}", 'use training.fp8_recipe = "blockwise", "current" or "delayed" on Hopper, '
-                  "or a B200 or GB200 (cluster.device)")
+                  "or a Blackwell GPU: B200, GB200, B300 or GB300 (cluster.device)")
 
 
 @lru_cache(maxsize=64)
