@@ -245,7 +245,7 @@ def test_nemotron_cases_carry_the_published_settings(cases) -> None:
 
 
 MX_TWINS = ("mbridge-llama3-8b-b200-8gpu-gbs128-mxfp8", "mbridge-llama3-8b-gb200-8gpu-gbs128-mxfp8",
-            "mbridge-llama3.1-405b-b200-128gpu-gbs64-mxfp8")
+            "mbridge-llama3.1-405b-b200-128gpu-gbs64-mxfp8", "mbridge-llama3-8b-gb300-8gpu-gbs128-mxfp8")
 
 
 def test_megatron_bridge_dense_cases_carry_the_recipe_settings(cases) -> None:
@@ -255,7 +255,7 @@ def test_megatron_bridge_dense_cases_carry_the_recipe_settings(cases) -> None:
     # MXFP8 twins of three Blackwell rows the same but for their recipe (v0.2.0's FP8_MX
     # presets are its FP8_CS ones)
     names = [n for n in cases if n.startswith("mbridge-")]
-    assert len(names) == 13 and sum(cases[n].calibration_row for n in names) == 1
+    assert len(names) == 18 and sum(cases[n].calibration_row for n in names) == 1
     assert cases["mbridge-llama3-70b-h100-64gpu-gbs128"].calibration_row
     for n in names:
         s = case_scenario(cases[n])
@@ -265,7 +265,7 @@ def test_megatron_bridge_dense_cases_carry_the_recipe_settings(cases) -> None:
         if n in MX_TWINS:  # 25.11's MXFP8 rows: their FP8-CS row's preset
             twin = case_scenario(cases[n[: -len("-mxfp8")]])
             assert (s.parallel, s.stack, s.cluster) == (twin.parallel, twin.stack, twin.cluster)
-            assert s.cluster.topology in ("dgx-b200", "gb200-nvl72")
+            assert s.cluster.topology in ("dgx-b200", "gb200-nvl72", "gb300-nvl72")
         assert (p.zero, p.recompute, p.attention_kernel, p.sequence_parallel) == (1, "none", "cudnn", p.tp > 1)
         assert s.stack.name == "megatron-core"
         big = s.model.num_hidden_layers == 126  # (126 + 2) / (pp x vp) per chunk, the ends one fewer
@@ -287,5 +287,18 @@ def test_megatron_bridge_dense_cases_carry_the_recipe_settings(cases) -> None:
     mx70 = case_scenario(cases["mbridge-llama3-70b-gb200-64gpu-gbs256-mxfp8"])
     assert (mx70.parallel.tp, mx70.parallel.pp, mx70.parallel.vp) == (2, 4, 5) and mx70.stack.tp_overlap_sms[:4] == (4, 24, 2, 4)
     assert case_scenario(cases["mbridge-llama3-8b-b200-8gpu-gbs128"]).cluster.topology == "dgx-b200"
+    # GB300 NVL72 (Blackwell Ultra): 405B FP8-CS and MXFP8 (v0.5.0's V2 presets: TP4 PP8 VP4 and
+    # TP2 PP8 CP2 VP4, the split counting embedding and loss: 4 per chunk, the ends 3), 70B MXFP8
+    # (v0.4.2: TP1 PP4 VP5), 8B at the table's MBS 2 with CUDA graphs
+    g3 = case_scenario(cases["mbridge-llama3.1-405b-gb300-256gpu-gbs1536"])
+    assert g3.cluster.topology == "gb300-nvl72"
+    assert (g3.parallel.tp, g3.parallel.pp, g3.parallel.vp, g3.parallel.cp, g3.parallel.first_stage_layers) == (4, 8, 4, 1, 3)
+    assert g3.stack.tp_overlap_sms[:4] == (8, 32, 2, 8)
+    m3 = case_scenario(cases["mbridge-llama3.1-405b-gb300-256gpu-gbs1536-mxfp8"]).parallel
+    assert (m3.tp, m3.pp, m3.vp, m3.cp) == (2, 8, 4, 2)
+    m70 = case_scenario(cases["mbridge-llama3-70b-gb300-64gpu-gbs256-mxfp8"]).parallel
+    assert (m70.tp, m70.pp, m70.vp, m70.micro_batch) == (1, 4, 5, 1)
+    e3 = case_scenario(cases["mbridge-llama3-8b-gb300-8gpu-gbs128"])
+    assert (e3.parallel.micro_batch, e3.stack.launch_us) == (2, 0.8)
     # the CPU-offloading and Megatron-FSDP rows are left out (not modelled)
-    assert not any("gb200-64gpu" in n and not n.endswith("-mxfp8") for n in names)
+    assert not any(("gb200-64gpu" in n or "gb300-64gpu" in n) and not n.endswith("-mxfp8") for n in names)

@@ -72,6 +72,8 @@ TOPOLOGY = {"A100-80GB": ("dgx-a100", ""), "A100-40GB": ("dgx-a100", "A100-40GB"
             "H100": ("dgx-h100", ""), "H200": ("dgx-h200", ""),
             # DGX B200 (8 x B200, NVLink 5, 8 x NDR 400 Gb/s) and GB200 NVL72 racks (GB200's clocks)
             "B200": ("dgx-b200", ""), "GB200": ("gb200-nvl72", ""),
+            # DGX B300 (8 x B300, 8 x ConnectX-8 800 Gb/s) and GB300 NVL72 racks (Blackwell Ultra)
+            "B300": ("dgx-b300", ""), "GB300": ("gb300-nvl72", ""),
             # Meta's Grand Teton H100s (96 GB HBM2e, 500 W; 400 Gb/s RDMA per GPU as DGX H100)
             "H100-HBM2e": ("dgx-h100", "H100-SXM-HBM2e")}
 
@@ -914,10 +916,10 @@ def dgxc2504_nemotron_cases() -> list[Case]:
     return out
 
 
-# --- NVIDIA Megatron-Bridge performance summary: dense Llama 3 / 3.1 FP8 on H100, B200, GB200 --
+# --- NVIDIA Megatron-Bridge performance summary: dense Llama 3 / 3.1 FP8 on H100, B200, GB200, GB300
 
 MBRIDGE_FILE = "nemo_megatron_bridge_perf_summary.csv"
-MBRIDGE_GROUP = "Megatron-Bridge dense FP8 (H100, B200, GB200)"
+MBRIDGE_GROUP = "Megatron-Bridge dense FP8 (H100, B200, GB200, GB300)"
 # Calibration row: Llama 3 70B on 64 H100s, NeMo 25.11 (data row 251): the GPU the stack's
 # constant was fitted on (NeMo 24.09, H100), and the middle model size.
 MBRIDGE_CALIBRATION_ROW = 251
@@ -950,8 +952,25 @@ MBRIDGE_ROWS = {
     # embedding and loss counted in the split); no recomputation, offloading or FSDP
     68: ("26.04.01", False, False),  # GB200 70B MXFP8
     37: ("26.06", False, True),  # GB200 405B MXFP8
+    # GB300 NVL72 (Blackwell Ultra). 25.11's 8B pair: the table (docs at v0.2.1, where GB300
+    # first appears) prints MBS 2 and GA 8, the v0.2.0-v0.2.2 preset LLAMA3_8B_GB300_FP8_CS_BASE_
+    # CONFIG says micro_batch_size=4 (configs/llama3/workload_base_configs.py:158-163): the
+    # table's MBS is what ran (its GA agrees); CUDA graphs of the whole iteration as the preset's,
+    # the FP8_MX preset = the FP8_CS one. Its 70B FP8-CS row (Megatron FSDP, 20 layers offloaded)
+    # and 25.11 405B row (the table's TP2 PP8 CP2 against a preset of Megatron FSDP with
+    # offloading on 128 GPUs) are left out.
+    224: ("25.11", True, False),  # GB300 8B FP8-CS
+    225: ("25.11", True, False),  # GB300 8B FP8-MX (twin of 224)
+    # LLAMA3_70B_PRETRAIN_CONFIG_GB300_FP8_MX_V2 at v0.4.2 (llama3_workload_base_configs.py:219-
+    # 223; TP1 PP4 VP5, GBS 256, no CUDA graphs) and LLAMA31_405B_PRETRAIN_CONFIG_GB300_FP8_CS_V2
+    # / _FP8_MX_V2 at v0.5.0 (llama31_workload_base_configs.py:225-243: TP4 PP8 VP4 and TP2 PP8
+    # CP2 VP4, GBS 1536, no FSDP or offloading; llama31_llm_pretrain.py:58-89: the B200 userbuffers
+    # config userbuffers_fp8_b200_h16384_tp4_cp2_mbs1_seqlen8192, as GB200's)
+    65: ("26.04.01", False, False),  # GB300 70B MXFP8
+    33: ("26.06", False, True),  # GB300 405B FP8 (fp8_cs)
+    34: ("26.06", False, True),  # GB300 405B MXFP8
 }
-MBRIDGE_MX_OWN_PRESET = (68, 37)
+MBRIDGE_MX_OWN_PRESET = (68, 37, 65, 34)
 # Llama 3 8B / 70B and 3.1 405B shapes (the public Hugging Face configs the recipes load);
 # vocabulary 128,256 unpadded (tokenizer.vocab_size 128256 and should_pad_vocab reset when the
 # model's vocabulary equals the tokenizer's: v0.2.0 training/setup.py _validate_and_set_vocab_size)
@@ -967,17 +986,18 @@ MBRIDGE_UB_SMS = {
     ("B200", "llama3.1-405b"): [8, 32, 2, 8, 0, 0, 0, 0, 1, 1],  # userbuffers_fp8_b200_h16384_tp4_cp2_mbs1_seqlen8192
     ("GB200", "llama3.1-405b"): [8, 32, 2, 8, 0, 0, 0, 0, 1, 1],  # the same (llama31_llm_pretrain.py, GB200 TP4)
     ("GB200", "llama3-70b"): [4, 24, 2, 4, 0, 0, 0, 0, 1, 1],  # userbuffers_fp8_b200_h8192_tp2_mbs1_seqlen8192
+    ("GB300", "llama3.1-405b"): [8, 32, 2, 8, 0, 0, 0, 0, 1, 1],  # the same as GB200's (llama31_llm_pretrain.py:72-75)
 }
 
 
 def _mbridge_gpu(row: dict[str, str]) -> str:
-    return next(g for g in ("GB200", "B200", "H100") if row["gpu"].startswith(g))
+    return next(g for g in ("GB300", "GB200", "B300", "B200", "H100") if row["gpu"].startswith(g))
 
 
 def mbridge_dense_cases() -> list[Case]:
     """NVIDIA's Megatron-Bridge performance summary (NeMo containers 25.11-26.06): dense Llama
-    pre-training in FP8 with per-tensor current scaling on DGX H100, DGX B200 and GB200 NVL72,
-    and in MXFP8 on B200 and GB200;
+    pre-training in FP8 with per-tensor current scaling on DGX H100, DGX B200, GB200 NVL72 and
+    GB300 NVL72, and in MXFP8 on B200, GB200 and GB300;
     step time derived from the published tokens/s/GPU; every setting from the benchmark recipe
     at the container's release tag (SOURCES.md)."""
     out = []
