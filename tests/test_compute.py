@@ -192,9 +192,12 @@ def test_blackwell_ultra_attention_follows_nvidias_gb300_cudnn_results():
     assert f / t / 1e12 == pytest.approx(1856, rel=1e-3)
     tb = attention_time(b3, f, False, **kw) - b3.kernel_overhead_s
     assert tb / t == pytest.approx(2.5 / 2.25, rel=1e-9)
-    # only cuDNN was measured there: FlashAttention-2 is refused on GB300, naming what has a curve
-    with pytest.raises(SimtrainError, match="parallel.attention_kernel = 'fa2': no measured curve for GB300; use one of cudnn"):
-        make_plan(load_scenario("llama3-405b-8k-gb200", ['cluster.topology="gb300-nvl72"', "parallel.attention_kernel=fa2"]))
+    # FlashAttention-2 there is B200's measured TFLOP/s (assumed, not scaled to the peak):
+    # causal 8K: forward 400, backward 318 TFLOP/s on B200; FA3, a Hopper kernel, is refused
+    assert attention_efficiency("blackwell_ultra", "fa2", 128, True, 8192, True) * 2500 == pytest.approx(
+        attention_efficiency("blackwell", "fa2", 128, True, 8192, True) * 2250, rel=2e-3)
+    with pytest.raises(SimtrainError, match="parallel.attention_kernel = 'fa3': no measured curve for GB300; use one of cudnn, fa2"):
+        make_plan(load_scenario("llama3-405b-8k-gb200", ['cluster.topology="gb300-nvl72"', "parallel.attention_kernel=fa3"]))
 
 
 def test_a_kernel_measured_under_one_mask_takes_that_curve_for_the_other():

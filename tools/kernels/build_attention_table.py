@@ -121,13 +121,21 @@ def blackwell_ultra() -> list[str]:
     """cuDNN on Blackwell Ultra (GB300; B300 the same SM 10.3 die), stored on GB300's 2.5 PF:
     its doubled SFU exponent rate makes the forward ~1.2x GB200's at the same cuDNN (9.22)."""
     t: dict = defaultdict(dict)
+    fa2: dict = defaultdict(dict)
     for r in csv.DictReader(open(BLACKWELL, newline="")):
         if r["gpu"] == "GB300":
             t[(int(r["head_dim"]), r["causal"] == "True")].setdefault(int(r["seq_len"]), {})[r["direction"]] = float(r["tflops"])
+        if r["gpu"] == "B200" and r["kernel"] == "fa2" and int(r["seq_len"]) <= 32768:
+            fa2[(int(r["head_dim"]), r["causal"] == "True")].setdefault(int(r["seq_len"]), {})[r["direction"]] = float(r["tflops"])
     curves = {k: {s: (v["fwd"], v["bwd"]) for s, v in c.items()} for k, c in t.items()}
     src = "NVIDIA cudnn-frontend SDPA training benchmark results (tools/published/kernels/attention_blackwell_cudnn_frontend.csv)"
-    return table("blackwell_ultra.cudnn", "cuDNN fused attention on Blackwell Ultra: GB300, cuDNN 9.22.0, Llama 3.1's "
-                 "64 query / 8 KV heads of 128, on GB300's peak; head dim 128 for all", src, curves)
+    # FlashAttention-2 is not measured on Blackwell Ultra: its warp-level MMA kernel (no tcgen05)
+    # is taken to run at B200's measured TFLOP/s (an assumption; not scaled to the larger peak)
+    return (table("blackwell_ultra.cudnn", "cuDNN fused attention on Blackwell Ultra: GB300, cuDNN 9.22.0, Llama 3.1's "
+                  "64 query / 8 KV heads of 128, on GB300's peak; head dim 128 for all", src, curves)
+            + table("blackwell_ultra.fa2", "FlashAttention-2 on Blackwell Ultra: B200's measured TFLOP/s (flash-attn "
+                    "2.7.4, causal; assumed: not measured on B300/GB300, not scaled to their peak); head dim 128 for all",
+                    src, {k: {s: (v["fwd"], v["bwd"]) for s, v in c.items()} for k, c in fa2.items()}))
 
 
 def main() -> None:
