@@ -35,6 +35,7 @@ from simtrain.network.maxmin import fill, max_min_rates  # noqa: F401  (max_min_
 from simtrain.network.sharing import Sharing
 
 EPS = 1e-12
+FILL_CACHE = 200_000  # solved components kept (then the memo starts over)
 _seq = attrgetter("seq")
 
 
@@ -67,6 +68,11 @@ class FlowNetwork(Introspection, Leasing, Sharing, Batching):
         self.rate_log: list[tuple[float, int, float, Hashable]] | None = None
         self._leases: dict[int, Lease] = {}  # link class -> the lease on it (simtrain.network.lease)
         self.generation = 0  # how many times the link classes were compiled (class ids change)
+        # solved components by their inputs (each bundle's shared classes and own level, in
+        # start order) while the class capacities are these: the same exchange patterns recur
+        # every micro-batch (an MoE step: 98% of its solves), and the filling is a pure function
+        self._fills: dict[tuple, tuple[float, ...]] = {}
+        self._fills_for: list[float] | None = None
 
     # ---- registration ---------------------------------------------------------------
     def register(self, key: Hashable, load: dict[Link, float]) -> None:
@@ -307,10 +313,7 @@ class FlowNetwork(Introspection, Leasing, Sharing, Batching):
             caps = self._class_capacity
             rates = {b: min(caps[cid] / m for cid, m in b.classes)}
         else:
-            shared, own = {}, {}
-            for b in order:
-                shared[b], own[b] = self._split(b)
-            rates = fill(shared, own, self._class_capacity)
+            rates = self._solve(order)
         log = self.rate_log
         for b in order:
             r = rates[b]
@@ -325,6 +328,21 @@ class FlowNetwork(Introspection, Leasing, Sharing, Batching):
             if dt == float("inf"):
                 continue
             self.env.timeout(dt, (b, v)).callbacks.append(self._finish)
+
+    def _solve(self, order: list[_Bundle]) -> dict[_Bundle, float]:
+        """Max-min rates of a component (simtrain.network.maxmin.fill), memoized on its inputs."""
+        caps = self._class_capacity
+        if self._fills_for is not caps or len(self._fills) > FILL_CACHE:
+            self._fills, self._fills_for = {}, caps
+        splits = [self._split(b) for b in order]
+        key = tuple((tuple(sh), own) for sh, own in splits)
+        got = self._fills.get(key)
+        if got is None:
+            shared = {b: sh for b, (sh, _) in zip(order, splits)}
+            own = {b: o for b, (_, o) in zip(order, splits)}
+            solved = fill(shared, own, caps)
+            got = self._fills[key] = tuple(solved[b] for b in order)
+        return dict(zip(order, got))
 
     def _finish(self, ev: simpy.Event) -> None:
         self._end(*ev._value)  # (bundle, version)
