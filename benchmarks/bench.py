@@ -17,7 +17,9 @@ Targets (issue 16): 405B on 16,384 GPUs with one straggler and with one thinner 
 uplink, default mode, each <= 3x the baseline and equal to per-rank mode on a 1,024-GPU
 version (checked here: `equal to per-rank` line); 1,048,576 GPUs in the default mode
 <= 3x and under 1 GB; 16,384 GPUs per-rank <= 20x. (Issue 6: 405B on 16,384 GPUs
-symmetric <= 1.0x; 70B on 1,024 GPUs per-rank <= 20x.) `benchmarks/search_bench.py` and
+symmetric <= 1.0x; 70B on 1,024 GPUs per-rank <= 20x.) The two MoE cases (named scenarios,
+"@name" as the first override) time the flow network's expert-parallel exchanges.
+`benchmarks/search_bench.py` and
 `benchmarks/sweep_bench.py` measure the search and the sweep.
 """
 
@@ -57,6 +59,9 @@ FULL = [
     ("405B row 2, 1F1B, straggler", ROW2 + ONE_F_ONE_B + STRAGGLER),
     ("405B row 2, 1F1B, thin uplink", ROW2 + ONE_F_ONE_B + UPLINK),
     ("405B row 1 layout, 1M GPUs", MILLION),
+    # mixture of experts: every expert-parallel exchange on the flow network (max-min sharing)
+    ("DeepSeek-V3 MoE, EP64", ["@nemo-moe-deepseek-v3-1024"]),
+    ("Qwen3 235B-A22B MoE, EP32", ["@nemo-moe-qwen3-235b-a22b-256"]),
 ]
 # what-if classes against simulating every device, on a size per-rank mode runs quickly
 EQUAL = [("straggler", K1024 + STRAGGLER), ("thin uplink", K1024 + UPLINK)]
@@ -71,7 +76,9 @@ import json, resource, sys, time
 from simtrain import load_scenario, simulate
 import simtrain.analysis.run  # noqa: F401  (module imports are not simulation: the baseline imports simpy first too)
 t0 = time.perf_counter()
-r = simulate(load_scenario(None, json.loads(sys.argv[1])))
+ov = json.loads(sys.argv[1])
+name = ov.pop(0)[1:] if ov and ov[0].startswith("@") else None  # "@name": a scenario of the catalog
+r = simulate(load_scenario(name, ov))
 wall = time.perf_counter() - t0
 try:  # this process's own high-water mark (ru_maxrss keeps the parent's across fork + exec)
     rss = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
