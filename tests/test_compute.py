@@ -146,6 +146,14 @@ def test_unavailable_attention_kernels_are_refused():
         make_plan(load_scenario("aleph-alpha-llama-13b-2k", ["parallel.attention_kernel=fa3"]))
 
 
+
+def _cudnn_forward_tflops(dev, heads: int, seq: int = 8192) -> float:
+    """TFLOP/s of one causal cuDNN attention forward (batch 1, `heads` heads of 128, `seq`
+    tokens) on `dev`, its fixed kernel overhead taken out."""
+    f = 4.0 * heads * seq * seq * 128 / 2
+    t = attention_time(dev, f, False, kernel="cudnn", seq=seq, head_dim=128, causal=True, blocks=heads * 64)
+    return f / (t - dev.kernel_overhead_s) / 1e12
+
 def test_blackwell_attention_follows_nvidias_published_cudnn_numbers():
     # NVIDIA cudnn-frontend's SDPA training benchmark (tools/published/kernels/
     # attention_blackwell_cudnn_frontend.csv): B200, cuDNN 9.13.1, causal, 128 query / 8 KV
@@ -158,12 +166,8 @@ def test_blackwell_attention_follows_nvidias_published_cudnn_numbers():
     b200, gb200 = CATALOG["B200"], CATALOG["GB200"]
     assert attention_efficiency("blackwell", "cudnn", 128, True, 8192, False) * 2250 == pytest.approx(1384.2, rel=1e-3)
     assert attention_efficiency("blackwell", "cudnn", 128, True, 8192, True) * 2250 == pytest.approx(994.9, rel=1e-3)
-    f = 4.0 * 1 * 128 * 8192 * 8192 * 128 / 2
-    kw = dict(kernel="cudnn", seq=8192, head_dim=128, causal=True, blocks=128 * 64)
-    t = attention_time(b200, f, False, **kw) - b200.kernel_overhead_s
-    assert f / t / 1e12 == pytest.approx(1384.2, rel=1e-3)
-    tg = attention_time(gb200, f, False, **kw) - gb200.kernel_overhead_s
-    assert t / tg == pytest.approx(2.5 / 2.25, rel=1e-9)
+    assert _cudnn_forward_tflops(b200, 128) == pytest.approx(1384.2, rel=1e-3)
+    assert _cudnn_forward_tflops(gb200, 128) / _cudnn_forward_tflops(b200, 128) == pytest.approx(2.5 / 2.25, rel=1e-9)
     # backward below Hopper's share of its peak at 8K (cuDNN on H200: 486 of 989)
     assert attention_efficiency("blackwell", "cudnn", 128, True, 8192, True) < attention_efficiency(
         "hopper", "cudnn", 128, True, 8192, True)
@@ -186,12 +190,8 @@ def test_blackwell_ultra_attention_follows_nvidias_gb300_cudnn_results():
     assert attention_efficiency("blackwell_ultra", "cudnn", 128, True, 8192, False) * 2500 == pytest.approx(1856, rel=1e-3)
     assert attention_efficiency("blackwell_ultra", "cudnn", 128, True, 8192, True) * 2500 == pytest.approx(1435, rel=1e-3)
     assert attention_efficiency("blackwell_ultra", "cudnn", 128, False, 16384, False) * 2500 == pytest.approx(2014, rel=1e-3)
-    f = 4.0 * 1 * 64 * 8192 * 8192 * 128 / 2
-    kw = dict(kernel="cudnn", seq=8192, head_dim=128, causal=True, blocks=64 * 64)
-    t = attention_time(g3, f, False, **kw) - g3.kernel_overhead_s
-    assert f / t / 1e12 == pytest.approx(1856, rel=1e-3)
-    tb = attention_time(b3, f, False, **kw) - b3.kernel_overhead_s
-    assert tb / t == pytest.approx(2.5 / 2.25, rel=1e-9)
+    assert _cudnn_forward_tflops(g3, 64) == pytest.approx(1856, rel=1e-3)
+    assert _cudnn_forward_tflops(g3, 64) / _cudnn_forward_tflops(b3, 64) == pytest.approx(2.5 / 2.25, rel=1e-9)
     # FlashAttention-2 there is B200's measured TFLOP/s (assumed, not scaled to the peak):
     # causal 8K: forward 400, backward 318 TFLOP/s on B200; FA3, a Hopper kernel, is refused
     assert attention_efficiency("blackwell_ultra", "fa2", 128, True, 8192, True) * 2500 == pytest.approx(
