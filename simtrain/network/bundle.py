@@ -11,7 +11,7 @@ import simpy
 
 class _Bundle:
     __slots__ = ("key", "remaining", "rate", "updated", "event", "version", "classes", "seq", "start", "then", "nbytes",
-                 "shared", "levels", "alone")
+                 "shared", "levels", "alone", "split")
     _next = itertools.count()
 
     def __init__(self, key: Hashable, nbytes: float, event: simpy.Event | None, now: float, classes, then=None):
@@ -29,6 +29,7 @@ class _Bundle:
         self.shared: set[int] = set()  # classes another active bundle uses too (simtrain.network.sharing)
         self.levels = None  # (classes, sorted (cap / m, class id), multiplicities) for Sharing._split
         self.alone = None  # its per-flow rate alone on `classes`, when started alone (FlowNetwork._start_alone)
+        self.split = None  # (classes, Sharing._split's answer) while `shared` is unchanged
 
     def done(self) -> None:
         if self.then is not None:

@@ -335,7 +335,7 @@ class FlowNetwork(Introspection, Leasing, Sharing, Batching):
         if self._fills_for is not caps or len(self._fills) > FILL_CACHE:
             self._fills, self._fills_for = {}, caps
         splits = [self._split(b) for b in order]
-        key = tuple((tuple(sh), own) for sh, own in splits)
+        key = tuple(splits)
         got = self._fills.get(key)
         if got is None:
             shared = {b: sh for b, (sh, _) in zip(order, splits)}

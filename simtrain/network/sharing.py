@@ -30,6 +30,7 @@ class Sharing:
         first co-user now shares."""
         users = self._users
         shared = b.shared = set()
+        b.split = None
         for cid, _ in b.classes:
             u = users[cid]
             if u:
@@ -37,6 +38,7 @@ class Sharing:
                 if len(u) == 1:
                     for other in u:
                         other.shared.add(cid)
+                        other.split = None
             u.add(b)
 
     def _leave(self, b: Any) -> None:
@@ -48,8 +50,10 @@ class Sharing:
             if len(u) == 1:
                 for other in u:
                     other.shared.discard(cid)
+                    other.split = None
         if b.shared:  # (an empty one stays: nobody adds to the classes of a bundle that left)
             b.shared = set()
+            b.split = None
 
     def _levels(self, b: Any) -> tuple:
         """(classes, classes sorted by cap/m as (cap/m, class), class -> multiplicity) of
@@ -60,10 +64,14 @@ class Sharing:
             cached = b.levels = (b.classes, sorted((caps[cid] / m, cid) for cid, m in b.classes), dict(b.classes))
         return cached
 
-    def _split(self, b: Any) -> tuple[list[tuple[int, float]], float | None]:
+    def _split(self, b: Any) -> tuple[tuple[tuple[int, float], ...], float | None]:
         """`b`'s shared classes with their multiplicities, and the lowest cap/m over the
         classes only it uses (None: it shares all of them; most often the first class by
-        that level is its own)."""
+        that level is its own). Kept on the bundle until its shared classes or the classes
+        themselves change (_join and _leave drop it)."""
+        memo = b.split
+        if memo is not None and memo[0] is b.classes:
+            return memo[1]
         cached = self._levels(b)
         shared, mult = b.shared, cached[2]
         own = None
@@ -71,7 +79,9 @@ class Sharing:
             if cid not in shared:
                 own = lv
                 break
-        return [(cid, mult[cid]) for cid in shared], own
+        out = tuple((cid, mult[cid]) for cid in shared), own
+        b.split = (b.classes, out)
+        return out
 
     def _fits(self, b: Any) -> float | None:
         """The max-min rate of newcomer `b` when it can take what its classes have to spare
