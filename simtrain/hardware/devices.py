@@ -18,16 +18,12 @@ training step sustains is the software stack's (stacks/*.toml), multiplied in by
 FP8 (training.precision = "fp8", simtrain.workload.fp8): `peak_fp8_flops`, the dense FP8
 peak from the datasheets (H100/H200/H800 SXM 1,979 TFLOP/s, B200 4.5 PFLOP/s; 0 where there
 are no FP8 tensor cores: A100, TPUs, refused with one line), and `gemm_fp8_max_efficiency`:
-Blackwell's from Bekman's MAMF table (tools/published/kernels/gemm_mamf_mlengineering.csv):
-B200 fp8_e4m3fn 3,432.5 of 4,500 (76.3%) against bf16 1,745 of 2,250 (77.6%), the bf16
-`gemm_max_efficiency` times that ratio, 0.73 x 0.983 = 0.718 (B300's MAMF rows then match
-Transformer Engine's B300 GEMM profile to 0.6%). Hopper's from Transformer Engine's GEMM
-profile of a transformer layer on an H200 NVL (12 GEMMs, pre-quantized: FP8 16.785 ms
-against BF16 31.968 ms, which the bf16 constants reproduce): 0.771. (MAMF's best-shape ratio,
-fp8 70.9% of 1,979 against bf16 80.3% of 989, gave 0.689 and left those GEMMs 12% slow; at
-MAMF's best FP8 shape the model still reads 15% below its 1,402.6 TFLOP/s.) An FP8 kernel's
-K loop runs twice the MACs per cycle, so its fixed prologue/epilogue is worth twice the K:
-K_half doubles.
+FP8 GEMMs reach a smaller share of their peak than bf16 ones of theirs. Bekman's MAMF table
+(tools/published/kernels/gemm_mamf_mlengineering.csv) has H100 SXM fp8_e4m3fn 1,402.6 of
+1,979 (70.9%) against bf16 794.5 of 989 (80.3%), B200 3,432.5 of 4,500 (76.3%) against
+1,745 of 2,250 (77.6%): the bf16 `gemm_max_efficiency` times those ratios, 0.78 x 0.883 =
+0.689 (Hopper), 0.73 x 0.983 = 0.718 (B200). An FP8 kernel's K loop runs twice the MACs per
+cycle, so its fixed prologue/epilogue is worth twice the K: K_half doubles.
 """
 
 from __future__ import annotations
