@@ -95,3 +95,23 @@ def test_component_solves_are_memoized_without_changing_a_rate(monkeypatch):
     assert (memo.step_time_s, memo.breakdown, memo.extra.get("memory")) == (direct.step_time_s, direct.breakdown,
                                                                               direct.extra.get("memory"))
     assert with_memo < 0.01 * len(calls) and len(calls) > 1000
+
+
+def test_a_newcomers_rate_does_not_depend_on_the_order_its_co_users_are_visited():
+    # A set of bundles iterates in the order they lie in memory, which differs between runs: the
+    # load beside a newcomer is summed exactly (math.fsum), so its rate is the same either way.
+    # Summed left to right, 1.0 then ten 1e-16 loses them all; the other way round keeps 1e-15.
+    from simtrain.network.sharing import Sharing
+
+    def bundle(rate: float) -> SimpleNamespace:
+        return SimpleNamespace(rate=rate, start=0.0, classes=[(0, 1.0)], levels=None, shared={0})
+
+    newcomer = bundle(0.0)
+    others = [bundle(1.0)] + [bundle(1e-16) for _ in range(10)]
+    rates = []
+    for order in (others, others[::-1]):
+        net = SimpleNamespace(_users={0: [newcomer, *order]}, _class_capacity=[3.0], env=SimpleNamespace(_now=0.0),
+                              rate_log=None)
+        net._levels = lambda b, net=net: Sharing._levels(net, b)
+        rates.append(Sharing._fits(net, newcomer))
+    assert rates[0] == rates[1] == 3.0 - 1.000000000000001

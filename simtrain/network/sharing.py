@@ -16,6 +16,7 @@ wherever a bundle enters or leaves the users of its classes.
 
 from __future__ import annotations
 
+from math import fsum
 from typing import Any
 
 
@@ -99,12 +100,14 @@ class Sharing:
         x, tight = float("inf"), -1
         for cid, m in b.classes:
             load = 0.0
-            if cid in shared:
+            if cid in shared:  # (summed exactly: a set's order follows where its bundles lie in memory)
+                terms = []
                 for other in users[cid]:
                     if other is not b:
                         if other.start > now:
                             return None
-                        load += self._levels(other)[2][cid] * other.rate
+                        terms.append(self._levels(other)[2][cid] * other.rate)
+                load = fsum(terms)
             lv = (caps[cid] - load) / m
             if lv < x:
                 x, tight = lv, cid
@@ -136,13 +139,13 @@ class Sharing:
             for cid, _ in shared:
                 if cid in mine:
                     continue
-                load, top = 0.0, True
+                terms, top = [], True
                 for u in users[cid]:
                     if u.rate > r:
                         top = False
                         break
-                    load += self._levels(u)[2][cid] * u.rate
-                if top and load >= caps[cid] * (1 - 1e-12):
+                    terms.append(self._levels(u)[2][cid] * u.rate)
+                if top and fsum(terms) >= caps[cid] * (1 - 1e-12):
                     break
             else:
                 return False
