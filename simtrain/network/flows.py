@@ -268,18 +268,19 @@ class FlowNetwork(Introspection, Leasing, Sharing, Batching):
         self._at(b.start, None).callbacks.append(activate)
 
     def _component(self, seeds: Iterable[_Bundle]) -> set[_Bundle]:
-        comp: set[_Bundle] = set()
-        stack = list(seeds)
+        """The bundles linked to `seeds` through shared classes (each one visited once)."""
+        comp: set[_Bundle] = set(seeds)
+        stack = list(comp)
         seen_cls: set[int] = set()
+        users = self._users
         while stack:
-            b = stack.pop()
-            if b in comp:
-                continue
-            comp.add(b)
-            for cid in b.shared:  # (a class of b's alone leads nowhere else)
+            for cid in stack.pop().shared:  # (a class of b's alone leads nowhere else)
                 if cid not in seen_cls:
                     seen_cls.add(cid)
-                    stack.extend(self._users[cid] - comp)
+                    new = users[cid] - comp
+                    if new:
+                        comp |= new
+                        stack.extend(new)
         return comp
 
     def _advance(self, bundles: Iterable[_Bundle]) -> None:
