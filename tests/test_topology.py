@@ -141,8 +141,19 @@ def test_bad_fabric_is_one_line(fabric, match):
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("name", ["dgx-h100", "dgx-a100", "dgx-h200", "dgx-h800", "dgx-b200", "gb200-nvl72", "example-classic-2to1",
-                                  "example-3tier", "example-explicit", "tpu-v4", "tpu-v5p"])
+def _catalog_topologies() -> list[str]:
+    from simtrain.scenario.files import available
+
+    return sorted(available("topologies"))
+
+
+def test_the_catalog_lists_its_topologies():
+    # (the test below runs over whatever the catalog holds; it must hold these at least)
+    assert {"dgx-h100", "dgx-a100", "dgx-b200", "gb200-nvl72", "dgx-b300", "gb300-nvl72", "example-explicit",
+            "tpu-v5p"} <= set(_catalog_topologies())
+
+
+@pytest.mark.parametrize("name", _catalog_topologies())
 def test_every_catalog_topology_loads(name):
     n = 4 if name == "example-explicit" else 64
     t = load_topology(name, n)
