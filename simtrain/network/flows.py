@@ -35,7 +35,7 @@ from simtrain.network.maxmin import fill, max_min_rates  # noqa: F401  (max_min_
 from simtrain.network.sharing import Sharing
 
 EPS = 1e-12
-FILL_CACHE = 200_000  # solved components kept (then the memo starts over)
+FILL_CACHE = 50_000  # solved components kept, then the memo starts over (an MoE step meets ~8K)
 _seq = attrgetter("seq")
 
 
