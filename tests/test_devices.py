@@ -114,12 +114,10 @@ def test_blackwell_ultra_devices_follow_their_datasheets_and_mamf():
     # the 12 GEMMs of one layer (M 15,872, hidden 4,096, FFN 16,384, QKV 12,288): BF16 13.102 ms,
     # FP8 current scaling 6.812 ms. The model: within 7% (BF16 reads 5.7% fast), 2% (FP8).
     from simtrain.workload import fp8 as FP8
+    from tests.test_fp8 import TE_LAYER_GEMMS
 
-    m, h, f, q = 15872, 4096, 16384, 12288
-    shapes = [(m, h, q), (m, h, h), (m, h, f), (m, f, h), (m, q, h), (m, h, h), (m, f, h), (m, h, f),
-              (h, m, q), (h, m, h), (h, m, f), (f, m, h)]
-    bf16 = sum(gemm_time(b3, *s) for s in shapes)
-    fp8 = sum(gemm_time(FP8.fp8_device(b3, "current"), *s, elem_bytes=1) for s in shapes)
+    bf16 = sum(gemm_time(b3, *s) for s in TE_LAYER_GEMMS)
+    fp8 = sum(gemm_time(FP8.fp8_device(b3, "current"), *s, elem_bytes=1) for s in TE_LAYER_GEMMS)
     assert bf16 == pytest.approx(13.102e-3, rel=0.07) and fp8 == pytest.approx(6.812e-3, rel=0.02)
 
 

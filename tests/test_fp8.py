@@ -176,14 +176,19 @@ def test_recipes_change_casts_scales_and_gemms() -> None:
                                                                      rel=1e-6)
 
 
+# Transformer Engine's GEMM profiling benchmark (benchmarks/gemm/benchmark_gemm.py, model
+# config mode): the 12 GEMMs of one layer, M 15,872 tokens, hidden 4,096, FFN 16,384, QKV
+# 12,288, as (M, K, N)
+_M, _H, _F, _Q = 15872, 4096, 16384, 12288
+TE_LAYER_GEMMS = ((_M, _H, _Q), (_M, _H, _H), (_M, _H, _F), (_M, _F, _H),  # fprop
+                  (_M, _Q, _H), (_M, _H, _H), (_M, _F, _H), (_M, _H, _F),  # dgrad
+                  (_H, _M, _Q), (_H, _M, _H), (_H, _M, _F), (_F, _M, _H))  # wgrad
+
+
 def _te_benchmark_layer_ms(recipe: str, device: str = "H200") -> float:
-    """Transformer Engine's GEMM profiling benchmark (benchmarks/gemm/benchmark_gemm.py, model
-    config mode): the 12 GEMMs of one layer (M 15,872 tokens, hidden 4,096, FFN 16,384, QKV
-    12,288), each a te.Linear forward under autocast: both inputs quantized, then the GEMM."""
-    m, h, f, q = 15872, 4096, 16384, 12288
-    shapes = [(m, h, q), (m, h, h), (m, h, f), (m, f, h),  # fprop (M x K x N)
-              (m, q, h), (m, h, h), (m, f, h), (m, h, f),  # dgrad
-              (h, m, q), (h, m, h), (h, m, f), (f, m, h)]  # wgrad
+    """The benchmark's layer (TE_LAYER_GEMMS), each GEMM a te.Linear forward under autocast:
+    both inputs quantized, then the GEMM."""
+    shapes = TE_LAYER_GEMMS
     dev = CATALOG[device]
     g = FP8.fp8_device(dev, recipe)
     return 1e3 * sum(gemm_time(g, mm, n, k, elem_bytes=1) + FP8.cast_seconds(dev, mm * k, recipe)
