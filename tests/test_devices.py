@@ -149,6 +149,19 @@ def test_gb300_gemms_are_gb200s_times_the_measured_cublaslt_ratio():
     assert g3.gemm_max_efficiency * 769 / 724 <= 2.30 / 2.5
 
 
+def test_gb200_bf16_gemms_match_in_training_rates_measured_under_its_power_cap():
+    # A check nothing was fitted on: marin-community/marin's GB200 logbook (mfu30-gemm, M30C-003)
+    # gives the median in-training rate of five cuBLAS BF16 GEMM shapes of a JAX MoE model under
+    # the 1,200 W cap: 1.71, 1.72, 1.59, 1.73, 1.56 PF/s. GB200's MAMF-derived constants read
+    # each within 10% (by hand: 1.625, 1.563, 1.660, 1.626, 1.623 PF/s; mean 3% below).
+    from simtrain.workload.compute import gemm_time
+
+    d = get_device("GB200")
+    for (m, n, k), median in [((65536, 3072, 6144), 1.71), ((65536, 6144, 3072), 1.72), ((3072, 6144, 65536), 1.59),
+                              ((65536, 6144, 6144), 1.73), ((65536, 1536, 6144), 1.56)]:
+        assert 2 * m * n * k / gemm_time(d, m, n, k) / 1e15 == pytest.approx(median, rel=0.10)
+
+
 def test_hopper_fp8_gemms_match_azures_h200_steady_state():
     # A check nothing was fitted on: the H100/H200 FP8 constant comes from MAMF's H100 SXM row;
     # Azure measured an H200 SXM (CUDA 12.6) at 1,249-1,366 TFLOP/s on the five large shapes.
