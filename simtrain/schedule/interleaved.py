@@ -99,7 +99,13 @@ def interleaved_ep_overlap(pp: int, microbatches: int, vp: int = 1, **_: object)
     the backward that follows it, of two different micro-batches, run as one overlapped
     pair (`F&B`, as DualPipe's), so that one's dispatch and combine hide behind the other's
     compute (not when the backward is of the forward's own micro-batch, which it needs).
-    Same order, memory and bubble as `interleaved`."""
+    Same order, memory and bubble as `interleaved`, except without pipelining (pp = vp = 1),
+    where Megatron-Core runs combined_1f1b_schedule_for_no_pipelining: the first forward
+    alone, then F(k+1) & B(k) for k < M-1, then the last backward alone, so two micro-
+    batches' activations are alive at once (its ep_overlap_early_attn_memory_release knob)."""
+    if pp == 1 and vp == 1 and microbatches > 1:
+        f, b = (lambda k: Action(0, "F", k)), (lambda k: Action(0, "B", k))
+        return {0: [f(0), *[(f(k + 1), b(k)) for k in range(microbatches - 1)], b(microbatches - 1)]}
     out: dict[int, list] = {}
     for r, acts in interleaved(pp, microbatches, vp).items():
         steps: list = []
