@@ -176,6 +176,9 @@ def test_every_case_is_judged_on_its_step_time_or_is_a_memory_claim() -> None:
         if "step_time_s" in c and "derived" in c["note"].split(":")[0]:
             assert c["note"].startswith("derived: "), c["name"]
         sched = c["scenario"]["schedule"]["name"]
+        if c["name"].endswith("-overlap-on"):  # NVIDIA's A/B of the expert-parallel overlap
+            assert sched == "interleaved-ep-overlap", c["name"]
+            continue
         assert sched == ("interleaved" if c["scenario"]["parallel"]["vp"] > 1 else "1f1b"), c["name"]
 
 
@@ -248,13 +251,26 @@ MX_TWINS = ("mbridge-llama3-8b-b200-8gpu-gbs128-mxfp8", "mbridge-llama3-8b-gb200
             "mbridge-llama3.1-405b-b200-128gpu-gbs64-mxfp8", "mbridge-llama3-8b-gb300-8gpu-gbs128-mxfp8")
 
 
+def test_the_expert_overlap_ab_differs_in_the_overlap_only(cases) -> None:
+    # NVIDIA's A/B (Megatron-Bridge PR #5094's skill text): the same recipe, overlap off and on
+    # (24.7138 s and 20.9920 s measured), calibrated on the baseline
+    off = cases["mbridge-qwen3-30b-a3b-h100-16gpu-bf16-overlap-off"]
+    on = cases["mbridge-qwen3-30b-a3b-h100-16gpu-bf16-overlap-on"]
+    assert (off.step_time_s, on.step_time_s) == (24.7138, 20.9920)
+    assert off.calibration_row and not on.calibration_row and off.group == on.group
+    a, b = case_scenario(off), case_scenario(on)
+    assert (a.schedule.name, b.schedule.name) == ("1f1b", "interleaved-ep-overlap")
+    assert a.parallel == b.parallel and a.training == b.training and a.stack == b.stack
+    assert (a.parallel.ep, a.parallel.pp, a.training.precision, a.stack.ep_overlap_sms) == (16, 1, "bf16", 32)
+
+
 def test_megatron_bridge_dense_cases_carry_the_recipe_settings(cases) -> None:
     # Megatron-Bridge's benchmark recipes at the containers' release tags (SOURCES.md): FP8
     # current scaling with fp8_param_gather, bf16 gradient reduction, distributed optimizer,
     # cuDNN attention (assumed), the 405B split counting embedding and loss as layers; the
     # MXFP8 twins of three Blackwell rows the same but for their recipe (v0.2.0's FP8_MX
     # presets are its FP8_CS ones)
-    names = [n for n in cases if n.startswith("mbridge-")]
+    names = [n for n, c in cases.items() if c.group == reference_sources.MBRIDGE_GROUP]
     assert len(names) == 18 and sum(cases[n].calibration_row for n in names) == 1
     assert cases["mbridge-llama3-70b-h100-64gpu-gbs128"].calibration_row
     for n in names:

@@ -742,6 +742,41 @@ def mixtral_cases() -> list[Case]:
     return out
 
 
+# --- Megatron-Bridge: NVIDIA's A/B of the expert-parallel overlap, Qwen3 30B-A3B on H100 ---
+
+MB_OVERLAP_FILE = "megatron_bridge_moe_overlap_ab_h100.csv"
+MB_OVERLAP_GROUP = "Megatron-Bridge MoE overlap A/B, BF16 (H100)"
+# Calibration row: overlap off (data row 1), the baseline the A/B changes one setting of.
+MB_OVERLAP_CALIBRATION_ROW = 1
+
+
+def mbridge_overlap_cases() -> list[Case]:
+    """NVIDIA's controlled A/B of --overlap-moe-expert-parallel-comm (Megatron-Bridge PR #5094's
+    skill text): the same 16-GPU recipe with the overlap off and on, measured step times."""
+    out = []
+    for n, r in numbered(MB_OVERLAP_FILE):
+        on = "overlap on" in r["quoted_line"]
+        parallel = dict(tp=1, pp=1, ep=16, dp=16, micro_batch=1, zero=1, order="tp-cp-dp-pp",
+                        # HybridEP sends a token over RDMA once per destination node (as the FP8
+                        # scenario nemo-moe-qwen3-30b-a3b-16): node-limited at both nodes
+                        ep_node_limit=2)
+        training = dict(seq_len=int(r["seq_len"]), global_batch=int(r["global_batch_seqs"]), grad_precision="bf16")
+        scen = scenario({"name": r["model"]}, "H100", int(r["num_gpus"]), "megatron-core", parallel, training,
+                        {"ep_overlap_sms": 32})
+        if on:  # Megatron-Core's combined 1F1B without pipelining
+            scen["schedule"] = dict(name="interleaved-ep-overlap")
+        note = ("measured step time (the skill's table). Recipe: Megatron-Bridge recipes/qwen/h100/qwen3_moe.py "
+                "qwen3_30b_a3b_pretrain_16gpu_h100_bf16_config at 7ded17dae: HybridEP with 32 SMs "
+                "(stack.ep_overlap_sms), bf16 gradient reduction, distributed optimizer with fp32 states, no "
+                "recomputation, force-balanced experts (as simulated); " + ("overlap on (schedule interleaved-ep-overlap: "
+                "F0, then F(k+1) & B(k))" if on else "overlap off (1F1B)") + ". Not modelled: the CUDA graphs of "
+                "the router and preprocessing (host time is not simulated)")
+        extra = {"calibration_row": True} if n == MB_OVERLAP_CALIBRATION_ROW else {}
+        name = f"mbridge-qwen3-30b-a3b-h100-16gpu-bf16-overlap-{'on' if on else 'off'}"
+        out.append(case(name, MB_OVERLAP_GROUP, MB_OVERLAP_FILE, n, r, scen, note, num(r["step_time_s"]), **extra))
+    return out
+
+
 # --- Nemotron-4 technical reports: 15B and 340B batch-ramp stages on DGX H100 ------------
 
 NEMOTRON_FILE = "nemotron4_reports_2024.csv"
@@ -1058,7 +1093,7 @@ def mbridge_dense_cases() -> list[Case]:
 CONVERTERS: tuple[Callable[[], list[Case]], ...] = (
     mpt_cases, torchtitan_cases, korthikanti_cases, megatron_h100_cases, megascale_cases, flashattention_cases,
     aleph_alpha_cases, single_point_cases, mixtral_cases, nemotron_cases,
-    dgxc_nemotron340b_cases, dgxc2504_nemotron_cases, mbridge_dense_cases,
+    dgxc_nemotron340b_cases, dgxc2504_nemotron_cases, mbridge_dense_cases, mbridge_overlap_cases,
 )
 
 
