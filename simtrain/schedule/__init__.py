@@ -35,7 +35,7 @@ from simtrain.schedule.action import Action, Schedule, parse_text, v_placement
 from simtrain.schedule.basic import gpipe, one_f_one_b
 from simtrain.schedule.dualpipe import dualpipe, dualpipe_v
 from simtrain.schedule.interleaved import interleaved, interleaved_ep_overlap, llama3, looped_bfs
-from simtrain.schedule.validate import ScheduleError, evaluate, peak_in_flight, validate
+from simtrain.schedule.validate import ScheduleError, evaluate, live_peak, peak_in_flight, validate
 from simtrain.schedule.zero_bubble import interleaved_zb, zb_h1, zb_v
 
 # per-rank lists; a tuple (F, B) is an overlapped pair (DualPipe's F&B)
@@ -237,6 +237,6 @@ def _kind(name: str) -> ScheduleKind:
 
 __all__ = [
     "Action", "Schedule", "ScheduleError", "ScheduleKind", "REGISTRY", "build", "check",
-    "evaluate", "from_text", "generate_unvalidated", "load_schedule_file", "names", "peak_in_flight", "register",
+    "evaluate", "from_text", "generate_unvalidated", "live_peak", "load_schedule_file", "names", "peak_in_flight", "register",
     "validate",
 ]

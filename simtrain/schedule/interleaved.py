@@ -54,12 +54,13 @@ def warmup_forwards(pp: int, rank: int, microbatches: int, vp: int, n: int) -> i
     return min(2 * (pp - rank - 1) + (vp - 1) * n, vp * microbatches)
 
 
-def flexible_interleaved(pp: int, microbatches: int, vp: int, n: int) -> dict[int, list[Action]]:
+def flexible_interleaved(pp: int, microbatches: int, vp: int, n: int, extra_warmup: int = 0) -> dict[int, list[Action]]:
     """Interleaved 1F1B with `n` contiguous micro-batches per chunk (Llama 3 §3.3.2).
 
     vp = 1 has nothing to interleave and returns plain 1F1B (whose warm-up is pp-r-1,
     not Megatron's interleaved 2*(pp-r-1), so it holds fewer activations).
-    Runs without deadlock when `constraints.llama3_n_ok(pp, M, n)`.
+    Runs without deadlock when `constraints.llama3_n_ok(pp, M, n)`. `extra_warmup` more
+    forwards before each rank's first backward (Megatron-Core's expert-parallel overlap: 1).
     """
     m = microbatches
     if vp == 1:
@@ -68,7 +69,7 @@ def flexible_interleaved(pp: int, microbatches: int, vp: int, n: int) -> dict[in
     total = vp * m  # forwards (and backwards) per rank
     out: dict[int, list[Action]] = {}
     for r in range(pp):
-        warm = warmup_forwards(pp, r, m, vp, n)
+        warm = min(warmup_forwards(pp, r, m, vp, n) + extra_warmup, total)
 
         def fwd(k: int) -> Action:
             mb, chunk = table[k]
@@ -99,15 +100,20 @@ def interleaved_ep_overlap(pp: int, microbatches: int, vp: int = 1, **_: object)
     the backward that follows it, of two different micro-batches, run as one overlapped
     pair (`F&B`, as DualPipe's), so that one's dispatch and combine hide behind the other's
     compute (not when the backward is of the forward's own micro-batch, which it needs).
-    Same order, memory and bubble as `interleaved`, except without pipelining (pp = vp = 1),
-    where Megatron-Core runs combined_1f1b_schedule_for_no_pipelining: the first forward
-    alone, then F(k+1) & B(k) for k < M-1, then the last backward alone, so two micro-
-    batches' activations are alive at once (its ep_overlap_early_attn_memory_release knob)."""
+    With vp > 1 each rank runs one forward more in its warm-up than `interleaved`, as
+    Megatron-Core does under the overlap (schedules.py: "num_warmup_microbatches += 1"), so
+    that every steady-state forward has a backward of another micro-batch to pair with; the
+    pair holds no more activations than one chunk (`peak_in_flight`: in lockstep), so the
+    peak is `interleaved`'s, the bubble a little different. Without pipelining (pp = vp = 1)
+    Megatron-Core runs combined_1f1b_schedule_for_no_pipelining: the first forward alone,
+    then F(k+1) & B(k) for k < M-1, then the last backward alone. With vp = 1 and pp > 1
+    (which Megatron-Core's combined 1F1B does not run) the 1F1B order is paired as it is."""
     if pp == 1 and vp == 1 and microbatches > 1:
         f, b = (lambda k: Action(0, "F", k)), (lambda k: Action(0, "B", k))
         return {0: [f(0), *[(f(k + 1), b(k)) for k in range(microbatches - 1)], b(microbatches - 1)]}
     out: dict[int, list] = {}
-    for r, acts in interleaved(pp, microbatches, vp).items():
+    base = flexible_interleaved(pp, microbatches, vp, pp, extra_warmup=1) if vp > 1 else interleaved(pp, microbatches, vp)
+    for r, acts in base.items():
         steps: list = []
         i = 0
         while i < len(acts):

@@ -302,16 +302,32 @@ def peak_in_flight(schedule: Schedule, release: str | None = None) -> dict[int, 
     schedules (the weight gradient needs the stage's saved
     inputs, so most of the activation memory outlives B; counting F..W is what makes
     ZB-H1's peak equal 1F1B's, Qi et al. 2023 §3.1). Each count is one micro-batch
-    through ONE chunk; divide by vp for whole-rank micro-batch equivalents.
+    through ONE chunk; divide by vp for whole-rank micro-batch equivalents. Overlapped
+    pairs as `live_peak` counts them.
     """
-    out = {}
-    for r in range(schedule.pp):
-        live = peak = 0
-        for a in schedule.actions.get(r, ()):
-            if a.kind == "F":
-                live += 1
-                peak = max(peak, live)
-            elif a.kind == release if release else schedule.releases(a):
-                live -= 1
-        out[r] = peak
-    return out
+    return {r: round(live_peak(schedule, r, lambda _stage: 1.0, release)) for r in range(schedule.pp)}
+
+
+def live_peak(schedule: Schedule, rank: int, size: Callable[[int], float], release: str | None = None) -> float:
+    """Largest sum of `size(stage)` over the activations alive at once on `rank` (born at an
+    F, freed by `release` or the action that ends the backward, as `peak_in_flight`).
+
+    An overlapped pair (F, B) whose B ends its backward runs in lockstep, layer by layer, the
+    B freeing each of its layers as the F stores one (Megatron-Core's combined 1F1B pops a
+    backward layer per forward layer, TransformerLayerSchedulePlan.run; DualPipe's
+    overlapped forward-backward likewise): the pair adds only what the F's chunk holds
+    beyond the B's (equal chunks: nothing but the one layer in flight, not counted).
+    """
+    frees = (lambda x: x.kind == release) if release else schedule.releases
+    acts = schedule.actions.get(rank, ())
+    live = peak = 0.0
+    for i, a in enumerate(acts):
+        if a.kind == "F":
+            if (rank, i) in schedule.overlapped and frees(acts[i + 1]):
+                peak = max(peak, live + max(0.0, size(a.stage) - size(acts[i + 1].stage)))
+            else:
+                peak = max(peak, live + size(a.stage))
+            live += size(a.stage)
+        elif frees(a):
+            live -= size(a.stage)
+    return peak

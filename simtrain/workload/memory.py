@@ -39,7 +39,7 @@ from typing import Any
 
 from simtrain.scenario.errors import SimtrainError
 from simtrain.scenario.units import GIB
-from simtrain.schedule import peak_in_flight
+from simtrain.schedule import live_peak, peak_in_flight
 from simtrain.workload import fp8 as FP8
 from simtrain.workload import moe as MOE
 from simtrain.workload import recompute as R
@@ -157,20 +157,6 @@ class MemoryReport:
         return json.dumps(self.to_json(), indent=2)
 
 
-def _live_peak(actions: tuple, sched: Any, size: dict[int, float]) -> float:
-    """Largest sum of `size[stage]` over activations alive at once on one rank: an
-    activation is born at its F and freed by the action that ends its backward (W, or a
-    B with no W of its own: `Schedule.releases`)."""
-    live = peak = 0.0
-    for a in actions:
-        if a.kind == "F":
-            live += size[a.stage]
-            peak = max(peak, live)
-        elif sched.releases(a):
-            live -= size[a.stage]
-    return peak
-
-
 def kernel_activation_kwargs(stack: Any, par: Any) -> dict[str, Any]:
     """What the stack's kernels and the recomputed modules change in `layer_activation_bytes`."""
     return dict(unfused_norm=stack.norm == "unfused", unfused_activation=stack.activation == "unfused",
@@ -241,11 +227,10 @@ def estimate(plan: Any) -> MemoryReport:
             p += w8 * lin
             if s.training.fp8_params:  # ... or instead of them (training.fp8_params)
                 p -= PARAM_BYTES * lin / (shards if par.zero >= 3 else 1)
-        acts = sched.actions.get(r, ())
         # Peak of the summed live bytes (layers + ends together: they are born and freed
         # with the same actions), then split in proportion for the report.
-        both = _live_peak(acts, sched, {k: layer_size[k] + end_size[k] for k in layer_size})
-        layer_peak = _live_peak(acts, sched, layer_size)
+        both = live_peak(sched, r, lambda k: layer_size[k] + end_size[k])
+        layer_peak = live_peak(sched, r, layer_size.__getitem__)
         act, ends = (layer_peak, both - layer_peak)
         transient = 2 * plan.p2p_bytes  # one activation and one gradient receive buffer
         if any(st.moe is not None and st.layers > st.dense_layers for st in mine):
