@@ -8,9 +8,9 @@ Registered schedules and what they support (M = micro-batches per data-parallel 
     1f1b         vp = 1; any M
     zb-h1        vp = 1; any M (splits the backward into B and W)
     interleaved  vp >= 1; M a multiple of pp when vp > 1 (vp = 1 is 1f1b)
-    interleaved-ep-overlap  as interleaved; steady-state F and B as overlapped pairs
-                 (Megatron-Core's expert-parallel all-to-all overlap; pp = vp = 1: F0, then
-                 F(k+1) & B(k), then the last B, as Megatron-Core runs it without pipelining)
+    interleaved-ep-overlap  as interleaved, one more warm-up forward per rank (vp > 1);
+                 steady-state F and B as overlapped pairs (Megatron-Core's expert-parallel
+                 all-to-all overlap; pp = vp = 1: F0, then F(k+1) & B(k), then the last B)
     bfs          vp >= 1; any M (vp = 1 is gpipe)
     llama3       vp >= 1; any M; schedule.n = N in [pp, M] with M % N = 0 or >= pp, or N = M
                  (default N = pp when pp divides M; vp = 1 is 1f1b)
