@@ -103,7 +103,7 @@ def test_bf16_moments_make_the_optimizer_state_8_bytes_per_parameter() -> None:
 
 
 @pytest.mark.parametrize("p,v,m", [c for c in itertools.product(range(1, 6), range(1, 4), [4, 6, 8, 12])
-                                   if c[1] == 1 or c[2] % c[0] == 0])
+                                   if (c[0] == 1 or c[1] > 1) and (c[1] == 1 or c[2] % c[0] == 0)])
 def test_ep_overlap_schedule_pairs_steady_state_f_and_b(p: int, v: int, m: int) -> None:
     s, ref = S.build("interleaved-ep-overlap", p, v, m), S.build("interleaved", p, v, m)
     validate(s)
@@ -137,6 +137,18 @@ def test_ep_overlap_schedule_pairs_steady_state_f_and_b(p: int, v: int, m: int) 
                 if acts[i].kind == "F" and acts[i + 1].kind == "B" and acts[i].microbatch != acts[i + 1].microbatch}
     # pairs do not chain: a pair's B cannot open the next pair
     assert s.overlapped <= expected and all((r, i + 1) not in s.overlapped for r, i in s.overlapped)
+
+
+def test_ep_overlap_with_a_pipeline_needs_virtual_stages_as_megatron_core_does(capsys) -> None:
+    # Megatron-Core's TransformerConfig: "If enabling EP A2A overlap, virtual_pipeline_model_
+    # parallel_size must be specified when pipeline_model_parallel_size > 1"
+    assert S.check("interleaved-ep-overlap", 4, 1, 8) == (
+        'schedule "interleaved-ep-overlap" needs virtual stages with a pipeline (Megatron-Core\'s expert-parallel '
+        "overlap), but parallel.pp = 4 and parallel.vp = 1: set parallel.vp > 1, or parallel.pp = 1")
+    assert S.check("interleaved-ep-overlap", 1, 1, 8) is None and S.check("interleaved-ep-overlap", 4, 2, 8) is None
+    assert_one_line_error(["run", "mixtral-8x7b-64-h100", "--set", "parallel.vp=1",
+                           "--set", 'schedule.name="interleaved-ep-overlap"'], capsys, "needs virtual stages with a pipeline",
+                          "parallel.pp = 4 and parallel.vp = 1")
 
 
 def test_ep_overlap_without_pipelining_hides_the_exchanges_behind_the_other_micro_batch() -> None:

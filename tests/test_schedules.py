@@ -139,7 +139,9 @@ def _documented_ok(name: str, p: int, v: int, m: int, n: int | None = None) -> b
     """The constraints as the package docstring states them, re-derived here."""
     if name in SINGLE_CHUNK:
         return v == 1
-    if name in ("interleaved", "interleaved-ep-overlap"):
+    if name == "interleaved-ep-overlap":  # Megatron-Core: virtual stages whenever pp > 1
+        return (p == 1 or v > 1) and (v == 1 or m % p == 0)
+    if name == "interleaved":
         return v == 1 or m % p == 0
     if name == "llama3" and n is not None:
         if not 1 <= n <= m:

@@ -8,7 +8,7 @@ Registered schedules and what they support (M = micro-batches per data-parallel 
     1f1b         vp = 1; any M
     zb-h1        vp = 1; any M (splits the backward into B and W)
     interleaved  vp >= 1; M a multiple of pp when vp > 1 (vp = 1 is 1f1b)
-    interleaved-ep-overlap  as interleaved, one more warm-up forward per rank (vp > 1);
+    interleaved-ep-overlap  as interleaved (vp > 1 when pp > 1), one more warm-up forward per rank;
                  steady-state F and B as overlapped pairs (Megatron-Core's expert-parallel
                  all-to-all overlap; pp = vp = 1: F0, then F(k+1) & B(k), then the last B)
     bfs          vp >= 1; any M (vp = 1 is gpipe)
@@ -118,7 +118,7 @@ for _kind_ in (
     ScheduleKind("interleaved-ep-overlap", interleaved_ep_overlap, True,
                  "interleaved 1F1B whose steady-state forward and backward run as overlapped pairs, "
                  "hiding expert all-to-alls (Megatron-Core --overlap-moe-expert-parallel-comm)",
-                 constraints.interleaved),
+                 constraints.interleaved_ep_overlap),
     ScheduleKind("bfs", looped_bfs, True,
                  "looped breadth-first: all micro-batches through a chunk before the next "
                  "(Lamy-Poirier 2023)", constraints.any_m),

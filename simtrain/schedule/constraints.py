@@ -55,6 +55,19 @@ def interleaved(pp: int, vp: int, m: int, **_: object) -> str | None:
     return None
 
 
+def interleaved_ep_overlap(pp: int, vp: int, m: int, **_: object) -> str | None:
+    """Megatron-Core's combined 1F1B: interleaved's rule, and virtual stages whenever there is
+    a pipeline (TransformerConfig: "If enabling EP A2A overlap, virtual_pipeline_model_
+    parallel_size must be specified when pipeline_model_parallel_size > 1")."""
+    if pp > 1 and vp == 1:
+        return (
+            f"schedule \"interleaved-ep-overlap\" needs virtual stages with a pipeline (Megatron-Core's "
+            f"expert-parallel overlap), but parallel.pp = {pp} and parallel.vp = 1: set parallel.vp > 1, or "
+            f"parallel.pp = 1"
+        )
+    return interleaved(pp, vp, m)
+
+
 def llama3_n_ok(pp: int, m: int, n: int) -> bool:
     """Can the flexible schedule run with N = n without deadlock?
 

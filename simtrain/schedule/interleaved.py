@@ -106,8 +106,8 @@ def interleaved_ep_overlap(pp: int, microbatches: int, vp: int = 1, **_: object)
     pair holds no more activations than one chunk (`peak_in_flight`: in lockstep), so the
     peak is `interleaved`'s, the bubble a little different. Without pipelining (pp = vp = 1)
     Megatron-Core runs combined_1f1b_schedule_for_no_pipelining: the first forward alone,
-    then F(k+1) & B(k) for k < M-1, then the last backward alone. With vp = 1 and pp > 1
-    (which Megatron-Core's combined 1F1B does not run) the 1F1B order is paired as it is."""
+    then F(k+1) & B(k) for k < M-1, then the last backward alone. vp = 1 with pp > 1 is
+    refused (constraints.interleaved_ep_overlap), as Megatron-Core refuses it."""
     if pp == 1 and vp == 1 and microbatches > 1:
         f, b = (lambda k: Action(0, "F", k)), (lambda k: Action(0, "B", k))
         return {0: [f(0), *[(f(k + 1), b(k)) for k in range(microbatches - 1)], b(microbatches - 1)]}
