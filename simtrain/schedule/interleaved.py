@@ -60,7 +60,8 @@ def flexible_interleaved(pp: int, microbatches: int, vp: int, n: int, extra_warm
     vp = 1 has nothing to interleave and returns plain 1F1B (whose warm-up is pp-r-1,
     not Megatron's interleaved 2*(pp-r-1), so it holds fewer activations).
     Runs without deadlock when `constraints.llama3_n_ok(pp, M, n)`. `extra_warmup` more
-    forwards before each rank's first backward (Megatron-Core's expert-parallel overlap: 1).
+    forwards before each rank's first backward (Megatron-Core's expert-parallel overlap: 1;
+    vp > 1 only).
     """
     m = microbatches
     if vp == 1:
@@ -112,8 +113,7 @@ def interleaved_ep_overlap(pp: int, microbatches: int, vp: int = 1, **_: object)
         f, b = (lambda k: Action(0, "F", k)), (lambda k: Action(0, "B", k))
         return {0: [f(0), *[(f(k + 1), b(k)) for k in range(microbatches - 1)], b(microbatches - 1)]}
     out: dict[int, list] = {}
-    base = flexible_interleaved(pp, microbatches, vp, pp, extra_warmup=1) if vp > 1 else interleaved(pp, microbatches, vp)
-    for r, acts in base.items():
+    for r, acts in flexible_interleaved(pp, microbatches, vp, pp, extra_warmup=1).items():
         steps: list = []
         i = 0
         while i < len(acts):
